@@ -1,0 +1,135 @@
+# tlsmirror — one GNU Makefile. `make`, `make test`, `make run`, `make bench`,
+# `make install PREFIX=DIR`. V=1 shows full commands. SANITIZER=address,undefined
+# builds everything with those sanitizers (the library too: preload libasan first).
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CC       ?= cc
+PKG_CONFIG ?= pkg-config
+
+OPT      ?= -O2
+WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS   ?= $(OPT) -g
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -Isrc -D_GNU_SOURCE
+ifneq ($(SANITIZER),)
+  ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+  SAN_LDFLAGS = -fsanitize=$(SANITIZER)
+endif
+
+OPENSSL_CFLAGS := $(shell $(PKG_CONFIG) --cflags openssl 2>/dev/null)
+OPENSSL_LIBS   := $(shell $(PKG_CONFIG) --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+
+ifeq ($(V),1)
+  Q :=
+else
+  Q := @
+endif
+
+COMMON_SRC  := $(wildcard src/common/*.c)
+AGENT_SRC   := $(wildcard src/agent/*.c) $(wildcard src/flows/*.c) \
+               $(wildcard src/packets/*.c) $(wildcard src/sinks/*.c) \
+               src/transport/ring.c $(COMMON_SRC)
+CAPTURE_SRC := $(wildcard src/capture/*.c) src/transport/ring.c
+UNIT_SRC    := $(wildcard tests/unit/*.c)
+# the agent's modules without main(), for unit tests and tools
+LIB_SRC     := $(filter-out src/agent/main.c,$(AGENT_SRC))
+
+AGENT_OBJ   := $(AGENT_SRC:%.c=$(BUILD)/obj/%.o)
+CAPTURE_OBJ := $(CAPTURE_SRC:%.c=$(BUILD)/pic/%.o)
+LIB_OBJ     := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_OBJ    := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
+
+BIN   := $(BUILD)/tlsmirror
+SOLIB := $(BUILD)/libtlsmirror.so
+UNIT  := $(BUILD)/unit-tests
+# TLS client programs the integration tests run under the capture library
+TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
+TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS)
+
+.PHONY: all deps test unit run bench install clean fuzz
+all: $(BIN) $(SOLIB)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(OPENSSL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC [so] $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(OPENSSL_CFLAGS) -fPIC -fvisibility=hidden -DTLSMIRROR_CAPTURE -MMD -MP -c -o $@ $<
+
+$(BIN): $(AGENT_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
+# The capture library links no libssl: it finds the application's at run time.
+$(SOLIB): $(CAPTURE_OBJ) src/capture/exports.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN_LDFLAGS) -shared -Wl,--version-script=src/capture/exports.map -Wl,-z,now -o $@ $(CAPTURE_OBJ) -ldl -lpthread
+
+$(UNIT): $(UNIT_OBJ) $(LIB_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
+$(BUILD)/ringgen: $(BUILD)/obj/bench/ringgen.o $(BUILD)/obj/src/transport/ring.o
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^
+
+$(BUILD)/progs/badring: $(BUILD)/obj/tests/progs/badring.o $(BUILD)/obj/src/transport/ring.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^
+
+$(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(OPENSSL_CFLAGS) $(SAN_LDFLAGS) -o $@ $< $(OPENSSL_LIBS) -lpthread
+
+# Fuzzing: `make fuzz` runs the libFuzzer targets (clang) for FUZZ_SECONDS each, then
+# replays tests/fuzz/corpus/ with the replay drivers built by $(CC) (tests/fuzz/run.sh).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter -Isrc -D_GNU_SOURCE $(FUZZ_SAN)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
+
+$(BUILD)/fuzzobj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(OPENSSL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/fuzz/fuzz_ring: $(BUILD)/fuzzobj/tests/fuzz/fuzz_ring.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
+
+$(BUILD)/fuzz/replay_ring: $(BUILD)/obj/tests/fuzz/fuzz_ring.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
+fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring
+	$(Q)BUILD=$(BUILD) ./tests/fuzz/run.sh --fuzz $(FUZZ_SECONDS)
+
+# Debian packages the build, the demo, the tests and the benchmarks need.
+deps:
+	$(Q)./scripts/deps.sh
+
+unit: $(UNIT)
+	$(Q)$(UNIT)
+
+test: deps all $(UNIT) $(TOOLS)
+	$(Q)./tests/run.sh
+
+run: deps all
+	$(Q)BUILD=$(BUILD) ./scripts/demo.sh
+
+bench: deps all $(TOOLS)
+	$(Q)BUILD=$(BUILD) ./bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/tlsmirror $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/tlsmirror
+	install -m 0755 $(SOLIB) $(DESTDIR)$(PREFIX)/lib/tlsmirror/libtlsmirror.so
+	install -m 0644 man/tlsmirror.1 $(DESTDIR)$(PREFIX)/share/man/man1/tlsmirror.1
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tlsmirror's build, demo, tests and benchmarks use.
+set -euo pipefail
+pkgs=(build-essential pkg-config libssl-dev openssl tshark nginx nghttp2-client
+      curl python3 iproute2 procps psmisc)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps: need root to apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,467 @@
+/* The agent's event loop: accepts capture libraries, drains their rings, feeds the sinks. */
+#include "agent/agent.h"
+#include "common/log.h"
+#include "transport/ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TAG_LISTEN 1ULL
+#define TAG_SIGNAL 2ULL
+#define TAG_PENDING 3ULL
+#define TAG_PROC 4ULL
+#define DRAIN_BUDGET 4096     /* records per process per turn: fairness */
+#define MAX_PENDING 256
+#define MAX_EXITED_KEPT 1024  /* exited processes kept for the counters */
+
+static uint64_t ev_data(uint64_t tag, int fd)
+{
+	return (tag << 56) | (uint32_t)fd;
+}
+
+uint64_t agent_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void agent_forget_fd(struct agent *a, int fd)
+{
+	epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
+	close(fd);
+}
+
+static int watch(struct agent *a, int fd, uint64_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ev_data(tag, fd) };
+	return epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Binds the control socket; refuses to steal one a live agent listens on. */
+static int listen_on(const char *path, const char **why)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		*why = "path too long for a Unix socket";
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		close(fd);
+		*why = "another agent is listening there (stop it, or use --socket)";
+		return -EADDRINUSE;
+	}
+	unlink(path); /* stale socket of an agent that died */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int err = -errno;
+		close(fd);
+		*why = strerror(-err);
+		return err;
+	}
+	/* Applications run as any user (nginx workers): let them connect. */
+	chmod(path, 0666);
+	if (listen(fd, 128) < 0) {
+		int err = -errno;
+		close(fd);
+		*why = strerror(-err);
+		return err;
+	}
+	return fd;
+}
+
+static struct proc *proc_by_fd(struct agent *a, int fd)
+{
+	for (struct proc *p = a->procs; p; p = p->next)
+		if (p->fd == fd)
+			return p;
+	return NULL;
+}
+
+static void reject(struct agent *a, int fd, const char *who, const char *why)
+{
+	static struct log_limit lim;
+	a->rejected_attach++;
+	log_limited(&lim, 5, "rejected attach from %s: %s", who, why);
+	agent_forget_fd(a, fd);
+}
+
+/* Maps the ring memfd of an attaching process after checking it can't hurt us. */
+static int map_ring(int memfd, struct proc *p, const char **why)
+{
+	struct stat st;
+	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		*why = "ring is not a memory file";
+		return -EINVAL;
+	}
+	int seals = fcntl(memfd, F_GET_SEALS);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+		*why = "ring memory is not sealed against shrinking";
+		return -EPERM;
+	}
+	if (st.st_size < (off_t)(RING_HDR_SIZE + RING_MIN_DATA) ||
+	    st.st_size > (off_t)(RING_HDR_SIZE + (uint64_t)RING_MAX_DATA)) {
+		*why = "ring size out of range";
+		return -EINVAL;
+	}
+	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (m == MAP_FAILED) {
+		*why = "cannot map the ring";
+		return -errno;
+	}
+	if (ring_validate_hdr(m, (size_t)st.st_size) < 0) {
+		munmap(m, (size_t)st.st_size);
+		*why = "ring header invalid (magic, version or size)";
+		return -EINVAL;
+	}
+	p->ring = m;
+	p->map_len = (size_t)st.st_size;
+	p->ring_dev = st.st_dev;
+	p->ring_ino = st.st_ino;
+	return 0;
+}
+
+/* Forgets the oldest exited processes beyond the bound. */
+static void trim_exited(struct agent *a)
+{
+	size_t kept = 0;
+	for (struct proc **pp = &a->procs; *pp;) {
+		struct proc *p = *pp;
+		if (p->state != PROC_ATTACHED && ++kept > MAX_EXITED_KEPT) {
+			*pp = p->next;
+			free(p);
+			continue;
+		}
+		pp = &p->next;
+	}
+}
+
+static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd)
+{
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	char who[64];
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+		reject(a, fd, "unknown peer", "no credentials");
+		return;
+	}
+	snprintf(who, sizeof(who), "pid %d", (int)cred.pid);
+	struct proc *p = calloc(1, sizeof(*p));
+	if (!p) {
+		reject(a, fd, who, "out of memory");
+		return;
+	}
+	const char *why = NULL;
+	if (map_ring(memfd, p, &why) < 0) {
+		free(p);
+		reject(a, fd, who, why);
+		return;
+	}
+	/* The same ring attached again (the app closed our socket): one consumer only. */
+	for (struct proc *q = a->procs; q; q = q->next) {
+		if (q->ring && q->ring_dev == p->ring_dev && q->ring_ino == p->ring_ino) {
+			munmap(p->ring, p->map_len);
+			free(p);
+			if (q->fd >= 0)
+				agent_forget_fd(a, q->fd);
+			q->fd = fd;
+			epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
+			watch(a, fd, TAG_PROC);
+			return;
+		}
+	}
+	p->key = ++a->next_key;
+	p->pid = cred.pid;
+	p->uid = cred.uid;
+	memcpy(p->comm, h->comm, sizeof(p->comm));
+	p->comm[sizeof(p->comm) - 1] = 0;
+	memcpy(p->exe, h->exe, sizeof(p->exe));
+	p->exe[sizeof(p->exe) - 1] = 0;
+	for (char *c = p->comm; *c; c++)
+		if (*c < 0x20 || *c > 0x7e)
+			*c = '?';
+	p->fd = fd;
+	p->state = PROC_ATTACHED;
+	ring_consumer_init(&p->cons, p->ring);
+	epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
+	if (watch(a, fd, TAG_PROC) < 0) {
+		munmap(p->ring, p->map_len);
+		free(p);
+		reject(a, fd, who, "event loop full");
+		return;
+	}
+	p->next = a->procs;
+	a->procs = p;
+	log_info("attached pid %d (%s), ring %zu KiB", (int)p->pid, p->comm,
+		 (p->map_len - RING_HDR_SIZE) / 1024);
+	trim_exited(a);
+}
+
+static void reply_stats(struct agent *a, int fd)
+{
+	char *buf = malloc(CTL_STATS_MAX);
+	if (buf) {
+		size_t n = stats_format(a, buf, CTL_STATS_MAX);
+		send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		free(buf);
+	}
+	agent_forget_fd(a, fd);
+}
+
+/* First message on a new control connection: an attach or a stats request. */
+static void on_pending(struct agent *a, int fd)
+{
+	struct ctl_hello h;
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+			      .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
+	ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	int fds[4], nfd = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k && nfd < 4; i++)
+			memcpy(&fds[nfd++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+	}
+	const char *why = NULL;
+	if (n <= 0)
+		why = "closed before saying hello";
+	else if ((size_t)n != sizeof(h) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		why = "hello of the wrong size";
+	else if (h.magic != CTL_MAGIC || h.version != CTL_VERSION)
+		why = "bad magic or version (a different tlsmirror version?)";
+	else if (h.type == CTL_STATS && nfd == 0) {
+		reply_stats(a, fd);
+		return;
+	} else if (h.type != CTL_ATTACH)
+		why = "unknown message type";
+	else if (nfd != 1)
+		why = "attach without exactly one ring descriptor";
+	if (why) {
+		for (int i = 0; i < nfd; i++)
+			close(fds[i]);
+		if (n <= 0)
+			agent_forget_fd(a, fd);
+		else
+			reject(a, fd, "a local process", why);
+		return;
+	}
+	attach(a, fd, &h, fds[0]);
+	close(fds[0]);
+}
+
+static void on_accept(struct agent *a)
+{
+	for (;;) {
+		int fd = accept4(a->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		if (watch(a, fd, TAG_PENDING) < 0) {
+			close(fd);
+			continue;
+		}
+		on_pending(a, fd); /* the hello is usually there already */
+	}
+}
+
+/* EOF or a doorbell on a process's control socket. */
+static void on_proc(struct agent *a, int fd)
+{
+	struct proc *p = proc_by_fd(a, fd);
+	if (!p) {
+		agent_forget_fd(a, fd);
+		return;
+	}
+	char buf[64];
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0)
+			continue; /* doorbells: the drain loop does the work */
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		log_info("pid %d (%s) detached", (int)p->pid, p->comm);
+		proc_finish(a, p, PROC_EXITED);
+		return;
+	}
+}
+
+static void handle_events(struct agent *a, int timeout_ms)
+{
+	struct epoll_event evs[64];
+	int n = epoll_wait(a->epfd, evs, 64, timeout_ms);
+	for (int i = 0; i < n; i++) {
+		uint64_t tag = evs[i].data.u64 >> 56;
+		int fd = (int)(uint32_t)evs[i].data.u64;
+		if (tag == TAG_LISTEN) {
+			on_accept(a);
+		} else if (tag == TAG_SIGNAL) {
+			struct signalfd_siginfo si;
+			if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+				a->stop = 1;
+		} else if (tag == TAG_PENDING) {
+			on_pending(a, fd);
+		} else if (tag == TAG_PROC) {
+			on_proc(a, fd);
+		}
+	}
+}
+
+static size_t drain_all(struct agent *a)
+{
+	size_t work = 0;
+	for (struct proc *p = a->procs; p; p = p->next)
+		if (p->ring)
+			work += proc_drain(a, p, DRAIN_BUDGET);
+	return work;
+}
+
+/* Tells producers we sleep, then checks once more so no wake-up is lost. */
+static int ready_to_sleep(struct agent *a)
+{
+	int empty = 1;
+	for (struct proc *p = a->procs; p; p = p->next) {
+		if (!p->ring)
+			continue;
+		__atomic_store_n(&p->ring->consumer_sleeping, 1, __ATOMIC_SEQ_CST);
+		struct ring_view v;
+		if (ring_peek(&p->cons, &v) != -EAGAIN)
+			empty = 0;
+	}
+	return empty;
+}
+
+static void loop(struct agent *a)
+{
+	while (!a->stop) {
+		size_t work = drain_all(a);
+		if (work) {
+			handle_events(a, 0);
+			continue;
+		}
+		sink_set_flush(&a->sinks);
+		if (ready_to_sleep(a))
+			handle_events(a, (int)a->cfg.idle_ms);
+		else
+			handle_events(a, 0);
+		for (struct proc *p = a->procs; p; p = p->next)
+			if (p->ring)
+				__atomic_store_n(&p->ring->consumer_sleeping, 0, __ATOMIC_RELAXED);
+	}
+}
+
+static int setup(struct agent *a, const struct agent_config *cfg)
+{
+	const char *why = NULL;
+	a->cfg = *cfg;
+	a->started_ns = agent_now_ns();
+	a->listen_fd = -1;
+	a->sig_fd = -1;
+	int err = sink_set_add(&a->sinks, &sink_pcap_ops, cfg->write_path, &cfg->sink, &why);
+	if (err < 0) {
+		log_err("cannot write %s: %s", cfg->write_path, why ? why : strerror(-err));
+		return err;
+	}
+	struct flow_config fc = { .mss = cfg->mss, .sinks = &a->sinks };
+	a->flows = flow_table_new(&fc);
+	a->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (!a->flows || a->epfd < 0) {
+		log_err("out of memory");
+		return -ENOMEM;
+	}
+	a->listen_fd = listen_on(cfg->socket_path, &why);
+	if (a->listen_fd < 0) {
+		log_err("cannot listen on %s: %s", cfg->socket_path, why ? why : "");
+		return a->listen_fd;
+	}
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	a->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (a->sig_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
+	    watch(a, a->sig_fd, TAG_SIGNAL) < 0) {
+		log_err("cannot set up the event loop: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+/* Everything the applications handed over is written before we exit. */
+static void teardown(struct agent *a)
+{
+	for (struct proc *p = a->procs; p; p = p->next) {
+		if (p->ring) {
+			proc_drain(a, p, (size_t)-1);
+			proc_read_drops(p);
+		}
+	}
+	if (a->flows)
+		flow_close_all(a->flows, agent_now_ns());
+	sink_set_flush(&a->sinks);
+	char *buf = malloc(CTL_STATS_MAX);
+	if (buf) {
+		size_t n = stats_format(a, buf, CTL_STATS_MAX);
+		fwrite(buf, 1, n, stderr);
+		free(buf);
+	}
+	sink_set_close(&a->sinks);
+	if (a->listen_fd >= 0) {
+		close(a->listen_fd);
+		unlink(a->cfg.socket_path);
+	}
+	while (a->procs) {
+		struct proc *p = a->procs;
+		a->procs = p->next;
+		if (p->ring)
+			munmap(p->ring, p->map_len);
+		if (p->fd >= 0)
+			close(p->fd);
+		free(p);
+	}
+	if (a->flows)
+		flow_table_free(a->flows);
+	if (a->sig_fd >= 0)
+		close(a->sig_fd);
+	if (a->epfd >= 0)
+		close(a->epfd);
+}
+
+int agent_run(const struct agent_config *cfg)
+{
+	struct agent a;
+	memset(&a, 0, sizeof(a));
+	a.epfd = -1;
+	int err = setup(&a, cfg);
+	if (!err) {
+		log_info("listening on %s, writing %s", cfg->socket_path,
+			 strcmp(cfg->write_path, "-") ? cfg->write_path : "stdout");
+		loop(&a);
+	}
+	teardown(&a);
+	return err;
+}

@@ -1,0 +1,81 @@
+/* The agent: attached processes, their rings, the flow engine and the sinks. */
+#ifndef TLSMIRROR_AGENT_H
+#define TLSMIRROR_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "flows/flow.h"
+#include "sinks/sink.h"
+#include "transport/ring.h"
+
+struct agent_config {
+	const char *socket_path;
+	const char *write_path;      /* -w */
+	uint16_t mss;
+	struct sink_opts sink;
+	unsigned idle_ms;            /* longest sleep when idle */
+};
+
+enum proc_state { PROC_ATTACHED = 0, PROC_EXITED, PROC_REJECTED };
+
+/* One attachment of a process (a process that re-attaches after an agent
+ * restart is a new attachment of the new agent). */
+struct proc {
+	struct proc *next;
+	uint64_t key;                /* unique in this agent, the flow engine's proc_key */
+	pid_t pid;
+	uid_t uid;
+	char comm[16];
+	char exe[256];
+	int fd;                      /* control socket, -1 once gone */
+	enum proc_state state;
+	struct ring_hdr *ring;       /* NULL once unmapped */
+	size_t map_len;
+	dev_t ring_dev;
+	ino_t ring_ino;
+	struct ring_consumer cons;
+	/* counters */
+	uint64_t conns, open_conns;
+	uint64_t bytes[2];
+	uint64_t gap_bytes;
+	uint64_t bad_records;        /* records rejected (the ring was detached) */
+	uint64_t orphan_records;     /* data for a connection we never saw opened */
+	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
+};
+
+struct agent {
+	struct agent_config cfg;
+	int listen_fd;
+	int epfd;
+	int sig_fd;
+	int stop;
+	struct flow_table *flows;
+	struct sink_set sinks;
+	struct proc *procs;          /* newest first */
+	uint64_t next_key;
+	uint64_t started_ns;
+	uint64_t rejected_attach;
+	uint64_t exited_kept;
+};
+
+/* agent.c */
+int agent_run(const struct agent_config *cfg);
+/* Removes fd from the event loop and closes it. */
+void agent_forget_fd(struct agent *a, int fd);
+/* CLOCK_REALTIME in ns: the timestamps packets carry. */
+uint64_t agent_now_ns(void);
+
+/* proc.c: moves a process's ring records into the flow engine. Returns the
+ * number of records handled; detaches the process if its ring is corrupt. */
+size_t proc_drain(struct agent *a, struct proc *p, size_t budget);
+/* The process is gone (EOF) or rejected: drain what is left, close flows, unmap. */
+void proc_finish(struct agent *a, struct proc *p, enum proc_state why);
+/* Refreshes drop counters from the ring header. */
+void proc_read_drops(struct proc *p);
+
+/* stats.c: the text `tlsmirror stats` prints. Returns the length written. */
+size_t stats_format(struct agent *a, char *buf, size_t len);
+
+#endif

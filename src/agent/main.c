@@ -1,0 +1,308 @@
+/* tlsmirror command line: the agent, `tlsmirror stats` and `tlsmirror run`. */
+#include "agent/agent.h"
+#include "common/log.h"
+#include "transport/ctl.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef TLSMIRROR_VERSION
+#define TLSMIRROR_VERSION "0.1.0"
+#endif
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tlsmirror [options] -w FILE        run the agent, write mirrored traffic as pcap\n"
+"       tlsmirror stats [--socket PATH]     show the running agent's counters\n"
+"       tlsmirror run [--socket PATH] -- CMD [ARGS...]\n"
+"                                           start CMD with the capture library\n"
+"\n"
+"agent options:\n"
+"  -w, --write FILE        pcap output; '-' writes to stdout\n"
+"      --socket PATH       control socket (default $TLSMIRROR_SOCKET or %s)\n"
+"      --mss N             TCP payload per packet, 64..65000 (default 1460; IPv6 uses N-20)\n"
+"      --rotate-size SIZE  start a new file before SIZE bytes (K, M, G suffixes)\n"
+"      --rotate-seconds N  start a new file every N seconds\n"
+"      --snaplen N         pcap snaplen (default 262144)\n"
+"  -q, --quiet             log errors only\n"
+"  -h, --help              this text\n"
+"  -V, --version           print the version\n"
+"\n"
+"Files after the first are FILE.1, FILE.2, ...; a FILE with '%%' is an strftime pattern.\n"
+"See tlsmirror(1).\n", CTL_DEFAULT_SOCKET);
+}
+
+static const char *default_socket(void)
+{
+	const char *s = getenv("TLSMIRROR_SOCKET");
+	return s && *s ? s : CTL_DEFAULT_SOCKET;
+}
+
+/* Parses a byte size with an optional K/M/G suffix. Returns 0 or -EINVAL. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return -EINVAL;
+	int shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	default: break;
+	}
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || (shift && v > (ULLONG_MAX >> shift)))
+		return -EINVAL;
+	*out = v << shift;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned long long lo, unsigned long long hi,
+		      unsigned long long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int bad_arg(const char *opt, const char *val, const char *want)
+{
+	fprintf(stderr, "tlsmirror: invalid %s '%s': %s\n", opt, val, want);
+	return 2;
+}
+
+static int not_yet(const char *opt)
+{
+	fprintf(stderr, "tlsmirror: %s is not available in this version: interface replay, "
+		"collector and tunnel come with a later release (see docs/)\n", opt);
+	return 2;
+}
+
+static int cmd_agent(int argc, char **argv)
+{
+	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_SNAPLEN };
+	static const struct option opts[] = {
+		{ "write", required_argument, NULL, 'w' },
+		{ "socket", required_argument, NULL, O_SOCKET },
+		{ "mss", required_argument, NULL, O_MSS },
+		{ "rotate-size", required_argument, NULL, O_RSIZE },
+		{ "rotate-seconds", required_argument, NULL, O_RSECS },
+		{ "snaplen", required_argument, NULL, O_SNAPLEN },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct agent_config cfg = {
+		.socket_path = default_socket(),
+		.mss = 1460,
+		.idle_ms = 10,
+	};
+	unsigned long long v;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":w:qhVI:o:t:Cl:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'w': cfg.write_path = optarg; break;
+		case O_SOCKET: cfg.socket_path = optarg; break;
+		case O_MSS:
+			if (parse_uint(optarg, 64, 65000, &v))
+				return bad_arg("--mss", optarg, "a number from 64 to 65000");
+			cfg.mss = (uint16_t)v;
+			break;
+		case O_RSIZE:
+			if (parse_size(optarg, &cfg.sink.rotate_bytes) || cfg.sink.rotate_bytes < 4096)
+				return bad_arg("--rotate-size", optarg, "a size of at least 4K, like 100M");
+			break;
+		case O_RSECS:
+			if (parse_uint(optarg, 1, 10u * 365 * 86400, &v))
+				return bad_arg("--rotate-seconds", optarg, "a positive number of seconds");
+			cfg.sink.rotate_seconds = v;
+			break;
+		case O_SNAPLEN:
+			if (parse_uint(optarg, 128, 262144, &v))
+				return bad_arg("--snaplen", optarg, "a number from 128 to 262144");
+			cfg.sink.snaplen = (uint32_t)v;
+			break;
+		case 'q': log_quiet = 1; break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("tlsmirror %s\n", TLSMIRROR_VERSION); return 0;
+		case 'I': return not_yet("-I (interface)");
+		case 'o': return not_yet("-o (interface replay)");
+		case 't': return not_yet("-t (tunnel to a collector)");
+		case 'C': return not_yet("-C (collector)");
+		case 'l': return not_yet("-l (collector listen address)");
+		case ':':
+			fprintf(stderr, "tlsmirror: option %s needs a value\n", argv[optind - 1]);
+			return 2;
+		default:
+			fprintf(stderr, "tlsmirror: unknown option '%s' (see tlsmirror --help)\n",
+				argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tlsmirror: unexpected argument '%s' (see tlsmirror --help)\n",
+			argv[optind]);
+		return 2;
+	}
+	if (!cfg.write_path) {
+		fprintf(stderr, "tlsmirror: nothing to do: give -w FILE (or -w - for stdout)\n");
+		return 2;
+	}
+	if (!strcmp(cfg.write_path, "-") && isatty(STDOUT_FILENO)) {
+		fprintf(stderr, "tlsmirror: refusing to write pcap to a terminal: "
+			"pipe it (| tshark -r -) or give -w FILE\n");
+		return 2;
+	}
+	return agent_run(&cfg) < 0 ? 1 : 0;
+}
+
+/* Takes --socket PATH off the front of a subcommand's arguments. */
+static int sub_socket(int *argc, char ***argv, const char **path)
+{
+	while (*argc > 0 && (*argv)[0][0] == '-') {
+		char *a = (*argv)[0];
+		if (!strcmp(a, "--")) {
+			(*argc)--;
+			(*argv)++;
+			break;
+		}
+		if (!strcmp(a, "--socket") && *argc > 1) {
+			*path = (*argv)[1];
+			*argc -= 2;
+			*argv += 2;
+		} else if (!strncmp(a, "--socket=", 9)) {
+			*path = a + 9;
+			(*argc)--;
+			(*argv)++;
+		} else {
+			fprintf(stderr, "tlsmirror: unknown option '%s'\n", a);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+	const char *path = default_socket();
+	if (sub_socket(&argc, &argv, &path) < 0 || argc) {
+		fprintf(stderr, "usage: tlsmirror stats [--socket PATH]\n");
+		return 2;
+	}
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "tlsmirror: socket path too long: %s\n", path);
+		return 2;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "tlsmirror: no agent on %s: %s (is it running? --socket?)\n",
+			path, strerror(errno));
+		return 1;
+	}
+	struct ctl_hello h;
+	memset(&h, 0, sizeof(h));
+	h.magic = CTL_MAGIC;
+	h.version = CTL_VERSION;
+	h.type = CTL_STATS;
+	h.pid = (uint32_t)getpid();
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char *buf = malloc(CTL_STATS_MAX);
+	ssize_t n = -1;
+	if (buf && send(fd, &h, sizeof(h), MSG_NOSIGNAL) == (ssize_t)sizeof(h))
+		n = recv(fd, buf, CTL_STATS_MAX, 0);
+	close(fd);
+	if (n <= 0) {
+		fprintf(stderr, "tlsmirror: the agent on %s did not answer\n", path);
+		free(buf);
+		return 1;
+	}
+	fwrite(buf, 1, (size_t)n, stdout);
+	free(buf);
+	return 0;
+}
+
+/* The capture library: $TLSMIRROR_LIB, beside the binary (build tree), or
+ * ../lib/tlsmirror/ relative to it (installed). */
+static int find_lib(char *out, size_t len)
+{
+	const char *env = getenv("TLSMIRROR_LIB");
+	if (env && *env) {
+		snprintf(out, len, "%s", env);
+		return access(out, R_OK) ? -ENOENT : 0;
+	}
+	char exe[PATH_MAX - 64];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return -ENOENT;
+	exe[n] = 0;
+	char *slash = strrchr(exe, '/');
+	if (!slash)
+		return -ENOENT;
+	*slash = 0;
+	static const char *const rel[] = { "/libtlsmirror.so", "/../lib/tlsmirror/libtlsmirror.so" };
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		snprintf(out, len, "%s%s", exe, rel[i]);
+		if (!access(out, R_OK))
+			return 0;
+	}
+	return -ENOENT;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	const char *path = NULL;
+	if (sub_socket(&argc, &argv, &path) < 0 || argc < 1) {
+		fprintf(stderr, "usage: tlsmirror run [--socket PATH] -- CMD [ARGS...]\n");
+		return 2;
+	}
+	char lib[PATH_MAX];
+	if (find_lib(lib, sizeof(lib)) < 0) {
+		fprintf(stderr, "tlsmirror: cannot find libtlsmirror.so (set TLSMIRROR_LIB)\n");
+		return 1;
+	}
+	const char *old = getenv("LD_PRELOAD");
+	size_t need = strlen(lib) + (old ? strlen(old) + 2 : 1);
+	char *pre = malloc(need);
+	if (!pre)
+		return 1;
+	if (old && *old)
+		snprintf(pre, need, "%s:%s", lib, old);
+	else
+		snprintf(pre, need, "%s", lib);
+	setenv("LD_PRELOAD", pre, 1);
+	if (path)
+		setenv("TLSMIRROR_SOCKET", path, 1);
+	execvp(argv[0], argv);
+	fprintf(stderr, "tlsmirror: cannot run %s: %s\n", argv[0], strerror(errno));
+	return errno == ENOENT ? 127 : 126;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "stats"))
+		return cmd_stats(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "run"))
+		return cmd_run(argc - 2, argv + 2);
+	return cmd_agent(argc, argv);
+}

@@ -1,0 +1,161 @@
+/* One attached process: validates its ring records and feeds them to the flow engine. */
+#include "agent/agent.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int str_ok(const char *s, size_t n)
+{
+	return memchr(s, 0, n) != NULL;
+}
+
+/* A bad record inside a well-formed ring: skipped and counted. */
+static void bad_record(struct proc *p, const char *why)
+{
+	static struct log_limit lim;
+	p->bad_records++;
+	log_limited(&lim, 5, "pid %d (%s): ring record rejected: %s", (int)p->pid,
+		    p->comm, why);
+}
+
+static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	struct ring_open o;
+	if (v->data_len != sizeof(o)) {
+		bad_record(p, "OPEN record of the wrong size");
+		return;
+	}
+	memcpy(&o, v->data, sizeof(o)); /* one copy: the producer may still write */
+	if ((o.family != 4 && o.family != 6) || o.side > 1 ||
+	    o.map_method < RING_MAP_FD || o.map_method > RING_MAP_SYNTHETIC ||
+	    !str_ok(o.sni, sizeof(o.sni)) || !str_ok(o.alpn, sizeof(o.alpn)) ||
+	    !str_ok(o.cipher, sizeof(o.cipher)) || v->conn_id == 0) {
+		bad_record(p, "OPEN record with invalid fields");
+		return;
+	}
+	struct flow_open_info fi;
+	memset(&fi, 0, sizeof(fi));
+	fi.proc_key = p->key;
+	fi.conn_id = v->conn_id;
+	fi.ts_ns = v->ts_ns;
+	fi.family = o.family;
+	fi.side = o.side;
+	fi.midstream = o.midstream;
+	fi.client_port = o.client_port;
+	fi.server_port = o.server_port;
+	memcpy(fi.client_addr, o.client_addr, 16);
+	memcpy(fi.server_addr, o.server_addr, 16);
+	fi.off[0] = o.off[0];
+	fi.off[1] = o.off[1];
+	int err = flow_open(a->flows, &fi);
+	if (err == -EEXIST)
+		return; /* announced again after a re-attach: same connection */
+	if (err < 0) {
+		static struct log_limit lim;
+		log_limited(&lim, 5, "cannot track a connection of pid %d: %s",
+			    (int)p->pid, strerror(-err));
+		return;
+	}
+	p->conns++;
+	p->open_conns++;
+}
+
+static void on_data(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	int dir = (v->flags & RING_F_DIR_S2C) ? 1 : 0;
+	uint64_t gap = 0;
+	int err;
+	if (v->type == RING_REC_GAP) {
+		uint64_t len;
+		if (v->data_len != sizeof(len)) {
+			bad_record(p, "GAP record of the wrong size");
+			return;
+		}
+		memcpy(&len, v->data, sizeof(len));
+		err = flow_gap(a->flows, p->key, v->conn_id, dir, v->ts_ns, len);
+		if (!err)
+			p->gap_bytes += len;
+	} else {
+		err = flow_data(a->flows, p->key, v->conn_id, dir, v->ts_ns,
+				v->stream_off, v->data, v->data_len, &gap);
+		if (!err) {
+			p->bytes[dir] += v->data_len;
+			p->gap_bytes += gap;
+		}
+	}
+	if (err == -ENOENT)
+		p->orphan_records++;
+	else if (err == -ERANGE)
+		bad_record(p, "DATA record behind what was already mirrored");
+}
+
+static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	if (flow_close(a->flows, p->key, v->conn_id, v->ts_ns) == 0 && p->open_conns)
+		p->open_conns--;
+}
+
+size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
+{
+	size_t n = 0;
+	struct ring_view v;
+	while (p->ring && n < budget) {
+		int err = ring_peek(&p->cons, &v);
+		if (err == -EAGAIN)
+			break;
+		if (err < 0) {
+			p->bad_records++;
+			log_warn("pid %d (%s): malformed ring at position %llu: detaching it "
+				 "(what came before was mirrored)", (int)p->pid, p->comm,
+				 (unsigned long long)p->cons.tail);
+			proc_finish(a, p, PROC_REJECTED);
+			break;
+		}
+		switch (v.type) {
+		case RING_REC_OPEN:
+			on_open(a, p, &v);
+			break;
+		case RING_REC_DATA:
+		case RING_REC_GAP:
+			on_data(a, p, &v);
+			break;
+		case RING_REC_CLOSE:
+			on_close(a, p, &v);
+			break;
+		default:
+			break;
+		}
+		ring_release(&p->cons);
+		n++;
+	}
+	return n;
+}
+
+void proc_read_drops(struct proc *p)
+{
+	if (!p->ring)
+		return;
+	for (int i = 0; i < RING_DROP_NREASONS; i++)
+		p->drop_last[i] = __atomic_load_n(&p->ring->drop_bytes[i], __ATOMIC_RELAXED);
+}
+
+void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
+{
+	if (p->ring && why == PROC_EXITED)
+		proc_drain(a, p, (size_t)-1);
+	if (p->ring) {
+		proc_read_drops(p);
+		flow_close_proc(a->flows, p->key, agent_now_ns());
+		munmap(p->ring, p->map_len);
+		p->ring = NULL;
+	}
+	p->open_conns = 0;
+	if (p->fd >= 0) {
+		agent_forget_fd(a, p->fd);
+		p->fd = -1;
+	}
+	p->state = why;
+}

@@ -1,0 +1,80 @@
+/* Counters as text: one line per process and a total, key=value (tlsmirror stats, exit). */
+#include "agent/agent.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static const char *state_name(enum proc_state s)
+{
+	switch (s) {
+	case PROC_ATTACHED: return "attached";
+	case PROC_EXITED: return "exited";
+	case PROC_REJECTED: return "rejected";
+	}
+	return "?";
+}
+
+static size_t add(char *buf, size_t len, size_t at, const char *fmt, ...)
+{
+	if (at >= len)
+		return at;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf + at, len - at, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return at;
+	return at + (size_t)n >= len ? len - 1 : at + (size_t)n;
+}
+
+size_t stats_format(struct agent *a, char *buf, size_t len)
+{
+	size_t at = 0;
+	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
+	if (!len)
+		return 0;
+	buf[0] = 0;
+	for (struct proc *p = a->procs; p; p = p->next) {
+		proc_read_drops(p);
+		uint64_t d = 0;
+		for (int i = 0; i < RING_DROP_NREASONS; i++)
+			d += p->drop_last[i];
+		at = add(buf, len, at,
+			 "pid=%d comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
+			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
+			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu\n",
+			 (int)p->pid, p->comm[0] ? p->comm : "?", state_name(p->state),
+			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
+			 (unsigned long long)p->bytes[0], (unsigned long long)p->bytes[1],
+			 (unsigned long long)p->drop_last[RING_DROP_FULL],
+			 (unsigned long long)p->drop_last[RING_DROP_NO_RING],
+			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
+			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
+			 (unsigned long long)p->orphan_records);
+		procs++;
+		conns += p->conns;
+		b0 += p->bytes[0];
+		b1 += p->bytes[1];
+		dropped += d;
+		gap += p->gap_bytes;
+		bad += p->bad_records;
+		orphan += p->orphan_records;
+	}
+	const struct flow_counters *fc = a->flows ? flow_counters(a->flows) : NULL;
+	uint64_t lost = 0;
+	for (size_t i = 0; i < a->sinks.n; i++)
+		lost += a->sinks.v[i]->ctr.lost_packets;
+	at = add(buf, len, at,
+		 "total processes=%llu conns=%llu c2s_bytes=%llu s2c_bytes=%llu dropped_bytes=%llu "
+		 "gap_bytes=%llu packets=%llu duplicate_conns=%llu bad_records=%llu "
+		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu\n",
+		 (unsigned long long)procs, (unsigned long long)conns,
+		 (unsigned long long)b0, (unsigned long long)b1,
+		 (unsigned long long)dropped, (unsigned long long)gap,
+		 (unsigned long long)(fc ? fc->packets : 0),
+		 (unsigned long long)(fc ? fc->flows_duplicate : 0),
+		 (unsigned long long)bad, (unsigned long long)orphan,
+		 (unsigned long long)a->rejected_attach, (unsigned long long)lost,
+		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL));
+	return at;
+}

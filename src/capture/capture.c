@@ -1,0 +1,318 @@
+/* Capture library process state: configuration, the ring, attaching to the agent, fork. */
+#include "capture/capture.h"
+#include "transport/ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHECK_INTERVAL_NS 1000000000ULL /* health check / re-attach at most 1/s */
+
+enum ring_state { RS_NONE = 0, RS_CREATING, RS_READY, RS_FAILED };
+
+/* Everything process-wide lives here and only here. */
+static struct {
+	int disabled;
+	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	uint64_t ring_size;
+	int ring_state;           /* enum ring_state, atomic */
+	struct ring_hdr *ring;    /* atomic; stays mapped for the process lifetime */
+	int memfd;
+	int ctl_fd;               /* stable number once created (dup3 on re-attach) */
+	int attached;
+	uint32_t epoch;           /* bumps when the agent may have lost our OPENs */
+	uint32_t attach_count;
+	uint64_t next_check_ns;
+	int maint_busy;           /* try-lock for maintenance */
+	uint64_t conn_ids;
+	uint64_t noring_bytes;
+	uint64_t noring_records;
+} g = { .memfd = -1, .ctl_fd = -1, .epoch = 1 };
+
+uint64_t cap_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t cap_next_conn_id(void)
+{
+	return __atomic_add_fetch(&g.conn_ids, 1, __ATOMIC_RELAXED);
+}
+
+void cap_count_noring(uint64_t bytes)
+{
+	__atomic_fetch_add(&g.noring_bytes, bytes, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&g.noring_records, 1, __ATOMIC_RELAXED);
+}
+
+/* Parses "16M", "65536", "1G". Returns 0 on nonsense. */
+static uint64_t parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	default: break;
+	}
+	return *end ? 0 : v;
+}
+
+static uint64_t pow2_floor(uint64_t v)
+{
+	uint64_t p = 1;
+	while (p <= v / 2)
+		p <<= 1;
+	return p;
+}
+
+static void at_fork_child(void);
+
+/* Runs in every process the library is preloaded into: read configuration
+ * now, while the environment is there (nginx workers get an empty one). */
+__attribute__((constructor)) static void cap_init(void)
+{
+	sym_init_libc();
+	const char *v = getenv("TLSMIRROR_DISABLE");
+	if (v && *v && strcmp(v, "0") != 0)
+		g.disabled = 1;
+	const char *path = getenv("TLSMIRROR_SOCKET");
+	if (!path || !*path || strlen(path) >= sizeof(g.sock_path))
+		path = CTL_DEFAULT_SOCKET;
+	memcpy(g.sock_path, path, strlen(path) + 1);
+	g.ring_size = RING_DEFAULT_DATA;
+	v = getenv("TLSMIRROR_RING_SIZE");
+	if (v && *v) {
+		uint64_t s = parse_size(v);
+		if (s >= RING_MIN_DATA && s <= RING_MAX_DATA)
+			g.ring_size = pow2_floor(s);
+	}
+	pthread_atfork(NULL, NULL, at_fork_child);
+}
+
+static struct ring_hdr *create_ring(void)
+{
+	size_t map_len = RING_HDR_SIZE + g.ring_size;
+	int fd = memfd_create("tlsmirror-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return NULL;
+	if (ftruncate(fd, (off_t)map_len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		goto fail;
+	/* Pre-fault now: a fresh ring page-faults on first touch otherwise. */
+	void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (m == MAP_FAILED)
+		goto fail;
+	struct ring_hdr *r = m;
+	ring_init(r, g.ring_size, (uint32_t)getpid());
+	uint64_t nb = __atomic_exchange_n(&g.noring_bytes, 0, __ATOMIC_RELAXED);
+	uint64_t nr = __atomic_exchange_n(&g.noring_records, 0, __ATOMIC_RELAXED);
+	r->drop_bytes[RING_DROP_NO_RING] = nb;
+	r->drop_records[RING_DROP_NO_RING] = nr;
+	g.memfd = fd;
+	return r;
+fail:
+	cap_libc.close(fd);
+	return NULL;
+}
+
+static void read_comm(char *out, size_t n)
+{
+	memset(out, 0, n);
+	int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t got = cap_libc.read(fd, out, n - 1);
+	cap_libc.close(fd);
+	if (got > 0 && out[got - 1] == '\n')
+		out[got - 1] = 0;
+}
+
+/* One non-blocking attach attempt: connect, send the hello and the memfd. */
+static int try_attach(void)
+{
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	memcpy(sa.sun_path, g.sock_path, strlen(g.sock_path) + 1);
+	int err = 0;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = -errno;
+		goto out;
+	}
+	struct ctl_hello h;
+	memset(&h, 0, sizeof(h));
+	h.magic = CTL_MAGIC;
+	h.version = CTL_VERSION;
+	h.type = CTL_ATTACH;
+	h.pid = (uint32_t)getpid();
+	h.attach_gen = g.attach_count;
+	read_comm(h.comm, sizeof(h.comm));
+	ssize_t n = readlink("/proc/self/exe", h.exe, sizeof(h.exe) - 1);
+	if (n < 0)
+		h.exe[0] = 0;
+
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	memset(&cm, 0, sizeof(cm));
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+			      .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &g.memfd, sizeof(int));
+	if (cap_libc.sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+		err = -errno;
+		goto out;
+	}
+	/* Keep the control socket's fd number stable: a thread about to ring
+	 * the doorbell must never hit an unrelated fd that reused the number. */
+	if (g.ctl_fd >= 0) {
+		if (dup3(fd, g.ctl_fd, O_CLOEXEC) < 0) {
+			err = -errno;
+			goto out;
+		}
+	} else {
+		__atomic_store_n(&g.ctl_fd, fd, __ATOMIC_RELEASE);
+		fd = -1;
+	}
+	g.attach_count++;
+	__atomic_store_n(&g.attached, 1, __ATOMIC_RELEASE);
+out:
+	if (fd >= 0)
+		cap_libc.close(fd);
+	return err;
+}
+
+/* Is the agent still there? EOF on the control socket says it is gone. */
+static void check_attached(void)
+{
+	char b;
+	ssize_t n = cap_libc.recv(g.ctl_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+		return;
+	__atomic_store_n(&g.attached, 0, __ATOMIC_RELEASE);
+	/* The next agent has not seen what this one consumed: announce every
+	 * connection again before its next data. */
+	__atomic_add_fetch(&g.epoch, 1, __ATOMIC_RELEASE);
+}
+
+static void maintain(uint64_t now)
+{
+	if (__atomic_exchange_n(&g.maint_busy, 1, __ATOMIC_ACQUIRE))
+		return;
+	if (now >= __atomic_load_n(&g.next_check_ns, __ATOMIC_RELAXED)) {
+		int saved = errno;
+		if (__atomic_load_n(&g.attached, __ATOMIC_ACQUIRE) && g.ctl_fd >= 0)
+			check_attached();
+		if (!__atomic_load_n(&g.attached, __ATOMIC_ACQUIRE))
+			try_attach();
+		__atomic_store_n(&g.next_check_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
+		errno = saved;
+	}
+	__atomic_store_n(&g.maint_busy, 0, __ATOMIC_RELEASE);
+}
+
+struct ring_hdr *cap_ring(uint64_t now, uint32_t *epoch)
+{
+	if (g.disabled)
+		return NULL;
+	struct ring_hdr *r = __atomic_load_n(&g.ring, __ATOMIC_ACQUIRE);
+	if (!r) {
+		int expect = RS_NONE;
+		if (!__atomic_compare_exchange_n(&g.ring_state, &expect, RS_CREATING, 0,
+						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			return NULL; /* another thread creates it, or it failed */
+		int saved = errno;
+		r = create_ring();
+		errno = saved;
+		if (!r) {
+			__atomic_store_n(&g.ring_state, RS_FAILED, __ATOMIC_RELEASE);
+			return NULL;
+		}
+		__atomic_store_n(&g.ring, r, __ATOMIC_RELEASE);
+		__atomic_store_n(&g.ring_state, RS_READY, __ATOMIC_RELEASE);
+	}
+	if (now >= __atomic_load_n(&g.next_check_ns, __ATOMIC_RELAXED))
+		maintain(now);
+	*epoch = __atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE);
+	return r;
+}
+
+void cap_doorbell(struct ring_hdr *ring)
+{
+	if (!__atomic_load_n(&ring->consumer_sleeping, __ATOMIC_RELAXED))
+		return;
+	/* The agent wakes by itself every few ms; ring only when it fills. */
+	if (ring_used(ring) < ring->data_size / 8)
+		return;
+	if (!__atomic_exchange_n(&ring->consumer_sleeping, 0, __ATOMIC_ACQ_REL))
+		return;
+	int fd = __atomic_load_n(&g.ctl_fd, __ATOMIC_ACQUIRE);
+	if (fd < 0 || !__atomic_load_n(&g.attached, __ATOMIC_ACQUIRE))
+		return;
+	int saved = errno;
+	char b = 0;
+	cap_libc.send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	__atomic_fetch_add(&ring->doorbells, 1, __ATOMIC_RELAXED);
+	errno = saved;
+}
+
+int cap_is_own_fd(int fd)
+{
+	return fd >= 0 && (fd == __atomic_load_n(&g.ctl_fd, __ATOMIC_RELAXED) ||
+			   fd == __atomic_load_n(&g.memfd, __ATOMIC_RELAXED));
+}
+
+void cap_fd_closed(int fd)
+{
+	/* The application closes our fd (a daemon closing everything): stop
+	 * using the number before the application reuses it. */
+	if (fd == g.ctl_fd) {
+		__atomic_store_n(&g.attached, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&g.ctl_fd, -1, __ATOMIC_RELEASE);
+		__atomic_add_fetch(&g.epoch, 1, __ATOMIC_RELEASE);
+	}
+	if (fd == g.memfd) {
+		/* the mapping stays; without the fd we can't attach again */
+		__atomic_store_n(&g.memfd, -1, __ATOMIC_RELEASE);
+		__atomic_store_n(&g.disabled, 1, __ATOMIC_RELEASE);
+	}
+}
+
+/* The child of fork gets a ring and an attachment of its own; connections it
+ * inherited are announced again there. Only this thread exists now. */
+static void at_fork_child(void)
+{
+	if (g.ctl_fd >= 0)
+		cap_libc.close(g.ctl_fd);
+	if (g.memfd >= 0)
+		cap_libc.close(g.memfd);
+	if (g.ring)
+		munmap(g.ring, RING_HDR_SIZE + g.ring->data_size);
+	g.ctl_fd = -1;
+	g.memfd = -1;
+	g.ring = NULL;
+	g.ring_state = RS_NONE;
+	g.attached = 0;
+	g.attach_count = 0;
+	g.maint_busy = 0;
+	g.next_check_ns = 0;
+	g.epoch++;
+}

@@ -1,0 +1,129 @@
+/* Capture library internals: process state (capture.c), symbols (sym.c), connections (conn.c). */
+#ifndef TLSMIRROR_CAPTURE_H
+#define TLSMIRROR_CAPTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "transport/ring.h"
+
+/* OpenSSL objects stay opaque: the library is built without OpenSSL's
+ * headers' ABI assumptions and works with 1.1.1 and 3.x alike. */
+struct ssl_st;
+struct ssl_cipher_st;
+struct bio_st;
+
+#define CAP_DIR_C2S 0
+#define CAP_DIR_S2C 1
+
+/* ---- sym.c: the real functions behind our hooks ---- */
+
+/* Finds a libssl/libcrypto function: RTLD_NEXT first, else the libssl or
+ * libcrypto already loaded in the process (dlopen RTLD_LOCAL, Python's _ssl).
+ * Returns NULL if none is loaded. Never prints. */
+void *sym_ssl(const char *name);
+/* sym_ssl() cached in *slot: the real function behind a hook. */
+void *sym_real(void **slot, const char *name);
+/* What a hook does when libssl can't be found: fail like the call would. */
+int sym_missing(void);
+/* Finds a libc function after ours (RTLD_NEXT). */
+void *sym_libc(const char *name);
+
+/* The libc calls the library itself makes, never through its own hooks. */
+struct cap_libc {
+	ssize_t (*read)(int fd, void *buf, size_t n);
+	ssize_t (*write)(int fd, const void *buf, size_t n);
+	ssize_t (*send)(int fd, const void *buf, size_t n, int flags);
+	ssize_t (*recv)(int fd, void *buf, size_t n, int flags);
+	ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
+	int (*close)(int fd);
+};
+extern struct cap_libc cap_libc;
+void sym_init_libc(void);
+
+/* ---- capture.c: process-wide state (the only file that holds any) ---- */
+
+/* Current wall-clock time in ns (vDSO, no syscall). */
+uint64_t cap_now_ns(void);
+
+/*
+ * Returns the ring to write into, creating it (first use) and attaching or
+ * re-attaching to the agent at a bounded rate. NULL if the ring can't exist.
+ * *epoch gets the attachment epoch: a connection announced in an older epoch
+ * must be announced again. Never blocks, never prints.
+ */
+struct ring_hdr *cap_ring(uint64_t now, uint32_t *epoch);
+
+/* After committing records: wakes the agent if it sleeps and the ring fills. */
+void cap_doorbell(struct ring_hdr *ring);
+
+/* A new connection id, unique in this process. */
+uint64_t cap_next_conn_id(void);
+
+/* Bytes dropped before a ring existed; added to the ring once it does. */
+void cap_count_noring(uint64_t bytes);
+
+/* True if fd is the library's own control socket. */
+int cap_is_own_fd(int fd);
+/* The application closed fd: forget it if it was ours. */
+void cap_fd_closed(int fd);
+
+/* ---- conn.c: one TLS connection ---- */
+
+struct cap_conn {
+	uint64_t id;
+	uint32_t epoch;         /* epoch of the last OPEN we emitted, 0 = none */
+	uint32_t announcing;    /* 1 while a thread emits the OPEN */
+	uint8_t side;           /* RING_SIDE_* */
+	uint8_t family;
+	uint8_t map_method;     /* 0 = not mapped yet */
+	uint8_t closed;
+	uint16_t cport, sport;
+	uint8_t caddr[16], saddr[16];
+	int io_fd;              /* socket seen during a TLS call, -1 if none */
+	int fd;                 /* socket remembered for close(), -1 if none */
+	uint64_t off[2];        /* bytes per direction so far */
+};
+
+/* The TLS call a thread is inside (thread-local, nesting-aware). */
+struct cap_call {
+	struct ssl_st *ssl;
+	struct cap_conn *conn;
+	int want_fd;            /* the connection is not mapped: watch socket I/O */
+	int io_fd;
+	struct cap_call *outer;
+};
+
+/* Enters/leaves a hooked TLS call. Returns 1 if this is the outermost call
+ * (the one that captures), 0 if nested. */
+int conn_call_begin(struct cap_call *call, struct ssl_st *ssl);
+void conn_call_end(struct cap_call *call);
+
+/* The socket I/O hooks report fds used inside TLS calls here (cheap check). */
+void conn_note_io_fd(int fd);
+
+/* Records the client random of a ClientHello seen on fd (io hooks); sent
+ * says whether this process wrote it (client) or read it (server). */
+void conn_note_client_hello(int fd, const uint8_t *buf, size_t len, int sent);
+
+/* Mirrors len bytes of clear text the application wrote (app_write 1) or
+ * read (0) on the call's connection. Errors are counted, never reported. */
+void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len);
+
+/* Mirrors bytes sent with SSL_sendfile from file fd at offset. */
+void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len);
+
+/* The handshake finished: announce the connection now. */
+void conn_handshake_done(struct cap_call *call);
+
+/* The connection ended (SSL_shutdown, SSL_free, close of its socket). */
+void conn_closed(struct cap_call *call);
+void conn_fd_closed(int fd);
+
+/* SSL_free: releases the state (via ex_data free callback as well). */
+void conn_free(struct ssl_st *ssl);
+
+#endif

@@ -1,0 +1,545 @@
+/* One TLS connection in the capture library: its TCP identity, its records in the ring. */
+#include "capture/capture.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define FD_MAP_SIZE 65536   /* fds beyond this are not tracked for close() */
+#define HELLO_SLOTS 64      /* recent ClientHellos remembered for memory BIOs */
+#define ANNOUNCE_SPINS 1000
+
+/* libssl functions the library calls (never hooks). */
+static struct {
+	int (*get_fd)(const struct ssl_st *s);
+	int (*is_server)(const struct ssl_st *s);
+	const char *(*get_servername)(const struct ssl_st *s, int type);
+	void (*get0_alpn)(const struct ssl_st *s, const unsigned char **data, unsigned int *len);
+	int (*version)(const struct ssl_st *s);
+	const struct ssl_cipher_st *(*get_cipher)(const struct ssl_st *s);
+	const char *(*cipher_name)(const struct ssl_cipher_st *c);
+	size_t (*client_random)(const struct ssl_st *s, unsigned char *out, size_t outlen);
+	void *(*get_ex)(const struct ssl_st *s, int idx);
+	int (*set_ex)(struct ssl_st *s, int idx, void *data);
+	int (*new_index)(int class_index, long argl, void *argp, void *new_func,
+			 void *dup_func, void (*free_func)(void *, void *, void *, int, long, void *));
+} ossl;
+
+static int ex_idx = -1;
+static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
+
+/* Which connection each socket fd carries, for close(). */
+static uint64_t fd_conn[FD_MAP_SIZE];
+
+struct hello {
+	uint32_t valid;         /* ticket + 1, stored last */
+	uint8_t random[32];
+	uint8_t family;
+	uint8_t caddr[16], saddr[16];
+	uint16_t cport, sport;
+};
+static struct hello hellos[HELLO_SLOTS];
+static uint32_t hello_next;
+
+static __thread struct cap_call *tl_call __attribute__((tls_model("initial-exec")));
+static __thread int tl_depth __attribute__((tls_model("initial-exec")));
+
+static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void *argp);
+
+static void ossl_resolve(void)
+{
+	ossl.get_fd = sym_ssl("SSL_get_fd");
+	ossl.is_server = sym_ssl("SSL_is_server");
+	ossl.get_servername = sym_ssl("SSL_get_servername");
+	ossl.get0_alpn = sym_ssl("SSL_get0_alpn_selected");
+	ossl.version = sym_ssl("SSL_version");
+	ossl.get_cipher = sym_ssl("SSL_get_current_cipher");
+	ossl.cipher_name = sym_ssl("SSL_CIPHER_get_name");
+	ossl.client_random = sym_ssl("SSL_get_client_random");
+	ossl.get_ex = sym_ssl("SSL_get_ex_data");
+	ossl.set_ex = sym_ssl("SSL_set_ex_data");
+	ossl.new_index = sym_ssl("CRYPTO_get_ex_new_index");
+	if (ossl.get_ex && ossl.set_ex && ossl.new_index && ossl.is_server)
+		ex_idx = ossl.new_index(0 /* CRYPTO_EX_INDEX_SSL */, 0, NULL, NULL, NULL, ex_free);
+}
+
+static struct cap_conn *get_conn(struct ssl_st *ssl, int create)
+{
+	pthread_once(&ossl_once, ossl_resolve);
+	if (ex_idx < 0 || !ssl)
+		return NULL;
+	struct cap_conn *c = ossl.get_ex(ssl, ex_idx);
+	if (c || !create)
+		return c;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->id = cap_next_conn_id();
+	c->io_fd = -1;
+	c->fd = -1;
+	if (!ossl.set_ex(ssl, ex_idx, c)) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+int conn_call_begin(struct cap_call *call, struct ssl_st *ssl)
+{
+	if (tl_depth++ > 0)
+		return 0;
+	int saved = errno;
+	call->ssl = ssl;
+	call->conn = get_conn(ssl, 1);
+	call->io_fd = -1;
+	call->want_fd = call->conn && !call->conn->map_method && call->conn->io_fd < 0;
+	tl_call = call;
+	errno = saved;
+	return 1;
+}
+
+void conn_call_end(struct cap_call *call)
+{
+	tl_depth--;
+	if (tl_call != call)
+		return;
+	tl_call = NULL;
+	if (call->io_fd >= 0 && call->conn && call->conn->io_fd < 0)
+		call->conn->io_fd = call->io_fd;
+}
+
+/* An IPv4 or IPv6 stream socket? */
+static int inet_stream(int fd, int *family)
+{
+	int d = 0, t = 0;
+	socklen_t l = sizeof(d);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &d, &l) < 0)
+		return 0;
+	l = sizeof(t);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &l) < 0 || t != SOCK_STREAM)
+		return 0;
+	if (d != AF_INET && d != AF_INET6)
+		return 0;
+	*family = d;
+	return 1;
+}
+
+void conn_note_io_fd(int fd)
+{
+	struct cap_call *c = tl_call;
+	if (!c || !c->want_fd || c->io_fd >= 0 || fd < 0)
+		return;
+	int saved = errno, fam;
+	if (inet_stream(fd, &fam))
+		c->io_fd = fd;
+	else
+		c->want_fd = 0; /* not a socket (node reads files here): stop looking */
+	errno = saved;
+}
+
+/* Address of a sockaddr as family (4/6), 16 bytes, port; v4-mapped v6 -> v4. */
+static int addr_of(const struct sockaddr_storage *ss, uint8_t *family,
+		   uint8_t addr[16], uint16_t *port)
+{
+	memset(addr, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		memcpy(addr, &s4->sin_addr, 4);
+		*port = ntohs(s4->sin_port);
+		*family = 4;
+		return 0;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		static const uint8_t mapped[12] = { 0,0,0,0,0,0,0,0,0,0,0xff,0xff };
+		*port = ntohs(s6->sin6_port);
+		if (!memcmp(s6->sin6_addr.s6_addr, mapped, 12)) {
+			memcpy(addr, s6->sin6_addr.s6_addr + 12, 4);
+			*family = 4;
+		} else {
+			memcpy(addr, s6->sin6_addr.s6_addr, 16);
+			*family = 6;
+		}
+		return 0;
+	}
+	return -EAFNOSUPPORT;
+}
+
+/* Fills client/server from a socket; local_is_client says which end we are. */
+static int names_of(int fd, int local_is_client, uint8_t *family,
+		    uint8_t caddr[16], uint16_t *cport, uint8_t saddr[16], uint16_t *sport)
+{
+	struct sockaddr_storage l, p;
+	socklen_t ll = sizeof(l), pl = sizeof(p);
+	uint8_t f1, f2;
+	if (getsockname(fd, (struct sockaddr *)&l, &ll) < 0 ||
+	    getpeername(fd, (struct sockaddr *)&p, &pl) < 0)
+		return -errno;
+	const struct sockaddr_storage *c = local_is_client ? &l : &p;
+	const struct sockaddr_storage *s = local_is_client ? &p : &l;
+	if (addr_of(c, &f1, caddr, cport) < 0 || addr_of(s, &f2, saddr, sport) < 0 || f1 != f2)
+		return -EAFNOSUPPORT;
+	*family = f1;
+	return 0;
+}
+
+void conn_note_client_hello(int fd, const uint8_t *buf, size_t len, int sent)
+{
+	/* Inside a TLS call the socket is found directly; this is for memory
+	 * BIOs, whose socket I/O happens outside. TLS record: handshake(22),
+	 * version 3.x, then ClientHello(1). */
+	if (tl_call || len < 43 || buf[0] != 0x16 || buf[1] != 3 || buf[5] != 1)
+		return;
+	int saved = errno, fam;
+	if (!inet_stream(fd, &fam))
+		goto out;
+	struct hello h;
+	memset(&h, 0, sizeof(h));
+	memcpy(h.random, buf + 11, 32);
+	if (names_of(fd, sent, &h.family, h.caddr, &h.cport, h.saddr, &h.sport) < 0)
+		goto out;
+	uint32_t ticket = __atomic_fetch_add(&hello_next, 1, __ATOMIC_RELAXED);
+	struct hello *slot = &hellos[ticket % HELLO_SLOTS];
+	__atomic_store_n(&slot->valid, 0, __ATOMIC_RELEASE);
+	memcpy(slot->random, h.random, sizeof(h.random));
+	slot->family = h.family;
+	memcpy(slot->caddr, h.caddr, 16);
+	memcpy(slot->saddr, h.saddr, 16);
+	slot->cport = h.cport;
+	slot->sport = h.sport;
+	__atomic_store_n(&slot->valid, ticket + 1, __ATOMIC_RELEASE);
+out:
+	errno = saved;
+}
+
+static int map_by_random(struct ssl_st *ssl, struct cap_conn *c)
+{
+	uint8_t rnd[32];
+	if (!ossl.client_random || ossl.client_random(ssl, rnd, sizeof(rnd)) != sizeof(rnd))
+		return -ENOENT;
+	for (int i = 0; i < HELLO_SLOTS; i++) {
+		struct hello *h = &hellos[i];
+		uint32_t v = __atomic_load_n(&h->valid, __ATOMIC_ACQUIRE);
+		if (!v || memcmp(h->random, rnd, sizeof(rnd)))
+			continue;
+		struct hello copy = *h;
+		if (__atomic_load_n(&h->valid, __ATOMIC_ACQUIRE) != v)
+			continue; /* rewritten while we read it */
+		c->family = copy.family;
+		memcpy(c->caddr, copy.caddr, 16);
+		memcpy(c->saddr, copy.saddr, 16);
+		c->cport = copy.cport;
+		c->sport = copy.sport;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* Documented synthetic pair (docs/capture.md): 198.18.<pid>  ->  198.19.0.1:443. */
+static void map_synthetic(struct cap_conn *c)
+{
+	uint32_t pid = (uint32_t)getpid();
+	c->family = 4;
+	memset(c->caddr, 0, 16);
+	memset(c->saddr, 0, 16);
+	c->caddr[0] = 198; c->caddr[1] = 18;
+	c->caddr[2] = (uint8_t)(pid >> 8); c->caddr[3] = (uint8_t)pid;
+	c->saddr[0] = 198; c->saddr[1] = 19; c->saddr[2] = 0; c->saddr[3] = 1;
+	c->cport = (uint16_t)(1024 + c->id % 64000);
+	c->sport = 443;
+}
+
+static void remember_fd(int fd, struct cap_conn *c)
+{
+	c->fd = fd;
+	if (fd >= 0 && fd < FD_MAP_SIZE)
+		__atomic_store_n(&fd_conn[fd], c->id, __ATOMIC_RELEASE);
+}
+
+/* Finds the TCP connection under ssl, in the documented order. */
+static void map_conn(struct cap_call *call, struct cap_conn *c)
+{
+	int local_client = c->side == RING_SIDE_CLIENT, fam;
+	int fd = ossl.get_fd ? ossl.get_fd(call->ssl) : -1;
+	if (fd >= 0 && inet_stream(fd, &fam) &&
+	    !names_of(fd, local_client, &c->family, c->caddr, &c->cport, c->saddr, &c->sport)) {
+		c->map_method = RING_MAP_FD;
+		remember_fd(fd, c);
+		return;
+	}
+	fd = c->io_fd >= 0 ? c->io_fd : call->io_fd;
+	if (fd >= 0 &&
+	    !names_of(fd, local_client, &c->family, c->caddr, &c->cport, c->saddr, &c->sport)) {
+		c->map_method = RING_MAP_IO;
+		remember_fd(fd, c);
+		return;
+	}
+	if (!map_by_random(call->ssl, c)) {
+		c->map_method = RING_MAP_RANDOM;
+		return;
+	}
+	map_synthetic(c);
+	c->map_method = RING_MAP_SYNTHETIC;
+}
+
+static void copy_str(char *dst, size_t n, const char *src, size_t len)
+{
+	if (!src)
+		len = 0;
+	if (len >= n)
+		len = n - 1;
+	if (len)
+		memcpy(dst, src, len);
+	dst[len] = 0;
+}
+
+static void fill_open(struct cap_call *call, struct cap_conn *c, struct ring_open *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->family = c->family;
+	o->side = c->side;
+	o->map_method = c->map_method;
+	o->midstream = (c->off[0] || c->off[1]) ? 1 : 0;
+	o->client_port = c->cport;
+	o->server_port = c->sport;
+	memcpy(o->client_addr, c->caddr, 16);
+	memcpy(o->server_addr, c->saddr, 16);
+	o->off[0] = c->off[0];
+	o->off[1] = c->off[1];
+	o->tls_version = ossl.version ? (uint16_t)ossl.version(call->ssl) : 0;
+	o->tid = (uint32_t)syscall(SYS_gettid);
+	const char *sni = ossl.get_servername ? ossl.get_servername(call->ssl, 0) : NULL;
+	copy_str(o->sni, sizeof(o->sni), sni, sni ? strlen(sni) : 0);
+	const unsigned char *alpn = NULL;
+	unsigned int alen = 0;
+	if (ossl.get0_alpn)
+		ossl.get0_alpn(call->ssl, &alpn, &alen);
+	copy_str(o->alpn, sizeof(o->alpn), (const char *)alpn, alen);
+	const struct ssl_cipher_st *ci = ossl.get_cipher ? ossl.get_cipher(call->ssl) : NULL;
+	const char *cn = ci && ossl.cipher_name ? ossl.cipher_name(ci) : NULL;
+	copy_str(o->cipher, sizeof(o->cipher), cn, cn ? strlen(cn) : 0);
+}
+
+static void learn_side(struct cap_call *call, struct cap_conn *c)
+{
+	if (!c->map_method)
+		c->side = ossl.is_server(call->ssl) ? RING_SIDE_SERVER : RING_SIDE_CLIENT;
+}
+
+/* Makes sure the agent's current epoch has seen this connection's OPEN. */
+static int ensure_open(struct cap_call *call, struct cap_conn *c,
+		       struct ring_hdr *r, uint32_t epoch, uint64_t now)
+{
+	if (__atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE) == epoch)
+		return 0;
+	if (__atomic_exchange_n(&c->announcing, 1, __ATOMIC_ACQUIRE)) {
+		/* another thread announces right now: wait for it, boundedly */
+		for (int i = 0; i < ANNOUNCE_SPINS && __atomic_load_n(&c->announcing, __ATOMIC_ACQUIRE); i++)
+			sched_yield();
+		return __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE) == epoch ? 0 : -EAGAIN;
+	}
+	int err = 0, saved = errno;
+	if (!c->map_method)
+		map_conn(call, c);
+	struct ring_reservation res;
+	err = ring_reserve(r, sizeof(struct ring_open), NULL, &res);
+	if (!err) {
+		fill_open(call, c, (struct ring_open *)res.data);
+		ring_commit(&res, RING_REC_OPEN, 0, c->id, now, 0, sizeof(struct ring_open));
+		__atomic_store_n(&c->epoch, epoch, __ATOMIC_RELEASE);
+	} else {
+		ring_count_drop(r, err == -EAGAIN ? RING_DROP_FULL : RING_DROP_BUSY, 0);
+	}
+	__atomic_store_n(&c->announcing, 0, __ATOMIC_RELEASE);
+	errno = saved;
+	return err;
+}
+
+static void drop(struct ring_hdr *r, int err, uint64_t bytes)
+{
+	if (!r)
+		cap_count_noring(bytes);
+	else
+		ring_count_drop(r, err == -EBUSY ? RING_DROP_BUSY : RING_DROP_FULL, bytes);
+}
+
+void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len)
+{
+	struct cap_conn *c = call->conn;
+	if (!c || !len || c->closed)
+		return;
+	int saved = errno;
+	learn_side(call, c);
+	int server = c->side == RING_SIDE_SERVER;
+	int dir = app_write ? (server ? CAP_DIR_S2C : CAP_DIR_C2S)
+			    : (server ? CAP_DIR_C2S : CAP_DIR_S2C);
+	uint64_t now = cap_now_ns();
+	uint32_t epoch;
+	struct ring_hdr *r = cap_ring(now, &epoch);
+	const uint8_t *p = buf;
+	int err = r ? ensure_open(call, c, r, epoch, now) : -ENOENT;
+	while (!err && len) {
+		uint32_t n = len > RING_MAX_CHUNK ? RING_MAX_CHUNK : (uint32_t)len;
+		struct ring_reservation res;
+		err = ring_reserve(r, n, p, &res);
+		if (err)
+			break;
+		memcpy(res.data, p, n);
+		ring_commit(&res, RING_REC_DATA, dir ? RING_F_DIR_S2C : 0, c->id, now,
+			    c->off[dir], n);
+		c->off[dir] += n;
+		p += n;
+		len -= n;
+	}
+	if (len) {
+		drop(r, err, len);
+		c->off[dir] += len; /* the agent shows exactly this as a gap */
+	}
+	if (r)
+		cap_doorbell(r);
+	errno = saved;
+}
+
+void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len)
+{
+	struct cap_conn *c = call->conn;
+	if (!c || !len || c->closed)
+		return;
+	int saved = errno;
+	learn_side(call, c);
+	int dir = c->side == RING_SIDE_SERVER ? CAP_DIR_S2C : CAP_DIR_C2S;
+	uint64_t now = cap_now_ns();
+	uint32_t epoch;
+	struct ring_hdr *r = cap_ring(now, &epoch);
+	int err = r ? ensure_open(call, c, r, epoch, now) : -ENOENT;
+	while (!err && len) {
+		uint32_t n = len > RING_MAX_CHUNK ? RING_MAX_CHUNK : (uint32_t)len;
+		struct ring_reservation res;
+		err = ring_reserve(r, n, NULL, &res);
+		if (err)
+			break;
+		ssize_t got = n >= sizeof(uint64_t) ? pread(fd, res.data, n, offset) : -1;
+		if (got != (ssize_t)n) {
+			/* can't read the file back: say so as an explicit gap whose
+			 * 8-byte payload is its length */
+			uint64_t gap = len;
+			memcpy(res.data, &gap, sizeof(gap));
+			ring_commit(&res, RING_REC_GAP, dir ? RING_F_DIR_S2C : 0, c->id,
+				    now, c->off[dir], sizeof(gap));
+			c->off[dir] += len;
+			len = 0;
+			break;
+		}
+		ring_commit(&res, RING_REC_DATA, dir ? RING_F_DIR_S2C : 0, c->id, now,
+			    c->off[dir], n);
+		c->off[dir] += n;
+		offset += n;
+		len -= n;
+	}
+	if (len) {
+		drop(r, err, len);
+		c->off[dir] += len;
+	}
+	if (r)
+		cap_doorbell(r);
+	errno = saved;
+}
+
+void conn_handshake_done(struct cap_call *call)
+{
+	struct cap_conn *c = call->conn;
+	if (!c || c->closed)
+		return;
+	int saved = errno;
+	learn_side(call, c);
+	uint64_t now = cap_now_ns();
+	uint32_t epoch;
+	struct ring_hdr *r = cap_ring(now, &epoch);
+	if (r) {
+		ensure_open(call, c, r, epoch, now);
+		cap_doorbell(r);
+	}
+	errno = saved;
+}
+
+/* Emits a CLOSE for id if the agent knows the connection in this epoch. */
+static void emit_close(uint64_t id)
+{
+	uint64_t now = cap_now_ns();
+	uint32_t epoch;
+	struct ring_hdr *r = cap_ring(now, &epoch);
+	struct ring_reservation res;
+	if (!r)
+		return;
+	if (ring_reserve(r, 0, NULL, &res) < 0) {
+		ring_count_drop(r, RING_DROP_FULL, 0);
+		return;
+	}
+	ring_commit(&res, RING_REC_CLOSE, 0, id, now, 0, 0);
+	cap_doorbell(r);
+}
+
+static void forget_fd_of(struct cap_conn *c)
+{
+	uint64_t id = c->id;
+	if (c->fd >= 0 && c->fd < FD_MAP_SIZE)
+		__atomic_compare_exchange_n(&fd_conn[c->fd], &id, 0, 0,
+					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+static void close_conn(struct cap_conn *c)
+{
+	if (c->closed)
+		return;
+	c->closed = 1;
+	forget_fd_of(c);
+	if (c->epoch)
+		emit_close(c->id);
+}
+
+void conn_closed(struct cap_call *call)
+{
+	if (!call->conn)
+		return;
+	int saved = errno;
+	close_conn(call->conn);
+	errno = saved;
+}
+
+void conn_fd_closed(int fd)
+{
+	if (fd < 0 || fd >= FD_MAP_SIZE)
+		return;
+	uint64_t id = __atomic_exchange_n(&fd_conn[fd], 0, __ATOMIC_ACQ_REL);
+	if (!id)
+		return;
+	int saved = errno;
+	emit_close(id);
+	errno = saved;
+}
+
+static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void *argp)
+{
+	struct cap_conn *c = ptr;
+	if (!c)
+		return;
+	int saved = errno;
+	close_conn(c);
+	free(c);
+	errno = saved;
+}
+
+void conn_free(struct ssl_st *ssl)
+{
+	struct cap_conn *c = get_conn(ssl, 0);
+	if (!c)
+		return;
+	int saved = errno;
+	close_conn(c);
+	errno = saved;
+}

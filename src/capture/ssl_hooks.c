@@ -1,0 +1,200 @@
+/* The interposed OpenSSL calls: each calls the real one, then mirrors what it moved. */
+#include "capture/capture.h"
+
+#include <errno.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+static inline void *real_fn(void **slot, const char *name)
+{
+	return sym_real(slot, name);
+}
+
+static inline int no_real(void)
+{
+	return sym_missing();
+}
+
+EXPORT int SSL_write(struct ssl_st *ssl, const void *buf, int num)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, const void *, int) = real_fn(&slot, "SSL_write");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret > 0)
+		conn_data(&call, 1, buf, (size_t)ret);
+	errno = saved;
+	return ret;
+}
+
+EXPORT int SSL_write_ex(struct ssl_st *ssl, const void *buf, size_t num, size_t *written)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, const void *, size_t, size_t *) = real_fn(&slot, "SSL_write_ex");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num, written);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret == 1 && written)
+		conn_data(&call, 1, buf, *written);
+	errno = saved;
+	return ret;
+}
+
+EXPORT int SSL_read(struct ssl_st *ssl, void *buf, int num)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, void *, int) = real_fn(&slot, "SSL_read");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret > 0)
+		conn_data(&call, 0, buf, (size_t)ret);
+	errno = saved;
+	return ret;
+}
+
+EXPORT int SSL_read_ex(struct ssl_st *ssl, void *buf, size_t num, size_t *readbytes)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, void *, size_t, size_t *) = real_fn(&slot, "SSL_read_ex");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num, readbytes);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret == 1 && readbytes)
+		conn_data(&call, 0, buf, *readbytes);
+	errno = saved;
+	return ret;
+}
+
+/* Peeked bytes are mirrored when SSL_read consumes them, not here. The call
+ * is still tracked: the socket it reads tells which connection this is. */
+EXPORT int SSL_peek(struct ssl_st *ssl, void *buf, int num)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, void *, int) = real_fn(&slot, "SSL_peek");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num);
+	int saved = errno;
+	conn_call_end(&call);
+	errno = saved;
+	return ret;
+}
+
+EXPORT int SSL_peek_ex(struct ssl_st *ssl, void *buf, size_t num, size_t *readbytes)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, void *, size_t, size_t *) = real_fn(&slot, "SSL_peek_ex");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num, readbytes);
+	int saved = errno;
+	conn_call_end(&call);
+	errno = saved;
+	return ret;
+}
+
+/* Handshake entry points: announce the connection (SNI, ALPN, cipher) as soon
+ * as it is established. SSL_connect reaches SSL_do_handshake through libssl's
+ * own PLT: only the outermost call acts. */
+static int handshake(void **slot, const char *name, struct ssl_st *ssl)
+{
+	int (*real)(struct ssl_st *) = real_fn(slot, name);
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret == 1)
+		conn_handshake_done(&call);
+	errno = saved;
+	return ret;
+}
+
+EXPORT int SSL_do_handshake(struct ssl_st *ssl)
+{
+	static void *slot;
+	return handshake(&slot, "SSL_do_handshake", ssl);
+}
+
+EXPORT int SSL_connect(struct ssl_st *ssl)
+{
+	static void *slot;
+	return handshake(&slot, "SSL_connect", ssl);
+}
+
+EXPORT int SSL_accept(struct ssl_st *ssl)
+{
+	static void *slot;
+	return handshake(&slot, "SSL_accept", ssl);
+}
+
+EXPORT int SSL_shutdown(struct ssl_st *ssl)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *) = real_fn(&slot, "SSL_shutdown");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top)
+		conn_closed(&call);
+	errno = saved;
+	return ret;
+}
+
+EXPORT void SSL_free(struct ssl_st *ssl)
+{
+	static void *slot;
+	void (*real)(struct ssl_st *) = real_fn(&slot, "SSL_free");
+	if (!real)
+		return;
+	int saved = errno;
+	conn_free(ssl);
+	errno = saved;
+	real(ssl);
+}
+
+/* Kernel TLS sends the file without SSL_write: read the range back. */
+EXPORT long SSL_sendfile(struct ssl_st *ssl, int fd, off_t offset, size_t size, int flags)
+{
+	static void *slot;
+	long (*real)(struct ssl_st *, int, off_t, size_t, int) = real_fn(&slot, "SSL_sendfile");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	long ret = real(ssl, fd, offset, size, flags);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret > 0)
+		conn_sendfile(&call, fd, offset, (size_t)ret);
+	errno = saved;
+	return ret;
+}

@@ -1,0 +1,80 @@
+/* Flow engine: TLS connection events become TCP segments with synthetic sequence numbers. */
+#ifndef TLSMIRROR_FLOW_H
+#define TLSMIRROR_FLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sinks/sink.h"
+
+struct flow_table;
+
+struct flow_config {
+	uint16_t mss;            /* IPv4 MSS, default 1460; IPv6 uses mss - 20 */
+	struct sink_set *sinks;  /* where packets go */
+};
+
+/* Everything the engine needs to know when a TLS connection appears. */
+struct flow_open_info {
+	uint64_t proc_key;       /* which attached process (agent-assigned, unique) */
+	uint64_t conn_id;        /* per-process connection id */
+	uint64_t ts_ns;
+	uint8_t family;          /* 4 or 6 */
+	uint8_t side;            /* which end the mirrored process is (0 client, 1 server) */
+	uint8_t midstream;       /* data flowed before: stream offsets below are > 0 */
+	uint16_t client_port, server_port;
+	uint8_t client_addr[16], server_addr[16];
+	uint64_t off[2];         /* stream offsets at open: [0] c2s, [1] s2c */
+};
+
+/* Counters the engine keeps (totals across flows). */
+struct flow_counters {
+	uint64_t flows_opened;
+	uint64_t flows_closed;
+	uint64_t flows_duplicate;   /* same connection mirrored from its other end: ignored */
+	uint64_t bytes[2];          /* clear text emitted, [0] c2s, [1] s2c */
+	uint64_t gap_bytes[2];      /* sequence gaps emitted */
+	uint64_t packets;
+	uint64_t orphan_records;    /* data/close for a connection never opened */
+	uint64_t bad_offsets;       /* data behind what was already emitted */
+};
+
+struct flow_table *flow_table_new(const struct flow_config *cfg);
+void flow_table_free(struct flow_table *t);
+
+/*
+ * A connection appeared: emits SYN, SYN/ACK, ACK. If a flow with the same
+ * (proc_key, conn_id) exists it is closed first. If the same 4-tuple is open
+ * from another process's point of view (both ends mirrored on this host),
+ * the new one is marked duplicate and its events ignored. Returns 0 or -ENOMEM.
+ */
+int flow_open(struct flow_table *t, const struct flow_open_info *info);
+
+/*
+ * Clear text of one direction (dir 0 c2s, 1 s2c) starting at stream offset
+ * off. If off is beyond what was emitted, the difference becomes a sequence
+ * gap of exactly that size (*gap gets it, may be NULL). Data is segmented to
+ * the MSS and each segment is acknowledged by the other end.
+ * Returns 0, -ENOENT for an unknown connection, -ERANGE if off is behind.
+ */
+int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+	      int dir, uint64_t ts_ns, uint64_t off, const uint8_t *data,
+	      size_t len, uint64_t *gap);
+
+/* Bytes the mirror could not show (sendfile): advances like a gap. */
+int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+	     int dir, uint64_t ts_ns, uint64_t len);
+
+/* The TLS connection ended: FIN exchange, flow forgotten. -ENOENT if unknown. */
+int flow_close(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+	       uint64_t ts_ns);
+
+/* The process went away: closes all its flows. */
+void flow_close_proc(struct flow_table *t, uint64_t proc_key, uint64_t ts_ns);
+
+/* Closes every flow (agent exit). */
+void flow_close_all(struct flow_table *t, uint64_t ts_ns);
+
+const struct flow_counters *flow_counters(const struct flow_table *t);
+
+#endif

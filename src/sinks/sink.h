@@ -1,0 +1,78 @@
+/* Where synthesized packets go: one ops table per kind, several sinks at once. */
+#ifndef TLSMIRROR_SINK_H
+#define TLSMIRROR_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * A packet handed to sinks: a complete Ethernet frame split in two parts so
+ * the payload need not be copied before the sink copies it. The frame on the
+ * wire is hdr[0..hdr_len) followed by payload[0..payload_len). Both parts are
+ * valid only during the sink's write call.
+ */
+struct pkt {
+	uint64_t ts_ns;          /* CLOCK_REALTIME nanoseconds */
+	const uint8_t *hdr;
+	uint32_t hdr_len;
+	const uint8_t *payload;
+	uint32_t payload_len;
+};
+
+struct sink;
+
+struct sink_opts {
+	uint64_t rotate_bytes;   /* 0: never rotate by size */
+	uint64_t rotate_seconds; /* 0: never rotate by time */
+	uint32_t snaplen;        /* pcap header snaplen */
+};
+
+struct sink_ops {
+	const char *name;
+	/* Opens the sink for target (file path, "-" for stdout, ...).
+	 * Returns 0 or a negative errno; on error *err_msg says why (static or
+	 * owned by the sink until close). */
+	int (*open)(struct sink *s, const char *target, const struct sink_opts *o,
+		    const char **err_msg);
+	/* Writes n packets. Returns 0 or a negative errno (packets counted lost). */
+	int (*write)(struct sink *s, const struct pkt *pkts, size_t n);
+	/* Pushes buffered packets out (called when the agent goes idle). */
+	int (*flush)(struct sink *s);
+	/* Flushes and releases everything; the sink memory is freed by the caller. */
+	void (*close)(struct sink *s);
+};
+
+struct sink_counters {
+	uint64_t packets;
+	uint64_t bytes;          /* frame bytes written */
+	uint64_t lost_packets;   /* write errors */
+	uint64_t files;          /* files opened (rotation) */
+};
+
+struct sink {
+	const struct sink_ops *ops;
+	void *priv;
+	char *target;
+	struct sink_counters ctr;
+};
+
+extern const struct sink_ops sink_pcap_ops;
+
+/* A fan-out of sinks. */
+struct sink_set {
+	struct sink **v;
+	size_t n;
+};
+
+/* Opens a sink of the given ops for target and appends it to set.
+ * Returns 0 or negative errno; on error prints nothing, *err_msg says why. */
+int sink_set_add(struct sink_set *set, const struct sink_ops *ops,
+		 const char *target, const struct sink_opts *o,
+		 const char **err_msg);
+/* Hands packets to every sink. */
+void sink_set_write(struct sink_set *set, const struct pkt *pkts, size_t n);
+void sink_set_flush(struct sink_set *set);
+/* Closes and frees every sink. */
+void sink_set_close(struct sink_set *set);
+
+#endif

@@ -1,0 +1,38 @@
+/* Control socket messages between the capture library, the agent and `tlsmirror stats`. */
+#ifndef TLSMIRROR_CTL_H
+#define TLSMIRROR_CTL_H
+
+/*
+ * The agent listens on a Unix SOCK_SEQPACKET socket (default
+ * CTL_DEFAULT_SOCKET, or --socket / TLSMIRROR_SOCKET). A capture library
+ * attaches by sending one CTL_ATTACH message carrying the ring's memfd in
+ * SCM_RIGHTS; afterwards it sends only one-byte doorbell messages, and the
+ * agent sends nothing. EOF on either side ends the attachment. A stats
+ * client sends CTL_STATS and reads one text reply. Host byte order (same
+ * host). See docs/wire-format.md.
+ */
+
+#include <stdint.h>
+
+#define CTL_DEFAULT_SOCKET "/run/tlsmirror.sock"
+#define CTL_MAGIC 0x4c54434dU /* "MCTL" */
+#define CTL_VERSION 1
+
+enum ctl_type {
+	CTL_ATTACH = 1, /* + memfd of the ring */
+	CTL_STATS = 2,  /* agent replies with text, then closes */
+};
+
+struct ctl_hello {
+	uint32_t magic;     /* CTL_MAGIC */
+	uint16_t version;   /* CTL_VERSION */
+	uint16_t type;      /* enum ctl_type */
+	uint32_t pid;       /* claimed; the agent uses SO_PEERCRED */
+	uint32_t attach_gen;/* how many times this process attached before */
+	char comm[16];      /* process name, NUL-terminated */
+	char exe[256];      /* /proc/self/exe target, NUL-terminated, may be cut */
+};
+
+#define CTL_STATS_MAX (256 * 1024)
+
+#endif

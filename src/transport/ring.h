@@ -1,0 +1,207 @@
+/* Shared-memory ring between the capture library (producers) and the agent (consumer). */
+#ifndef TLSMIRROR_RING_H
+#define TLSMIRROR_RING_H
+
+/*
+ * Everything in this header crosses a process boundary. Both ends run on the
+ * same host, so integers are in host byte order; the header's magic doubles
+ * as a byte-order mark. Fixed widths, no pointers. See docs/ring.md.
+ *
+ * Memory layout of the shared object (a sealed memfd):
+ *   [0, RING_HDR_SIZE)                 struct ring_hdr
+ *   [RING_HDR_SIZE, +data_size)        records, each RING_ALIGN aligned
+ *
+ * Positions are 64-bit byte counters that only grow; a position's place in
+ * the data area is pos & (data_size - 1). Producers reserve space by CAS on
+ * head; a record is visible to the consumer once its commit word equals
+ * ring_commit_word(pos), stored last with release order. A record never
+ * wraps: a producer that would cross the end first fills the rest with a PAD
+ * record. The agent validates every field: the memory belongs to another
+ * process and may hold anything.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RING_MAGIC 0x474e49524d534c54ULL /* "TLSMRING" little-endian */
+#define RING_VERSION 1
+#define RING_HDR_SIZE 4096u
+#define RING_ALIGN 64u
+#define RING_MIN_DATA (64u * 1024)
+#define RING_MAX_DATA (1024u * 1024 * 1024)
+#define RING_DEFAULT_DATA (16u * 1024 * 1024)
+/* Largest payload in one DATA record; bigger writes become several records. */
+#define RING_MAX_CHUNK (64u * 1024)
+#define RING_COMMIT_SALT 0x9e3779b97f4a7c15ULL
+
+/* Why the capture library dropped bytes (index into ring_hdr counters). */
+enum ring_drop_reason {
+	RING_DROP_FULL = 0,     /* ring full: the agent is slow or absent */
+	RING_DROP_NO_RING = 1,  /* no ring could be created (memfd/mmap failed) */
+	RING_DROP_BUSY = 2,     /* contention gave up after bounded retries */
+	RING_DROP_NREASONS = 3
+};
+
+struct ring_hdr {
+	uint64_t magic;         /* RING_MAGIC */
+	uint32_t version;       /* RING_VERSION */
+	uint32_t hdr_size;      /* RING_HDR_SIZE */
+	uint64_t data_size;     /* power of two, RING_MIN_DATA..RING_MAX_DATA */
+	uint32_t pid;           /* producer's pid as it believes (agent trusts SO_PEERCRED) */
+	uint32_t _pad0;
+	uint8_t _pad1[64 - 32];
+
+	/* Producer cache line. */
+	uint64_t head;          /* reserved up to here (CAS by producers) */
+	uint8_t _pad2[56];
+
+	/* Consumer cache line. */
+	uint64_t tail;          /* consumed up to here (agent) */
+	uint32_t consumer_sleeping; /* agent sets before it sleeps; producers ring the doorbell */
+	uint32_t _pad3;
+	uint8_t _pad4[48];
+
+	/* Counters, written by producers with atomic adds. */
+	uint64_t drop_bytes[RING_DROP_NREASONS];
+	uint64_t drop_records[RING_DROP_NREASONS];
+	uint64_t doorbells;     /* wake-ups the producers sent */
+};
+
+enum ring_rec_type {
+	RING_REC_PAD = 0,       /* filler up to the end of the data area */
+	RING_REC_OPEN = 1,      /* a TLS connection seen: struct ring_open follows */
+	RING_REC_DATA = 2,      /* clear text of one direction */
+	RING_REC_CLOSE = 3,     /* the TLS connection ended */
+	RING_REC_GAP = 4,       /* bytes sent that the mirror cannot show (SSL_sendfile): 8-byte length payload */
+	RING_REC_NTYPES = 5
+};
+
+/* Record flags. */
+#define RING_F_DIR_S2C 0x0001   /* DATA/GAP: server to client (else client to server) */
+
+/* 48 bytes; payload at data_off (>= sizeof, multiple of 16) for data_len bytes. */
+struct ring_rec {
+	uint64_t commit;        /* ring_commit_word(pos): written last, release */
+	uint32_t len;           /* whole record incl. padding, multiple of RING_ALIGN */
+	uint16_t type;          /* enum ring_rec_type */
+	uint16_t flags;         /* RING_F_* */
+	uint64_t conn_id;       /* per-process connection id, never 0 */
+	uint64_t ts_ns;         /* CLOCK_REALTIME of the TLS call */
+	uint64_t stream_off;    /* DATA/GAP: offset of the first byte in its direction */
+	uint32_t data_off;      /* payload offset from the record start */
+	uint32_t data_len;      /* payload length */
+};
+
+/* How the capture library found the TCP connection a TLS connection rides on. */
+enum ring_map_method {
+	RING_MAP_FD = 1,        /* SSL_get_fd() was a socket */
+	RING_MAP_IO = 2,        /* the socket the TLS library used during a call */
+	RING_MAP_RANDOM = 3,    /* the socket whose ClientHello had the same client random */
+	RING_MAP_SYNTHETIC = 4  /* none found: documented synthetic addresses */
+};
+
+#define RING_SIDE_CLIENT 0
+#define RING_SIDE_SERVER 1
+
+/* Payload of RING_REC_OPEN. Strings are NUL-terminated within their arrays. */
+struct ring_open {
+	uint8_t family;         /* 4 or 6 */
+	uint8_t side;           /* RING_SIDE_*: which end this process is */
+	uint8_t map_method;     /* enum ring_map_method */
+	uint8_t midstream;      /* 1: data flowed before this OPEN (attach, re-attach) */
+	uint16_t client_port;   /* host order */
+	uint16_t server_port;   /* host order */
+	uint8_t client_addr[16];/* IPv4 in the first 4 bytes */
+	uint8_t server_addr[16];
+	uint64_t off[2];        /* stream offsets at this moment: [0] c2s, [1] s2c */
+	uint16_t tls_version;   /* SSL_version(): 0x0303, 0x0304, ... */
+	uint16_t _pad;
+	uint32_t tid;           /* thread that saw it */
+	char sni[256];
+	char alpn[64];
+	char cipher[64];
+};
+
+static inline uint64_t ring_commit_word(uint64_t pos)
+{
+	return pos ^ RING_COMMIT_SALT;
+}
+
+static inline uint32_t ring_rec_size(uint32_t data_off, uint32_t data_len)
+{
+	return (data_off + data_len + RING_ALIGN - 1) & ~(RING_ALIGN - 1);
+}
+
+/* ---- producer side (capture library) ---- */
+
+struct ring_reservation {
+	struct ring_rec *rec;   /* header to fill */
+	uint8_t *data;          /* where the payload goes */
+	uint64_t pos;
+};
+
+/*
+ * Reserves a record with room for data_len payload bytes. src, if given, is
+ * the address the payload will be copied from: the payload is placed so the
+ * copy avoids 4 KiB aliasing. Returns 0, or -EAGAIN when the ring is full
+ * (nothing reserved), -EMSGSIZE when data_len exceeds RING_MAX_CHUNK.
+ */
+int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
+		 struct ring_reservation *res);
+
+/* Fills type/flags/ids and publishes the record (release store of commit). */
+void ring_commit(struct ring_reservation *res, uint16_t type, uint16_t flags,
+		 uint64_t conn_id, uint64_t ts_ns, uint64_t stream_off,
+		 uint32_t data_len);
+
+/* Adds a drop to the ring's counters (atomic). */
+void ring_count_drop(struct ring_hdr *ring, enum ring_drop_reason why,
+		     uint64_t bytes);
+
+/* Initialises a zeroed mapping of RING_HDR_SIZE + data_size bytes. */
+void ring_init(struct ring_hdr *ring, uint64_t data_size, uint32_t pid);
+
+/* Bytes reserved but not consumed yet (racy snapshot). */
+uint64_t ring_used(const struct ring_hdr *ring);
+
+/* ---- consumer side (agent) ---- */
+
+/*
+ * Checks a mapping the agent received: magic, version, sizes. map_len is the
+ * size of the whole mapping. Returns 0 or -EINVAL.
+ */
+int ring_validate_hdr(const struct ring_hdr *ring, size_t map_len);
+
+struct ring_consumer {
+	struct ring_hdr *ring;
+	uint8_t *base;          /* data area */
+	uint64_t size;          /* data_size, copied once validated */
+	uint64_t tail;          /* agent's own copy; the shared one is only written */
+	uint32_t pending;       /* length of the record the last ring_peek returned */
+};
+
+/* A record as the agent sees it, all fields validated. */
+struct ring_view {
+	uint16_t type;
+	uint16_t flags;
+	uint64_t conn_id;
+	uint64_t ts_ns;
+	uint64_t stream_off;
+	const uint8_t *data;
+	uint32_t data_len;
+};
+
+void ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring);
+
+/*
+ * Looks at the next record. Returns 0 with *v filled (the payload stays valid
+ * until ring_release), -EAGAIN if no record is committed yet, -EBADMSG if the
+ * record is malformed (the ring cannot be trusted any further). PAD records
+ * are skipped internally.
+ */
+int ring_peek(struct ring_consumer *c, struct ring_view *v);
+
+/* Consumes the record returned by the last ring_peek. */
+void ring_release(struct ring_consumer *c);
+
+#endif
