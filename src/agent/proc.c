@@ -131,6 +131,8 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 		ring_release(&p->cons);
 		n++;
 	}
+	if (p->ring)
+		ring_publish(&p->cons);
 	return n;
 }
 

@@ -144,6 +144,8 @@ void ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring)
 	if ((tail & (RING_ALIGN - 1)) || head - tail > c->size)
 		tail = head & ~(uint64_t)(RING_ALIGN - 1);
 	c->tail = tail;
+	c->published = tail;
+	c->pending = 0;
 	__atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
 }
 
@@ -166,7 +168,6 @@ int ring_peek(struct ring_consumer *c, struct ring_view *v)
 			if (at + len != c->size)
 				return -EBADMSG;
 			c->tail += len;
-			__atomic_store_n(&c->ring->tail, c->tail, __ATOMIC_RELEASE);
 			continue;
 		}
 		if (type >= RING_REC_NTYPES || doff < sizeof(*r) || doff > len ||
@@ -188,5 +189,16 @@ void ring_release(struct ring_consumer *c)
 {
 	c->tail += c->pending;
 	c->pending = 0;
+	/* Publishing tail costs producers a cache miss: do it in batches of
+	 * 1/16 of the ring, and in ring_publish when the consumer pauses. */
+	if (c->tail - c->published >= c->size / 16)
+		ring_publish(c);
+}
+
+void ring_publish(struct ring_consumer *c)
+{
+	if (c->published == c->tail)
+		return;
+	c->published = c->tail;
 	__atomic_store_n(&c->ring->tail, c->tail, __ATOMIC_RELEASE);
 }

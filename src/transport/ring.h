@@ -178,6 +178,7 @@ struct ring_consumer {
 	uint64_t size;          /* data_size, copied once validated */
 	uint64_t tail;          /* agent's own copy; the shared one is only written */
 	uint32_t pending;       /* length of the record the last ring_peek returned */
+	uint64_t published;     /* tail value last stored in the shared header */
 };
 
 /* A record as the agent sees it, all fields validated. */
@@ -201,7 +202,10 @@ void ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring);
  */
 int ring_peek(struct ring_consumer *c, struct ring_view *v);
 
-/* Consumes the record returned by the last ring_peek. */
+/* Consumes the record returned by the last ring_peek. The shared tail (the
+ * space producers see as free) is published in batches: */
 void ring_release(struct ring_consumer *c);
+/* Publishes the consumer's tail now (call when pausing or stopping). */
+void ring_publish(struct ring_consumer *c);
 
 #endif
