@@ -44,9 +44,12 @@ void flow_table_free(struct flow_table *t);
 
 /*
  * A connection appeared: emits SYN, SYN/ACK, ACK. If a flow with the same
- * (proc_key, conn_id) exists it is closed first. If the same 4-tuple is open
+ * (proc_key, conn_id) exists it is closed first, unless it has the same
+ * addresses, ports and side: then it is the same connection announced again,
+ * nothing is emitted and -EEXIST is returned. If the same 4-tuple is open
  * from another process's point of view (both ends mirrored on this host),
- * the new one is marked duplicate and its events ignored. Returns 0 or -ENOMEM.
+ * the new one is marked duplicate and its events ignored. Returns 0,
+ * -EEXIST or -ENOMEM.
  */
 int flow_open(struct flow_table *t, const struct flow_open_info *info);
 

@@ -1,0 +1,503 @@
+/* Flow engine: one synthetic TCP connection per TLS connection (contract in flow.h). */
+#include "flows/flow.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "packets/synth.h"
+
+/*
+ * Per flow, the sender index is the TCP end: 0 client, 1 server. Direction
+ * dir 0 (c2s) is sent by end 0, dir 1 (s2c) by end 1, so seq[dir] is the
+ * next sequence number of that direction's sender.
+ *
+ * Window: SYN and SYN/ACK advertise 65535 with window scale 7; every later
+ * segment advertises FLOW_WINDOW << 7 bytes. Each data segment is ACKed at
+ * once, so at most one MSS is ever in flight.
+ *
+ * Two indexes: (proc_key, conn_id) -> flow for every flow, and the 4-tuple
+ * (order-insensitive) -> flow for flows that emit packets. A flow opened for
+ * a 4-tuple that another process (or the other side in the same process)
+ * already emits is a duplicate: it is kept so its events can be recognised
+ * and ignored, and it emits nothing.
+ *
+ * Packets of one public call are collected in t->batch (headers in t->hdr,
+ * payload pointing into the caller's data) and handed to the sinks before
+ * the call returns, FLOW_BATCH at a time.
+ */
+
+#define FLOW_BATCH 64
+#define FLOW_SYN_WINDOW 65535
+#define FLOW_WSCALE 7
+#define FLOW_WINDOW 512          /* 512 << 7 = 64 KiB */
+#define FLOW_MIN_BUCKETS 64
+#define FLOW_DEFAULT_MSS 1460
+#define FLOW_MIN_MSS 88          /* IPv6 then still carries 68 bytes */
+#define FLOW_MAX_MSS 65495       /* 65535 - IPv4 20 - TCP 20 */
+
+struct flow {
+	struct flow *next_id;    /* chain in the (proc_key, conn_id) index */
+	struct flow *next_tuple; /* chain in the 4-tuple index (emitting flows only) */
+	uint64_t proc_key;
+	uint64_t conn_id;
+	uint64_t tuple_hash;
+	struct synth_conn sc;
+	uint64_t emitted[2];     /* stream offset shown so far, per direction */
+	uint32_t seq[2];         /* next sequence number, per sender */
+	uint16_t mss;
+	uint8_t side;            /* end of the mirrored process */
+	uint8_t duplicate;
+};
+
+struct flow_table {
+	struct sink_set *sinks;
+	uint16_t mss4, mss6;
+	struct flow **by_id;
+	struct flow **by_tuple;
+	size_t mask;             /* buckets - 1 (a power of two) */
+	size_t count;
+	struct flow_counters ctr;
+	size_t nbatch;
+	struct pkt batch[FLOW_BATCH];
+	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
+};
+
+/* ---- hashing ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+static uint64_t fnv1a64(uint64_t h, const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static uint64_t end_hash(uint64_t h, const struct synth_end *e)
+{
+	uint8_t port[2] = { (uint8_t)(e->port >> 8), (uint8_t)e->port };
+	h = fnv1a64(h, e->addr, sizeof(e->addr));
+	return fnv1a64(h, port, sizeof(port));
+}
+
+static size_t id_bucket(const struct flow_table *t, uint64_t proc_key, uint64_t conn_id)
+{
+	return (size_t)(mix64(proc_key ^ mix64(conn_id)) & t->mask);
+}
+
+static int end_cmp(const struct synth_end *a, const struct synth_end *b)
+{
+	int c = memcmp(a->addr, b->addr, sizeof(a->addr));
+	return c ? c : (int)a->port - (int)b->port;
+}
+
+/* Hash of the 4-tuple that does not depend on which end is the client. */
+static uint64_t tuple_hash(const struct synth_conn *c)
+{
+	int swap = end_cmp(&c->end[0], &c->end[1]) > 0;
+	uint64_t h = fnv1a64(0xcbf29ce484222325ull, &c->family, 1);
+	h = end_hash(h, &c->end[swap]);
+	return mix64(end_hash(h, &c->end[!swap]));
+}
+
+static int same_tuple(const struct synth_conn *a, const struct synth_conn *b)
+{
+	if (a->family != b->family)
+		return 0;
+	if (!end_cmp(&a->end[0], &b->end[0]) && !end_cmp(&a->end[1], &b->end[1]))
+		return 1;
+	return !end_cmp(&a->end[0], &b->end[1]) && !end_cmp(&a->end[1], &b->end[0]);
+}
+
+/* Initial sequence number of one direction: deterministic, so tests replay. */
+static uint32_t flow_isn(const struct synth_conn *c, uint64_t conn_id, int dir)
+{
+	uint8_t b[9];
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(conn_id >> (8 * i));
+	b[8] = (uint8_t)dir;
+	uint64_t h = fnv1a64(0xcbf29ce484222325ull, &c->family, 1);
+	h = end_hash(end_hash(h, &c->end[0]), &c->end[1]);
+	return (uint32_t)mix64(fnv1a64(h, b, sizeof(b)));
+}
+
+/* ---- indexes ---- */
+
+static struct flow *id_find(const struct flow_table *t, uint64_t proc_key,
+			    uint64_t conn_id)
+{
+	struct flow *f = t->by_id[id_bucket(t, proc_key, conn_id)];
+	while (f && (f->proc_key != proc_key || f->conn_id != conn_id))
+		f = f->next_id;
+	return f;
+}
+
+static struct flow *tuple_find(const struct flow_table *t, const struct flow *g)
+{
+	struct flow *f = t->by_tuple[g->tuple_hash & t->mask];
+	while (f && (f->tuple_hash != g->tuple_hash || !same_tuple(&f->sc, &g->sc)))
+		f = f->next_tuple;
+	return f;
+}
+
+static void id_insert(struct flow_table *t, struct flow *f)
+{
+	struct flow **b = &t->by_id[id_bucket(t, f->proc_key, f->conn_id)];
+	f->next_id = *b;
+	*b = f;
+}
+
+static void tuple_insert(struct flow_table *t, struct flow *f)
+{
+	struct flow **b = &t->by_tuple[f->tuple_hash & t->mask];
+	f->next_tuple = *b;
+	*b = f;
+}
+
+static void id_unlink(struct flow_table *t, struct flow *f)
+{
+	struct flow **pp = &t->by_id[id_bucket(t, f->proc_key, f->conn_id)];
+	while (*pp && *pp != f)
+		pp = &(*pp)->next_id;
+	if (*pp)
+		*pp = f->next_id;
+}
+
+static void tuple_unlink(struct flow_table *t, struct flow *f)
+{
+	struct flow **pp = &t->by_tuple[f->tuple_hash & t->mask];
+	while (*pp && *pp != f)
+		pp = &(*pp)->next_tuple;
+	if (*pp)
+		*pp = f->next_tuple;
+}
+
+/* Doubles the bucket arrays; on allocation failure chains just get longer. */
+static void grow(struct flow_table *t)
+{
+	size_t n = (t->mask + 1) * 2;
+	struct flow **id = calloc(n, sizeof(*id));
+	struct flow **tu = calloc(n, sizeof(*tu));
+	if (!id || !tu) {
+		free(id);
+		free(tu);
+		return;
+	}
+	struct flow **old_id = t->by_id, **old_tu = t->by_tuple;
+	size_t old_n = t->mask + 1;
+	t->by_id = id;
+	t->by_tuple = tu;
+	t->mask = n - 1;
+	for (size_t i = 0; i < old_n; i++) {
+		for (struct flow *f = old_id[i], *next; f; f = next) {
+			next = f->next_id;
+			id_insert(t, f);
+		}
+		for (struct flow *f = old_tu[i], *next; f; f = next) {
+			next = f->next_tuple;
+			tuple_insert(t, f);
+		}
+	}
+	free(old_id);
+	free(old_tu);
+}
+
+/* ---- packets ---- */
+
+static void batch_flush(struct flow_table *t)
+{
+	if (t->nbatch && t->sinks)
+		sink_set_write(t->sinks, t->batch, t->nbatch);
+	t->nbatch = 0;
+}
+
+/* One segment from end `from` with the current sequence numbers of both ends. */
+static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
+		 const struct synth_syn_opts *syn, const uint8_t *payload,
+		 size_t len, uint64_t ts_ns)
+{
+	if (t->nbatch == FLOW_BATCH)
+		batch_flush(t);
+	uint8_t *h = t->hdr[t->nbatch];
+	uint32_t ack = (flags & TCPF_ACK) ? f->seq[!from] : 0;
+	uint16_t win = (flags & TCPF_SYN) ? FLOW_SYN_WINDOW : FLOW_WINDOW;
+	size_t hl = synth_tcp(h, &f->sc, from, f->seq[from], ack, flags, win,
+			      syn, payload, len);
+	struct pkt *k = &t->batch[t->nbatch++];
+	k->ts_ns = ts_ns;
+	k->hdr = h;
+	k->hdr_len = (uint32_t)hl;
+	k->payload = len ? payload : NULL;
+	k->payload_len = (uint32_t)len;
+	t->ctr.packets++;
+}
+
+static void emit_handshake(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+{
+	struct synth_syn_opts syn = { .mss = f->mss, .wscale = FLOW_WSCALE, .sack_ok = 1 };
+	emit(t, f, 0, TCPF_SYN, &syn, NULL, 0, ts_ns);
+	f->seq[0]++;
+	emit(t, f, 1, TCPF_SYN | TCPF_ACK, &syn, NULL, 0, ts_ns);
+	f->seq[1]++;
+	emit(t, f, 0, TCPF_ACK, NULL, NULL, 0, ts_ns);
+}
+
+/* Segments to the MSS; PSH on the last segment; each segment ACKed by the peer. */
+static void emit_data(struct flow_table *t, struct flow *f, int dir,
+		      const uint8_t *data, size_t len, uint64_t ts_ns)
+{
+	while (len) {
+		size_t n = len < f->mss ? len : f->mss;
+		uint8_t flags = TCPF_ACK | (n == len ? TCPF_PSH : 0);
+		emit(t, f, dir, flags, NULL, data, n, ts_ns);
+		f->seq[dir] += (uint32_t)n;
+		emit(t, f, !dir, TCPF_ACK, NULL, NULL, 0, ts_ns);
+		data += n;
+		len -= n;
+	}
+}
+
+/* FIN/ACK from the mirrored side, FIN/ACK back, last ACK. */
+static void emit_close(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+{
+	int a = f->side, b = !a;
+	emit(t, f, a, TCPF_FIN | TCPF_ACK, NULL, NULL, 0, ts_ns);
+	f->seq[a]++;
+	emit(t, f, b, TCPF_FIN | TCPF_ACK, NULL, NULL, 0, ts_ns);
+	f->seq[b]++;
+	emit(t, f, a, TCPF_ACK, NULL, NULL, 0, ts_ns);
+}
+
+/* Ends a flow: FIN exchange unless duplicate, out of both indexes, freed. */
+static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+{
+	if (!f->duplicate) {
+		emit_close(t, f, ts_ns);
+		tuple_unlink(t, f);
+		t->ctr.flows_closed++;
+	}
+	id_unlink(t, f);
+	t->count--;
+	free(f);
+}
+
+/* ---- public ---- */
+
+struct flow_table *flow_table_new(const struct flow_config *cfg)
+{
+	struct flow_table *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	uint32_t mss = cfg->mss ? cfg->mss : FLOW_DEFAULT_MSS;
+	if (mss < FLOW_MIN_MSS)
+		mss = FLOW_MIN_MSS;
+	if (mss > FLOW_MAX_MSS)
+		mss = FLOW_MAX_MSS;
+	t->mss4 = (uint16_t)mss;
+	t->mss6 = (uint16_t)(mss - 20);
+	t->sinks = cfg->sinks;
+	t->mask = FLOW_MIN_BUCKETS - 1;
+	t->by_id = calloc(FLOW_MIN_BUCKETS, sizeof(*t->by_id));
+	t->by_tuple = calloc(FLOW_MIN_BUCKETS, sizeof(*t->by_tuple));
+	if (!t->by_id || !t->by_tuple) {
+		flow_table_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void flow_table_free(struct flow_table *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; t->by_id && i <= t->mask; i++) {
+		for (struct flow *f = t->by_id[i], *next; f; f = next) {
+			next = f->next_id;
+			free(f);
+		}
+	}
+	free(t->by_id);
+	free(t->by_tuple);
+	free(t);
+}
+
+static struct flow *flow_new(const struct flow_table *t,
+			     const struct flow_open_info *info)
+{
+	struct flow *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->proc_key = info->proc_key;
+	f->conn_id = info->conn_id;
+	f->side = info->side ? 1 : 0;
+	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
+			info->server_addr, info->server_port);
+	f->mss = f->sc.family == 6 ? t->mss6 : t->mss4;
+	f->tuple_hash = tuple_hash(&f->sc);
+	for (int d = 0; d < 2; d++) {
+		f->seq[d] = flow_isn(&f->sc, info->conn_id, d);
+		f->emitted[d] = info->midstream ? info->off[d] : 0;
+	}
+	return f;
+}
+
+/* The same connection (addresses, ports and side) as an existing flow. */
+static int same_conn(const struct flow *f, const struct flow *g)
+{
+	return f->side == g->side && f->sc.family == g->sc.family &&
+	       !end_cmp(&f->sc.end[0], &g->sc.end[0]) &&
+	       !end_cmp(&f->sc.end[1], &g->sc.end[1]);
+}
+
+int flow_open(struct flow_table *t, const struct flow_open_info *info)
+{
+	struct flow *f = flow_new(t, info);
+	if (!f)
+		return -ENOMEM;
+	struct flow *old = id_find(t, info->proc_key, info->conn_id);
+	if (old && same_conn(old, f)) {
+		/* announced again: the flow goes on (a new SYN would reuse the ISN) */
+		free(f);
+		return -EEXIST;
+	}
+	if (old)
+		flow_end(t, old, info->ts_ns);
+	struct flow *prim = tuple_find(t, f);
+	if (prim && prim->proc_key == f->proc_key && prim->side == f->side) {
+		/* the same end of one 4-tuple twice in one process: the old
+		 * connection is gone (its close was missed) */
+		flow_end(t, prim, info->ts_ns);
+		prim = NULL;
+	}
+	if (t->count >= t->mask + 1)
+		grow(t);
+	id_insert(t, f);
+	t->count++;
+	if (prim) {
+		f->duplicate = 1;
+		t->ctr.flows_duplicate++;
+		goto out;
+	}
+	tuple_insert(t, f);
+	t->ctr.flows_opened++;
+	emit_handshake(t, f, info->ts_ns);
+out:
+	batch_flush(t);
+	return 0;
+}
+
+/* Finds the flow of an event; counts an orphan when there is none. */
+static struct flow *event_flow(struct flow_table *t, uint64_t proc_key,
+			       uint64_t conn_id)
+{
+	struct flow *f = id_find(t, proc_key, conn_id);
+	if (!f)
+		t->ctr.orphan_records++;
+	return f;
+}
+
+/* Advances a direction over bytes that are not shown. */
+static void skip_bytes(struct flow_table *t, struct flow *f, int dir, uint64_t n)
+{
+	f->seq[dir] += (uint32_t)n;
+	f->emitted[dir] += n;
+	t->ctr.gap_bytes[dir] += n;
+}
+
+int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+	      int dir, uint64_t ts_ns, uint64_t off, const uint8_t *data,
+	      size_t len, uint64_t *gap)
+{
+	if (gap)
+		*gap = 0;
+	if (dir != 0 && dir != 1)
+		return -EINVAL;
+	struct flow *f = event_flow(t, proc_key, conn_id);
+	if (!f)
+		return -ENOENT;
+	if (f->duplicate)
+		return 0;
+	if (off > f->emitted[dir]) {
+		uint64_t g = off - f->emitted[dir];
+		skip_bytes(t, f, dir, g);
+		if (gap)
+			*gap = g;
+	} else if (off < f->emitted[dir]) {
+		uint64_t behind = f->emitted[dir] - off;
+		if (behind >= len) {
+			t->ctr.bad_offsets++;
+			return -ERANGE;
+		}
+		data += behind;
+		len -= (size_t)behind;
+	}
+	emit_data(t, f, dir, data, len, ts_ns);
+	f->emitted[dir] += len;
+	t->ctr.bytes[dir] += len;
+	batch_flush(t);
+	return 0;
+}
+
+int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+	     int dir, uint64_t ts_ns, uint64_t len)
+{
+	if (dir != 0 && dir != 1)
+		return -EINVAL;
+	struct flow *f = event_flow(t, proc_key, conn_id);
+	if (!f)
+		return -ENOENT;
+	if (!f->duplicate)
+		skip_bytes(t, f, dir, len);
+	return 0;
+}
+
+int flow_close(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+	       uint64_t ts_ns)
+{
+	struct flow *f = event_flow(t, proc_key, conn_id);
+	if (!f)
+		return -ENOENT;
+	flow_end(t, f, ts_ns);
+	batch_flush(t);
+	return 0;
+}
+
+/* Closes every flow (all) or every flow of one process. */
+static void close_matching(struct flow_table *t, int all, uint64_t proc_key,
+			   uint64_t ts_ns)
+{
+	for (size_t i = 0; i <= t->mask; i++) {
+		for (struct flow *f = t->by_id[i], *next; f; f = next) {
+			next = f->next_id;
+			if (all || f->proc_key == proc_key)
+				flow_end(t, f, ts_ns);
+		}
+	}
+	batch_flush(t);
+}
+
+void flow_close_proc(struct flow_table *t, uint64_t proc_key, uint64_t ts_ns)
+{
+	close_matching(t, 0, proc_key, ts_ns);
+}
+
+void flow_close_all(struct flow_table *t, uint64_t ts_ns)
+{
+	close_matching(t, 1, 0, ts_ns);
+}
+
+const struct flow_counters *flow_counters(const struct flow_table *t)
+{
+	return &t->ctr;
+}

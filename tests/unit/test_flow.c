@@ -1,0 +1,563 @@
+/* Unit tests for flows/flow.c: handshake, segmentation, gaps, trims, duplicates, close. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/bytes.h"
+#include "flows/flow.h"
+#include "packets/synth.h"
+#include "unit.h"
+
+#define CAP_MAX 512
+#define FRAME_MAX 2048
+
+/* A sink that keeps the frames in memory. */
+struct cap {
+	size_t n;
+	size_t calls;
+	uint64_t ts[CAP_MAX];
+	size_t len[CAP_MAX];
+	uint8_t frame[CAP_MAX][FRAME_MAX];
+};
+
+static int cap_write(struct sink *s, const struct pkt *pkts, size_t n)
+{
+	struct cap *c = s->priv;
+	c->calls++;
+	for (size_t i = 0; i < n && c->n < CAP_MAX; i++, c->n++) {
+		size_t len = pkts[i].hdr_len + pkts[i].payload_len;
+		if (len > FRAME_MAX)
+			len = FRAME_MAX;
+		memcpy(c->frame[c->n], pkts[i].hdr, pkts[i].hdr_len);
+		if (len > pkts[i].hdr_len)
+			memcpy(c->frame[c->n] + pkts[i].hdr_len, pkts[i].payload,
+			       len - pkts[i].hdr_len);
+		c->len[c->n] = len;
+		c->ts[c->n] = pkts[i].ts_ns;
+	}
+	return 0;
+}
+
+static const struct sink_ops cap_ops = { .name = "cap", .write = cap_write };
+
+/* One test's fixture: a table writing into a capture. */
+struct fx {
+	struct cap *cap;
+	struct sink sink;
+	struct sink *sinks[1];
+	struct sink_set set;
+	struct flow_table *t;
+};
+
+static int fx_init(struct fx *f, uint16_t mss)
+{
+	memset(f, 0, sizeof(*f));
+	f->cap = calloc(1, sizeof(*f->cap));
+	f->sink.ops = &cap_ops;
+	f->sink.priv = f->cap;
+	f->sinks[0] = &f->sink;
+	f->set.v = f->sinks;
+	f->set.n = 1;
+	struct flow_config cfg = { .mss = mss, .sinks = &f->set };
+	f->t = flow_table_new(&cfg);
+	return f->cap && f->t;
+}
+
+static void fx_free(struct fx *f)
+{
+	flow_table_free(f->t);
+	free(f->cap);
+}
+
+/* A TCP segment as read back from a frame, checksums verified. */
+struct seg {
+	int v6;
+	uint16_t sport, dport;
+	uint32_t seq, ack;
+	uint8_t flags;
+	uint16_t window;
+	const uint8_t *opts;
+	size_t optlen;
+	const uint8_t *payload;
+	size_t len;
+	int csum_ok;
+};
+
+static struct seg parse(const uint8_t *fr, size_t flen)
+{
+	struct seg s = { 0 };
+	const uint8_t *ip = fr + 14;
+	size_t iplen;
+	uint64_t sum;
+	uint8_t ph[8];
+	s.v6 = get_be16(fr + 12) == 0x86dd;
+	if (s.v6) {
+		iplen = 40;
+		sum = csum_add(0, ip + 8, 32);
+		s.csum_ok = 1;
+	} else {
+		iplen = 20;
+		sum = csum_add(0, ip + 12, 8);
+		s.csum_ok = csum_fold(csum_add(0, ip, 20)) == 0;
+	}
+	const uint8_t *tcp = ip + iplen;
+	size_t tcplen = flen - 14 - iplen;
+	size_t thl = (size_t)(tcp[12] >> 4) * 4;
+	put_be32(ph, (uint32_t)tcplen);
+	put_be32(ph + 4, 6);
+	sum = csum_add(csum_add(sum, ph, 8), tcp, tcplen);
+	s.csum_ok = s.csum_ok && csum_fold(sum) == 0;
+	s.sport = get_be16(tcp);
+	s.dport = get_be16(tcp + 2);
+	s.seq = get_be32(tcp + 4);
+	s.ack = get_be32(tcp + 8);
+	s.flags = tcp[13];
+	s.window = get_be16(tcp + 14);
+	s.opts = tcp + 20;
+	s.optlen = thl - 20;
+	s.payload = tcp + thl;
+	s.len = tcplen - thl;
+	return s;
+}
+
+static struct seg pkt_at(const struct fx *f, size_t i)
+{
+	return parse(f->cap->frame[i], f->cap->len[i]);
+}
+
+static struct flow_open_info info4(uint64_t proc, uint64_t conn, int side)
+{
+	struct flow_open_info in = {
+		.proc_key = proc, .conn_id = conn, .ts_ns = 1000, .family = 4,
+		.side = (uint8_t)side, .client_port = 40000, .server_port = 443,
+		.client_addr = { 10, 0, 0, 1 }, .server_addr = { 10, 0, 0, 2 },
+	};
+	return in;
+}
+
+static uint8_t *pattern(size_t len)
+{
+	uint8_t *p = malloc(len);
+	for (size_t i = 0; p && i < len; i++)
+		p[i] = (uint8_t)(i * 7 + 3);
+	return p;
+}
+
+TEST(flow_handshake_three_packets)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	CHECK_EQ(flow_open(f.t, &in), 0);
+	CHECK_EQ(f.cap->n, 3);
+	struct seg syn = pkt_at(&f, 0), sa = pkt_at(&f, 1), ack = pkt_at(&f, 2);
+	CHECK_EQ(syn.flags, TCPF_SYN);
+	CHECK_EQ(syn.sport, 40000);
+	CHECK_EQ(syn.window, 65535);
+	static const uint8_t opts[] = { 2, 4, 0x05, 0xb4, 1, 1, 4, 2, 1, 3, 3, 7 };
+	CHECK_EQ(syn.optlen, sizeof(opts));
+	CHECK_MEM(syn.opts, opts, sizeof(opts));
+	CHECK_EQ(sa.flags, TCPF_SYN | TCPF_ACK);
+	CHECK_EQ(sa.sport, 443);
+	CHECK_EQ(sa.ack, syn.seq + 1);
+	CHECK_EQ(ack.flags, TCPF_ACK);
+	CHECK_EQ(ack.seq, syn.seq + 1);
+	CHECK_EQ(ack.ack, sa.seq + 1);
+	CHECK(syn.csum_ok && sa.csum_ok && ack.csum_ok);
+	CHECK_EQ(f.cap->ts[2], 1000);
+	CHECK_EQ(flow_counters(f.t)->flows_opened, 1);
+	CHECK_EQ(flow_counters(f.t)->packets, 3);
+	fx_free(&f);
+}
+
+TEST(flow_isn_is_deterministic)
+{
+	struct fx a, b;
+	if (!CHECK(fx_init(&a, 0) && fx_init(&b, 0)))
+		return;
+	struct flow_open_info in = info4(1, 7, 1);
+	flow_open(a.t, &in);
+	in.proc_key = 99; /* the ISN depends on 4-tuple and conn_id only */
+	flow_open(b.t, &in);
+	in.conn_id = 8;
+	in.client_port = 40001;
+	flow_open(b.t, &in);
+	CHECK_EQ(pkt_at(&a, 0).seq, pkt_at(&b, 0).seq);
+	CHECK_EQ(pkt_at(&a, 1).seq, pkt_at(&b, 1).seq);
+	CHECK(pkt_at(&b, 3).seq != pkt_at(&b, 0).seq);
+	fx_free(&a);
+	fx_free(&b);
+}
+
+TEST(flow_data_segments_at_mss_with_acks)
+{
+	struct fx f;
+	uint8_t *d = pattern(4000);
+	if (!CHECK(fx_init(&f, 1460) && d))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	uint32_t cseq = pkt_at(&f, 2).seq, sseq = pkt_at(&f, 2).ack;
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 2000, 0, d, 4000, NULL), 0);
+	CHECK_EQ(f.cap->n, 3 + 6);
+	static const size_t lens[] = { 1460, 1460, 1080 };
+	size_t at = 0;
+	for (int i = 0; i < 3; i++) {
+		struct seg s = pkt_at(&f, 3 + 2 * i), a = pkt_at(&f, 4 + 2 * i);
+		CHECK_EQ(s.len, lens[i]);
+		CHECK_EQ(s.seq, cseq + at);
+		CHECK_EQ(s.ack, sseq);
+		CHECK_EQ(s.flags, TCPF_ACK | (i == 2 ? TCPF_PSH : 0));
+		CHECK_MEM(s.payload, d + at, lens[i]);
+		CHECK(s.csum_ok);
+		at += lens[i];
+		CHECK_EQ(a.sport, 443);
+		CHECK_EQ(a.flags, TCPF_ACK);
+		CHECK_EQ(a.len, 0);
+		CHECK_EQ(a.seq, sseq);
+		CHECK_EQ(a.ack, cseq + at);
+	}
+	CHECK_EQ(f.cap->ts[8], 2000);
+	CHECK_EQ(flow_counters(f.t)->bytes[0], 4000);
+	free(d);
+	fx_free(&f);
+}
+
+TEST(flow_ipv6_uses_mss_minus_20)
+{
+	struct fx f;
+	uint8_t *d = pattern(3000);
+	if (!CHECK(fx_init(&f, 1460) && d))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	in.family = 6;
+	memset(in.client_addr, 0, 16);
+	memset(in.server_addr, 0, 16);
+	in.client_addr[15] = 1;
+	in.server_addr[15] = 2;
+	flow_open(f.t, &in);
+	CHECK_EQ(get_be16(pkt_at(&f, 0).opts + 2), 1440);
+	CHECK(pkt_at(&f, 0).v6);
+	flow_data(f.t, 1, 1, 1, 0, 0, d, 3000, NULL);
+	CHECK_EQ(pkt_at(&f, 3).len, 1440);
+	CHECK_EQ(pkt_at(&f, 5).len, 1440);
+	CHECK_EQ(pkt_at(&f, 7).len, 120);
+	CHECK(pkt_at(&f, 7).csum_ok);
+	free(d);
+	fx_free(&f);
+}
+
+TEST(flow_gap_is_exact)
+{
+	struct fx f;
+	uint8_t *d = pattern(100);
+	if (!CHECK(fx_init(&f, 0) && d))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	uint64_t gap = 99;
+	CHECK_EQ(flow_data(f.t, 1, 1, 1, 0, 0, d, 100, &gap), 0);
+	CHECK_EQ(gap, 0);
+	uint32_t s1 = pkt_at(&f, 3).seq;
+	CHECK_EQ(flow_data(f.t, 1, 1, 1, 0, 250, d, 50, &gap), 0);
+	CHECK_EQ(gap, 150);
+	CHECK_EQ(pkt_at(&f, 5).seq, s1 + 100 + 150);
+	CHECK_EQ(pkt_at(&f, 6).ack, s1 + 300);
+	CHECK_EQ(flow_counters(f.t)->gap_bytes[1], 150);
+	CHECK_EQ(flow_counters(f.t)->bytes[1], 150);
+	free(d);
+	fx_free(&f);
+}
+
+TEST(flow_gap_call_advances_sequence)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	uint32_t c0 = pkt_at(&f, 2).seq;
+	CHECK_EQ(flow_gap(f.t, 1, 1, 0, 0, 5000), 0);
+	CHECK_EQ(f.cap->n, 3);
+	flow_data(f.t, 1, 1, 0, 0, 5000, (const uint8_t *)"x", 1, NULL);
+	CHECK_EQ(pkt_at(&f, 3).seq, c0 + 5000);
+	CHECK_EQ(flow_counters(f.t)->gap_bytes[0], 5000);
+	fx_free(&f);
+}
+
+TEST(flow_overlap_is_trimmed)
+{
+	struct fx f;
+	uint8_t *d = pattern(100);
+	if (!CHECK(fx_init(&f, 0) && d))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	flow_data(f.t, 1, 1, 0, 0, 0, d, 100, NULL);
+	uint32_t s1 = pkt_at(&f, 3).seq;
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 50, d, 100, NULL), 0);
+	struct seg s = pkt_at(&f, 5);
+	CHECK_EQ(s.seq, s1 + 100);
+	CHECK_EQ(s.len, 50);
+	CHECK_MEM(s.payload, d + 50, 50);
+	CHECK_EQ(flow_counters(f.t)->bytes[0], 150);
+	free(d);
+	fx_free(&f);
+}
+
+TEST(flow_data_behind_is_erange)
+{
+	struct fx f;
+	uint8_t *d = pattern(100);
+	if (!CHECK(fx_init(&f, 0) && d))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	flow_data(f.t, 1, 1, 0, 0, 0, d, 100, NULL);
+	size_t n = f.cap->n;
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 10, d, 90, NULL), -ERANGE);
+	CHECK_EQ(f.cap->n, n);
+	CHECK_EQ(flow_counters(f.t)->bad_offsets, 1);
+	free(d);
+	fx_free(&f);
+}
+
+TEST(flow_midstream_open_shows_no_gap)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	in.midstream = 1;
+	in.off[0] = 1000;
+	in.off[1] = 5000;
+	flow_open(f.t, &in);
+	CHECK_EQ(f.cap->n, 3);
+	uint32_t s0 = pkt_at(&f, 1).seq + 1;
+	uint64_t gap = 1;
+	CHECK_EQ(flow_data(f.t, 1, 1, 1, 0, 5000, (const uint8_t *)"abc", 3, &gap), 0);
+	CHECK_EQ(gap, 0);
+	CHECK_EQ(pkt_at(&f, 3).seq, s0);
+	CHECK_EQ(flow_counters(f.t)->gap_bytes[1], 0);
+	fx_free(&f);
+}
+
+TEST(flow_duplicate_from_other_end_is_silent)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info srv = info4(1, 1, 1), cli = info4(2, 9, 0);
+	flow_open(f.t, &srv);
+	CHECK_EQ(flow_open(f.t, &cli), 0);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 1);
+	CHECK_EQ(flow_data(f.t, 2, 9, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK_EQ(flow_close(f.t, 2, 9, 0), 0);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 0);
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(f.cap->n, 5);
+	fx_free(&f);
+}
+
+TEST(flow_duplicate_detected_with_swapped_tuple)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info a = info4(1, 1, 1), b = info4(2, 1, 1);
+	memcpy(b.client_addr, a.server_addr, 16);
+	memcpy(b.server_addr, a.client_addr, 16);
+	b.client_port = a.server_port;
+	b.server_port = a.client_port;
+	flow_open(f.t, &a);
+	flow_open(f.t, &b);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 1);
+	fx_free(&f);
+}
+
+TEST(flow_both_ends_in_one_process_is_duplicate)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info srv = info4(1, 1, 1), cli = info4(1, 2, 0);
+	flow_open(f.t, &srv);
+	flow_open(f.t, &cli);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 1);
+	fx_free(&f);
+}
+
+TEST(flow_same_end_reused_in_one_process_replaces_stale_flow)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info a = info4(1, 1, 1), b = info4(1, 2, 1);
+	flow_open(f.t, &a);
+	flow_open(f.t, &b); /* conn 1's close was missed */
+	CHECK_EQ(f.cap->n, 3 + 3 + 3);
+	CHECK_EQ(pkt_at(&f, 3).flags, TCPF_FIN | TCPF_ACK);
+	CHECK_EQ(pkt_at(&f, 6).flags, TCPF_SYN);
+	CHECK(pkt_at(&f, 6).seq != pkt_at(&f, 0).seq);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);
+	CHECK_EQ(flow_close(f.t, 1, 1, 0), -ENOENT);
+	fx_free(&f);
+}
+
+TEST(flow_close_fin_exchange_from_mirrored_side)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info in = info4(1, 1, 1); /* the server is mirrored */
+	flow_open(f.t, &in);
+	uint32_t c = pkt_at(&f, 2).seq, s = pkt_at(&f, 2).ack;
+	CHECK_EQ(flow_close(f.t, 1, 1, 3000), 0);
+	CHECK_EQ(f.cap->n, 6);
+	struct seg a = pkt_at(&f, 3), b = pkt_at(&f, 4), z = pkt_at(&f, 5);
+	CHECK_EQ(a.sport, 443);
+	CHECK_EQ(a.flags, TCPF_FIN | TCPF_ACK);
+	CHECK_EQ(a.seq, s);
+	CHECK_EQ(a.ack, c);
+	CHECK_EQ(b.sport, 40000);
+	CHECK_EQ(b.flags, TCPF_FIN | TCPF_ACK);
+	CHECK_EQ(b.seq, c);
+	CHECK_EQ(b.ack, s + 1);
+	CHECK_EQ(z.sport, 443);
+	CHECK_EQ(z.flags, TCPF_ACK);
+	CHECK_EQ(z.seq, s + 1);
+	CHECK_EQ(z.ack, c + 1);
+	CHECK_EQ(f.cap->ts[5], 3000);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1);
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"x", 1, NULL), -ENOENT);
+	CHECK_EQ(flow_counters(f.t)->orphan_records, 1);
+	fx_free(&f);
+}
+
+TEST(flow_close_unknown_is_enoent)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	CHECK_EQ(flow_close(f.t, 1, 1, 0), -ENOENT);
+	CHECK_EQ(flow_gap(f.t, 1, 1, 0, 0, 10), -ENOENT);
+	CHECK_EQ(flow_counters(f.t)->orphan_records, 2);
+	CHECK_EQ(f.cap->n, 0);
+	fx_free(&f);
+}
+
+TEST(flow_reopen_same_id_closes_old_first)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	in.client_port = 40001;
+	flow_open(f.t, &in);
+	CHECK_EQ(f.cap->n, 9);
+	CHECK_EQ(pkt_at(&f, 3).flags, TCPF_FIN | TCPF_ACK);
+	CHECK_EQ(pkt_at(&f, 6).flags, TCPF_SYN);
+	CHECK_EQ(pkt_at(&f, 6).sport, 40001);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1);
+	fx_free(&f);
+}
+
+TEST(flow_same_connection_announced_again_is_eexist)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"abc", 3, NULL);
+	uint32_t next = pkt_at(&f, 3).seq + 3;
+	in.midstream = 1;
+	in.off[0] = 3;
+	CHECK_EQ(flow_open(f.t, &in), -EEXIST);
+	CHECK_EQ(f.cap->n, 5);
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 3, (const uint8_t *)"d", 1, NULL), 0);
+	CHECK_EQ(pkt_at(&f, 5).seq, next);
+	CHECK_EQ(flow_counters(f.t)->flows_opened, 1);
+	fx_free(&f);
+}
+
+TEST(flow_close_proc_closes_only_its_flows)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	for (int i = 0; i < 3; i++) {
+		struct flow_open_info in = info4(1 + (i == 2), 1 + i, 1);
+		in.client_port = (uint16_t)(40000 + i);
+		flow_open(f.t, &in);
+	}
+	flow_close_proc(f.t, 1, 0);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 2);
+	CHECK_EQ(flow_data(f.t, 2, 3, 0, 0, 0, (const uint8_t *)"x", 1, NULL), 0);
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"x", 1, NULL), -ENOENT);
+	flow_close_all(f.t, 0);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 3);
+	fx_free(&f);
+}
+
+TEST(flow_many_flows_survive_table_growth)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	int bad = 0;
+	for (int i = 0; i < 1000; i++) {
+		struct flow_open_info in = info4(1, (uint64_t)i + 1, 1);
+		in.client_port = (uint16_t)(20000 + i);
+		bad |= flow_open(f.t, &in) != 0;
+	}
+	CHECK(!bad);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);
+	for (int i = 0; i < 1000; i++)
+		bad |= flow_gap(f.t, 1, (uint64_t)i + 1, 0, 0, 1) != 0;
+	CHECK(!bad);
+	flow_close_all(f.t, 0);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1000);
+	fx_free(&f);
+}
+
+TEST(flow_large_record_is_batched_in_order)
+{
+	struct fx f;
+	size_t len = 100 * 1460;
+	uint8_t *d = pattern(len);
+	if (!CHECK(fx_init(&f, 0) && d))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	f.cap->calls = 0;
+	CHECK_EQ(flow_data(f.t, 1, 1, 1, 0, 0, d, len, NULL), 0);
+	CHECK_EQ(f.cap->n, 3 + 200);
+	CHECK(f.cap->calls >= 4); /* 200 packets, at most 64 per call */
+	int bad = 0;
+	for (size_t i = 0; i < 100; i++) {
+		struct seg s = pkt_at(&f, 3 + 2 * i);
+		bad |= s.len != 1460 || memcmp(s.payload, d + i * 1460, 1460) != 0 || !s.csum_ok;
+	}
+	CHECK(!bad);
+	free(d);
+	fx_free(&f);
+}
+
+TEST(flow_bad_direction_is_einval)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	CHECK_EQ(flow_data(f.t, 1, 1, 2, 0, 0, (const uint8_t *)"x", 1, NULL), -EINVAL);
+	fx_free(&f);
+}

@@ -1,0 +1,284 @@
+/* Unit tests for sinks/sink_pcap.c and the sink fan-out: header bytes, records, rotation, errors. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sinks/sink.h"
+#include "unit.h"
+
+static uint8_t fake_hdr[54];
+static uint8_t fake_payload[1500];
+
+static struct pkt mkpkt(uint64_t ts_ns, uint32_t payload_len)
+{
+	for (size_t i = 0; i < sizeof(fake_hdr); i++)
+		fake_hdr[i] = (uint8_t)(0xa0 + i);
+	for (size_t i = 0; i < sizeof(fake_payload); i++)
+		fake_payload[i] = (uint8_t)i;
+	struct pkt p = { .ts_ns = ts_ns, .hdr = fake_hdr, .hdr_len = sizeof(fake_hdr),
+			 .payload = fake_payload, .payload_len = payload_len };
+	return p;
+}
+
+static char *path_in_tmp(const char *name)
+{
+	static char buf[4][256];
+	static int i;
+	i = (i + 1) % 4;
+	snprintf(buf[i], sizeof(buf[i]), "%s/%s", unit_tmpdir(), name);
+	return buf[i];
+}
+
+/* Reads a whole file; NULL if missing. */
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	uint8_t *b = malloc(1 << 22);
+	*len = b ? fread(b, 1, 1 << 22, f) : 0;
+	fclose(f);
+	return b;
+}
+
+static uint32_t host32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/* Number of records if the file is a complete, valid pcap; -1 otherwise. */
+static long pcap_records(const char *path, size_t *size)
+{
+	size_t len = 0;
+	uint8_t *b = slurp(path, &len);
+	long n = -1;
+	if (size)
+		*size = len;
+	if (!b || len < 24 || host32(b) != 0xa1b23c4d || host32(b + 20) != 1)
+		goto out;
+	size_t at = 24;
+	n = 0;
+	while (at + 16 <= len) {
+		uint32_t cap = host32(b + at + 8);
+		if (at + 16 + cap > len || cap > host32(b + at + 12))
+			break;
+		at += 16 + cap;
+		n++;
+	}
+	if (at != len)
+		n = -1;
+out:
+	free(b);
+	return n;
+}
+
+static int open_one(struct sink_set *set, const char *target, const struct sink_opts *o)
+{
+	const char *err = NULL;
+	memset(set, 0, sizeof(*set));
+	return sink_set_add(set, &sink_pcap_ops, target, o, &err);
+}
+
+TEST(pcap_file_header_bytes)
+{
+	static const uint8_t want_le[24] = {
+		0x4d, 0x3c, 0xb2, 0xa1, /* magic 0xa1b23c4d: nanosecond timestamps */
+		0x02, 0x00, 0x04, 0x00, /* version 2.4 */
+		0x00, 0x00, 0x00, 0x00, /* thiszone */
+		0x00, 0x00, 0x00, 0x00, /* sigfigs */
+		0x00, 0x00, 0x04, 0x00, /* snaplen 262144 (0 in the options) */
+		0x01, 0x00, 0x00, 0x00, /* link type 1: Ethernet */
+	};
+	struct sink_set set;
+	struct sink_opts o = { 0 };
+	const char *path = path_in_tmp("hdr.pcap");
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	sink_set_close(&set);
+	size_t len = 0;
+	uint8_t *b = slurp(path, &len);
+	CHECK_EQ(len, 24);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	if (b)
+		CHECK_MEM(b, want_le, sizeof(want_le));
+#endif
+	free(b);
+	struct stat st;
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+}
+
+TEST(pcap_record_fields)
+{
+	struct sink_set set;
+	struct sink_opts o = { 0 };
+	const char *path = path_in_tmp("rec.pcap");
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	struct pkt p = mkpkt(1500000001ull, 10);
+	sink_set_write(&set, &p, 1);
+	CHECK_EQ(set.v[0]->ctr.packets, 0); /* still buffered */
+	sink_set_flush(&set);
+	CHECK_EQ(set.v[0]->ctr.packets, 1);
+	CHECK_EQ(set.v[0]->ctr.bytes, 64);
+	sink_set_close(&set);
+	size_t len = 0;
+	uint8_t *b = slurp(path, &len);
+	if (!CHECK(b && len == 24 + 16 + 64))
+		return;
+	CHECK_EQ(host32(b + 24), 1);         /* seconds */
+	CHECK_EQ(host32(b + 28), 500000001); /* nanoseconds */
+	CHECK_EQ(host32(b + 32), 64);        /* captured */
+	CHECK_EQ(host32(b + 36), 64);        /* on the wire */
+	CHECK_MEM(b + 40, fake_hdr, 54);
+	CHECK_MEM(b + 94, fake_payload, 10);
+	free(b);
+}
+
+TEST(pcap_snaplen_truncates)
+{
+	struct sink_set set;
+	struct sink_opts o = { .snaplen = 60 };
+	const char *path = path_in_tmp("snap.pcap");
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	struct pkt p = mkpkt(0, 100);
+	sink_set_write(&set, &p, 1);
+	sink_set_close(&set);
+	size_t len = 0;
+	uint8_t *b = slurp(path, &len);
+	if (!CHECK(b && len == 24 + 16 + 60))
+		return;
+	CHECK_EQ(host32(b + 16), 60);
+	CHECK_EQ(host32(b + 32), 60);
+	CHECK_EQ(host32(b + 36), 154);
+	CHECK_MEM(b + 40 + 54, fake_payload, 6);
+	free(b);
+}
+
+TEST(pcap_rotation_by_size_gives_valid_files)
+{
+	struct sink_set set;
+	size_t rec = 16 + 54 + 100;
+	struct sink_opts o = { .rotate_bytes = 24 + 3 * rec };
+	const char *path = path_in_tmp("rot.pcap");
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	for (int i = 0; i < 10; i++) {
+		struct pkt p = mkpkt((uint64_t)i, 100);
+		sink_set_write(&set, &p, 1);
+	}
+	CHECK_EQ(set.v[0]->ctr.files, 4);
+	sink_set_close(&set);
+	char name[300];
+	long total = 0;
+	for (int i = 0; i < 4; i++) {
+		size_t size = 0;
+		if (i)
+			snprintf(name, sizeof(name), "%s.%d", path, i);
+		else
+			snprintf(name, sizeof(name), "%s", path);
+		long n = pcap_records(name, &size);
+		CHECK_EQ(n, i < 3 ? 3 : 1);
+		CHECK(size <= o.rotate_bytes);
+		total += n;
+	}
+	CHECK_EQ(total, 10);
+	CHECK(access(path_in_tmp("rot.pcap.4"), F_OK) != 0);
+}
+
+TEST(pcap_rotation_by_time)
+{
+	struct sink_set set;
+	struct sink_opts o = { .rotate_seconds = 1 };
+	const char *path = path_in_tmp("time.pcap");
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	static const uint64_t ts[] = { 5000000000ull, 5900000000ull, 6000000000ull, 6100000000ull };
+	for (int i = 0; i < 4; i++) {
+		struct pkt p = mkpkt(ts[i], 1);
+		sink_set_write(&set, &p, 1);
+	}
+	sink_set_close(&set);
+	CHECK_EQ(pcap_records(path, NULL), 2);
+	CHECK_EQ(pcap_records(path_in_tmp("time.pcap.1"), NULL), 2);
+}
+
+TEST(pcap_strftime_pattern_names_files)
+{
+	struct sink_set set;
+	struct sink_opts o = { .rotate_bytes = 24 + 16 + 55 };
+	if (!CHECK_EQ(open_one(&set, path_in_tmp("pat-%Y.pcap"), &o), 0))
+		return;
+	struct pkt p = mkpkt(0, 1);
+	sink_set_write(&set, &p, 1);
+	p.ts_ns = 2000000000ull * 1000000000ull; /* 2033: a new name */
+	sink_set_write(&set, &p, 1);
+	sink_set_write(&set, &p, 1); /* same name again: gets a suffix */
+	sink_set_close(&set);
+	CHECK_EQ(pcap_records(path_in_tmp("pat-2033.pcap"), NULL), 1);
+	CHECK_EQ(pcap_records(path_in_tmp("pat-2033.pcap.1"), NULL), 1);
+}
+
+TEST(pcap_open_failure_reports)
+{
+	struct sink_set set = { 0 };
+	struct sink_opts o = { 0 };
+	const char *err = NULL;
+	int r = sink_set_add(&set, &sink_pcap_ops, "/nonexistent-dir/x.pcap", &o, &err);
+	CHECK_EQ(r, -ENOENT);
+	CHECK(err != NULL);
+	CHECK_EQ(set.n, 0);
+	sink_set_close(&set);
+}
+
+TEST(pcap_write_error_counts_lost_and_other_sinks_go_on)
+{
+	struct sink_set set = { 0 };
+	struct sink_opts o = { 0 };
+	const char *err = NULL;
+	const char *good = path_in_tmp("good.pcap");
+	if (!CHECK_EQ(sink_set_add(&set, &sink_pcap_ops, "/dev/full", &o, &err), 0))
+		return;
+	CHECK_EQ(sink_set_add(&set, &sink_pcap_ops, good, &o, &err), 0);
+	struct pkt p = mkpkt(0, 1000);
+	for (int i = 0; i < 3000; i++) /* more than the 1 MiB buffer */
+		sink_set_write(&set, &p, 1);
+	sink_set_flush(&set);
+	CHECK_EQ(set.v[0]->ctr.packets, 0);
+	CHECK_EQ(set.v[0]->ctr.lost_packets, 3000);
+	CHECK_EQ(set.v[1]->ctr.packets, 3000);
+	CHECK_EQ(set.v[1]->ctr.lost_packets, 0);
+	sink_set_close(&set);
+	CHECK_EQ(pcap_records(good, NULL), 3000);
+}
+
+TEST(pcap_stdout_target)
+{
+	const char *path = path_in_tmp("stdout.pcap");
+	FILE *f = fopen(path, "wb");
+	if (!CHECK(f))
+		return;
+	fflush(stdout);
+	int saved = dup(STDOUT_FILENO);
+	dup2(fileno(f), STDOUT_FILENO);
+	struct sink_set set;
+	struct sink_opts o = { .rotate_bytes = 100 }; /* ignored for stdout */
+	int r = open_one(&set, "-", &o);
+	if (r == 0) {
+		struct pkt p = mkpkt(0, 100);
+		sink_set_write(&set, &p, 1);
+		sink_set_write(&set, &p, 1);
+		sink_set_flush(&set);
+		sink_set_close(&set);
+	}
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	fclose(f);
+	CHECK_EQ(r, 0);
+	CHECK_EQ(pcap_records(path, NULL), 2);
+}
