@@ -94,6 +94,19 @@ static void on_data(struct agent *a, struct proc *p, const struct ring_view *v)
 
 static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
 {
+	uint64_t off[2];
+	if (v->data_len == sizeof(off)) {
+		/* final offsets: what was dropped at the very end is a gap */
+		memcpy(off, v->data, sizeof(off));
+		for (int d = 0; d < 2; d++) {
+			uint64_t gap = 0;
+			if (!flow_data(a->flows, p->key, v->conn_id, d, v->ts_ns, off[d],
+				       NULL, 0, &gap))
+				p->gap_bytes += gap;
+		}
+	} else if (v->data_len) {
+		bad_record(p, "CLOSE record of the wrong size");
+	}
 	if (flow_close(a->flows, p->key, v->conn_id, v->ts_ns) == 0 && p->open_conns)
 		p->open_conns--;
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #define CHECK_INTERVAL_NS 1000000000ULL /* health check / re-attach at most 1/s */
+#define WAIT_RING_SPINS 1064              /* ~100 ms at most, once per process */
 
 enum ring_state { RS_NONE = 0, RS_CREATING, RS_READY, RS_FAILED };
 
@@ -229,6 +231,26 @@ static void maintain(uint64_t now)
 	__atomic_store_n(&g.maint_busy, 0, __ATOMIC_RELEASE);
 }
 
+/* Another thread is creating the ring (a few ms, once per process): wait
+ * for it, boundedly, rather than drop the first bytes of every thread. */
+static struct ring_hdr *wait_ring(uint32_t *epoch)
+{
+	for (int i = 0; i < WAIT_RING_SPINS; i++) {
+		int st = __atomic_load_n(&g.ring_state, __ATOMIC_ACQUIRE);
+		if (st == RS_READY)
+			break;
+		if (st == RS_FAILED)
+			return NULL;
+		if (i < 64)
+			sched_yield();
+		else
+			usleep(100);
+	}
+	struct ring_hdr *r = __atomic_load_n(&g.ring, __ATOMIC_ACQUIRE);
+	*epoch = __atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE);
+	return r;
+}
+
 struct ring_hdr *cap_ring(uint64_t now, uint32_t *epoch)
 {
 	if (g.disabled)
@@ -238,7 +260,7 @@ struct ring_hdr *cap_ring(uint64_t now, uint32_t *epoch)
 		int expect = RS_NONE;
 		if (!__atomic_compare_exchange_n(&g.ring_state, &expect, RS_CREATING, 0,
 						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			return NULL; /* another thread creates it, or it failed */
+			return wait_ring(epoch); /* another thread creates it, or it failed */
 		int saved = errno;
 		r = create_ring();
 		errno = saved;

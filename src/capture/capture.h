@@ -86,6 +86,7 @@ struct cap_conn {
 	int io_fd;              /* socket seen during a TLS call, -1 if none */
 	int fd;                 /* socket remembered for close(), -1 if none */
 	uint64_t off[2];        /* bytes per direction so far */
+	uint64_t committed[2];  /* end of the last record in the ring per direction */
 };
 
 /* The TLS call a thread is inside (thread-local, nesting-aware). */

@@ -304,13 +304,15 @@ static void fill_open(struct cap_call *call, struct cap_conn *c, struct ring_ope
 	o->family = c->family;
 	o->side = c->side;
 	o->map_method = c->map_method;
-	o->midstream = (c->off[0] || c->off[1]) ? 1 : 0;
+	/* The stream starts where our last record ended: bytes dropped after
+	 * that (ring full, no ring yet) become a gap the agent shows. */
+	o->midstream = (c->committed[0] || c->committed[1]) ? 1 : 0;
 	o->client_port = c->cport;
 	o->server_port = c->sport;
 	memcpy(o->client_addr, c->caddr, 16);
 	memcpy(o->server_addr, c->saddr, 16);
-	o->off[0] = c->off[0];
-	o->off[1] = c->off[1];
+	o->off[0] = c->committed[0];
+	o->off[1] = c->committed[1];
 	o->tls_version = ossl.version ? (uint16_t)ossl.version(call->ssl) : 0;
 	o->tid = (uint32_t)syscall(SYS_gettid);
 	const char *sni = ossl.get_servername ? ossl.get_servername(call->ssl, 0) : NULL;
@@ -393,6 +395,7 @@ void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len
 		ring_commit(&res, RING_REC_DATA, dir ? RING_F_DIR_S2C : 0, c->id, now,
 			    c->off[dir], n);
 		c->off[dir] += n;
+		c->committed[dir] = c->off[dir];
 		p += n;
 		len -= n;
 	}
@@ -432,12 +435,14 @@ void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len)
 			ring_commit(&res, RING_REC_GAP, dir ? RING_F_DIR_S2C : 0, c->id,
 				    now, c->off[dir], sizeof(gap));
 			c->off[dir] += len;
+			c->committed[dir] = c->off[dir];
 			len = 0;
 			break;
 		}
 		ring_commit(&res, RING_REC_DATA, dir ? RING_F_DIR_S2C : 0, c->id, now,
 			    c->off[dir], n);
 		c->off[dir] += n;
+		c->committed[dir] = c->off[dir];
 		offset += n;
 		len -= n;
 	}
@@ -467,20 +472,24 @@ void conn_handshake_done(struct cap_call *call)
 	errno = saved;
 }
 
-/* Emits a CLOSE for id if the agent knows the connection in this epoch. */
-static void emit_close(uint64_t id)
+/* Emits a CLOSE for id. off, if known, are the final stream offsets: bytes
+ * dropped at the very end still show as a gap before the FIN. */
+static void emit_close(uint64_t id, const uint64_t *off)
 {
 	uint64_t now = cap_now_ns();
 	uint32_t epoch;
 	struct ring_hdr *r = cap_ring(now, &epoch);
 	struct ring_reservation res;
+	uint32_t len = off ? 2 * sizeof(uint64_t) : 0;
 	if (!r)
 		return;
-	if (ring_reserve(r, 0, NULL, &res) < 0) {
+	if (ring_reserve(r, len, NULL, &res) < 0) {
 		ring_count_drop(r, RING_DROP_FULL, 0);
 		return;
 	}
-	ring_commit(&res, RING_REC_CLOSE, 0, id, now, 0, 0);
+	if (off)
+		memcpy(res.data, off, len);
+	ring_commit(&res, RING_REC_CLOSE, 0, id, now, 0, len);
 	cap_doorbell(r);
 }
 
@@ -499,7 +508,7 @@ static void close_conn(struct cap_conn *c)
 	c->closed = 1;
 	forget_fd_of(c);
 	if (c->epoch)
-		emit_close(c->id);
+		emit_close(c->id, c->off);
 }
 
 void conn_closed(struct cap_call *call)
@@ -519,7 +528,7 @@ void conn_fd_closed(int fd)
 	if (!id)
 		return;
 	int saved = errno;
-	emit_close(id);
+	emit_close(id, NULL);
 	errno = saved;
 }
 

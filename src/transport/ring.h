@@ -71,7 +71,7 @@ enum ring_rec_type {
 	RING_REC_PAD = 0,       /* filler up to the end of the data area */
 	RING_REC_OPEN = 1,      /* a TLS connection seen: struct ring_open follows */
 	RING_REC_DATA = 2,      /* clear text of one direction */
-	RING_REC_CLOSE = 3,     /* the TLS connection ended */
+	RING_REC_CLOSE = 3,     /* the TLS connection ended: optional final offsets (2 x u64) */
 	RING_REC_GAP = 4,       /* bytes sent that the mirror cannot show (SSL_sendfile): 8-byte length payload */
 	RING_REC_NTYPES = 5
 };
@@ -113,7 +113,7 @@ struct ring_open {
 	uint16_t server_port;   /* host order */
 	uint8_t client_addr[16];/* IPv4 in the first 4 bytes */
 	uint8_t server_addr[16];
-	uint64_t off[2];        /* stream offsets at this moment: [0] c2s, [1] s2c */
+	uint64_t off[2];        /* where the stream starts for the agent: [0] c2s, [1] s2c */
 	uint16_t tls_version;   /* SSL_version(): 0x0303, 0x0304, ... */
 	uint16_t _pad;
 	uint32_t tid;           /* thread that saw it */
