@@ -44,7 +44,7 @@ SOLIB := $(BUILD)/libtlsmirror.so
 UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
-TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS)
+TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay
 
 .PHONY: all deps test unit run bench install clean fuzz
 all: $(BIN) $(SOLIB)
@@ -74,6 +74,11 @@ $(UNIT): $(UNIT_OBJ) $(LIB_OBJ)
 
 $(BUILD)/ringgen: $(BUILD)/obj/bench/ringgen.o $(BUILD)/obj/src/transport/ring.o
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^
+
+# Golden tests: replays event scripts through flows + pcap sink (tests/golden/run.sh).
+$(BUILD)/flowreplay: $(BUILD)/obj/tests/golden/flowreplay.o $(LIB_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
 $(BUILD)/progs/badring: $(BUILD)/obj/tests/progs/badring.o $(BUILD)/obj/src/transport/ring.o
 	@mkdir -p $(dir $@)
