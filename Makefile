@@ -12,8 +12,18 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -
 CFLAGS   ?= $(OPT) -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -Isrc -D_GNU_SOURCE
 ifneq ($(SANITIZER),)
-  ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+  SAN_CFLAGS  = -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
   SAN_LDFLAGS = -fsanitize=$(SANITIZER)
+endif
+# The capture library runs inside uninstrumented programs: AddressSanitizer
+# would have to be preloaded before them (and hangs curl at start-up), so the
+# library gets the other sanitizers only (UBSan's runtime loads as its dependency).
+comma := ,
+space := $(subst ,, )
+SO_SANITIZER := $(subst $(space),$(comma),$(strip $(filter-out address,$(subst $(comma),$(space),$(SANITIZER)))))
+ifneq ($(SO_SANITIZER),)
+  SO_SAN_CFLAGS  = -fsanitize=$(SO_SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+  SO_SAN_LDFLAGS = -fsanitize=$(SO_SANITIZER)
 endif
 
 OPENSSL_CFLAGS := $(shell $(PKG_CONFIG) --cflags openssl 2>/dev/null)
@@ -52,12 +62,12 @@ all: $(BIN) $(SOLIB)
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(OPENSSL_CFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN_CFLAGS) $(OPENSSL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC [so] $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(OPENSSL_CFLAGS) -fPIC -fvisibility=hidden -DTLSMIRROR_CAPTURE -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -fPIC -fvisibility=hidden -DTLSMIRROR_CAPTURE -MMD -MP -c -o $@ $<
 
 $(BIN): $(AGENT_OBJ)
 	@$(if $(Q),echo "  LD      $@")
@@ -66,7 +76,7 @@ $(BIN): $(AGENT_OBJ)
 # The capture library links no libssl: it finds the application's at run time.
 $(SOLIB): $(CAPTURE_OBJ) src/capture/exports.map
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(SAN_LDFLAGS) -shared -Wl,--version-script=src/capture/exports.map -Wl,-z,now -o $@ $(CAPTURE_OBJ) -ldl -lpthread
+	$(Q)$(CC) $(SO_SAN_LDFLAGS) -shared -Wl,--version-script=src/capture/exports.map -Wl,-z,now -o $@ $(CAPTURE_OBJ) -ldl -lpthread
 
 $(UNIT): $(UNIT_OBJ) $(LIB_OBJ)
 	@$(if $(Q),echo "  LD      $@")
@@ -87,7 +97,7 @@ $(BUILD)/progs/badring: $(BUILD)/obj/tests/progs/badring.o $(BUILD)/obj/src/tran
 $(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(OPENSSL_CFLAGS) $(SAN_LDFLAGS) -o $@ $< $(OPENSSL_LIBS) -lpthread
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -lpthread
 
 # Fuzzing: `make fuzz` runs the libFuzzer targets (clang) for FUZZ_SECONDS each, then
 # replays tests/fuzz/corpus/ with the replay drivers built by $(CC) (tests/fuzz/run.sh).
