@@ -94,6 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (p.ring)
 		proc_finish(&a, &p, PROC_EXITED);
 	flow_close_all(a.flows, 0);
+	sink_set_flush(&a.sinks); /* the agent flushes whenever it goes idle */
 	flow_table_free(a.flows);
 	return 0;
 }

@@ -2,7 +2,8 @@
 """Hostile rings against a live agent: it survives each case, logs why, writes nothing for them, and keeps mirroring ringgen byte-exact meanwhile.
 
 Self-contained: needs BUILD (default build) with tlsmirror, ringgen and
-progs/badring. Prints one line per case and exits 0 when everything passed.
+progs/badring. Run as a script it prints one line per case and exits 0 when
+everything passed; tests/integration/run.py runs it through test_all_cases.
 """
 import os
 import re
@@ -239,6 +240,18 @@ def main():
     else:
         subprocess.run(["rm", "-rf", tmp])
     return 1 if failed else 0
+
+
+def test_all_cases(env):
+    """For tests/integration/run.py: runs this script, fails with its FAIL lines."""
+    p = subprocess.run([sys.executable, os.path.abspath(__file__)], capture_output=True,
+                       text=True, timeout=170)
+    if p.returncode != 0:
+        bad = [l for l in p.stdout.splitlines() if l.startswith(("FAIL", "badring:"))]
+        raise AssertionError("\n".join(bad or [p.stdout[-2000:], p.stderr[-2000:]]))
+
+
+test_all_cases.timeout = 180
 
 
 if __name__ == "__main__":

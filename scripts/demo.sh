@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# `make run`: a two-minute tour — mirror a local HTTPS server and curl, then read the capture.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=${BUILD:-build}
+TM=$ROOT/$BUILD/tlsmirror
+
+if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B='' N=''; fi
+say() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+[ -x "$TM" ] && [ -f "$ROOT/$BUILD/libtlsmirror.so" ] || die "build first: make BUILD=$BUILD all"
+for c in nginx curl openssl tshark; do
+	command -v "$c" >/dev/null || die "missing $c (run 'make deps')"
+done
+
+T=$(mktemp -d /tmp/tlsmirror-demo.XXXXXX)
+chmod 755 "$T"
+SOCK=$T/agent.sock
+PCAP=$T/demo.pcap
+AGENT='' NGINX=''
+cleanup() {
+	[ -z "$NGINX" ] || { kill -QUIT "$NGINX" 2>/dev/null || true; wait "$NGINX" 2>/dev/null || true; }
+	[ -z "$AGENT" ] || { kill -TERM "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
+	if [ -n "${DEMO_KEEP:-}" ]; then echo "demo: kept $T"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() { # wait_for SECONDS CMD...
+	local n=$(($1 * 10)); shift
+	while ! "$@" >/dev/null 2>&1; do
+		n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.1
+	done
+}
+
+PORT=''
+for p in $(seq 28443 28543); do
+	ss -Hltn "sport = :$p" | grep -q . || { PORT=$p; break; }
+done
+[ -n "$PORT" ] || die "no free TCP port in 28443..28543"
+
+say "Starting the agent: it listens on $SOCK and writes $PCAP"
+"$TM" --socket "$SOCK" -w "$PCAP" 2>"$T/agent.log" &
+AGENT=$!
+wait_for 5 test -S "$SOCK" || { cat "$T/agent.log" >&2; die "the agent did not start"; }
+echo "    $TM --socket $SOCK -w $PCAP"
+
+say "Starting nginx on https://127.0.0.1:$PORT under the capture library (self-signed certificate)"
+mkdir -p "$T/www" "$T/logs"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+	-subj /CN=localhost -keyout "$T/key.pem" -out "$T/cert.pem" 2>/dev/null
+cat >"$T/www/index.html" <<'EOF'
+<!doctype html>
+<title>tlsmirror demo</title>
+<p>Hello from behind TLS. The mirror shows this page in clear text.</p>
+EOF
+cat >"$T/nginx.conf" <<EOF
+worker_processes 1;
+user root;
+pid $T/nginx.pid;
+error_log $T/logs/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$PORT ssl;
+        ssl_certificate $T/cert.pem;
+        ssl_certificate_key $T/key.pem;
+        root $T/www;
+        location = /api/echo {
+            default_type application/json;
+            return 200 '{"status":"received"}\n';
+        }
+    }
+}
+EOF
+"$TM" run --socket "$SOCK" -- nginx -p "$T" -e "$T/logs/error.log" -c "$T/nginx.conf" \
+	-g 'daemon off;' 2>>"$T/logs/error.log" &
+NGINX=$!
+listening() { ss -Hltn "sport = :$PORT" | grep -q .; }
+wait_for 5 listening || die "nginx did not start: $(cat "$T/logs/error.log")"
+echo "    $TM run -- nginx -c $T/nginx.conf"
+
+say "curl, also under the capture library: a GET and a POST"
+echo "    \$ tlsmirror run -- curl -k https://127.0.0.1:$PORT/"
+"$TM" run --socket "$SOCK" -- curl -sk --http1.1 "https://127.0.0.1:$PORT/" | sed 's/^/    /'
+echo "    \$ tlsmirror run -- curl -k -d 'name=newcomer&message=hello' https://127.0.0.1:$PORT/api/echo"
+"$TM" run --socket "$SOCK" -- curl -sk --http1.1 -d 'name=newcomer&message=hello' \
+	"https://127.0.0.1:$PORT/api/echo" | sed 's/^/    /'
+echo "    Both ends of these connections are mirrored: the agent writes each one once."
+
+say "Stopping nginx and the agent (the agent drains its rings and closes the file)"
+kill -QUIT "$NGINX" 2>/dev/null || true
+wait "$NGINX" 2>/dev/null || true
+NGINX=''
+kill -TERM "$AGENT"
+wait "$AGENT" || die "the agent exited with an error: $(tail -n 5 "$T/agent.log")"
+AGENT=''
+echo "    $(stat -c %s "$PCAP") bytes in $PCAP"
+
+say "What a sensor on the mirror sees: HTTP in clear text (tshark -r demo.pcap -Y http)"
+tshark -r "$PCAP" -Y http 2>/dev/null | sed 's/^/    /'
+
+say "The first connection, reassembled (tshark -q -z follow,tcp,ascii,0)"
+tshark -r "$PCAP" -q -z follow,tcp,ascii,0 2>/dev/null | sed 's/^/    /'
+
+say "The agent's statistics (printed when it exits)"
+grep -E '^(pid=|total )' "$T/agent.log" | sed 's/^/    /' || tail -n 5 "$T/agent.log" | sed 's/^/    /'
+
+say "Done. Try it yourself:"
+cat <<EOF
+    $BUILD/tlsmirror --socket /tmp/tm.sock -w mirror.pcap &
+    $BUILD/tlsmirror run --socket /tmp/tm.sock -- YOUR-PROGRAM ARGS...
+    tshark -r mirror.pcap -Y http      (or open mirror.pcap in Wireshark)
+EOF
