@@ -93,11 +93,30 @@ static struct proc *proc_by_fd(struct agent *a, int fd)
 	return NULL;
 }
 
+/* One rate limiter per reason (reasons are static strings): a flood of one
+ * kind of bad attach must not hide the others. */
+static struct log_limit *limit_for(const char *why)
+{
+	static struct {
+		const char *why;
+		struct log_limit lim;
+	} tab[24];
+	static struct log_limit other;
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		if (tab[i].why == why)
+			return &tab[i].lim;
+		if (!tab[i].why) {
+			tab[i].why = why;
+			return &tab[i].lim;
+		}
+	}
+	return &other;
+}
+
 static void reject(struct agent *a, int fd, const char *who, const char *why)
 {
-	static struct log_limit lim;
 	a->rejected_attach++;
-	log_limited(&lim, 5, "rejected attach from %s: %s", who, why);
+	log_limited(limit_for(why), 5, "rejected attach from %s: %s", who, why);
 	agent_forget_fd(a, fd);
 }
 

@@ -120,10 +120,11 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 		if (err == -EAGAIN)
 			break;
 		if (err < 0) {
+			static struct log_limit lim;
 			p->bad_records++;
-			log_warn("pid %d (%s): malformed ring at position %llu: detaching it "
-				 "(what came before was mirrored)", (int)p->pid, p->comm,
-				 (unsigned long long)p->cons.tail);
+			log_limited(&lim, 5, "pid %d (%s): malformed ring at position %llu: "
+				    "detaching it (what came before was mirrored)", (int)p->pid,
+				    p->comm, (unsigned long long)p->cons.tail);
 			proc_finish(a, p, PROC_REJECTED);
 			break;
 		}
