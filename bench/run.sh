@@ -3,15 +3,22 @@
 #
 # a. nginx (1 worker, TLS, 127.0.0.1) serving 1 MiB and 4 KiB files to h2load, without
 #    and with the capture library (tlsmirror run), runs interleaved A B A B ..., an agent
-#    writing a rotated pcap to /dev/shm throughout. Median req/s and MB/s, ratio B/A.
-# b. ringgen pushes BENCH_RING_BYTES through an agent writing a pcap to /dev/shm
-#    (MSS 1460, rotated every 256 MiB with old files deleted, so tmpfs reuses its pages
-#    instead of the VM backing fresh memory): clear text Gbit/s per second of agent CPU
-#    (utime+stime). For reference the same into /dev/null, and user CPU alone.
+#    writing a ring of pcap files (--rotate-count) on /dev/shm throughout. Median req/s and MB/s, ratio B/A.
+#    Layouts: "split" (the target figure: nginx and h2load on CPU 0, the agent on CPU 1,
+#    i.e. the agent has a core of its own, as on a real server) and "shared" (all three
+#    on both CPUs, for information: on 2 cores the agent's work then competes with
+#    the application and its load generator, which already saturate both).
+# b. ringgen pushes BENCH_RING_BYTES through an agent writing pcap to /dev/shm at MSS
+#    1460: clear text Gbit/s per second of agent CPU (utime+stime). Target figure: a
+#    ring of 4 files of 256 MiB (--rotate-count 4: pages overwritten in place). For
+#    reference: new files with old ones deleted (fresh pages), /dev/null (the agent's
+#    own work), user CPU alone, and dd of as many bytes (the kernel's write alone).
 # c. `tlsmirror stats` after every run of (a) with the library: dropped bytes.
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
-# BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M). About 3 minutes.
+# BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
+# BENCH_LAYOUTS ("split shared"), BENCH_A_SINK (shm or null: the agent's output in part a).
+# About 5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,6 +34,10 @@ PROTO=${BENCH_PROTO:-h1}
 RING_BYTES=${BENCH_RING_BYTES:-4G}
 RING_SIZE=${BENCH_RING_SIZE:-}   # TLSMIRROR_RING_SIZE for nginx; empty: the library's default
 SIZES=${BENCH_SIZES:-1m 4k}
+LAYOUTS=${BENCH_LAYOUTS:-split shared}
+A_SINK=${BENCH_A_SINK:-shm}  # where the agent writes in part (a): shm (rotated pcap) or null
+APP_PIN=()   # taskset prefix for nginx and h2load in the current layout
+AGENT_PIN=() # taskset prefix for the agent
 HZ=$(getconf CLK_TCK)
 
 say() { printf 'bench: %s\n' "$*"; }
@@ -76,7 +87,7 @@ wait_for() { # wait_for SECONDS CMD...: retry CMD every 0.1 s
 start_agent() {
 	local name=$1; shift
 	rm -f "$SOCK"
-	"$TM" --socket "$SOCK" "$@" 2>"$WORK/agent-$name.log" &
+	"${AGENT_PIN[@]}" "$TM" --socket "$SOCK" "$@" 2>"$WORK/agent-$name.log" &
 	AGENT=$!
 	PIDS+=("$AGENT")
 	wait_for 5 test -S "$SOCK" || { cat "$WORK/agent-$name.log" >&2; die "agent did not start"; }
@@ -131,9 +142,9 @@ start_nginx() {
 	local ngx=(nginx -p "$WORK/ngx" -e "$WORK/ngx/logs/error.log" -c "$WORK/ngx/nginx.conf"
 		-g 'daemon off;')
 	if [ "$1" = with ]; then
-		env TLSMIRROR_SOCKET="$SOCK" ${RING_SIZE:+TLSMIRROR_RING_SIZE=$RING_SIZE} "$TM" run --socket "$SOCK" -- "${ngx[@]}" &
+		"${APP_PIN[@]}" env TLSMIRROR_SOCKET="$SOCK" ${RING_SIZE:+TLSMIRROR_RING_SIZE=$RING_SIZE} "$TM" run --socket "$SOCK" -- "${ngx[@]}" &
 	else
-		"${ngx[@]}" &
+		"${APP_PIN[@]}" "${ngx[@]}" &
 	fi
 	NGINX=$!
 	PIDS+=("$NGINX")
@@ -157,7 +168,7 @@ descendants() { # descendants PID: every process below PID
 h2load_run() {
 	local flag=()
 	[ "$PROTO" = h1 ] && flag=(--h1)
-	h2load "${flag[@]}" -c "$CLIENTS" -m 1 -D "$SECS" --warm-up-time "$WARMUP" \
+	"${APP_PIN[@]}" h2load "${flag[@]}" -c "$CLIENTS" -m 1 -D "$SECS" --warm-up-time "$WARMUP" \
 		"https://127.0.0.1:$PORT/$1" >"$2" 2>&1 || die "h2load failed: $(tail -n 3 "$2")"
 	awk -v secs="$SECS" '
 		/^finished in/ { gsub(/,/, ""); rps = $4 }
@@ -192,7 +203,7 @@ sum_ticks() { # sum_ticks PID...: utime+stime of several processes
 	echo $t
 }
 
-# One run of part (a). Appends "SIZE MODE req_s mb_s worker_us_per_req" to $WORK/a.txt.
+# One run of part (a). Appends "LAYOUT SIZE MODE req_s mb_s worker_us_per_req" to $WORK/a.txt.
 run_a() {
 	local size=$1 mode=$2 i=$3 out="$WORK/h2load-$1-$2-$3.txt" r d m workers t0 t1 w0 w1 us z0 z1
 	start_nginx "$mode"
@@ -212,40 +223,66 @@ run_a() {
 		sleep 0.5 # let the agent drain the ring
 		"$TM" stats --socket "$SOCK" >"$WORK/stats-$size-$i.txt" 2>&1 || true
 		read -r d m < <(loss_of "$WORK/stats-$size-$i.txt" "$NGINX" $workers)
-		echo "$d" >>"$WORK/dropped.txt"
-		echo "$m" >>"$WORK/mirrored.txt"
+		echo "$LAYOUT $d" >>"$WORK/dropped.txt"
+		echo "$LAYOUT $m" >>"$WORK/mirrored.txt"
 		say "  $size with    #$i: $r req/s MB/s, nginx $us us/req; mirrored s2c $m B," \
 			"dropped $d B, agent CPU $(((t1 - t0) * 100 / HZ / (SECS + WARMUP)))%," \
 			"$(((z1 - z0) / (SECS + WARMUP))) wakeups/s"
 	else
 		say "  $size without #$i: $r req/s MB/s, nginx $us us/req"
 	fi
-	echo "$size $mode $r $us" >>"$WORK/a.txt"
+	echo "$LAYOUT $size $mode $r $us" >>"$WORK/a.txt"
 	stop_nginx
+}
+
+set_layout() { # set_layout split|shared: CPU pinning of the application side and the agent
+	LAYOUT=$1
+	APP_PIN=()
+	AGENT_PIN=()
+	if [ "$1" = split ]; then
+		[ "$(nproc)" -ge 2 ] || die "layout split needs 2 CPUs"
+		APP_PIN=(taskset -c 0)
+		AGENT_PIN=(taskset -c 1)
+	fi
 }
 
 part_a() {
 	say "a. nginx + h2load ($PROTO, -c $CLIENTS -m 1, ${SECS}s + ${WARMUP}s warm-up per run, $PAIRS pairs per size)"
 	setup_nginx
-	start_agent a --rotate-size 256M -w "$SHM/a.pcap"
-	start_cleaner a
 	: >"$WORK/a.txt"
-	for size in $SIZES; do
-		for i in $(seq 1 "$PAIRS"); do
-			run_a "$size" without "$i"
-			run_a "$size" with "$i"
+	: >"$WORK/dropped.txt"
+	: >"$WORK/mirrored.txt"
+	for layout in $LAYOUTS; do
+		set_layout "$layout"
+		case $layout in
+		split) say " layout split: nginx and h2load on CPU 0, the agent on CPU 1" ;;
+		shared) say " layout shared: nginx, h2load and the agent on both CPUs" ;;
+		*) die "unknown layout $layout" ;;
+		esac
+		if [ "$A_SINK" = null ]; then
+			start_agent a -w /dev/null
+		else
+			start_agent a --rotate-size 256M --rotate-count 4 -w "$SHM/a.pcap"
+		fi
+		for size in $SIZES; do
+			for i in $(seq 1 "$PAIRS"); do
+				run_a "$size" without "$i"
+				run_a "$size" with "$i"
+			done
 		done
+		stop_agent "$WORK/agent-a.log"
+		rm -f "$SHM"/a*
 	done
-	stop_agent "$WORK/agent-a.log"
-	kill "$CLEANER" 2>/dev/null || true
-	rm -f "$SHM"/a*
+	set_layout none
 }
 
 # ringgen_through NAME TARGET [ROTATE]: RG_BYTES, RG_SECS, AGENT_CPU (s), USER_CPU (s) of one push.
 ringgen_through() {
 	local name=$1 target=$2 out="$WORK/ringgen-$1.txt" t0 t1 u0 prev cur
-	if [ -n "${3:-}" ]; then
-		start_agent "$name" --mss 1460 --rotate-size "$3" -w "$target"
+	if [ "${3:-}" = ring ]; then
+		start_agent "$name" --mss 1460 --rotate-size 256M --rotate-count 4 -w "$target"
+	elif [ "${3:-}" = fresh ]; then
+		start_agent "$name" --mss 1460 --rotate-size 256M -w "$target"
 		start_cleaner "$name"
 	else
 		start_agent "$name" --mss 1460 -w "$target"
@@ -265,7 +302,7 @@ ringgen_through() {
 	RG_SECS=$(sed -n 's/.*elapsed_s=\([0-9.]*\).*/\1/p' "$out")
 	AGENT_CPU=$(awk -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
 	stop_agent "$WORK/agent-$name.log"
-	[ -z "${3:-}" ] || kill "$CLEANER" 2>/dev/null || true
+	[ "${3:-}" != fresh ] || kill "$CLEANER" 2>/dev/null || true
 	rm -f "$SHM/$name"*
 	say "  $(head -n 1 "$out")"
 	say "  agent CPU ${AGENT_CPU}s (user ${USER_CPU}s) -> $(gbit "$RG_BYTES" "$AGENT_CPU") Gbit/s per CPU second"
@@ -286,10 +323,21 @@ part_b() {
 	say "  pcap to /dev/null (the agent's own work):"
 	ringgen_through null /dev/null
 	NULL_GBPS=$(gbit "$RG_BYTES" "$AGENT_CPU")
-	say "  pcap to /dev/shm, rotated every 256 MiB, old files deleted (tmpfs pages reused):"
-	ringgen_through b "$SHM/b.pcap" 256M
+	say "  pcap to /dev/shm, a ring of 4 files of 256 MiB (--rotate-count 4, pages reused):"
+	ringgen_through b "$SHM/b.pcap" ring
 	B_GBPS=$(gbit "$RG_BYTES" "$AGENT_CPU")
 	B_USER_GBPS=$(gbit "$RG_BYTES" "$USER_CPU")
+	say "  pcap to /dev/shm, new files of 256 MiB, old ones deleted (fresh pages every time):"
+	ringgen_through f "$SHM/f.pcap" fresh
+	F_GBPS=$(gbit "$RG_BYTES" "$AGENT_CPU")
+	# What the kernel alone charges for writing that many bytes into tmpfs.
+	/usr/bin/time -o "$WORK/dd.time" -f "%S %U" dd if=/dev/zero of="$SHM/dd.bin" bs=1M \
+		count=$((RG_BYTES / 1048576)) 2>/dev/null
+	rm -f "$SHM/dd.bin"
+	local dd_cpu
+	dd_cpu=$(awk 'END { print $1 + $2 }' "$WORK/dd.time")
+	DD_GBPS=$(gbit "$RG_BYTES" "$dd_cpu")
+	say "  dd of $RG_BYTES bytes to /dev/shm (1 MiB writes): ${dd_cpu}s CPU -> $DD_GBPS Gbit/s"
 }
 
 verdict() { # verdict VALUE OP TARGET -> PASS or SHORT
@@ -300,8 +348,13 @@ verdict() { # verdict VALUE OP TARGET -> PASS or SHORT
 # wakeups PID: voluntary context switches so far (how often the agent slept and woke).
 wakeups() { awk '/^voluntary_ctxt_switches/ { print $2 }' "/proc/$1/status"; }
 
-col() { # col SIZE MODE FIELD: median of a column of $WORK/a.txt
-	awk -v s="$1" -v m="$2" -v f="$3" '$1 == s && $2 == m { print $f }' "$WORK/a.txt" | median
+col() { # col LAYOUT SIZE MODE FIELD: median of a column of $WORK/a.txt
+	awk -v l="$1" -v s="$2" -v m="$3" -v f="$4" '$1 == l && $2 == s && $3 == m { print $f }' \
+		"$WORK/a.txt" | median
+}
+
+sum_of() { # sum_of FILE LAYOUT: total of the second column for that layout
+	awk -v l="$2" '$1 == l { s += $2 } END { printf "%.0f", s }' "$1"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (a > 0 ? b / a : 0) }'; }
@@ -309,33 +362,51 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (a > 0 ? b / a : 0) }'
 row() { printf '%-48s %12s %9s  %s\n' "$@"; }
 
 report() {
-	local size ra rb ma mb ua ub t v dropped mirrored
-	echo
-	say "medians of $PAIRS runs each (nginx us/req: worker CPU per request)"
-	printf '%-5s %10s %10s %7s %9s %9s %7s %9s %9s\n' size "req/s w/o" "req/s with" ratio \
-		"MB/s w/o" "MB/s with" ratio "us/req w/o" "us/req with"
-	for size in $SIZES; do
-		ra=$(col "$size" without 3); rb=$(col "$size" with 3)
-		ma=$(col "$size" without 4); mb=$(col "$size" with 4)
-		ua=$(col "$size" without 5); ub=$(col "$size" with 5)
-		printf '%-5s %10s %10s %7s %9s %9s %7s %9s %9s\n' "$size" "$ra" "$rb" "$(ratio "$ra" "$rb")" \
-			"$ma" "$mb" "$(ratio "$ma" "$mb")" "$ua" "$ub"
-		eval "RATIO_$size=$(ratio "$ra" "$rb")"
+	local size ra rb ma mb ua ub t v dropped mirrored layout first
+	first=${LAYOUTS%% *}
+	for layout in $LAYOUTS; do
+		echo
+		say "layout $layout: medians of $PAIRS runs each (nginx us/req: worker CPU per request)"
+		printf '%-5s %10s %10s %7s %9s %9s %7s %9s %9s\n' size "req/s w/o" "req/s with" ratio \
+			"MB/s w/o" "MB/s with" ratio "us/req w/o" "us/req with"
+		for size in $SIZES; do
+			ra=$(col "$layout" "$size" without 4); rb=$(col "$layout" "$size" with 4)
+			ma=$(col "$layout" "$size" without 5); mb=$(col "$layout" "$size" with 5)
+			ua=$(col "$layout" "$size" without 6); ub=$(col "$layout" "$size" with 6)
+			printf '%-5s %10s %10s %7s %9s %9s %7s %9s %9s\n' "$size" "$ra" "$rb" \
+				"$(ratio "$ra" "$rb")" "$ma" "$mb" "$(ratio "$ma" "$mb")" "$ua" "$ub"
+			eval "RATIO_${layout}_$size=$(ratio "$ra" "$rb")"
+		done
 	done
-	dropped=$(awk '{ s += $1 } END { printf "%.0f", s }' "$WORK/dropped.txt")
-	mirrored=$(awk '{ s += $1 } END { printf "%.0f", s }' "$WORK/mirrored.txt")
 	echo
 	row figure measured target result
-	for size in $SIZES; do
-		t=0.95
-		[ "$size" = 1m ] && t=0.97
-		v=$(eval echo "\$RATIO_$size")
-		row "a. nginx $size req/s, with / without library" "$v" ">= $t" "$(verdict "$v" ">=" "$t")"
+	for layout in $LAYOUTS; do
+		for size in $SIZES; do
+			t=0.95
+			[ "$size" = 1m ] && t=0.97
+			v=$(eval echo "\$RATIO_${layout}_$size")
+			if [ "$layout" = "$first" ]; then
+				row "a. nginx $size req/s with/without, $layout" "$v" ">= $t" "$(verdict "$v" ">=" "$t")"
+			else
+				row "   nginx $size req/s with/without, $layout" "$v" "" info
+			fi
+		done
 	done
-	row "b. agent Gbit/s per CPU second, pcap on /dev/shm" "$B_GBPS" ">= 20" "$(verdict "$B_GBPS" ">=" 20)"
+	row "b. agent Gbit/s per CPU s, pcap ring on /dev/shm" "$B_GBPS" ">= 20" "$(verdict "$B_GBPS" ">=" 20)"
+	row "   (same, fresh files on /dev/shm)" "$F_GBPS" "" info
+	row "   (kernel alone: dd of as many bytes to /dev/shm)" "$DD_GBPS" "" info
 	row "   (same, pcap to /dev/null: the agent alone)" "$NULL_GBPS" "" info
 	row "   (same run, agent user CPU only)" "$B_USER_GBPS" "" info
-	row "c. dropped bytes, runs with library" "$dropped" "= 0" "$(verdict "$dropped" "==" 0)"
+	for layout in $LAYOUTS; do
+		dropped=$(sum_of "$WORK/dropped.txt" "$layout")
+		if [ "$layout" = "$first" ]; then
+			row "c. dropped bytes, runs with library, $layout" "$dropped" "= 0" \
+				"$(verdict "$dropped" "==" 0)"
+		else
+			row "   dropped bytes, runs with library, $layout" "$dropped" "" info
+		fi
+	done
+	mirrored=$(awk '{ s += $2 } END { printf "%.0f", s }' "$WORK/mirrored.txt")
 	v=PASS
 	[ "$mirrored" != 0 ] || v=SHORT
 	row "   bytes mirrored s2c (library active)" "$mirrored" "> 0" "$v"

@@ -31,6 +31,7 @@ static void usage(FILE *f)
 "      --mss N             TCP payload per packet, 64..65000 (default 1460; IPv6 uses N-20)\n"
 "      --rotate-size SIZE  start a new file before SIZE bytes (K, M, G suffixes)\n"
 "      --rotate-seconds N  start a new file every N seconds\n"
+"      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
 "      --snaplen N         pcap snaplen (default 262144)\n"
 "  -q, --quiet             log errors only\n"
 "  -h, --help              this text\n"
@@ -96,13 +97,14 @@ static int not_yet(const char *opt)
 
 static int cmd_agent(int argc, char **argv)
 {
-	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_SNAPLEN };
+	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "mss", required_argument, NULL, O_MSS },
 		{ "rotate-size", required_argument, NULL, O_RSIZE },
 		{ "rotate-seconds", required_argument, NULL, O_RSECS },
+		{ "rotate-count", required_argument, NULL, O_RCOUNT },
 		{ "snaplen", required_argument, NULL, O_SNAPLEN },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -135,6 +137,11 @@ static int cmd_agent(int argc, char **argv)
 				return bad_arg("--rotate-seconds", optarg, "a positive number of seconds");
 			cfg.sink.rotate_seconds = v;
 			break;
+		case O_RCOUNT:
+			if (parse_uint(optarg, 1, 1000000, &v))
+				return bad_arg("--rotate-count", optarg, "a number of files from 1 to 1000000");
+			cfg.sink.rotate_count = (uint32_t)v;
+			break;
 		case O_SNAPLEN:
 			if (parse_uint(optarg, 128, 262144, &v))
 				return bad_arg("--snaplen", optarg, "a number from 128 to 262144");
@@ -160,6 +167,14 @@ static int cmd_agent(int argc, char **argv)
 	if (optind < argc) {
 		fprintf(stderr, "tlsmirror: unexpected argument '%s' (see tlsmirror --help)\n",
 			argv[optind]);
+		return 2;
+	}
+	if (cfg.sink.rotate_count && !cfg.sink.rotate_bytes && !cfg.sink.rotate_seconds) {
+		fprintf(stderr, "tlsmirror: --rotate-count needs --rotate-size or --rotate-seconds\n");
+		return 2;
+	}
+	if (cfg.sink.rotate_count && cfg.write_path && strchr(cfg.write_path, '%')) {
+		fprintf(stderr, "tlsmirror: --rotate-count needs a plain file name, not a '%%' pattern\n");
 		return 2;
 	}
 	if (!cfg.write_path) {

@@ -24,6 +24,7 @@ struct sink;
 struct sink_opts {
 	uint64_t rotate_bytes;   /* 0: never rotate by size */
 	uint64_t rotate_seconds; /* 0: never rotate by time */
+	uint32_t rotate_count;   /* 0: keep every file; N: reuse N files in turn */
 	uint32_t snaplen;        /* pcap header snaplen */
 };
 

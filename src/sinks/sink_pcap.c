@@ -30,6 +30,12 @@
  *     file, the timestamp of its first packet for later ones). If the
  *     expansion repeats the previous file's name, ".1", ".2", ... is
  *     appended, so a file is never overwritten by its successor.
+ * With rotate_count N (targets without '%'), the sink keeps N files and
+ * reuses them in turn: TARGET, TARGET.1, ... TARGET.<N-1>, then TARGET again,
+ * like tcpdump -W. A reused file is overwritten in place, not truncated
+ * first, and cut to its new length when it is closed: on tmpfs that reuses
+ * its pages, which costs the kernel a third of writing fresh ones. (After a
+ * SIGKILL the current file may end with bytes of its previous lap.)
  * Files are created mode 0600: they hold decrypted traffic.
  *
  * Errors: a failed write loses the packets buffered at that moment (counted
@@ -171,6 +177,8 @@ static int next_name(struct pcap_sink *p, const char *target, uint64_t ts_ns)
 	if (p->base && !strcmp(base, p->base)) {
 		free(base);
 		p->seq++;
+		if (p->o.rotate_count && p->seq >= p->o.rotate_count)
+			p->seq = 0;
 	} else {
 		free(p->base);
 		p->base = base;
@@ -195,7 +203,9 @@ static int file_open(struct pcap_sink *p, const char *target, uint64_t ts_ns)
 	int ret = next_name(p, target, ts_ns);
 	if (ret < 0)
 		return ret;
-	int fd = open(p->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* a ring of files overwrites in place (see the top); else start empty */
+	int trunc = p->o.rotate_count ? 0 : O_TRUNC;
+	int fd = open(p->path, O_WRONLY | O_CREAT | trunc | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
@@ -211,13 +221,23 @@ static int file_open(struct pcap_sink *p, const char *target, uint64_t ts_ns)
 	return 0;
 }
 
+/* Closes the current file; a file overwritten in place is cut to what we wrote. */
+static void file_close(struct pcap_sink *p)
+{
+	if (p->fd < 0 || p->is_stdout)
+		return;
+	if (p->o.rotate_count && p->seekable && ftruncate(p->fd, (off_t)p->good_off) < 0)
+		p->last_err = -errno;
+	close(p->fd);
+	p->fd = -1;
+}
+
 /* Closes the current file (if any) and starts the next one. */
 static int rotate(struct pcap_sink *p, const char *target, uint64_t ts_ns)
 {
 	buf_flush(p); /* losses are counted there */
 	p->used = 0;
-	if (p->fd >= 0)
-		close(p->fd);
+	file_close(p);
 	p->fd = -1;
 	int ret = file_open(p, target, ts_ns);
 	if (ret < 0) {
@@ -309,8 +329,7 @@ static void pcap_close(struct sink *s)
 	if (!p)
 		return;
 	buf_flush(p);
-	if (p->fd >= 0 && !p->is_stdout)
-		close(p->fd);
+	file_close(p);
 	free(p->buf);
 	free(p->base);
 	free(p->path);
@@ -340,6 +359,11 @@ static int pcap_open(struct sink *s, const char *target,
 		buf_put_file_hdr(p);
 		s->ctr.files++;
 		ret = 0;
+		goto out;
+	}
+	if (p->o.rotate_count && strchr(target, '%')) {
+		*err_msg = "a file count needs a plain file name, not a '%' pattern";
+		ret = -EINVAL;
 		goto out;
 	}
 	struct timespec now;

@@ -191,6 +191,50 @@ TEST(pcap_rotation_by_size_gives_valid_files)
 	CHECK(access(path_in_tmp("rot.pcap.4"), F_OK) != 0);
 }
 
+TEST(pcap_rotation_count_reuses_files_in_place)
+{
+	struct sink_set set;
+	size_t rec = 16 + 54 + 100;
+	struct sink_opts o = { .rotate_bytes = 24 + 3 * rec, .rotate_count = 3 };
+	const char *path = path_in_tmp("ring.pcap");
+	/* a stale, longer file from an earlier run must end up cut to size */
+	FILE *f = fopen(path, "wb");
+	if (!CHECK(f != NULL))
+		return;
+	for (int i = 0; i < 4096; i++)
+		fputc(0x5a, f);
+	fclose(f);
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	for (int i = 0; i < 25; i++) { /* 9 files' worth: 3 laps of the ring */
+		struct pkt p = mkpkt((uint64_t)i, 100);
+		sink_set_write(&set, &p, 1);
+	}
+	CHECK_EQ(set.v[0]->ctr.files, 9);
+	sink_set_close(&set);
+	char name[300];
+	for (int i = 0; i < 3; i++) {
+		size_t size = 0;
+		if (i)
+			snprintf(name, sizeof(name), "%s.%d", path, i);
+		else
+			snprintf(name, sizeof(name), "%s", path);
+		long n = pcap_records(name, &size);
+		/* the ring's last lap: ring.pcap got packets 18-20, .1 21-23, .2 24 */
+		CHECK_EQ(n, i < 2 ? 3 : 1);
+		CHECK(size <= o.rotate_bytes);
+	}
+	CHECK(access(path_in_tmp("ring.pcap.3"), F_OK) != 0);
+}
+
+TEST(pcap_rotation_count_refuses_patterns)
+{
+	struct sink_set set;
+	struct sink_opts o = { .rotate_bytes = 4096, .rotate_count = 2 };
+	CHECK_EQ(open_one(&set, path_in_tmp("x-%s.pcap"), &o), -EINVAL);
+	sink_set_close(&set);
+}
+
 TEST(pcap_rotation_by_time)
 {
 	struct sink_set set;
