@@ -226,8 +226,8 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 	}
 	p->next = a->procs;
 	a->procs = p;
-	log_info("attached pid %d (%s), ring %zu KiB", (int)p->pid, p->comm,
-		 (p->map_len - RING_HDR_SIZE) / 1024);
+	log_info("attached pid %d uid %u (%s), ring %zu KiB", (int)p->pid, (unsigned)p->uid,
+		 p->comm, (p->map_len - RING_HDR_SIZE) / 1024);
 	trim_exited(a);
 }
 

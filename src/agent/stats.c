@@ -40,10 +40,11 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
 			d += p->drop_last[i];
 		at = add(buf, len, at,
-			 "pid=%d comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
+			 "pid=%d uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu\n",
-			 (int)p->pid, p->comm[0] ? p->comm : "?", state_name(p->state),
+			 (int)p->pid, (unsigned)p->uid, p->comm[0] ? p->comm : "?",
+			 state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
 			 (unsigned long long)p->bytes[0], (unsigned long long)p->bytes[1],
 			 (unsigned long long)p->drop_last[RING_DROP_FULL],

@@ -83,6 +83,42 @@ EXPORT int SSL_read_ex(struct ssl_st *ssl, void *buf, size_t num, size_t *readby
 	return ret;
 }
 
+/* TLS 1.3 early data (0-RTT): clear text like any other, before the handshake ends.
+ * Both return 1 (SSL_READ_EARLY_DATA_SUCCESS / success) with a byte count. */
+EXPORT int SSL_read_early_data(struct ssl_st *ssl, void *buf, size_t num, size_t *readbytes)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, void *, size_t, size_t *) = real_fn(&slot, "SSL_read_early_data");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num, readbytes);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret == 1 && readbytes)
+		conn_data(&call, 0, buf, *readbytes);
+	errno = saved;
+	return ret;
+}
+
+EXPORT int SSL_write_early_data(struct ssl_st *ssl, const void *buf, size_t num, size_t *written)
+{
+	static void *slot;
+	int (*real)(struct ssl_st *, const void *, size_t, size_t *) = real_fn(&slot, "SSL_write_early_data");
+	if (!real)
+		return no_real();
+	struct cap_call call;
+	int top = conn_call_begin(&call, ssl);
+	int ret = real(ssl, buf, num, written);
+	int saved = errno;
+	conn_call_end(&call);
+	if (top && ret == 1 && written)
+		conn_data(&call, 1, buf, *written);
+	errno = saved;
+	return ret;
+}
+
 /* Peeked bytes are mirrored when SSL_read consumes them, not here. The call
  * is still tracked: the socket it reads tells which connection this is. */
 EXPORT int SSL_peek(struct ssl_st *ssl, void *buf, int num)
