@@ -28,6 +28,11 @@ endif
 
 OPENSSL_CFLAGS := $(shell $(PKG_CONFIG) --cflags openssl 2>/dev/null)
 OPENSSL_LIBS   := $(shell $(PKG_CONFIG) --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+# the agent (not the capture library) decodes HPACK with nghttp2 (--h2-to-h1)
+NGHTTP2_CFLAGS := $(shell $(PKG_CONFIG) --cflags libnghttp2 2>/dev/null)
+NGHTTP2_LIBS   := $(shell $(PKG_CONFIG) --libs libnghttp2 2>/dev/null || echo -lnghttp2)
+OPENSSL_CFLAGS += $(NGHTTP2_CFLAGS)
+OPENSSL_LIBS   += $(NGHTTP2_LIBS)
 
 ifeq ($(V),1)
   Q :=

@@ -16,6 +16,7 @@ struct agent_config {
 	uint16_t mss;
 	struct sink_opts sink;
 	unsigned idle_ms;            /* longest sleep when idle */
+	int h2_to_h1;                /* --h2-to-h1: HTTP/2 connections mirrored as HTTP/1.1 */
 };
 
 enum proc_state { PROC_ATTACHED = 0, PROC_EXITED, PROC_REJECTED };

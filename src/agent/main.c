@@ -33,6 +33,7 @@ static void usage(FILE *f)
 "      --rotate-seconds N  start a new file every N seconds\n"
 "      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
 "      --snaplen N         pcap snaplen (default 262144)\n"
+"      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
 "  -q, --quiet             log errors only\n"
 "  -h, --help              this text\n"
 "  -V, --version           print the version\n"
@@ -97,7 +98,7 @@ static int not_yet(const char *opt)
 
 static int cmd_agent(int argc, char **argv)
 {
-	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN };
+	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1 };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -106,6 +107,7 @@ static int cmd_agent(int argc, char **argv)
 		{ "rotate-seconds", required_argument, NULL, O_RSECS },
 		{ "rotate-count", required_argument, NULL, O_RCOUNT },
 		{ "snaplen", required_argument, NULL, O_SNAPLEN },
+		{ "h2-to-h1", no_argument, NULL, O_H2H1 },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -147,6 +149,7 @@ static int cmd_agent(int argc, char **argv)
 				return bad_arg("--snaplen", optarg, "a number from 128 to 262144");
 			cfg.sink.snaplen = (uint32_t)v;
 			break;
+		case O_H2H1: cfg.h2_to_h1 = 1; break;
 		case 'q': log_quiet = 1; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("tlsmirror %s\n", TLSMIRROR_VERSION); return 0;
