@@ -25,17 +25,6 @@ static struct ssl_st *ssl_of(struct bio_st *b)
 	return ssl;
 }
 
-/* One BIO transfer of len bytes at buf; ok says whether it moved `moved` bytes. */
-static void mirror(struct cap_call *call, int top, int app_write, const void *buf,
-		   int ok, size_t moved)
-{
-	int saved = errno;
-	conn_call_end(call);
-	if (top && ok && moved)
-		conn_data(call, app_write, buf, moved);
-	errno = saved;
-}
-
 EXPORT int BIO_read(struct bio_st *b, void *buf, int len)
 {
 	static void *slot;
@@ -48,7 +37,7 @@ EXPORT int BIO_read(struct bio_st *b, void *buf, int len)
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(b, buf, len);
-	mirror(&call, top, 0, buf, ret > 0, ret > 0 ? (size_t)ret : 0);
+	conn_call_finish(&call, top, 0, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
 }
 
@@ -64,7 +53,7 @@ EXPORT int BIO_read_ex(struct bio_st *b, void *buf, size_t len, size_t *got)
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(b, buf, len, got);
-	mirror(&call, top, 0, buf, ret == 1 && got, ret == 1 && got ? *got : 0);
+	conn_call_finish(&call, top, 0, buf, ret == 1 && got ? *got : 0);
 	return ret;
 }
 
@@ -80,7 +69,7 @@ EXPORT int BIO_write(struct bio_st *b, const void *buf, int len)
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(b, buf, len);
-	mirror(&call, top, 1, buf, ret > 0, ret > 0 ? (size_t)ret : 0);
+	conn_call_finish(&call, top, 1, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
 }
 
@@ -96,6 +85,6 @@ EXPORT int BIO_write_ex(struct bio_st *b, const void *buf, size_t len, size_t *d
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(b, buf, len, done);
-	mirror(&call, top, 1, buf, ret == 1 && done, ret == 1 && done ? *done : 0);
+	conn_call_finish(&call, top, 1, buf, ret == 1 && done ? *done : 0);
 	return ret;
 }

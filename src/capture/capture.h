@@ -103,6 +103,12 @@ struct cap_call {
 int conn_call_begin(struct cap_call *call, struct ssl_st *ssl);
 void conn_call_end(struct cap_call *call);
 
+/* Ends a hooked call (conn_call_end) and mirrors the `moved` bytes at buf that
+ * the application wrote (app_write 1) or read (0), if this was the outermost
+ * call. errno is what the real call left. */
+void conn_call_finish(struct cap_call *call, int top, int app_write, const void *buf,
+		      size_t moved);
+
 /* The socket I/O hooks report fds used inside TLS calls here (cheap check). */
 void conn_note_io_fd(int fd);
 

@@ -113,6 +113,16 @@ void conn_call_end(struct cap_call *call)
 		call->conn->io_fd = call->io_fd;
 }
 
+void conn_call_finish(struct cap_call *call, int top, int app_write, const void *buf,
+		      size_t moved)
+{
+	int saved = errno;
+	conn_call_end(call);
+	if (top && moved)
+		conn_data(call, app_write, buf, moved);
+	errno = saved;
+}
+
 /* An IPv4 or IPv6 stream socket? */
 static int inet_stream(int fd, int *family)
 {

@@ -24,11 +24,7 @@ EXPORT int SSL_write(struct ssl_st *ssl, const void *buf, int num)
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num);
-	int saved = errno;
-	conn_call_end(&call);
-	if (top && ret > 0)
-		conn_data(&call, 1, buf, (size_t)ret);
-	errno = saved;
+	conn_call_finish(&call, top, 1, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
 }
 
@@ -41,11 +37,7 @@ EXPORT int SSL_write_ex(struct ssl_st *ssl, const void *buf, size_t num, size_t 
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num, written);
-	int saved = errno;
-	conn_call_end(&call);
-	if (top && ret == 1 && written)
-		conn_data(&call, 1, buf, *written);
-	errno = saved;
+	conn_call_finish(&call, top, 1, buf, ret == 1 && written ? *written : 0);
 	return ret;
 }
 
@@ -58,11 +50,7 @@ EXPORT int SSL_read(struct ssl_st *ssl, void *buf, int num)
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num);
-	int saved = errno;
-	conn_call_end(&call);
-	if (top && ret > 0)
-		conn_data(&call, 0, buf, (size_t)ret);
-	errno = saved;
+	conn_call_finish(&call, top, 0, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
 }
 
@@ -75,11 +63,7 @@ EXPORT int SSL_read_ex(struct ssl_st *ssl, void *buf, size_t num, size_t *readby
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num, readbytes);
-	int saved = errno;
-	conn_call_end(&call);
-	if (top && ret == 1 && readbytes)
-		conn_data(&call, 0, buf, *readbytes);
-	errno = saved;
+	conn_call_finish(&call, top, 0, buf, ret == 1 && readbytes ? *readbytes : 0);
 	return ret;
 }
 
@@ -94,11 +78,7 @@ EXPORT int SSL_read_early_data(struct ssl_st *ssl, void *buf, size_t num, size_t
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num, readbytes);
-	int saved = errno;
-	conn_call_end(&call);
-	if (top && ret == 1 && readbytes)
-		conn_data(&call, 0, buf, *readbytes);
-	errno = saved;
+	conn_call_finish(&call, top, 0, buf, ret == 1 && readbytes ? *readbytes : 0);
 	return ret;
 }
 
@@ -111,11 +91,7 @@ EXPORT int SSL_write_early_data(struct ssl_st *ssl, const void *buf, size_t num,
 	struct cap_call call;
 	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num, written);
-	int saved = errno;
-	conn_call_end(&call);
-	if (top && ret == 1 && written)
-		conn_data(&call, 1, buf, *written);
-	errno = saved;
+	conn_call_finish(&call, top, 1, buf, ret == 1 && written ? *written : 0);
 	return ret;
 }
 
@@ -128,11 +104,9 @@ EXPORT int SSL_peek(struct ssl_st *ssl, void *buf, int num)
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num);
-	int saved = errno;
-	conn_call_end(&call);
-	errno = saved;
+	conn_call_finish(&call, top, 0, buf, 0);
 	return ret;
 }
 
@@ -143,11 +117,9 @@ EXPORT int SSL_peek_ex(struct ssl_st *ssl, void *buf, size_t num, size_t *readby
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, ssl);
 	int ret = real(ssl, buf, num, readbytes);
-	int saved = errno;
-	conn_call_end(&call);
-	errno = saved;
+	conn_call_finish(&call, top, 0, buf, 0);
 	return ret;
 }
 

@@ -23,57 +23,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tlsprog.h"
+
 static const char *host, *port;
 static SSL_CTX *ctx;
 static int nconns, size, delay_ms;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void gen(unsigned char *p, size_t n, uint64_t seed)
-{
-	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		p[i] = (unsigned char)(x >> 32);
-		if (p[i] == 0x03)
-			p[i] = 0xfc;
-	}
-}
-
 static int tcp_connect(void)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
-	int fd = -1;
-
-	if (getaddrinfo(host, port, &hints, &res) != 0)
-		return -1;
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-		if (fd < 0)
-			continue;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-			break;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	return fd;
-}
-
-static int read_exact(SSL *ssl, unsigned char *p, size_t n)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		int r = SSL_read(ssl, p + got, (int)(n - got));
-
-		if (r <= 0)
-			return -1;
-		got += (size_t)r;
-	}
-	return 0;
+	return tcp_connect_to(host, port);
 }
 
 /* One connection; returns 0 if the echo came back exactly. */

@@ -19,39 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static void gen(unsigned char *p, size_t n, uint64_t seed)
-{
-	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		p[i] = (unsigned char)(x >> 32);
-		if (p[i] == 0x03)
-			p[i] = 0xfc;
-	}
-}
-
-static int tcp_connect(const char *host, const char *port)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
-	int fd = -1;
-
-	if (getaddrinfo(host, port, &hints, &res) != 0)
-		return -1;
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-		if (fd < 0)
-			continue;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-			break;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	return fd;
-}
+#include "tlsprog.h"
 
 /* Peeks then reads up to want bytes; returns bytes read or -1 if they differ. */
 static int peek_then_read(SSL *ssl, unsigned char *dst, size_t want, int ex)
@@ -143,7 +111,7 @@ int main(int argc, char **argv)
 	if (n < 1 || !ctx || SSL_CTX_load_verify_locations(ctx, argv[3], NULL) != 1)
 		return 2;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	fd = tcp_connect(argv[1], argv[2]);
+	fd = tcp_connect_to(argv[1], argv[2]);
 	if (fd < 0)
 		return 2;
 	ssl = SSL_new(ctx);
