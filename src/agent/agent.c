@@ -371,9 +371,23 @@ static int ready_to_sleep(struct agent *a)
 	return empty;
 }
 
+/* Every sink's output is gone for good (`-w - | head` after head exits):
+ * there is nothing left to do, as tcpdump does on a broken pipe. */
+static int outputs_gone(const struct agent *a)
+{
+	for (size_t i = 0; i < a->sinks.n; i++)
+		if (!a->sinks.v[i]->ctr.broken)
+			return 0;
+	return a->sinks.n > 0;
+}
+
 static void loop(struct agent *a)
 {
 	while (!a->stop) {
+		if (outputs_gone(a)) {
+			log_warn("the output is closed (broken pipe): stopping");
+			break;
+		}
 		size_t work = drain_all(a);
 		if (work) {
 			handle_events(a, 0);

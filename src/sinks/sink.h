@@ -44,6 +44,7 @@ struct sink_ops {
 };
 
 struct sink_counters {
+	uint64_t broken;         /* 1: the output is gone for good (a pipe with no reader) */
 	uint64_t packets;
 	uint64_t bytes;          /* frame bytes written */
 	uint64_t lost_packets;   /* write errors */

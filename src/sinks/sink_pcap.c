@@ -131,6 +131,7 @@ static void buf_lost(struct pcap_sink *p, size_t done, int err)
 			p->dead = 1;
 	} else if (done || err == -EPIPE) {
 		p->dead = 1; /* a pipe holds half a record now, or no reader */
+		p->ctr->broken = 1;
 	}
 	p->used = 0;
 	p->file_bytes = p->good_off;

@@ -4,7 +4,7 @@ import os
 import subprocess
 import time
 
-from tmlib import (ROOT, Agent, RecServer, assert_bytes, certs, check, check_against_server,
+from tmlib import (ROOT, TLSMIRROR, Agent, RecServer, assert_bytes, certs, check, check_against_server,
                    gen_bytes, judge, need_tool, proc_stats, short, stat_int, timeout,
                    tshark_fields)
 
@@ -109,3 +109,29 @@ def test_rotate_size(env):
     check(payload == want, f"rotated files hold {payload} payload bytes, the connection "
           f"carried {want}")
     check(stat_int(total, "dropped_bytes") == 0, f"drops: {total}")
+
+
+@timeout(60)
+def test_broken_pipe_stops_agent(env):
+    """`tlsmirror -w - | head -c 100`: once head has gone, the agent stops by itself (exit 0,
+    a clear log line), as tcpdump does, and the mirrored program never notices."""
+    body = gen_bytes(100000, 114)
+    with open(env.path("body.bin"), "wb") as f:
+        f.write(body)
+    srv = RecServer(env, body=env.path("body.bin"))
+    sock = env.path("pipe.sock")
+    ag = env.spawn("agent", ["/bin/sh", "-c", f"'{TLSMIRROR}' --socket '{sock}' -w - | head -c 100"
+                             " > /dev/null"])
+    deadline = time.time() + 10
+    while not os.path.exists(sock) and time.time() < deadline:
+        time.sleep(0.05)
+    check(os.path.exists(sock), f"agent did not listen: {short(ag.err())}")
+    p = env.captured("curl", sock, curl_args(srv, "/body", env.path("got.bin")))
+    rc = p.wait(60)
+    check(rc == 0 and p.err() == b"", f"curl under capture exited {rc}: {short(p.err())}")
+    with open(env.path("got.bin"), "rb") as f:
+        assert_bytes("curl's output", body, f.read())
+    rc = ag.wait(15)
+    check(rc == 0, f"agent pipeline exited {rc}")
+    check(b"broken pipe" in ag.err(), f"agent did not say why it stopped: {short(ag.err())}")
+    check(not os.path.exists(sock), "the agent left its socket behind")
