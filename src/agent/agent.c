@@ -2,6 +2,7 @@
 #include "agent/agent.h"
 #include "common/log.h"
 #include "transport/ctl.h"
+#include "transforms/h2.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -476,6 +477,7 @@ static void teardown(struct agent *a)
 			close(p->fd);
 		free(p);
 	}
+	h2_table_free(a->h2);
 	if (a->flows)
 		flow_table_free(a->flows);
 	if (a->sig_fd >= 0)

@@ -10,6 +10,8 @@
 #include "sinks/sink.h"
 #include "transport/ring.h"
 
+struct h2_table;
+
 struct agent_config {
 	const char *socket_path;
 	const char *write_path;      /* -w */
@@ -53,6 +55,7 @@ struct agent {
 	int sig_fd;
 	int stop;
 	struct flow_table *flows;
+	struct h2_table *h2;         /* --h2-to-h1 converter (proc.c), NULL until needed */
 	struct sink_set sinks;
 	struct proc *procs;          /* newest first */
 	uint64_t next_key;

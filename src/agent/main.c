@@ -96,7 +96,9 @@ static int not_yet(const char *opt)
 	return 2;
 }
 
-static int cmd_agent(int argc, char **argv)
+/* Parses the agent's options into cfg-> Returns -1 to go on, or the exit
+ * status to leave with (0 after --help/--version, 2 for a bad command line). */
+static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 {
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1 };
 	static const struct option opts[] = {
@@ -113,43 +115,38 @@ static int cmd_agent(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct agent_config cfg = {
-		.socket_path = default_socket(),
-		.mss = 1460,
-		.idle_ms = 10,
-	};
 	unsigned long long v;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":w:qhVI:o:t:Cl:", opts, NULL)) != -1) {
 		switch (c) {
-		case 'w': cfg.write_path = optarg; break;
-		case O_SOCKET: cfg.socket_path = optarg; break;
+		case 'w': cfg->write_path = optarg; break;
+		case O_SOCKET: cfg->socket_path = optarg; break;
 		case O_MSS:
 			if (parse_uint(optarg, 64, 65000, &v))
 				return bad_arg("--mss", optarg, "a number from 64 to 65000");
-			cfg.mss = (uint16_t)v;
+			cfg->mss = (uint16_t)v;
 			break;
 		case O_RSIZE:
-			if (parse_size(optarg, &cfg.sink.rotate_bytes) || cfg.sink.rotate_bytes < 4096)
+			if (parse_size(optarg, &cfg->sink.rotate_bytes) || cfg->sink.rotate_bytes < 4096)
 				return bad_arg("--rotate-size", optarg, "a size of at least 4K, like 100M");
 			break;
 		case O_RSECS:
 			if (parse_uint(optarg, 1, 10u * 365 * 86400, &v))
 				return bad_arg("--rotate-seconds", optarg, "a positive number of seconds");
-			cfg.sink.rotate_seconds = v;
+			cfg->sink.rotate_seconds = v;
 			break;
 		case O_RCOUNT:
 			if (parse_uint(optarg, 1, 1000000, &v))
 				return bad_arg("--rotate-count", optarg, "a number of files from 1 to 1000000");
-			cfg.sink.rotate_count = (uint32_t)v;
+			cfg->sink.rotate_count = (uint32_t)v;
 			break;
 		case O_SNAPLEN:
 			if (parse_uint(optarg, 128, 262144, &v))
 				return bad_arg("--snaplen", optarg, "a number from 128 to 262144");
-			cfg.sink.snaplen = (uint32_t)v;
+			cfg->sink.snaplen = (uint32_t)v;
 			break;
-		case O_H2H1: cfg.h2_to_h1 = 1; break;
+		case O_H2H1: cfg->h2_to_h1 = 1; break;
 		case 'q': log_quiet = 1; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("tlsmirror %s\n", TLSMIRROR_VERSION); return 0;
@@ -172,23 +169,36 @@ static int cmd_agent(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
-	if (cfg.sink.rotate_count && !cfg.sink.rotate_bytes && !cfg.sink.rotate_seconds) {
+	if (cfg->sink.rotate_count && !cfg->sink.rotate_bytes && !cfg->sink.rotate_seconds) {
 		fprintf(stderr, "tlsmirror: --rotate-count needs --rotate-size or --rotate-seconds\n");
 		return 2;
 	}
-	if (cfg.sink.rotate_count && cfg.write_path && strchr(cfg.write_path, '%')) {
+	if (cfg->sink.rotate_count && cfg->write_path && strchr(cfg->write_path, '%')) {
 		fprintf(stderr, "tlsmirror: --rotate-count needs a plain file name, not a '%%' pattern\n");
 		return 2;
 	}
-	if (!cfg.write_path) {
+	if (!cfg->write_path) {
 		fprintf(stderr, "tlsmirror: nothing to do: give -w FILE (or -w - for stdout)\n");
 		return 2;
 	}
-	if (!strcmp(cfg.write_path, "-") && isatty(STDOUT_FILENO)) {
+	if (!strcmp(cfg->write_path, "-") && isatty(STDOUT_FILENO)) {
 		fprintf(stderr, "tlsmirror: refusing to write pcap to a terminal: "
 			"pipe it (| tshark -r -) or give -w FILE\n");
 		return 2;
 	}
+	return -1;
+}
+
+static int cmd_agent(int argc, char **argv)
+{
+	struct agent_config cfg = {
+		.socket_path = default_socket(),
+		.mss = 1460,
+		.idle_ms = 10,
+	};
+	int rc = parse_agent(argc, argv, &cfg);
+	if (rc >= 0)
+		return rc;
 	return agent_run(&cfg) < 0 ? 1 : 0;
 }
 

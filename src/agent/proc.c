@@ -1,6 +1,7 @@
 /* One attached process: validates its ring records and feeds them to the flow engine. */
 #include "agent/agent.h"
 #include "common/log.h"
+#include "transforms/h2.h"
 
 #include <errno.h>
 #include <string.h>
@@ -50,7 +51,13 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	memcpy(fi.server_addr, o.server_addr, 16);
 	fi.off[0] = o.off[0];
 	fi.off[1] = o.off[1];
-	int err = flow_open(a->flows, &fi);
+	int err = 0;
+	if (a->cfg.h2_to_h1 && !a->h2)
+		a->h2 = h2_table_new(a->flows);
+	if (a->cfg.h2_to_h1 && a->h2)
+		err = h2_open(a->h2, &fi, o.alpn); /* 1: the converter has it */
+	if (err <= 0)
+		err = flow_open(a->flows, &fi);
 	if (err == -EEXIST)
 		return; /* announced again after a re-attach: same connection */
 	if (err < 0) {
@@ -61,6 +68,18 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	}
 	p->conns++;
 	p->open_conns++;
+}
+
+/* Clear text to the HTTP/2 converter if it owns the connection, else to the flow engine. */
+static int mirror_data(struct agent *a, uint64_t key, uint64_t conn_id, int dir, uint64_t ts,
+		       uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
+{
+	if (a->h2) {
+		int err = h2_data(a->h2, key, conn_id, dir, ts, off, data, len, gap);
+		if (err != -ENOENT)
+			return err;
+	}
+	return flow_data(a->flows, key, conn_id, dir, ts, off, data, len, gap);
 }
 
 static void on_data(struct agent *a, struct proc *p, const struct ring_view *v)
@@ -75,12 +94,14 @@ static void on_data(struct agent *a, struct proc *p, const struct ring_view *v)
 			return;
 		}
 		memcpy(&len, v->data, sizeof(len));
-		err = flow_gap(a->flows, p->key, v->conn_id, dir, v->ts_ns, len);
+		err = a->h2 ? h2_gap(a->h2, p->key, v->conn_id, dir, v->ts_ns, len) : -ENOENT;
+		if (err == -ENOENT)
+			err = flow_gap(a->flows, p->key, v->conn_id, dir, v->ts_ns, len);
 		if (!err)
 			p->gap_bytes += len;
 	} else {
-		err = flow_data(a->flows, p->key, v->conn_id, dir, v->ts_ns,
-				v->stream_off, v->data, v->data_len, &gap);
+		err = mirror_data(a, p->key, v->conn_id, dir, v->ts_ns,
+				  v->stream_off, v->data, v->data_len, &gap);
 		if (!err) {
 			p->bytes[dir] += v->data_len;
 			p->gap_bytes += gap;
@@ -100,14 +121,17 @@ static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
 		memcpy(off, v->data, sizeof(off));
 		for (int d = 0; d < 2; d++) {
 			uint64_t gap = 0;
-			if (!flow_data(a->flows, p->key, v->conn_id, d, v->ts_ns, off[d],
-				       NULL, 0, &gap))
+			if (!mirror_data(a, p->key, v->conn_id, d, v->ts_ns, off[d],
+					 NULL, 0, &gap))
 				p->gap_bytes += gap;
 		}
 	} else if (v->data_len) {
 		bad_record(p, "CLOSE record of the wrong size");
 	}
-	if (flow_close(a->flows, p->key, v->conn_id, v->ts_ns) == 0 && p->open_conns)
+	int err = a->h2 ? h2_close(a->h2, p->key, v->conn_id, v->ts_ns) : -ENOENT;
+	if (err == -ENOENT)
+		err = flow_close(a->flows, p->key, v->conn_id, v->ts_ns);
+	if (err == 0 && p->open_conns)
 		p->open_conns--;
 }
 
@@ -164,6 +188,8 @@ void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
 		proc_drain(a, p, (size_t)-1);
 	if (p->ring) {
 		proc_read_drops(p);
+		if (a->h2)
+			h2_close_proc(a->h2, p->key, agent_now_ns());
 		flow_close_proc(a->flows, p->key, agent_now_ns());
 		munmap(p->ring, p->map_len);
 		p->ring = NULL;

@@ -1,5 +1,6 @@
 /* Counters as text: one line per process and a total, key=value (tlsmirror stats, exit). */
 #include "agent/agent.h"
+#include "transforms/h2.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,13 +63,17 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		orphan += p->orphan_records;
 	}
 	const struct flow_counters *fc = a->flows ? flow_counters(a->flows) : NULL;
+	struct h2_counters h2c = { 0 };
+	if (a->h2)
+		h2c = *h2_counters(a->h2);
 	uint64_t lost = 0;
 	for (size_t i = 0; i < a->sinks.n; i++)
 		lost += a->sinks.v[i]->ctr.lost_packets;
 	at = add(buf, len, at,
 		 "total processes=%llu conns=%llu c2s_bytes=%llu s2c_bytes=%llu dropped_bytes=%llu "
 		 "gap_bytes=%llu packets=%llu duplicate_conns=%llu bad_records=%llu "
-		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu\n",
+		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu "
+		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -76,6 +81,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)(fc ? fc->flows_duplicate : 0),
 		 (unsigned long long)bad, (unsigned long long)orphan,
 		 (unsigned long long)a->rejected_attach, (unsigned long long)lost,
-		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL));
+		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL),
+		 (unsigned long long)h2c.conns, (unsigned long long)h2c.streams,
+		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks);
 	return at;
 }

@@ -501,3 +501,14 @@ const struct flow_counters *flow_counters(const struct flow_table *t)
 {
 	return &t->ctr;
 }
+
+int flow_tuple_busy(const struct flow_table *t, uint8_t family,
+		    const uint8_t client_addr[16], uint16_t client_port,
+		    const uint8_t server_addr[16], uint16_t server_port)
+{
+	struct flow g;
+	memset(&g, 0, sizeof(g));
+	synth_conn_init(&g.sc, family, client_addr, client_port, server_addr, server_port);
+	g.tuple_hash = tuple_hash(&g.sc);
+	return tuple_find(t, &g) != NULL;
+}

@@ -80,4 +80,14 @@ void flow_close_all(struct flow_table *t, uint64_t ts_ns);
 
 const struct flow_counters *flow_counters(const struct flow_table *t);
 
+/*
+ * 1 if a flow that emits packets has this 4-tuple (in either orientation),
+ * else 0. For transforms that invent connections (HTTP/2 -> HTTP/1.1) and
+ * must not reuse a 4-tuple that is in use. Addresses are 16 bytes (IPv4 in
+ * the first 4).
+ */
+int flow_tuple_busy(const struct flow_table *t, uint8_t family,
+		    const uint8_t client_addr[16], uint16_t client_port,
+		    const uint8_t server_addr[16], uint16_t server_port);
+
 #endif

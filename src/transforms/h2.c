@@ -1,0 +1,417 @@
+/* HTTP/2 -> HTTP/1.1 converter: connections, streams as synthetic TCP connections, output, fallback (contract in h2.h). */
+#include "transforms/h2_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Connections the converter owns are in a hash by (proc_key, conn_id). Each
+ * direction has its own frame reader and HPACK inflater (h2_frames.c). Output
+ * for one (stream, direction) is collected in c->out and handed to the flow
+ * engine when another target is written, when it reaches H2_OUT_FLUSH, and
+ * at the end of every ring record, so segments are full-sized and nothing
+ * waits for the next record. A connection that leaves the converter
+ * (fallback, or not HTTP/2 after all) is freed; its flow is the engine's.
+ */
+
+#define H2_BUCKETS 1024
+#define H2_OUT_FLUSH (64u * 1024)
+#define H2_OUT_CAP (H2_OUT_FLUSH + 4 * H2_MAX_HEADER_LIST)
+
+struct h2_table {
+	struct flow_table *flows;
+	struct h2_conn *b[H2_BUCKETS];
+	uint64_t next_id;
+	uint32_t next_port;
+	struct h2_counters ctr;
+};
+
+static size_t bucket(uint64_t proc_key, uint64_t conn_id)
+{
+	uint64_t x = proc_key * 0x9e3779b97f4a7c15ull ^ conn_id;
+	x ^= x >> 29;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 32;
+	return (size_t)(x & (H2_BUCKETS - 1));
+}
+
+static struct h2_conn **find_link(struct h2_table *t, uint64_t proc_key, uint64_t conn_id)
+{
+	struct h2_conn **pp = &t->b[bucket(proc_key, conn_id)];
+	while (*pp && ((*pp)->info.proc_key != proc_key || (*pp)->info.conn_id != conn_id))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+struct h2_table *h2_table_new(struct flow_table *flows)
+{
+	struct h2_table *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->flows = flows;
+	t->next_port = H2_PORT_MIN;
+	return t;
+}
+
+static void conn_free(struct h2_conn *c)
+{
+	while (c->streams) {
+		struct h2_stream *st = c->streams;
+		c->streams = st->next;
+		free(st);
+	}
+	for (int d = 0; d < 2; d++) {
+		h2_buf_free(&c->d[d].raw);
+		h2_buf_free(&c->d[d].hdrs.buf);
+		if (c->d[d].inf)
+			nghttp2_hd_inflate_del(c->d[d].inf);
+	}
+	h2_buf_free(&c->out);
+	free(c);
+}
+
+void h2_table_free(struct h2_table *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < H2_BUCKETS; i++) {
+		while (t->b[i]) {
+			struct h2_conn *c = t->b[i];
+			t->b[i] = c->next;
+			conn_free(c);
+		}
+	}
+	free(t);
+}
+
+const struct h2_counters *h2_counters(const struct h2_table *t)
+{
+	return &t->ctr;
+}
+
+/* ---- output and streams ---- */
+
+void h2_out_flush(struct h2_table *t, struct h2_conn *c)
+{
+	struct h2_stream *st = c->out_st;
+	if (!st || !c->out.len)
+		return;
+	int d = c->out_dir;
+	flow_data(t->flows, c->info.proc_key, st->conn_id, d, c->ts, st->off[d], c->out.p,
+		  c->out.len, NULL);
+	st->off[d] += c->out.len;
+	c->out.len = 0;
+}
+
+void h2_out_select(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir)
+{
+	if (c->out_st == st && c->out_dir == dir)
+		return;
+	h2_out_flush(t, c);
+	c->out_st = st;
+	c->out_dir = dir;
+}
+
+int h2_out_put(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+	       const void *data, size_t n)
+{
+	h2_out_select(t, c, st, dir);
+	if (c->out.len + n > H2_OUT_FLUSH)
+		h2_out_flush(t, c);
+	if (n <= H2_OUT_FLUSH)
+		return h2_buf_put(&c->out, data, n);
+	flow_data(t->flows, c->info.proc_key, st->conn_id, dir, c->ts, st->off[dir], data, n, NULL);
+	st->off[dir] += n;
+	return 0;
+}
+
+struct h2_stream *h2_stream_find(struct h2_conn *c, uint32_t id)
+{
+	struct h2_stream *st = c->streams;
+	while (st && st->id != id)
+		st = st->next;
+	return st;
+}
+
+/* A client port in H2_PORT_MIN..H2_PORT_MAX whose 4-tuple is not in use. */
+static int pick_port(struct h2_table *t, const struct flow_open_info *o, uint16_t *port)
+{
+	for (uint32_t n = 0; n <= H2_PORT_MAX - H2_PORT_MIN; n++) {
+		uint16_t p = (uint16_t)t->next_port;
+		t->next_port = p == H2_PORT_MAX ? H2_PORT_MIN : p + 1u;
+		if (!flow_tuple_busy(t->flows, o->family, o->client_addr, p, o->server_addr,
+				     o->server_port)) {
+			*port = p;
+			return 0;
+		}
+	}
+	return -EADDRINUSE;
+}
+
+int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_stream **out)
+{
+	if (c->nstreams >= H2_MAX_STREAMS)
+		return -ENOSPC;
+	struct flow_open_info fi = c->info;
+	int err = pick_port(t, &c->info, &fi.client_port);
+	if (err)
+		return err;
+	struct h2_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->id = id;
+	st->conn_id = H2_CONN_ID_BIT | ++t->next_id;
+	fi.conn_id = st->conn_id;
+	fi.ts_ns = c->ts;
+	fi.midstream = 0;
+	fi.off[0] = fi.off[1] = 0;
+	err = flow_open(t->flows, &fi);
+	if (err) {
+		free(st);
+		return err;
+	}
+	st->next = c->streams;
+	c->streams = st;
+	c->nstreams++;
+	t->ctr.streams++;
+	*out = st;
+	return 0;
+}
+
+void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st)
+{
+	if (c->out_st == st) {
+		h2_out_flush(t, c);
+		c->out_st = NULL;
+	}
+	flow_close(t->flows, c->info.proc_key, st->conn_id, c->ts);
+	struct h2_stream **pp = &c->streams;
+	while (*pp && *pp != st)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = st->next;
+	c->nstreams--;
+	free(st);
+}
+
+static void close_streams(struct h2_table *t, struct h2_conn *c)
+{
+	h2_out_flush(t, c);
+	while (c->streams)
+		h2_stream_close(t, c, c->streams);
+}
+
+/* ---- connections ---- */
+
+static int same_tuple(const struct flow_open_info *a, const struct flow_open_info *b)
+{
+	if (a->family != b->family)
+		return 0;
+	if (a->client_port == b->client_port && a->server_port == b->server_port &&
+	    !memcmp(a->client_addr, b->client_addr, 16) && !memcmp(a->server_addr, b->server_addr, 16))
+		return 1;
+	return a->client_port == b->server_port && a->server_port == b->client_port &&
+	       !memcmp(a->client_addr, b->server_addr, 16) &&
+	       !memcmp(a->server_addr, b->client_addr, 16);
+}
+
+/* Converted from its other end already (both ends mirrored on this host)? */
+static int converted_elsewhere(const struct h2_table *t, const struct h2_conn *c)
+{
+	for (size_t i = 0; i < H2_BUCKETS; i++)
+		for (const struct h2_conn *o = t->b[i]; o; o = o->next)
+			if (o != c && o->state == H2_CONVERT && same_tuple(&o->info, &c->info) &&
+			    (o->info.proc_key != c->info.proc_key || o->info.side != c->info.side))
+				return 1;
+	return 0;
+}
+
+void h2_conn_is_h2(struct h2_table *t, struct h2_conn *c)
+{
+	if (converted_elsewhere(t, c)) {
+		c->state = H2_DUP;
+		return;
+	}
+	c->state = H2_CONVERT;
+	t->ctr.conns++;
+}
+
+static int dir_init(struct h2_dir *d, uint64_t off, enum h2_parse_state ps)
+{
+	d->off = off;
+	d->ps = ps;
+	d->raw.cap = 9 + H2_MAX_FRAME_BUF;
+	d->table_max = d->table_want = 4096;
+	h2_hdrs_reset(&d->hdrs);
+	return nghttp2_hd_inflate_new(&d->inf) ? -ENOMEM : 0;
+}
+
+int h2_open(struct h2_table *t, const struct flow_open_info *info, const char *alpn)
+{
+	int is_h2 = !strcmp(alpn, "h2");
+	if (alpn[0] && !is_h2)
+		return 0;
+	if (info->midstream || info->off[0] || info->off[1]) {
+		/* the HPACK tables' state is unknown: mirrored as it is */
+		if (is_h2)
+			t->ctr.fallbacks++;
+		return 0;
+	}
+	struct h2_conn **pp = find_link(t, info->proc_key, info->conn_id);
+	if (*pp) {
+		if ((*pp)->info.side == info->side && same_tuple(&(*pp)->info, info))
+			return -EEXIST; /* announced again after a re-attach */
+		h2_close(t, info->proc_key, info->conn_id, info->ts_ns);
+		pp = find_link(t, info->proc_key, info->conn_id);
+		if (*pp)
+			return 0; /* it left the converter: its flow is the engine's */
+	}
+	struct h2_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->info = *info;
+	c->ts = info->ts_ns;
+	c->out.cap = H2_OUT_CAP;
+	if (dir_init(&c->d[0], 0, H2_PS_PREFACE) || dir_init(&c->d[1], 0, H2_PS_HDR)) {
+		conn_free(c);
+		return -ENOMEM;
+	}
+	c->state = H2_DETECT;
+	if (is_h2)
+		h2_conn_is_h2(t, c);
+	*pp = c;
+	return 1;
+}
+
+static void unlink_conn(struct h2_table *t, struct h2_conn *c)
+{
+	struct h2_conn **pp = find_link(t, c->info.proc_key, c->info.conn_id);
+	if (*pp == c)
+		*pp = c->next;
+}
+
+/*
+ * The connection leaves the converter: its streams' connections end, a
+ * normal flow is opened for it (midstream at the offsets of the unconverted
+ * bytes, or as announced if it never was HTTP/2), the bytes of the frame
+ * being read are fed raw, then the rest of the current record (at off).
+ */
+static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
+		  const uint8_t *rest, size_t n, uint64_t *gap)
+{
+	struct flow_open_info fi = c->info;
+	close_streams(t, c);
+	unlink_conn(t, c);
+	if (c->state == H2_CONVERT) {
+		fi.midstream = 1;
+		fi.ts_ns = c->ts;
+	}
+	for (int d = 0; d < 2; d++)
+		fi.off[d] = c->d[d].off - c->d[d].raw.len;
+	if (flow_open(t->flows, &fi) == 0) {
+		for (int d = 0; d < 2; d++)
+			if (c->d[d].raw.len)
+				flow_data(t->flows, fi.proc_key, fi.conn_id, d, c->ts, fi.off[d],
+					  c->d[d].raw.p, c->d[d].raw.len, NULL);
+		flow_data(t->flows, fi.proc_key, fi.conn_id, dir, c->ts, off, rest, n, gap);
+	}
+	conn_free(c);
+}
+
+static void fallback(struct h2_table *t, struct h2_conn *c, int error)
+{
+	if (c->state != H2_CONVERT)
+		return;
+	t->ctr.fallbacks++;
+	if (error)
+		t->ctr.errors++;
+}
+
+int h2_data(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
+	    uint64_t ts_ns, uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
+{
+	if (gap)
+		*gap = 0;
+	struct h2_conn *c = *find_link(t, proc_key, conn_id);
+	if (!c)
+		return -ENOENT;
+	if (dir != 0 && dir != 1)
+		return -EINVAL;
+	if (c->state == H2_DUP)
+		return 0;
+	struct h2_dir *d = &c->d[dir];
+	c->ts = ts_ns;
+	if (off > d->off) {
+		/* bytes we never get: HTTP/2 cannot be followed past them */
+		fallback(t, c, 0);
+		leave(t, c, dir, off, data, len, gap);
+		return 0;
+	}
+	if (off < d->off) {
+		uint64_t behind = d->off - off;
+		if (behind >= len)
+			return -ERANGE;
+		data += behind;
+		len -= (size_t)behind;
+	}
+	if (c->state == H2_DETECT && dir == 1 && len) {
+		leave(t, c, dir, d->off, data, len, gap); /* the server spoke first */
+		return 0;
+	}
+	size_t used = 0;
+	int err = h2_dir_feed(t, c, dir, data, len, &used);
+	if (!err) {
+		h2_out_flush(t, c);
+		return 0;
+	}
+	fallback(t, c, 1);
+	leave(t, c, dir, d->off, data + used, len - used, gap);
+	return 0;
+}
+
+int h2_gap(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
+	   uint64_t ts_ns, uint64_t len)
+{
+	struct h2_conn *c = *find_link(t, proc_key, conn_id);
+	if (!c)
+		return -ENOENT;
+	if (dir != 0 && dir != 1)
+		return -EINVAL;
+	if (c->state == H2_DUP)
+		return 0;
+	c->ts = ts_ns;
+	fallback(t, c, 0);
+	leave(t, c, dir, c->d[dir].off, NULL, 0, NULL);
+	flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len);
+	return 0;
+}
+
+int h2_close(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, uint64_t ts_ns)
+{
+	struct h2_conn *c = *find_link(t, proc_key, conn_id);
+	if (!c)
+		return -ENOENT;
+	c->ts = ts_ns;
+	if (c->state == H2_DETECT) {
+		/* never showed the preface: an ordinary connection */
+		leave(t, c, 0, c->d[0].off, NULL, 0, NULL);
+		return -ENOENT;
+	}
+	close_streams(t, c);
+	unlink_conn(t, c);
+	conn_free(c);
+	return 0;
+}
+
+void h2_close_proc(struct h2_table *t, uint64_t proc_key, uint64_t ts_ns)
+{
+	for (size_t i = 0; i < H2_BUCKETS; i++) {
+		struct h2_conn *c = t->b[i], *next;
+		for (; c; c = next) {
+			next = c->next;
+			if (c->info.proc_key == proc_key)
+				h2_close(t, proc_key, c->info.conn_id, ts_ns);
+		}
+	}
+}

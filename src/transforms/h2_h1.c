@@ -1,0 +1,288 @@
+/* HTTP/2 -> HTTP/1.1 helpers: bounded buffers, HPACK decoding into field lists, HTTP/1.1 heads. */
+#include "transforms/h2_h1.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/bytes.h"
+
+int h2_buf_put(struct h2_buf *b, const void *data, size_t n)
+{
+	if (n > b->cap || b->len > b->cap - n)
+		return -E2BIG;
+	if (b->len + n > b->size) {
+		size_t sz = b->size ? b->size : 256;
+		while (sz < b->len + n)
+			sz *= 2;
+		if (sz > b->cap)
+			sz = b->cap;
+		uint8_t *p = realloc(b->p, sz);
+		if (!p)
+			return -ENOMEM;
+		b->p = p;
+		b->size = sz;
+	}
+	if (n)
+		memcpy(b->p + b->len, data, n);
+	b->len += n;
+	return 0;
+}
+
+int h2_buf_str(struct h2_buf *b, const char *s)
+{
+	return h2_buf_put(b, s, strlen(s));
+}
+
+void h2_buf_free(struct h2_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->size = 0;
+}
+
+void h2_hdrs_reset(struct h2_hdrs *h)
+{
+	h->buf.len = 0;
+	h->list_size = 0;
+	/* the encoded list holds at most the cap plus 8 bytes of lengths per field */
+	h->buf.cap = 2 * H2_MAX_HEADER_LIST;
+}
+
+static int hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen,
+		    const uint8_t *value, size_t vlen)
+{
+	size_t add = nlen + vlen + 32;
+	if (add > H2_MAX_HEADER_LIST || h->list_size > H2_MAX_HEADER_LIST - add)
+		return -E2BIG;
+	h->list_size += add;
+	uint8_t l[8];
+	put_be32(l, (uint32_t)nlen);
+	put_be32(l + 4, (uint32_t)vlen);
+	int err = h2_buf_put(&h->buf, l, sizeof(l));
+	if (!err)
+		err = h2_buf_put(&h->buf, name, nlen);
+	if (!err)
+		err = h2_buf_put(&h->buf, value, vlen);
+	return err;
+}
+
+int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f)
+{
+	struct reader r = { h->buf.p + *pos, h->buf.len - *pos };
+	if (r.left < 8)
+		return 0;
+	f->nlen = get_be32(r.p);
+	f->vlen = get_be32(r.p + 4);
+	f->name = r.p + 8;
+	f->value = f->name + f->nlen;
+	*pos += 8 + f->nlen + f->vlen;
+	return 1;
+}
+
+int h2_hpack_feed(nghttp2_hd_inflater *inf, struct h2_hdrs *h, const uint8_t *in,
+		  size_t len, int final)
+{
+	for (;;) {
+		nghttp2_nv nv;
+		int flags = 0;
+		ssize_t n = nghttp2_hd_inflate_hd2(inf, &nv, &flags, in, len, final);
+		if (n < 0)
+			return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
+		in += n;
+		len -= (size_t)n;
+		if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+			int err = hdrs_add(h, nv.name, nv.namelen, nv.value, nv.valuelen);
+			if (err)
+				return err;
+		}
+		if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+			nghttp2_hd_inflate_end_headers(inf);
+			return 0;
+		}
+		if (!(flags & NGHTTP2_HD_INFLATE_EMIT) && len == 0)
+			return 0;
+	}
+}
+
+static int is(const struct h2_field *f, const char *name)
+{
+	size_t n = strlen(name);
+	return f->nlen == n && !memcmp(f->name, name, n);
+}
+
+static int put_field(struct h2_buf *out, const uint8_t *name, size_t nlen,
+		     const uint8_t *value, size_t vlen)
+{
+	int err = h2_buf_put(out, name, nlen);
+	if (!err)
+		err = h2_buf_put(out, ": ", 2);
+	if (!err)
+		err = h2_buf_put(out, value, vlen);
+	if (!err)
+		err = h2_buf_put(out, "\r\n", 2);
+	return err;
+}
+
+/* Regular fields (no pseudo-headers), cookie crumbs joined into one field
+ * where the first one was. *has_cl / *has_host tell what was there. */
+static int put_fields(const struct h2_hdrs *h, struct h2_buf *out, int *has_cl,
+		      int *has_host)
+{
+	struct h2_field f;
+	size_t pos = 0;
+	int cookie_done = 0, err = 0;
+	while (!err && h2_hdrs_next(h, &pos, &f)) {
+		if (f.nlen && f.name[0] == ':')
+			continue;
+		if (is(&f, "content-length"))
+			*has_cl = 1;
+		if (is(&f, "host"))
+			*has_host = 1;
+		if (!is(&f, "cookie")) {
+			err = put_field(out, f.name, f.nlen, f.value, f.vlen);
+			continue;
+		}
+		if (cookie_done)
+			continue;
+		cookie_done = 1;
+		err = h2_buf_str(out, "cookie: ");
+		struct h2_field c;
+		size_t cpos = 0;
+		int first = 1;
+		while (!err && h2_hdrs_next(h, &cpos, &c)) {
+			if (!is(&c, "cookie"))
+				continue;
+			if (!first)
+				err = h2_buf_put(out, "; ", 2);
+			if (!err)
+				err = h2_buf_put(out, c.value, c.vlen);
+			first = 0;
+		}
+		if (!err)
+			err = h2_buf_put(out, "\r\n", 2);
+	}
+	return err;
+}
+
+/* The value of a pseudo-header, or NULL. */
+static const struct h2_field *pseudo(const struct h2_hdrs *h, const char *name,
+				     struct h2_field *f)
+{
+	size_t pos = 0;
+	while (h2_hdrs_next(h, &pos, f))
+		if (is(f, name))
+			return f;
+	return NULL;
+}
+
+int h2_h1_request(const struct h2_hdrs *h, int end_stream, struct h2_buf *out,
+		  struct h2_head_info *hi)
+{
+	struct h2_field m, p, a;
+	memset(hi, 0, sizeof(*hi));
+	if (!pseudo(h, ":method", &m))
+		return -EPROTO;
+	int connect = m.vlen == 7 && !memcmp(m.value, "CONNECT", 7);
+	int have_a = pseudo(h, ":authority", &a) != NULL;
+	if (!connect && !pseudo(h, ":path", &p))
+		return -EPROTO;
+	if (connect && !have_a)
+		return -EPROTO;
+	hi->head_method = m.vlen == 4 && !memcmp(m.value, "HEAD", 4);
+	int err = h2_buf_put(out, m.value, m.vlen);
+	if (!err)
+		err = h2_buf_put(out, " ", 1);
+	if (!err)
+		err = connect ? h2_buf_put(out, a.value, a.vlen) : h2_buf_put(out, p.value, p.vlen);
+	if (!err)
+		err = h2_buf_str(out, " HTTP/1.1\r\n");
+	int has_cl = 0, has_host = 0;
+	struct h2_buf fields = { .cap = out->cap };
+	if (!err)
+		err = put_fields(h, &fields, &has_cl, &has_host);
+	if (!err && have_a && !has_host)
+		err = put_field(out, (const uint8_t *)"Host", 4, a.value, a.vlen);
+	if (!err)
+		err = h2_buf_put(out, fields.p, fields.len);
+	h2_buf_free(&fields);
+	if (!err && !end_stream && !has_cl) {
+		hi->chunked = 1;
+		err = h2_buf_str(out, "transfer-encoding: chunked\r\n");
+	}
+	if (!err)
+		err = h2_buf_put(out, "\r\n", 2);
+	return err;
+}
+
+static const char *reason(unsigned status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 103: return "Early Hints";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 206: return "Partial Content";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	}
+	return "Status";
+}
+
+int h2_h1_response(const struct h2_hdrs *h, int end_stream, int head_req,
+		   struct h2_buf *out, struct h2_head_info *hi)
+{
+	struct h2_field s;
+	memset(hi, 0, sizeof(*hi));
+	if (!pseudo(h, ":status", &s) || s.vlen != 3)
+		return -EPROTO;
+	unsigned status = 0;
+	for (int i = 0; i < 3; i++) {
+		if (s.value[i] < '0' || s.value[i] > '9')
+			return -EPROTO;
+		status = status * 10 + (unsigned)(s.value[i] - '0');
+	}
+	if (status < 100)
+		return -EPROTO;
+	hi->informational = status < 200;
+	char line[64];
+	snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, reason(status));
+	int has_cl = 0, has_host = 0;
+	int err = h2_buf_str(out, line);
+	if (!err)
+		err = put_fields(h, out, &has_cl, &has_host);
+	int bodyless = hi->informational || status == 204 || status == 304 || head_req;
+	if (!err && !bodyless && !has_cl) {
+		if (end_stream) {
+			err = h2_buf_str(out, "content-length: 0\r\n");
+		} else {
+			hi->chunked = 1;
+			err = h2_buf_str(out, "transfer-encoding: chunked\r\n");
+		}
+	}
+	if (!err)
+		err = h2_buf_put(out, "\r\n", 2);
+	return err;
+}
+
+int h2_h1_trailers(const struct h2_hdrs *h, struct h2_buf *out)
+{
+	struct h2_field f;
+	size_t pos = 0;
+	int err = h2_buf_str(out, "0\r\n");
+	while (!err && h2_hdrs_next(h, &pos, &f))
+		if (!(f.nlen && f.name[0] == ':'))
+			err = put_field(out, f.name, f.nlen, f.value, f.vlen);
+	if (!err)
+		err = h2_buf_put(out, "\r\n", 2);
+	return err;
+}

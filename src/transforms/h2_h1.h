@@ -1,0 +1,74 @@
+/* HTTP/2 -> HTTP/1.1 helpers: bounded buffers, decoded header lists (HPACK) and HTTP/1.1 heads. */
+#ifndef TLSMIRROR_H2_H1_H
+#define TLSMIRROR_H2_H1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nghttp2/nghttp2.h>
+
+/* A growable byte buffer that never grows beyond cap. */
+struct h2_buf {
+	uint8_t *p;
+	size_t len, size, cap;
+};
+
+/* Appends n bytes. Returns 0, -E2BIG past the cap, -ENOMEM. */
+int h2_buf_put(struct h2_buf *b, const void *data, size_t n);
+int h2_buf_str(struct h2_buf *b, const char *s);
+void h2_buf_free(struct h2_buf *b);
+
+/*
+ * One decoded header block: fields stored as [be32 name len][be32 value
+ * len][name][value] in buf. list_size counts name + value + 32 per field (as
+ * SETTINGS_MAX_HEADER_LIST_SIZE does) and is capped (H2_MAX_HEADER_LIST).
+ */
+#define H2_MAX_HEADER_LIST (256u * 1024)
+struct h2_hdrs {
+	struct h2_buf buf;
+	size_t list_size;
+};
+
+struct h2_field {
+	const uint8_t *name, *value;
+	size_t nlen, vlen;
+};
+
+void h2_hdrs_reset(struct h2_hdrs *h);
+/* Iterates: *pos starts at 0. Returns 1 with *f filled, 0 at the end. */
+int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f);
+
+/*
+ * Feeds a header block fragment to the inflater, appending every field to h.
+ * final: this is the block's last fragment (END_HEADERS). Returns 0,
+ * -EPROTO on an HPACK error, -E2BIG when the list exceeds the cap, -ENOMEM.
+ */
+int h2_hpack_feed(nghttp2_hd_inflater *inf, struct h2_hdrs *h, const uint8_t *in,
+		  size_t len, int final);
+
+/* What the HTTP/1.1 head says about the message that follows. */
+struct h2_head_info {
+	int chunked;        /* body in chunked transfer coding */
+	int informational;  /* a 1xx response: the final one follows */
+	int head_method;    /* request: HEAD (its response has no body) */
+};
+
+/*
+ * Appends the HTTP/1.1 request head for a decoded request header block:
+ * request line from :method/:path (:authority for CONNECT), Host from
+ * :authority unless a host field exists, the other fields as they are
+ * (cookie crumbs joined with "; "), then Transfer-Encoding: chunked when a
+ * body follows (!end_stream) without content-length. Returns 0, -EPROTO
+ * (no :method), -E2BIG/-ENOMEM.
+ */
+int h2_h1_request(const struct h2_hdrs *h, int end_stream, struct h2_buf *out,
+		  struct h2_head_info *hi);
+
+/* The same for a response (:status). head_req: the request was HEAD. */
+int h2_h1_response(const struct h2_hdrs *h, int end_stream, int head_req,
+		   struct h2_buf *out, struct h2_head_info *hi);
+
+/* Trailer fields after the last chunk: "0\r\n" fields "\r\n". */
+int h2_h1_trailers(const struct h2_hdrs *h, struct h2_buf *out);
+
+#endif

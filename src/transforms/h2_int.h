@@ -1,0 +1,79 @@
+/* HTTP/2 converter internals shared by h2.c (connections, streams, output) and h2_frames.c (frame reader). */
+#ifndef TLSMIRROR_H2_INT_H
+#define TLSMIRROR_H2_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "transforms/h2.h"
+#include "transforms/h2_h1.h"
+
+enum h2_conn_state {
+	H2_DETECT = 0, /* no ALPN: waiting for the client preface */
+	H2_CONVERT,    /* HTTP/2: converted */
+	H2_DUP         /* the same connection converted from its other end: ignored */
+};
+
+enum h2_parse_state {
+	H2_PS_PREFACE = 0, H2_PS_HDR, H2_PS_PAYLOAD, H2_PS_PADLEN, H2_PS_DATA, H2_PS_PAD
+};
+
+struct h2_stream {
+	struct h2_stream *next;
+	uint32_t id;
+	uint64_t conn_id;       /* the synthetic flow */
+	uint64_t off[2];        /* bytes written to it per direction */
+	uint8_t head_done[2];   /* final head written (request, response) */
+	uint8_t chunked[2];
+	uint8_t ended[2];
+	uint8_t head_req;       /* the request was HEAD */
+};
+
+/* One direction of a connection: frame reader and HPACK inflater. */
+struct h2_dir {
+	uint64_t off;           /* stream offset of the next byte */
+	enum h2_parse_state ps;
+	struct h2_buf raw;      /* bytes of the frame being read (never DATA payload) */
+	uint32_t flen, fsid, left, pad;
+	uint8_t ftype, fflags;
+	nghttp2_hd_inflater *inf;
+	size_t table_max;       /* header table size the inflater allows */
+	size_t table_want;      /* announced by the peer's SETTINGS: applied before the next block */
+	struct h2_hdrs hdrs;    /* fields of the block in progress */
+	uint32_t blk_sid, blk_promised;
+	uint8_t blk_type, blk_end_stream, in_block;
+};
+
+struct h2_conn {
+	struct h2_conn *next;
+	struct flow_open_info info; /* the original connection */
+	enum h2_conn_state state;
+	struct h2_dir d[2];
+	struct h2_stream *streams;
+	size_t nstreams;
+	uint64_t ts;                /* timestamp of the record being handled */
+	struct h2_buf out;          /* pending bytes for (out_st, out_dir) */
+	struct h2_stream *out_st;
+	int out_dir;
+};
+
+/* h2.c, for the frame reader */
+struct h2_stream *h2_stream_find(struct h2_conn *c, uint32_t id);
+int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_stream **out);
+void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st);
+/* Makes (st, dir) the target of c->out (flushing another target first). */
+void h2_out_select(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir);
+int h2_out_put(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+	       const void *data, size_t n);
+void h2_out_flush(struct h2_table *t, struct h2_conn *c);
+/* The client preface was seen: the connection is HTTP/2. */
+void h2_conn_is_h2(struct h2_table *t, struct h2_conn *c);
+
+/* h2_frames.c: reads n bytes of direction dir; *used gets how many were
+ * consumed. Returns 0 or a negative errno (malformed: fall back). */
+int h2_dir_feed(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p,
+		size_t n, size_t *used);
+
+#endif
