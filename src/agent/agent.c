@@ -45,6 +45,27 @@ void agent_forget_fd(struct agent *a, int fd)
 	close(fd);
 }
 
+/* Watchers registered by other modules carry a pointer in the event data:
+ * user-space pointers have a zero top byte, our own tags do not. */
+int agent_watch_fd(struct agent *a, struct agent_watch *w, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = w };
+	return epoll_ctl(a->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0 ? -errno : 0;
+}
+
+void agent_unwatch_fd(struct agent *a, struct agent_watch *w)
+{
+	epoll_ctl(a->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+}
+
+int agent_add_tick(struct agent *a, struct agent_tick t)
+{
+	if (a->n_ticks >= AGENT_MAX_TICKS)
+		return -ENOSPC;
+	a->ticks[a->n_ticks++] = t;
+	return 0;
+}
+
 static int watch(struct agent *a, int fd, uint64_t tag)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ev_data(tag, fd) };
@@ -334,7 +355,10 @@ static void handle_events(struct agent *a, int timeout_ms)
 	for (int i = 0; i < n; i++) {
 		uint64_t tag = evs[i].data.u64 >> 56;
 		int fd = (int)(uint32_t)evs[i].data.u64;
-		if (tag == TAG_LISTEN) {
+		if (tag == 0) {
+			struct agent_watch *w = evs[i].data.ptr;
+			w->on_event(a, w, evs[i].events);
+		} else if (tag == TAG_LISTEN) {
 			on_accept(a);
 		} else if (tag == TAG_SIGNAL) {
 			struct signalfd_siginfo si;
@@ -389,6 +413,11 @@ static void loop(struct agent *a)
 			log_warn("the output is closed (broken pipe): stopping");
 			break;
 		}
+		if (a->n_ticks) {
+			uint64_t now = agent_now_ns();
+			for (size_t i = 0; i < a->n_ticks; i++)
+				a->ticks[i].run(a, now, a->ticks[i].arg);
+		}
 		size_t work = drain_all(a);
 		if (work) {
 			handle_events(a, 0);
@@ -412,15 +441,17 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	a->started_ns = agent_now_ns();
 	a->listen_fd = -1;
 	a->sig_fd = -1;
-	int err = sink_set_add(&a->sinks, &sink_pcap_ops, cfg->write_path, &cfg->sink, &why);
-	if (err < 0) {
-		log_err("cannot write %s: %s", cfg->write_path, why ? why : strerror(-err));
-		return err;
+	a->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (a->epfd < 0) {
+		log_err("cannot create the event loop: %s", strerror(errno));
+		return -errno;
 	}
+	int err = outputs_open(a);
+	if (err < 0)
+		return err;
 	struct flow_config fc = { .mss = cfg->mss, .sinks = &a->sinks };
 	a->flows = flow_table_new(&fc);
-	a->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!a->flows || a->epfd < 0) {
+	if (!a->flows) {
 		log_err("out of memory");
 		return -ENOMEM;
 	}
@@ -446,7 +477,7 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 }
 
 /* Everything the applications handed over is written before we exit. */
-static void teardown(struct agent *a)
+static void teardown(struct agent *a, int ran)
 {
 	for (struct proc *p = a->procs; p; p = p->next) {
 		if (p->ring) {
@@ -457,7 +488,7 @@ static void teardown(struct agent *a)
 	if (a->flows)
 		flow_close_all(a->flows, agent_now_ns());
 	sink_set_flush(&a->sinks);
-	char *buf = malloc(CTL_STATS_MAX);
+	char *buf = ran ? malloc(CTL_STATS_MAX) : NULL;
 	if (buf) {
 		size_t n = stats_format(a, buf, CTL_STATS_MAX);
 		fwrite(buf, 1, n, stderr);
@@ -493,10 +524,10 @@ int agent_run(const struct agent_config *cfg)
 	a.epfd = -1;
 	int err = setup(&a, cfg);
 	if (!err) {
-		log_info("listening on %s, writing %s", cfg->socket_path,
-			 strcmp(cfg->write_path, "-") ? cfg->write_path : "stdout");
+		log_info("listening on %s, %zu output%s", cfg->socket_path, a.sinks.n,
+			 a.sinks.n == 1 ? "" : "s");
 		loop(&a);
 	}
-	teardown(&a);
+	teardown(&a, !err);
 	return err;
 }

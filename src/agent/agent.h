@@ -12,9 +12,20 @@
 
 struct h2_table;
 
+#define AGENT_MAX_OUTPUTS 8
+
 struct agent_config {
 	const char *socket_path;
 	const char *write_path;      /* -w */
+	const char *ifaces[AGENT_MAX_OUTPUTS];  /* -o IFACE, repeatable */
+	size_t n_ifaces;
+	const char *vxlans[AGENT_MAX_OUTPUTS];  /* --vxlan HOST[:PORT], repeatable */
+	size_t n_vxlans;
+	const char *tunnel;          /* -t HOST:PORT: send to a collector */
+	const char *pcap_over_ip;    /* --pcap-over-ip [ADDR:]PORT: serve a live pcap stream */
+	int collector;               /* -C: accept agents' tunnels, replay into our outputs */
+	const char *listen_addr;     /* -l ADDR:PORT: where the collector listens */
+	const char *tag_agents;      /* --tag-agents vlan|vni: mark each agent's packets */
 	uint16_t mss;
 	struct sink_opts sink;
 	unsigned idle_ms;            /* longest sleep when idle */
@@ -48,6 +59,23 @@ struct proc {
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
 };
 
+struct agent;
+
+/* An extra file descriptor in the event loop (collector sockets, servers). */
+struct agent_watch {
+	int fd;
+	void (*on_event)(struct agent *a, struct agent_watch *w, uint32_t events);
+	void *arg;
+};
+
+/* Something to run every turn of the loop (timers: reconnects, timeouts). */
+struct agent_tick {
+	void (*run)(struct agent *a, uint64_t now_ns, void *arg);
+	void *arg;
+};
+
+#define AGENT_MAX_TICKS 8
+
 struct agent {
 	struct agent_config cfg;
 	int listen_fd;
@@ -62,12 +90,25 @@ struct agent {
 	uint64_t started_ns;
 	uint64_t rejected_attach;
 	uint64_t exited_kept;
+	struct agent_tick ticks[AGENT_MAX_TICKS];
+	size_t n_ticks;
 };
 
 /* agent.c */
 int agent_run(const struct agent_config *cfg);
 /* Removes fd from the event loop and closes it. */
 void agent_forget_fd(struct agent *a, int fd);
+/* Adds w->fd to the event loop for events (EPOLLIN...): w->on_event runs
+ * when one is ready. w stays owned by the caller. Returns 0 or -errno. */
+int agent_watch_fd(struct agent *a, struct agent_watch *w, uint32_t events);
+/* Removes w->fd from the event loop (does not close it). */
+void agent_unwatch_fd(struct agent *a, struct agent_watch *w);
+/* Runs t.run(a, now, t.arg) every turn of the loop (at least every idle_ms). */
+int agent_add_tick(struct agent *a, struct agent_tick t);
+
+/* outputs.c: opens every sink the configuration asks for (-w, -o, --vxlan,
+ * --pcap-over-ip, -t) and the collector (-C). Logs and returns -errno on error. */
+int outputs_open(struct agent *a);
 /* CLOCK_REALTIME in ns: the timestamps packets carry. */
 uint64_t agent_now_ns(void);
 

@@ -34,6 +34,20 @@ static void usage(FILE *f)
 "      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
 "      --snaplen N         pcap snaplen (default 262144)\n"
 "      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
+"\n"
+"delivery (see tlsmirror(1); some come with later releases):\n"
+"  -I, --interface IFACE   the host's interface: its addresses for the synthesized frames\n"
+"  -o IFACE                replay onto an interface (repeatable)\n"
+"      --dst-mac MAC       destination MAC of replayed frames\n"
+"      --vxlan HOST[:PORT] send VXLAN (UDP 4789) to a sensor (repeatable); --vni N\n"
+"      --pcap-over-ip [ADDR:]PORT  serve a live pcap stream to every TCP client\n"
+"  -t HOST:PORT            send to a collector over mutually authenticated TLS\n"
+"  -C [-l ADDR:PORT]       collector: accept agents, replay into the outputs\n"
+"      --cert/--key/--ca F certificate, key and CA for the tunnel (tlsmirror pki)\n"
+"      --compress zstd|lz4 compress the tunnel; --queue-size SIZE bounds each output\n"
+"      --tag-agents vlan|vni  mark each agent's packets on the collector\n"
+"      --insecure-plaintext-tunnel  no TLS on the tunnel (testing only)\n"
+"\n"
 "  -q, --quiet             log errors only\n"
 "  -h, --help              this text\n"
 "  -V, --version           print the version\n"
@@ -89,18 +103,26 @@ static int bad_arg(const char *opt, const char *val, const char *want)
 	return 2;
 }
 
-static int not_yet(const char *opt)
+/* Parses aa:bb:cc:dd:ee:ff. Returns 0 or -EINVAL. */
+static int parse_mac(const char *s, uint8_t mac[6])
 {
-	fprintf(stderr, "tlsmirror: %s is not available in this version: interface replay, "
-		"collector and tunnel come with a later release (see docs/)\n", opt);
-	return 2;
+	unsigned b[6];
+	char tail;
+	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+		   &tail) != 6)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	return 0;
 }
 
 /* Parses the agent's options into cfg-> Returns -1 to go on, or the exit
  * status to leave with (0 after --help/--version, 2 for a bad command line). */
 static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 {
-	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1 };
+	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1,
+	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
+	       O_QUEUE, O_TAG };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -110,6 +132,22 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "rotate-count", required_argument, NULL, O_RCOUNT },
 		{ "snaplen", required_argument, NULL, O_SNAPLEN },
 		{ "h2-to-h1", no_argument, NULL, O_H2H1 },
+		{ "interface", required_argument, NULL, 'I' },
+		{ "output-interface", required_argument, NULL, 'o' },
+		{ "tunnel", required_argument, NULL, 't' },
+		{ "collector", no_argument, NULL, 'C' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "vxlan", required_argument, NULL, O_VXLAN },
+		{ "vni", required_argument, NULL, O_VNI },
+		{ "dst-mac", required_argument, NULL, O_DSTMAC },
+		{ "pcap-over-ip", required_argument, NULL, O_POIP },
+		{ "cert", required_argument, NULL, O_CERT },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "ca", required_argument, NULL, O_CA },
+		{ "insecure-plaintext-tunnel", no_argument, NULL, O_PLAIN },
+		{ "compress", required_argument, NULL, O_COMPRESS },
+		{ "queue-size", required_argument, NULL, O_QUEUE },
+		{ "tag-agents", required_argument, NULL, O_TAG },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -150,11 +188,49 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		case 'q': log_quiet = 1; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("tlsmirror %s\n", TLSMIRROR_VERSION); return 0;
-		case 'I': return not_yet("-I (interface)");
-		case 'o': return not_yet("-o (interface replay)");
-		case 't': return not_yet("-t (tunnel to a collector)");
-		case 'C': return not_yet("-C (collector)");
-		case 'l': return not_yet("-l (collector listen address)");
+		case 'I': cfg->sink.src_iface = optarg; break;
+		case 'o':
+			if (cfg->n_ifaces >= AGENT_MAX_OUTPUTS)
+				return bad_arg("-o", optarg, "too many interfaces");
+			cfg->ifaces[cfg->n_ifaces++] = optarg;
+			break;
+		case O_VXLAN:
+			if (cfg->n_vxlans >= AGENT_MAX_OUTPUTS)
+				return bad_arg("--vxlan", optarg, "too many VXLAN destinations");
+			cfg->vxlans[cfg->n_vxlans++] = optarg;
+			break;
+		case 't': cfg->tunnel = optarg; break;
+		case 'C': cfg->collector = 1; break;
+		case 'l': cfg->listen_addr = optarg; break;
+		case O_POIP: cfg->pcap_over_ip = optarg; break;
+		case O_VNI:
+			if (parse_uint(optarg, 0, 0xffffff, &v))
+				return bad_arg("--vni", optarg, "a number from 0 to 16777215");
+			cfg->sink.vni = (uint32_t)v;
+			break;
+		case O_DSTMAC:
+			if (parse_mac(optarg, cfg->sink.dst_mac) < 0)
+				return bad_arg("--dst-mac", optarg, "six hex bytes like 02:00:00:00:00:01");
+			cfg->sink.has_dst_mac = 1;
+			break;
+		case O_CERT: cfg->sink.cert = optarg; break;
+		case O_KEY: cfg->sink.key = optarg; break;
+		case O_CA: cfg->sink.ca = optarg; break;
+		case O_PLAIN: cfg->sink.insecure_plaintext = 1; break;
+		case O_COMPRESS:
+			if (strcmp(optarg, "zstd") && strcmp(optarg, "lz4") && strcmp(optarg, "none"))
+				return bad_arg("--compress", optarg, "zstd, lz4 or none");
+			cfg->sink.compress = optarg;
+			break;
+		case O_QUEUE:
+			if (parse_size(optarg, &cfg->sink.queue_bytes) || cfg->sink.queue_bytes < (1u << 20))
+				return bad_arg("--queue-size", optarg, "a size of at least 1M, like 64M");
+			break;
+		case O_TAG:
+			if (strcmp(optarg, "vlan") && strcmp(optarg, "vni"))
+				return bad_arg("--tag-agents", optarg, "vlan or vni");
+			cfg->tag_agents = optarg;
+			break;
 		case ':':
 			fprintf(stderr, "tlsmirror: option %s needs a value\n", argv[optind - 1]);
 			return 2;
@@ -177,11 +253,17 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		fprintf(stderr, "tlsmirror: --rotate-count needs a plain file name, not a '%%' pattern\n");
 		return 2;
 	}
-	if (!cfg->write_path) {
-		fprintf(stderr, "tlsmirror: nothing to do: give -w FILE (or -w - for stdout)\n");
+	if (!cfg->write_path && !cfg->n_ifaces && !cfg->n_vxlans && !cfg->tunnel &&
+	    !cfg->pcap_over_ip) {
+		fprintf(stderr, "tlsmirror: nothing to do: give an output: -w FILE (or -w - for "
+			"stdout), -o IFACE, -t HOST:PORT, --vxlan HOST or --pcap-over-ip PORT\n");
 		return 2;
 	}
-	if (!strcmp(cfg->write_path, "-") && isatty(STDOUT_FILENO)) {
+	if (cfg->listen_addr && !cfg->collector) {
+		fprintf(stderr, "tlsmirror: -l ADDR:PORT is where a collector listens: add -C\n");
+		return 2;
+	}
+	if (cfg->write_path && !strcmp(cfg->write_path, "-") && isatty(STDOUT_FILENO)) {
 		fprintf(stderr, "tlsmirror: refusing to write pcap to a terminal: "
 			"pipe it (| tshark -r -) or give -w FILE\n");
 		return 2;

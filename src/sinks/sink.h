@@ -22,10 +22,24 @@ struct pkt {
 struct sink;
 
 struct sink_opts {
+	/* files (pcap) */
 	uint64_t rotate_bytes;   /* 0: never rotate by size */
 	uint64_t rotate_seconds; /* 0: never rotate by time */
 	uint32_t rotate_count;   /* 0: keep every file; N: reuse N files in turn */
 	uint32_t snaplen;        /* pcap header snaplen */
+	/* every sink */
+	uint64_t queue_bytes;    /* --queue-size: bound of a sink's queue (0: default) */
+	/* interfaces and encapsulation */
+	const char *src_iface;   /* -I IFACE: the host's interface (NULL: none) */
+	uint8_t dst_mac[6];      /* --dst-mac */
+	uint8_t has_dst_mac;
+	uint32_t vni;            /* --vni: VXLAN network identifier (0: default) */
+	/* tunnel (agent side) and collector */
+	const char *cert;        /* --cert: our certificate (PEM) */
+	const char *key;         /* --key: its private key (PEM) */
+	const char *ca;          /* --ca: the CA that signs the peers (PEM) */
+	uint8_t insecure_plaintext; /* --insecure-plaintext-tunnel */
+	const char *compress;    /* --compress zstd|lz4|none (NULL: none) */
 };
 
 struct sink_ops {
