@@ -42,8 +42,13 @@ struct sink_opts {
 	const char *compress;    /* --compress zstd|lz4|none (NULL: none) */
 };
 
+/* sink_ops.flags */
+#define SINK_F_OWN_QUEUE 0x1 /* the sink buffers in its own thread (tunnel, servers):
+			      * never wrap it in the generic per-sink queue */
+
 struct sink_ops {
 	const char *name;
+	unsigned flags;          /* SINK_F_* */
 	/* Opens the sink for target (file path, "-" for stdout, ...).
 	 * Returns 0 or a negative errno; on error *err_msg says why (static or
 	 * owned by the sink until close). */
