@@ -43,7 +43,7 @@ endif
 COMMON_SRC  := $(wildcard src/common/*.c)
 AGENT_SRC   := $(wildcard src/agent/*.c) $(wildcard src/flows/*.c) \
                $(wildcard src/packets/*.c) $(wildcard src/sinks/*.c) \
-               src/transport/ring.c $(COMMON_SRC)
+               $(wildcard src/transforms/*.c) src/transport/ring.c $(COMMON_SRC)
 CAPTURE_SRC := $(wildcard src/capture/*.c) src/transport/ring.c
 UNIT_SRC    := $(wildcard tests/unit/*.c)
 # the agent's modules without main(), for unit tests and tools
@@ -124,7 +124,15 @@ $(BUILD)/fuzz/replay_ring: $(BUILD)/obj/tests/fuzz/fuzz_ring.o $(BUILD)/obj/test
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
-fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring
+$(BUILD)/fuzz/fuzz_h2: $(BUILD)/fuzzobj/tests/fuzz/fuzz_h2.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
+
+$(BUILD)/fuzz/replay_h2: $(BUILD)/obj/tests/fuzz/fuzz_h2.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
+fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring $(BUILD)/fuzz/fuzz_h2 $(BUILD)/fuzz/replay_h2
 	$(Q)BUILD=$(BUILD) ./tests/fuzz/run.sh --fuzz $(FUZZ_SECONDS)
 
 # Debian packages the build, the demo, the tests and the benchmarks need.

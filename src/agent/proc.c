@@ -1,4 +1,4 @@
-/* One attached process: validates its ring records and feeds them to the flow engine. */
+/* One attached process: validates its ring records and feeds them to the flow engine (HTTP/2 via the --h2-to-h1 converter). */
 #include "agent/agent.h"
 #include "common/log.h"
 #include "transforms/h2.h"
@@ -56,7 +56,7 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 		a->h2 = h2_table_new(a->flows);
 	if (a->cfg.h2_to_h1 && a->h2)
 		err = h2_open(a->h2, &fi, o.alpn); /* 1: the converter has it */
-	if (err <= 0)
+	if (err == 0 || err == -ENOMEM)
 		err = flow_open(a->flows, &fi);
 	if (err == -EEXIST)
 		return; /* announced again after a re-attach: same connection */

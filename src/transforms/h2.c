@@ -121,9 +121,17 @@ int h2_out_put(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int 
 		h2_out_flush(t, c);
 	if (n <= H2_OUT_FLUSH)
 		return h2_buf_put(&c->out, data, n);
+	h2_out_direct(t, c, st, dir, data, n);
+	return 0;
+}
+
+void h2_out_direct(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+		   const void *data, size_t n)
+{
+	h2_out_select(t, c, st, dir);
+	h2_out_flush(t, c);
 	flow_data(t->flows, c->info.proc_key, st->conn_id, dir, c->ts, st->off[dir], data, n, NULL);
 	st->off[dir] += n;
-	return 0;
 }
 
 struct h2_stream *h2_stream_find(struct h2_conn *c, uint32_t id)

@@ -41,8 +41,10 @@ static int body(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 	struct h2_stream *st = h2_stream_find(c, c->d[dir].fsid);
 	if (!n || !st || !st->head_done[dir] || st->ended[dir])
 		return 0;
-	if (!st->chunked[dir])
-		return h2_out_put(t, c, st, dir, p, n);
+	if (!st->chunked[dir]) {
+		h2_out_direct(t, c, st, dir, p, n); /* no copy */
+		return 0;
+	}
 	char line[24];
 	int k = snprintf(line, sizeof(line), "%zx\r\n", n);
 	int err = h2_out_put(t, c, st, dir, line, (size_t)k);

@@ -2,7 +2,6 @@
 #include "transforms/h2_h1.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,9 +69,9 @@ static int hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen,
 
 int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f)
 {
-	struct reader r = { h->buf.p + *pos, h->buf.len - *pos };
-	if (r.left < 8)
+	if (!h->buf.p || h->buf.len - *pos < 8)
 		return 0;
+	struct reader r = { h->buf.p + *pos, h->buf.len - *pos };
 	f->nlen = get_be32(r.p);
 	f->vlen = get_be32(r.p + 4);
 	f->name = r.p + 8;
@@ -166,7 +165,7 @@ static int put_fields(const struct h2_hdrs *h, struct h2_buf *out, int *has_cl,
 	return err;
 }
 
-/* The value of a pseudo-header, or NULL. */
+/* The first field with this name (a pseudo-header or not), or NULL. */
 static const struct h2_field *pseudo(const struct h2_hdrs *h, const char *name,
 				     struct h2_field *f)
 {
@@ -199,14 +198,11 @@ int h2_h1_request(const struct h2_hdrs *h, int end_stream, struct h2_buf *out,
 	if (!err)
 		err = h2_buf_str(out, " HTTP/1.1\r\n");
 	int has_cl = 0, has_host = 0;
-	struct h2_buf fields = { .cap = out->cap };
-	if (!err)
-		err = put_fields(h, &fields, &has_cl, &has_host);
-	if (!err && have_a && !has_host)
+	struct h2_field hf;
+	if (!err && have_a && !pseudo(h, "host", &hf))
 		err = put_field(out, (const uint8_t *)"Host", 4, a.value, a.vlen);
 	if (!err)
-		err = h2_buf_put(out, fields.p, fields.len);
-	h2_buf_free(&fields);
+		err = put_fields(h, out, &has_cl, &has_host);
 	if (!err && !end_stream && !has_cl) {
 		hi->chunked = 1;
 		err = h2_buf_str(out, "transfer-encoding: chunked\r\n");
@@ -254,10 +250,16 @@ int h2_h1_response(const struct h2_hdrs *h, int end_stream, int head_req,
 	if (status < 100)
 		return -EPROTO;
 	hi->informational = status < 200;
-	char line[64];
-	snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, reason(status));
 	int has_cl = 0, has_host = 0;
-	int err = h2_buf_str(out, line);
+	int err = h2_buf_str(out, "HTTP/1.1 ");
+	if (!err)
+		err = h2_buf_put(out, s.value, 3);
+	if (!err)
+		err = h2_buf_put(out, " ", 1);
+	if (!err)
+		err = h2_buf_str(out, reason(status));
+	if (!err)
+		err = h2_buf_put(out, "\r\n", 2);
 	if (!err)
 		err = put_fields(h, out, &has_cl, &has_host);
 	int bodyless = hi->informational || status == 204 || status == 304 || head_req;

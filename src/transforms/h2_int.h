@@ -67,6 +67,10 @@ void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st
 void h2_out_select(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir);
 int h2_out_put(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
 	       const void *data, size_t n);
+/* Bytes handed to the flow engine at once, after what is pending for st
+ * (no copy: bodies of known length). */
+void h2_out_direct(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+		   const void *data, size_t n);
 void h2_out_flush(struct h2_table *t, struct h2_conn *c);
 /* The client preface was seen: the connection is HTTP/2. */
 void h2_conn_is_h2(struct h2_table *t, struct h2_conn *c);

@@ -5,13 +5,14 @@
 #                                     file of tests/fuzz/corpus/<target>/, one process each
 #   tests/fuzz/run.sh --fuzz 60       build the libFuzzer targets (clang), fuzz each for
 #                                     60 s from the corpus, then replay
-#   tests/fuzz/run.sh --seeds         regenerate the ring seeds (tests/fuzz/mkseeds.c)
+#   tests/fuzz/run.sh --seeds         regenerate the ring seeds (tests/fuzz/mkseeds.c) and
+#                                     the HTTP/2 seeds (tests/fuzz/mkseeds_h2.py)
 # BUILD selects the build directory (default build). Last line: fuzz: N passed, N failed
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 CORPUS=tests/fuzz/corpus
-TARGETS=(ring)
+TARGETS=(ring h2)
 MAX_LEN=${FUZZ_MAX_LEN:-16384}
 
 build() {
@@ -26,7 +27,8 @@ seeds() {
 	local tmp
 	tmp=$(mktemp -d)
 	cc -std=gnu11 -O1 -Isrc -D_GNU_SOURCE -o "$tmp/mkseeds" tests/fuzz/mkseeds.c \
-		src/transport/ring.c && mkdir -p "$CORPUS/ring" && "$tmp/mkseeds" "$CORPUS/ring"
+		src/transport/ring.c && mkdir -p "$CORPUS/ring" && "$tmp/mkseeds" "$CORPUS/ring" &&
+		python3 tests/fuzz/mkseeds_h2.py "$CORPUS/h2"
 	local rc=$?
 	rm -rf "$tmp"
 	return $rc

@@ -1,0 +1,61 @@
+# Writes the seed inputs of fuzz_h2 (tests/fuzz/fuzz_h2.c describes the layout) into a directory.
+import os
+import sys
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(typ, flags, sid, payload):
+    return len(payload).to_bytes(3, "big") + bytes([typ, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def rec(direction, data, kind=0):
+    return bytes([direction | kind << 1]) + len(data).to_bytes(2, "big") + data
+
+
+SETTINGS = frame(4, 0, 0, b"\x00\x01\x00\x00\x10\x00" + b"\x00\x03\x00\x00\x00\x64")
+GET = b"\x82\x87\x84\x41\x09localhost"            # GET https / :authority localhost (indexed)
+POST = b"\x83\x87\x04\x05/echo\xbe"               # POST https /echo, authority from the table
+RESP = b"\x88\x40\x04x-id\x03abc"                 # 200, x-id: abc (indexed)
+LEN5 = b"\x0f\x0d\x015"                           # content-length: 5
+
+
+def seeds():
+    s = {}
+    base = rec(0, PREFACE + SETTINGS) + rec(1, SETTINGS)
+    s["get-post"] = bytes([1]) + base + rec(0, frame(1, 5, 1, GET)) + \
+        rec(1, frame(1, 4, 1, RESP + LEN5) + frame(0, 1, 1, b"hello")) + \
+        rec(0, frame(1, 4, 3, POST) + frame(0, 0, 3, b"ab") + frame(0, 1, 3, b"c")) + \
+        rec(1, frame(1, 4, 3, b"\x88\xbe") + frame(0, 1, 3, b"abc") +
+            frame(1, 5, 3, b"\x00\x02tr\x011"))
+    s["continuation-padding"] = bytes([1]) + base + \
+        rec(0, frame(1, 0x28, 1, b"\x02\x00\x00\x00\x01\x10\x82\x87\x00\x00")) + \
+        rec(0, frame(9, 4, 1, b"\x84\x41\x01h")) + \
+        rec(1, frame(1, 0x0c, 1, b"\x01\x88\x00") + frame(0, 0x09, 1, b"\x03body\x00\x00\x00"))
+    s["push-1xx-rst-goaway"] = bytes([3]) + base + rec(0, frame(1, 5, 1, GET)) + \
+        rec(1, frame(5, 4, 1, b"\x00\x00\x00\x02\x82\x87\x04\x02/p\xbe") +
+            frame(1, 4, 1, b"\x08\x03100") + frame(1, 5, 1, b"\x88") +
+            frame(1, 4, 2, b"\x88") + frame(3, 0, 2, b"\x00\x00\x00\x08") +
+            frame(7, 0, 0, b"\x00\x00\x00\x01\x00\x00\x00\x00"))
+    s["detect-preface-split"] = bytes([0]) + rec(0, PREFACE[:5]) + rec(0, PREFACE[5:]) + \
+        rec(0, frame(1, 5, 1, GET))
+    s["not-h2"] = bytes([0]) + rec(1, b"220 smtp ready\r\n") + rec(0, b"EHLO x\r\n")
+    s["bad-frame-fallback"] = bytes([1]) + base + rec(0, frame(1, 4, 1, GET)) + \
+        rec(0, frame(4, 0, 0, b"\x00\x01\x00")) + rec(0, b"raw after")
+    s["hpack-error"] = bytes([1]) + base + rec(0, frame(1, 5, 1, b"\xff\xff\xff\xff"))
+    s["gap-and-exit"] = bytes([1]) + base + rec(0, frame(1, 4, 1, GET)) + \
+        rec(1, b"xyz", kind=1) + rec(0, b"\x00" * 4, kind=2) + bytes([6])
+    s["table-size"] = bytes([1]) + rec(0, PREFACE + frame(4, 0, 0, b"\x00\x01\x00\x01\x00\x00")) + \
+        rec(1, frame(1, 5, 1, b"\x3f\xe1\x1f\x88")) + rec(0, frame(1, 5, 1, b"\x20" + GET))
+    return s
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    for name, data in seeds().items():
+        with open(os.path.join(out, "seed-" + name), "wb") as f:
+            f.write(data)
+
+
+main()

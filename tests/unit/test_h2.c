@@ -1,0 +1,509 @@
+/* Unit tests for transforms/h2*.c: hand-built HTTP/2 frames in, HTTP/1.1 exchanges on synthetic connections out. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/bytes.h"
+#include "flows/flow.h"
+#include "transforms/h2.h"
+#include "unit.h"
+
+#define SRV_PORT 443
+#define CLI_PORT 40000
+#define MAX_CONNS 8
+#define DIR_MAX (64 * 1024)
+
+/* A sink that reassembles each TCP connection's two directions (IPv4). */
+struct hconn {
+	uint16_t cport;
+	int syn, fin;
+	size_t len[2];
+	uint8_t data[2][DIR_MAX];
+};
+
+struct hcap {
+	size_t n;
+	struct hconn c[MAX_CONNS];
+};
+
+static struct hconn *hconn_of(struct hcap *h, uint16_t cport)
+{
+	for (size_t i = 0; i < h->n; i++)
+		if (h->c[i].cport == cport)
+			return &h->c[i];
+	if (h->n == MAX_CONNS)
+		return NULL;
+	h->c[h->n].cport = cport;
+	return &h->c[h->n++];
+}
+
+static int hcap_write(struct sink *s, const struct pkt *pkts, size_t n)
+{
+	struct hcap *h = s->priv;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *tcp = pkts[i].hdr + 14 + (pkts[i].hdr[14] & 0x0f) * 4;
+		uint16_t sport = get_be16(tcp), dport = get_be16(tcp + 2);
+		int dir = sport == SRV_PORT;
+		struct hconn *c = hconn_of(h, dir ? dport : sport);
+		if (!c)
+			continue;
+		c->syn += !!(tcp[13] & 0x02) && !dir;
+		c->fin += !!(tcp[13] & 0x01);
+		size_t k = pkts[i].payload_len;
+		if (k && c->len[dir] + k <= DIR_MAX) {
+			memcpy(c->data[dir] + c->len[dir], pkts[i].payload, k);
+			c->len[dir] += k;
+		}
+	}
+	return 0;
+}
+
+static const struct sink_ops hcap_ops = { .name = "hcap", .write = hcap_write };
+
+struct hx {
+	struct hcap *cap;
+	struct sink sink;
+	struct sink *sinks[1];
+	struct sink_set set;
+	struct flow_table *flows;
+	struct h2_table *h2;
+	uint64_t off[2];
+};
+
+static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* A converter over a capturing flow table; conn 1 of process 1, ALPN alpn. */
+static int hx_init(struct hx *x, const char *alpn)
+{
+	memset(x, 0, sizeof(*x));
+	x->cap = calloc(1, sizeof(*x->cap));
+	x->sink.ops = &hcap_ops;
+	x->sink.priv = x->cap;
+	x->sinks[0] = &x->sink;
+	x->set.v = x->sinks;
+	x->set.n = 1;
+	struct flow_config cfg = { .mss = 1460, .sinks = &x->set };
+	x->flows = flow_table_new(&cfg);
+	x->h2 = h2_table_new(x->flows);
+	if (!x->cap || !x->flows || !x->h2)
+		return 0;
+	struct flow_open_info fi = { .proc_key = 1, .conn_id = 1, .ts_ns = 1, .family = 4,
+				     .side = 1, .client_port = CLI_PORT, .server_port = SRV_PORT };
+	memcpy(fi.client_addr, "\x0a\x00\x00\x01", 4);
+	memcpy(fi.server_addr, "\x0a\x00\x00\x02", 4);
+	return h2_open(x->h2, &fi, alpn) == 1;
+}
+
+static void hx_free(struct hx *x)
+{
+	flow_close_all(x->flows, 9);
+	h2_table_free(x->h2);
+	flow_table_free(x->flows);
+	free(x->cap);
+}
+
+/* Feeds bytes of one direction at the next offset; returns h2_data's result. */
+static int feed(struct hx *x, int dir, const void *p, size_t n)
+{
+	int err = h2_data(x->h2, 1, 1, dir, 2, x->off[dir], p, n, NULL);
+	x->off[dir] += n;
+	return err;
+}
+
+/* The i-th synthetic connection (client port 10000 + i). */
+static struct hconn *syn_conn(struct hx *x, int i)
+{
+	for (size_t k = 0; k < x->cap->n; k++)
+		if (x->cap->c[k].cport == 10000 + i)
+			return &x->cap->c[k];
+	return NULL;
+}
+
+static int has(const struct hconn *c, int dir, const char *s)
+{
+	size_t n = strlen(s);
+	return c && c->len[dir] == n && !memcmp(c->data[dir], s, n);
+}
+
+/* A settings frame both ways, as every connection starts. */
+static const uint8_t settings[] = {
+	0x00, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 6, stream 0 */
+	0x00, 0x03, 0x00, 0x00, 0x00, 0x64,                   /* MAX_CONCURRENT_STREAMS 100 */
+};
+
+TEST(h2_headers_continuation_and_data)
+{
+	struct hx x;
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	static const uint8_t c2s[] = {
+		0x00, 0x00, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 2, END_STREAM, stream 1 */
+		0x82, 0x87,                                           /* :method GET, :scheme https */
+		0x00, 0x00, 0x08, 0x09, 0x04, 0x00, 0x00, 0x00, 0x01, /* CONTINUATION len 8, END_HEADERS */
+		0x04, 0x02, '/', 'a',                                 /* :path "/a" (literal, not indexed) */
+		0x01, 0x02, 'e', 'x',                                 /* :authority "ex" */
+	};
+	static const uint8_t s2c[] = {
+		0x00, 0x00, 0x05, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 5, END_HEADERS, stream 1 */
+		0x88,                                                 /* :status 200 */
+		0x0f, 0x0d, 0x01, '2',                                /* content-length: 2 */
+		0x00, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, /* DATA len 2, END_STREAM, stream 1 */
+		'h', 'i',
+	};
+	CHECK_EQ(feed(&x, 0, preface, 24), 0);
+	CHECK_EQ(feed(&x, 0, settings, sizeof(settings)), 0);
+	CHECK_EQ(feed(&x, 1, settings, sizeof(settings)), 0);
+	CHECK_EQ(feed(&x, 0, c2s, sizeof(c2s)), 0);
+	CHECK_EQ(feed(&x, 1, s2c, 7), 0); /* split inside a frame */
+	CHECK_EQ(feed(&x, 1, s2c + 7, sizeof(s2c) - 7), 0);
+	struct hconn *c = syn_conn(&x, 0);
+	CHECK(c && c->syn == 1);
+	CHECK(has(c, 0, "GET /a HTTP/1.1\r\nHost: ex\r\n\r\n"));
+	CHECK(has(c, 1, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"));
+	CHECK(c && c->fin == 2); /* both messages ended: the exchange's connection ends */
+	CHECK_EQ(h2_counters(x.h2)->conns, 1);
+	CHECK_EQ(h2_counters(x.h2)->streams, 1);
+	CHECK_EQ(h2_counters(x.h2)->errors, 0);
+	CHECK_EQ(h2_close(x.h2, 1, 1, 3), 0);
+	CHECK(x.cap->n == 1); /* the original connection never appears */
+out:
+	hx_free(&x);
+}
+
+TEST(h2_padding_priority_post_body)
+{
+	struct hx x;
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	static const uint8_t c2s[] = {
+		0x00, 0x00, 0x13, 0x01, 0x2c, 0x00, 0x00, 0x00, 0x03, /* HEADERS len 19, PRIORITY|PADDED|END_HEADERS, stream 3 */
+		0x03,                                                 /* pad length 3 */
+		0x80, 0x00, 0x00, 0x01, 0x10,                         /* exclusive, depends on 1, weight 17 */
+		0x83, 0x86, 0x84,                                     /* POST, http, / */
+		0x0f, 0x0d, 0x01, '5',                                /* content-length: 5 */
+		0x01, 0x01, 'h',                                      /* :authority "h" */
+		0x00, 0x00, 0x00,                                     /* padding */
+		0x00, 0x00, 0x08, 0x00, 0x09, 0x00, 0x00, 0x00, 0x03, /* DATA len 8, PADDED|END_STREAM, stream 3 */
+		0x02,                                                 /* pad length 2 */
+		'a', 'b', 'c', 'd', 'e',                              /* body */
+		0x00, 0x00,                                           /* padding */
+	};
+	static const uint8_t s2c[] = {
+		0x00, 0x00, 0x01, 0x01, 0x05, 0x00, 0x00, 0x00, 0x03, /* HEADERS len 1, END_HEADERS|END_STREAM */
+		0x89,                                                 /* :status 204 */
+	};
+	feed(&x, 0, preface, 24);
+	for (size_t i = 0; i < sizeof(c2s); i++) /* one byte at a time */
+		CHECK_EQ(feed(&x, 0, c2s + i, 1), 0);
+	CHECK_EQ(feed(&x, 1, s2c, sizeof(s2c)), 0);
+	struct hconn *c = syn_conn(&x, 0);
+	CHECK(has(c, 0, "POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 5\r\n\r\nabcde"));
+	CHECK(has(c, 1, "HTTP/1.1 204 No Content\r\n\r\n"));
+	CHECK(c && c->fin == 2); /* both messages ended: FIN at once */
+	CHECK_EQ(h2_counters(x.h2)->errors, 0);
+out:
+	hx_free(&x);
+}
+
+/* A header block of one literal field with incremental indexing (new name). */
+static size_t lit_inc(uint8_t *p, const char *name, char fill, size_t vlen)
+{
+	size_t n = strlen(name), at = 0;
+	p[at++] = 0x40;                    /* literal, incremental indexing, new name */
+	p[at++] = (uint8_t)n;              /* name length (< 127) */
+	memcpy(p + at, name, n);
+	at += n;
+	p[at++] = 0x7f;                    /* value length: 127 + varint */
+	size_t rest = vlen - 127;
+	p[at++] = (uint8_t)(0x80 | (rest & 0x7f));
+	p[at++] = (uint8_t)(rest >> 7);
+	memset(p + at, fill, vlen);
+	return at + vlen;
+}
+
+/* HEADERS (END_HEADERS|END_STREAM) on stream sid around a block. */
+static size_t headers_frame(uint8_t *p, uint32_t sid, const uint8_t *blk, size_t n)
+{
+	p[0] = (uint8_t)(n >> 16);
+	p[1] = (uint8_t)(n >> 8);
+	p[2] = (uint8_t)n;
+	p[3] = 0x01;
+	p[4] = 0x05;
+	put_be32(p + 5, sid);
+	memcpy(p + 9, blk, n);
+	return 9 + n;
+}
+
+TEST(h2_dynamic_table_eviction)
+{
+	struct hx x;
+	static uint8_t blk[8192], fr[8300];
+	char want[4000];
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	/* request 1 adds x-a (3035 bytes of table), request 2 adds x-b: 6070 > 4096 evicts x-a */
+	const char *names[2] = { "x-a", "x-b" };
+	for (int i = 0; i < 2; i++) {
+		size_t n = 0;
+		blk[n++] = 0x82;           /* GET */
+		blk[n++] = 0x84;           /* / */
+		n += lit_inc(blk + n, names[i], (char)('1' + i), 3000);
+		CHECK_EQ(feed(&x, 0, fr, headers_frame(fr, 1 + 2 * (uint32_t)i, blk, n)), 0);
+	}
+	static const uint8_t third[] = {
+		0x00, 0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00, 0x05, /* HEADERS len 3, END_HEADERS|END_STREAM, stream 5 */
+		0x82, 0x84,                                           /* GET / */
+		0xbe,                                                 /* dynamic index 62: the newest, x-b */
+	};
+	CHECK_EQ(feed(&x, 0, third, sizeof(third)), 0);
+	struct hconn *c = syn_conn(&x, 2);
+	char twos[3001];
+	memset(twos, '2', 3000);
+	twos[3000] = 0;
+	snprintf(want, sizeof(want), "GET / HTTP/1.1\r\nx-b: %s\r\n\r\n", twos);
+	CHECK(has(c, 0, want));
+	static const uint8_t fourth[] = {
+		0x00, 0x00, 0x01, 0x01, 0x05, 0x00, 0x00, 0x00, 0x07, /* HEADERS len 1, stream 7 */
+		0xbf,                                                 /* dynamic index 63: x-a, evicted */
+	};
+	CHECK_EQ(feed(&x, 0, fourth, sizeof(fourth)), 0);
+	CHECK_EQ(h2_counters(x.h2)->errors, 1); /* HPACK error: fallback */
+	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_chunked_response_trailers_and_1xx)
+{
+	struct hx x;
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	static const uint8_t req[] = {
+		0x00, 0x00, 0x0d, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 13, END_HEADERS, stream 1 */
+		0x83, 0x87, 0x84,                                     /* POST https / */
+		0x0f, 0x11, 0x01, 'a',                                /* cookie: a */
+		0x0f, 0x11, 0x01, 'b',                                /* cookie: b */
+		0x01, 0x00,                                           /* :authority "" */
+		0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, /* DATA len 3, END_STREAM */
+		'x', 'y', 'z',
+	};
+	static const uint8_t resp[] = {
+		0x00, 0x00, 0x05, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 5, END_HEADERS */
+		0x08, 0x03, '1', '0', '0',                            /* :status 100 */
+		0x00, 0x00, 0x01, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 1, END_HEADERS */
+		0x88,                                                 /* :status 200 (no length) */
+		0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* DATA len 4 */
+		'b', 'o', 'd', 'y',
+		0x00, 0x00, 0x06, 0x01, 0x05, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 6, END_HEADERS|END_STREAM: trailers */
+		0x00, 0x02, 't', 'r', 0x01, '1',                      /* tr: 1 */
+	};
+	feed(&x, 0, preface, 24);
+	CHECK_EQ(feed(&x, 0, req, sizeof(req)), 0);
+	CHECK_EQ(feed(&x, 1, resp, sizeof(resp)), 0);
+	struct hconn *c = syn_conn(&x, 0);
+	CHECK(has(c, 0, "POST / HTTP/1.1\r\nHost: \r\ncookie: a; b\r\ntransfer-encoding: chunked\r\n"
+		  "\r\n3\r\nxyz\r\n0\r\n\r\n"));
+	CHECK(has(c, 1, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+		  "transfer-encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\ntr: 1\r\n\r\n"));
+	CHECK(c && c->fin == 2);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_rst_stream_and_goaway_end_connections)
+{
+	struct hx x;
+	static uint8_t fr[64];
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' }; /* GET https / :authority h */
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	for (uint32_t sid = 1; sid <= 5; sid += 2) {
+		size_t n = headers_frame(fr, sid, get, sizeof(get));
+		fr[4] = 0x04; /* END_HEADERS only: the request goes on */
+		CHECK_EQ(feed(&x, 0, fr, n), 0);
+	}
+	static const uint8_t rst[] = {
+		0x00, 0x00, 0x04, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01, /* RST_STREAM len 4, stream 1 */
+		0x00, 0x00, 0x00, 0x08,                               /* CANCEL */
+	};
+	static const uint8_t goaway[] = {
+		0x00, 0x00, 0x08, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, /* GOAWAY len 8, stream 0 */
+		0x00, 0x00, 0x00, 0x03,                               /* last stream 3 */
+		0x00, 0x00, 0x00, 0x00,                               /* NO_ERROR */
+	};
+	CHECK_EQ(feed(&x, 0, rst, sizeof(rst)), 0);
+	CHECK(syn_conn(&x, 0) && syn_conn(&x, 0)->fin == 2);
+	CHECK(syn_conn(&x, 1) && syn_conn(&x, 1)->fin == 0);
+	CHECK_EQ(feed(&x, 1, goaway, sizeof(goaway)), 0);
+	CHECK(syn_conn(&x, 1) && syn_conn(&x, 1)->fin == 0); /* stream 3 was processed */
+	CHECK(syn_conn(&x, 2) && syn_conn(&x, 2)->fin == 2); /* stream 5 was not */
+	CHECK_EQ(h2_close(x.h2, 1, 1, 3), 0);
+	CHECK(syn_conn(&x, 1) && syn_conn(&x, 1)->fin == 2);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_push_promise_own_connection)
+{
+	struct hx x;
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+	static uint8_t fr[64];
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	CHECK_EQ(feed(&x, 0, fr, headers_frame(fr, 1, get, sizeof(get))), 0);
+	static const uint8_t s2c[] = {
+		0x00, 0x00, 0x0d, 0x05, 0x04, 0x00, 0x00, 0x00, 0x01, /* PUSH_PROMISE len 13, END_HEADERS, stream 1 */
+		0x00, 0x00, 0x00, 0x02,                               /* promised stream 2 */
+		0x82, 0x87,                                           /* GET https */
+		0x04, 0x02, '/', 'p',                                 /* :path /p */
+		0x01, 0x01, 'h',                                      /* :authority h */
+		0x00, 0x00, 0x01, 0x01, 0x05, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 1, END_HEADERS|END_STREAM, stream 1 */
+		0x8d,                                                 /* :status 404 */
+		0x00, 0x00, 0x01, 0x01, 0x04, 0x00, 0x00, 0x00, 0x02, /* HEADERS len 1, END_HEADERS, stream 2 */
+		0x88,                                                 /* :status 200 */
+		0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, /* DATA len 1, END_STREAM, stream 2 */
+		'P',
+	};
+	CHECK_EQ(feed(&x, 1, s2c, sizeof(s2c)), 0);
+	CHECK(has(syn_conn(&x, 0), 0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+	CHECK(has(syn_conn(&x, 0), 1, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"));
+	CHECK(has(syn_conn(&x, 1), 0, "GET /p HTTP/1.1\r\nHost: h\r\n\r\n"));
+	CHECK(has(syn_conn(&x, 1), 1, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+		  "1\r\nP\r\n0\r\n\r\n"));
+	CHECK(syn_conn(&x, 1) && syn_conn(&x, 1)->fin == 2);
+	CHECK_EQ(h2_counters(x.h2)->streams, 2);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_bad_frame_falls_back_raw)
+{
+	struct hx x;
+	static uint8_t fr[64];
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	size_t n = headers_frame(fr, 1, get, sizeof(get));
+	fr[4] = 0x04;
+	CHECK_EQ(feed(&x, 0, fr, n), 0);
+	static const uint8_t bad[] = {
+		0x00, 0x00, 0x05, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 5: not a multiple of 6 */
+		0x00, 0x01, 0x00, 0x00, 0x10,
+		'r', 'a', 'w',                                        /* whatever follows */
+	};
+	CHECK_EQ(feed(&x, 0, bad, 3), 0); /* frame header split across records */
+	CHECK_EQ(feed(&x, 0, bad + 3, sizeof(bad) - 3), 0);
+	CHECK_EQ(h2_counters(x.h2)->errors, 1);
+	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
+	CHECK(syn_conn(&x, 0) && syn_conn(&x, 0)->fin == 2); /* the stream's connection ended */
+	/* the original connection from the bad frame on, midstream, raw */
+	struct hconn *o = hconn_of(x.cap, CLI_PORT);
+	CHECK(o && o->syn == 1 && o->len[0] == sizeof(bad) && !memcmp(o->data[0], bad, sizeof(bad)));
+	/* no longer the converter's: the caller hands its records to the flow engine */
+	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, x.off[0], (const uint8_t *)"x", 1, NULL), -ENOENT);
+	CHECK_EQ(h2_close(x.h2, 1, 1, 4), -ENOENT);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_oversized_header_list_falls_back)
+{
+	struct hx x;
+	static uint8_t blk[16400], fr[16500];
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	/* 17 blocks of 16 KiB literal fields in one header list: > 256 KiB */
+	size_t n = lit_inc(blk, "x-big", 'z', 16000);
+	blk[0] = 0x00; /* literal without indexing: the table stays small */
+	size_t k = headers_frame(fr, 1, blk, n);
+	fr[4] = 0x00; /* no END_HEADERS */
+	CHECK_EQ(feed(&x, 0, fr, k), 0);
+	fr[3] = 0x09; /* CONTINUATION */
+	for (int i = 0; i < 17; i++)
+		feed(&x, 0, fr, k);
+	CHECK_EQ(h2_counters(x.h2)->errors, 1);
+	CHECK_EQ(h2_counters(x.h2)->streams, 0);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_detect_by_preface_without_alpn)
+{
+	struct hx x;
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+	static uint8_t fr[64];
+	if (!CHECK(hx_init(&x, "")))
+		goto out;
+	CHECK_EQ(feed(&x, 0, preface, 10), 0);
+	CHECK_EQ(feed(&x, 0, preface + 10, 14), 0);
+	CHECK_EQ(feed(&x, 0, fr, headers_frame(fr, 1, get, sizeof(get))), 0);
+	CHECK_EQ(h2_counters(x.h2)->conns, 1);
+	CHECK(has(syn_conn(&x, 0), 0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+out:
+	hx_free(&x);
+}
+
+TEST(h2_no_alpn_plain_text_is_mirrored_as_is)
+{
+	struct hx x;
+	if (!CHECK(hx_init(&x, "")))
+		goto out;
+	CHECK_EQ(feed(&x, 0, "PRI * HTTP/1.1\r\n", 16), 0);
+	CHECK_EQ(h2_close(x.h2, 1, 1, 3), -ENOENT); /* the flow engine has it */
+	struct hconn *o = hconn_of(x.cap, CLI_PORT);
+	CHECK(has(o, 0, "PRI * HTTP/1.1\r\n"));
+	CHECK_EQ(h2_counters(x.h2)->conns + h2_counters(x.h2)->errors, 0);
+	CHECK_EQ(h2_open(x.h2, &(struct flow_open_info){ .proc_key = 1, .conn_id = 2,
+		 .family = 4 }, "http/1.1"), 0);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_gap_falls_back_with_exact_gap)
+{
+	struct hx x;
+	uint64_t gap = 0;
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, 24 + 100, (const uint8_t *)"abc", 3, &gap), 0);
+	CHECK_EQ(gap, 100);
+	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
+	CHECK_EQ(h2_counters(x.h2)->errors, 0);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_reannounce_and_other_end_once)
+{
+	struct hx x;
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+	static uint8_t fr[64];
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	struct flow_open_info fi = { .proc_key = 1, .conn_id = 1, .ts_ns = 1, .family = 4,
+				     .side = 1, .client_port = CLI_PORT, .server_port = SRV_PORT };
+	memcpy(fi.client_addr, "\x0a\x00\x00\x01", 4);
+	memcpy(fi.server_addr, "\x0a\x00\x00\x02", 4);
+	CHECK_EQ(h2_open(x.h2, &fi, "h2"), -EEXIST); /* the same connection again */
+	fi.proc_key = 2;                               /* its client end, in another process */
+	fi.side = 0;
+	CHECK_EQ(h2_open(x.h2, &fi, "h2"), 1);
+	size_t n = headers_frame(fr, 1, get, sizeof(get));
+	CHECK_EQ(h2_data(x.h2, 2, 1, 0, 2, 0, preface, 24, NULL), 0);
+	CHECK_EQ(h2_data(x.h2, 2, 1, 0, 2, 24, fr, n, NULL), 0);
+	CHECK(x.cap->n == 0); /* the other end's copy shows nothing */
+	feed(&x, 0, preface, 24);
+	CHECK_EQ(feed(&x, 0, fr, n), 0);
+	CHECK(x.cap->n == 1);
+	CHECK_EQ(h2_counters(x.h2)->conns, 1);
+	CHECK_EQ(h2_close(x.h2, 2, 1, 3), 0);
+out:
+	hx_free(&x);
+}
