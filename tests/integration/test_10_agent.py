@@ -83,16 +83,20 @@ def test_sigterm_and_stats(env):
     check(hold.alive(), f"client exited: {short(hold.err())}")
     port = int(hold.out().split()[1])
 
+    want_c2s, want_s2c = 5000 + len("LEN 5000\n"), 5000 + len("ECHO 5000\n")
+
     def attached():
+        # the agent drains rings asynchronously: wait until it has seen every byte
         procs, total, raw = agent.stats()
         ps = proc_stats(procs, hold.pid)
-        return (ps, total, raw) if ps and ps.get("conns") == "1" else None
-    ps, total, raw = wait_until(attached, 5, f"`tlsmirror stats` to show pid {hold.pid} with "
-                                f"its connection")
+        done = ps and ps.get("conns") == "1" and ps.get("c2s_bytes") == str(want_c2s) and \
+            ps.get("s2c_bytes") == str(want_s2c)
+        return (ps, total, raw) if done else None
+    ps, total, raw = wait_until(attached, 10, f"`tlsmirror stats` to show pid {hold.pid} "
+                                f"with its connection and {want_c2s}/{want_s2c} bytes")
     check(ps.get("state") == "attached" and stat_int(ps, "open") == 1,
           f"stats line for the client: want state=attached open=1: {ps}")
-    check(stat_int(ps, "c2s_bytes") == 5000 + len("LEN 5000\n") and
-          stat_int(ps, "s2c_bytes") == 5000 + len("ECHO 5000\n"),
+    check(stat_int(ps, "c2s_bytes") == want_c2s and stat_int(ps, "s2c_bytes") == want_s2c,
           f"stats bytes for the first exchange: {ps}")
     check(stat_int(total, "processes") >= 1, f"total line: {total}")
     # SIGTERM while the connection is still open: valid pcap, flow closed, stats on stderr
