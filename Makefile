@@ -33,6 +33,13 @@ NGHTTP2_CFLAGS := $(shell $(PKG_CONFIG) --cflags libnghttp2 2>/dev/null)
 NGHTTP2_LIBS   := $(shell $(PKG_CONFIG) --libs libnghttp2 2>/dev/null || echo -lnghttp2)
 OPENSSL_CFLAGS += $(NGHTTP2_CFLAGS)
 OPENSSL_LIBS   += $(NGHTTP2_LIBS)
+# the tunnel (-t/-C --compress zstd|lz4) compresses with libzstd or liblz4
+ZSTD_CFLAGS    := $(shell $(PKG_CONFIG) --cflags libzstd 2>/dev/null)
+ZSTD_LIBS      := $(shell $(PKG_CONFIG) --libs libzstd 2>/dev/null || echo -lzstd)
+LZ4_CFLAGS     := $(shell $(PKG_CONFIG) --cflags liblz4 2>/dev/null)
+LZ4_LIBS       := $(shell $(PKG_CONFIG) --libs liblz4 2>/dev/null || echo -llz4)
+OPENSSL_CFLAGS += $(ZSTD_CFLAGS) $(LZ4_CFLAGS)
+OPENSSL_LIBS   += $(ZSTD_LIBS) $(LZ4_LIBS)
 
 ifeq ($(V),1)
   Q :=
@@ -43,7 +50,8 @@ endif
 COMMON_SRC  := $(wildcard src/common/*.c)
 AGENT_SRC   := $(wildcard src/agent/*.c) $(wildcard src/flows/*.c) \
                $(wildcard src/packets/*.c) $(wildcard src/sinks/*.c) \
-               $(wildcard src/transforms/*.c) src/transport/ring.c $(COMMON_SRC)
+               $(wildcard src/transforms/*.c) src/transport/ring.c $(COMMON_SRC) \
+               $(wildcard src/tunnel/*.c)
 CAPTURE_SRC := $(wildcard src/capture/*.c) src/transport/ring.c
 UNIT_SRC    := $(wildcard tests/unit/*.c)
 # the agent's modules without main(), for unit tests and tools
@@ -132,7 +140,16 @@ $(BUILD)/fuzz/replay_h2: $(BUILD)/obj/tests/fuzz/fuzz_h2.o $(BUILD)/obj/tests/fu
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
-fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring $(BUILD)/fuzz/fuzz_h2 $(BUILD)/fuzz/replay_h2
+$(BUILD)/fuzz/fuzz_frame: $(BUILD)/fuzzobj/tests/fuzz/fuzz_frame.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
+
+$(BUILD)/fuzz/replay_frame: $(BUILD)/obj/tests/fuzz/fuzz_frame.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
+fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring $(BUILD)/fuzz/fuzz_h2 $(BUILD)/fuzz/replay_h2 \
+      $(BUILD)/fuzz/fuzz_frame $(BUILD)/fuzz/replay_frame
 	$(Q)BUILD=$(BUILD) ./tests/fuzz/run.sh --fuzz $(FUZZ_SECONDS)
 
 # Debian packages the build, the demo, the tests and the benchmarks need.

@@ -14,6 +14,16 @@
 #    reference: new files with old ones deleted (fresh pages), /dev/null (the agent's
 #    own work), user CPU alone, and dd of as many bytes (the kernel's write alone).
 # c. `tlsmirror stats` after every run of (a) with the library: dropped bytes.
+# d. --h2-to-h1: nginx (h2, 1 worker, a 64 KiB file, BENCH_H2_RING (256M) ring) under capture, h2load -c 4
+#    -m 10 for BENCH_H2_SECONDS (5) per run, BENCH_H2_PAIRS (4) pairs, layout split, the agent
+#    writing to /dev/null plain and with --h2-to-h1: agent CPU (schedstat, ns) per Gbit/s of
+#    clear text, side by side. The figure is the median of the pairs' ratios (runs next to
+#    each other share the machine's state); a pair with dropped bytes is left out (a gap
+#    makes the converter fall back to plain mirroring). BENCH_PARTS=h2: this part alone (< 1 min).
+# e. -o IFACE: replay onto a veth at MTU 1500, Gbit/s per agent CPU second (part_veth below;
+#    BENCH_PARTS=veth runs it alone, BENCH_VETH_BYTES, default 2G).
+# f. -t/-C: tunnel throughput agent -> collector into a pcap, per CPU second (part_tunnel
+#    below; BENCH_PARTS=tunnel runs it alone, BENCH_TUNNEL_BYTES, default 2G).
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
@@ -35,6 +45,8 @@ RING_BYTES=${BENCH_RING_BYTES:-4G}
 RING_SIZE=${BENCH_RING_SIZE:-}   # TLSMIRROR_RING_SIZE for nginx; empty: the library's default
 SIZES=${BENCH_SIZES:-1m 4k}
 LAYOUTS=${BENCH_LAYOUTS:-split shared}
+H2_SECS=${BENCH_H2_SECONDS:-5}
+H2_PAIRS=${BENCH_H2_PAIRS:-4}
 A_SINK=${BENCH_A_SINK:-shm}  # where the agent writes in part (a): shm (rotated pcap) or null
 APP_PIN=()   # taskset prefix for nginx and h2load in the current layout
 AGENT_PIN=() # taskset prefix for the agent
@@ -413,7 +425,263 @@ report() {
 	row "   idle agent CPU %" "$IDLE_PCT" "" info
 }
 
+# ---- d. HTTP/2 -> HTTP/1.1 conversion cost (part_h2, report_h2)
+
+cpu_ns() { cut -d' ' -f1 "/proc/$1/schedstat"; } # time on CPU, ns
+
+setup_h2() {
+	H2PORT=$(free_port)
+	mkdir -p "$WORK/h2/www" "$WORK/h2/logs"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -keyout "$WORK/h2/key.pem" -out "$WORK/h2/cert.pem" 2>/dev/null
+	head -c 65536 /dev/urandom >"$WORK/h2/www/64k"
+	cat >"$WORK/h2/nginx.conf" <<-EOF
+	worker_processes 1;
+	user root;
+	pid $WORK/h2/nginx.pid;
+	error_log $WORK/h2/logs/error.log warn;
+	events { worker_connections 1024; }
+	http {
+	    access_log off;
+	    keepalive_requests 10000000;
+	    server {
+	        listen 127.0.0.1:$H2PORT ssl http2;
+	        ssl_certificate $WORK/h2/cert.pem;
+	        ssl_certificate_key $WORK/h2/key.pem;
+	        root $WORK/h2/www;
+	    }
+	}
+	EOF
+}
+
+# run_h2 plain|convert I: one h2load run; appends "MODE agent_cpu_s bytes req_s streams" to $WORK/h2.txt.
+run_h2() {
+	local mode=$1 out="$WORK/h2load-h2-$1-$2.txt" args=() t0 t1 prev master cpu bytes streams rps fb drop
+	[ "$mode" = convert ] && args=(--h2-to-h1)
+	start_agent "h2$mode" "${args[@]}" -w /dev/null
+	"${APP_PIN[@]}" env TLSMIRROR_RING_SIZE=${BENCH_H2_RING:-256M} "$TM" run --socket "$SOCK" -- nginx -p "$WORK/h2" -e "$WORK/h2/logs/error.log" \
+		-c "$WORK/h2/nginx.conf" -g 'daemon off;' &
+	NGINX=$!
+	PIDS+=("$NGINX")
+	wait_for 5 curl -skf --http2 -o /dev/null "https://127.0.0.1:$H2PORT/64k" ||
+		die "nginx (h2) did not start: $(tail -n 3 "$WORK/h2/logs/error.log")"
+	t0=$(cpu_ns "$AGENT")
+	"${APP_PIN[@]}" h2load -c 4 -m 10 -D "$H2_SECS" "https://127.0.0.1:$H2PORT/64k" >"$out" 2>&1 ||
+		die "h2load failed: $(tail -n 3 "$out")"
+	prev=-1
+	t1=$(cpu_ns "$AGENT")
+	while [ $((t1 - prev)) -gt 1000000 ]; do prev=$t1; sleep 0.3; t1=$(cpu_ns "$AGENT"); done
+	"$TM" stats --socket "$SOCK" >"$WORK/h2stats-$mode-$2.txt" 2>&1 || true
+	master=$(cat "$WORK/h2/nginx.pid" 2>/dev/null || echo "$NGINX")
+	kill -QUIT "$master" 2>/dev/null || true
+	wait "$NGINX" 2>/dev/null || true
+	stop_agent "$WORK/agent-h2$mode.log"
+	cpu=$(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t / 1e9 }')
+	read -r bytes streams fb drop < <(awk '/^total/ { for (i = 2; i <= NF; i++) { split($i, kv, "=");
+		if (kv[1] == "c2s_bytes" || kv[1] == "s2c_bytes") b += kv[2]; if (kv[1] == "h2_streams") s = kv[2]
+		if (kv[1] == "h2_fallbacks") f = kv[2]; if (kv[1] == "dropped_bytes") d = kv[2] } }
+		END { printf "%.0f %.0f %.0f %.0f\n", b, s, f, d }' "$WORK/h2stats-$mode-$2.txt")
+	rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$out")
+	grep -q "0 failed" "$out" || die "h2load saw failed requests: $(grep requests: "$out")"
+	echo "$mode $cpu $bytes $rps $streams $drop $2" >>"$WORK/h2.txt"
+	say "  $mode #$2: $rps req/s, $bytes B clear text, agent CPU ${cpu}s," \
+		"$(gbit "$bytes" "$cpu") Gbit/s per CPU s, h2_streams $streams, h2_fallbacks $fb, dropped $drop B"
+}
+
+part_h2() {
+	say "d. --h2-to-h1: nginx h2 64 KiB, h2load -c 4 -m 10, ${H2_SECS}s per run, $H2_PAIRS pairs, agent to /dev/null"
+	set_layout split
+	setup_h2
+	: >"$WORK/h2.txt"
+	for i in $(seq 1 "$H2_PAIRS"); do
+		run_h2 plain "$i"
+		run_h2 convert "$i"
+	done
+	set_layout none
+}
+
+h2col() { # h2col MODE: total agent CPU s, bytes and number of the runs of MODE without drops
+	awk -v m="$1" '$1 == m && $6 == 0 { c += $2; b += $3; n++ } END { printf "%.2f %.0f %d\n", c, b, n }' \
+		"$WORK/h2.txt"
+}
+
+report_h2() {
+	local cp bp cc bc gp gc upp upc r np nc
+	read -r cp bp np < <(h2col plain)
+	read -r cc bc nc < <(h2col convert)
+	gp=$(gbit "$bp" "$cp")
+	gc=$(gbit "$bc" "$cc")
+	# agent CPU seconds per Gbit of clear text (= CPU share per Gbit/s)
+	upp=$(awk -v c="$cp" -v b="$bp" 'BEGIN { printf "%.3f", (b > 0 ? c / (b * 8 / 1e9) : 0) }')
+	upc=$(awk -v c="$cc" -v b="$bc" 'BEGIN { printf "%.3f", (b > 0 ? c / (b * 8 / 1e9) : 0) }')
+	# per pair: (convert CPU/byte) / (plain CPU/byte), pairs without drops; median
+	r=$(awk '$6 == 0 { c[$7 " " $1] = $2 / $3 } END { for (k in c) { split(k, a, " ");
+		if (a[2] == "plain" && (a[1] " convert") in c) print c[a[1] " convert"] / c[k] } }' \
+		"$WORK/h2.txt" | median)
+	r=$(awk -v v="${r:-0}" 'BEGIN { printf "%.3f", v }')
+	echo
+	say "d. HTTP/2 load, agent to /dev/null: plain mirroring vs --h2-to-h1 (totals of the runs without drops: $np plain, $nc convert)"
+	printf '%-8s %12s %14s %18s %22s\n' mode "agent CPU s" "clear text B" "Gbit/s per CPU s" "CPU s per Gbit (core/Gbps)"
+	printf '%-8s %12s %14s %18s %22s\n' plain "$cp" "$bp" "$gp" "$upp"
+	printf '%-8s %12s %14s %18s %22s\n' convert "$cc" "$bc" "$gc" "$upc"
+	echo
+	row figure measured target result
+	row "   (ratio of the totals above)" "$(ratio "$upp" "$upc")" "" info
+	row "d. agent CPU per Gbit/s, --h2-to-h1 / plain, median of pairs" "$r" "<= 1.25" \
+		"$(awk -v v="$r" -v n="$((np * nc))" 'BEGIN { print (n == 0) ? "NO DATA" : (v <= 1.25) ? "PASS" : "SHORT" }')"
+	row "   conversion throughput, Gbit/s per CPU s" "$gc" "" info
+}
+
+# ---- e. interface replay: -o onto a veth at MTU 1500 (part_veth, report_veth)
+# ringgen pushes BENCH_VETH_BYTES (2G) through an agent whose only output is -o on one end
+# of a veth pair (no addresses, IPv6 off, the peer up and unread: its stack drops the
+# frames): clear text Gbit/s per second of agent CPU (utime+stime, which includes the
+# veth's transmit work done in the agent's context). BENCH_PARTS=veth runs this part alone.
+part_veth() {
+	local bytes=${BENCH_VETH_BYTES:-2G} va="tmbench$$a" vb="tmbench$$b" d out="$WORK/ringgen-veth.txt"
+	local t0 prev cur
+	say "e. interface replay: ringgen $bytes, 16 conns, 16 KiB chunks, -o veth (MTU 1500)"
+	VETH_GBPS=0
+	if ! ip link add "$va" type veth peer name "$vb" 2>"$WORK/veth.err"; then
+		say "  skipped: cannot create a veth pair ($(cat "$WORK/veth.err"))"
+		return 0
+	fi
+	for d in "$va" "$vb"; do
+		sysctl -qw "net.ipv6.conf.$d.disable_ipv6=1" || true
+		ip link set "$d" mtu 1500 up
+	done
+	start_agent veth -o "$va"
+	t0=$(cpu_ticks "$AGENT")
+	if ! "$RINGGEN" --socket "$SOCK" --bytes "$bytes" --conns 16 --chunk 16K >"$out" 2>&1; then
+		ip link del "$va" 2>/dev/null || true
+		die "ringgen failed: $(cat "$out")"
+	fi
+	prev=-1
+	cur=$(cpu_ticks "$AGENT")
+	while [ "$cur" != "$prev" ]; do prev=$cur; sleep 0.3; cur=$(cpu_ticks "$AGENT"); done
+	VETH_CPU=$(awk -v t=$((cur - t0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
+	VETH_BYTES=$(sed -n 's/^bytes=\([0-9]*\) .*/\1/p' "$out")
+	stop_agent "$WORK/agent-veth.log"
+	VETH_SINK=$(grep -E '^sink name=interface' "$WORK/agent-veth.log" | tail -n 1 | cut -d' ' -f4-7)
+	VETH_RX=$(awk '/^ *RX:/ { getline; print $2; exit }' < <(ip -s link show "$vb"))
+	VETH_GBPS=$(gbit "$VETH_BYTES" "$VETH_CPU")
+	say "  $(head -n 1 "$out")"
+	say "  agent CPU ${VETH_CPU}s -> $VETH_GBPS Gbit/s per CPU second; sink: $VETH_SINK; peer received $VETH_RX frames"
+	# fan-out: the same veth and a ring of pcap files on /dev/shm at once, paced at 2 Gbit/s
+	say "  fan-out: -o veth + -w /dev/shm (2 files of 64 MiB), ringgen 1G paced at 2 Gbit/s:"
+	start_agent fan -o "$va" --rotate-size 64M --rotate-count 2 -w "$SHM/fan.pcap"
+	"$RINGGEN" --socket "$SOCK" --bytes 1G --conns 16 --chunk 16K --rate 250000000 >"$out" 2>&1 ||
+		die "ringgen failed: $(cat "$out")"
+	sleep 1
+	stop_agent "$WORK/agent-fan.log"
+	rm -f "$SHM/fan.pcap"*
+	FAN_DROPS=$(awk '/^sink / { for (i = 2; i <= NF; i++) { split($i, kv, "=");
+		if (kv[1] == "queue_drops") d += kv[2]; if (kv[1] == "packets") p += kv[2] } }
+		END { printf "%.2f", (p + d > 0 ? 100 * d / (p + d) : 0) }' "$WORK/agent-fan.log")
+	grep -E '^sink ' "$WORK/agent-fan.log" | cut -d' ' -f2,4-7 | sed 's/^/bench:     /'
+	ip link del "$va" 2>/dev/null || true
+}
+
+report_veth() {
+	echo
+	row figure measured target result
+	row "e. -o veth MTU 1500, Gbit/s per agent CPU s" "$VETH_GBPS" ">= 2" "$(verdict "$VETH_GBPS" ">=" 2)"
+	row "   fan-out -o veth + -w at 2 Gbit/s: % queue drops" "${FAN_DROPS:-}" "" info
+}
+
+# f. -t/-C tunnel: ringgen pushes BENCH_TUNNEL_BYTES (default 2G) at BENCH_TUNNEL_RATE
+# (default 400M bytes/s, so that ringgen, the agent's two threads and the collector, which
+# share the machine's 2 cores, do comparable work in every run; 0: as fast as it can)
+# through an agent whose only output is -t (TLS 1.3, certificates from `tlsmirror pki`) to
+# a collector writing a ring of 4 pcap files of 256 MiB on /dev/shm (as in part b), both on
+# loopback. Clear text Gbit/s per CPU second of the agent (capture thread + tunnel thread)
+# and of the collector; the agent's drops. BENCH_PARTS=tunnel runs this part alone.
+part_tunnel() {
+	local bytes=${BENCH_TUNNEL_BYTES:-2G} rate=${BENCH_TUNNEL_RATE:-400M} pki="$WORK/pki"
+	local port cpid out="$WORK/ringgen-tunnel.txt" rg_rate=()
+	local mode a0 c0 prev cur
+	TUN_ROWS=()
+	[ "$rate" = 0 ] || rg_rate=(--rate "$rate")
+	say "f. tunnel: ringgen $bytes at ${rate}B/s, 16 conns, 16 KiB chunks -> agent -t -> collector -C -w /dev/shm (4 x 256M)"
+	"$TM" pki init "$pki" >/dev/null && "$TM" pki issue "$pki" agent --agent >/dev/null &&
+		"$TM" pki issue "$pki" coll --collector --host 127.0.0.1 >/dev/null || die "tlsmirror pki failed"
+	for mode in none zstd lz4; do
+		port=$(free_port)
+		"$TM" --socket "$WORK/col.sock" -C -l "127.0.0.1:$port" --ca "$pki/ca.pem" \
+			--cert "$pki/coll.pem" --key "$pki/coll.key" --rotate-size 256M --rotate-count 4 \
+			-w "$SHM/col.pcap" 2>"$WORK/col-$mode.log" &
+		cpid=$!
+		PIDS+=("$cpid")
+		wait_for 5 test -S "$WORK/col.sock" || die "collector did not start: $(cat "$WORK/col-$mode.log")"
+		start_agent "tunnel-$mode" --mss 1460 --queue-size 1G --compress "$mode" \
+			-t "127.0.0.1:$port" --ca "$pki/ca.pem" --cert "$pki/agent.pem" --key "$pki/agent.key"
+		wait_for 5 sh -c "'$TM' stats --socket '$SOCK' | grep -q 'state=connected'" ||
+			die "tunnel did not connect: $(cat "$WORK/agent-tunnel-$mode.log")"
+		a0=$(cpu_ticks "$AGENT"); c0=$(cpu_ticks "$cpid")
+		"$RINGGEN" --socket "$SOCK" --bytes "$bytes" --conns 16 --chunk 16K "${rg_rate[@]}" >"$out" 2>&1 ||
+			die "ringgen failed: $(cat "$out")"
+		prev=-1; cur=$(( $(cpu_ticks "$AGENT") + $(cpu_ticks "$cpid") ))
+		while [ "$cur" != "$prev" ]; do
+			prev=$cur; sleep 0.5; cur=$(( $(cpu_ticks "$AGENT") + $(cpu_ticks "$cpid") ))
+		done
+		local acpu ccpu rgb tline cline
+		acpu=$(awk -v t=$(( $(cpu_ticks "$AGENT") - a0 )) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
+		ccpu=$(awk -v t=$(( $(cpu_ticks "$cpid") - c0 )) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
+		rgb=$(sed -n 's/^bytes=\([0-9]*\) .*/\1/p' "$out")
+		tline=$("$TM" stats --socket "$SOCK" | grep '^tunnel ')
+		cline=$("$TM" stats --socket "$WORK/col.sock" | grep '^collector_agent ')
+		stop_agent "$WORK/agent-tunnel-$mode.log"
+		kill -TERM "$cpid" 2>/dev/null || true
+		wait "$cpid" || true
+		rm -f "$SHM/col.pcap"* "$WORK/col.sock"
+		local ag cg drops wire sent
+		ag=$(gbit "$rgb" "$acpu"); cg=$(gbit "$rgb" "$ccpu")
+		drops=$(sed -n 's/.* dropped_packets=\([0-9]*\).*/\1/p' <<<"$tline")
+		wire=$(sed -n 's/.* wire_bytes=\([0-9]*\).*/\1/p' <<<"$tline")
+		sent=$(sed -n 's/.* sent_bytes=\([0-9]*\).*/\1/p' <<<"$tline")
+		say "  compress $mode: $(head -n 1 "$out")"
+		say "  agent CPU ${acpu}s -> $ag Gbit/s per CPU s; collector CPU ${ccpu}s -> $cg Gbit/s per CPU s"
+		say "  agent: sent_bytes=$sent wire_bytes=$wire dropped_packets=$drops; collector: $(cut -d' ' -f8-10 <<<"$cline")"
+		TUN_ROWS+=("$mode $ag $cg $drops")
+	done
+}
+
+report_tunnel() {
+	local r mode ag cg drops low
+	echo
+	row figure measured target result
+	for r in "${TUN_ROWS[@]}"; do
+		read -r mode ag cg drops <<<"$r"
+		low=$(awk -v a="$ag" -v c="$cg" 'BEGIN { print (a < c ? a : c) }')
+		row "f. tunnel ($mode) agent Gbit/s per CPU s" "$ag" ">= 10" "$(verdict "$ag" ">=" 10)"
+		row "f. tunnel ($mode) collector Gbit/s per CPU s" "$cg" ">= 10" "$(verdict "$cg" ">=" 10)"
+		row "f. tunnel ($mode) agent drops (packets)" "$drops" "0" "$(verdict "$drops" "==" 0)"
+		: "$low"
+	done
+}
+
 say "build $BUILD, $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg) (other work on the machine skews the ratios)"
+if [ "${BENCH_PARTS:-all}" = veth ]; then
+	part_veth
+	report_veth
+	exit 0
+fi
+if [ "${BENCH_PARTS:-all}" = tunnel ]; then
+	part_tunnel
+	report_tunnel
+	exit 0
+fi
+if [ "${BENCH_PARTS:-all}" = h2 ]; then
+	part_h2
+	report_h2
+	exit 0
+fi
 part_a
 part_b
+part_h2
+part_veth
 report
+report_h2
+report_veth
+part_tunnel
+report_tunnel

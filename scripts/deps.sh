@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tlsmirror's build, demo, tests and benchmarks use.
 set -euo pipefail
-pkgs=(build-essential pkg-config libssl-dev libnghttp2-dev openssl tshark nginx nghttp2-client
+pkgs=(build-essential pkg-config libssl-dev libnghttp2-dev libzstd-dev liblz4-dev openssl tshark nginx nghttp2-client
       curl python3 iproute2 procps psmisc time util-linux)
 missing=()
 for p in "${pkgs[@]}"; do

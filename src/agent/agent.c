@@ -1,6 +1,7 @@
 /* The agent's event loop: accepts capture libraries, drains their rings, feeds the sinks. */
 #include "agent/agent.h"
 #include "common/log.h"
+#include "sinks/sink_queue.h"
 #include "transport/ctl.h"
 #include "transforms/h2.h"
 
@@ -10,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -434,6 +437,43 @@ static void loop(struct agent *a)
 	}
 }
 
+/* Segments fit the smallest output MTU (IPv4: MTU-40; IPv6 MTU-60, as the
+ * flow engine uses mss-20); -I IFACE lends its MAC to the host's end;
+ * --dst-mac addresses every frame. */
+static int delivery_config(struct agent *a, struct flow_config *fc)
+{
+	uint32_t mtu = sink_set_mtu(&a->sinks);
+	if (mtu && mtu >= 40 + 64 && fc->mss > mtu - 40) {
+		log_info("segments sized for the output MTU %u: MSS %u", mtu, mtu - 40);
+		fc->mss = (uint16_t)(mtu - 40 > 65000 ? 65000 : mtu - 40);
+	}
+	memcpy(fc->dst_mac, a->cfg.sink.dst_mac, 6);
+	fc->has_dst_mac = a->cfg.sink.has_dst_mac;
+	const char *ifn = a->cfg.sink.src_iface;
+	if (!ifn)
+		return 0;
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (strlen(ifn) >= IFNAMSIZ || fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		log_err("-I %s: not an interface name", ifn);
+		return -EINVAL;
+	}
+	memcpy(ifr.ifr_name, ifn, strlen(ifn));
+	int r = ioctl(fd, SIOCGIFHWADDR, &ifr);
+	int e = errno;
+	close(fd);
+	if (r < 0) {
+		log_err("-I %s: %s", ifn, e == ENODEV ? "no such interface (see 'ip link')" : strerror(e));
+		return -e;
+	}
+	memcpy(fc->host_mac, ifr.ifr_hwaddr.sa_data, 6);
+	fc->has_host_mac = 1;
+	return 0;
+}
+
 static int setup(struct agent *a, const struct agent_config *cfg)
 {
 	const char *why = NULL;
@@ -449,7 +489,19 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	int err = outputs_open(a);
 	if (err < 0)
 		return err;
+	/* several outputs: each behind its own bounded queue (sink.c), of
+	 * --queue-size but at least the default: a small --queue-size is meant
+	 * for the tunnel's buffer and must not starve a local file */
+	struct sink_opts qo = cfg->sink;
+	if (qo.queue_bytes < SINK_QUEUE_DEFAULT)
+		qo.queue_bytes = SINK_QUEUE_DEFAULT;
+	if (a->sinks.n > 1 && (err = sink_set_start_queues(&a->sinks, &qo)) < 0) {
+		log_err("cannot start the output queues: %s", strerror(-err));
+		return err;
+	}
 	struct flow_config fc = { .mss = cfg->mss, .sinks = &a->sinks };
+	if ((err = delivery_config(a, &fc)) < 0)
+		return err;
 	a->flows = flow_table_new(&fc);
 	if (!a->flows) {
 		log_err("out of memory");
@@ -487,7 +539,7 @@ static void teardown(struct agent *a, int ran)
 	}
 	if (a->flows)
 		flow_close_all(a->flows, agent_now_ns());
-	sink_set_flush(&a->sinks);
+	sink_set_drain(&a->sinks);
 	char *buf = ran ? malloc(CTL_STATS_MAX) : NULL;
 	if (buf) {
 		size_t n = stats_format(a, buf, CTL_STATS_MAX);

@@ -122,5 +122,8 @@ void proc_read_drops(struct proc *p);
 
 /* stats.c: the text `tlsmirror stats` prints. Returns the length written. */
 size_t stats_format(struct agent *a, char *buf, size_t len);
+/* tunnel/collector.c: appends the tunnel (-t) and collector (-C) counter
+ * lines at buf+at; returns the new length. */
+size_t tunnel_stats_format(struct agent *a, char *buf, size_t len, size_t at);
 
 #endif

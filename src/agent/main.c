@@ -1,5 +1,6 @@
 /* tlsmirror command line: the agent, `tlsmirror stats` and `tlsmirror run`. */
 #include "agent/agent.h"
+#include "agent/pki.h"
 #include "common/log.h"
 #include "transport/ctl.h"
 
@@ -414,5 +415,7 @@ int main(int argc, char **argv)
 		return cmd_stats(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "run"))
 		return cmd_run(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "pki"))
+		return pki_main(argc - 2, argv + 2);
 	return cmd_agent(argc, argv);
 }

@@ -1,6 +1,7 @@
 /* Turns the command line's outputs (-w, -o, --vxlan, --pcap-over-ip, -t) and -C into sinks. */
 #include "agent/agent.h"
 #include "common/log.h"
+#include "tunnel/tunnel.h"
 
 #include <errno.h>
 #include <string.h>
@@ -16,13 +17,6 @@ static int add(struct agent *a, const char *opt, const struct sink_ops *ops, con
 	return err;
 }
 
-/* An output this build cannot deliver to yet: a clear error, not silence. */
-static int unavailable(const char *opt)
-{
-	log_err("%s is not available in this version yet (see docs/)", opt);
-	return -ENOTSUP;
-}
-
 int outputs_open(struct agent *a)
 {
 	const struct agent_config *c = &a->cfg;
@@ -30,14 +24,16 @@ int outputs_open(struct agent *a)
 	if (c->write_path && (err = add(a, "-w", &sink_pcap_ops, c->write_path)) < 0)
 		return err;
 	for (size_t i = 0; i < c->n_ifaces; i++)
-		return unavailable("-o (interface replay)");
+		if ((err = add(a, "-o", &sink_afpacket_ops, c->ifaces[i])) < 0)
+			return err;
 	for (size_t i = 0; i < c->n_vxlans; i++)
-		return unavailable("--vxlan");
-	if (c->pcap_over_ip)
-		return unavailable("--pcap-over-ip");
-	if (c->tunnel)
-		return unavailable("-t (tunnel to a collector)");
-	if (c->collector)
-		return unavailable("-C (collector)");
+		if ((err = add(a, "--vxlan", &sink_vxlan_ops, c->vxlans[i])) < 0)
+			return err;
+	if (c->pcap_over_ip && (err = add(a, "--pcap-over-ip", &sink_poip_ops, c->pcap_over_ip)) < 0)
+		return err;
+	if (c->tunnel && (err = add(a, "-t", &sink_tunnel_ops, c->tunnel)) < 0)
+		return err;
+	if (c->collector && (err = collector_open(a)) < 0)
+		return err;
 	return err;
 }

@@ -84,5 +84,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL),
 		 (unsigned long long)h2c.conns, (unsigned long long)h2c.streams,
 		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks);
+	at = sink_set_format(&a->sinks, buf, len, at);
+	at = tunnel_stats_format(a, buf, len, at);
 	return at;
 }

@@ -53,6 +53,8 @@ struct flow {
 struct flow_table {
 	struct sink_set *sinks;
 	uint16_t mss4, mss6;
+	uint8_t host_mac[6], dst_mac[6]; /* MAC policy (flow_config) */
+	uint8_t has_host_mac, has_dst_mac;
 	struct flow **by_id;
 	struct flow **by_tuple;
 	size_t mask;             /* buckets - 1 (a power of two) */
@@ -234,6 +236,8 @@ static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
 	uint16_t win = (flags & TCPF_SYN) ? FLOW_SYN_WINDOW : FLOW_WINDOW;
 	size_t hl = synth_tcp(h, &f->sc, from, f->seq[from], ack, flags, win,
 			      syn, payload, len);
+	if (t->has_dst_mac)
+		memcpy(h, t->dst_mac, 6);
 	struct pkt *k = &t->batch[t->nbatch++];
 	k->ts_ns = ts_ns;
 	k->hdr = h;
@@ -307,6 +311,10 @@ struct flow_table *flow_table_new(const struct flow_config *cfg)
 	t->mss4 = (uint16_t)mss;
 	t->mss6 = (uint16_t)(mss - 20);
 	t->sinks = cfg->sinks;
+	memcpy(t->host_mac, cfg->host_mac, 6);
+	memcpy(t->dst_mac, cfg->dst_mac, 6);
+	t->has_host_mac = cfg->has_host_mac;
+	t->has_dst_mac = cfg->has_dst_mac;
 	t->mask = FLOW_MIN_BUCKETS - 1;
 	t->by_id = calloc(FLOW_MIN_BUCKETS, sizeof(*t->by_id));
 	t->by_tuple = calloc(FLOW_MIN_BUCKETS, sizeof(*t->by_tuple));
@@ -343,6 +351,8 @@ static struct flow *flow_new(const struct flow_table *t,
 	f->side = info->side ? 1 : 0;
 	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
 			info->server_addr, info->server_port);
+	if (t->has_host_mac)
+		memcpy(f->sc.end[f->side].mac, t->host_mac, 6);
 	f->mss = f->sc.family == 6 ? t->mss6 : t->mss4;
 	f->tuple_hash = tuple_hash(&f->sc);
 	for (int d = 0; d < 2; d++) {

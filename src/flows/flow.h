@@ -12,6 +12,12 @@ struct flow_table;
 struct flow_config {
 	uint16_t mss;            /* IPv4 MSS, default 1460; IPv6 uses mss - 20 */
 	struct sink_set *sinks;  /* where packets go */
+	/* MAC policy (-I IFACE, --dst-mac); without them each end gets a MAC
+	 * derived from its address (synth_conn_init) */
+	uint8_t host_mac[6];     /* source MAC of the mirrored host's end */
+	uint8_t has_host_mac;
+	uint8_t dst_mac[6];      /* destination MAC of every frame */
+	uint8_t has_dst_mac;
 };
 
 /* Everything the engine needs to know when a TLS connection appears. */

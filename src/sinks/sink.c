@@ -1,7 +1,10 @@
 /* Fan-out of packets to every open sink; one failing sink never stops the others. */
 #include "sinks/sink.h"
+#include "sinks/sink_queue.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +12,13 @@
  * Counters: each sink implementation keeps its own struct sink_counters
  * (only it knows which packets reached the file and which were lost when a
  * buffered write failed). The set only dispatches.
+ *
+ * With more than one sink (sink_set_start_queues), each sink without
+ * SINK_F_OWN_QUEUE gets a bounded queue and a worker thread (sink_queue.c):
+ * the agent copies frames into every queue and goes on; a sink that cannot
+ * keep up loses packets from its own queue only (ctr.queue_drops). A single
+ * sink is called directly: the copy would cost the pcap file a third of
+ * its rate.
  */
 
 int sink_set_add(struct sink_set *set, const struct sink_ops *ops,
@@ -52,7 +62,10 @@ void sink_set_write(struct sink_set *set, const struct pkt *pkts, size_t n)
 		return;
 	for (size_t i = 0; i < set->n; i++) {
 		struct sink *s = set->v[i];
-		s->ops->write(s, pkts, n); /* errors are counted by the sink */
+		if (s->queue)
+			sink_queue_push(s, pkts, n);
+		else
+			s->ops->write(s, pkts, n); /* errors are counted by the sink */
 	}
 }
 
@@ -60,15 +73,92 @@ void sink_set_flush(struct sink_set *set)
 {
 	for (size_t i = 0; i < set->n; i++) {
 		struct sink *s = set->v[i];
-		if (s->ops->flush)
+		if (s->queue)
+			sink_queue_kick(s);
+		else if (s->ops->flush)
 			s->ops->flush(s);
 	}
+}
+
+void sink_set_drain(struct sink_set *set)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		struct sink *s = set->v[i];
+		if (s->queue)
+			sink_queue_drain(s);
+		else if (s->ops->flush)
+			s->ops->flush(s);
+	}
+}
+
+int sink_set_start_queues(struct sink_set *set, const struct sink_opts *o)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		struct sink *s = set->v[i];
+		if (s->queue || (s->ops->flags & SINK_F_OWN_QUEUE))
+			continue;
+		int err = sink_queue_start(s, o ? o->queue_bytes : 0);
+		if (err < 0)
+			return err;
+	}
+	return 0;
+}
+
+uint32_t sink_set_mtu(const struct sink_set *set)
+{
+	uint32_t mtu = 0;
+	for (size_t i = 0; i < set->n; i++) {
+		uint32_t m = set->v[i]->mtu;
+		if (m && (!mtu || m < mtu))
+			mtu = m;
+	}
+	return mtu;
+}
+
+static size_t add(char *buf, size_t len, size_t at, const char *fmt, ...)
+{
+	if (at >= len)
+		return at;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf + at, len - at, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return at;
+	return at + (size_t)n >= len ? len - 1 : at + (size_t)n;
+}
+
+size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t at)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		const struct sink *s = set->v[i];
+		const struct sink_counters *c = &s->ctr;
+		char target[128];
+		size_t k = 0;
+		/* one token: no blanks or '=' in the target as shown */
+		for (const char *t = s->target; *t && k + 1 < sizeof(target); t++)
+			target[k++] = (*t <= ' ' || *t == '=' || *t > '~') ? '_' : *t;
+		target[k] = 0;
+		at = add(buf, len, at,
+			 "sink name=%s target=%s packets=%llu bytes=%llu queue_drops=%llu "
+			 "errors=%llu peers_dropped=%llu queued_bytes=%llu broken=%llu\n",
+			 s->ops->name, strcmp(s->target, "-") ? target : "stdout",
+			 (unsigned long long)__atomic_load_n(&c->packets, __ATOMIC_RELAXED),
+			 (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED),
+			 (unsigned long long)c->queue_drops,
+			 (unsigned long long)__atomic_load_n(&c->lost_packets, __ATOMIC_RELAXED),
+			 (unsigned long long)__atomic_load_n(&c->peers_dropped, __ATOMIC_RELAXED),
+			 (unsigned long long)sink_queue_pending_bytes(s),
+			 (unsigned long long)__atomic_load_n(&c->broken, __ATOMIC_RELAXED));
+	}
+	return at;
 }
 
 void sink_set_close(struct sink_set *set)
 {
 	for (size_t i = 0; i < set->n; i++) {
 		struct sink *s = set->v[i];
+		sink_queue_stop(s);
 		if (s->ops->close)
 			s->ops->close(s);
 		free(s->target);

@@ -68,6 +68,8 @@ struct sink_counters {
 	uint64_t bytes;          /* frame bytes written */
 	uint64_t lost_packets;   /* write errors */
 	uint64_t files;          /* files opened (rotation) */
+	uint64_t queue_drops;    /* packets dropped because the sink's queue was full */
+	uint64_t peers_dropped;  /* clients given up (a PCAP-over-IP reader too slow) */
 };
 
 struct sink {
@@ -75,9 +77,14 @@ struct sink {
 	void *priv;
 	char *target;
 	struct sink_counters ctr;
+	uint32_t mtu;            /* set by open: largest IP packet the sink carries (0: any) */
+	struct sink_queue *queue; /* the generic per-sink queue (sink_queue.c), or NULL */
 };
 
 extern const struct sink_ops sink_pcap_ops;
+extern const struct sink_ops sink_afpacket_ops;  /* -o IFACE */
+extern const struct sink_ops sink_vxlan_ops;     /* --vxlan HOST[:PORT] */
+extern const struct sink_ops sink_poip_ops;      /* --pcap-over-ip [ADDR:]PORT */
 
 /* A fan-out of sinks. */
 struct sink_set {
@@ -95,5 +102,15 @@ void sink_set_write(struct sink_set *set, const struct pkt *pkts, size_t n);
 void sink_set_flush(struct sink_set *set);
 /* Closes and frees every sink. */
 void sink_set_close(struct sink_set *set);
+/* Puts every sink without SINK_F_OWN_QUEUE behind its own bounded queue and
+ * worker thread (done when more than one sink is open). Returns 0 or -errno. */
+int sink_set_start_queues(struct sink_set *set, const struct sink_opts *o);
+/* Like sink_set_flush, but waits until every queue is written out (exit). */
+void sink_set_drain(struct sink_set *set);
+/* The smallest mtu the sinks report (0: none limits the packet size). */
+uint32_t sink_set_mtu(const struct sink_set *set);
+/* Appends one line per sink ("sink name=.. target=.. packets=.. ...") to
+ * buf[at..len); returns the new end (as stats.c's add()). */
+size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t at);
 
 #endif

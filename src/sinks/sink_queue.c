@@ -1,0 +1,265 @@
+/* Bounded single-producer queue per sink with a worker thread: a slow sink drops, never stalls. */
+#include "sinks/sink_queue.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/*
+ * A byte ring of `cap` bytes. The agent's main thread (the only producer)
+ * appends records; the sink's worker thread (the only consumer) hands them
+ * to the sink's write in batches, then releases their space. A record is
+ * [u32 frame length][u32 0][u64 timestamp][frame], padded to 8 bytes, and
+ * never wraps: when fewer than REC_HDR bytes are left before the end, or the
+ * record does not fit there, the producer writes WRAP (if a header fits) and
+ * continues at the start; the consumer skips to the start alike.
+ * head and tail only grow; positions are taken modulo cap.
+ */
+
+#define REC_HDR 16u
+#define WRAP 0xffffffffu
+#define BATCH 64
+#define IDLE_FLUSH_NS 50000000L /* the worker flushes (and a server accepts) this often */
+
+struct sink_queue {
+	struct sink *s;
+	uint8_t *buf;
+	uint64_t cap;
+	uint64_t head;           /* producer: written up to (atomic store-release) */
+	uint64_t tail;           /* consumer: released up to (atomic) */
+	uint64_t done_pos;       /* tail at the worker's last flush (under mu) */
+	int sleeping;            /* the worker waits on wake (atomic) */
+	int stop;
+	int kick;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;
+	pthread_cond_t done;
+	pthread_t thread;
+};
+
+static uint64_t ld(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* Hands up to BATCH records to the sink; returns 0 when none was there. */
+static int consume(struct sink_queue *q)
+{
+	struct pkt pk[BATCH];
+	size_t n = 0;
+	uint64_t head = ld(&q->head), t = q->tail;
+	while (t != head && n < BATCH) {
+		uint64_t at = t % q->cap;
+		if (q->cap - at < REC_HDR || get32(q->buf + at) == WRAP) {
+			t += q->cap - at;
+			continue;
+		}
+		uint32_t len = get32(q->buf + at);
+		memcpy(&pk[n].ts_ns, q->buf + at + 8, 8);
+		pk[n].hdr = q->buf + at + REC_HDR;
+		pk[n].hdr_len = len;
+		pk[n].payload = NULL;
+		pk[n].payload_len = 0;
+		n++;
+		t += (REC_HDR + len + 7) & ~7ull;
+	}
+	if (n)
+		q->s->ops->write(q->s, pk, n);
+	int any = t != q->tail;
+	__atomic_store_n(&q->tail, t, __ATOMIC_RELEASE);
+	return any;
+}
+
+static void flush_and_report(struct sink_queue *q)
+{
+	if (q->s->ops->flush)
+		q->s->ops->flush(q->s);
+	pthread_mutex_lock(&q->mu);
+	q->done_pos = q->tail;
+	pthread_cond_broadcast(&q->done);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void wait_for_work(struct sink_queue *q)
+{
+	struct timespec ts;
+	pthread_mutex_lock(&q->mu);
+	__atomic_store_n(&q->sleeping, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&q->head, __ATOMIC_SEQ_CST) == q->tail && !q->stop && !q->kick) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += IDLE_FLUSH_NS;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&q->wake, &q->mu, &ts);
+	}
+	q->kick = 0;
+	__atomic_store_n(&q->sleeping, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void *worker(void *arg)
+{
+	struct sink_queue *q = arg;
+	for (;;) {
+		if (consume(q))
+			continue;
+		flush_and_report(q);
+		pthread_mutex_lock(&q->mu);
+		int stop = q->stop && ld(&q->head) == q->tail;
+		pthread_mutex_unlock(&q->mu);
+		if (stop)
+			break;
+		wait_for_work(q);
+	}
+	return NULL;
+}
+
+static void wake(struct sink_queue *q, int kick)
+{
+	if (!kick && !__atomic_load_n(&q->sleeping, __ATOMIC_SEQ_CST))
+		return;
+	pthread_mutex_lock(&q->mu);
+	if (kick)
+		q->kick = 1;
+	pthread_cond_signal(&q->wake);
+	pthread_mutex_unlock(&q->mu);
+}
+
+int sink_queue_start(struct sink *s, uint64_t bytes)
+{
+	int ret = -ENOMEM;
+	struct sink_queue *q = calloc(1, sizeof(*q));
+	if (!q)
+		goto out;
+	q->s = s;
+	q->cap = bytes ? bytes : SINK_QUEUE_DEFAULT;
+	if (q->cap < SINK_QUEUE_MIN)
+		q->cap = SINK_QUEUE_MIN;
+	q->cap &= ~7ull;
+	q->buf = malloc(q->cap);
+	if (!q->buf)
+		goto out;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->wake, NULL);
+	pthread_cond_init(&q->done, NULL);
+	/* the worker takes no signals: the agent reads them from its signalfd */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(&q->thread, NULL, worker, q);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret < 0) {
+		pthread_mutex_destroy(&q->mu);
+		pthread_cond_destroy(&q->wake);
+		pthread_cond_destroy(&q->done);
+		goto out;
+	}
+	s->queue = q;
+	q = NULL;
+	ret = 0;
+out:
+	if (q)
+		free(q->buf);
+	free(q);
+	return ret;
+}
+
+/* Room for a record of rec bytes at head (after skipping to the start if
+ * needed): returns the skip, or -1 if it does not fit. */
+static int64_t room(const struct sink_queue *q, uint64_t head, uint64_t tail, uint64_t rec)
+{
+	uint64_t at = head % q->cap, skip = 0;
+	if (q->cap - at < rec)
+		skip = q->cap - at;
+	if (rec > q->cap || q->cap - (head - tail) < skip + rec)
+		return -1;
+	return (int64_t)skip;
+}
+
+void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n)
+{
+	struct sink_queue *q = s->queue;
+	uint64_t head = q->head, tail = ld(&q->tail);
+	for (size_t i = 0; i < n; i++) {
+		const struct pkt *p = &pkts[i];
+		uint32_t len = p->hdr_len + p->payload_len;
+		uint64_t rec = (REC_HDR + len + 7) & ~7ull;
+		int64_t skip = room(q, head, tail, rec);
+		if (skip < 0) {
+			tail = ld(&q->tail); /* the worker may have made room since */
+			skip = room(q, head, tail, rec);
+		}
+		if (skip < 0) {
+			s->ctr.queue_drops++;
+			continue;
+		}
+		if (skip >= REC_HDR) {
+			uint32_t w = WRAP;
+			memcpy(q->buf + head % q->cap, &w, 4);
+		}
+		head += (uint64_t)skip;
+		uint8_t *r = q->buf + head % q->cap;
+		uint32_t zero = 0;
+		memcpy(r, &len, 4);
+		memcpy(r + 4, &zero, 4);
+		memcpy(r + 8, &p->ts_ns, 8);
+		memcpy(r + REC_HDR, p->hdr, p->hdr_len);
+		if (p->payload_len)
+			memcpy(r + REC_HDR + p->hdr_len, p->payload, p->payload_len);
+		head += rec;
+	}
+	__atomic_store_n(&q->head, head, __ATOMIC_SEQ_CST);
+	wake(q, 0);
+}
+
+void sink_queue_kick(struct sink *s)
+{
+	wake(s->queue, 1);
+}
+
+void sink_queue_drain(struct sink *s)
+{
+	struct sink_queue *q = s->queue;
+	uint64_t target = q->head;
+	wake(q, 1);
+	pthread_mutex_lock(&q->mu);
+	while (q->done_pos < target)
+		pthread_cond_wait(&q->done, &q->mu);
+	pthread_mutex_unlock(&q->mu);
+}
+
+void sink_queue_stop(struct sink *s)
+{
+	struct sink_queue *q = s->queue;
+	if (!q)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->stop = 1;
+	pthread_cond_signal(&q->wake);
+	pthread_mutex_unlock(&q->mu);
+	pthread_join(q->thread, NULL);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->wake);
+	pthread_cond_destroy(&q->done);
+	free(q->buf);
+	free(q);
+	s->queue = NULL;
+}
+
+uint64_t sink_queue_pending_bytes(const struct sink *s)
+{
+	const struct sink_queue *q = s->queue;
+	return q ? ld(&q->head) - ld(&q->tail) : 0;
+}

@@ -1,0 +1,669 @@
+/* -t HOST:PORT sink: batches packets into bounded chunks that its own thread sends to a collector over TLS. */
+#include "sinks/sink.h"
+#include "common/bytes.h"
+#include "common/log.h"
+#include "tunnel/frame.h"
+#include "tunnel/tunnel.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+/*
+ * The agent's main thread only copies packets into the current chunk (a
+ * PACKETS frame being built) and hands full chunks to the sender thread
+ * under a mutex: it never waits for the network. At most max_chunks chunks
+ * exist (--queue-size / TUN_CHUNK); when none is free the packet is dropped
+ * and counted. The sender connects with exponential backoff (0.1 s .. 5 s),
+ * sends HELLO, then the chunks in order, and a HEARTBEAT (with the drop
+ * totals) when idle for a second. A chunk whose send failed is counted as
+ * dropped. Sockets have 5 s send/receive timeouts so a stalled collector
+ * cannot hold the sender forever; on close the sender gets up to
+ * TUN_CLOSE_SECONDS to deliver what is queued, then its socket is shut down.
+ * When the agent goes idle (flush) a partial chunk is handed over only if
+ * the sender has nothing queued and the chunk is big or TUN_BATCH_MS old.
+ */
+
+#define TUN_CHUNK (1u << 20)
+#define TUN_DEFAULT_QUEUE (64ull << 20)
+#define TUN_BACKOFF_MIN_MS 100
+#define TUN_BACKOFF_MAX_MS 5000
+#define TUN_IO_TIMEOUT_S 5
+#define TUN_HEARTBEAT_MS 1000
+#define TUN_CLOSE_SECONDS 5
+#define TUN_ZSTD_LEVEL 1
+#define TUN_BATCH_MS 5        /* an idle agent holds a partial chunk at most this long */
+
+struct chunk {
+	struct chunk *next;
+	uint32_t used;        /* payload bytes, count field included */
+	uint32_t count;
+	uint64_t frame_bytes; /* Ethernet frame bytes of its packets */
+	uint64_t first_ms;    /* when its first packet came (CLOCK_MONOTONIC) */
+	uint8_t data[FRAME_HDR_SIZE + TUN_CHUNK];
+};
+
+struct tun {
+	struct sink *sink;
+	char target[300];
+	char host[256], port[16];
+	struct sink_opts o;
+	SSL_CTX *ctx;
+	int zstd;                      /* FRAME_F_ZSTD, FRAME_F_LZ4 or 0 */
+	char name[FRAME_MAX_NAME + 1];
+
+	pthread_t th;
+	int started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct chunk *cur;             /* main thread only */
+	struct chunk *ready, *ready_tail, *free_list;
+	size_t n_chunks, max_chunks;
+	int stop;
+	int abort;                     /* close gave up waiting: no more attempts */
+
+	/* sender thread */
+	int fd;
+	SSL *ssl;
+	uint8_t *zbuf;
+	struct log_limit lim;
+
+	/* counters: written by either thread with atomics */
+	uint64_t connected, connects, reconnect_tries;
+	uint64_t sent_frames, sent_packets, sent_bytes, wire_bytes;
+	uint64_t buffered_bytes;
+	uint64_t dropped_packets, dropped_bytes;
+};
+
+static struct tun *all_tuns[8];
+
+#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
+#define GET(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define SET(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void drop(struct tun *t, uint64_t pkts, uint64_t bytes)
+{
+	ADD(&t->dropped_packets, pkts);
+	ADD(&t->dropped_bytes, bytes);
+}
+
+/* ---------------------------------------------------------------- sender thread */
+
+static void disconnect(struct tun *t)
+{
+	if (t->ssl) {
+		if (GET(&t->connected))
+			SSL_shutdown(t->ssl);
+		ERR_clear_error();
+		SSL_free(t->ssl);
+		t->ssl = NULL;
+	}
+	pthread_mutex_lock(&t->mu); /* tun_close may shutdown() it */
+	if (t->fd >= 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+	pthread_mutex_unlock(&t->mu);
+	SET(&t->connected, 0);
+}
+
+/* Writes all of buf on the connection. Returns 0 or -EIO (why logged by caller). */
+static int send_all(struct tun *t, const uint8_t *buf, size_t len)
+{
+	while (len) {
+		int n;
+		if (t->ssl) {
+			n = SSL_write(t->ssl, buf, len > (1u << 30) ? (1 << 30) : (int)len);
+			if (n <= 0) {
+				ERR_clear_error();
+				return -EIO;
+			}
+		} else {
+			ssize_t w = send(t->fd, buf, len, MSG_NOSIGNAL);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return -EIO;
+			n = (int)w;
+		}
+		buf += n;
+		len -= (size_t)n;
+		ADD(&t->wire_bytes, (uint64_t)n);
+	}
+	return 0;
+}
+
+static int send_frame(struct tun *t, uint8_t type, const uint8_t *payload, uint32_t len)
+{
+	uint8_t hdr[FRAME_HDR_SIZE];
+	struct frame_hdr h = { .type = type, .len = len, .raw_len = len };
+	frame_hdr_put(hdr, &h);
+	if (send_all(t, hdr, sizeof(hdr)) < 0)
+		return -EIO;
+	return len ? send_all(t, payload, len) : 0;
+}
+
+static int tcp_connect(struct tun *t, const char **why)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res = NULL;
+	int gai = getaddrinfo(t->host, t->port, &hints, &res);
+	if (gai) {
+		*why = gai_strerror(gai);
+		return -EHOSTUNREACH;
+	}
+	int err = -ECONNREFUSED;
+	*why = "connection refused";
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		struct timeval tv = { .tv_sec = TUN_IO_TIMEOUT_S };
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			pthread_mutex_lock(&t->mu);
+			t->fd = fd;
+			pthread_mutex_unlock(&t->mu);
+			err = 0;
+			break;
+		}
+		err = -errno;
+		*why = strerror(errno);
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return err;
+}
+
+static int tls_connect(struct tun *t, const char **why)
+{
+	t->ssl = SSL_new(t->ctx);
+	if (!t->ssl || SSL_set_fd(t->ssl, t->fd) != 1) {
+		*why = tls_last_error();
+		return -ENOMEM;
+	}
+	X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+	if (X509_VERIFY_PARAM_set1_ip_asc(vp, t->host) != 1) {
+		ERR_clear_error();
+		SSL_set_tlsext_host_name(t->ssl, t->host);
+		SSL_set1_host(t->ssl, t->host);
+	}
+	if (SSL_connect(t->ssl) != 1) {
+		long v = SSL_get_verify_result(t->ssl);
+		if (v != X509_V_OK) {
+			*why = X509_verify_cert_error_string(v);
+			ERR_clear_error();
+		} else {
+			unsigned long e = ERR_peek_error();
+			*why = e ? tls_last_error() : "TLS handshake failed (closed or timed out)";
+		}
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* One connection attempt: TCP, TLS unless plaintext, HELLO. */
+static int try_connect(struct tun *t, const char **why)
+{
+	int err = tcp_connect(t, why);
+	if (!err && t->ctx)
+		err = tls_connect(t, why);
+	if (!err) {
+		uint8_t hello[FRAME_HELLO_MAX];
+		int n = frame_hello_put(hello, t->name, t->name);
+		if (n < 0 || send_frame(t, FRAME_HELLO, hello, (uint32_t)n) < 0) {
+			*why = "sending HELLO failed";
+			err = -EIO;
+		}
+	}
+	if (err)
+		disconnect(t);
+	return err;
+}
+
+static int send_chunk(struct tun *t, struct chunk *c)
+{
+	uint8_t *payload = c->data + FRAME_HDR_SIZE;
+	put_be32(payload, c->count);
+	struct frame_hdr h = { .type = FRAME_PACKETS, .len = c->used, .raw_len = c->used };
+	const uint8_t *body = payload;
+	if (t->zstd) {
+		int z = t->zstd == FRAME_F_LZ4 ? frame_compress_lz4(payload, c->used, t->zbuf, TUN_CHUNK)
+			: frame_compress_zstd(payload, c->used, t->zbuf, TUN_CHUNK, TUN_ZSTD_LEVEL);
+		if (z > 0) {
+			h.flags = (uint8_t)t->zstd;
+			h.len = (uint32_t)z;
+			body = t->zbuf;
+		}
+	}
+	frame_hdr_put(c->data, &h);
+	int err;
+	if (body == payload)
+		err = send_all(t, c->data, FRAME_HDR_SIZE + h.len);
+	else
+		err = send_all(t, c->data, FRAME_HDR_SIZE) ?: send_all(t, body, h.len);
+	if (err)
+		return err;
+	ADD(&t->sent_frames, 1);
+	ADD(&t->sent_packets, c->count);
+	ADD(&t->sent_bytes, c->frame_bytes);
+	return 0;
+}
+
+static void heartbeat(struct tun *t)
+{
+	uint8_t b[FRAME_HEARTBEAT_LEN];
+	struct frame_heartbeat hb = { .dropped_packets = GET(&t->dropped_packets),
+				      .dropped_bytes = GET(&t->dropped_bytes) };
+	frame_heartbeat_put(b, &hb);
+	if (send_frame(t, FRAME_HEARTBEAT, b, sizeof(b)) < 0) {
+		log_warn("tunnel to %s: connection lost (heartbeat failed); reconnecting", t->target);
+		SET(&t->connected, 0);
+		disconnect(t);
+	}
+}
+
+/* Takes the oldest ready chunk, waiting up to ms. NULL if none. */
+static struct chunk *take(struct tun *t, unsigned ms)
+{
+	pthread_mutex_lock(&t->mu);
+	if (!t->ready && !t->stop && ms) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += ms / 1000;
+		ts.tv_nsec += (long)(ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+	}
+	struct chunk *c = t->ready;
+	if (c) {
+		t->ready = c->next;
+		if (!t->ready)
+			t->ready_tail = NULL;
+		SET(&t->buffered_bytes, GET(&t->buffered_bytes) - c->used);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return c;
+}
+
+static void give_back(struct tun *t, struct chunk *c)
+{
+	pthread_mutex_lock(&t->mu);
+	c->next = t->free_list;
+	t->free_list = c;
+	pthread_mutex_unlock(&t->mu);
+}
+
+static int stopping(struct tun *t)
+{
+	pthread_mutex_lock(&t->mu);
+	int s = t->stop;
+	pthread_mutex_unlock(&t->mu);
+	return s;
+}
+
+/* Sleeps ms or until close() wakes us. */
+static void nap(struct tun *t, unsigned ms)
+{
+	pthread_mutex_lock(&t->mu);
+	if (!t->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += ms / 1000;
+		ts.tv_nsec += (long)(ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Not connected: one attempt, then the backoff. Returns 0 once connected. */
+static int reconnect(struct tun *t, unsigned *backoff_ms)
+{
+	const char *why = "?";
+	ADD(&t->reconnect_tries, 1);
+	if (try_connect(t, &why) == 0) {
+		SET(&t->connected, 1);
+		ADD(&t->connects, 1);
+		log_info("tunnel to %s: connected%s", t->target, t->ctx ? " (TLS 1.3, verified)" :
+			 " (PLAINTEXT)");
+		*backoff_ms = TUN_BACKOFF_MIN_MS;
+		heartbeat(t); /* the collector learns our drop totals at once */
+		return 0;
+	}
+	log_limited(&t->lim, 10, "tunnel to %s: cannot connect: %s (retrying, buffering up to "
+		    "%zu MiB)", t->target, why, t->max_chunks * (TUN_CHUNK >> 20));
+	nap(t, *backoff_ms);
+	*backoff_ms = *backoff_ms * 2 > TUN_BACKOFF_MAX_MS ? TUN_BACKOFF_MAX_MS : *backoff_ms * 2;
+	return -ENOTCONN;
+}
+
+static void *sender(void *arg)
+{
+	struct tun *t = arg;
+	unsigned backoff = TUN_BACKOFF_MIN_MS;
+	uint64_t last_send = mono_ms(), stop_at = 0;
+	int last_try = 0;
+	for (;;) {
+		int stop = stopping(t);
+		if (stop && !stop_at)
+			stop_at = mono_ms() + TUN_CLOSE_SECONDS * 1000;
+		if (stop && (mono_ms() > stop_at || GET(&t->abort)))
+			break;
+		if (t->fd < 0) {
+			/* closing while disconnected: one last attempt, no backoff */
+			if (stop && (last_try++ || GET(&t->abort)))
+				break;
+			reconnect(t, &backoff);
+			continue;
+		}
+		struct chunk *c = take(t, stop ? 0 : TUN_HEARTBEAT_MS);
+		if (c) {
+			if (send_chunk(t, c) < 0) {
+				drop(t, c->count, c->frame_bytes);
+				log_warn("tunnel to %s: connection lost; %u packets dropped, reconnecting",
+					 t->target, c->count);
+				SET(&t->connected, 0);
+				disconnect(t);
+			}
+			give_back(t, c);
+			last_send = mono_ms();
+		} else if (stop) {
+			send_frame(t, FRAME_GOODBYE, NULL, 0);
+			break;
+		} else if (mono_ms() - last_send >= TUN_HEARTBEAT_MS) {
+			heartbeat(t);
+			last_send = mono_ms();
+		}
+	}
+	/* whatever could not be delivered is dropped */
+	for (struct chunk *c; (c = take(t, 0));) {
+		drop(t, c->count, c->frame_bytes);
+		give_back(t, c);
+	}
+	disconnect(t);
+	frame_zstd_release();
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- main thread */
+
+/* Hands the current chunk to the sender. */
+static void push_cur(struct tun *t)
+{
+	struct chunk *c = t->cur;
+	if (!c || !c->count)
+		return;
+	t->cur = NULL;
+	c->next = NULL;
+	pthread_mutex_lock(&t->mu);
+	if (t->ready_tail)
+		t->ready_tail->next = c;
+	else
+		t->ready = c;
+	t->ready_tail = c;
+	SET(&t->buffered_bytes, GET(&t->buffered_bytes) + c->used);
+	pthread_cond_signal(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* A free chunk for the current batch, or NULL when the queue is full. */
+static struct chunk *new_cur(struct tun *t)
+{
+	pthread_mutex_lock(&t->mu);
+	struct chunk *c = t->free_list;
+	if (c)
+		t->free_list = c->next;
+	else if (t->n_chunks < t->max_chunks && (c = malloc(sizeof(*c))))
+		t->n_chunks++;
+	pthread_mutex_unlock(&t->mu);
+	if (c) {
+		c->used = 4;
+		c->count = 0;
+		c->frame_bytes = 0;
+	}
+	return c;
+}
+
+static int tun_write(struct sink *s, const struct pkt *pkts, size_t n)
+{
+	struct tun *t = s->priv;
+	int err = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct pkt *p = &pkts[i];
+		uint32_t len = p->hdr_len + p->payload_len;
+		if (len < FRAME_MIN_PKT || len > FRAME_MAX_PKT) {
+			s->ctr.lost_packets++;
+			drop(t, 1, len);
+			err = -EMSGSIZE;
+			continue;
+		}
+		struct chunk *c = t->cur;
+		if (c && (TUN_CHUNK - c->used < FRAME_PKT_HDR + len || c->count == FRAME_MAX_PACKETS)) {
+			push_cur(t);
+			c = NULL;
+		}
+		if (!c && !(c = t->cur = new_cur(t))) {
+			s->ctr.lost_packets++;
+			drop(t, 1, len);
+			err = -EAGAIN;
+			continue;
+		}
+		if (!c->count)
+			c->first_ms = mono_ms();
+		frame_pkt_put(c->data + FRAME_HDR_SIZE + c->used, p->ts_ns, p->hdr, p->hdr_len,
+			      p->payload, p->payload_len);
+		c->used += FRAME_PKT_HDR + len;
+		c->count++;
+		c->frame_bytes += len;
+		s->ctr.packets++;
+		s->ctr.bytes += len;
+	}
+	return err;
+}
+
+/* The agent is idle: hand over the partial chunk, unless the sender still has
+ * chunks queued (it is busy anyway: filling this one further costs no latency
+ * and keeps small chunks from using up the queue's chunk budget). */
+static int tun_flush(struct sink *s)
+{
+	struct tun *t = s->priv;
+	struct chunk *c = t->cur;
+	if (!c || !c->count || GET(&t->buffered_bytes))
+		return 0;
+	/* a few ms of batching: fewer, larger frames cost less on both ends */
+	if (c->used >= TUN_CHUNK / 4 || mono_ms() - c->first_ms >= TUN_BATCH_MS)
+		push_cur(t);
+	return 0;
+}
+
+static void tun_free(struct tun *t)
+{
+	for (size_t i = 0; i < sizeof(all_tuns) / sizeof(all_tuns[0]); i++)
+		if (all_tuns[i] == t)
+			all_tuns[i] = NULL;
+	free(t->cur);
+	while (t->free_list) {
+		struct chunk *c = t->free_list;
+		t->free_list = c->next;
+		free(c);
+	}
+	SSL_CTX_free(t->ctx);
+	free(t->zbuf);
+	pthread_mutex_destroy(&t->mu);
+	pthread_cond_destroy(&t->cv);
+	free(t);
+}
+
+static void tun_close(struct sink *s)
+{
+	struct tun *t = s->priv;
+	if (!t)
+		return;
+	push_cur(t);
+	if (t->started) {
+		pthread_mutex_lock(&t->mu);
+		t->stop = 1;
+		pthread_cond_broadcast(&t->cv);
+		pthread_mutex_unlock(&t->mu);
+		/* a stalled collector must not hold the exit: after TUN_CLOSE_SECONDS the
+		 * connection is shut down under the sender's feet */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += TUN_CLOSE_SECONDS;
+		if (pthread_timedjoin_np(t->th, NULL, &ts) != 0) {
+			pthread_mutex_lock(&t->mu);
+			SET(&t->abort, 1);
+			if (t->fd >= 0)
+				shutdown(t->fd, SHUT_RDWR);
+			pthread_mutex_unlock(&t->mu);
+			pthread_join(t->th, NULL);
+		}
+	}
+	uint64_t dp = GET(&t->dropped_packets);
+	if (dp)
+		log_warn("tunnel to %s: %llu packets (%llu bytes) dropped in all", t->target,
+			 (unsigned long long)dp, (unsigned long long)GET(&t->dropped_bytes));
+	tun_free(t);
+	s->priv = NULL;
+}
+
+/* Configuration checks and the TLS context; no network yet. */
+static int tun_setup(struct tun *t, const char *target, const struct sink_opts *o,
+		     const char **err_msg)
+{
+	snprintf(t->target, sizeof(t->target), "%s", target);
+	if (tunnel_split_addr(target, t->host, sizeof(t->host), t->port, sizeof(t->port)) < 0) {
+		*err_msg = "want HOST:PORT (or [IPv6]:PORT)";
+		return -EINVAL;
+	}
+	if (o->compress && !strcmp(o->compress, "zstd"))
+		t->zstd = FRAME_F_ZSTD;
+	else if (o->compress && !strcmp(o->compress, "lz4"))
+		t->zstd = FRAME_F_LZ4;
+	if (t->zstd && !(t->zbuf = malloc(TUN_CHUNK)))
+		return -ENOMEM;
+	if (o->insecure_plaintext) {
+		log_warn("!!! INSECURE: --insecure-plaintext-tunnel: the mirrored clear text goes to "
+			 "%s UNENCRYPTED and UNAUTHENTICATED; anyone on the path can read it !!!",
+			 target);
+	} else if (!(t->ctx = tls_client_ctx(o, err_msg))) {
+		return -EINVAL;
+	}
+	const char *env = getenv("TLSMIRROR_AGENT_NAME");
+	char hn[256] = "agent";
+	if (env && *env)
+		snprintf(hn, sizeof(hn), "%s", env);
+	else
+		gethostname(hn, sizeof(hn) - 1);
+	snprintf(t->name, sizeof(t->name), "%s", hn);
+	for (char *c = t->name; *c; c++)
+		if (*c < 0x21 || *c > 0x7e)
+			*c = '?';
+	uint64_t q = o->queue_bytes ? o->queue_bytes : TUN_DEFAULT_QUEUE;
+	t->max_chunks = q / TUN_CHUNK < 2 ? 2 : q / TUN_CHUNK;
+	return 0;
+}
+
+static int tun_open(struct sink *s, const char *target, const struct sink_opts *o,
+		    const char **err_msg)
+{
+	struct tun *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->sink = s;
+	t->fd = -1;
+	t->o = *o;
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	int err = tun_setup(t, target, o, err_msg);
+	/* the thread takes no signals: the agent's signalfd must see SIGTERM */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (!err && (err = -pthread_create(&t->th, NULL, sender, t)) < 0)
+		*err_msg = "cannot start the tunnel thread";
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		tun_free(t);
+		return err;
+	}
+	t->started = 1;
+	s->priv = t;
+	for (size_t i = 0; i < sizeof(all_tuns) / sizeof(all_tuns[0]); i++) {
+		if (!all_tuns[i]) {
+			all_tuns[i] = t;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Appends one `tunnel ...` line per -t sink (called by the stats text). */
+size_t tunnel_sink_stats(char *buf, size_t len, size_t at)
+{
+	for (size_t i = 0; i < sizeof(all_tuns) / sizeof(all_tuns[0]); i++) {
+		struct tun *t = all_tuns[i];
+		if (!t || at >= len)
+			continue;
+		int n = snprintf(buf + at, len - at,
+				 "tunnel target=%s state=%s tls=%s compress=%s connects=%llu "
+				 "sent_frames=%llu sent_packets=%llu sent_bytes=%llu wire_bytes=%llu "
+				 "buffered_bytes=%llu dropped_packets=%llu dropped_bytes=%llu\n",
+				 t->target, GET(&t->connected) ? "connected" : "disconnected",
+				 t->ctx ? "yes" : "NO", t->zstd == FRAME_F_ZSTD ? "zstd" :
+				 t->zstd == FRAME_F_LZ4 ? "lz4" : "none",
+				 (unsigned long long)GET(&t->connects),
+				 (unsigned long long)GET(&t->sent_frames),
+				 (unsigned long long)GET(&t->sent_packets),
+				 (unsigned long long)GET(&t->sent_bytes),
+				 (unsigned long long)GET(&t->wire_bytes),
+				 (unsigned long long)GET(&t->buffered_bytes),
+				 (unsigned long long)GET(&t->dropped_packets),
+				 (unsigned long long)GET(&t->dropped_bytes));
+		if (n > 0)
+			at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
+	}
+	return at;
+}
+
+const struct sink_ops sink_tunnel_ops = {
+	.name = "tunnel",
+	.flags = SINK_F_OWN_QUEUE,
+	.open = tun_open,
+	.write = tun_write,
+	.flush = tun_flush,
+	.close = tun_close,
+};

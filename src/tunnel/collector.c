@@ -1,0 +1,623 @@
+/* -C collector: accepts agents' TLS tunnels in the event loop, validates every frame, replays packets into the sinks. */
+#include "agent/agent.h"
+#include "common/log.h"
+#include "common/bytes.h"
+#include "tunnel/frame.h"
+#include "tunnel/tunnel.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+/*
+ * Each peer goes: TLS handshake (client certificate required, signed by
+ * --ca) -> HELLO -> PACKETS/HEARTBEAT ... -> GOODBYE or close. A frame is
+ * read whole into the peer's buffer (bounded by FRAME_MAX_PAYLOAD), checked
+ * completely (header, decompression to exactly raw_len, every packet length)
+ * and only then handed to the sinks: a bad frame injects nothing and closes
+ * the connection with a log line naming the peer and the reason. Timeouts
+ * (a tick): the handshake and HELLO within COL_HELLO_MS, then some bytes at
+ * least every COL_IDLE_MS (agents send a HEARTBEAT every second).
+ * Counters are kept per agent identity (the certificate's CN, or the HELLO
+ * name on a plaintext collector) across reconnects.
+ */
+
+#define COL_MAX_PEERS 256
+#define COL_MAX_AGENTS 4094   /* also the VLAN id range */
+#define COL_HELLO_MS 5000
+#define COL_IDLE_MS 15000
+#define COL_READS_PER_EVENT 64
+#define COL_BATCH 256
+#define VLAN_TAG_LEN 4
+
+struct agent_rec {
+	char name[FRAME_MAX_NAME + 1];
+	char host[FRAME_MAX_NAME + 1];
+	char peer[64];
+	uint16_t vlan;
+	int online;
+	uint64_t connects, frames, packets, bytes, bad_frames;
+	uint64_t agent_dropped_packets, agent_dropped_bytes;
+};
+
+struct peer {
+	struct agent_watch w;
+	struct collector *col;
+	struct peer *next;
+	SSL *ssl;
+	int hs_done, hello, more;
+	char addr[64];
+	char ident[FRAME_MAX_NAME + 1];
+	struct agent_rec *rec;
+	uint8_t *buf;
+	size_t used, cap;
+	uint8_t *raw;
+	size_t raw_cap;
+	uint64_t start_ns, last_ns;
+};
+
+struct collector {
+	struct agent_watch lw;
+	struct agent *a;
+	SSL_CTX *ctx;
+	char listen[300];
+	int tag_vlan;
+	struct peer *peers;
+	size_t n_peers;
+	struct agent_rec *recs;
+	size_t n_recs, cap_recs;
+	uint64_t accepted, rejected, bad_frames;
+	struct log_limit lim;
+	uint64_t log_window_ns, log_lines;
+};
+
+static struct collector *the_col;
+
+/* Peer log lines: the first COL_LOG_BURST of every 10 s in full, then rate-limited
+ * (a flood of bad peers must not flood the log). */
+#define COL_LOG_BURST 50
+#define col_log(col, ...)                                                          \
+	do {                                                                       \
+		uint64_t now_ = agent_now_ns();                                   \
+		if (now_ - (col)->log_window_ns > 10000000000ull) {                \
+			(col)->log_window_ns = now_;                               \
+			(col)->log_lines = 0;                                      \
+		}                                                                  \
+		if ((col)->log_lines++ < COL_LOG_BURST)                           \
+			log_warn(__VA_ARGS__);                                     \
+		else                                                               \
+			log_limited(&(col)->lim, 1, __VA_ARGS__);                  \
+	} while (0)
+
+static void peer_close(struct peer *p, const char *fmt, const char *why)
+{
+	struct collector *col = p->col;
+	const char *who = p->ident[0] ? p->ident : "unauthenticated peer";
+	if (fmt)
+		col_log(col, "collector: %s (%s): %s%s", who, p->addr, fmt, why ? why : "");
+	agent_unwatch_fd(col->a, &p->w);
+	close(p->w.fd);
+	if (p->ssl)
+		SSL_free(p->ssl);
+	if (p->rec)
+		p->rec->online = 0;
+	for (struct peer **pp = &col->peers; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	col->n_peers--;
+	free(p->buf);
+	free(p->raw);
+	free(p);
+}
+
+/* A protocol violation: counted, logged, the connection closed. */
+static void peer_bad(struct peer *p, const char *why)
+{
+	p->col->bad_frames++;
+	if (p->rec)
+		p->rec->bad_frames++;
+	peer_close(p, "bad input, closing: ", why);
+}
+
+static struct agent_rec *rec_for(struct collector *col, const char *ident)
+{
+	for (size_t i = 0; i < col->n_recs; i++)
+		if (!strcmp(col->recs[i].name, ident))
+			return &col->recs[i];
+	if (col->n_recs >= COL_MAX_AGENTS)
+		return NULL;
+	if (col->n_recs == col->cap_recs) {
+		size_t n = col->cap_recs ? col->cap_recs * 2 : 4;
+		struct agent_rec *v = realloc(col->recs, n * sizeof(*v));
+		if (!v)
+			return NULL;
+		/* peers point into the array: re-point them */
+		for (struct peer *q = col->peers; q; q = q->next)
+			if (q->rec)
+				q->rec = v + (q->rec - col->recs);
+		col->recs = v;
+		col->cap_recs = n;
+	}
+	struct agent_rec *r = &col->recs[col->n_recs++];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->name, sizeof(r->name), "%s", ident);
+	r->vlan = (uint16_t)col->n_recs;
+	return r;
+}
+
+/* The authenticated identity: the client certificate's CN. */
+static int cert_ident(struct peer *p, const char **why)
+{
+	X509 *x = SSL_get1_peer_certificate(p->ssl);
+	if (!x) {
+		*why = "no client certificate";
+		return -EACCES;
+	}
+	char cn[256] = "";
+	X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn));
+	X509_free(x);
+	size_t n = strlen(cn);
+	if (!n || n > FRAME_MAX_NAME) {
+		*why = "client certificate CN empty or longer than 64";
+		return -EACCES;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (cn[i] < 0x20 || cn[i] > 0x7e)
+			cn[i] = '?';
+	memcpy(p->ident, cn, n + 1);
+	return 0;
+}
+
+/* Hands a checked PACKETS payload to the sinks, tagged with a VLAN if asked. */
+static void inject(struct peer *p, const uint8_t *pl, size_t n)
+{
+	struct collector *col = p->col;
+	struct pkt pk[COL_BATCH];
+	uint8_t tags[COL_BATCH][12 + VLAN_TAG_LEN];
+	size_t off = 4, k = 0;
+	struct frame_pkt fp;
+	while (frame_packets_next(pl, n, &off, &fp)) {
+		struct pkt *o = &pk[k];
+		o->ts_ns = fp.ts_ns;
+		if (col->tag_vlan) {
+			memcpy(tags[k], fp.data, 12);
+			put_be16(tags[k] + 12, 0x8100);
+			put_be16(tags[k] + 14, p->rec->vlan & 0x0fff);
+			o->hdr = tags[k];
+			o->hdr_len = sizeof(tags[k]);
+			o->payload = fp.data + 12;
+			o->payload_len = fp.len - 12;
+		} else {
+			o->hdr = fp.data;
+			o->hdr_len = fp.len;
+			o->payload = NULL;
+			o->payload_len = 0;
+		}
+		p->rec->packets++;
+		p->rec->bytes += fp.len;
+		if (++k == COL_BATCH) {
+			sink_set_write(&col->a->sinks, pk, k);
+			k = 0;
+		}
+	}
+	sink_set_write(&col->a->sinks, pk, k);
+}
+
+static int on_hello(struct peer *p, const uint8_t *pl, size_t n, const char **why)
+{
+	struct frame_hello h;
+	if (frame_hello_parse(pl, n, &h, why) < 0)
+		return -EPROTO;
+	if (!p->ssl)
+		snprintf(p->ident, sizeof(p->ident), "%s", h.name);
+	p->rec = rec_for(p->col, p->ident);
+	if (!p->rec) {
+		*why = "too many agents";
+		return -ENOSPC;
+	}
+	snprintf(p->rec->host, sizeof(p->rec->host), "%s", h.host);
+	snprintf(p->rec->peer, sizeof(p->rec->peer), "%s", p->addr);
+	p->rec->online = 1;
+	p->rec->connects++;
+	p->hello = 1;
+	log_info("collector: agent %s (host %s) connected from %s%s, vlan %u", p->ident, h.host,
+		 p->addr, p->ssl ? " over TLS 1.3" : " in PLAINTEXT", p->rec->vlan);
+	return 0;
+}
+
+/* One complete frame in p->buf. Returns 0, 1 (GOODBYE: closed) or -EPROTO. */
+static int on_frame(struct peer *p, const struct frame_hdr *h, const char **why)
+{
+	const uint8_t *pl = p->buf + FRAME_HDR_SIZE;
+	if (!p->hello) {
+		if (h->type != FRAME_HELLO) {
+			*why = "first frame is not HELLO";
+			return -EPROTO;
+		}
+		return on_hello(p, pl, h->len, why);
+	}
+	p->rec->frames++;
+	switch (h->type) {
+	case FRAME_HELLO:
+		*why = "second HELLO";
+		return -EPROTO;
+	case FRAME_HEARTBEAT: {
+		struct frame_heartbeat hb;
+		if (frame_heartbeat_parse(pl, h->len, &hb, why) < 0)
+			return -EPROTO;
+		p->rec->agent_dropped_packets = hb.dropped_packets;
+		p->rec->agent_dropped_bytes = hb.dropped_bytes;
+		return 0;
+	}
+	case FRAME_GOODBYE:
+		log_info("collector: agent %s (%s) said goodbye", p->ident, p->addr);
+		peer_close(p, NULL, NULL);
+		return 1;
+	default:
+		break;
+	}
+	if (h->flags) {
+		if (p->raw_cap < h->raw_len) {
+			uint8_t *r = realloc(p->raw, h->raw_len);
+			if (!r) {
+				*why = "out of memory";
+				return -ENOMEM;
+			}
+			p->raw = r;
+			p->raw_cap = h->raw_len;
+		}
+		if (frame_decompress(h, pl, p->raw, why) < 0)
+			return -EPROTO;
+		pl = p->raw;
+	}
+	if (frame_packets_check(pl, h->raw_len, why) < 0)
+		return -EPROTO;
+	inject(p, pl, h->raw_len);
+	return 0;
+}
+
+/* Reads what is there (bounded). Returns 1 if the peer was closed. */
+static int peer_read(struct peer *p, uint64_t now)
+{
+	for (int i = 0; i < COL_READS_PER_EVENT; i++) {
+		struct frame_hdr h;
+		const char *why = NULL;
+		size_t need = FRAME_HDR_SIZE;
+		if (p->used >= FRAME_HDR_SIZE) {
+			if (frame_hdr_parse(p->buf, p->used, &h, &why) < 0)
+				return peer_bad(p, why), 1;
+			need = FRAME_HDR_SIZE + h.len;
+		}
+		if (need > p->cap) {
+			uint8_t *b = realloc(p->buf, need);
+			if (!b)
+				return peer_close(p, "out of memory", NULL), 1;
+			p->buf = b;
+			p->cap = need;
+		}
+		int n;
+		if (p->ssl) {
+			n = SSL_read(p->ssl, p->buf + p->used, (int)(need - p->used));
+			if (n <= 0) {
+				int e = SSL_get_error(p->ssl, n);
+				if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+					return 0;
+				why = e == SSL_ERROR_ZERO_RETURN ? "closed" :
+				      (ERR_peek_error() ? tls_last_error() : "connection lost");
+			}
+		} else {
+			ssize_t r = recv(p->w.fd, p->buf + p->used, need - p->used, MSG_DONTWAIT);
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				return 0;
+			n = (int)r;
+			if (r <= 0)
+				why = r == 0 ? "closed" : strerror(errno);
+		}
+		if (n <= 0) {
+			if (p->used)
+				return peer_bad(p, "truncated frame (connection ended inside it)"), 1;
+			return peer_close(p, p->hello ? "disconnected: " :
+					  "disconnected before HELLO: ", why), 1;
+		}
+		p->used += (size_t)n;
+		p->last_ns = now;
+		if (p->used < FRAME_HDR_SIZE) {
+			if (frame_hdr_parse(p->buf, p->used, &h, &why) == -EPROTO)
+				return peer_bad(p, why), 1;
+			continue;
+		}
+		if (frame_hdr_parse(p->buf, p->used, &h, &why) < 0)
+			return peer_bad(p, why), 1;
+		if (p->used < FRAME_HDR_SIZE + h.len)
+			continue;
+		int r = on_frame(p, &h, &why);
+		if (r == 1)
+			return 1;
+		if (r < 0)
+			return peer_bad(p, why), 1;
+		p->used = 0;
+	}
+	p->more = 1;  /* fairness: the tick comes back for the rest */
+	return 0;
+}
+
+static void peer_handshake(struct peer *p, uint64_t now)
+{
+	int r = SSL_accept(p->ssl);
+	if (r != 1) {
+		int e = SSL_get_error(p->ssl, r);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			return;
+		p->col->rejected++;
+		long v = SSL_get_verify_result(p->ssl);
+		const char *why = v != X509_V_OK ? X509_verify_cert_error_string(v) :
+				  ERR_peek_error() ? tls_last_error() : "connection closed";
+		peer_close(p, "rejected in the TLS handshake: ", why);
+		return;
+	}
+	const char *why = NULL;
+	if (cert_ident(p, &why) < 0) {
+		p->col->rejected++;
+		peer_close(p, "rejected: ", why);
+		return;
+	}
+	p->hs_done = 1;
+	p->last_ns = now;
+	peer_read(p, now);
+}
+
+static void on_peer(struct agent *a, struct agent_watch *w, uint32_t events)
+{
+	struct peer *p = (struct peer *)w;
+	uint64_t now = agent_now_ns();
+	if (!p->hs_done)
+		peer_handshake(p, now);
+	else
+		peer_read(p, now);
+}
+
+static void peer_addr(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	char h[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const void *)ss;
+		inet_ntop(AF_INET, &s->sin_addr, h, sizeof(h));
+		port = ntohs(s->sin_port);
+		snprintf(out, len, "%s:%u", h, port);
+	} else {
+		const struct sockaddr_in6 *s = (const void *)ss;
+		inet_ntop(AF_INET6, &s->sin6_addr, h, sizeof(h));
+		port = ntohs(s->sin6_port);
+		snprintf(out, len, "[%s]:%u", h, port);
+	}
+}
+
+static void on_listen(struct agent *a, struct agent_watch *w, uint32_t events)
+{
+	struct collector *col = w->arg;
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(col->lw.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		char addr[64];
+		peer_addr(&ss, addr, sizeof(addr));
+		struct peer *p = col->n_peers < COL_MAX_PEERS ? calloc(1, sizeof(*p)) : NULL;
+		if (!p) {
+			col->rejected++;
+			col_log(col, "collector: %s: rejected: too many connections", addr);
+			close(fd);
+			continue;
+		}
+		p->w.fd = fd;
+		p->w.on_event = on_peer;
+		p->w.arg = p;
+		p->col = col;
+		snprintf(p->addr, sizeof(p->addr), "%s", addr);
+		p->start_ns = p->last_ns = agent_now_ns();
+		p->hs_done = !col->ctx;
+		if (col->ctx && (!(p->ssl = SSL_new(col->ctx)) || SSL_set_fd(p->ssl, fd) != 1)) {
+			ERR_clear_error();
+			if (p->ssl)
+				SSL_free(p->ssl);
+			free(p);
+			close(fd);
+			continue;
+		}
+		if (p->ssl)
+			SSL_set_accept_state(p->ssl);
+		if (agent_watch_fd(a, &p->w, EPOLLIN | EPOLLRDHUP) < 0) {
+			if (p->ssl)
+				SSL_free(p->ssl);
+			free(p);
+			close(fd);
+			continue;
+		}
+		p->next = col->peers;
+		col->peers = p;
+		col->n_peers++;
+		col->accepted++;
+	}
+}
+
+/* Timeouts and the peers that had more to read than one turn allows. */
+static void col_tick(struct agent *a, uint64_t now, void *arg)
+{
+	struct collector *col = arg;
+	struct peer *next;
+	for (struct peer *p = col->peers; p; p = next) {
+		next = p->next;
+		if (p->more) {
+			p->more = 0;
+			if (peer_read(p, now))
+				continue;
+		}
+		if (!p->hello && now - p->start_ns > COL_HELLO_MS * 1000000ull) {
+			if (!p->hs_done)
+				p->col->rejected++;
+			peer_close(p, p->hs_done ? "no HELLO in time, closing" :
+				   "TLS handshake timed out, closing", NULL);
+		} else if (now > p->last_ns && now - p->last_ns > COL_IDLE_MS * 1000000ull) {
+			peer_bad(p, "stalled (nothing received for 15 s)");
+		}
+	}
+}
+
+/* At exit (after the event loop is gone): frees what the collector holds. */
+static void col_free(void)
+{
+	struct collector *col = the_col;
+	if (!col)
+		return;
+	while (col->peers) {
+		struct peer *p = col->peers;
+		col->peers = p->next;
+		if (p->ssl)
+			SSL_free(p->ssl);
+		close(p->w.fd);
+		free(p->buf);
+		free(p->raw);
+		free(p);
+	}
+	if (col->lw.fd >= 0)
+		close(col->lw.fd);
+	SSL_CTX_free(col->ctx);
+	free(col->recs);
+	free(col);
+	the_col = NULL;
+	frame_zstd_release();
+}
+
+static int col_listen(struct collector *col, const char **why)
+{
+	char host[256], port[16];
+	if (tunnel_split_addr(col->listen, host, sizeof(host), port, sizeof(port)) < 0) {
+		*why = "want ADDR:PORT (or [IPv6]:PORT)";
+		return -EINVAL;
+	}
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	int gai = getaddrinfo(host, port, &hints, &res);
+	if (gai) {
+		*why = gai_strerror(gai);
+		return -EINVAL;
+	}
+	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1, err = 0;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+		err = -errno;
+		*why = strerror(errno);
+		if (fd >= 0)
+			close(fd);
+	}
+	freeaddrinfo(res);
+	if (err)
+		return err;
+	col->lw.fd = fd;
+	return 0;
+}
+
+int collector_open(struct agent *a)
+{
+	const struct agent_config *c = &a->cfg;
+	const char *why = NULL;
+	int err = -ENOMEM;
+	if (c->tag_agents && !strcmp(c->tag_agents, "vni")) {
+		log_err("--tag-agents vni is not available in this version yet: use "
+			"--tag-agents vlan");
+		return -ENOTSUP;
+	}
+	struct collector *col = calloc(1, sizeof(*col));
+	if (!col)
+		goto fail;
+	col->a = a;
+	col->lw.fd = -1;
+	col->tag_vlan = c->tag_agents && !strcmp(c->tag_agents, "vlan");
+	snprintf(col->listen, sizeof(col->listen), "%s",
+		 c->listen_addr ? c->listen_addr : TUNNEL_DEFAULT_LISTEN);
+	if (c->sink.insecure_plaintext) {
+		log_warn("!!! INSECURE: --insecure-plaintext-tunnel: the collector on %s accepts "
+			 "UNENCRYPTED, UNAUTHENTICATED agents: anyone who can connect can inject "
+			 "packets !!!", col->listen);
+	} else if (!(col->ctx = tls_server_ctx(&c->sink, &why))) {
+		err = -EINVAL;
+		goto fail;
+	}
+	if ((err = col_listen(col, &why)) < 0)
+		goto fail;
+	col->lw.on_event = on_listen;
+	col->lw.arg = col;
+	if ((err = agent_watch_fd(a, &col->lw, EPOLLIN)) < 0 ||
+	    (err = agent_add_tick(a, (struct agent_tick){ .run = col_tick, .arg = col })) < 0) {
+		why = strerror(-err);
+		goto fail;
+	}
+	the_col = col;
+	atexit(col_free);
+	log_info("collector: listening on %s (%s)%s", col->listen,
+		 col->ctx ? "TLS 1.3, client certificates required" : "PLAINTEXT",
+		 col->tag_vlan ? ", tagging each agent with a VLAN id" : "");
+	return 0;
+fail:
+	log_err("-C (collector) on %s: %s", col ? col->listen : "?", why ? why : strerror(-err));
+	if (col) {
+		if (col->lw.fd >= 0)
+			close(col->lw.fd);
+		SSL_CTX_free(col->ctx);
+		free(col);
+	}
+	return err;
+}
+
+static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
+{
+	int n = snprintf(buf + at, len - at,
+			 "collector listen=%s tls=%s peers=%zu agents=%zu accepted=%llu "
+			 "rejected=%llu bad_frames=%llu\n", col->listen, col->ctx ? "yes" : "NO",
+			 col->n_peers, col->n_recs, (unsigned long long)col->accepted,
+			 (unsigned long long)col->rejected, (unsigned long long)col->bad_frames);
+	if (n > 0)
+		at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
+	for (size_t i = 0; i < col->n_recs && at < len; i++) {
+		const struct agent_rec *r = &col->recs[i];
+		n = snprintf(buf + at, len - at,
+			     "collector_agent name=%s host=%s state=%s peer=%s vlan=%u connects=%llu "
+			     "frames=%llu packets=%llu bytes=%llu bad_frames=%llu "
+			     "agent_dropped_packets=%llu agent_dropped_bytes=%llu\n",
+			     r->name, r->host[0] ? r->host : "?", r->online ? "connected" : "gone",
+			     r->peer, r->vlan, (unsigned long long)r->connects,
+			     (unsigned long long)r->frames, (unsigned long long)r->packets,
+			     (unsigned long long)r->bytes, (unsigned long long)r->bad_frames,
+			     (unsigned long long)r->agent_dropped_packets,
+			     (unsigned long long)r->agent_dropped_bytes);
+		if (n > 0)
+			at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
+	}
+	return at;
+}
+
+size_t tunnel_stats_format(struct agent *a, char *buf, size_t len, size_t at)
+{
+	if (!len || at >= len)
+		return at;
+	at = tunnel_sink_stats(buf, len, at);
+	if (the_col && the_col->a == a)
+		at = col_stats(the_col, buf, len, at);
+	return at;
+}

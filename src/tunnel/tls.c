@@ -1,0 +1,109 @@
+/* TLS 1.3 contexts for the tunnel: both ends present a certificate and verify the other's against --ca. */
+#include "tunnel/tunnel.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+const char *tls_last_error(void)
+{
+	static __thread char buf[256];
+	unsigned long e = ERR_get_error();
+	if (!e)
+		return "unknown TLS error";
+	ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	return buf;
+}
+
+/* Loads our certificate, key and the CA; shared by both ends. */
+static SSL_CTX *ctx_new(const SSL_METHOD *m, const struct sink_opts *o, const char **why)
+{
+	if (!o->cert || !o->key || !o->ca) {
+		*why = "the tunnel needs --cert, --key and --ca (make them with `tlsmirror pki`), "
+		       "or --insecure-plaintext-tunnel";
+		return NULL;
+	}
+	SSL_CTX *ctx = SSL_CTX_new(m);
+	if (!ctx) {
+		*why = tls_last_error();
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
+		*why = "cannot load --cert (a PEM certificate)";
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1) {
+		*why = "cannot load --key (a PEM private key)";
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		*why = "--key does not match --cert";
+		goto fail;
+	}
+	if (SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1) {
+		*why = "cannot load --ca (a PEM CA certificate)";
+		goto fail;
+	}
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	return ctx;
+fail:
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL_CTX *tls_client_ctx(const struct sink_opts *o, const char **why)
+{
+	SSL_CTX *ctx = ctx_new(TLS_client_method(), o, why);
+	if (ctx)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+SSL_CTX *tls_server_ctx(const struct sink_opts *o, const char **why)
+{
+	SSL_CTX *ctx = ctx_new(TLS_server_method(), o, why);
+	if (!ctx)
+		return NULL;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca);
+	if (names)
+		SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	ERR_clear_error();
+	return ctx;
+}
+
+int tunnel_split_addr(const char *s, char *host, size_t host_len, char *port, size_t port_len)
+{
+	const char *colon;
+	const char *h = s;
+	size_t hl;
+	if (s[0] == '[') {
+		const char *end = strchr(s, ']');
+		if (!end || end[1] != ':')
+			return -EINVAL;
+		h = s + 1;
+		hl = (size_t)(end - h);
+		colon = end + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || strchr(s, ':') != colon)
+			return -EINVAL;
+		hl = (size_t)(colon - s);
+	}
+	size_t pl = strlen(colon + 1);
+	if (!hl || hl >= host_len || !pl || pl >= port_len ||
+	    strspn(colon + 1, "0123456789") != pl)
+		return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	memcpy(port, colon + 1, pl + 1);
+	return 0;
+}

@@ -1,0 +1,33 @@
+/* The tunnel between agents and a collector: the -t sink, the -C collector and their TLS setup. */
+#ifndef TLSMIRROR_TUNNEL_H
+#define TLSMIRROR_TUNNEL_H
+
+#include <stddef.h>
+
+#include "sinks/sink.h"
+
+struct agent;
+struct ssl_ctx_st;
+
+/* -t HOST:PORT: sends packets to a collector from its own thread (SINK_F_OWN_QUEUE). */
+extern const struct sink_ops sink_tunnel_ops;
+
+/* -C: listens on cfg.listen_addr (default TUNNEL_DEFAULT_LISTEN) and replays
+ * every authenticated agent's packets into a->sinks. Logs; returns 0 or -errno. */
+#define TUNNEL_DEFAULT_LISTEN "127.0.0.1:7443"
+int collector_open(struct agent *a);
+
+/* sink_tunnel.c: appends one `tunnel ...` counters line per -t sink. */
+size_t tunnel_sink_stats(char *buf, size_t len, size_t at);
+
+/* tls.c: TLS 1.3 contexts with mutual authentication against o->ca.
+ * Return NULL with *why set (a static string or tls_last_error()). */
+struct ssl_ctx_st *tls_client_ctx(const struct sink_opts *o, const char **why);
+struct ssl_ctx_st *tls_server_ctx(const struct sink_opts *o, const char **why);
+/* The last OpenSSL error as text (thread-local buffer), clears the queue. */
+const char *tls_last_error(void);
+
+/* Splits HOST:PORT or [V6]:PORT. Returns 0 or -EINVAL. */
+int tunnel_split_addr(const char *s, char *host, size_t host_len, char *port, size_t port_len);
+
+#endif

@@ -1,0 +1,477 @@
+# Integration test 21: the tunnel: agents (-t) -> collector (-C) over mutual TLS, judged against each agent's own pcap.
+import os
+import re
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import time
+
+from tmlib import (TLSMIRROR, Agent, RecServer, certs, check, check_against_server, free_port,
+                   gen_bytes, judge, need_tool, short, timeout, tshark_fields, wait_until)
+
+
+# ---------------------------------------------------------------- helpers
+
+def pki(env):
+    """A CA with agent1, agent2 and a collector for 127.0.0.1; a second CA with 'rogue'."""
+    d, other = env.path("pki"), env.path("other-pki")
+    steps = [["init", d], ["issue", d, "agent1", "--agent"], ["issue", d, "agent2", "--agent"],
+             ["issue", d, "coll", "--collector", "--host", "127.0.0.1", "--host", "localhost"],
+             ["init", other], ["issue", other, "rogue", "--agent"]]
+    for s in steps:
+        rc, out, err = env.run("pki", [TLSMIRROR, "pki"] + s, timeout_s=30)
+        check(rc == 0, f"tlsmirror pki {' '.join(s)} exited {rc}: {short(err)}")
+    return d, other
+
+
+def tls_args(d, name):
+    return ["--ca", f"{d}/ca.pem", "--cert", f"{d}/{name}.pem", "--key", f"{d}/{name}.key"]
+
+
+def collector(env, d, port, extra=(), name="collector"):
+    return Agent(env, name=name, args=["-C", "-l", f"127.0.0.1:{port}"] + tls_args(d, "coll")
+                 + list(extra)).start()
+
+
+def tunnel_agent(env, d, port, name="agent1", extra=()):
+    return Agent(env, name=name, args=["-t", f"127.0.0.1:{port}"] + tls_args(d, name)
+                 + list(extra)).start()
+
+
+def stat_line(text, prefix):
+    """key=value pairs of the first line starting with prefix (and name=... if given)."""
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+    return None
+
+
+def wait_connected(env, ag, what="the tunnel"):
+    def up():
+        _, _, raw = ag.stats()
+        t = stat_line(raw, "tunnel ")
+        return t if t and t.get("state") == "connected" else None
+    return wait_until(up, 15, f"{what} connected")
+
+
+def wait_collected(col, name, packets, timeout_s=20):
+    def got():
+        _, _, raw = col.stats()
+        for line in raw.splitlines():
+            if line.startswith("collector_agent ") and f" name={name} " in line + " ":
+                d = dict(kv.split("=", 1) for kv in line.split()[1:])
+                return int(d["packets"]) >= packets and d
+        return None
+    return wait_until(got, timeout_s, f"collector to receive {packets} packets from {name}")
+
+
+def pcap_records(path):
+    """[(ts_ns, frame bytes)] of a classic nanosecond pcap."""
+    with open(path, "rb") as f:
+        data = f.read()
+    check(len(data) >= 24, f"{path}: no pcap header")
+    out, off = [], 24
+    while off + 16 <= len(data):
+        sec, nsec, incl, _ = struct.unpack_from("<IIII", data, off)
+        out.append((sec * 10**9 + nsec, data[off + 16:off + 16 + incl]))
+        off += 16 + incl
+    return out
+
+
+def curl(env, ag, srv, path, out):
+    c = certs()
+    p = env.captured("curl", ag.sock, [need_tool("curl"), "-sS", "--cacert", c["cert"],
+                                      "--resolve", f"localhost:{srv.port}:127.0.0.1",
+                                      f"https://localhost:{srv.port}{path}", "-o", out])
+    return p
+
+
+def agent_sent(ag_stderr):
+    t = stat_line(ag_stderr, "tunnel ")
+    check(t is not None, f"agent printed no 'tunnel' stats line: {short(ag_stderr, 600)}")
+    return t
+
+
+# ---------------------------------------------------------------- tests
+
+@timeout(90)
+def test_tunnel_byte_exact(env):
+    """agent -t -> collector -C -w over mutual TLS 1.3 (certificates from `tlsmirror pki`):
+    the collector's pcap holds exactly the agent's packets (same bytes, same timestamps)
+    and tshark finds the server's bytes in it."""
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port)
+    ag = tunnel_agent(env, d, port)
+    wait_connected(env, ag)
+    body = gen_bytes(300000, 2101)
+    with open(env.path("body.bin"), "wb") as f:
+        f.write(body)
+    srv = RecServer(env, body=env.path("body.bin"))
+    p = curl(env, ag, srv, "/body", env.path("got.bin"))
+    check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
+    conns = srv.conns(1)
+    ag.final_stats()
+    mine = pcap_records(ag.pcap)
+    wait_collected(col, "agent1", len(mine))
+    col.final_stats()
+    check("over TLS 1.3" in col.stderr_text and "agent1" in col.stderr_text,
+          f"collector log does not name the TLS agent: {short(col.stderr_text, 600)}")
+    theirs = pcap_records(col.pcap)
+    check(len(mine) > 200 and mine == theirs,
+          f"collector pcap ({len(theirs)} packets) differs from the agent's ({len(mine)})")
+    cap = judge(col.pcap)
+    check_against_server(cap, conns)
+
+
+@timeout(90)
+def test_tunnel_zstd(env):
+    """--compress zstd: compressible clear text crosses the tunnel in fewer wire bytes and
+    arrives byte-exact."""
+    compressed(env, "zstd")
+
+
+@timeout(90)
+def test_tunnel_lz4(env):
+    """--compress lz4: the same with LZ4 blocks."""
+    compressed(env, "lz4")
+
+
+def compressed(env, algo):
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port)
+    ag = tunnel_agent(env, d, port, extra=["--compress", algo])
+    wait_connected(env, ag)
+    body = (b"GET /index.html HTTP/1.1 tlsmirror compressible line of text\n" * 8000)
+    with open(env.path("body.bin"), "wb") as f:
+        f.write(body)
+    srv = RecServer(env, body=env.path("body.bin"))
+    p = curl(env, ag, srv, "/body", env.path("got.bin"))
+    check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
+    conns = srv.conns(1)
+    mine_n = None
+
+    def settled():
+        _, _, raw = ag.stats()
+        t = stat_line(raw, "tunnel ")
+        return t if t and int(t["buffered_bytes"]) == 0 and int(t["sent_packets"]) > 0 else None
+    t = wait_until(settled, 15, "the agent to send everything")
+    check(int(t["wire_bytes"]) * 3 < int(t["sent_bytes"]),
+          f"{algo} did not shrink the tunnel: wire {t['wire_bytes']} for {t['sent_bytes']} bytes")
+    ag.final_stats()
+    mine = pcap_records(ag.pcap)
+    mine_n = len(mine)
+    wait_collected(col, "agent1", mine_n)
+    col.final_stats()
+    check(pcap_records(col.pcap) == mine, f"collector pcap differs from the agent's under {algo}")
+    check(t["compress"] == algo, f"agent stats: {t}")
+    check_against_server(judge(col.pcap), conns)
+
+
+@timeout(120)
+def test_two_agents_vlan(env):
+    """Two agents into one collector at once with --tag-agents vlan: each agent's packets
+    keep their own addresses and carry that agent's VLAN id (tshark vlan.id)."""
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port, extra=["--tag-agents", "vlan"])
+    ags = [tunnel_agent(env, d, port, name=n) for n in ("agent1", "agent2")]
+    for ag in ags:
+        wait_connected(env, ag)
+    srv = RecServer(env)
+    procs = [curl(env, ag, srv, f"/size/{100000 + i * 7}", env.path(f"o{i}.bin"))
+             for i, ag in enumerate(ags) for _ in range(2)]
+    for p in procs:
+        check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
+    srv.conns(4)
+    mine = {}
+    for ag in ags:
+        ag.final_stats()
+        mine[ag.name] = pcap_records(ag.pcap)
+    for ag in ags:
+        wait_collected(col, ag.name, len(mine[ag.name]))
+    _, _, raw = col.stats()
+    vlans = {}
+    for line in raw.splitlines():
+        if line.startswith("collector_agent "):
+            kv = dict(x.split("=", 1) for x in line.split()[1:])
+            vlans[kv["name"]] = int(kv["vlan"])
+    col.final_stats()
+    check(sorted(vlans) == ["agent1", "agent2"] and vlans["agent1"] != vlans["agent2"],
+          f"collector stats per agent: {vlans}")
+    got = {}
+    for ts, fr in pcap_records(col.pcap):
+        check(fr[12:14] == b"\x81\x00", f"collector frame without an 802.1Q tag: {fr[:20].hex()}")
+        vid = struct.unpack(">H", fr[14:16])[0] & 0xfff
+        got.setdefault(vid, []).append((ts, fr[:12] + fr[16:]))
+    for name, vid in vlans.items():
+        check(got.get(vid) == mine[name], f"VLAN {vid}: collector frames differ from {name}'s "
+              f"own pcap ({len(got.get(vid, []))} vs {len(mine[name])})")
+    rows = tshark_fields(col.pcap, ["vlan.id", "tcp.srcport", "tcp.dstport"])
+    ids = {int(r[0]) for r in rows if r[0]}
+    check(ids == set(vlans.values()), f"tshark sees vlan ids {ids}, want {set(vlans.values())}")
+
+
+def tls_client(d, name, port):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(f"{d}/ca.pem")
+    if name:
+        ctx.load_cert_chain(f"{d}/{name}.pem", f"{d}/{name}.key")
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return ctx.wrap_socket(s, server_hostname="127.0.0.1")
+
+
+def frame(ftype, payload, length=None, flags=0):
+    n = len(payload) if length is None else length
+    return struct.pack(">IBBBBII", 0x544d544e, 1, ftype, flags, 0, n, n) + payload
+
+
+def hello(name):
+    return frame(1, struct.pack(">HB", 1, len(name)) + name + b"\x00")
+
+
+@timeout(90)
+def test_bad_peers(env):
+    """Unauthenticated peers (no certificate, another CA's certificate), plaintext garbage,
+    an authenticated peer sending garbage, an oversized frame, a truncated frame, and one
+    that stalls in the handshake: each is rejected with a log line naming the peer and the
+    reason, the collector survives, and nothing reaches its pcap."""
+    d, other = pki(env)
+    port = free_port()
+    col = collector(env, d, port)
+    stall = socket.create_connection(("127.0.0.1", port))
+    t_stall = time.time()
+    # 1. no client certificate; 2. a certificate of another CA
+    for cd, name in ((d, None), (other, "rogue")):
+        try:
+            s = tls_client(cd if name else d, name, port)
+            s.sendall(hello(b"x"))
+            s.recv(10)
+            s.close()
+        except (OSError, ssl.SSLError):
+            pass
+    # 3. plaintext garbage
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n" * 10)
+        try:
+            s.recv(10)
+        except OSError:
+            pass
+    # 4..7: authenticated, then bad frames
+    bad = [b"\x00" * 64,                                           # garbage
+           hello(b"agent1") + frame(2, b"", length=64 << 20),      # oversized
+           hello(b"agent1") + frame(2, b"\x00\x00\x00\x01" + b"\x00" * 30, length=1000),  # truncated
+           frame(2, b"\x00\x00\x00\x01" + b"\x00" * 60)]           # packets before HELLO
+    for payload in bad:
+        s = tls_client(d, "agent1", port)
+        s.sendall(payload)
+        s.close()
+    wait_until(lambda: b"handshake timed out" in col.proc.err(), 12,
+               "the collector to drop the stalled peer")
+    check(time.time() - t_stall < 11, "stalled peer held longer than the handshake timeout")
+    stall.close()
+    check(col.proc.alive(), f"collector died: {short(col.proc.err())}")
+    _, _, raw = col.stats()
+    c = stat_line(raw, "collector ")
+    col.final_stats()
+    log = col.stderr_text
+    for why in ("no client certificate|certificate required|peer did not return",
+                "unknown ca|certificate verify failed|unable to get",
+                "bad magic|wrong version|http request|packet length",
+                "oversized frame", "truncated frame", "first frame is not HELLO",
+                "handshake timed out"):
+        check(re.search(why, log, re.I), f"no log line matching {why!r}: {short(log, 1500)}")
+    check(int(c["rejected"]) >= 3 and int(c["bad_frames"]) >= 4,
+          f"collector counters: {c}")
+    check(pcap_records(col.pcap) == [], "the collector wrote packets from bad peers")
+
+
+NGINX_CONF = """
+worker_processes 1;
+master_process on;
+user root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {prefix}/html;
+    }}
+}}
+"""
+
+
+def h2load(env, port, n, name):
+    argv = [need_tool("h2load"), "--h1", "-n", str(n), "-c", "4", "-H", ":authority: localhost",
+            f"https://127.0.0.1:{port}/1k"]
+    return env.spawn(name, argv)
+
+
+def h2load_ok(p, n):
+    rc = p.wait(120)
+    text = p.out().decode("utf-8", "replace")
+    m = re.search(r"(\d+) succeeded, (\d+) failed", text)
+    check(rc == 0 and m and int(m.group(1)) == n and int(m.group(2)) == 0,
+          f"h2load: rc {rc}: {short(text, 600)}")
+
+
+@timeout(150)
+def test_collector_restart(env):
+    """nginx under capture serves h2load while the collector is killed (SIGKILL) and started
+    again: every request succeeds, the agent reconnects, mirroring resumes (the new
+    collector receives the later load whole) and the agent's counters show the outage."""
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port, name="collector1")
+    ag = tunnel_agent(env, d, port)
+    wait_connected(env, ag)
+    prefix = env.path("nginx")
+    os.makedirs(os.path.join(prefix, "html"))
+    os.makedirs(os.path.join(prefix, "tmp"))
+    with open(os.path.join(prefix, "html", "1k"), "wb") as f:
+        f.write(gen_bytes(1024, 2104))
+    nport = free_port()
+    c = certs()
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(prefix=prefix, port=nport, cert=c["cert"], key=c["key"]))
+    ngx = env.captured("nginx", ag.sock, [need_tool("nginx"), "-p", prefix, "-e",
+                                          os.path.join(prefix, "error.log"), "-c", conf,
+                                          "-g", "daemon off;"])
+    wait_until(lambda: os.path.exists(os.path.join(prefix, "nginx.pid")) or not ngx.alive(),
+               15, "nginx to start")
+    check(ngx.alive(), f"nginx exited: {short(ngx.err())}")
+    time.sleep(0.3)
+    load = h2load(env, nport, 20000, "h2load-1")
+    time.sleep(0.5)
+    col.proc.signal(signal.SIGKILL)
+    col.proc.wait(10)
+    time.sleep(1.5)
+    _, _, raw = ag.stats()
+    down = stat_line(raw, "tunnel ")
+    check(down["state"] == "disconnected", f"agent still reports connected: {down}")
+    col2 = Agent(env, name="collector2", pcap=env.path("collector2.pcap"),
+                 args=["-C", "-l", f"127.0.0.1:{port}"] + tls_args(d, "coll")).start()
+    h2load_ok(load, 20000)
+    t = wait_until(lambda: (lambda s: s if int(s["connects"]) >= 2 and s["state"] == "connected"
+                            else None)(stat_line(ag.stats()[2], "tunnel ")), 20,
+                   "the agent to reconnect")
+    # mirroring resumes: a second round reaches the new collector whole
+    wait_until(lambda: int(stat_line(ag.stats()[2], "tunnel ")["buffered_bytes"]) == 0, 20,
+               "the agent's buffer to drain")
+    before = int(stat_line(ag.stats()[2], "tunnel ")["sent_packets"])
+    load2 = h2load(env, nport, 200, "h2load-2")
+    h2load_ok(load2, 200)
+    ngx.signal(signal.SIGQUIT)
+    ngx.wait(20)
+    _, _, raw = ag.stats()
+    t = wait_until(lambda: (lambda s: s if int(s["buffered_bytes"]) == 0 else None)(
+        stat_line(ag.stats()[2], "tunnel ")), 20, "the agent's buffer to drain")
+    after = int(t["sent_packets"])
+    check(after > before, f"nothing sent after the restart: {t}")
+    wait_collected(col2, "agent1", 1)
+    ag.final_stats()
+    final = agent_sent(ag.stderr_text)
+    time.sleep(0.5)
+    col2.final_stats()
+    a2 = stat_line(col2.stderr_text, "collector_agent ")
+    check(int(a2["packets"]) >= after - before,
+          f"collector2 got {a2['packets']} packets, the agent sent {after - before} after "
+          f"reconnecting")
+    check(int(final["connects"]) >= 2, f"agent stats: {final}")
+    # the new collector's capture parses; its streams are mirrored from real sockets
+    rows = tshark_fields(env.path("collector2.pcap"), ["tcp.srcport"])
+    check(len(rows) >= after - before, f"collector2.pcap holds {len(rows)} packets")
+
+
+@timeout(60)
+def test_plaintext_and_config_errors(env):
+    """Without certificates both ends refuse to start and say what to give, so does -t
+    without a port; with
+    --insecure-plaintext-tunnel on both ends packets flow, and both ends warn loudly."""
+    port = free_port()
+    rc, _, err = env.run("nocert-agent", [TLSMIRROR, "--socket", env.path("n1.sock"),
+                                          "-t", f"127.0.0.1:{port}"], timeout_s=20)
+    check(rc == 1 and b"--cert, --key and --ca" in err and b"tlsmirror pki" in err,
+          f"agent without certificates: exit {rc}, stderr {short(err)}")
+    rc, _, err = env.run("nocert-col", [TLSMIRROR, "--socket", env.path("n2.sock"), "-C", "-l",
+                                        f"127.0.0.1:{port}", "-w", env.path("n.pcap")],
+                         timeout_s=20)
+    check(rc == 1 and b"--cert, --key and --ca" in err,
+          f"collector without certificates: exit {rc}, stderr {short(err)}")
+    rc, _, err = env.run("badaddr", [TLSMIRROR, "--socket", env.path("n3.sock"), "-t",
+                                     "collector-without-port", "--insecure-plaintext-tunnel"],
+                         timeout_s=20)
+    check(rc == 1 and b"HOST:PORT" in err, f"-t without a port: exit {rc}, stderr {short(err)}")
+    col = Agent(env, name="collector", args=["-C", "-l", f"127.0.0.1:{port}",
+                                             "--insecure-plaintext-tunnel"]).start()
+    ag = Agent(env, name="agent1", args=["-t", f"127.0.0.1:{port}",
+                                         "--insecure-plaintext-tunnel"]).start()
+    t = wait_connected(env, ag)
+    check(t["tls"] == "NO", f"plaintext tunnel stats: {t}")
+    srv = RecServer(env)
+    p = curl(env, ag, srv, "/size/50000", env.path("o.bin"))
+    check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
+    srv.conns(1)
+    ag.final_stats()
+    mine = pcap_records(ag.pcap)
+    c = stat_line(col.stats()[2], "collector ")
+    check(c["tls"] == "NO", f"plaintext collector stats: {c}")
+    name = stat_line(col.stats()[2], "collector_agent ")["name"]
+    wait_collected(col, name, len(mine))
+    col.final_stats()
+    check(pcap_records(col.pcap) == mine, "plaintext: collector pcap differs from the agent's")
+    for who, text in (("agent", ag.stderr_text), ("collector", col.stderr_text)):
+        check("INSECURE" in text and "UNENCRYPTED" in text,
+              f"{who} did not warn about the plaintext tunnel: {short(text, 600)}")
+
+
+@timeout(90)
+def test_stalled_collector(env):
+    """A 'collector' that accepts and never reads: curl under capture still gets its
+    20 MB at once, the tunnel buffers up to --queue-size (1M here) and counts the rest
+    as dropped, and the agent still exits promptly on SIGTERM (the tunnel thread gets
+    5 s, then its connection is shut down)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    port = lsock.getsockname()[1]
+    ag = Agent(env, args=["-t", f"127.0.0.1:{port}", "--insecure-plaintext-tunnel",
+                          "--queue-size", "1M"]).start()
+    held = []
+    lsock.settimeout(10)
+    held.append(lsock.accept()[0])   # accepted, never read
+    body = gen_bytes(20 << 20, 2107)
+    with open(env.path("body.bin"), "wb") as f:
+        f.write(body)
+    srv = RecServer(env, body=env.path("body.bin"))
+    t0 = time.time()
+    p = curl(env, ag, srv, "/body", env.path("got.bin"))
+    check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
+    took = time.time() - t0
+    with open(env.path("got.bin"), "rb") as f:
+        check(f.read() == body, "curl's download differs")
+    srv.conns(1)
+    t = stat_line(ag.stats()[2], "tunnel ")
+    check(int(t["dropped_packets"]) > 0 and int(t["buffered_bytes"]) <= 2 << 20,
+          f"a stalled collector: the agent should buffer at most --queue-size and drop: {t}")
+    t_stop = time.time()
+    ag.final_stats()
+    check(time.time() - t_stop < 10, f"agent took {time.time() - t_stop:.1f}s to exit")
+    check(took < 30, f"curl took {took:.1f}s with a stalled collector")
+    for s in held:
+        s.close()
+    lsock.close()
