@@ -33,8 +33,10 @@ static struct {
 static int ex_idx = -1;
 static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
 
-/* Which connection each socket fd carries, for close(). */
-static uint64_t fd_conn[FD_MAP_SIZE];
+/* Which connection each socket fd carries, for close(): the state itself,
+ * so the CLOSE carries the final offsets. Cleared before the state is freed
+ * (close_conn), so a pointer found here is alive. */
+static struct cap_conn *fd_conn[FD_MAP_SIZE];
 
 struct hello {
 	uint32_t valid;         /* ticket + 1, stored last */
@@ -268,7 +270,7 @@ static void remember_fd(int fd, struct cap_conn *c)
 {
 	c->fd = fd;
 	if (fd >= 0 && fd < FD_MAP_SIZE)
-		__atomic_store_n(&fd_conn[fd], c->id, __ATOMIC_RELEASE);
+		__atomic_store_n(&fd_conn[fd], c, __ATOMIC_RELEASE);
 }
 
 /* Finds the TCP connection under ssl, in the documented order. */
@@ -359,7 +361,7 @@ static int ensure_open(struct cap_call *call, struct cap_conn *c,
 	if (!c->map_method)
 		map_conn(call, c);
 	struct ring_reservation res;
-	err = ring_reserve(r, sizeof(struct ring_open), NULL, &res);
+	err = ring_reserve_ctrl(r, sizeof(struct ring_open), &res);
 	if (!err) {
 		fill_open(call, c, (struct ring_open *)res.data);
 		ring_commit(&res, RING_REC_OPEN, 0, c->id, now, 0, sizeof(struct ring_open));
@@ -493,7 +495,7 @@ static void emit_close(uint64_t id, const uint64_t *off)
 	uint32_t len = off ? 2 * sizeof(uint64_t) : 0;
 	if (!r)
 		return;
-	if (ring_reserve(r, len, NULL, &res) < 0) {
+	if (ring_reserve_ctrl(r, len, &res) < 0) {
 		ring_count_drop(r, RING_DROP_FULL, 0);
 		return;
 	}
@@ -505,9 +507,9 @@ static void emit_close(uint64_t id, const uint64_t *off)
 
 static void forget_fd_of(struct cap_conn *c)
 {
-	uint64_t id = c->id;
+	struct cap_conn *expect = c;
 	if (c->fd >= 0 && c->fd < FD_MAP_SIZE)
-		__atomic_compare_exchange_n(&fd_conn[c->fd], &id, 0, 0,
+		__atomic_compare_exchange_n(&fd_conn[c->fd], &expect, NULL, 0,
 					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
@@ -534,11 +536,11 @@ void conn_fd_closed(int fd)
 {
 	if (fd < 0 || fd >= FD_MAP_SIZE)
 		return;
-	uint64_t id = __atomic_exchange_n(&fd_conn[fd], 0, __ATOMIC_ACQ_REL);
-	if (!id)
+	struct cap_conn *c = __atomic_exchange_n(&fd_conn[fd], NULL, __ATOMIC_ACQ_REL);
+	if (!c)
 		return;
 	int saved = errno;
-	emit_close(id, NULL);
+	close_conn(c);
 	errno = saved;
 }
 

@@ -54,8 +54,8 @@ static uint32_t payload_offset(uint64_t rec_addr, const void *src,
 	return off;
 }
 
-int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
-		 struct ring_reservation *res)
+static int reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
+		   uint64_t keep, struct ring_reservation *res)
 {
 	if (data_len > RING_MAX_CHUNK)
 		return -EMSGSIZE;
@@ -75,7 +75,7 @@ int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
 			len = ring_rec_size(off, data_len);
 		}
 		uint64_t tail = load_acq(&ring->tail);
-		if (head + pad + len - tail > size)
+		if (head + pad + len - tail > size - keep)
 			return -EAGAIN;
 		if (!__atomic_compare_exchange_n(&ring->head, &head, head + pad + len,
 						 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
@@ -101,6 +101,18 @@ int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
 		return 0;
 	}
 	return -EBUSY;
+}
+
+int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
+		 struct ring_reservation *res)
+{
+	return reserve(ring, data_len, src, RING_CTRL_RESERVE, res);
+}
+
+int ring_reserve_ctrl(struct ring_hdr *ring, uint32_t data_len,
+		      struct ring_reservation *res)
+{
+	return reserve(ring, data_len, NULL, 0, res);
 }
 
 void ring_commit(struct ring_reservation *res, uint16_t type, uint16_t flags,

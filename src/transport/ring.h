@@ -30,6 +30,10 @@
 #define RING_MIN_DATA (64u * 1024)
 #define RING_MAX_DATA (1024u * 1024 * 1024)
 #define RING_DEFAULT_DATA (16u * 1024 * 1024)
+/* Space at the end of a full ring that only control records (OPEN, CLOSE)
+ * may use: when data is being dropped, announcements and final offsets
+ * still get through, so the agent can show the loss exactly. */
+#define RING_CTRL_RESERVE 4096u
 /* Largest payload in one DATA record; bigger writes become several records. */
 #define RING_MAX_CHUNK (64u * 1024)
 #define RING_COMMIT_SALT 0x9e3779b97f4a7c15ULL
@@ -148,6 +152,10 @@ struct ring_reservation {
  */
 int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
 		 struct ring_reservation *res);
+/* The same for a control record (OPEN, CLOSE): may also use the last
+ * RING_CTRL_RESERVE bytes, which data records leave free. */
+int ring_reserve_ctrl(struct ring_hdr *ring, uint32_t data_len,
+		      struct ring_reservation *res);
 
 /* Fills type/flags/ids and publishes the record (release store of commit). */
 void ring_commit(struct ring_reservation *res, uint16_t type, uint16_t flags,
