@@ -21,10 +21,14 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: tlsmirror [options] -w FILE        run the agent, write mirrored traffic as pcap\n"
+"usage: tlsmirror [options] OUTPUT...       run the agent (or with -C the collector);\n"
+"                                           OUTPUT: -w FILE, -o IFACE, -t HOST:PORT,\n"
+"                                           --vxlan HOST, --pcap-over-ip PORT\n"
 "       tlsmirror stats [--socket PATH]     show the running agent's counters\n"
 "       tlsmirror run [--socket PATH] -- CMD [ARGS...]\n"
 "                                           start CMD with the capture library\n"
+"       tlsmirror pki init DIR | pki issue DIR NAME --agent|--collector ...\n"
+"                                           make a CA and the tunnel's certificates\n"
 "\n"
 "agent options:\n"
 "  -w, --write FILE        pcap output; '-' writes to stdout\n"
@@ -36,7 +40,7 @@ static void usage(FILE *f)
 "      --snaplen N         pcap snaplen (default 262144)\n"
 "      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
 "\n"
-"delivery (see tlsmirror(1); some come with later releases):\n"
+"delivery (see tlsmirror(1), docs/delivery.md, docs/tunnel.md):\n"
 "  -I, --interface IFACE   the host's interface: its addresses for the synthesized frames\n"
 "  -o IFACE                replay onto an interface (repeatable)\n"
 "      --dst-mac MAC       destination MAC of replayed frames\n"
@@ -46,7 +50,7 @@ static void usage(FILE *f)
 "  -C [-l ADDR:PORT]       collector: accept agents, replay into the outputs\n"
 "      --cert/--key/--ca F certificate, key and CA for the tunnel (tlsmirror pki)\n"
 "      --compress zstd|lz4 compress the tunnel; --queue-size SIZE bounds each output\n"
-"      --tag-agents vlan|vni  mark each agent's packets on the collector\n"
+"      --tag-agents vlan   mark each agent's packets with a VLAN id on the collector\n"
 "      --insecure-plaintext-tunnel  no TLS on the tunnel (testing only)\n"
 "\n"
 "  -q, --quiet             log errors only\n"
