@@ -24,7 +24,8 @@ static void usage(FILE *f)
 "usage: tlsmirror [options] OUTPUT...       run the agent (or with -C the collector);\n"
 "                                           OUTPUT: -w FILE, -o IFACE, -t HOST:PORT,\n"
 "                                           --vxlan HOST, --pcap-over-ip PORT\n"
-"       tlsmirror stats [--socket PATH]     show the running agent's counters\n"
+"       tlsmirror stats [-C] [--socket PATH]  show the running agent's (-C: collector's)\n"
+"                                           counters\n"
 "       tlsmirror run [--socket PATH] -- CMD [ARGS...]\n"
 "                                           start CMD with the capture library\n"
 "       tlsmirror pki init DIR | pki issue DIR NAME --agent|--collector ...\n"
@@ -159,12 +160,12 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long long v;
-	int c;
+	int c, socket_given = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":w:qhVI:o:t:Cl:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'w': cfg->write_path = optarg; break;
-		case O_SOCKET: cfg->socket_path = optarg; break;
+		case O_SOCKET: cfg->socket_path = optarg; socket_given = 1; break;
 		case O_MSS:
 			if (parse_uint(optarg, 64, 65000, &v))
 				return bad_arg("--mss", optarg, "a number from 64 to 65000");
@@ -264,6 +265,11 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			"stdout), -o IFACE, -t HOST:PORT, --vxlan HOST or --pcap-over-ip PORT\n");
 		return 2;
 	}
+	/* A collector has a default socket of its own (stats, and local capture
+	 * if applications are pointed at it): an agent on the same host keeps
+	 * the usual one. */
+	if (cfg->collector && !socket_given && !getenv("TLSMIRROR_SOCKET"))
+		cfg->socket_path = CTL_COLLECTOR_SOCKET;
 	if (cfg->listen_addr && !cfg->collector) {
 		fprintf(stderr, "tlsmirror: -l ADDR:PORT is where a collector listens: add -C\n");
 		return 2;
@@ -318,8 +324,13 @@ static int sub_socket(int *argc, char ***argv, const char **path)
 static int cmd_stats(int argc, char **argv)
 {
 	const char *path = default_socket();
+	if (argc > 0 && !strcmp(argv[0], "-C")) { /* the collector's default socket */
+		path = CTL_COLLECTOR_SOCKET;
+		argc--;
+		argv++;
+	}
 	if (sub_socket(&argc, &argv, &path) < 0 || argc) {
-		fprintf(stderr, "usage: tlsmirror stats [--socket PATH]\n");
+		fprintf(stderr, "usage: tlsmirror stats [-C] [--socket PATH]\n");
 		return 2;
 	}
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

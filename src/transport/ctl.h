@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #define CTL_DEFAULT_SOCKET "/run/tlsmirror.sock"
+/* A collector's (-C) default, so that an agent on the same host keeps the other. */
+#define CTL_COLLECTOR_SOCKET "/run/tlsmirror-collector.sock"
 #define CTL_MAGIC 0x4c54434dU /* "MCTL" */
 #define CTL_VERSION 1
 
