@@ -4,36 +4,20 @@ import re
 import signal
 import time
 
-from tmlib import (Agent, Skip, certs, check, free_port, gen_bytes, h2_data, have_ipv6, judge,
+from tmlib import (nginx_conf, Agent, Skip, certs, check, free_port, gen_bytes, h2_data, have_ipv6, judge,
                    need_tool, parse_h1_messages, parse_h2_frames, short, stat_int, timeout,
                    wait_until)
 
 REQUESTS, CLIENTS, BODY = 2000, 20, 1024
 
-CONF = """
-worker_processes 2;
-master_process on;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    keepalive_requests 100000;
-    server {{
+CONF = nginx_conf(2, """    server {{
         listen 127.0.0.1:{port} ssl http2;
         listen [::1]:{port} ssl http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         root {prefix}/html;
     }}
-}}
-"""
+""")
 
 
 def h2load(env, url, h1):

@@ -5,25 +5,10 @@ import re
 import signal
 import time
 
-from tmlib import (PYTHON, Agent, certs, check, free_port, gen_bytes, judge, need_tool, short,
+from tmlib import (nginx_conf, PYTHON, Agent, certs, check, free_port, gen_bytes, judge, need_tool, short,
                    stat_int, timeout, tshark_fields, wait_until)
 
-CONF = """
-worker_processes 1;
-master_process on;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    keepalive_requests 100000;
-    large_client_header_buffers 4 64k;
+CONF = nginx_conf(1, """    large_client_header_buffers 4 64k;
     client_max_body_size 10m;
     client_body_buffer_size 1m;
     server {{
@@ -39,8 +24,7 @@ http {{
         }}
         location = /pushy {{ http2_push /small; return 200 "pushed\\n"; }}
     }}
-}}
-"""
+""")
 
 # A backend behind nginx: /stream answers HTTP/1.0 without a length (nginx then
 # sends h2 DATA without content-length: chunked after conversion), /echo echoes.

@@ -8,7 +8,7 @@ import struct
 import subprocess
 import time
 
-from tmlib import (TLSMIRROR, Agent, RecServer, certs, check, check_against_server, free_port,
+from tmlib import (nginx_conf, TLSMIRROR, Agent, RecServer, certs, check, check_against_server, free_port,
                    gen_bytes, judge, need_tool, short, timeout, tshark_fields, wait_until)
 
 
@@ -289,29 +289,13 @@ def test_bad_peers(env):
     check(pcap_records(col.pcap) == [], "the collector wrote packets from bad peers")
 
 
-NGINX_CONF = """
-worker_processes 1;
-master_process on;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    keepalive_requests 100000;
-    server {{
+NGINX_CONF = nginx_conf(1, """    server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         root {prefix}/html;
     }}
-}}
-"""
+""")
 
 
 def h2load(env, port, n, name):

@@ -267,6 +267,34 @@ class Env:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- nginx
+
+NGINX_PREAMBLE = """
+worker_processes {workers};
+master_process on;
+user root;
+pid {{prefix}}/nginx.pid;
+error_log {{prefix}}/error.log warn;
+events {{{{ worker_connections 1024; }}}}
+http {{{{
+    access_log off;
+    client_body_temp_path {{prefix}}/tmp/body;
+    proxy_temp_path {{prefix}}/tmp/proxy;
+    fastcgi_temp_path {{prefix}}/tmp/fastcgi;
+    uwsgi_temp_path {{prefix}}/tmp/uwsgi;
+    scgi_temp_path {{prefix}}/tmp/scgi;
+    keepalive_requests 100000;
+"""
+
+
+def nginx_conf(workers, http_body):
+    """An nginx.conf template for a test prefix: `workers` worker processes as root,
+    pid, logs and temp paths inside {prefix}, no access log; http_body (the server
+    blocks and any extra http directives, itself a str.format template using
+    {prefix}, {port}, ...) is appended and the http block closed."""
+    return NGINX_PREAMBLE.format(workers=workers) + http_body + "}}\n"
+
+
 # ---------------------------------------------------------------- agent
 
 def parse_stats(text):
