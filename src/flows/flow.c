@@ -50,6 +50,23 @@ struct flow {
 	uint8_t duplicate;
 };
 
+/* A connection the engine emitted and closed recently: its other end, mirrored
+ * by another process, may still be announced (the agent drains one process's
+ * ring at a time, so a short connection can be opened, filled and closed from
+ * one end before the other end's OPEN is read). TCP cannot reuse a 4-tuple
+ * that soon (TIME_WAIT), so such an OPEN is the same connection. */
+#define RECENT_SLOTS 256
+#define RECENT_NS (10ull * 1000000000ull)
+
+struct recent {
+	struct synth_conn sc;
+	uint64_t tuple_hash;
+	uint64_t proc_key;
+	uint64_t closed_ns;
+	uint8_t side;
+	uint8_t used;
+};
+
 struct flow_table {
 	struct sink_set *sinks;
 	uint16_t mss4, mss6;
@@ -60,6 +77,8 @@ struct flow_table {
 	size_t mask;             /* buckets - 1 (a power of two) */
 	size_t count;
 	struct flow_counters ctr;
+	struct recent recent[RECENT_SLOTS];
+	size_t recent_next;
 	size_t nbatch;
 	struct pkt batch[FLOW_BATCH];
 	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
@@ -283,6 +302,32 @@ static void emit_close(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	emit(t, f, a, TCPF_ACK, NULL, NULL, 0, ts_ns);
 }
 
+static void recent_add(struct flow_table *t, const struct flow *f, uint64_t ts_ns)
+{
+	struct recent *r = &t->recent[t->recent_next++ % RECENT_SLOTS];
+	r->sc = f->sc;
+	r->tuple_hash = f->tuple_hash;
+	r->proc_key = f->proc_key;
+	r->closed_ns = ts_ns;
+	r->side = f->side;
+	r->used = 1;
+}
+
+/* Was g's connection just emitted and closed from its other end? */
+static int recent_other_end(const struct flow_table *t, const struct flow *g, uint64_t ts_ns)
+{
+	for (size_t i = 0; i < RECENT_SLOTS; i++) {
+		const struct recent *r = &t->recent[i];
+		if (!r->used || r->tuple_hash != g->tuple_hash || r->side == g->side ||
+		    !same_tuple(&r->sc, &g->sc))
+			continue;
+		uint64_t d = ts_ns > r->closed_ns ? ts_ns - r->closed_ns : r->closed_ns - ts_ns;
+		if (d < RECENT_NS)
+			return 1;
+	}
+	return 0;
+}
+
 /* Ends a flow: FIN exchange unless duplicate, out of both indexes, freed. */
 static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 {
@@ -290,6 +335,7 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 		emit_close(t, f, ts_ns);
 		tuple_unlink(t, f);
 		t->ctr.flows_closed++;
+		recent_add(t, f, ts_ns);
 	}
 	id_unlink(t, f);
 	t->count--;
@@ -394,7 +440,7 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 		grow(t);
 	id_insert(t, f);
 	t->count++;
-	if (prim) {
+	if (prim || recent_other_end(t, f, info->ts_ns)) {
 		f->duplicate = 1;
 		t->ctr.flows_duplicate++;
 		goto out;

@@ -135,3 +135,43 @@ def test_broken_pipe_stops_agent(env):
     check(rc == 0, f"agent pipeline exited {rc}")
     check(b"broken pipe" in ag.err(), f"agent did not say why it stopped: {short(ag.err())}")
     check(not os.path.exists(sock), "the agent left its socket behind")
+
+
+@timeout(90)
+def test_both_ends_short_connections_once(env):
+    """Server (openssl s_server -WWW) and client (curl) both under capture, short
+    connections: the agent may drain one end's whole connection before it reads the
+    other end's OPEN; every connection must still appear exactly once."""
+    c = certs()
+    openssl = need_tool("openssl")
+    from tmlib import free_port, wait_until
+    port = free_port()
+    www = env.path("www")
+    os.mkdir(www)
+    page = gen_bytes(3000, 115)
+    with open(os.path.join(www, "page.bin"), "wb") as f:
+        f.write(page)
+    agent = Agent(env).start()
+    srv = env.captured("s_server", agent.sock,
+                       [openssl, "s_server", "-quiet", "-accept", f"127.0.0.1:{port}",
+                        "-cert", c["cert"], "-key", c["key"], "-WWW"], cwd=www)
+    time.sleep(0.3)
+    check(srv.alive(), f"s_server exited: {short(srv.err())}")
+    n = 6
+    for i in range(n):
+        p = env.captured(f"curl-{i}", agent.sock,
+                         [need_tool("curl"), "-sS", "-k", f"https://127.0.0.1:{port}/page.bin",
+                          "-o", env.path(f"got-{i}.bin")])
+        rc = p.wait(30)
+        check(rc == 0, f"curl {i} exited {rc}: {short(p.err())}")
+        with open(env.path(f"got-{i}.bin"), "rb") as f:
+            assert_bytes(f"curl {i} output", page, f.read())
+    time.sleep(0.3)
+    procs, total = agent.final_stats()
+    cap = judge(agent.pcap)
+    syns = cap.syn_streams()
+    check(len(syns) == n, f"{n} connections, each mirrored from both ends, should appear "
+          f"{n} times; the pcap has {len(syns)} connections: {cap.describe(8)}")
+    check(stat_int(total, "duplicate_conns") == n, f"duplicate_conns: {total}")
+    for st in syns:
+        check(st.bytes(1).endswith(page), f"{st.name()}: the response does not end with the page")

@@ -363,6 +363,30 @@ TEST(flow_duplicate_from_other_end_is_silent)
 	fx_free(&f);
 }
 
+TEST(flow_duplicate_after_the_first_end_closed)
+{
+	/* the server's whole connection is drained before the client's OPEN */
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info srv = info4(1, 1, 1), cli = info4(2, 9, 0);
+	flow_open(f.t, &srv);
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(flow_close(f.t, 1, 1, 0), 0);
+	size_t n = f.cap->n;
+	CHECK_EQ(flow_open(f.t, &cli), 0);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 1);
+	CHECK_EQ(flow_data(f.t, 2, 9, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(flow_close(f.t, 2, 9, 0), 0);
+	CHECK_EQ(f.cap->n, n); /* nothing more emitted */
+	/* the other end of that 4-tuple a minute later is a new connection */
+	struct flow_open_info again = info4(3, 5, 0);
+	again.ts_ns = 60ull * 1000000000ull;
+	CHECK_EQ(flow_open(f.t, &again), 0);
+	CHECK(f.cap->n > n);
+	fx_free(&f);
+}
+
 TEST(flow_duplicate_detected_with_swapped_tuple)
 {
 	struct fx f;
