@@ -1,5 +1,6 @@
 /* Counters as text: one line per process and a total, key=value (tlsmirror stats, exit). */
 #include "agent/agent.h"
+#include "common/text.h"
 #include "transforms/h2.h"
 
 #include <stdarg.h>
@@ -15,19 +16,6 @@ static const char *state_name(enum proc_state s)
 	return "?";
 }
 
-static size_t add(char *buf, size_t len, size_t at, const char *fmt, ...)
-{
-	if (at >= len)
-		return at;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf + at, len - at, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return at;
-	return at + (size_t)n >= len ? len - 1 : at + (size_t)n;
-}
-
 size_t stats_format(struct agent *a, char *buf, size_t len)
 {
 	size_t at = 0;
@@ -40,7 +28,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		uint64_t d = 0;
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
 			d += p->drop_last[i];
-		at = add(buf, len, at,
+		at = text_add(buf, len, at,
 			 "pid=%d uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu\n",
@@ -69,7 +57,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 	uint64_t lost = 0;
 	for (size_t i = 0; i < a->sinks.n; i++)
 		lost += a->sinks.v[i]->ctr.lost_packets;
-	at = add(buf, len, at,
+	at = text_add(buf, len, at,
 		 "total processes=%llu conns=%llu c2s_bytes=%llu s2c_bytes=%llu dropped_bytes=%llu "
 		 "gap_bytes=%llu packets=%llu duplicate_conns=%llu bad_records=%llu "
 		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu "

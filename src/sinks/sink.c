@@ -1,5 +1,6 @@
 /* Fan-out of packets to every open sink; one failing sink never stops the others. */
 #include "sinks/sink.h"
+#include "common/text.h"
 #include "sinks/sink_queue.h"
 
 #include <errno.h>
@@ -115,19 +116,6 @@ uint32_t sink_set_mtu(const struct sink_set *set)
 	return mtu;
 }
 
-static size_t add(char *buf, size_t len, size_t at, const char *fmt, ...)
-{
-	if (at >= len)
-		return at;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf + at, len - at, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return at;
-	return at + (size_t)n >= len ? len - 1 : at + (size_t)n;
-}
-
 size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t at)
 {
 	for (size_t i = 0; i < set->n; i++) {
@@ -139,7 +127,7 @@ size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t
 		for (const char *t = s->target; *t && k + 1 < sizeof(target); t++)
 			target[k++] = (*t <= ' ' || *t == '=' || *t > '~') ? '_' : *t;
 		target[k] = 0;
-		at = add(buf, len, at,
+		at = text_add(buf, len, at,
 			 "sink name=%s target=%s packets=%llu bytes=%llu queue_drops=%llu "
 			 "errors=%llu peers_dropped=%llu queued_bytes=%llu broken=%llu\n",
 			 s->ops->name, strcmp(s->target, "-") ? target : "stdout",
