@@ -27,7 +27,6 @@
 #define TAG_PENDING 3ULL
 #define TAG_PROC 4ULL
 #define DRAIN_BUDGET 4096     /* records per process per turn: fairness */
-#define MAX_PENDING 256
 #define MAX_EXITED_KEPT 1024  /* exited processes kept for the counters */
 
 static uint64_t ev_data(uint64_t tag, int fd)
@@ -146,7 +145,7 @@ static void reject(struct agent *a, int fd, const char *who, const char *why)
 }
 
 /* Maps the ring memfd of an attaching process after checking it can't hurt us. */
-static int map_ring(int memfd, struct proc *p, const char **why)
+static int map_ring(int memfd, struct proc *p, uint64_t max_data, const char **why)
 {
 	struct stat st;
 	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -162,6 +161,10 @@ static int map_ring(int memfd, struct proc *p, const char **why)
 	    st.st_size > (off_t)(RING_HDR_SIZE + (uint64_t)RING_MAX_DATA)) {
 		*why = "ring size out of range";
 		return -EINVAL;
+	}
+	if ((uint64_t)st.st_size - RING_HDR_SIZE > max_data) {
+		*why = "ring larger than --max-ring-size";
+		return -EFBIG;
 	}
 	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (m == MAP_FAILED) {
@@ -188,6 +191,7 @@ static void trim_exited(struct agent *a)
 		struct proc *p = *pp;
 		if (p->state != PROC_ATTACHED && ++kept > MAX_EXITED_KEPT) {
 			*pp = p->next;
+			flow_origin_forget(a->flows, p->key);
 			free(p);
 			continue;
 		}
@@ -205,13 +209,20 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 		return;
 	}
 	snprintf(who, sizeof(who), "pid %d", (int)cred.pid);
+	size_t attached = 0;
+	for (struct proc *q = a->procs; q; q = q->next)
+		attached += q->state == PROC_ATTACHED;
+	if (attached >= a->cfg.max_procs) {
+		reject(a, fd, who, "too many attached processes (--max-procs)");
+		return;
+	}
 	struct proc *p = calloc(1, sizeof(*p));
 	if (!p) {
 		reject(a, fd, who, "out of memory");
 		return;
 	}
 	const char *why = NULL;
-	if (map_ring(memfd, p, &why) < 0) {
+	if (map_ring(memfd, p, a->cfg.max_ring_size, &why) < 0) {
 		free(p);
 		reject(a, fd, who, why);
 		return;
@@ -253,6 +264,9 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 	a->procs = p;
 	log_info("attached pid %d uid %u (%s), ring %zu KiB", (int)p->pid, (unsigned)p->uid,
 		 p->comm, (p->map_len - RING_HDR_SIZE) / 1024);
+	char label[48];
+	snprintf(label, sizeof(label), "pid %d (%s)", (int)p->pid, p->comm);
+	flow_origin_label(a->flows, p->key, label);
 	trim_exited(a);
 }
 
@@ -265,6 +279,43 @@ static void reply_stats(struct agent *a, int fd)
 		free(buf);
 	}
 	agent_forget_fd(a, fd);
+}
+
+static int pending_has(const struct agent *a, int fd)
+{
+	for (size_t i = 0; i < a->n_pending; i++)
+		if (a->pending[i] == fd)
+			return 1;
+	return 0;
+}
+
+static void pending_del(struct agent *a, int fd)
+{
+	for (size_t i = 0; i < a->n_pending; i++) {
+		if (a->pending[i] == fd) {
+			memmove(&a->pending[i], &a->pending[i + 1],
+				(a->n_pending - i - 1) * sizeof(a->pending[0]));
+			a->n_pending--;
+			return;
+		}
+	}
+}
+
+/* A new control connection waits for its hello; over AGENT_MAX_PENDING the
+ * oldest that never said it is closed (counted), so silent connections
+ * cannot keep others out. */
+static void pending_add(struct agent *a, int fd)
+{
+	if (a->n_pending == AGENT_MAX_PENDING) {
+		static struct log_limit lim;
+		int old = a->pending[0];
+		pending_del(a, old);
+		agent_forget_fd(a, old);
+		a->pending_dropped++;
+		log_limited(&lim, 10, "more than %d control connections without a hello: "
+			    "closing the oldest", AGENT_MAX_PENDING);
+	}
+	a->pending[a->n_pending++] = fd;
 }
 
 /* First message on a new control connection: an attach or a stats request. */
@@ -281,6 +332,7 @@ static void on_pending(struct agent *a, int fd)
 	ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
+	pending_del(a, fd); /* from here on fd is attached, answered or closed */
 	int fds[4], nfd = 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
@@ -326,6 +378,7 @@ static void on_accept(struct agent *a)
 			close(fd);
 			continue;
 		}
+		pending_add(a, fd);
 		on_pending(a, fd); /* the hello is usually there already */
 	}
 }
@@ -368,7 +421,8 @@ static void handle_events(struct agent *a, int timeout_ms)
 			if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 				a->stop = 1;
 		} else if (tag == TAG_PENDING) {
-			on_pending(a, fd);
+			if (pending_has(a, fd)) /* not closed as the oldest in this batch */
+				on_pending(a, fd);
 		} else if (tag == TAG_PROC) {
 			on_proc(a, fd);
 		}
@@ -478,6 +532,10 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 {
 	const char *why = NULL;
 	a->cfg = *cfg;
+	if (!a->cfg.max_procs)
+		a->cfg.max_procs = AGENT_DEFAULT_MAX_PROCS;
+	if (!a->cfg.max_ring_size)
+		a->cfg.max_ring_size = AGENT_DEFAULT_MAX_RING;
 	a->started_ns = agent_now_ns();
 	a->listen_fd = -1;
 	a->sig_fd = -1;
@@ -502,8 +560,12 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	struct flow_config fc = { .mss = cfg->mss, .sinks = &a->sinks };
 	if ((err = delivery_config(a, &fc)) < 0)
 		return err;
+	fc.max_flows = cfg->max_conns;
+	fc.max_flows_per_origin = cfg->max_conns_per_proc;
 	a->flows = flow_table_new(&fc);
-	if (!a->flows) {
+	if (a->flows && cfg->h2_to_h1 && (a->h2 = h2_table_new(a->flows)))
+		h2_set_limits(a->h2, cfg->max_h2_conns, cfg->max_h2_streams);
+	if (!a->flows || (cfg->h2_to_h1 && !a->h2)) {
 		log_err("out of memory");
 		return -ENOMEM;
 	}

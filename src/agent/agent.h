@@ -30,7 +30,18 @@ struct agent_config {
 	struct sink_opts sink;
 	unsigned idle_ms;            /* longest sleep when idle */
 	int h2_to_h1;                /* --h2-to-h1: HTTP/2 connections mirrored as HTTP/1.1 */
+	/* memory caps (docs/agent.md "Memory"); 0: the default */
+	size_t max_conns;            /* --max-conns: open flows in total */
+	size_t max_conns_per_proc;   /* --max-conns-per-proc */
+	size_t max_procs;            /* --max-procs: attached processes (mapped rings) */
+	uint64_t max_ring_size;      /* --max-ring-size: largest ring mapped (data bytes) */
+	size_t max_h2_conns;         /* --max-h2-conns: connections converted at once */
+	size_t max_h2_streams;       /* --max-h2-streams: open streams in total */
 };
+
+#define AGENT_DEFAULT_MAX_PROCS 1024
+#define AGENT_DEFAULT_MAX_RING ((uint64_t)RING_MAX_DATA)
+#define AGENT_MAX_PENDING 256        /* control connections before their hello */
 
 enum proc_state { PROC_ATTACHED = 0, PROC_EXITED, PROC_REJECTED };
 
@@ -89,6 +100,9 @@ struct agent {
 	uint64_t next_key;
 	uint64_t started_ns;
 	uint64_t rejected_attach;
+	uint64_t pending_dropped;    /* control connections closed before their hello (cap) */
+	int pending[AGENT_MAX_PENDING]; /* their fds, oldest first */
+	size_t n_pending;
 	uint64_t exited_kept;
 	struct agent_tick ticks[AGENT_MAX_TICKS];
 	size_t n_ticks;

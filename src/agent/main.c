@@ -41,6 +41,14 @@ static void usage(FILE *f)
 "      --snaplen N         pcap snaplen (default 262144)\n"
 "      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
 "\n"
+"memory caps (docs/agent.md \"Memory\"; over a cap: counted in tlsmirror stats, logged once):\n"
+"      --max-conns N       open connections mirrored at once, in total (default 100000)\n"
+"      --max-conns-per-proc N  ... per attached process (default 10000)\n"
+"      --max-procs N       attached processes (default 1024)\n"
+"      --max-ring-size SIZE  largest ring accepted from a process (default 1G)\n"
+"      --max-h2-conns N    connections converted by --h2-to-h1 at once (default 256)\n"
+"      --max-h2-streams N  HTTP/2 streams open at once, in total (default 16384)\n"
+"\n"
 "delivery (see tlsmirror(1), docs/delivery.md, docs/tunnel.md):\n"
 "  -I, --interface IFACE   the host's interface: its addresses for the synthesized frames\n"
 "  -o IFACE                replay onto an interface (repeatable)\n"
@@ -109,6 +117,18 @@ static int bad_arg(const char *opt, const char *val, const char *want)
 	return 2;
 }
 
+#define CAP_WANT "a number from 1 to 100000000"
+
+/* A cap on a count (--max-conns...). Returns 0 or -EINVAL. */
+static int parse_cap(const char *s, size_t *out)
+{
+	unsigned long long v;
+	if (parse_uint(s, 1, 100000000, &v))
+		return -EINVAL;
+	*out = (size_t)v;
+	return 0;
+}
+
 /* Parses aa:bb:cc:dd:ee:ff. Returns 0 or -EINVAL. */
 static int parse_mac(const char *s, uint8_t mac[6])
 {
@@ -128,7 +148,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 {
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
-	       O_QUEUE, O_TAG };
+	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -154,6 +174,12 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "compress", required_argument, NULL, O_COMPRESS },
 		{ "queue-size", required_argument, NULL, O_QUEUE },
 		{ "tag-agents", required_argument, NULL, O_TAG },
+		{ "max-conns", required_argument, NULL, O_MAXC },
+		{ "max-conns-per-proc", required_argument, NULL, O_MAXCP },
+		{ "max-procs", required_argument, NULL, O_MAXP },
+		{ "max-ring-size", required_argument, NULL, O_MAXRING },
+		{ "max-h2-conns", required_argument, NULL, O_MAXH2C },
+		{ "max-h2-streams", required_argument, NULL, O_MAXH2S },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -236,6 +262,31 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			if (strcmp(optarg, "vlan") && strcmp(optarg, "vni"))
 				return bad_arg("--tag-agents", optarg, "vlan or vni");
 			cfg->tag_agents = optarg;
+			break;
+		case O_MAXC:
+			if (parse_cap(optarg, &cfg->max_conns))
+				return bad_arg("--max-conns", optarg, CAP_WANT);
+			break;
+		case O_MAXCP:
+			if (parse_cap(optarg, &cfg->max_conns_per_proc))
+				return bad_arg("--max-conns-per-proc", optarg, CAP_WANT);
+			break;
+		case O_MAXP:
+			if (parse_cap(optarg, &cfg->max_procs))
+				return bad_arg("--max-procs", optarg, CAP_WANT);
+			break;
+		case O_MAXH2C:
+			if (parse_cap(optarg, &cfg->max_h2_conns))
+				return bad_arg("--max-h2-conns", optarg, CAP_WANT);
+			break;
+		case O_MAXH2S:
+			if (parse_cap(optarg, &cfg->max_h2_streams))
+				return bad_arg("--max-h2-streams", optarg, CAP_WANT);
+			break;
+		case O_MAXRING:
+			if (parse_size(optarg, &cfg->max_ring_size) ||
+			    cfg->max_ring_size < RING_MIN_DATA || cfg->max_ring_size > RING_MAX_DATA)
+				return bad_arg("--max-ring-size", optarg, "a size from 64K to 1G");
 			break;
 		case ':':
 			fprintf(stderr, "tlsmirror: option %s needs a value\n", argv[optind - 1]);

@@ -26,12 +26,16 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 	for (struct proc *p = a->procs; p; p = p->next) {
 		proc_read_drops(p);
 		uint64_t d = 0;
+		struct flow_origin_stats os = { 0 };
+		if (a->flows)
+			os = flow_origin_stats(a->flows, p->key);
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
 			d += p->drop_last[i];
 		at = text_add(buf, len, at,
 			 "pid=%d uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
-			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu\n",
+			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
+			 "orphan_bytes=%llu\n",
 			 (int)p->pid, (unsigned)p->uid, p->comm[0] ? p->comm : "?",
 			 state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
@@ -40,7 +44,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 			 (unsigned long long)p->drop_last[RING_DROP_NO_RING],
 			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
 			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
-			 (unsigned long long)p->orphan_records);
+			 (unsigned long long)p->orphan_records, (unsigned long long)os.refused,
+			 (unsigned long long)os.orphan_bytes);
 		procs++;
 		conns += p->conns;
 		b0 += p->bytes[0];
@@ -61,7 +66,9 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 "total processes=%llu conns=%llu c2s_bytes=%llu s2c_bytes=%llu dropped_bytes=%llu "
 		 "gap_bytes=%llu packets=%llu duplicate_conns=%llu bad_records=%llu "
 		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu "
-		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu\n",
+		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu "
+		 "open_conns=%llu refused_conns=%llu orphan_bytes=%llu pending_dropped=%llu "
+		 "h2_refused_conns=%llu h2_refused_streams=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -71,7 +78,12 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)a->rejected_attach, (unsigned long long)lost,
 		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL),
 		 (unsigned long long)h2c.conns, (unsigned long long)h2c.streams,
-		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks);
+		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks,
+		 (unsigned long long)(fc ? fc->flows_open : 0),
+		 (unsigned long long)(fc ? fc->flows_refused : 0),
+		 (unsigned long long)(fc ? fc->orphan_bytes : 0),
+		 (unsigned long long)a->pending_dropped,
+		 (unsigned long long)h2c.conns_refused, (unsigned long long)h2c.streams_refused);
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);
 	return at;

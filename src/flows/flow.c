@@ -2,9 +2,11 @@
 #include "flows/flow.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "packets/synth.h"
 
 /*
@@ -36,9 +38,23 @@
 #define FLOW_MIN_MSS 88          /* IPv6 then still carries 68 bytes */
 #define FLOW_MAX_MSS 65495       /* 65535 - IPv4 20 - TCP 20 */
 
+/* One origin (proc_key): its open flows against the per-origin cap, and
+ * what it was refused. In a fixed hash; lives until flow_origin_forget. */
+#define ORIGIN_BUCKETS 256
+#define ORIGIN_LABEL 48
+
+struct origin {
+	struct origin *next;
+	uint64_t proc_key;
+	struct flow_origin_stats st;
+	uint8_t logged;          /* its first refusal was logged */
+	char label[ORIGIN_LABEL];
+};
+
 struct flow {
 	struct flow *next_id;    /* chain in the (proc_key, conn_id) index */
 	struct flow *next_tuple; /* chain in the 4-tuple index (emitting flows only) */
+	struct origin *origin;
 	uint64_t proc_key;
 	uint64_t conn_id;
 	uint64_t tuple_hash;
@@ -76,6 +92,8 @@ struct flow_table {
 	struct flow **by_tuple;
 	size_t mask;             /* buckets - 1 (a power of two) */
 	size_t count;
+	size_t max_flows, max_per_origin;
+	struct origin *origins[ORIGIN_BUCKETS];
 	struct flow_counters ctr;
 	struct recent recent[RECENT_SLOTS];
 	size_t recent_next;
@@ -339,6 +357,8 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	}
 	id_unlink(t, f);
 	t->count--;
+	t->ctr.flows_open--;
+	f->origin->st.open--;
 	free(f);
 }
 
@@ -361,6 +381,9 @@ struct flow_table *flow_table_new(const struct flow_config *cfg)
 	memcpy(t->dst_mac, cfg->dst_mac, 6);
 	t->has_host_mac = cfg->has_host_mac;
 	t->has_dst_mac = cfg->has_dst_mac;
+	t->max_flows = cfg->max_flows ? cfg->max_flows : FLOW_DEFAULT_MAX_FLOWS;
+	t->max_per_origin = cfg->max_flows_per_origin ? cfg->max_flows_per_origin :
+			    FLOW_DEFAULT_MAX_PER_ORIGIN;
 	t->mask = FLOW_MIN_BUCKETS - 1;
 	t->by_id = calloc(FLOW_MIN_BUCKETS, sizeof(*t->by_id));
 	t->by_tuple = calloc(FLOW_MIN_BUCKETS, sizeof(*t->by_tuple));
@@ -379,6 +402,12 @@ void flow_table_free(struct flow_table *t)
 		for (struct flow *f = t->by_id[i], *next; f; f = next) {
 			next = f->next_id;
 			free(f);
+		}
+	}
+	for (size_t i = 0; i < ORIGIN_BUCKETS; i++) {
+		for (struct origin *o = t->origins[i], *next; o; o = next) {
+			next = o->next;
+			free(o);
 		}
 	}
 	free(t->by_id);
@@ -408,6 +437,90 @@ static struct flow *flow_new(const struct flow_table *t,
 	return f;
 }
 
+/* ---- origins and caps ---- */
+
+static struct origin **origin_link(struct flow_table *t, uint64_t proc_key)
+{
+	struct origin **pp = &t->origins[mix64(proc_key) & (ORIGIN_BUCKETS - 1)];
+	while (*pp && (*pp)->proc_key != proc_key)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct origin *origin_get(struct flow_table *t, uint64_t proc_key)
+{
+	struct origin **pp = origin_link(t, proc_key);
+	if (*pp)
+		return *pp;
+	struct origin *o = calloc(1, sizeof(*o));
+	if (!o)
+		return NULL;
+	o->proc_key = proc_key;
+	snprintf(o->label, sizeof(o->label), "origin %llu", (unsigned long long)proc_key);
+	*pp = o;
+	return o;
+}
+
+/* Refusal of a new flow over a cap: counted, logged once per origin. */
+static int refuse(struct flow_table *t, struct origin *o, int err)
+{
+	t->ctr.flows_refused++;
+	o->st.refused++;
+	if (!o->logged) {
+		o->logged = 1;
+		log_warn("%s: %zu connections open%s (cap --max-conns%s %zu): further ones are "
+			 "not mirrored, only counted (refused_conns in tlsmirror stats)", o->label,
+			 err == -ENFILE ? t->count : (size_t)o->st.open,
+			 err == -ENFILE ? " in total" : " by it",
+			 err == -ENFILE ? "" : "-per-proc",
+			 err == -ENFILE ? t->max_flows : t->max_per_origin);
+	}
+	return err;
+}
+
+/* May info's flow be opened? A flow replacing one of the same (proc_key,
+ * conn_id) always may. O(1): two hash look-ups. */
+static int admit(struct flow_table *t, const struct flow_open_info *info, struct origin **out)
+{
+	struct origin *o = origin_get(t, info->proc_key);
+	if (!o)
+		return -ENOMEM;
+	*out = o;
+	if (t->count < t->max_flows && o->st.open < t->max_per_origin)
+		return 0;
+	if (id_find(t, info->proc_key, info->conn_id))
+		return 0;
+	return refuse(t, o, t->count >= t->max_flows ? -ENFILE : -EMFILE);
+}
+
+int flow_origin_label(struct flow_table *t, uint64_t proc_key, const char *label)
+{
+	struct origin *o = origin_get(t, proc_key);
+	if (!o)
+		return -ENOMEM;
+	snprintf(o->label, sizeof(o->label), "%s", label);
+	return 0;
+}
+
+struct flow_origin_stats flow_origin_stats(const struct flow_table *t, uint64_t proc_key)
+{
+	struct flow_origin_stats z = { 0 };
+	struct origin *o = *origin_link((struct flow_table *)t, proc_key);
+	return o ? o->st : z;
+}
+
+int flow_origin_forget(struct flow_table *t, uint64_t proc_key)
+{
+	struct origin **pp = origin_link(t, proc_key), *o = *pp;
+	if (!o)
+		return 0;
+	if (o->st.open)
+		return -EBUSY;
+	*pp = o->next;
+	free(o);
+	return 0;
+}
+
 /* The same connection (addresses, ports and side) as an existing flow. */
 static int same_conn(const struct flow *f, const struct flow *g)
 {
@@ -418,9 +531,14 @@ static int same_conn(const struct flow *f, const struct flow *g)
 
 int flow_open(struct flow_table *t, const struct flow_open_info *info)
 {
+	struct origin *org;
+	int err = admit(t, info, &org);
+	if (err)
+		return err;
 	struct flow *f = flow_new(t, info);
 	if (!f)
 		return -ENOMEM;
+	f->origin = org;
 	struct flow *old = id_find(t, info->proc_key, info->conn_id);
 	if (old && same_conn(old, f)) {
 		/* announced again: the flow goes on (a new SYN would reuse the ISN) */
@@ -440,6 +558,8 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 		grow(t);
 	id_insert(t, f);
 	t->count++;
+	t->ctr.flows_open++;
+	org->st.open++;
 	if (prim || recent_other_end(t, f, info->ts_ns)) {
 		f->duplicate = 1;
 		t->ctr.flows_duplicate++;
@@ -463,6 +583,15 @@ static struct flow *event_flow(struct flow_table *t, uint64_t proc_key,
 	return f;
 }
 
+/* Clear text for no flow: counted, in total and for its origin if known. */
+static void orphan_data(struct flow_table *t, uint64_t proc_key, size_t len)
+{
+	struct origin *o = *origin_link(t, proc_key);
+	t->ctr.orphan_bytes += len;
+	if (o)
+		o->st.orphan_bytes += len;
+}
+
 /* Advances a direction over bytes that are not shown. */
 static void skip_bytes(struct flow_table *t, struct flow *f, int dir, uint64_t n)
 {
@@ -480,8 +609,10 @@ int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	if (dir != 0 && dir != 1)
 		return -EINVAL;
 	struct flow *f = event_flow(t, proc_key, conn_id);
-	if (!f)
+	if (!f) {
+		orphan_data(t, proc_key, len);
 		return -ENOENT;
+	}
 	if (f->duplicate)
 		return 0;
 	if (off > f->emitted[dir]) {

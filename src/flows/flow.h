@@ -18,7 +18,14 @@ struct flow_config {
 	uint8_t has_host_mac;
 	uint8_t dst_mac[6];      /* destination MAC of every frame */
 	uint8_t has_dst_mac;
+	/* caps on open flows (every flow counts: duplicates, HTTP/2 streams);
+	 * 0: the defaults below */
+	size_t max_flows;            /* in total (--max-conns) */
+	size_t max_flows_per_origin; /* per proc_key (--max-conns-per-proc) */
 };
+
+#define FLOW_DEFAULT_MAX_FLOWS 100000
+#define FLOW_DEFAULT_MAX_PER_ORIGIN 10000
 
 /* Everything the engine needs to know when a TLS connection appears. */
 struct flow_open_info {
@@ -43,6 +50,16 @@ struct flow_counters {
 	uint64_t packets;
 	uint64_t orphan_records;    /* data/close for a connection never opened */
 	uint64_t bad_offsets;       /* data behind what was already emitted */
+	uint64_t flows_open;        /* open now (duplicates included) */
+	uint64_t flows_refused;     /* opens refused over a cap (-ENFILE, -EMFILE) */
+	uint64_t orphan_bytes;      /* clear text of DATA for no flow (refused or never opened) */
+};
+
+/* Counters of one origin (one proc_key). */
+struct flow_origin_stats {
+	uint64_t open;              /* flows open now */
+	uint64_t refused;           /* opens refused over a cap */
+	uint64_t orphan_bytes;      /* clear text for no flow */
 };
 
 struct flow_table *flow_table_new(const struct flow_config *cfg);
@@ -85,6 +102,17 @@ void flow_close_proc(struct flow_table *t, uint64_t proc_key, uint64_t ts_ns);
 void flow_close_all(struct flow_table *t, uint64_t ts_ns);
 
 const struct flow_counters *flow_counters(const struct flow_table *t);
+
+/*
+ * Origins (proc_key) are remembered from their first open (or label) until
+ * flow_origin_forget, so their counters outlive their flows. label names the
+ * origin in the log line of a refusal ("pid 12 (nginx)"). Returns 0 or -ENOMEM.
+ */
+int flow_origin_label(struct flow_table *t, uint64_t proc_key, const char *label);
+/* Counters of an origin (zeros if unknown). */
+struct flow_origin_stats flow_origin_stats(const struct flow_table *t, uint64_t proc_key);
+/* Forgets an origin with no open flow (-EBUSY if it has some). */
+int flow_origin_forget(struct flow_table *t, uint64_t proc_key);
 
 /*
  * 1 if a flow that emits packets has this 4-tuple (in either orientation),

@@ -1,5 +1,6 @@
 /* PCAP-over-IP sink: a TCP server; every client gets a pcap header, then the live packets. */
 #include "sinks/sink.h"
+#include "common/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,7 +23,8 @@
  *
  * Sockets are non-blocking; the sink never waits. Each client has a bounded
  * buffer of 8 MiB (beyond the kernel's socket buffer): a client that lets it fill is too
- * slow and is disconnected (counted in peers_dropped), so one stalled
+ * slow and is disconnected (counted in peers_dropped, as is a client over
+ * POIP_MAX_CLIENTS, closed at once), so one stalled
  * reader costs neither the other clients nor the other sinks anything.
  * New clients are accepted on every write and flush (the agent flushes when
  * idle, the sink's queue worker at least every 50 ms).
@@ -68,7 +70,9 @@ static void drop_client(struct sink *s, struct poip_sink *p, size_t i, int count
 		__atomic_add_fetch(&s->ctr.peers_dropped, 1, __ATOMIC_RELAXED);
 }
 
-static void accept_new(struct poip_sink *p)
+/* Over POIP_MAX_CLIENTS (or out of memory) a new client is closed at once:
+ * counted in peers_dropped, logged (rate-limited). */
+static void accept_new(struct sink *s, struct poip_sink *p)
 {
 	for (;;) {
 		int fd = accept4(p->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -76,7 +80,11 @@ static void accept_new(struct poip_sink *p)
 			return;
 		uint8_t *buf = p->n < POIP_MAX_CLIENTS ? malloc(p->buf_cap) : NULL;
 		if (!buf) {
+			static struct log_limit lim;
 			close(fd);
+			__atomic_add_fetch(&s->ctr.peers_dropped, 1, __ATOMIC_RELAXED);
+			log_limited(&lim, 10, "--pcap-over-ip: client refused: %zu clients already "
+				    "(at most %d)", p->n, POIP_MAX_CLIENTS);
 			continue;
 		}
 		put32(buf, PCAP_MAGIC_NS);
@@ -206,7 +214,7 @@ static void append(struct poip_client *c, const uint8_t *rec, const struct pkt *
 static int poip_write(struct sink *s, const struct pkt *pkts, size_t n)
 {
 	struct poip_sink *p = s->priv;
-	accept_new(p);
+	accept_new(s, p);
 	if (!p->n)
 		return 0;
 	for (size_t k = 0; k < n; k++) {
@@ -242,7 +250,7 @@ static int poip_write(struct sink *s, const struct pkt *pkts, size_t n)
 static int poip_flush(struct sink *s)
 {
 	struct poip_sink *p = s->priv;
-	accept_new(p);
+	accept_new(s, p);
 	for (size_t i = 0; i < p->n;) {
 		if (client_send(&p->c[i]) < 0 || !client_alive(&p->c[i]))
 			drop_client(s, p, i, 0);

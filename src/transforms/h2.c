@@ -1,5 +1,6 @@
 /* HTTP/2 -> HTTP/1.1 converter: connections, streams as synthetic TCP connections, output, fallback (contract in h2.h). */
 #include "transforms/h2_int.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@ struct h2_table {
 	struct h2_conn *b[H2_BUCKETS];
 	uint64_t next_id;
 	uint32_t next_port;
+	size_t nconns, nstreams;          /* converter's connections, open streams */
+	size_t max_conns, max_streams;
 	struct h2_counters ctr;
 };
 
@@ -51,7 +54,23 @@ struct h2_table *h2_table_new(struct flow_table *flows)
 		return NULL;
 	t->flows = flows;
 	t->next_port = H2_PORT_MIN;
+	h2_set_limits(t, 0, 0);
 	return t;
+}
+
+void h2_set_limits(struct h2_table *t, size_t max_conns, size_t max_streams)
+{
+	t->max_conns = max_conns ? max_conns : H2_DEFAULT_MAX_CONNS;
+	t->max_streams = max_streams ? max_streams : H2_DEFAULT_MAX_STREAMS;
+}
+
+/* A cap was reached: counted, logged (rate-limited). */
+static void over_cap(uint64_t *ctr, const char *what, size_t cap)
+{
+	static struct log_limit lim;
+	(*ctr)++;
+	log_limited(&lim, 10, "HTTP/2 converter: %s (%zu): the connection is mirrored as raw "
+		    "HTTP/2", what, cap);
 }
 
 static void conn_free(struct h2_conn *c)
@@ -159,8 +178,15 @@ static int pick_port(struct h2_table *t, const struct flow_open_info *o, uint16_
 
 int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_stream **out)
 {
-	if (c->nstreams >= H2_MAX_STREAMS)
+	if (c->nstreams >= H2_MAX_STREAMS || t->nstreams >= t->max_streams) {
+		if (c->nstreams >= H2_MAX_STREAMS)
+			over_cap(&t->ctr.streams_refused, "streams open in one connection at the cap",
+				 H2_MAX_STREAMS);
+		else
+			over_cap(&t->ctr.streams_refused, "streams open in total at --max-h2-streams",
+				 t->max_streams);
 		return -ENOSPC;
+	}
 	struct flow_open_info fi = c->info;
 	int err = pick_port(t, &c->info, &fi.client_port);
 	if (err)
@@ -182,6 +208,7 @@ int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_
 	st->next = c->streams;
 	c->streams = st;
 	c->nstreams++;
+	t->nstreams++;
 	t->ctr.streams++;
 	*out = st;
 	return 0;
@@ -200,6 +227,7 @@ void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st
 	if (*pp)
 		*pp = st->next;
 	c->nstreams--;
+	t->nstreams--;
 	free(st);
 }
 
@@ -275,6 +303,11 @@ int h2_open(struct h2_table *t, const struct flow_open_info *info, const char *a
 		if (*pp)
 			return 0; /* it left the converter: its flow is the engine's */
 	}
+	if (t->nconns >= t->max_conns) {
+		over_cap(&t->ctr.conns_refused, "connections converted at --max-h2-conns",
+			 t->max_conns);
+		return 0;
+	}
 	struct h2_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
@@ -289,14 +322,17 @@ int h2_open(struct h2_table *t, const struct flow_open_info *info, const char *a
 	if (is_h2)
 		h2_conn_is_h2(t, c);
 	*pp = c;
+	t->nconns++;
 	return 1;
 }
 
 static void unlink_conn(struct h2_table *t, struct h2_conn *c)
 {
 	struct h2_conn **pp = find_link(t, c->info.proc_key, c->info.conn_id);
-	if (*pp == c)
+	if (*pp == c) {
 		*pp = c->next;
+		t->nconns--;
+	}
 }
 
 /*

@@ -31,10 +31,19 @@ struct h2_counters {
 	uint64_t streams;    /* streams mirrored as HTTP/1.1 exchanges (pushes included) */
 	uint64_t errors;     /* malformed HTTP/2: bad frame, HPACK error, a limit exceeded */
 	uint64_t fallbacks;  /* connections mirrored unconverted from some point on */
+	uint64_t conns_refused;   /* HTTP/2 connections mirrored raw: max_conns converted */
+	uint64_t streams_refused; /* streams over a cap: the connection fell back */
 };
+
+#define H2_DEFAULT_MAX_CONNS 256       /* converted at once (--max-h2-conns) */
+#define H2_DEFAULT_MAX_STREAMS 16384   /* open streams in total (--max-h2-streams) */
 
 /* A converter feeding flows (which must outlive it). NULL on ENOMEM. */
 struct h2_table *h2_table_new(struct flow_table *flows);
+/* Caps (0: the default): connections converted at once (over it a new one is
+ * mirrored raw), open streams in total (over it, or over H2_MAX_STREAMS in
+ * one connection, the connection falls back to raw HTTP/2). */
+void h2_set_limits(struct h2_table *t, size_t max_conns, size_t max_streams);
 /* Frees the converter's memory; emits nothing (close the flows first). */
 void h2_table_free(struct h2_table *t);
 

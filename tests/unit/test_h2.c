@@ -507,3 +507,45 @@ TEST(h2_reannounce_and_other_end_once)
 out:
 	hx_free(&x);
 }
+
+TEST(h2_streams_over_total_cap_fall_back_raw)
+{
+	struct hx x;
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+	uint8_t fr[3][64];
+	size_t n[3];
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	h2_set_limits(x.h2, 0, 2);
+	CHECK_EQ(feed(&x, 0, preface, 24), 0);
+	for (int i = 0; i < 3; i++)
+		n[i] = headers_frame(fr[i], 1 + 2 * (uint32_t)i, get, sizeof(get));
+	CHECK_EQ(feed(&x, 0, fr[0], n[0]), 0);
+	CHECK_EQ(feed(&x, 0, fr[1], n[1]), 0);
+	CHECK_EQ(h2_counters(x.h2)->streams, 2);
+	CHECK_EQ(feed(&x, 0, fr[2], n[2]), 0); /* a third open stream: over the cap */
+	CHECK_EQ(h2_counters(x.h2)->streams_refused, 1);
+	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
+	/* the connection is the flow engine's now, mirrored raw from that frame on */
+	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, x.off[0], get, 1, NULL), -ENOENT);
+	CHECK_EQ(flow_counters(x.flows)->flows_open, 1);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_conns_over_cap_are_mirrored_raw)
+{
+	struct hx x;
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	h2_set_limits(x.h2, 1, 0);
+	struct flow_open_info fi = { .proc_key = 1, .conn_id = 2, .ts_ns = 1, .family = 4,
+				     .side = 1, .client_port = CLI_PORT + 1, .server_port = SRV_PORT };
+	CHECK_EQ(h2_open(x.h2, &fi, "h2"), 0); /* the caller opens a plain flow */
+	CHECK_EQ(h2_counters(x.h2)->conns_refused, 1);
+	CHECK_EQ(h2_close(x.h2, 1, 1, 3), 0);  /* one converted connection less */
+	CHECK_EQ(h2_open(x.h2, &fi, "h2"), 1);
+	CHECK_EQ(h2_close(x.h2, 1, 2, 4), 0);
+out:
+	hx_free(&x);
+}
