@@ -21,7 +21,12 @@
  * Payload pattern (so a test can check the mirror byte for byte): the byte at
  * stream offset o of connection index c (0-based), direction d (0 c2s, 1 s2c)
  * is RINGGEN_ALPHABET[(o + 7 * c + 31 * d) % 64]. Connection c is
- * 127.0.0.1:(port_base + c) -> 127.0.0.1:server_port, this process the server.
+ * 127.0.0.1:(port_base + c) -> 127.0.0.1:server_port, this process the server;
+ * beyond the port range (c >= 65536 - port_base) the client address moves on:
+ * 127.a.b.1 with a.b = c / (65536 - port_base).
+ * --hold (a producer that never closes): OPEN then one DATA of --chunk bytes
+ * per connection while --bytes last, no CLOSE; prints "holding" and stays
+ * attached until its standard input ends.
  */
 #define RINGGEN_ALPHABET \
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -37,6 +42,7 @@ struct opts {
 	uint16_t port_base;
 	uint16_t server_port;
 	int dir;                /* 0 c2s, 1 s2c, 2 both (alternating chunks) */
+	int hold;               /* --hold: never close */
 };
 
 struct gen {
@@ -88,9 +94,11 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ringgen [--socket PATH] [--bytes N] [--conns K] [--chunk N]\n"
 		"               [--ring-size N] [--rate BYTES_PER_S] [--dir c2s|s2c|both]\n"
-		"               [--port-base P] [--server-port P]\n"
+		"               [--port-base P] [--server-port P] [--hold]\n"
 		"Attaches to a tlsmirror agent like the capture library and pushes N bytes\n"
-		"of clear text over K connections (sizes accept K/M/G suffixes).\n");
+		"of clear text over K connections (sizes accept K/M/G suffixes).\n"
+		"--hold: K connections that are never closed, --chunk bytes each while N\n"
+		"last; stays attached until stdin ends.\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -99,11 +107,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{"socket", 1, 0, 's'}, {"bytes", 1, 0, 'b'}, {"conns", 1, 0, 'c'},
 		{"chunk", 1, 0, 'k'}, {"ring-size", 1, 0, 'r'}, {"rate", 1, 0, 'R'},
 		{"dir", 1, 0, 'd'}, {"port-base", 1, 0, 'p'}, {"server-port", 1, 0, 'P'},
-		{"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+		{"hold", 0, 0, 'H'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	uint64_t v;
 	int c;
-	while ((c = getopt_long(argc, argv, "s:b:c:k:r:R:d:p:P:h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:c:k:r:R:d:p:P:hH", lo, NULL)) != -1) {
 		if (c == 's') { o->socket = optarg; continue; }
+		if (c == 'H') { o->hold = 1; continue; }
 		if (c == 'h') { usage(stdout); exit(0); }
 		if (c == 'd') {
 			o->dir = !strcmp(optarg, "c2s") ? 0 : !strcmp(optarg, "s2c") ? 1 :
@@ -116,7 +125,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			return -EINVAL;
 		switch (c) {
 		case 'b': o->bytes = v; break;
-		case 'c': o->conns = (uint32_t)v; if (!v || v > 60000) return -EINVAL; break;
+		case 'c': o->conns = (uint32_t)v; if (!v || v > 16000000) return -EINVAL; break;
 		case 'k': o->chunk = (uint32_t)v; if (!v || v > RING_MAX_CHUNK) return -EINVAL; break;
 		case 'r': o->ring_size = v; break;
 		case 'R': o->rate = v; break;
@@ -125,8 +134,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 	}
 	if (optind != argc)
-		return -EINVAL;
-	if ((uint64_t)o->port_base + o->conns > 65536)
 		return -EINVAL;
 	return 0;
 }
@@ -271,9 +278,11 @@ static int emit_open(struct gen *g, const struct opts *o, uint32_t c)
 	op.family = 4;
 	op.side = RING_SIDE_SERVER;
 	op.map_method = RING_MAP_FD;
-	op.client_port = (uint16_t)(o->port_base + c);
+	uint32_t span = 65536u - o->port_base, hi = c / span;
+	op.client_port = (uint16_t)(o->port_base + c % span);
 	op.server_port = o->server_port;
-	memcpy(op.client_addr, "\x7f\x00\x00\x01", 4);
+	uint8_t cli[4] = { 127, (uint8_t)(hi >> 8), (uint8_t)hi, 1 };
+	memcpy(op.client_addr, cli, 4);
 	memcpy(op.server_addr, "\x7f\x00\x00\x01", 4);
 	op.tls_version = 0x0304;
 	op.tid = (uint32_t)gettid();
@@ -348,6 +357,18 @@ static int run(struct gen *g, const struct opts *o)
 	}
 	for (uint32_t c = 0; c < o->conns && !err; c++)
 		err = emit_close(g, c);
+	return err;
+}
+
+/* --hold: OPEN (and DATA while o->bytes last) for every connection, no CLOSE. */
+static int run_hold(struct gen *g, const struct opts *o)
+{
+	int err = 0;
+	for (uint32_t c = 0; c < o->conns && !err; c++) {
+		err = emit_open(g, o, c);
+		if (!err && g->sent + o->chunk <= o->bytes)
+			err = emit_data(g, c, o->dir == 2 ? 0 : o->dir, o->chunk);
+	}
 	return err;
 }
 
@@ -432,9 +453,19 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	g.t0 = now_ns(CLOCK_MONOTONIC);
-	err = run(&g, &o);
+	err = o.hold ? run_hold(&g, &o) : run(&g, &o);
 	if (!err)
 		err = drain(&g);
+	if (!err && o.hold) {
+		char b[256];
+		report(&g, &o, now_ns(CLOCK_MONOTONIC));
+		printf("holding\n");
+		fflush(stdout);
+		while (read(STDIN_FILENO, b, sizeof(b)) > 0)
+			;
+		rc = 0;
+		goto out;
+	}
 	if (err) {
 		fprintf(stderr, "ringgen: stopped after %llu bytes: %s\n",
 			(unsigned long long)g.sent, why(err));

@@ -37,6 +37,7 @@ struct agent_config {
 	uint64_t max_ring_size;      /* --max-ring-size: largest ring mapped (data bytes) */
 	size_t max_h2_conns;         /* --max-h2-conns: connections converted at once */
 	size_t max_h2_streams;       /* --max-h2-streams: open streams in total */
+	size_t max_peers;            /* --max-peers: collector's agent connections */
 };
 
 #define AGENT_DEFAULT_MAX_PROCS 1024

@@ -46,8 +46,9 @@ static void usage(FILE *f)
 "      --max-conns-per-proc N  ... per attached process (default 10000)\n"
 "      --max-procs N       attached processes (default 1024)\n"
 "      --max-ring-size SIZE  largest ring accepted from a process (default 1G)\n"
-"      --max-h2-conns N    connections converted by --h2-to-h1 at once (default 256)\n"
+"      --max-h2-conns N    connections converted by --h2-to-h1 at once (default 128)\n"
 "      --max-h2-streams N  HTTP/2 streams open at once, in total (default 16384)\n"
+"      --max-peers N       agents connected to a collector (-C) at once (default 256)\n"
 "\n"
 "delivery (see tlsmirror(1), docs/delivery.md, docs/tunnel.md):\n"
 "  -I, --interface IFACE   the host's interface: its addresses for the synthesized frames\n"
@@ -148,7 +149,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 {
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
-	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S };
+	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S, O_MAXPEERS };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -180,6 +181,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "max-ring-size", required_argument, NULL, O_MAXRING },
 		{ "max-h2-conns", required_argument, NULL, O_MAXH2C },
 		{ "max-h2-streams", required_argument, NULL, O_MAXH2S },
+		{ "max-peers", required_argument, NULL, O_MAXPEERS },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -282,6 +284,10 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		case O_MAXH2S:
 			if (parse_cap(optarg, &cfg->max_h2_streams))
 				return bad_arg("--max-h2-streams", optarg, CAP_WANT);
+			break;
+		case O_MAXPEERS:
+			if (parse_cap(optarg, &cfg->max_peers))
+				return bad_arg("--max-peers", optarg, CAP_WANT);
 			break;
 		case O_MAXRING:
 			if (parse_size(optarg, &cfg->max_ring_size) ||

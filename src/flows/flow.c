@@ -66,6 +66,10 @@ struct flow {
 	uint8_t duplicate;
 };
 
+/* docs/agent.md "Memory": 256 bytes per flow, with malloc's header and the
+ * two indexes (at most 2 x 3 pointers per flow while they double). */
+_Static_assert(sizeof(struct flow) + 16 + 48 <= 256, "a flow outgrew docs/agent.md");
+
 /* A connection the engine emitted and closed recently: its other end, mirrored
  * by another process, may still be announced (the agent drains one process's
  * ring at a time, so a short connection can be opened, filled and closed from

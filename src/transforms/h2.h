@@ -35,7 +35,7 @@ struct h2_counters {
 	uint64_t streams_refused; /* streams over a cap: the connection fell back */
 };
 
-#define H2_DEFAULT_MAX_CONNS 256       /* converted at once (--max-h2-conns) */
+#define H2_DEFAULT_MAX_CONNS 128       /* converted at once (--max-h2-conns) */
 #define H2_DEFAULT_MAX_STREAMS 16384   /* open streams in total (--max-h2-streams) */
 
 /* A converter feeding flows (which must outlive it). NULL on ENOMEM. */

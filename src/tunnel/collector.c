@@ -31,7 +31,7 @@
  * name on a plaintext collector) across reconnects.
  */
 
-#define COL_MAX_PEERS 256
+#define COL_MAX_PEERS 256      /* default of --max-peers */
 #define COL_MAX_AGENTS 4094   /* also the VLAN id range */
 #define COL_HELLO_MS 5000
 #define COL_IDLE_MS 15000
@@ -416,10 +416,12 @@ static void on_listen(struct agent *a, struct agent_watch *w, uint32_t events)
 			return;
 		char addr[64];
 		peer_addr(&ss, addr, sizeof(addr));
-		struct peer *p = col->n_peers < COL_MAX_PEERS ? calloc(1, sizeof(*p)) : NULL;
+		size_t max = a->cfg.max_peers ? a->cfg.max_peers : COL_MAX_PEERS;
+		struct peer *p = col->n_peers < max ? calloc(1, sizeof(*p)) : NULL;
 		if (!p) {
 			col->rejected++;
-			col_log(col, "collector: %s: rejected: too many connections", addr);
+			col_log(col, "collector: %s: rejected: %zu connections already (--max-peers)",
+				addr, col->n_peers);
 			close(fd);
 			continue;
 		}
