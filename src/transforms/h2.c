@@ -202,6 +202,8 @@ int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_
 	fi.off[0] = fi.off[1] = 0;
 	err = flow_open(t->flows, &fi);
 	if (err) {
+		if (err == -ENFILE || err == -EMFILE) /* over --max-conns(-per-proc) */
+			t->ctr.streams_refused++;
 		free(st);
 		return err;
 	}
