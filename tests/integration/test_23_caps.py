@@ -1,10 +1,12 @@
 # Integration test 23: a hostile producer opening millions of never-closed connections stays under the documented memory bound; caps on processes and ring size.
 import os
 import re
+import socket
 import subprocess
 
-from tmlib import (BUILD, Agent, RecServer, certs, check, check_against_server, judge,
-                   need_build, need_tool, proc_stats, short, stat_int, timeout, wait_until)
+from tmlib import (BUILD, Agent, RecServer, certs, check, check_against_server, free_port,
+                   judge, need_build, need_tool, proc_stats, short, stat_int,
+                   timeout, wait_until)
 
 RINGGEN = os.path.join(BUILD, "ringgen")
 
@@ -43,6 +45,18 @@ def wait_holding(p, what):
     wait_until(holding, 40, f"{what} to have written every record and be holding")
 
 
+def curl_under_capture(env, agent, srv, path, ring=None):
+    """curl of https://localhost:PORT/PATH under `tlsmirror run`; returns the server's log of it."""
+    c = certs()
+    curl = env.captured("curl", agent.sock, [need_tool("curl"), "-sS", "--cacert", c["cert"],
+                                             "--resolve", f"localhost:{srv.port}:127.0.0.1",
+                                             f"https://localhost:{srv.port}{path}",
+                                             "-o", env.path("got.bin")], ring=ring)
+    rc = curl.wait(30)
+    check(rc == 0, f"curl exited {rc}: {short(curl.err())}")
+    return curl, srv.conns(1)[0]
+
+
 @timeout(120)
 def test_hostile_producer_stays_under_memory_bound(env):
     srv = RecServer(env)
@@ -56,15 +70,7 @@ def test_hostile_producer_stays_under_memory_bound(env):
                       "--dir", "c2s", "--ring-size", "1M")
     wait_holding(hostile, "the hostile producer")
     # a good producer meanwhile: curl under the capture library, byte-exact
-    c = certs()
-    got = env.path("got.bin")
-    curl = env.captured("curl", agent.sock, [need_tool("curl"), "-sS", "--cacert", c["cert"],
-                                             "--resolve", f"localhost:{srv.port}:127.0.0.1",
-                                             f"https://localhost:{srv.port}/size/300000",
-                                             "-o", got], ring="1M")
-    rc = curl.wait(30)
-    check(rc == 0, f"curl exited {rc}: {short(curl.err())}")
-    conn = srv.conns(1)[0]
+    curl, conn = curl_under_capture(env, agent, srv, "/size/300000", ring="1M")
     procs, total, raw = agent.stats()
     hwm = status_kib(pid, "VmHWM") * 1024
     limit = bound(2)
@@ -110,3 +116,52 @@ def test_hostile_producer_stays_under_memory_bound(env):
     check_against_server(cap, [conn], exact_count=False)
     check(len(cap.syn_streams()) == PER_PROC + 3, f"capture has {len(cap.syn_streams())} "
           f"connections, expected {PER_PROC} of the hostile producer, curl's and 2 more")
+
+
+@timeout(90)
+def test_silent_control_connections_and_pcap_over_ip_clients_capped(env):
+    """300 control connections that never say hello and 40 PCAP-over-IP clients:
+    the oldest silent ones are closed (256 kept), clients past 32 are refused,
+    both counted; curl is mirrored byte-exact all the same."""
+    srv = RecServer(env)
+    port = free_port()
+    agent = Agent(env, args=["--pcap-over-ip", f"127.0.0.1:{port}"]).start()
+    silent = []
+    for _ in range(300):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(agent.sock)
+        silent.append(s)
+    readers = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+
+    def refused_readers():
+        n = 0
+        for r in readers:
+            r.settimeout(0.01)
+            try:
+                n += r.recv(65536, socket.MSG_PEEK) == b""
+            except (socket.timeout, BlockingIOError):
+                pass
+            except OSError:
+                n += 1
+        return n >= 8
+    wait_until(refused_readers, 10, "8 of 40 PCAP-over-IP clients refused (at most 32)")
+    _, conn = curl_under_capture(env, agent, srv, "/size/100000")
+    procs, total = agent.final_stats()
+    dropped = stat_int(total, "pending_dropped")
+    check(dropped >= 300 - 256, f"pending_dropped={dropped}, expected at least 44")
+    closed = 0
+    for s in silent:
+        s.settimeout(0.01)
+        try:
+            closed += s.recv(1) == b""
+        except (socket.timeout, BlockingIOError):
+            pass
+    check(closed >= 44, f"only {closed} of the silent control connections were closed")
+    text = agent.stderr_text
+    poip = [l for l in text.splitlines() if l.startswith("sink name=pcap-over-ip")]
+    check(poip and int(re.search(r"peers_dropped=(\d+)", poip[0]).group(1)) >= 8,
+          f"refused PCAP-over-IP clients not counted: {poip}")
+    check("client refused" in text, f"refused PCAP-over-IP client not logged: {short(text, 800)}")
+    for x in silent + readers:
+        x.close()
+    check_against_server(judge(agent.pcap), [conn])
