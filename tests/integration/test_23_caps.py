@@ -4,7 +4,7 @@ import re
 import socket
 import subprocess
 
-from tmlib import (BUILD, Agent, RecServer, certs, check, check_against_server, free_port,
+from tmlib import (BUILD, TLSMIRROR, Agent, RecServer, certs, check, check_against_server, free_port,
                    judge, need_build, need_tool, proc_stats, short, stat_int,
                    timeout, wait_until)
 
@@ -165,3 +165,19 @@ def test_silent_control_connections_and_pcap_over_ip_clients_capped(env):
     for x in silent + readers:
         x.close()
     check_against_server(judge(agent.pcap), [conn])
+
+
+@timeout(30)
+def test_cap_options_reject_bad_values(env):
+    need_build(TLSMIRROR)
+    for opt, val, want in [("--max-conns", "0", "a number from 1 to 100000000"),
+                           ("--max-conns-per-proc", "x", "a number from 1 to 100000000"),
+                           ("--max-procs", "-1", "a number from 1 to 100000000"),
+                           ("--max-ring-size", "2G", "a size from 64K to 1G"),
+                           ("--max-h2-conns", "", "a number from 1 to 100000000"),
+                           ("--max-h2-streams", "1e3", "a number from 1 to 100000000"),
+                           ("--max-peers", "0", "a number from 1 to 100000000")]:
+        rc, out, err = env.run("bad", [TLSMIRROR, opt, val, "-w", env.path("x.pcap")], 10)
+        msg = f"tlsmirror: invalid {opt} '{val}': {want}"
+        check(rc == 2 and msg in err.decode(), f"{opt} {val!r}: exit {rc}, stderr "
+              f"{short(err)}, want 2 and {msg!r}")
