@@ -168,7 +168,8 @@ static int map_ring(int memfd, struct proc *p, const char **why)
 		*why = "cannot map the ring";
 		return -errno;
 	}
-	if (ring_validate_hdr(m, (size_t)st.st_size) < 0) {
+	/* the header is read once, there, into p->cons: only that copy is used */
+	if (ring_consumer_init(&p->cons, m, (size_t)st.st_size) < 0) {
 		munmap(m, (size_t)st.st_size);
 		*why = "ring header invalid (magic, version or size)";
 		return -EINVAL;
@@ -241,7 +242,6 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 			*c = '?';
 	p->fd = fd;
 	p->state = PROC_ATTACHED;
-	ring_consumer_init(&p->cons, p->ring);
 	epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
 	if (watch(a, fd, TAG_PROC) < 0) {
 		munmap(p->ring, p->map_len);

@@ -4,6 +4,8 @@
 Self-contained: needs BUILD (default build) with tlsmirror, ringgen and
 progs/badring. Run as a script it prints one line per case and exits 0 when
 everything passed; tests/integration/run.py runs it through test_all_cases.
+test_flipping_producer (run.py only) is the concurrent hostile producer:
+`badring --flip 10000` against an agent that mirrors curl meanwhile.
 """
 import os
 import re
@@ -14,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import tmlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
@@ -252,6 +256,56 @@ def test_all_cases(env):
 
 
 test_all_cases.timeout = 180
+
+FLIP_ATTACHES = 10000
+
+
+def test_flipping_producer(env):
+    """10,000 attaches of rings whose header and record fields another thread
+    keeps flipping (badring --flip): the agent (--h2-to-h1, two outputs, so
+    the sinks run behind queues) survives every one and mirrors curl under
+    the capture library byte-exact meanwhile, judged by tshark."""
+    srv = tmlib.RecServer(env)
+    agent = tmlib.Agent(env, args=["--h2-to-h1", "--pcap-over-ip",
+                                   "127.0.0.1:%d" % tmlib.free_port()]).start()
+    flip = env.spawn("badring", [tmlib.need_build(BADRING), "--socket", agent.sock,
+                                 "--flip", str(FLIP_ATTACHES)])
+    c = tmlib.certs()
+    n, t0 = 0, time.time()
+    while n < 4 or (flip.alive() and time.time() - t0 < 60):
+        size = 50000 + 7919 * n
+        cu = env.captured("curl", agent.sock, [tmlib.need_tool("curl"), "-sS", "--cacert",
+                                               c["cert"], "--resolve",
+                                               "localhost:%d:127.0.0.1" % srv.port,
+                                               "https://localhost:%d/size/%d" % (srv.port, size),
+                                               "-o", env.path("got%d.bin" % n)])
+        rc = cu.wait(30)
+        tmlib.check(rc == 0, "curl %d exited %s: %s" % (n, rc, tmlib.short(cu.err())))
+        n += 1
+        tmlib.check(agent.proc.alive(), "the agent died under the flipping producer "
+                    "(status %s) after %d curl runs; badring: %s; agent stderr: %s"
+                    % (agent.proc.popen.returncode, n, tmlib.short(flip.out()),
+                       tmlib.short(agent.proc.err()[-600:])))
+    rc = flip.wait(60)
+    out = flip.out().decode(errors="replace").strip()
+    tmlib.check(agent.proc.alive(), "the agent died under the flipping producer (status %s); "
+                "badring: %s" % (agent.proc.popen.returncode, out))
+    tmlib.check(rc == 0 and ("flip %d of %d" % (FLIP_ATTACHES, FLIP_ATTACHES)) in out,
+                "badring --flip exited %s: %s" % (rc, out))
+    conns = srv.conns(n)
+    agent.final_stats()
+    good = env.path("good.pcap")
+    r = subprocess.run([tmlib.need_tool("tshark"), "-r", agent.pcap, "-w", good, "-F", "nsecpcap",
+                        "-Y", "ip.src == 127.0.0.1 && ip.dst == 127.0.0.1 && tcp.port == %d"
+                        % srv.port], capture_output=True, timeout=120)
+    tmlib.check(r.returncode == 0, "tshark could not filter the capture: %s"
+                % tmlib.short(r.stderr))
+    cap = tmlib.judge(good)
+    tmlib.check_against_server(cap, conns)
+    print("flip: %s; %d curl transfers byte-exact" % (out, len(conns)))
+
+
+test_flipping_producer.timeout = 150
 
 
 if __name__ == "__main__":
