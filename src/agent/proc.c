@@ -70,11 +70,22 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	p->open_conns++;
 }
 
-/* Clear text to the HTTP/2 converter if it owns the connection, else to the flow engine. */
+/*
+ * Clear text to the HTTP/2 converter if it owns the connection, else to the
+ * flow engine. data may point into the producer's shared memory: the flow
+ * engine only copies it out (checksum, then sinks), but the converter parses
+ * it (frame headers, lengths, HPACK), so it gets a private copy: a byte the
+ * producer flips after it was checked cannot reach the parser.
+ */
 static int mirror_data(struct agent *a, uint64_t key, uint64_t conn_id, int dir, uint64_t ts,
 		       uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
 {
+	static uint8_t priv[RING_MAX_CHUNK]; /* ring_peek: data_len <= RING_MAX_CHUNK */
 	if (a->h2) {
+		if (data && len <= sizeof(priv)) {
+			memcpy(priv, data, len);
+			data = priv;
+		}
 		int err = h2_data(a->h2, key, conn_id, dir, ts, off, data, len, gap);
 		if (err != -ENOENT)
 			return err;

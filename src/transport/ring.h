@@ -128,6 +128,58 @@ struct ring_open {
 	char cipher[64];
 };
 
+/*
+ * The layout is shared by processes built at different times: pin the size
+ * and every offset, so a change that moves a field fails to compile instead
+ * of silently breaking the format (then bump RING_VERSION).
+ */
+#define RING_LAYOUT(t, f, o) \
+	_Static_assert(offsetof(struct t, f) == (o), #t "." #f " moved: cross-process layout")
+RING_LAYOUT(ring_hdr, magic, 0);
+RING_LAYOUT(ring_hdr, version, 8);
+RING_LAYOUT(ring_hdr, hdr_size, 12);
+RING_LAYOUT(ring_hdr, data_size, 16);
+RING_LAYOUT(ring_hdr, pid, 24);
+RING_LAYOUT(ring_hdr, _pad0, 28);
+RING_LAYOUT(ring_hdr, _pad1, 32);
+RING_LAYOUT(ring_hdr, head, 64);
+RING_LAYOUT(ring_hdr, _pad2, 72);
+RING_LAYOUT(ring_hdr, tail, 128);
+RING_LAYOUT(ring_hdr, consumer_sleeping, 136);
+RING_LAYOUT(ring_hdr, _pad3, 140);
+RING_LAYOUT(ring_hdr, _pad4, 144);
+RING_LAYOUT(ring_hdr, drop_bytes, 192);
+RING_LAYOUT(ring_hdr, drop_records, 216);
+RING_LAYOUT(ring_hdr, doorbells, 240);
+_Static_assert(sizeof(struct ring_hdr) == 248, "struct ring_hdr size: cross-process layout");
+_Static_assert(sizeof(struct ring_hdr) <= RING_HDR_SIZE, "struct ring_hdr exceeds RING_HDR_SIZE");
+RING_LAYOUT(ring_rec, commit, 0);
+RING_LAYOUT(ring_rec, len, 8);
+RING_LAYOUT(ring_rec, type, 12);
+RING_LAYOUT(ring_rec, flags, 14);
+RING_LAYOUT(ring_rec, conn_id, 16);
+RING_LAYOUT(ring_rec, ts_ns, 24);
+RING_LAYOUT(ring_rec, stream_off, 32);
+RING_LAYOUT(ring_rec, data_off, 40);
+RING_LAYOUT(ring_rec, data_len, 44);
+_Static_assert(sizeof(struct ring_rec) == 48, "struct ring_rec size: cross-process layout");
+RING_LAYOUT(ring_open, family, 0);
+RING_LAYOUT(ring_open, side, 1);
+RING_LAYOUT(ring_open, map_method, 2);
+RING_LAYOUT(ring_open, midstream, 3);
+RING_LAYOUT(ring_open, client_port, 4);
+RING_LAYOUT(ring_open, server_port, 6);
+RING_LAYOUT(ring_open, client_addr, 8);
+RING_LAYOUT(ring_open, server_addr, 24);
+RING_LAYOUT(ring_open, off, 40);
+RING_LAYOUT(ring_open, tls_version, 56);
+RING_LAYOUT(ring_open, _pad, 58);
+RING_LAYOUT(ring_open, tid, 60);
+RING_LAYOUT(ring_open, sni, 64);
+RING_LAYOUT(ring_open, alpn, 320);
+RING_LAYOUT(ring_open, cipher, 384);
+_Static_assert(sizeof(struct ring_open) == 448, "struct ring_open size: cross-process layout");
+
 static inline uint64_t ring_commit_word(uint64_t pos)
 {
 	return pos ^ RING_COMMIT_SALT;

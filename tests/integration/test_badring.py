@@ -41,7 +41,8 @@ MUST_CLOSE = {"bad-magic", "bad-version", "size-not-pow2", "short-memfd", "unsea
               "no-shrink-seal", "rec-len-0", "rec-len-unaligned", "rec-len-past-end",
               "rec-type-unknown", "data-off-oob", "data-off-small", "data-len-oob",
               "data-len-huge", "pad-mid", "hello-bad-magic", "hello-bad-version",
-              "hello-bad-type", "hello-truncated", "hello-no-fd", "hello-pipe-fd", "garbage"}
+              "hello-bad-type", "hello-truncated", "hello-no-fd", "hello-pipe-fd", "garbage",
+              "hello-eight-fds"}
 COUNTERS = ("bad_records", "orphan_records", "rejected_attach")
 REASON = re.compile(r"warning|error|reject|malformed|invalid|refus", re.I)
 

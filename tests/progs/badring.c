@@ -165,7 +165,7 @@ static int agent_connect(const char *path)
 /* Sends len bytes of msg with nfds descriptors attached. Returns 0 or negative errno. */
 static int send_fds(int s, const void *msg, size_t len, const int *fds, int nfds)
 {
-	union { struct cmsghdr c; char buf[CMSG_SPACE(sizeof(int) * 4)]; } cm;
+	union { struct cmsghdr c; char buf[CMSG_SPACE(sizeof(int) * 8)]; } cm;
 	struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
 	if (nfds > 0) {
@@ -385,14 +385,14 @@ static int case_open(const struct ctx *x, const struct bcase *bc)
 /* ---- control message cases ---- */
 
 enum msg_spoil { M_MAGIC, M_VERSION, M_TYPE, M_TRUNC, M_NOFD, M_TWOFDS, M_PIPEFD,
-		 M_GARBAGE, M_EMPTY };
+		 M_GARBAGE, M_EMPTY, M_MANYFDS };
 
 /* Sends a malformed hello (with a valid sealed ring where an fd goes). */
 static int case_msg(const struct ctx *x, const struct bcase *bc)
 {
 	struct bring b;
 	struct ctl_hello h;
-	int fds[2] = {-1, -1}, pipefd[2] = {-1, -1}, nfds = 1;
+	int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1}, pipefd[2] = {-1, -1}, nfds = 1;
 	size_t len = sizeof(h);
 	uint8_t junk[301];
 	const void *msg = &h;
@@ -426,6 +426,10 @@ static int case_msg(const struct ctx *x, const struct bcase *bc)
 		nfds = 0;
 		break;
 	case M_EMPTY: len = 0; nfds = 0; break;
+	case M_MANYFDS: /* more than the agent's control buffer holds: MSG_CTRUNC */
+		for (nfds = 1; nfds < 8; nfds++)
+			fds[nfds] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		break;
 	}
 	int s = agent_connect(x->socket);
 	if (s < 0) {
@@ -436,8 +440,9 @@ static int case_msg(const struct ctx *x, const struct bcase *bc)
 		verdict(bc, wait_close(s, x->timeout_ms));
 	close(s);
 out:
-	if (fds[1] >= 0)
-		close(fds[1]);
+	for (int i = 1; i < 8; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	if (pipefd[0] >= 0) {
 		close(pipefd[0]);
 		close(pipefd[1]);
@@ -675,6 +680,7 @@ static const struct bcase cases[] = {
 	{"hello-pipe-fd", "hello with a pipe instead of a memfd", case_msg, M_PIPEFD},
 	{"garbage", "301 random bytes", case_msg, M_GARBAGE},
 	{"empty", "a zero-length message", case_msg, M_EMPTY},
+	{"hello-eight-fds", "hello with the ring and 7 more descriptors", case_msg, M_MANYFDS},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
