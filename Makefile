@@ -16,11 +16,12 @@ ifneq ($(SANITIZER),)
   SAN_LDFLAGS = -fsanitize=$(SANITIZER)
 endif
 # The capture library runs inside uninstrumented programs: AddressSanitizer
-# would have to be preloaded before them (and hangs curl at start-up), so the
+# would have to be preloaded before them (and hangs curl at start-up), and
+# ThreadSanitizer cannot be loaded into a running program at all, so the
 # library gets the other sanitizers only (UBSan's runtime loads as its dependency).
 comma := ,
 space := $(subst ,, )
-SO_SANITIZER := $(subst $(space),$(comma),$(strip $(filter-out address,$(subst $(comma),$(space),$(SANITIZER)))))
+SO_SANITIZER := $(subst $(space),$(comma),$(strip $(filter-out address thread,$(subst $(comma),$(space),$(SANITIZER)))))
 ifneq ($(SO_SANITIZER),)
   SO_SAN_CFLAGS  = -fsanitize=$(SO_SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
   SO_SAN_LDFLAGS = -fsanitize=$(SO_SANITIZER)
@@ -69,7 +70,7 @@ UNIT  := $(BUILD)/unit-tests
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay
 
-.PHONY: all deps test unit run bench install clean fuzz
+.PHONY: all deps test unit run bench install clean fuzz tsan-test
 all: $(BIN) $(SOLIB)
 
 $(BUILD)/obj/%.o: %.c
@@ -158,6 +159,15 @@ deps:
 
 unit: $(UNIT)
 	$(Q)$(UNIT)
+
+# ThreadSanitizer on the agent's threaded parts (docs/testing.md): the output
+# queues' unit tests and the agent with queued sinks under the concurrent
+# hostile producer. Its own build directory; the capture library stays
+# uninstrumented (TSan cannot be preloaded).
+TSAN_BUILD ?= build-tsan
+tsan-test: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) SANITIZER=thread all $(TSAN_BUILD)/unit-tests $(TSAN_BUILD)/progs/badring
+	$(Q)BUILD=$(TSAN_BUILD) ./tests/tsan.sh
 
 test: deps all $(UNIT) $(TOOLS)
 	$(Q)./tests/run.sh

@@ -434,7 +434,7 @@ static int ready_to_sleep(struct agent *a)
 static int outputs_gone(const struct agent *a)
 {
 	for (size_t i = 0; i < a->sinks.n; i++)
-		if (!a->sinks.v[i]->ctr.broken)
+		if (!__atomic_load_n(&a->sinks.v[i]->ctr.broken, __ATOMIC_RELAXED))
 			return 0;
 	return a->sinks.n > 0;
 }

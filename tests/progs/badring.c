@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <linux/sockios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -508,7 +510,7 @@ static void flip_hdr(struct ring_hdr *h, uint64_t r)
 static void flip_rec(struct ring_hdr *h, uint64_t r)
 {
 	uint8_t *base = (uint8_t *)h + RING_HDR_SIZE;
-	uint64_t at = flip_at[(r >> 8) % FLIP_RECS];
+	uint64_t at = __atomic_load_n(&flip_at[(r >> 8) % FLIP_RECS], __ATOMIC_RELAXED);
 	struct ring_rec *rec = (struct ring_rec *)(base + at);
 	uint32_t v = (uint32_t)(r >> 16);
 	static const uint32_t lens[] = {0, 64, 100, 128, 192, 1u << 20, 0xffffffffu, 256};
@@ -574,9 +576,30 @@ static int flip_ring(struct bring *b, int h2)
 			bring_free(b);
 			return -ENOSPC;
 		}
-		flip_at[i] = (uint32_t)((uint8_t *)r[i] - ((uint8_t *)b->hdr + RING_HDR_SIZE));
+		__atomic_store_n(&flip_at[i], (uint32_t)((uint8_t *)r[i] - ((uint8_t *)b->hdr +
+				 RING_HDR_SIZE)), __ATOMIC_RELAXED);
 	}
 	return 0;
+}
+
+/*
+ * Waits (up to 2 s) until the agent has read the hello sent on s (nothing left
+ * in the socket's send queue): keeps the agent's accept backlog short, so
+ * the flood never crowds out a real process's attach (its connect does not
+ * wait). Returns 0, or -ETIMEDOUT.
+ */
+static int flip_wait_read(int s)
+{
+	uint64_t t0 = now_ms();
+	for (unsigned spin = 0;; spin++) {
+		int outq = 0;
+		if (ioctl(s, SIOCOUTQ, &outq) < 0 || outq == 0)
+			return 0;
+		if (now_ms() - t0 > 2000)
+			return -ETIMEDOUT;
+		if (spin > 100)
+			usleep(100);
+	}
 }
 
 /* Attaches ring b (hello + memfd); returns the socket, kept open, or -errno. */
@@ -629,6 +652,9 @@ static int run_flip(const struct ctx *x, long n)
 			err = socks[k];
 			break;
 		}
+		int prev = socks[(i + FLIP_SLOTS - 1) % FLIP_SLOTS];
+		if (i && prev >= 0 && (err = flip_wait_read(prev)))
+			break;
 		pthread_mutex_lock(&f.lock);
 		f.slot[k] = rings[k].hdr;
 		pthread_mutex_unlock(&f.lock);
@@ -642,7 +668,7 @@ static int run_flip(const struct ctx *x, long n)
 	}
 	printf("badring: flip %ld of %ld attaches in %llu ms, %llu flipping writes%s%s\n",
 	       i, n, (unsigned long long)(now_ms() - t0), (unsigned long long)f.writes,
-	       err ? ": the agent is gone: " : "", err ? strerror(-err) : "");
+	       err ? ": stopped (agent gone or stalled): " : "", err ? strerror(-err) : "");
 	fflush(stdout);
 	return err ? 1 : 0;
 }
