@@ -72,20 +72,18 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 
 /*
  * Clear text to the HTTP/2 converter if it owns the connection, else to the
- * flow engine. data may point into the producer's shared memory: the flow
- * engine only copies it out (checksum, then sinks), but the converter parses
- * it (frame headers, lengths, HPACK), so it gets a private copy: a byte the
- * producer flips after it was checked cannot reach the parser.
+ * flow engine. data points into the producer's shared memory, which may
+ * change while we read it: neither reader parses it in place. The flow engine
+ * checksums it and the sinks copy it out; the converter copies every frame
+ * header and every non-DATA frame into its own buffer before parsing it
+ * (h2_frames.c collect()) and passes DATA bodies through unparsed (PADLEN,
+ * one byte, is read once). Keep it so: a parser reading shared bytes twice is
+ * a check-then-use bug (docs/ring.md).
  */
 static int mirror_data(struct agent *a, uint64_t key, uint64_t conn_id, int dir, uint64_t ts,
 		       uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
 {
-	static uint8_t priv[RING_MAX_CHUNK]; /* ring_peek: data_len <= RING_MAX_CHUNK */
 	if (a->h2) {
-		if (data && len <= sizeof(priv)) {
-			memcpy(priv, data, len);
-			data = priv;
-		}
 		int err = h2_data(a->h2, key, conn_id, dir, ts, off, data, len, gap);
 		if (err != -ENOENT)
 			return err;
