@@ -68,7 +68,8 @@ SOLIB := $(BUILD)/libtlsmirror.so
 UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
-TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay
+TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay \
+         $(BUILD)/progs/recvfault.so
 
 .PHONY: all deps test unit run bench install clean fuzz tsan-test
 all: $(BIN) $(SOLIB)
@@ -107,6 +108,11 @@ $(BUILD)/flowreplay: $(BUILD)/obj/tests/golden/flowreplay.o $(LIB_OBJ)
 $(BUILD)/progs/badring: $(BUILD)/obj/tests/progs/badring.o $(BUILD)/obj/src/transport/ring.o
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ -lpthread
+
+# preloaded into the agent by test_badring.py: no sanitizer (it must not come first)
+$(BUILD)/progs/recvfault.so: tests/progs/recvfault.c src/transport/ctl.h
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
 $(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h
 	@mkdir -p $(dir $@)

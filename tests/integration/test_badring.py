@@ -24,6 +24,7 @@ BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 TM = os.path.join(BUILD, "tlsmirror")
 RINGGEN = os.path.join(BUILD, "ringgen")
 BADRING = os.path.join(BUILD, "progs", "badring")
+RECVFAULT = os.path.join(BUILD, "progs", "recvfault.so")
 
 BAD_ADDR = bytes([127, 0, 0, 0x42])  # every address a bad ring describes (badring.c)
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -42,7 +43,7 @@ MUST_CLOSE = {"bad-magic", "bad-version", "size-not-pow2", "short-memfd", "unsea
               "rec-type-unknown", "data-off-oob", "data-off-small", "data-len-oob",
               "data-len-huge", "pad-mid", "hello-bad-magic", "hello-bad-version",
               "hello-bad-type", "hello-truncated", "hello-no-fd", "hello-pipe-fd", "garbage",
-              "hello-eight-fds"}
+              "hello-eight-fds", "hello-recvmsg-fault"}
 COUNTERS = ("bad_records", "orphan_records", "rejected_attach")
 REASON = re.compile(r"warning|error|reject|malformed|invalid|refus", re.I)
 
@@ -259,6 +260,43 @@ def test_all_cases(env):
 test_all_cases.timeout = 180
 
 FLIP_ATTACHES = 10000
+
+
+def test_recvmsg_failure(env):
+    """A recvmsg that fails (tests/progs/recvfault.c, preloaded into the agent,
+    fails it after leaving an SCM_RIGHTS header naming descriptors 3..6 in the
+    control buffer, which the kernel does not promise to leave alone): the
+    agent must not walk that data. It keeps its event loop, socket and output
+    (stats answers, curl is mirrored byte-exact afterwards)."""
+    sock, pcap = env.path("agent.sock"), env.path("agent.pcap")
+    agent = env.spawn("agent", [tmlib.need_build(TM), "--socket", sock, "-w", pcap],
+                      extra_env={"LD_PRELOAD": tmlib.need_build(RECVFAULT),
+                                 "ASAN_OPTIONS": "verify_asan_link_order=0"})
+    tmlib.wait_until(lambda: os.path.exists(sock) or not agent.alive(), 10, "agent socket")
+    srv = tmlib.RecServer(env)
+    for i in range(3):
+        rc, out, err = env.run("fault%d" % i, [BADRING, "--socket", sock, "--case",
+                                                "hello-recvmsg-fault"], timeout_s=10)
+        tmlib.check(rc == 0 and b"closed" in out, "badring hello-recvmsg-fault: rc %s, %s %s"
+                    % (rc, tmlib.short(out), tmlib.short(err)))
+    tmlib.check(agent.alive(), "agent died: %s" % tmlib.short(agent.err()))
+    tmlib.check(stats(sock) is not None, "the agent no longer answers stats after a failed "
+                "recvmsg (it closed descriptors named by stale control data?)")
+    c = tmlib.certs()
+    cu = env.captured("curl", sock, [tmlib.need_tool("curl"), "-sS", "--cacert", c["cert"],
+                                     "--resolve", "localhost:%d:127.0.0.1" % srv.port,
+                                     "https://localhost:%d/size/100000" % srv.port,
+                                     "-o", env.path("got.bin")])
+    rc = cu.wait(30)
+    tmlib.check(rc == 0, "curl exited %s: %s" % (rc, tmlib.short(cu.err())))
+    conns = srv.conns(1)
+    tmlib.wait_until(lambda: (stats(sock) or {}).get("conns", 0) >= 1, 10,
+                     "the agent to see curl's connection")
+    agent.signal(signal.SIGTERM)
+    tmlib.check(agent.wait(15) == 0, "agent exit status: %s" % tmlib.short(agent.err()))
+    cap = tmlib.judge(pcap)
+    tmlib.check_against_server(cap, conns)
+
 
 
 def test_flipping_producer(env):

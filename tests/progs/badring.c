@@ -387,7 +387,7 @@ static int case_open(const struct ctx *x, const struct bcase *bc)
 /* ---- control message cases ---- */
 
 enum msg_spoil { M_MAGIC, M_VERSION, M_TYPE, M_TRUNC, M_NOFD, M_TWOFDS, M_PIPEFD,
-		 M_GARBAGE, M_EMPTY, M_MANYFDS };
+		 M_GARBAGE, M_EMPTY, M_MANYFDS, M_FAULT };
 
 /* Sends a malformed hello (with a valid sealed ring where an fd goes). */
 static int case_msg(const struct ctx *x, const struct bcase *bc)
@@ -428,6 +428,10 @@ static int case_msg(const struct ctx *x, const struct bcase *bc)
 		nfds = 0;
 		break;
 	case M_EMPTY: len = 0; nfds = 0; break;
+	case M_FAULT: /* tests/progs/recvfault.c, if preloaded into the agent, fails its recvmsg */
+		h.attach_gen = 0xfa17edu;
+		nfds = 0;
+		break;
 	case M_MANYFDS: /* more than the agent's control buffer holds: MSG_CTRUNC */
 		for (nfds = 1; nfds < 8; nfds++)
 			fds[nfds] = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -707,6 +711,7 @@ static const struct bcase cases[] = {
 	{"garbage", "301 random bytes", case_msg, M_GARBAGE},
 	{"empty", "a zero-length message", case_msg, M_EMPTY},
 	{"hello-eight-fds", "hello with the ring and 7 more descriptors", case_msg, M_MANYFDS},
+	{"hello-recvmsg-fault", "hello without a ring; recvfault.so makes its recvmsg fail", case_msg, M_FAULT},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
