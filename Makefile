@@ -16,11 +16,12 @@ ifneq ($(SANITIZER),)
   SAN_LDFLAGS = -fsanitize=$(SANITIZER)
 endif
 # The capture library runs inside uninstrumented programs: AddressSanitizer
-# would have to be preloaded before them (and hangs curl at start-up), so the
+# would have to be preloaded before them (and hangs curl at start-up), and
+# ThreadSanitizer cannot be loaded into a running program at all, so the
 # library gets the other sanitizers only (UBSan's runtime loads as its dependency).
 comma := ,
 space := $(subst ,, )
-SO_SANITIZER := $(subst $(space),$(comma),$(strip $(filter-out address,$(subst $(comma),$(space),$(SANITIZER)))))
+SO_SANITIZER := $(subst $(space),$(comma),$(strip $(filter-out address thread,$(subst $(comma),$(space),$(SANITIZER)))))
 ifneq ($(SO_SANITIZER),)
   SO_SAN_CFLAGS  = -fsanitize=$(SO_SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
   SO_SAN_LDFLAGS = -fsanitize=$(SO_SANITIZER)
@@ -67,9 +68,10 @@ SOLIB := $(BUILD)/libtlsmirror.so
 UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
-TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay
+TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay \
+         $(BUILD)/progs/recvfault.so
 
-.PHONY: all deps test unit run bench install clean fuzz
+.PHONY: all deps test unit run bench install clean fuzz tsan-test
 all: $(BIN) $(SOLIB)
 
 $(BUILD)/obj/%.o: %.c
@@ -105,7 +107,12 @@ $(BUILD)/flowreplay: $(BUILD)/obj/tests/golden/flowreplay.o $(LIB_OBJ)
 
 $(BUILD)/progs/badring: $(BUILD)/obj/tests/progs/badring.o $(BUILD)/obj/src/transport/ring.o
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ -lpthread
+
+# preloaded into the agent by test_badring.py: no sanitizer (it must not come first)
+$(BUILD)/progs/recvfault.so: tests/progs/recvfault.c src/transport/ctl.h
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
 $(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h
 	@mkdir -p $(dir $@)
@@ -158,6 +165,15 @@ deps:
 
 unit: $(UNIT)
 	$(Q)$(UNIT)
+
+# ThreadSanitizer on the agent's threaded parts (docs/testing.md): the output
+# queues' unit tests and the agent with queued sinks under the concurrent
+# hostile producer. Its own build directory; the capture library stays
+# uninstrumented (TSan cannot be preloaded).
+TSAN_BUILD ?= build-tsan
+tsan-test: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) SANITIZER=thread all $(TSAN_BUILD)/unit-tests $(TSAN_BUILD)/progs/badring
+	$(Q)BUILD=$(TSAN_BUILD) ./tests/tsan.sh
 
 test: deps all $(UNIT) $(TOOLS)
 	$(Q)./tests/run.sh

@@ -171,7 +171,8 @@ static int map_ring(int memfd, struct proc *p, uint64_t max_data, const char **w
 		*why = "cannot map the ring";
 		return -errno;
 	}
-	if (ring_validate_hdr(m, (size_t)st.st_size) < 0) {
+	/* the header is read once, there, into p->cons: only that copy is used */
+	if (ring_consumer_init(&p->cons, m, (size_t)st.st_size) < 0) {
 		munmap(m, (size_t)st.st_size);
 		*why = "ring header invalid (magic, version or size)";
 		return -EINVAL;
@@ -252,7 +253,6 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 			*c = '?';
 	p->fd = fd;
 	p->state = PROC_ATTACHED;
-	ring_consumer_init(&p->cons, p->ring);
 	epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
 	if (watch(a, fd, TAG_PROC) < 0) {
 		munmap(p->ring, p->map_len);
@@ -318,33 +318,65 @@ static void pending_add(struct agent *a, int fd)
 	a->pending[a->n_pending++] = fd;
 }
 
+#define HELLO_MAX_FDS 4
+
+/*
+ * The descriptors a successful recvmsg delivered, all of them: walks only
+ * the msg_controllen bytes the kernel filled, never trusts a cmsg_len beyond
+ * them, and closes at once any beyond max (the caller closes the others).
+ */
+static int take_fds(struct msghdr *msg, int *fds, int max)
+{
+	int nfd = 0;
+	const uint8_t *end = (const uint8_t *)msg->msg_control + msg->msg_controllen;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+		if (c->cmsg_len < CMSG_LEN(0) || c->cmsg_len > (size_t)(end - (const uint8_t *)c))
+			break;
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (nfd < max)
+				fds[nfd++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return nfd;
+}
+
 /* First message on a new control connection: an attach or a stats request. */
 static void on_pending(struct agent *a, int fd)
 {
 	struct ctl_hello h;
 	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
+		char buf[CMSG_SPACE(HELLO_MAX_FDS * sizeof(int))];
 		struct cmsghdr align;
 	} cm;
+	memset(&cm, 0, sizeof(cm));
 	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
 			      .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
 	ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	if (n < 0) {
+		/* nothing was received: msg_control holds no descriptors */
+		if (errno != EAGAIN && errno != EINTR) {
+			pending_del(a, fd);
+			agent_forget_fd(a, fd);
+		}
 		return;
-	pending_del(a, fd); /* from here on fd is attached, answered or closed */
-	int fds[4], nfd = 0;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k && nfd < 4; i++)
-			memcpy(&fds[nfd++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
 	}
+	pending_del(a, fd); /* from here on fd is attached, answered or closed */
+	int fds[HELLO_MAX_FDS];
+	int nfd = take_fds(&msg, fds, HELLO_MAX_FDS);
 	const char *why = NULL;
 	if (n <= 0)
 		why = "closed before saying hello";
-	else if ((size_t)n != sizeof(h) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+	else if (msg.msg_flags & MSG_CTRUNC)
+		why = "too many descriptors (control data truncated)";
+	else if ((size_t)n != sizeof(h) || (msg.msg_flags & MSG_TRUNC))
 		why = "hello of the wrong size";
 	else if (h.magic != CTL_MAGIC || h.version != CTL_VERSION)
 		why = "bad magic or version (a different tlsmirror version?)";
@@ -458,7 +490,7 @@ static int ready_to_sleep(struct agent *a)
 static int outputs_gone(const struct agent *a)
 {
 	for (size_t i = 0; i < a->sinks.n; i++)
-		if (!a->sinks.v[i]->ctr.broken)
+		if (!__atomic_load_n(&a->sinks.v[i]->ctr.broken, __ATOMIC_RELAXED))
 			return 0;
 	return a->sinks.n > 0;
 }
@@ -541,8 +573,9 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	a->sig_fd = -1;
 	a->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (a->epfd < 0) {
-		log_err("cannot create the event loop: %s", strerror(errno));
-		return -errno;
+		int e = errno; /* logging may change errno */
+		log_err("cannot create the event loop: %s", strerror(e));
+		return -e;
 	}
 	int err = outputs_open(a);
 	if (err < 0)
@@ -584,8 +617,9 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	a->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (a->sig_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
 	    watch(a, a->sig_fd, TAG_SIGNAL) < 0) {
-		log_err("cannot set up the event loop: %s", strerror(errno));
-		return -errno;
+		int e = errno;
+		log_err("cannot set up the event loop: %s", strerror(e));
+		return -e;
 	}
 	return 0;
 }

@@ -14,6 +14,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* Smallest --mss: the flow engine's FLOW_MIN_MSS (an IPv6 segment then still
+ * carries 68 bytes); below it the flow engine would raise it silently. */
+#define MSS_MIN 88
+#define MSS_MIN_S "88"
+
 #ifndef TLSMIRROR_VERSION
 #define TLSMIRROR_VERSION "0.1.0"
 #endif
@@ -34,7 +39,7 @@ static void usage(FILE *f)
 "agent options:\n"
 "  -w, --write FILE        pcap output; '-' writes to stdout\n"
 "      --socket PATH       control socket (default $TLSMIRROR_SOCKET or %s)\n"
-"      --mss N             TCP payload per packet, 64..65000 (default 1460; IPv6 uses N-20)\n"
+"      --mss N             TCP payload per packet, 88..65000 (default 1460; IPv6 uses N-20)\n"
 "      --rotate-size SIZE  start a new file before SIZE bytes (K, M, G suffixes)\n"
 "      --rotate-seconds N  start a new file every N seconds\n"
 "      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
@@ -195,8 +200,9 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		case 'w': cfg->write_path = optarg; break;
 		case O_SOCKET: cfg->socket_path = optarg; socket_given = 1; break;
 		case O_MSS:
-			if (parse_uint(optarg, 64, 65000, &v))
-				return bad_arg("--mss", optarg, "a number from 64 to 65000");
+			if (parse_uint(optarg, MSS_MIN, 65000, &v))
+				return bad_arg("--mss", optarg, "a number from " MSS_MIN_S " (the minimum: "
+					       "IPv6 segments carry N-20) to 65000");
 			cfg->mss = (uint16_t)v;
 			break;
 		case O_RSIZE:
@@ -477,8 +483,9 @@ static int cmd_run(int argc, char **argv)
 	if (path)
 		setenv("TLSMIRROR_SOCKET", path, 1);
 	execvp(argv[0], argv);
-	fprintf(stderr, "tlsmirror: cannot run %s: %s\n", argv[0], strerror(errno));
-	return errno == ENOENT ? 127 : 126;
+	int e = errno; /* fprintf may change errno */
+	fprintf(stderr, "tlsmirror: cannot run %s: %s\n", argv[0], strerror(e));
+	return e == ENOENT ? 127 : 126;
 }
 
 int main(int argc, char **argv)

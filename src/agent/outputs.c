@@ -11,7 +11,9 @@ static int add(struct agent *a, const char *opt, const struct sink_ops *ops, con
 {
 	const char *why = NULL;
 	int err = sink_set_add(&a->sinks, ops, target, &a->cfg.sink, &why);
-	if (err < 0)
+	if (err < 0 && why && !strcmp(opt, "-w") && err != -EINVAL && err != -ENAMETOOLONG)
+		log_err("%s %s: %s: %s", opt, target, why, strerror(-err)); /* the system's reason too */
+	else if (err < 0)
 		log_err("%s %s: %s", opt, strcmp(target, "-") ? target : "(stdout)",
 			why ? why : strerror(-err));
 	return err;

@@ -70,7 +70,16 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	p->open_conns++;
 }
 
-/* Clear text to the HTTP/2 converter if it owns the connection, else to the flow engine. */
+/*
+ * Clear text to the HTTP/2 converter if it owns the connection, else to the
+ * flow engine. data points into the producer's shared memory, which may
+ * change while we read it: neither reader parses it in place. The flow engine
+ * checksums it and the sinks copy it out; the converter copies every frame
+ * header and every non-DATA frame into its own buffer before parsing it
+ * (h2_frames.c collect()) and passes DATA bodies through unparsed (PADLEN,
+ * one byte, is read once). Keep it so: a parser reading shared bytes twice is
+ * a check-then-use bug (docs/ring.md).
+ */
 static int mirror_data(struct agent *a, uint64_t key, uint64_t conn_id, int dir, uint64_t ts,
 		       uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
 {

@@ -72,6 +72,14 @@ struct sink_counters {
 	uint64_t peers_dropped;  /* clients given up (a PCAP-over-IP reader too slow) */
 };
 
+/* Counters are written by the thread that runs the sink (its queue's worker
+ * when there are several outputs) and read by the stats: relaxed atomic
+ * loads and stores, one writer, so no lock prefix on the hot path. */
+static inline void sink_ctr_add(uint64_t *c, uint64_t n)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
 struct sink {
 	const struct sink_ops *ops;
 	void *priv;

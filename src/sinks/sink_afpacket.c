@@ -117,13 +117,13 @@ static int send_batch(struct sink *s, struct afp_sink *a, struct mmsghdr *mm,
 			continue;
 		if (r <= 0) {
 			ret = -errno;
-			s->ctr.lost_packets++;
+			sink_ctr_add(&s->ctr.lost_packets, 1);
 			done++;
 			continue;
 		}
 		for (size_t i = done; i < done + (size_t)r; i++) {
-			s->ctr.packets++;
-			s->ctr.bytes += len[i];
+			sink_ctr_add(&s->ctr.packets, 1);
+			sink_ctr_add(&s->ctr.bytes, len[i]);
 		}
 		done += (size_t)r;
 	}
@@ -141,7 +141,7 @@ static int afp_write(struct sink *s, const struct pkt *pkts, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		uint32_t l = pkts[i].hdr_len + pkts[i].payload_len;
 		if (l > a->max_frame) {
-			s->ctr.lost_packets++;
+			sink_ctr_add(&s->ctr.lost_packets, 1);
 			ret = -EMSGSIZE;
 			continue;
 		}

@@ -131,7 +131,7 @@ static void buf_lost(struct pcap_sink *p, size_t done, int err)
 			p->dead = 1;
 	} else if (done || err == -EPIPE) {
 		p->dead = 1; /* a pipe holds half a record now, or no reader */
-		p->ctr->broken = 1;
+		__atomic_store_n(&p->ctr->broken, 1, __ATOMIC_RELAXED);
 	}
 	p->used = 0;
 	p->file_bytes = p->good_off;
@@ -146,13 +146,13 @@ static int buf_flush(struct pcap_sink *p)
 		return 0;
 	int ret = p->dead ? p->last_err : write_all(p->fd, p->buf, p->used, &done);
 	if (ret < 0) {
-		p->ctr->lost_packets += p->buf_pkts;
+		sink_ctr_add(&p->ctr->lost_packets, p->buf_pkts);
 		buf_lost(p, p->dead ? 0 : done, ret);
 	} else {
 		p->good_off += p->used;
 		p->used = 0;
-		p->ctr->packets += p->buf_pkts;
-		p->ctr->bytes += p->buf_bytes;
+		sink_ctr_add(&p->ctr->packets, p->buf_pkts);
+		sink_ctr_add(&p->ctr->bytes, p->buf_bytes);
 	}
 	p->buf_pkts = 0;
 	p->buf_bytes = 0;
@@ -218,7 +218,7 @@ static int file_open(struct pcap_sink *p, const char *target, uint64_t ts_ns)
 	p->file_pkts = 0;
 	p->file_start_ns = 0;
 	buf_put_file_hdr(p);
-	p->ctr->files++;
+	sink_ctr_add(&p->ctr->files, 1);
 	return 0;
 }
 
@@ -300,7 +300,7 @@ static int put_pkt(struct sink *s, struct pcap_sink *p, const struct pkt *k)
 		ret = ret ? ret : r;
 	}
 	if (p->fd < 0 || p->dead) {
-		p->ctr->lost_packets++;
+		sink_ctr_add(&p->ctr->lost_packets, 1);
 		return ret ? ret : p->last_err;
 	}
 	buf_put_pkt(p, k, cap, frame);
@@ -358,7 +358,7 @@ static int pcap_open(struct sink *s, const char *target,
 		p->fd = STDOUT_FILENO;
 		p->is_stdout = 1;
 		buf_put_file_hdr(p);
-		s->ctr.files++;
+		sink_ctr_add(&s->ctr.files, 1);
 		ret = 0;
 		goto out;
 	}

@@ -235,8 +235,8 @@ static int poip_write(struct sink *s, const struct pkt *pkts, size_t n)
 			append(c, rec, pk);
 			i++;
 		}
-		s->ctr.packets++;
-		s->ctr.bytes += len;
+		sink_ctr_add(&s->ctr.packets, 1);
+		sink_ctr_add(&s->ctr.bytes, len);
 	}
 	for (size_t i = 0; i < p->n;) {
 		if (client_send(&p->c[i]) < 0)

@@ -461,7 +461,7 @@ static int tun_write(struct sink *s, const struct pkt *pkts, size_t n)
 		const struct pkt *p = &pkts[i];
 		uint32_t len = p->hdr_len + p->payload_len;
 		if (len < FRAME_MIN_PKT || len > FRAME_MAX_PKT) {
-			s->ctr.lost_packets++;
+			sink_ctr_add(&s->ctr.lost_packets, 1);
 			drop(t, 1, len);
 			err = -EMSGSIZE;
 			continue;
@@ -472,7 +472,7 @@ static int tun_write(struct sink *s, const struct pkt *pkts, size_t n)
 			c = NULL;
 		}
 		if (!c && !(c = t->cur = new_cur(t))) {
-			s->ctr.lost_packets++;
+			sink_ctr_add(&s->ctr.lost_packets, 1);
 			drop(t, 1, len);
 			err = -EAGAIN;
 			continue;
@@ -484,8 +484,8 @@ static int tun_write(struct sink *s, const struct pkt *pkts, size_t n)
 		c->used += FRAME_PKT_HDR + len;
 		c->count++;
 		c->frame_bytes += len;
-		s->ctr.packets++;
-		s->ctr.bytes += len;
+		sink_ctr_add(&s->ctr.packets, 1);
+		sink_ctr_add(&s->ctr.bytes, len);
 	}
 	return err;
 }

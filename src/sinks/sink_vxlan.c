@@ -138,13 +138,13 @@ static int vxlan_write(struct sink *s, const struct pkt *pkts, size_t n)
 				continue;
 			if (r <= 0) {
 				ret = -errno;
-				s->ctr.lost_packets++; /* skip the one that failed */
+				sink_ctr_add(&s->ctr.lost_packets, 1); /* skip the one that failed */
 				done++;
 				continue;
 			}
 			for (size_t i = done; i < done + (size_t)r; i++) {
-				s->ctr.packets++;
-				s->ctr.bytes += pkts[i].hdr_len + pkts[i].payload_len;
+				sink_ctr_add(&s->ctr.packets, 1);
+				sink_ctr_add(&s->ctr.bytes, pkts[i].hdr_len + pkts[i].payload_len);
 			}
 			done += (size_t)r;
 		}

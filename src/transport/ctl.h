@@ -12,6 +12,7 @@
  * host). See docs/wire-format.md.
  */
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define CTL_DEFAULT_SOCKET "/run/tlsmirror.sock"
@@ -34,6 +35,18 @@ struct ctl_hello {
 	char comm[16];      /* process name, NUL-terminated */
 	char exe[256];      /* /proc/self/exe target, NUL-terminated, may be cut */
 };
+
+/* Shared by processes built at different times: size and offsets pinned. */
+#define CTL_LAYOUT(f, o) \
+	_Static_assert(offsetof(struct ctl_hello, f) == (o), "ctl_hello." #f " moved: cross-process layout")
+CTL_LAYOUT(magic, 0);
+CTL_LAYOUT(version, 4);
+CTL_LAYOUT(type, 6);
+CTL_LAYOUT(pid, 8);
+CTL_LAYOUT(attach_gen, 12);
+CTL_LAYOUT(comm, 16);
+CTL_LAYOUT(exe, 32);
+_Static_assert(sizeof(struct ctl_hello) == 288, "struct ctl_hello size: cross-process layout");
 
 #define CTL_STATS_MAX (256 * 1024)
 

@@ -4,8 +4,6 @@
 #include <errno.h>
 #include <string.h>
 
-#define RING_RESERVE_TRIES 64
-
 static inline uint64_t load_acq(const uint64_t *p)
 {
 	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
@@ -129,14 +127,22 @@ void ring_commit(struct ring_reservation *res, uint16_t type, uint16_t flags,
 	__atomic_store_n(&r->commit, ring_commit_word(res->pos), __ATOMIC_RELEASE);
 }
 
-int ring_validate_hdr(const struct ring_hdr *ring, size_t map_len)
+/* The fixed fields of a header, each read from shared memory exactly once. */
+struct hdr_copy {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t hdr_size;
+	uint64_t data_size;
+};
+
+static int hdr_check(const struct hdr_copy *h, size_t map_len)
 {
 	if (map_len < RING_HDR_SIZE + RING_MIN_DATA)
 		return -EINVAL;
-	if (ring->magic != RING_MAGIC || ring->version != RING_VERSION ||
-	    ring->hdr_size != RING_HDR_SIZE)
+	if (h->magic != RING_MAGIC || h->version != RING_VERSION ||
+	    h->hdr_size != RING_HDR_SIZE)
 		return -EINVAL;
-	uint64_t size = ring->data_size;
+	uint64_t size = h->data_size;
 	if (size < RING_MIN_DATA || size > RING_MAX_DATA || (size & (size - 1)))
 		return -EINVAL;
 	if (size + RING_HDR_SIZE > map_len)
@@ -144,21 +150,31 @@ int ring_validate_hdr(const struct ring_hdr *ring, size_t map_len)
 	return 0;
 }
 
-void ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring)
+int ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring, size_t map_len)
 {
+	struct hdr_copy h = {
+		.magic = __atomic_load_n(&ring->magic, __ATOMIC_ACQUIRE),
+		.version = __atomic_load_n(&ring->version, __ATOMIC_RELAXED),
+		.hdr_size = __atomic_load_n(&ring->hdr_size, __ATOMIC_RELAXED),
+		.data_size = __atomic_load_n(&ring->data_size, __ATOMIC_RELAXED),
+	};
+	memset(c, 0, sizeof(*c));
+	if (hdr_check(&h, map_len) < 0)
+		return -EINVAL;
 	c->ring = ring;
 	c->base = (uint8_t *)ring + RING_HDR_SIZE;
-	c->size = ring->data_size;
+	c->size = h.data_size; /* the validated copy; never read again */
 	/* Start where the last consumer stopped (records survive an agent
 	 * restart); a nonsense value means we cannot resume: start at head. */
 	uint64_t tail = load_acq(&ring->tail);
 	uint64_t head = load_acq(&ring->head);
-	if ((tail & (RING_ALIGN - 1)) || head - tail > c->size)
-		tail = head & ~(uint64_t)(RING_ALIGN - 1);
 	c->tail = tail;
-	c->published = tail;
-	c->pending = 0;
-	__atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
+	if ((tail & (RING_ALIGN - 1)) || head - tail > c->size) {
+		c->tail = head & ~(uint64_t)(RING_ALIGN - 1);
+		__atomic_store_n(&ring->tail, c->tail, __ATOMIC_RELEASE);
+	}
+	c->published = c->tail;
+	return 0;
 }
 
 int ring_peek(struct ring_consumer *c, struct ring_view *v)

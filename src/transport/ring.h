@@ -37,6 +37,8 @@
 /* Largest payload in one DATA record; bigger writes become several records. */
 #define RING_MAX_CHUNK (64u * 1024)
 #define RING_COMMIT_SALT 0x9e3779b97f4a7c15ULL
+/* CAS attempts on head before ring_reserve gives up with -EBUSY. */
+#define RING_RESERVE_TRIES 64
 
 /* Why the capture library dropped bytes (index into ring_hdr counters). */
 enum ring_drop_reason {
@@ -126,6 +128,58 @@ struct ring_open {
 	char cipher[64];
 };
 
+/*
+ * The layout is shared by processes built at different times: pin the size
+ * and every offset, so a change that moves a field fails to compile instead
+ * of silently breaking the format (then bump RING_VERSION).
+ */
+#define RING_LAYOUT(t, f, o) \
+	_Static_assert(offsetof(struct t, f) == (o), #t "." #f " moved: cross-process layout")
+RING_LAYOUT(ring_hdr, magic, 0);
+RING_LAYOUT(ring_hdr, version, 8);
+RING_LAYOUT(ring_hdr, hdr_size, 12);
+RING_LAYOUT(ring_hdr, data_size, 16);
+RING_LAYOUT(ring_hdr, pid, 24);
+RING_LAYOUT(ring_hdr, _pad0, 28);
+RING_LAYOUT(ring_hdr, _pad1, 32);
+RING_LAYOUT(ring_hdr, head, 64);
+RING_LAYOUT(ring_hdr, _pad2, 72);
+RING_LAYOUT(ring_hdr, tail, 128);
+RING_LAYOUT(ring_hdr, consumer_sleeping, 136);
+RING_LAYOUT(ring_hdr, _pad3, 140);
+RING_LAYOUT(ring_hdr, _pad4, 144);
+RING_LAYOUT(ring_hdr, drop_bytes, 192);
+RING_LAYOUT(ring_hdr, drop_records, 216);
+RING_LAYOUT(ring_hdr, doorbells, 240);
+_Static_assert(sizeof(struct ring_hdr) == 248, "struct ring_hdr size: cross-process layout");
+_Static_assert(sizeof(struct ring_hdr) <= RING_HDR_SIZE, "struct ring_hdr exceeds RING_HDR_SIZE");
+RING_LAYOUT(ring_rec, commit, 0);
+RING_LAYOUT(ring_rec, len, 8);
+RING_LAYOUT(ring_rec, type, 12);
+RING_LAYOUT(ring_rec, flags, 14);
+RING_LAYOUT(ring_rec, conn_id, 16);
+RING_LAYOUT(ring_rec, ts_ns, 24);
+RING_LAYOUT(ring_rec, stream_off, 32);
+RING_LAYOUT(ring_rec, data_off, 40);
+RING_LAYOUT(ring_rec, data_len, 44);
+_Static_assert(sizeof(struct ring_rec) == 48, "struct ring_rec size: cross-process layout");
+RING_LAYOUT(ring_open, family, 0);
+RING_LAYOUT(ring_open, side, 1);
+RING_LAYOUT(ring_open, map_method, 2);
+RING_LAYOUT(ring_open, midstream, 3);
+RING_LAYOUT(ring_open, client_port, 4);
+RING_LAYOUT(ring_open, server_port, 6);
+RING_LAYOUT(ring_open, client_addr, 8);
+RING_LAYOUT(ring_open, server_addr, 24);
+RING_LAYOUT(ring_open, off, 40);
+RING_LAYOUT(ring_open, tls_version, 56);
+RING_LAYOUT(ring_open, _pad, 58);
+RING_LAYOUT(ring_open, tid, 60);
+RING_LAYOUT(ring_open, sni, 64);
+RING_LAYOUT(ring_open, alpn, 320);
+RING_LAYOUT(ring_open, cipher, 384);
+_Static_assert(sizeof(struct ring_open) == 448, "struct ring_open size: cross-process layout");
+
 static inline uint64_t ring_commit_word(uint64_t pos)
 {
 	return pos ^ RING_COMMIT_SALT;
@@ -147,13 +201,17 @@ struct ring_reservation {
 /*
  * Reserves a record with room for data_len payload bytes. src, if given, is
  * the address the payload will be copied from: the payload is placed so the
- * copy avoids 4 KiB aliasing. Returns 0, or -EAGAIN when the ring is full
- * (nothing reserved), -EMSGSIZE when data_len exceeds RING_MAX_CHUNK.
+ * copy avoids 4 KiB aliasing. Returns 0, or (nothing reserved in each case)
+ * -EAGAIN when the ring is full, -EMSGSIZE when data_len exceeds
+ * RING_MAX_CHUNK, -EBUSY when other producers won the CAS on head
+ * RING_RESERVE_TRIES (64) times in a row: heavy contention, counted by
+ * the caller as RING_DROP_BUSY (the bytes are dropped, never waited for).
  */
 int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
 		 struct ring_reservation *res);
 /* The same for a control record (OPEN, CLOSE): may also use the last
- * RING_CTRL_RESERVE bytes, which data records leave free. */
+ * RING_CTRL_RESERVE bytes, which data records leave free. Same returns
+ * (-EAGAIN, -EMSGSIZE, -EBUSY). */
 int ring_reserve_ctrl(struct ring_hdr *ring, uint32_t data_len,
 		      struct ring_reservation *res);
 
@@ -175,15 +233,13 @@ uint64_t ring_used(const struct ring_hdr *ring);
 /* ---- consumer side (agent) ---- */
 
 /*
- * Checks a mapping the agent received: magic, version, sizes. map_len is the
- * size of the whole mapping. Returns 0 or -EINVAL.
+ * The consumer's state is private memory: nothing in it is ever re-read from
+ * the shared header (a producer may change any field at any time).
  */
-int ring_validate_hdr(const struct ring_hdr *ring, size_t map_len);
-
 struct ring_consumer {
 	struct ring_hdr *ring;
 	uint8_t *base;          /* data area */
-	uint64_t size;          /* data_size, copied once validated */
+	uint64_t size;          /* data_size: read once, validated, then only this copy */
 	uint64_t tail;          /* agent's own copy; the shared one is only written */
 	uint32_t pending;       /* length of the record the last ring_peek returned */
 	uint64_t published;     /* tail value last stored in the shared header */
@@ -200,7 +256,15 @@ struct ring_view {
 	uint32_t data_len;
 };
 
-void ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring);
+/*
+ * Sets up the consumer of a mapping of map_len bytes the agent received. The
+ * header's magic, version, hdr_size and data_size are each read ONCE into a
+ * private copy, the copy is validated (magic, version, sizes, data_size a
+ * power of two in range that fits map_len) and only the copy is used from then
+ * on; head and tail are read once to find where to resume. Returns 0, or
+ * -EINVAL when the header is invalid (c is then zeroed and unusable).
+ */
+int ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring, size_t map_len);
 
 /*
  * Looks at the next record. Returns 0 with *v filled (the payload stays valid

@@ -2,6 +2,7 @@
 #include "tunnel/tunnel.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <openssl/err.h>
@@ -15,6 +16,16 @@ const char *tls_last_error(void)
 		return "unknown TLS error";
 	ERR_error_string_n(e, buf, sizeof(buf));
 	ERR_clear_error();
+	return buf;
+}
+
+/* "cannot load --cert FILE (a PEM certificate): <OpenSSL's reason>" in a
+ * per-thread buffer: the file and the reason from OpenSSL's error queue. */
+static const char *load_error(const char *opt, const char *file, const char *what)
+{
+	static __thread char buf[PATH_MAX + 512];
+	snprintf(buf, sizeof(buf), "cannot load %s %s (%s): %s", opt, file, what,
+		 tls_last_error());
 	return buf;
 }
 
@@ -33,19 +44,19 @@ static SSL_CTX *ctx_new(const SSL_METHOD *m, const struct sink_opts *o, const ch
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
 	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
-		*why = "cannot load --cert (a PEM certificate)";
+		*why = load_error("--cert", o->cert, "a PEM certificate");
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1) {
-		*why = "cannot load --key (a PEM private key)";
+		*why = load_error("--key", o->key, "a PEM private key");
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		*why = "--key does not match --cert";
+		*why = load_error("--key", o->key, "it does not match --cert");
 		goto fail;
 	}
 	if (SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1) {
-		*why = "cannot load --ca (a PEM CA certificate)";
+		*why = load_error("--ca", o->ca, "a PEM CA certificate");
 		goto fail;
 	}
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

@@ -50,13 +50,12 @@ static int map_input(const uint8_t *data, size_t size, struct proc *p)
 	if (m == MAP_FAILED)
 		abort();
 	memcpy(m, data, size < RING_HDR_SIZE ? size : RING_HDR_SIZE);
-	if (ring_validate_hdr(m, FUZZ_MAP_LEN)) {
+	if (ring_consumer_init(&p->cons, m, FUZZ_MAP_LEN)) {
 		munmap(m, FUZZ_MAP_LEN);
 		return -1;
 	}
 	p->ring = m;
 	p->map_len = FUZZ_MAP_LEN;
-	ring_consumer_init(&p->cons, p->ring);
 	struct ring_consumer *c = &p->cons;
 	if (size > RING_HDR_SIZE) {
 		size_t n = size - RING_HDR_SIZE;

@@ -4,6 +4,8 @@
 Self-contained: needs BUILD (default build) with tlsmirror, ringgen and
 progs/badring. Run as a script it prints one line per case and exits 0 when
 everything passed; tests/integration/run.py runs it through test_all_cases.
+test_flipping_producer (run.py only) is the concurrent hostile producer:
+`badring --flip 10000` against an agent that mirrors curl meanwhile.
 """
 import os
 import re
@@ -15,11 +17,14 @@ import tempfile
 import threading
 import time
 
+import tmlib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 TM = os.path.join(BUILD, "tlsmirror")
 RINGGEN = os.path.join(BUILD, "ringgen")
 BADRING = os.path.join(BUILD, "progs", "badring")
+RECVFAULT = os.path.join(BUILD, "progs", "recvfault.so")
 
 BAD_ADDR = bytes([127, 0, 0, 0x42])  # every address a bad ring describes (badring.c)
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -37,7 +42,8 @@ MUST_CLOSE = {"bad-magic", "bad-version", "size-not-pow2", "short-memfd", "unsea
               "no-shrink-seal", "rec-len-0", "rec-len-unaligned", "rec-len-past-end",
               "rec-type-unknown", "data-off-oob", "data-off-small", "data-len-oob",
               "data-len-huge", "pad-mid", "hello-bad-magic", "hello-bad-version",
-              "hello-bad-type", "hello-truncated", "hello-no-fd", "hello-pipe-fd", "garbage"}
+              "hello-bad-type", "hello-truncated", "hello-no-fd", "hello-pipe-fd", "garbage",
+              "hello-eight-fds", "hello-recvmsg-fault"}
 COUNTERS = ("bad_records", "orphan_records", "rejected_attach")
 REASON = re.compile(r"warning|error|reject|malformed|invalid|refus", re.I)
 
@@ -252,6 +258,93 @@ def test_all_cases(env):
 
 
 test_all_cases.timeout = 180
+
+FLIP_ATTACHES = 10000
+
+
+def test_recvmsg_failure(env):
+    """A recvmsg that fails (tests/progs/recvfault.c, preloaded into the agent,
+    fails it after leaving an SCM_RIGHTS header naming descriptors 3..6 in the
+    control buffer, which the kernel does not promise to leave alone): the
+    agent must not walk that data. It keeps its event loop, socket and output
+    (stats answers, curl is mirrored byte-exact afterwards)."""
+    sock, pcap = env.path("agent.sock"), env.path("agent.pcap")
+    agent = env.spawn("agent", [tmlib.need_build(TM), "--socket", sock, "-w", pcap],
+                      extra_env={"LD_PRELOAD": tmlib.need_build(RECVFAULT),
+                                 "ASAN_OPTIONS": "verify_asan_link_order=0"})
+    tmlib.wait_until(lambda: os.path.exists(sock) or not agent.alive(), 10, "agent socket")
+    srv = tmlib.RecServer(env)
+    for i in range(3):
+        rc, out, err = env.run("fault%d" % i, [BADRING, "--socket", sock, "--case",
+                                                "hello-recvmsg-fault"], timeout_s=10)
+        tmlib.check(rc == 0 and b"closed" in out, "badring hello-recvmsg-fault: rc %s, %s %s"
+                    % (rc, tmlib.short(out), tmlib.short(err)))
+    tmlib.check(agent.alive(), "agent died: %s" % tmlib.short(agent.err()))
+    tmlib.check(stats(sock) is not None, "the agent no longer answers stats after a failed "
+                "recvmsg (it closed descriptors named by stale control data?)")
+    c = tmlib.certs()
+    cu = env.captured("curl", sock, [tmlib.need_tool("curl"), "-sS", "--cacert", c["cert"],
+                                     "--resolve", "localhost:%d:127.0.0.1" % srv.port,
+                                     "https://localhost:%d/size/100000" % srv.port,
+                                     "-o", env.path("got.bin")])
+    rc = cu.wait(30)
+    tmlib.check(rc == 0, "curl exited %s: %s" % (rc, tmlib.short(cu.err())))
+    conns = srv.conns(1)
+    tmlib.wait_until(lambda: (stats(sock) or {}).get("conns", 0) >= 1, 10,
+                     "the agent to see curl's connection")
+    agent.signal(signal.SIGTERM)
+    tmlib.check(agent.wait(15) == 0, "agent exit status: %s" % tmlib.short(agent.err()))
+    cap = tmlib.judge(pcap)
+    tmlib.check_against_server(cap, conns)
+
+
+
+def test_flipping_producer(env):
+    """10,000 attaches of rings whose header and record fields another thread
+    keeps flipping (badring --flip): the agent (--h2-to-h1, two outputs, so
+    the sinks run behind queues) survives every one and mirrors curl under
+    the capture library byte-exact meanwhile, judged by tshark."""
+    srv = tmlib.RecServer(env)
+    agent = tmlib.Agent(env, args=["--h2-to-h1", "--pcap-over-ip",
+                                   "127.0.0.1:%d" % tmlib.free_port()]).start()
+    flip = env.spawn("badring", [tmlib.need_build(BADRING), "--socket", agent.sock,
+                                 "--flip", str(FLIP_ATTACHES)])
+    c = tmlib.certs()
+    n, t0 = 0, time.time()
+    while n < 4 or (flip.alive() and time.time() - t0 < 60):
+        size = 50000 + 7919 * n
+        cu = env.captured("curl", agent.sock, [tmlib.need_tool("curl"), "-sS", "--cacert",
+                                               c["cert"], "--resolve",
+                                               "localhost:%d:127.0.0.1" % srv.port,
+                                               "https://localhost:%d/size/%d" % (srv.port, size),
+                                               "-o", env.path("got%d.bin" % n)])
+        rc = cu.wait(30)
+        tmlib.check(rc == 0, "curl %d exited %s: %s" % (n, rc, tmlib.short(cu.err())))
+        n += 1
+        tmlib.check(agent.proc.alive(), "the agent died under the flipping producer "
+                    "(status %s) after %d curl runs; badring: %s; agent stderr: %s"
+                    % (agent.proc.popen.returncode, n, tmlib.short(flip.out()),
+                       tmlib.short(agent.proc.err()[-600:])))
+    rc = flip.wait(60)
+    out = flip.out().decode(errors="replace").strip()
+    tmlib.check(agent.proc.alive(), "the agent died under the flipping producer (status %s); "
+                "badring: %s" % (agent.proc.popen.returncode, out))
+    tmlib.check(rc == 0 and ("flip %d of %d" % (FLIP_ATTACHES, FLIP_ATTACHES)) in out,
+                "badring --flip exited %s: %s" % (rc, out))
+    conns = srv.conns(n)
+    agent.stop()  # exit status 0 (a ThreadSanitizer report would make it 66)
+    good = env.path("good.pcap")
+    r = subprocess.run([tmlib.need_tool("tshark"), "-r", agent.pcap, "-w", good, "-F", "nsecpcap",
+                        "-Y", "ip.src == 127.0.0.1 && ip.dst == 127.0.0.1 && tcp.port == %d"
+                        % srv.port], capture_output=True, timeout=120)
+    tmlib.check(r.returncode == 0, "tshark could not filter the capture: %s"
+                % tmlib.short(r.stderr))
+    cap = tmlib.judge(good)
+    tmlib.check_against_server(cap, conns)
+    print("flip: %s; %d curl transfers byte-exact" % (out, len(conns)))
+
+
+test_flipping_producer.timeout = 150
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <linux/sockios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -164,7 +167,7 @@ static int agent_connect(const char *path)
 /* Sends len bytes of msg with nfds descriptors attached. Returns 0 or negative errno. */
 static int send_fds(int s, const void *msg, size_t len, const int *fds, int nfds)
 {
-	union { struct cmsghdr c; char buf[CMSG_SPACE(sizeof(int) * 4)]; } cm;
+	union { struct cmsghdr c; char buf[CMSG_SPACE(sizeof(int) * 8)]; } cm;
 	struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
 	if (nfds > 0) {
@@ -384,14 +387,14 @@ static int case_open(const struct ctx *x, const struct bcase *bc)
 /* ---- control message cases ---- */
 
 enum msg_spoil { M_MAGIC, M_VERSION, M_TYPE, M_TRUNC, M_NOFD, M_TWOFDS, M_PIPEFD,
-		 M_GARBAGE, M_EMPTY };
+		 M_GARBAGE, M_EMPTY, M_MANYFDS, M_FAULT };
 
 /* Sends a malformed hello (with a valid sealed ring where an fd goes). */
 static int case_msg(const struct ctx *x, const struct bcase *bc)
 {
 	struct bring b;
 	struct ctl_hello h;
-	int fds[2] = {-1, -1}, pipefd[2] = {-1, -1}, nfds = 1;
+	int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1}, pipefd[2] = {-1, -1}, nfds = 1;
 	size_t len = sizeof(h);
 	uint8_t junk[301];
 	const void *msg = &h;
@@ -425,6 +428,14 @@ static int case_msg(const struct ctx *x, const struct bcase *bc)
 		nfds = 0;
 		break;
 	case M_EMPTY: len = 0; nfds = 0; break;
+	case M_FAULT: /* tests/progs/recvfault.c, if preloaded into the agent, fails its recvmsg */
+		h.attach_gen = 0xfa17edu;
+		nfds = 0;
+		break;
+	case M_MANYFDS: /* more than the agent's control buffer holds: MSG_CTRUNC */
+		for (nfds = 1; nfds < 8; nfds++)
+			fds[nfds] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		break;
 	}
 	int s = agent_connect(x->socket);
 	if (s < 0) {
@@ -435,14 +446,235 @@ static int case_msg(const struct ctx *x, const struct bcase *bc)
 		verdict(bc, wait_close(s, x->timeout_ms));
 	close(s);
 out:
-	if (fds[1] >= 0)
-		close(fds[1]);
+	for (int i = 1; i < 8; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	if (pipefd[0] >= 0) {
 		close(pipefd[0]);
 		close(pipefd[1]);
 	}
 	bring_free(&b);
 	return err;
+}
+
+/* ---- concurrent hostile producer (--flip N) ---- */
+
+/*
+ * N attaches, each of a fresh ring that starts out valid (an OPEN with ALPN
+ * h2, HTTP/2 and plain DATA, a GAP, a CLOSE), while a second thread keeps
+ * flipping its header (magic, version, data_size, head, tail) and its records'
+ * fields (commit, len, type, data_off, data_len) and payload bytes. The last
+ * FLIP_SLOTS rings stay attached and flipped while the agent drains them. An
+ * agent that reads a shared field twice (checks one value, uses another)
+ * reads outside the mapping here.
+ */
+#define FLIP_SLOTS 8
+#define FLIP_RECS 5
+
+/* Where flip_ring's records start (the same in every ring it builds). */
+static uint32_t flip_at[FLIP_RECS];
+
+struct flipper {
+	pthread_mutex_t lock;       /* held by the flipper for one pass over the slots */
+	struct ring_hdr *slot[FLIP_SLOTS];
+	int stop;
+	uint64_t rnd;
+	uint64_t writes;
+};
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* One field of the header gets a value that is wrong, or right again. */
+static void flip_hdr(struct ring_hdr *h, uint64_t r)
+{
+	static const uint64_t sizes[] = {SMALL_DATA, RING_MAX_DATA, 1u << 20, 3 * SMALL_DATA,
+					 0, ~0ull, SMALL_DATA};
+	static const uint64_t pos[] = {0, 0x20000000ull, 0x3ff00000ull, ~0ull - 63, 3,
+				       SMALL_DATA - RING_ALIGN, 0};
+	uint64_t v = r >> 8;
+	switch (r % 6) {
+	case 0:
+	case 1: /* the field that crashed the agent: twice as often */
+		__atomic_store_n(&h->data_size, sizes[v % 7], __ATOMIC_RELAXED);
+		break;
+	case 2: __atomic_store_n(&h->head, pos[v % 7], __ATOMIC_RELAXED); break;
+	case 3: __atomic_store_n(&h->tail, pos[v % 7], __ATOMIC_RELAXED); break;
+	case 4: __atomic_store_n(&h->magic, v % 4 ? RING_MAGIC : ~RING_MAGIC, __ATOMIC_RELAXED); break;
+	case 5: __atomic_store_n(&h->version, v % 4 ? RING_VERSION : 99, __ATOMIC_RELAXED); break;
+	}
+}
+
+/* One field of one of the first records, or a payload byte. */
+static void flip_rec(struct ring_hdr *h, uint64_t r)
+{
+	uint8_t *base = (uint8_t *)h + RING_HDR_SIZE;
+	uint64_t at = __atomic_load_n(&flip_at[(r >> 8) % FLIP_RECS], __ATOMIC_RELAXED);
+	struct ring_rec *rec = (struct ring_rec *)(base + at);
+	uint32_t v = (uint32_t)(r >> 16);
+	static const uint32_t lens[] = {0, 64, 100, 128, 192, 1u << 20, 0xffffffffu, 256};
+	switch (r % 7) {
+	case 0:
+		__atomic_store_n(&rec->commit, v % 2 ? ring_commit_word(at) : v, __ATOMIC_RELAXED);
+		break;
+	case 1: __atomic_store_n(&rec->len, lens[v % 8], __ATOMIC_RELAXED); break;
+	case 2: __atomic_store_n(&rec->type, (uint16_t)(v % 7), __ATOMIC_RELAXED); break;
+	case 3: __atomic_store_n(&rec->data_off, lens[v % 8] & ~15u, __ATOMIC_RELAXED); break;
+	case 4: __atomic_store_n(&rec->data_len, lens[v % 8], __ATOMIC_RELAXED); break;
+	default: /* payload bytes: OPEN strings, GAP length, HTTP/2 frame headers */
+		__atomic_store_n(base + at + 64 + v % 448, (uint8_t)(v >> 9), __ATOMIC_RELAXED);
+		break;
+	}
+}
+
+static void *flip_thread(void *arg)
+{
+	struct flipper *f = arg;
+	while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
+		pthread_mutex_lock(&f->lock);
+		for (int i = 0; i < FLIP_SLOTS; i++) {
+			struct ring_hdr *h = f->slot[i];
+			for (int k = 0; h && k < 16; k++) {
+				uint64_t r = xorshift(&f->rnd);
+				if (r & (1ull << 63))
+					flip_hdr(h, r);
+				else
+					flip_rec(h, r);
+				f->writes++;
+			}
+		}
+		pthread_mutex_unlock(&f->lock);
+	}
+	return NULL;
+}
+
+/* A valid ring: OPEN (ALPN h2 or http/1.1), DATA both ways, a GAP, CLOSE. */
+static int flip_ring(struct bring *b, int h2)
+{
+	static const char h2c[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+				  "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+				  "\x00\x00\x06\x01\x05\x00\x00\x00\x01\x82\x87\x84\x41\x01\x61";
+	static const char rsp[] = "\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+	uint64_t gap = 1000;
+	struct ring_open op;
+	int err = bring_new(b, SMALL_DATA, RING_HDR_SIZE + SMALL_DATA, SEALS_ALL);
+	if (err)
+		return err;
+	fill_open(&op);
+	if (h2)
+		strcpy(op.alpn, "h2");
+	struct ring_rec *r[FLIP_RECS] = {
+		put(b, RING_REC_OPEN, 0, 7, 0, &op, sizeof(op)),
+		put(b, RING_REC_DATA, 0, 7, 0, h2c, sizeof(h2c) - 1),
+		put(b, RING_REC_DATA, RING_F_DIR_S2C, 7, 0, rsp, sizeof(rsp) - 1),
+		put(b, RING_REC_GAP, 0, 7, sizeof(h2c) - 1, &gap, sizeof(gap)),
+		put(b, RING_REC_CLOSE, 0, 7, 0, NULL, 0),
+	};
+	for (int i = 0; i < FLIP_RECS; i++) {
+		if (!r[i]) {
+			bring_free(b);
+			return -ENOSPC;
+		}
+		__atomic_store_n(&flip_at[i], (uint32_t)((uint8_t *)r[i] - ((uint8_t *)b->hdr +
+				 RING_HDR_SIZE)), __ATOMIC_RELAXED);
+	}
+	return 0;
+}
+
+/*
+ * Waits (up to 2 s) until the agent has read the hello sent on s (nothing left
+ * in the socket's send queue): keeps the agent's accept backlog short, so
+ * the flood never crowds out a real process's attach (its connect does not
+ * wait). Returns 0, or -ETIMEDOUT.
+ */
+static int flip_wait_read(int s)
+{
+	uint64_t t0 = now_ms();
+	for (unsigned spin = 0;; spin++) {
+		int outq = 0;
+		if (ioctl(s, SIOCOUTQ, &outq) < 0 || outq == 0)
+			return 0;
+		if (now_ms() - t0 > 2000)
+			return -ETIMEDOUT;
+		if (spin > 100)
+			usleep(100);
+	}
+}
+
+/* Attaches ring b (hello + memfd); returns the socket, kept open, or -errno. */
+static int flip_attach(const char *path, struct bring *b)
+{
+	struct ctl_hello h;
+	fill_hello(&h);
+	int s = agent_connect(path);
+	if (s < 0)
+		return s;
+	int err = send_fds(s, &h, sizeof(h), &b->fd, 1);
+	if (err) {
+		close(s);
+		return err;
+	}
+	return s;
+}
+
+static int run_flip(const struct ctx *x, long n)
+{
+	struct flipper f = {.lock = PTHREAD_MUTEX_INITIALIZER, .rnd = 0x9e3779b97f4a7c15ull};
+	struct bring rings[FLIP_SLOTS];
+	int socks[FLIP_SLOTS], err = 0;
+	long i;
+	pthread_t th;
+	for (int k = 0; k < FLIP_SLOTS; k++) {
+		rings[k].fd = -1;
+		rings[k].hdr = NULL;
+		socks[k] = -1;
+	}
+	if (pthread_create(&th, NULL, flip_thread, &f)) {
+		printf("badring: flip: cannot start the flipping thread\n");
+		return 1;
+	}
+	uint64_t t0 = now_ms();
+	for (i = 0; i < n && !err; i++) {
+		int k = (int)(i % FLIP_SLOTS);
+		pthread_mutex_lock(&f.lock);
+		f.slot[k] = NULL;
+		pthread_mutex_unlock(&f.lock);
+		if (socks[k] >= 0)
+			close(socks[k]);
+		bring_free(&rings[k]);
+		rings[k].fd = -1;
+		rings[k].hdr = NULL;
+		if ((err = flip_ring(&rings[k], (int)(i & 1))))
+			break;
+		socks[k] = flip_attach(x->socket, &rings[k]);
+		if (socks[k] < 0) {
+			err = socks[k];
+			break;
+		}
+		int prev = socks[(i + FLIP_SLOTS - 1) % FLIP_SLOTS];
+		if (i && prev >= 0 && (err = flip_wait_read(prev)))
+			break;
+		pthread_mutex_lock(&f.lock);
+		f.slot[k] = rings[k].hdr;
+		pthread_mutex_unlock(&f.lock);
+	}
+	__atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	for (int k = 0; k < FLIP_SLOTS; k++) {
+		if (socks[k] >= 0)
+			close(socks[k]);
+		bring_free(&rings[k]);
+	}
+	printf("badring: flip %ld of %ld attaches in %llu ms, %llu flipping writes%s%s\n",
+	       i, n, (unsigned long long)(now_ms() - t0), (unsigned long long)f.writes,
+	       err ? ": stopped (agent gone or stalled): " : "", err ? strerror(-err) : "");
+	fflush(stdout);
+	return err ? 1 : 0;
 }
 
 static const struct bcase cases[] = {
@@ -478,6 +710,8 @@ static const struct bcase cases[] = {
 	{"hello-pipe-fd", "hello with a pipe instead of a memfd", case_msg, M_PIPEFD},
 	{"garbage", "301 random bytes", case_msg, M_GARBAGE},
 	{"empty", "a zero-length message", case_msg, M_EMPTY},
+	{"hello-eight-fds", "hello with the ring and 7 more descriptors", case_msg, M_MANYFDS},
+	{"hello-recvmsg-fault", "hello without a ring; recvfault.so makes its recvmsg fail", case_msg, M_FAULT},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
@@ -485,6 +719,7 @@ static const struct bcase cases[] = {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: badring [--socket PATH] [--timeout-ms N] --case NAME|all\n"
+		   "       badring [--socket PATH] --flip N   (N attaches under a flipping thread)\n"
 		   "       badring --list\n");
 }
 
@@ -502,9 +737,10 @@ int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{"socket", 1, 0, 's'}, {"case", 1, 0, 'c'}, {"timeout-ms", 1, 0, 't'},
-		{"list", 0, 0, 'l'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+		{"list", 0, 0, 'l'}, {"help", 0, 0, 'h'}, {"flip", 1, 0, 'f'}, {0, 0, 0, 0}};
 	struct ctx x = {.socket = getenv("TLSMIRROR_SOCKET"), .timeout_ms = 2000};
 	const char *name = NULL;
+	long flips = 0;
 	int c, rc = 0;
 
 	if (!x.socket)
@@ -514,6 +750,7 @@ int main(int argc, char **argv)
 		case 's': x.socket = optarg; break;
 		case 'c': name = optarg; break;
 		case 't': x.timeout_ms = atoi(optarg); break;
+		case 'f': flips = atol(optarg); break;
 		case 'l':
 			for (size_t i = 0; i < NCASES; i++)
 				printf("%-20s %s\n", cases[i].name, cases[i].what);
@@ -521,6 +758,10 @@ int main(int argc, char **argv)
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
+	}
+	if (flips > 0 && !name && optind == argc) {
+		signal(SIGPIPE, SIG_IGN);
+		return run_flip(&x, flips);
 	}
 	if (!name || optind != argc || x.timeout_ms <= 0) {
 		usage(stderr);

@@ -53,7 +53,7 @@ TEST(ring_roundtrip_one_record)
 		return;
 	struct ring_consumer c;
 	struct ring_view v;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	struct ring_reservation res;
 	CHECK_EQ(ring_reserve(r, 5, NULL, &res), 0);
 	memcpy(res.data, "hello", 5);
@@ -84,7 +84,7 @@ TEST(ring_reserved_but_uncommitted_is_invisible)
 	struct ring_consumer c;
 	struct ring_view v;
 	struct ring_reservation res;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	CHECK_EQ(ring_reserve(r, 10, NULL, &res), 0);
 	CHECK_EQ(ring_peek(&c, &v), -EAGAIN);
 	ring_commit(&res, RING_REC_OPEN, 0, 1, 0, 0, 0);
@@ -99,7 +99,7 @@ TEST(ring_records_come_out_in_order)
 		return;
 	struct ring_consumer c;
 	struct ring_view v;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	for (uint64_t i = 1; i <= 3; i++)
 		put(r, RING_REC_DATA, i, 0, "x", 1);
 	for (uint64_t i = 1; i <= 3; i++) {
@@ -118,7 +118,7 @@ TEST(ring_wraps_with_pad)
 	struct ring_consumer c;
 	struct ring_view v;
 	static uint8_t pay[1000];
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	for (int i = 0; i < 63; i++) {
 		put(r, RING_REC_DATA, 1, 0, pay, REC_PAYLOAD);
 		ring_peek(&c, &v);
@@ -145,7 +145,7 @@ TEST(ring_full_is_eagain)
 	struct ring_consumer c;
 	struct ring_view v;
 	static uint8_t pay[REC_PAYLOAD];
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	int ok = 0;
 	while (put(r, RING_REC_DATA, 1, 0, pay, sizeof(pay)) == 0 && ok < 1000)
 		ok++;
@@ -188,7 +188,7 @@ TEST(ring_release_publishes_tail_in_batches)
 	struct ring_consumer c;
 	struct ring_view v;
 	static uint8_t pay[REC_PAYLOAD];
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	for (int i = 0; i < 4; i++) { /* 4 KiB = 1/16 of the ring */
 		put(r, RING_REC_DATA, 1, 0, pay, sizeof(pay));
 		ring_peek(&c, &v);
@@ -228,7 +228,7 @@ TEST(ring_bad_length_is_ebadmsg)
 		return;
 	struct ring_consumer c;
 	struct ring_view v;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	first_rec(r)->len = 100; /* not a multiple of RING_ALIGN */
 	CHECK_EQ(ring_peek(&c, &v), -EBADMSG);
 	first_rec(r)->len = DATA + 64; /* beyond the end of the data area */
@@ -243,7 +243,7 @@ TEST(ring_bad_payload_bounds_is_ebadmsg)
 		return;
 	struct ring_consumer c;
 	struct ring_view v;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	struct ring_rec *rec = first_rec(r);
 	rec->data_len = rec->len; /* runs past the record */
 	CHECK_EQ(ring_peek(&c, &v), -EBADMSG);
@@ -260,7 +260,7 @@ TEST(ring_bad_type_is_ebadmsg)
 		return;
 	struct ring_consumer c;
 	struct ring_view v;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	first_rec(r)->type = RING_REC_NTYPES;
 	CHECK_EQ(ring_peek(&c, &v), -EBADMSG);
 	free(r);
@@ -273,7 +273,7 @@ TEST(ring_pad_not_reaching_the_end_is_ebadmsg)
 		return;
 	struct ring_consumer c;
 	struct ring_view v;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	first_rec(r)->type = RING_REC_PAD;
 	CHECK_EQ(ring_peek(&c, &v), -EBADMSG);
 	free(r);
@@ -287,7 +287,7 @@ TEST(ring_stale_commit_from_previous_lap_is_not_committed)
 	struct ring_consumer c;
 	struct ring_view v;
 	struct ring_reservation res;
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	if (!CHECK_EQ(fill_lap(r, &c), 0))
 		goto out;
 	/* position DATA lands on offset 0, whose commit word is lap 0's */
@@ -302,19 +302,48 @@ out:
 	free(r);
 }
 
-TEST(ring_validate_hdr_checks_fields)
+TEST(ring_consumer_init_checks_fields)
 {
 	struct ring_hdr *r = ring_new();
 	if (!CHECK(r))
 		return;
+	struct ring_consumer c;
 	size_t map = RING_HDR_SIZE + DATA;
-	CHECK_EQ(ring_validate_hdr(r, map), 0);
-	CHECK_EQ(ring_validate_hdr(r, map - 1), -EINVAL);
+	CHECK_EQ(ring_consumer_init(&c, r, map), 0);
+	CHECK_EQ(c.size, DATA);
+	CHECK_EQ(ring_consumer_init(&c, r, map - 1), -EINVAL);
 	r->data_size = DATA + 4096; /* not a power of two */
-	CHECK_EQ(ring_validate_hdr(r, map + 4096), -EINVAL);
+	CHECK_EQ(ring_consumer_init(&c, r, map + 4096), -EINVAL);
+	r->data_size = 2 * DATA; /* more than the mapping holds */
+	CHECK_EQ(ring_consumer_init(&c, r, map), -EINVAL);
 	r->data_size = DATA;
+	r->hdr_size = 64;
+	CHECK_EQ(ring_consumer_init(&c, r, map), -EINVAL);
+	r->hdr_size = RING_HDR_SIZE;
+	r->version = RING_VERSION + 1;
+	CHECK_EQ(ring_consumer_init(&c, r, map), -EINVAL);
+	r->version = RING_VERSION;
 	r->magic ^= 1;
-	CHECK_EQ(ring_validate_hdr(r, map), -EINVAL);
+	CHECK_EQ(ring_consumer_init(&c, r, map), -EINVAL);
+	CHECK(c.ring == NULL);
+	free(r);
+}
+
+/* The size used is the one validated: a later change of the shared field
+ * (a hostile producer) does not reach the consumer. */
+TEST(ring_consumer_uses_its_copy_of_data_size)
+{
+	struct ring_hdr *r = ring_new();
+	if (!CHECK(r))
+		return;
+	struct ring_consumer c;
+	struct ring_view v;
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
+	r->data_size = RING_MAX_DATA;
+	r->head = r->tail = 0x20000000ull; /* 512 MiB: far outside the mapping */
+	c.tail = 0x20000000ull;
+	CHECK_EQ(ring_peek(&c, &v), -EAGAIN); /* reads at 0x20000000 & (DATA - 1) */
+	CHECK_EQ(c.size, DATA);
 	free(r);
 }
 
@@ -326,7 +355,7 @@ TEST(ring_consumer_ignores_nonsense_tail)
 	struct ring_consumer c;
 	put(r, RING_REC_DATA, 1, 0, "x", 1);
 	r->tail = 3; /* misaligned: cannot resume there */
-	ring_consumer_init(&c, r);
+	CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
 	CHECK_EQ(c.tail, r->head);
 	free(r);
 }
