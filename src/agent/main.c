@@ -40,6 +40,8 @@ static void usage(FILE *f)
 "      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
 "      --snaplen N         pcap snaplen (default 262144)\n"
 "      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
+"      --allow-user U[,U]  let these users (names or UIDs) attach besides root and group\n"
+"                          tlsmirror (repeatable); --allow-group G[,G] the same for groups\n"
 "\n"
 "delivery (see tlsmirror(1), docs/delivery.md, docs/tunnel.md):\n"
 "  -I, --interface IFACE   the host's interface: its addresses for the synthesized frames\n"
@@ -128,7 +130,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 {
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
-	       O_QUEUE, O_TAG };
+	       O_QUEUE, O_TAG, O_AUSER, O_AGROUP };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -154,6 +156,8 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "compress", required_argument, NULL, O_COMPRESS },
 		{ "queue-size", required_argument, NULL, O_QUEUE },
 		{ "tag-agents", required_argument, NULL, O_TAG },
+		{ "allow-user", required_argument, NULL, O_AUSER },
+		{ "allow-group", required_argument, NULL, O_AGROUP },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -237,6 +241,19 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 				return bad_arg("--tag-agents", optarg, "vlan or vni");
 			cfg->tag_agents = optarg;
 			break;
+		case O_AUSER:
+		case O_AGROUP: {
+			const char *bad = optarg;
+			int g = c == O_AGROUP;
+			int err = access_add(&cfg->access, optarg, g, &bad);
+			if (err == -ENOSPC)
+				return bad_arg(g ? "--allow-group" : "--allow-user", optarg, "too many entries");
+			if (err < 0)
+				return bad_arg(g ? "--allow-group" : "--allow-user", bad,
+					       g ? "no such group (a name or a GID)" :
+					       "no such user (a name or a UID)");
+			break;
+		}
 		case ':':
 			fprintf(stderr, "tlsmirror: option %s needs a value\n", argv[optind - 1]);
 			return 2;
@@ -359,7 +376,8 @@ static int cmd_stats(int argc, char **argv)
 		n = recv(fd, buf, CTL_STATS_MAX, 0);
 	close(fd);
 	if (n <= 0) {
-		fprintf(stderr, "tlsmirror: the agent on %s did not answer\n", path);
+		fprintf(stderr, "tlsmirror: the agent on %s did not answer (it answers only root, "
+			"group tlsmirror and its --allow-user/--allow-group lists)\n", path);
 		free(buf);
 		return 1;
 	}
