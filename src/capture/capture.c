@@ -415,13 +415,20 @@ static int uses_tls(void)
 	return 1;
 }
 
+/* No agent: try again at most once a second (fork-heavy servers). */
 static void preconnect_prepare(void)
 {
+	static uint64_t retry_ns;
 	if (__atomic_load_n(&g.disabled, __ATOMIC_RELAXED) || !uses_tls())
+		return;
+	uint64_t now = cap_now_ns();
+	if (now < __atomic_load_n(&retry_ns, __ATOMIC_RELAXED))
 		return;
 	int saved = errno;
 	int fd = connect_agent();
 	g.fork_fd = fd >= 0 ? fd : -1;
+	if (fd < 0)
+		__atomic_store_n(&retry_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
 	errno = saved;
 }
 
