@@ -403,14 +403,20 @@ static void at_fork_child(void)
  * child keeps it and attaches through it (docs/security.md). One
  * non-blocking connect per fork; nothing if the agent is absent.
  */
-static int uses_tls(void)
+static int uses_tls(uint64_t now)
 {
 	static int yes;
+	static uint64_t next_look_ns;
 	if (__atomic_load_n(&g.attached, __ATOMIC_ACQUIRE) || __atomic_load_n(&yes, __ATOMIC_RELAXED))
 		return 1;
-	static void *slot;
-	if (!sym_real(&slot, "SSL_new"))
+	if (now < __atomic_load_n(&next_look_ns, __ATOMIC_RELAXED))
 		return 0;
+	static void *slot;
+	if (!sym_real(&slot, "SSL_new")) {
+		/* no libssl (yet: it may be dlopen'ed): look again in a second */
+		__atomic_store_n(&next_look_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
+		return 0;
+	}
 	__atomic_store_n(&yes, 1, __ATOMIC_RELAXED);
 	return 1;
 }
@@ -419,12 +425,14 @@ static int uses_tls(void)
 static void preconnect_prepare(void)
 {
 	static uint64_t retry_ns;
-	if (__atomic_load_n(&g.disabled, __ATOMIC_RELAXED) || !uses_tls())
-		return;
-	uint64_t now = cap_now_ns();
-	if (now < __atomic_load_n(&retry_ns, __ATOMIC_RELAXED))
+	if (__atomic_load_n(&g.disabled, __ATOMIC_RELAXED))
 		return;
 	int saved = errno;
+	uint64_t now = cap_now_ns();
+	if (!uses_tls(now) || now < __atomic_load_n(&retry_ns, __ATOMIC_RELAXED)) {
+		errno = saved;
+		return;
+	}
 	int fd = connect_agent();
 	g.fork_fd = fd >= 0 ? fd : -1;
 	if (fd < 0)
