@@ -10,9 +10,9 @@ import stat
 import subprocess
 import time
 
-from tmlib import (TLSMIRROR, Agent, RecServer, certs, check, check_against_server, check_stream,
-                   free_port, gen_bytes, judge, need_tool, nginx_conf, proc_stats, read_capture,
-                   short, stat_int, timeout, wait_until)
+from tmlib import (TLSMIRROR, Agent, Fail, RecServer, certs, check, check_against_server, check_stream,
+                   free_port, gen_bytes, judge, need_tool, nginx_conf, read_capture, short,
+                   start_nginx, stat_int, timeout, wait_until)
 
 GROUP = "tlsmirror"
 
@@ -191,25 +191,16 @@ def test_nginx_www_data_workers(env):
         for x in dirs + files:
             os.chmod(os.path.join(root, x), 0o755)
     port = free_port()
-    conf = os.path.join(prefix, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX.format(prefix=prefix, port=port, cert=c["cert"], key=c["key"]))
     agent = Agent(env).start()
-    ngx = env.captured("nginx", agent.sock, [need_tool("nginx"), "-p", prefix, "-e",
-                                              os.path.join(prefix, "error.log"), "-c", conf,
-                                              "-g", "daemon off;"])
+    ngx, kids = start_nginx(env, agent.sock, prefix,
+                            NGINX.format(prefix=prefix, port=port, cert=c["cert"], key=c["key"]), 2)
 
-    def workers():
-        check(ngx.alive(), f"nginx exited: {short(ngx.err())}")
+    def dropped():
         try:
-            with open(f"/proc/{ngx.pid}/task/{ngx.pid}/children") as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
-            return None
-        return kids if len(kids) >= 2 else None
-    kids = wait_until(workers, 15, "nginx master with 2 workers")
-    for k in kids:
-        check(os.stat(f"/proc/{k}").st_uid == www.pw_uid, f"nginx worker {k} is not www-data")
+            return all(os.stat(f"/proc/{k}").st_uid == www.pw_uid for k in kids)
+        except FileNotFoundError:
+            raise Fail(f"an nginx worker exited: {short(ngx.err())}") from None
+    wait_until(dropped, 10, f"nginx workers {kids} running as www-data")
     got = fetch(port, "/f", 6)
     for _, _, resp in got:
         check(resp.startswith(b"HTTP/1.1 200") and resp.endswith(body),

@@ -1,5 +1,7 @@
 # Integration test 24: a chrooted, environment-stripping service (Postfix smtpd, STARTTLS) reaches the agent.
+import grp
 import os
+import pwd
 import socket
 import ssl
 import time
@@ -71,8 +73,6 @@ def postfix_tree(env, port, sock):
     os.chmod(env.dir, 0o755)
     for x in (d, os.path.join(d, "spool")):
         os.chmod(x, 0o755)
-    import pwd
-    import grp
     pf = pwd.getpwnam("postfix").pw_uid
     postdrop = grp.getgrnam("postdrop").gr_gid
     for sub in QUEUE_DIRS:
@@ -175,7 +175,7 @@ def test_postfix_chroot_starttls(env):
         return [p for p in procs if p.get("comm") == "smtpd" and stat_int(p, "conns") == 1
                 and stat_int(p, "open") == 0]
     smtpd = wait_until(smtpd_done, 20, "smtpd's connection in the agent's stats")
-    check(smtpd[0].get("uid") == str(__import__("pwd").getpwnam("postfix").pw_uid),
+    check(smtpd[0].get("uid") == str(pwd.getpwnam("postfix").pw_uid),
           f"smtpd attached as {smtpd[0]}")
     pf.signal(15)
     pf.wait(20)
