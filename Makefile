@@ -189,6 +189,15 @@ install: all
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/tlsmirror
 	install -m 0755 $(SOLIB) $(DESTDIR)$(PREFIX)/lib/tlsmirror/libtlsmirror.so
 	install -m 0644 man/tlsmirror.1 $(DESTDIR)$(PREFIX)/share/man/man1/tlsmirror.1
+	@# members of group tlsmirror may attach to the agent (docs/security.md)
+	@if [ -n "$(DESTDIR)" ]; then \
+		echo "install: DESTDIR set: create group tlsmirror on the target (groupadd --system tlsmirror)"; \
+	elif getent group tlsmirror >/dev/null; then :; \
+	elif [ "$$(id -u)" -ne 0 ]; then \
+		echo "install: not root: group tlsmirror not created (as root: groupadd --system tlsmirror)"; \
+	elif groupadd --system tlsmirror; then \
+		echo "install: created group tlsmirror; its members may attach (usermod -aG tlsmirror USER)"; \
+	else echo "install: could not create group tlsmirror: only root may attach"; fi
 
 clean:
 	rm -rf $(BUILD)

@@ -15,6 +15,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -75,7 +76,7 @@ static int watch(struct agent *a, int fd, uint64_t tag)
 }
 
 /* Binds the control socket; refuses to steal one a live agent listens on. */
-static int listen_on(const char *path, const char **why)
+static int listen_on(const struct access_policy *ap, const char *path, const char **why)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -98,13 +99,37 @@ static int listen_on(const char *path, const char **why)
 		*why = strerror(-err);
 		return err;
 	}
-	/* Applications run as any user (nginx workers): let them connect. */
-	chmod(path, 0666);
+	access_secure_path(ap, path);
 	if (listen(fd, 128) < 0) {
 		int err = -errno;
 		close(fd);
 		*why = strerror(-err);
 		return err;
+	}
+	return fd;
+}
+
+/* The abstract name that goes with the path, for chrooted applications (no
+ * file permissions there: SO_PEERCRED alone decides). A name already taken
+ * is logged, not fatal: the library talks only to a root or same-user agent. */
+static int listen_abstract(const char *path)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+	if (ctl_abstract_addr(path, &sa, &len) < 0) {
+		log_warn("%s: too long for the abstract socket name: chrooted applications "
+			 "cannot reach this agent", path);
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 128) < 0) {
+		log_warn("cannot listen on the abstract name @%s%s: %s; chrooted applications "
+			 "cannot reach this agent", CTL_ABSTRACT_PREFIX, path,
+			 errno == EADDRINUSE ? "another process holds it" : strerror(errno));
+		close(fd);
+		return -1;
 	}
 	return fd;
 }
@@ -200,7 +225,10 @@ static void trim_exited(struct agent *a)
 	}
 }
 
-static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd)
+/* sent: the kernel-checked SCM_CREDENTIALS of the attach message (the
+ * process that sent it), or NULL; SO_PEERCRED names who connected. */
+static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd,
+		   const struct ucred *sent)
 {
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
@@ -209,7 +237,7 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 		reject(a, fd, "unknown peer", "no credentials");
 		return;
 	}
-	snprintf(who, sizeof(who), "pid %d", (int)cred.pid);
+	snprintf(who, sizeof(who), "pid %d", (int)(sent ? sent->pid : cred.pid));
 	size_t attached = 0;
 	for (struct proc *q = a->procs; q; q = q->next)
 		attached += q->state == PROC_ATTACHED;
@@ -242,8 +270,10 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 		}
 	}
 	p->key = ++a->next_key;
-	p->pid = cred.pid;
-	p->uid = cred.uid;
+	p->pid = sent ? sent->pid : cred.pid;
+	p->uid = sent ? sent->uid : cred.uid;
+	p->auth_pid = cred.pid;
+	p->auth_uid = cred.uid;
 	memcpy(p->comm, h->comm, sizeof(p->comm));
 	p->comm[sizeof(p->comm) - 1] = 0;
 	memcpy(p->exe, h->exe, sizeof(p->exe));
@@ -262,8 +292,13 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 	}
 	p->next = a->procs;
 	a->procs = p;
-	log_info("attached pid %d uid %u (%s), ring %zu KiB", (int)p->pid, (unsigned)p->uid,
-		 p->comm, (p->map_len - RING_HDR_SIZE) / 1024);
+	if (p->pid != p->auth_pid)
+		log_info("attached pid %d uid %u (%s) through the socket of pid %d uid %u, "
+			 "ring %zu KiB", (int)p->pid, (unsigned)p->uid, p->comm, (int)p->auth_pid,
+			 (unsigned)p->auth_uid, (p->map_len - RING_HDR_SIZE) / 1024);
+	else
+		log_info("attached pid %d uid %u (%s), ring %zu KiB", (int)p->pid,
+			 (unsigned)p->uid, p->comm, (p->map_len - RING_HDR_SIZE) / 1024);
 	char label[48];
 	snprintf(label, sizeof(label), "pid %d (%s)", (int)p->pid, p->comm);
 	flow_origin_label(a->flows, p->key, label);
@@ -325,13 +360,16 @@ static void pending_add(struct agent *a, int fd)
  * the msg_controllen bytes the kernel filled, never trusts a cmsg_len beyond
  * them, and closes at once any beyond max (the caller closes the others).
  */
-static int take_fds(struct msghdr *msg, int *fds, int max)
+static int take_fds(struct msghdr *msg, int *fds, int max, struct ucred *sent)
 {
 	int nfd = 0;
 	const uint8_t *end = (const uint8_t *)msg->msg_control + msg->msg_controllen;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
 		if (c->cmsg_len < CMSG_LEN(0) || c->cmsg_len > (size_t)(end - (const uint8_t *)c))
 			break;
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(*sent)))
+			memcpy(sent, CMSG_DATA(c), sizeof(*sent));
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
 		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -352,7 +390,7 @@ static void on_pending(struct agent *a, int fd)
 {
 	struct ctl_hello h;
 	union {
-		char buf[CMSG_SPACE(HELLO_MAX_FDS * sizeof(int))];
+		char buf[CMSG_SPACE(HELLO_MAX_FDS * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
 		struct cmsghdr align;
 	} cm;
 	memset(&cm, 0, sizeof(cm));
@@ -370,7 +408,8 @@ static void on_pending(struct agent *a, int fd)
 	}
 	pending_del(a, fd); /* from here on fd is attached, answered or closed */
 	int fds[HELLO_MAX_FDS];
-	int nfd = take_fds(&msg, fds, HELLO_MAX_FDS);
+	struct ucred sent = { 0 };
+	int nfd = take_fds(&msg, fds, HELLO_MAX_FDS, &sent);
 	const char *why = NULL;
 	if (n <= 0)
 		why = "closed before saying hello";
@@ -396,16 +435,27 @@ static void on_pending(struct agent *a, int fd)
 			reject(a, fd, "a local process", why);
 		return;
 	}
-	attach(a, fd, &h, fds[0]);
+	attach(a, fd, &h, fds[0], sent.pid > 0 ? &sent : NULL);
 	close(fds[0]);
 }
 
-static void on_accept(struct agent *a)
+/* A refused peer's connection is closed before anything of it is read. */
+static void on_accept(struct agent *a, int lfd)
 {
 	for (;;) {
-		int fd = accept4(a->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
+		uid_t uid;
+		pid_t pid;
+		if (!access_check(&a->access, fd, &uid, &pid)) {
+			close(fd);
+			continue;
+		}
+		/* the sender's own credentials on its attach (a child using a
+		 * socket its parent connected) */
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
 		if (watch(a, fd, TAG_PENDING) < 0) {
 			close(fd);
 			continue;
@@ -447,7 +497,7 @@ static void handle_events(struct agent *a, int timeout_ms)
 			struct agent_watch *w = evs[i].data.ptr;
 			w->on_event(a, w, evs[i].events);
 		} else if (tag == TAG_LISTEN) {
-			on_accept(a);
+			on_accept(a, fd);
 		} else if (tag == TAG_SIGNAL) {
 			struct signalfd_siginfo si;
 			if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
@@ -560,6 +610,20 @@ static int delivery_config(struct agent *a, struct flow_config *fc)
 	return 0;
 }
 
+/* Every attached process holds a control socket and, while idle, a socket a
+ * parent connected for its child: the usual soft limit of 1024 descriptors
+ * would refuse attaches well below --max-procs. Raised to the hard limit. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("cannot raise the descriptor limit to %llu: %s",
+			 (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 static int setup(struct agent *a, const struct agent_config *cfg)
 {
 	const char *why = NULL;
@@ -569,7 +633,9 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	if (!a->cfg.max_ring_size)
 		a->cfg.max_ring_size = AGENT_DEFAULT_MAX_RING;
 	a->started_ns = agent_now_ns();
+	raise_fd_limit();
 	a->listen_fd = -1;
+	a->abstract_fd = -1;
 	a->sig_fd = -1;
 	a->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (a->epfd < 0) {
@@ -602,10 +668,17 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 		log_err("out of memory");
 		return -ENOMEM;
 	}
-	a->listen_fd = listen_on(cfg->socket_path, &why);
+	a->access = cfg->access;
+	access_init(&a->access);
+	a->listen_fd = listen_on(&a->access, cfg->socket_path, &why);
 	if (a->listen_fd < 0) {
 		log_err("cannot listen on %s: %s", cfg->socket_path, why ? why : "");
 		return a->listen_fd;
+	}
+	a->abstract_fd = listen_abstract(cfg->socket_path);
+	if (a->abstract_fd >= 0 && watch(a, a->abstract_fd, TAG_LISTEN) < 0) {
+		close(a->abstract_fd);
+		a->abstract_fd = -1;
 	}
 	sigset_t set;
 	sigemptyset(&set);
@@ -647,6 +720,8 @@ static void teardown(struct agent *a, int ran)
 		close(a->listen_fd);
 		unlink(a->cfg.socket_path);
 	}
+	if (a->abstract_fd >= 0)
+		close(a->abstract_fd);
 	while (a->procs) {
 		struct proc *p = a->procs;
 		a->procs = p->next;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "agent/access.h"
 #include "flows/flow.h"
 #include "sinks/sink.h"
 #include "transport/ring.h"
@@ -38,6 +39,7 @@ struct agent_config {
 	size_t max_h2_conns;         /* --max-h2-conns: connections converted at once */
 	size_t max_h2_streams;       /* --max-h2-streams: open streams in total */
 	size_t max_peers;            /* --max-peers: collector's agent connections */
+	struct access_policy access; /* --allow-user/--allow-group (access.c adds the defaults) */
 };
 
 #define AGENT_DEFAULT_MAX_PROCS 1024
@@ -51,8 +53,10 @@ enum proc_state { PROC_ATTACHED = 0, PROC_EXITED, PROC_REJECTED };
 struct proc {
 	struct proc *next;
 	uint64_t key;                /* unique in this agent, the flow engine's proc_key */
-	pid_t pid;
+	pid_t pid;                   /* the sender of the attach (SCM_CREDENTIALS) */
 	uid_t uid;
+	pid_t auth_pid;              /* who connected the socket (SO_PEERCRED): the */
+	uid_t auth_uid;              /* process whose rights let it in, a parent before fork */
 	char comm[16];
 	char exe[256];
 	int fd;                      /* control socket, -1 once gone */
@@ -91,12 +95,14 @@ struct agent_tick {
 struct agent {
 	struct agent_config cfg;
 	int listen_fd;
+	int abstract_fd;             /* the same, on the abstract name (chroots); -1 if none */
 	int epfd;
 	int sig_fd;
 	int stop;
 	struct flow_table *flows;
 	struct h2_table *h2;         /* --h2-to-h1 converter (proc.c), NULL until needed */
 	struct sink_set sinks;
+	struct access_policy access; /* who may attach (access.c) */
 	struct proc *procs;          /* newest first */
 	uint64_t next_key;
 	uint64_t started_ns;

@@ -45,6 +45,8 @@ static void usage(FILE *f)
 "      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
 "      --snaplen N         pcap snaplen (default 262144)\n"
 "      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
+"      --allow-user U[,U]  let these users (names or UIDs) attach besides root and group\n"
+"                          tlsmirror (repeatable); --allow-group G[,G] the same for groups\n"
 "\n"
 "memory caps (docs/agent.md \"Memory\"; over a cap: counted in tlsmirror stats, logged once):\n"
 "      --max-conns N       open connections mirrored at once, in total (default 100000)\n"
@@ -154,7 +156,8 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 {
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
-	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S, O_MAXPEERS };
+	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S, O_MAXPEERS,
+	       O_AUSER, O_AGROUP };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -187,6 +190,8 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "max-h2-conns", required_argument, NULL, O_MAXH2C },
 		{ "max-h2-streams", required_argument, NULL, O_MAXH2S },
 		{ "max-peers", required_argument, NULL, O_MAXPEERS },
+		{ "allow-user", required_argument, NULL, O_AUSER },
+		{ "allow-group", required_argument, NULL, O_AGROUP },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -300,6 +305,19 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			    cfg->max_ring_size < RING_MIN_DATA || cfg->max_ring_size > RING_MAX_DATA)
 				return bad_arg("--max-ring-size", optarg, "a size from 64K to 1G");
 			break;
+		case O_AUSER:
+		case O_AGROUP: {
+			const char *bad = optarg;
+			int g = c == O_AGROUP;
+			int err = access_add(&cfg->access, optarg, g, &bad);
+			if (err == -ENOSPC)
+				return bad_arg(g ? "--allow-group" : "--allow-user", optarg, "too many entries");
+			if (err < 0)
+				return bad_arg(g ? "--allow-group" : "--allow-user", bad,
+					       g ? "no such group (a name or a GID)" :
+					       "no such user (a name or a UID)");
+			break;
+		}
 		case ':':
 			fprintf(stderr, "tlsmirror: option %s needs a value\n", argv[optind - 1]);
 			return 2;
@@ -422,7 +440,8 @@ static int cmd_stats(int argc, char **argv)
 		n = recv(fd, buf, CTL_STATS_MAX, 0);
 	close(fd);
 	if (n <= 0) {
-		fprintf(stderr, "tlsmirror: the agent on %s did not answer\n", path);
+		fprintf(stderr, "tlsmirror: the agent on %s did not answer (it answers only root, "
+			"group tlsmirror and its --allow-user/--allow-group lists)\n", path);
 		free(buf);
 		return 1;
 	}

@@ -32,11 +32,12 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
 			d += p->drop_last[i];
 		at = text_add(buf, len, at,
-			 "pid=%d uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
+			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
 			 "orphan_bytes=%llu\n",
-			 (int)p->pid, (unsigned)p->uid, p->comm[0] ? p->comm : "?",
+			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
+			 p->comm[0] ? p->comm : "?",
 			 state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
 			 (unsigned long long)p->bytes[0], (unsigned long long)p->bytes[1],
@@ -84,6 +85,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)(fc ? fc->orphan_bytes : 0),
 		 (unsigned long long)a->pending_dropped,
 		 (unsigned long long)h2c.conns_refused, (unsigned long long)h2c.streams_refused);
+	at = access_stats_format(&a->access, buf, len, at);
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);
 	return at;

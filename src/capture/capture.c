@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -28,6 +29,8 @@ static struct {
 	struct ring_hdr *ring;    /* atomic; stays mapped for the process lifetime */
 	int memfd;
 	int ctl_fd;               /* stable number once created (dup3 on re-attach) */
+	int preconn;              /* connected by the parent before fork: its rights */
+	int fork_fd;              /* the one connected for the child of the fork under way */
 	int attached;
 	uint32_t epoch;           /* bumps when the agent may have lost our OPENs */
 	uint32_t attach_count;
@@ -36,7 +39,7 @@ static struct {
 	uint64_t conn_ids;
 	uint64_t noring_bytes;
 	uint64_t noring_records;
-} g = { .memfd = -1, .ctl_fd = -1, .epoch = 1 };
+} g = { .memfd = -1, .ctl_fd = -1, .preconn = -1, .fork_fd = -1, .epoch = 1 };
 
 uint64_t cap_now_ns(void)
 {
@@ -79,6 +82,9 @@ static uint64_t pow2_floor(uint64_t v)
 }
 
 static void at_fork_child(void);
+static void preconnect_prepare(void);
+static void preconnect_parent(void);
+static void preconnect_child(void);
 
 /* Runs in every process the library is preloaded into: read configuration
  * now, while the environment is there (nginx workers get an empty one). */
@@ -100,6 +106,7 @@ __attribute__((constructor)) static void cap_init(void)
 			g.ring_size = pow2_floor(s);
 	}
 	pthread_atfork(NULL, NULL, at_fork_child);
+	pthread_atfork(preconnect_prepare, preconnect_parent, preconnect_child);
 }
 
 static struct ring_hdr *create_ring(void)
@@ -129,31 +136,85 @@ fail:
 	return NULL;
 }
 
+/* The process name (no /proc needed: works in a chroot). */
 static void read_comm(char *out, size_t n)
 {
+	char name[17] = { 0 };
 	memset(out, 0, n);
-	int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	ssize_t got = cap_libc.read(fd, out, n - 1);
-	cap_libc.close(fd);
-	if (got > 0 && out[got - 1] == '\n')
-		out[got - 1] = 0;
+	if (prctl(PR_GET_NAME, name) == 0)
+		memcpy(out, name, n - 1 < 16 ? n - 1 : 16);
 }
 
-/* One non-blocking attach attempt: connect, send the hello and the memfd. */
-static int try_attach(void)
+/* Anyone may bind an abstract name: talk only to an agent run by root or by
+ * our own user (SO_PEERCRED of a listener: who called listen()). */
+static int agent_trusted(int fd)
+{
+	struct ucred c;
+	socklen_t cl = sizeof(c);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &cl) < 0)
+		return 0;
+	return c.uid == 0 || c.uid == geteuid();
+}
+
+/* A non-blocking connection to the agent: the socket path first (file
+ * permissions, mount and network namespaces as configured), else the
+ * abstract name (a chroot hides the path). Returns the fd or -errno. */
+static int connect_agent(void)
 {
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	memcpy(sa.sun_path, g.sock_path, strlen(g.sock_path) + 1);
-	int err = 0;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		err = -errno;
-		goto out;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		return fd;
+	int err = -errno;
+	socklen_t len;
+	if (ctl_abstract_addr(g.sock_path, &sa, &len) == 0) {
+		if (connect(fd, (struct sockaddr *)&sa, len) == 0) {
+			if (agent_trusted(fd))
+				return fd;
+			err = -EPERM;
+		} else {
+			err = -errno;
+		}
 	}
+	cap_libc.close(fd);
+	return err;
+}
+
+/* The hello, the ring's memfd and our own credentials (checked by the
+ * kernel: the agent learns who sends even on a socket a parent connected). */
+static int send_attach(int fd, const struct ctl_hello *h)
+{
+	struct iovec iov = { .iov_base = (void *)h, .iov_len = sizeof(*h) };
+	union {
+		char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
+		struct cmsghdr align;
+	} cm;
+	memset(&cm, 0, sizeof(cm));
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+			      .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &g.memfd, sizeof(int));
+	c = CMSG_NXTHDR(&msg, c);
+	struct ucred me = { .pid = getpid(), .uid = geteuid(), .gid = getegid() };
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_CREDENTIALS;
+	c->cmsg_len = CMSG_LEN(sizeof(me));
+	memcpy(CMSG_DATA(c), &me, sizeof(me));
+	return cap_libc.sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+/* One non-blocking attach attempt: connect (or use the socket our parent
+ * connected before fork), send the hello and the memfd. */
+static int try_attach(void)
+{
+	int fd = __atomic_exchange_n(&g.preconn, -1, __ATOMIC_ACQ_REL);
+	int err = 0;
 	struct ctl_hello h;
 	memset(&h, 0, sizeof(h));
 	h.magic = CTL_MAGIC;
@@ -165,23 +226,16 @@ static int try_attach(void)
 	ssize_t n = readlink("/proc/self/exe", h.exe, sizeof(h.exe) - 1);
 	if (n < 0)
 		h.exe[0] = 0;
-
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} cm;
-	memset(&cm, 0, sizeof(cm));
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-			      .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &g.memfd, sizeof(int));
-	if (cap_libc.sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-		err = -errno;
-		goto out;
+	if (fd >= 0 && send_attach(fd, &h) < 0) {
+		cap_libc.close(fd); /* the agent that socket led to is gone */
+		fd = -1;
+	}
+	if (fd < 0) {
+		fd = connect_agent();
+		if (fd < 0)
+			return fd;
+		if ((err = send_attach(fd, &h)) < 0)
+			goto out;
 	}
 	/* Keep the control socket's fd number stable: a thread about to ring
 	 * the doorbell must never hit an unrelated fd that reused the number. */
@@ -299,7 +353,8 @@ void cap_doorbell(struct ring_hdr *ring)
 int cap_is_own_fd(int fd)
 {
 	return fd >= 0 && (fd == __atomic_load_n(&g.ctl_fd, __ATOMIC_RELAXED) ||
-			   fd == __atomic_load_n(&g.memfd, __ATOMIC_RELAXED));
+			   fd == __atomic_load_n(&g.memfd, __ATOMIC_RELAXED) ||
+			   fd == __atomic_load_n(&g.preconn, __ATOMIC_RELAXED));
 }
 
 void cap_fd_closed(int fd)
@@ -311,6 +366,8 @@ void cap_fd_closed(int fd)
 		__atomic_store_n(&g.ctl_fd, -1, __ATOMIC_RELEASE);
 		__atomic_add_fetch(&g.epoch, 1, __ATOMIC_RELEASE);
 	}
+	if (fd == g.preconn)
+		__atomic_compare_exchange_n(&g.preconn, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 	if (fd == g.memfd) {
 		/* the mapping stays; without the fd we can't attach again */
 		__atomic_store_n(&g.memfd, -1, __ATOMIC_RELEASE);
@@ -337,4 +394,70 @@ static void at_fork_child(void)
 	g.maint_busy = 0;
 	g.next_check_ns = 0;
 	g.epoch++;
+}
+
+/*
+ * Workers that drop privileges after fork (nginx, Apache, PHP-FPM as
+ * www-data) may not attach on their own. Before fork, a process that uses
+ * TLS connects one socket to the agent with its own credentials; only the
+ * child keeps it and attaches through it (docs/security.md). One
+ * non-blocking connect per fork; nothing if the agent is absent.
+ */
+static int uses_tls(uint64_t now)
+{
+	static int yes;
+	static uint64_t next_look_ns;
+	if (__atomic_load_n(&g.attached, __ATOMIC_ACQUIRE) || __atomic_load_n(&yes, __ATOMIC_RELAXED))
+		return 1;
+	if (now < __atomic_load_n(&next_look_ns, __ATOMIC_RELAXED))
+		return 0;
+	static void *slot;
+	if (!sym_real(&slot, "SSL_new")) {
+		/* no libssl (yet: it may be dlopen'ed): look again in a second */
+		__atomic_store_n(&next_look_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
+		return 0;
+	}
+	__atomic_store_n(&yes, 1, __ATOMIC_RELAXED);
+	return 1;
+}
+
+/* No agent: try again at most once a second (fork-heavy servers). */
+static void preconnect_prepare(void)
+{
+	static uint64_t retry_ns;
+	if (__atomic_load_n(&g.disabled, __ATOMIC_RELAXED))
+		return;
+	int saved = errno;
+	uint64_t now = cap_now_ns();
+	if (!uses_tls(now) || now < __atomic_load_n(&retry_ns, __ATOMIC_RELAXED)) {
+		errno = saved;
+		return;
+	}
+	int fd = connect_agent();
+	g.fork_fd = fd >= 0 ? fd : -1;
+	if (fd < 0)
+		__atomic_store_n(&retry_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
+	errno = saved;
+}
+
+static void preconnect_parent(void)
+{
+	if (g.fork_fd < 0)
+		return;
+	int saved = errno;
+	cap_libc.close(g.fork_fd);
+	g.fork_fd = -1;
+	errno = saved;
+}
+
+/* Only this thread exists: a socket inherited from our own parent is not
+ * ours to keep (it carries the credentials of two generations up). */
+static void preconnect_child(void)
+{
+	int saved = errno;
+	if (g.preconn >= 0)
+		cap_libc.close(g.preconn);
+	g.preconn = g.fork_fd;
+	g.fork_fd = -1;
+	errno = saved;
 }

@@ -10,10 +10,21 @@
  * agent sends nothing. EOF on either side ends the attachment. A stats
  * client sends CTL_STATS and reads one text reply. Host byte order (same
  * host). See docs/wire-format.md.
+ *
+ * The agent also listens on the Linux abstract name CTL_ABSTRACT_PREFIX +
+ * path (reachable from a chroot); the same SO_PEERCRED rules guard both. The
+ * attach message carries SCM_CREDENTIALS (the sender's own pid, uid, gid,
+ * checked by the kernel): a socket connected by an authorised parent before
+ * fork is used by the child, which the agent then records as itself.
+ * See docs/security.md.
  */
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #define CTL_DEFAULT_SOCKET "/run/tlsmirror.sock"
 /* A collector's (-C) default, so that an agent on the same host keeps the other. */
@@ -49,5 +60,22 @@ CTL_LAYOUT(exe, 32);
 _Static_assert(sizeof(struct ctl_hello) == 288, "struct ctl_hello size: cross-process layout");
 
 #define CTL_STATS_MAX (256 * 1024)
+
+#define CTL_ABSTRACT_PREFIX "tlsmirror:"
+
+/* The abstract-namespace address that goes with the socket path: "\0" +
+ * CTL_ABSTRACT_PREFIX + path, no terminating NUL. Returns 0 or -ENAMETOOLONG. */
+static inline int ctl_abstract_addr(const char *path, struct sockaddr_un *sa, socklen_t *len)
+{
+	size_t pl = strlen(CTL_ABSTRACT_PREFIX), n = strlen(path);
+	if (1 + pl + n > sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path + 1, CTL_ABSTRACT_PREFIX, pl);
+	memcpy(sa->sun_path + 1 + pl, path, n);
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + pl + n);
+	return 0;
+}
 
 #endif

@@ -4,9 +4,8 @@ import re
 import signal
 import time
 
-from tmlib import (nginx_conf, Agent, Skip, certs, check, free_port, gen_bytes, h2_data, have_ipv6, judge,
-                   need_tool, parse_h1_messages, parse_h2_frames, short, stat_int, timeout,
-                   wait_until)
+from tmlib import (nginx_conf, start_nginx, Agent, Skip, certs, check, free_port, gen_bytes, h2_data, have_ipv6, judge,
+                   need_tool, parse_h1_messages, parse_h2_frames, short, stat_int, timeout)
 
 REQUESTS, CLIENTS, BODY = 2000, 20, 1024
 
@@ -80,23 +79,9 @@ def test_nginx_h1_h2(env):
     with open(os.path.join(prefix, "html", "1k"), "wb") as f:
         f.write(body)
     port = free_port()
-    conf = os.path.join(prefix, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(CONF.format(prefix=prefix, port=port, cert=c["cert"], key=c["key"]))
     agent = Agent(env).start()
-    ngx = env.captured("nginx", agent.sock, [need_tool("nginx"), "-p", prefix, "-e",
-                                              os.path.join(prefix, "error.log"), "-c", conf,
-                                              "-g", "daemon off;"])
-
-    def workers_up():
-        check(ngx.alive(), f"nginx exited: {short(ngx.err())}")
-        try:
-            with open(f"/proc/{ngx.pid}/task/{ngx.pid}/children") as f:
-                kids = f.read().split()
-        except OSError:
-            return False
-        return os.path.exists(os.path.join(prefix, "nginx.pid")) and len(kids) >= 2
-    wait_until(workers_up, 15, "nginx master with 2 workers")
+    ngx, _ = start_nginx(env, agent.sock, prefix,
+                         CONF.format(prefix=prefix, port=port, cert=c["cert"], key=c["key"]), 2)
     time.sleep(0.3)
     tr1 = h2load(env, f"https://127.0.0.1:{port}/1k", h1=True)
     tr2 = h2load(env, f"https://[::1]:{port}/1k", h1=False)

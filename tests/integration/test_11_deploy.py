@@ -47,9 +47,16 @@ def test_installed_tree(env):
     man page; the installed `tlsmirror run` finds its library and mirrors curl."""
     prefix = env.path("prefix")
     build = os.environ.get("BUILD", "build")
-    r = subprocess.run(["make", "-s", f"BUILD={build}", "install", f"PREFIX={prefix}"],
-                       cwd=ROOT, capture_output=True, timeout=200)
+    had_group = subprocess.run(["getent", "group", "tlsmirror"], capture_output=True).returncode == 0
+    try:
+        r = subprocess.run(["make", "-s", f"BUILD={build}", "install", f"PREFIX={prefix}"],
+                           cwd=ROOT, capture_output=True, timeout=200)
+        has_group = subprocess.run(["getent", "group", "tlsmirror"], capture_output=True).returncode == 0
+    finally:
+        if not had_group:
+            subprocess.run(["groupdel", "tlsmirror"], capture_output=True)
     check(r.returncode == 0, f"make install failed: {short(r.stderr, 800)}")
+    check(has_group, f"make install (as root) did not create group tlsmirror: {short(r.stdout)}")
     for rel in ("bin/tlsmirror", "lib/tlsmirror/libtlsmirror.so",
                 "share/man/man1/tlsmirror.1"):
         check(os.path.exists(os.path.join(prefix, rel)), f"make install did not install {rel}")

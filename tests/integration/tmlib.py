@@ -295,6 +295,28 @@ def nginx_conf(workers, http_body):
     return NGINX_PREAMBLE.format(workers=workers) + http_body + "}}\n"
 
 
+def start_nginx(env, sock, prefix, conf_text, workers):
+    """Writes conf_text (formatted) to PREFIX/nginx.conf, starts nginx under the capture
+    library (agent socket sock) and waits for its `workers` workers. Returns (Proc, worker pids)."""
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    ngx = env.captured("nginx", sock, [need_tool("nginx"), "-p", prefix, "-e",
+                                        os.path.join(prefix, "error.log"), "-c", conf,
+                                        "-g", "daemon off;"])
+
+    def workers_up():
+        check(ngx.alive(), f"nginx exited: {short(ngx.err())}")
+        try:
+            with open(f"/proc/{ngx.pid}/task/{ngx.pid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            return None
+        up = os.path.exists(os.path.join(prefix, "nginx.pid")) and len(kids) >= workers
+        return kids if up else None
+    return ngx, wait_until(workers_up, 15, f"nginx master with {workers} workers")
+
+
 # ---------------------------------------------------------------- agent
 
 def parse_stats(text):
