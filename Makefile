@@ -66,7 +66,8 @@ BIN   := $(BUILD)/tlsmirror
 SOLIB := $(BUILD)/libtlsmirror.so
 UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
-TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
+TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient \
+              $(BUILD)/progs/forkhand
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay
 
 .PHONY: all deps test unit run bench install clean fuzz

@@ -36,6 +36,7 @@ static struct {
 	uint64_t conn_ids;
 	uint64_t noring_bytes;
 	uint64_t noring_records;
+	uint32_t forks;           /* fork() calls so far (atfork prepare) */
 } g = { .memfd = -1, .ctl_fd = -1, .epoch = 1 };
 
 uint64_t cap_now_ns(void)
@@ -79,6 +80,7 @@ static uint64_t pow2_floor(uint64_t v)
 }
 
 static void at_fork_child(void);
+static void at_fork_count(void);
 
 /* Runs in every process the library is preloaded into: read configuration
  * now, while the environment is there (nginx workers get an empty one). */
@@ -100,6 +102,7 @@ __attribute__((constructor)) static void cap_init(void)
 			g.ring_size = pow2_floor(s);
 	}
 	pthread_atfork(NULL, NULL, at_fork_child);
+	pthread_atfork(at_fork_count, NULL, NULL);
 }
 
 static struct ring_hdr *create_ring(void)
@@ -318,8 +321,20 @@ void cap_fd_closed(int fd)
 	}
 }
 
+uint32_t cap_fork_count(void)
+{
+	return __atomic_load_n(&g.forks, __ATOMIC_ACQUIRE);
+}
+
+/* Before fork, in the parent: connections open now may go on in the child. */
+static void at_fork_count(void)
+{
+	__atomic_add_fetch(&g.forks, 1, __ATOMIC_ACQ_REL);
+}
+
 /* The child of fork gets a ring and an attachment of its own; connections it
- * inherited are announced again there. Only this thread exists now. */
+ * inherited are announced again there, as inherited from the parent (conn.c),
+ * so the agent continues the parent's flow. Only this thread exists now. */
 static void at_fork_child(void)
 {
 	if (g.ctl_fd >= 0)

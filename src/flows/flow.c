@@ -22,6 +22,14 @@
  * already emits is a duplicate: it is kept so its events can be recognised
  * and ignored, and it emits nothing.
  *
+ * Fork handover: a child that continues a connection it inherited (its OPEN
+ * names the parent's process and the same conn_id, 4-tuple and side) gets a
+ * holder entry in the id index whose `owner` is the parent's flow: its events
+ * go to that flow, which emits them. The emitting flow counts its holders
+ * (itself until its process lets go: then it leaves the id index, `released`)
+ * and ends when the last one closes; released with no holder left (the parent
+ * let go first), it lingers in t->linger up to FLOW_LINGER_NS for the child.
+ *
  * Packets of one public call are collected in t->batch (headers in t->hdr,
  * payload pointing into the caller's data) and handed to the sinks before
  * the call returns, FLOW_BATCH at a time.
@@ -48,6 +56,10 @@ struct flow {
 	uint16_t mss;
 	uint8_t side;            /* end of the mirrored process */
 	uint8_t duplicate;
+	uint8_t released;        /* emitting flow its own process let go (fork handover) */
+	uint32_t holders;        /* emitting flow: processes holding it */
+	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
+	uint64_t released_ns;    /* lingering since */
 };
 
 /* A connection the engine emitted and closed recently: its other end, mirrored
@@ -56,6 +68,7 @@ struct flow {
  * one end before the other end's OPEN is read). TCP cannot reuse a 4-tuple
  * that soon (TIME_WAIT), so such an OPEN is the same connection. */
 #define RECENT_SLOTS 256
+#define LINGER_SLOTS 256         /* released flows waiting for a child; beyond: ended */
 #define RECENT_NS (10ull * 1000000000ull)
 
 struct recent {
@@ -79,6 +92,8 @@ struct flow_table {
 	struct flow_counters ctr;
 	struct recent recent[RECENT_SLOTS];
 	size_t recent_next;
+	struct flow *linger[LINGER_SLOTS];
+	size_t nlinger;
 	size_t nbatch;
 	struct pkt batch[FLOW_BATCH];
 	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
@@ -342,6 +357,92 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	free(f);
 }
 
+/* ---- fork handover ---- */
+
+static int linger_add(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+{
+	if (t->nlinger == LINGER_SLOTS)
+		return 0;
+	f->released_ns = ts_ns;
+	t->linger[t->nlinger++] = f;
+	return 1;
+}
+
+static void linger_remove(struct flow_table *t, const struct flow *f)
+{
+	for (size_t i = 0; i < t->nlinger; i++) {
+		if (t->linger[i] == f) {
+			t->linger[i] = t->linger[--t->nlinger];
+			return;
+		}
+	}
+}
+
+/*
+ * One holder lets go of e (a flow or a handover entry). The emitting flow
+ * goes on while another holder has it; else it ends, or with linger (the
+ * process let go of a connection it forked with) waits for a child.
+ */
+static void drop_holder(struct flow_table *t, struct flow *e, uint64_t ts_ns, int linger)
+{
+	struct flow *f = e->owner ? e->owner : e;
+	if (e->owner) {
+		id_unlink(t, e);
+		t->count--;
+		free(e);
+	} else if (f->holders > 1 || (linger && !f->duplicate)) {
+		/* out of the id index: its process's later events and exit
+		 * no longer reach it */
+		id_unlink(t, f);
+		f->released = 1;
+	}
+	if (f->holders)
+		f->holders--;
+	if (f->holders)
+		return;
+	if (linger && !f->duplicate && linger_add(t, f, ts_ns))
+		return;
+	flow_end(t, f, ts_ns);
+}
+
+/* Is g (inherited from info->parent_key) the continuation of flow f? */
+static int inherits(const struct flow *f, const struct flow *g,
+		    const struct flow_open_info *info)
+{
+	return info->parent_key && f->proc_key == info->parent_key && !f->owner &&
+	       f->conn_id == info->conn_id && !f->duplicate && f->side == g->side &&
+	       f->sc.family == g->sc.family && !end_cmp(&f->sc.end[0], &g->sc.end[0]) &&
+	       !end_cmp(&f->sc.end[1], &g->sc.end[1]);
+}
+
+/* g becomes a holder of f: its events go to f, nothing emitted now. */
+static void adopt(struct flow_table *t, struct flow *f, struct flow *g)
+{
+	if (!f->holders)
+		linger_remove(t, f);
+	f->holders++;
+	g->owner = f;
+	id_insert(t, g);
+	t->count++;
+	t->ctr.flows_handed_over++;
+}
+
+void flow_expire(struct flow_table *t, uint64_t now_ns)
+{
+	if (!t->nlinger)
+		return;
+	for (size_t i = 0; i < t->nlinger;) {
+		struct flow *f = t->linger[i];
+		if (now_ns - f->released_ns < FLOW_LINGER_NS && now_ns >= f->released_ns) {
+			i++;
+			continue;
+		}
+		t->linger[i] = t->linger[--t->nlinger];
+		flow_end(t, f, now_ns);
+	}
+	batch_flush(t);
+}
+
 /* ---- public ---- */
 
 struct flow_table *flow_table_new(const struct flow_config *cfg)
@@ -378,9 +479,19 @@ void flow_table_free(struct flow_table *t)
 	for (size_t i = 0; t->by_id && i <= t->mask; i++) {
 		for (struct flow *f = t->by_id[i], *next; f; f = next) {
 			next = f->next_id;
+			struct flow *o = f->owner;
+			if (!o && f->holders > 1) {
+				f->released = 1; /* freed with its last holder */
+				f->holders--;
+				continue;
+			}
 			free(f);
+			if (o && --o->holders == 0 && o->released)
+				free(o);
 		}
 	}
+	for (size_t i = 0; i < t->nlinger; i++)
+		free(t->linger[i]);
 	free(t->by_id);
 	free(t->by_tuple);
 	free(t);
@@ -395,6 +506,7 @@ static struct flow *flow_new(const struct flow_table *t,
 	f->proc_key = info->proc_key;
 	f->conn_id = info->conn_id;
 	f->side = info->side ? 1 : 0;
+	f->holders = 1;
 	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
 			info->server_addr, info->server_port);
 	if (t->has_host_mac)
@@ -428,9 +540,16 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 		return -EEXIST;
 	}
 	if (old)
-		flow_end(t, old, info->ts_ns);
+		drop_holder(t, old, info->ts_ns, 0);
 	struct flow *prim = tuple_find(t, f);
-	if (prim && prim->proc_key == f->proc_key && prim->side == f->side) {
+	if (prim && inherits(prim, f, info)) {
+		if (t->count >= t->mask + 1)
+			grow(t);
+		adopt(t, prim, f);
+		goto out;
+	}
+	if (prim && prim->proc_key == f->proc_key && prim->side == f->side &&
+	    !prim->released && prim->holders == 1) {
 		/* the same end of one 4-tuple twice in one process: the old
 		 * connection is gone (its close was missed) */
 		flow_end(t, prim, info->ts_ns);
@@ -482,6 +601,8 @@ int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	struct flow *f = event_flow(t, proc_key, conn_id);
 	if (!f)
 		return -ENOENT;
+	if (f->owner)
+		f = f->owner;
 	if (f->duplicate)
 		return 0;
 	if (off > f->emitted[dir]) {
@@ -513,6 +634,8 @@ int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	struct flow *f = event_flow(t, proc_key, conn_id);
 	if (!f)
 		return -ENOENT;
+	if (f->owner)
+		f = f->owner;
 	if (!f->duplicate)
 		skip_bytes(t, f, dir, len);
 	return 0;
@@ -524,7 +647,19 @@ int flow_close(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	struct flow *f = event_flow(t, proc_key, conn_id);
 	if (!f)
 		return -ENOENT;
-	flow_end(t, f, ts_ns);
+	drop_holder(t, f, ts_ns, 0);
+	batch_flush(t);
+	return 0;
+}
+
+int flow_release(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+		 uint64_t ts_ns)
+{
+	struct flow *f = event_flow(t, proc_key, conn_id);
+	if (!f)
+		return -ENOENT;
+	drop_holder(t, f, ts_ns, 1);
+	flow_expire(t, ts_ns);
 	batch_flush(t);
 	return 0;
 }
@@ -537,9 +672,11 @@ static void close_matching(struct flow_table *t, int all, uint64_t proc_key,
 		for (struct flow *f = t->by_id[i], *next; f; f = next) {
 			next = f->next_id;
 			if (all || f->proc_key == proc_key)
-				flow_end(t, f, ts_ns);
+				drop_holder(t, f, ts_ns, 0);
 		}
 	}
+	while (all && t->nlinger)
+		flow_end(t, t->linger[--t->nlinger], ts_ns);
 	batch_flush(t);
 }
 

@@ -82,6 +82,10 @@ enum ring_rec_type {
 
 /* Record flags. */
 #define RING_F_DIR_S2C 0x0001   /* DATA/GAP: server to client (else client to server) */
+/* CLOSE: this process let go of its copy of a connection that was open when
+ * it forked (close() or SSL_free without SSL_shutdown): a child may hold the
+ * same connection and go on using it, so this is no end of the TCP stream. */
+#define RING_F_CLOSE_HANDOVER 0x0002
 
 /* 48 bytes; payload at data_off (>= sizeof, multiple of 16) for data_len bytes. */
 struct ring_rec {
@@ -119,12 +123,16 @@ struct ring_open {
 	uint8_t server_addr[16];
 	uint64_t off[2];        /* where the stream starts for the agent: [0] c2s, [1] s2c */
 	uint16_t tls_version;   /* SSL_version(): 0x0303, 0x0304, ... */
-	uint16_t _pad;
+	uint16_t flags;         /* RING_OPEN_F_* */
 	uint32_t tid;           /* thread that saw it */
 	char sni[256];
 	char alpn[64];
-	char cipher[64];
+	char cipher[60];
+	uint32_t parent_pid;    /* RING_OPEN_F_INHERITED: pid (as the producer sees it) that announced it before */
 };
+
+/* ring_open.flags */
+#define RING_OPEN_F_INHERITED 0x0001 /* inherited over fork(): announced by parent_pid first, same conn id */
 
 static inline uint64_t ring_commit_word(uint64_t pos)
 {
