@@ -47,6 +47,14 @@ def test_fork_split_parent_then_child(env):
 
 
 @timeout(90)
+def test_fork_parent_holds_copy(env):
+    """the parent keeps its copy open while the child uses the connection
+    (the child's OPEN arrives while the parent's flow is open: no duplicate),
+    then closes it after the child exited."""
+    _client_case(env, "hold")
+
+
+@timeout(90)
 def test_prefork_server(env):
     """a pre-fork server accepts and handshakes in the parent and serves in
     the child; the parent frees its copy without SSL_shutdown."""

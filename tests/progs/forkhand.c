@@ -2,6 +2,7 @@
 /*
  * usage: forkhand client HOST PORT CAFILE SIZE
  *        forkhand split  HOST PORT CAFILE SIZE
+ *        forkhand hold   HOST PORT CAFILE SIZE
  *        forkhand server PORT CERT KEY NCONN
  *
  * client: connect and handshake, fork; the child sends one echo request
@@ -10,6 +11,8 @@
  * without SSL_shutdown (as real programs do) right after the fork.
  * split: the parent writes the first half of the request before forking,
  * the child writes the rest and reads the echo.
+ * hold: like client, but the parent keeps its copy open until the child has
+ * exited, then frees and closes it.
  * Both print "conn PID LOCAL_PORT N" (the child) and exit 0 only if the echo
  * matched.
  *
@@ -64,7 +67,7 @@ static int child_request(SSL *ssl, int fd, const unsigned char *req, int total, 
 	return write(1, line, (size_t)l) == l ? 0 : -1;
 }
 
-static int client(int split, const char *host, const char *port, const char *ca, int n)
+static int client(const char *mode, const char *host, const char *port, const char *ca, int n)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	if (!ctx || SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
@@ -82,7 +85,7 @@ static int client(int split, const char *host, const char *port, const char *ca,
 	SSL_set1_host(ssl, "localhost");
 	if (SSL_connect(ssl) != 1)
 		return 2;
-	int sent = split ? hl + n / 2 : 0;
+	int sent = !strcmp(mode, "split") ? hl + n / 2 : 0;
 	if (sent && write_all(ssl, req, sent) < 0)
 		return 2;
 	pid_t kid = fork();
@@ -90,12 +93,18 @@ static int client(int split, const char *host, const char *port, const char *ca,
 		return 2;
 	if (kid == 0)
 		_exit(child_request(ssl, fd, req, hl + n, sent, n) < 0 ? 1 : 0);
-	SSL_free(ssl); /* no SSL_shutdown: the child goes on with the connection */
-	close(fd);
-	int st;
+	int hold = !strcmp(mode, "hold"), st;
+	if (!hold) {
+		SSL_free(ssl); /* no SSL_shutdown: the child goes on with the connection */
+		close(fd);
+	}
 	if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st)) {
 		fprintf(stderr, "child failed\n");
 		return 1;
+	}
+	if (hold) {
+		SSL_free(ssl);
+		close(fd);
 	}
 	SSL_CTX_free(ctx);
 	free(req);
@@ -178,11 +187,12 @@ static int server(const char *port, const char *cert, const char *key, int nconn
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc == 6 && (!strcmp(argv[1], "client") || !strcmp(argv[1], "split")))
-		return client(!strcmp(argv[1], "split"), argv[2], argv[3], argv[4], atoi(argv[5]));
+	if (argc == 6 && (!strcmp(argv[1], "client") || !strcmp(argv[1], "split") ||
+			  !strcmp(argv[1], "hold")))
+		return client(argv[1], argv[2], argv[3], argv[4], atoi(argv[5]));
 	if (argc == 6 && !strcmp(argv[1], "server"))
 		return server(argv[2], argv[3], argv[4], atoi(argv[5]));
-	fprintf(stderr, "usage: forkhand client|split HOST PORT CAFILE SIZE\n"
+	fprintf(stderr, "usage: forkhand client|split|hold HOST PORT CAFILE SIZE\n"
 			"       forkhand server PORT CERT KEY NCONN\n");
 	return 2;
 }
