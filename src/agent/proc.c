@@ -49,21 +49,28 @@ static pid_t ppid_of(pid_t pid)
 	return (pid_t)pp;
 }
 
-/* Is pid a descendant of anc (a few generations at most)? */
+/* Is pid a descendant of anc (a few generations at most)? -1: pid is gone. */
 static int descends_from(pid_t pid, pid_t anc)
 {
 	for (int i = 0; i < 16 && pid > 1; i++) {
 		pid = ppid_of(pid);
 		if (pid == anc)
 			return 1;
+		if (pid < 0 && i == 0)
+			return -1;
 	}
 	return 0;
 }
 
+static void expire_tick(struct agent *a, uint64_t now_ns, void *arg)
+{
+	flow_expire(a->flows, now_ns);
+}
+
 /*
  * An OPEN inherited over fork: the process it names as parent, if that is
- * plausible (still attached and an ancestor of p, or gone: its orphan child
- * can't be checked). Its ring is drained first, so what it wrote before the
+ * plausible: still attached and an ancestor of p (or of the same uid when p
+ * has exited already), or gone (its orphan can't be checked). Its ring is drained first, so what it wrote before the
  * fork is placed before the child's data. Returns its key, or 0.
  */
 static uint64_t inherited_from(struct agent *a, struct proc *p, uint32_t parent_pid)
@@ -73,8 +80,11 @@ static uint64_t inherited_from(struct agent *a, struct proc *p, uint32_t parent_
 		q = q->next;
 	if (!q)
 		return 0;
-	if (q->state == PROC_ATTACHED && !descends_from(p->pid, q->pid))
-		return 0;
+	if (q->state == PROC_ATTACHED) {
+		int d = descends_from(p->pid, q->pid);
+		if (d == 0 || (d < 0 && q->uid != p->uid))
+			return 0;
+	}
 	int busy = n_draining >= DRAIN_NEST_MAX;
 	for (int i = 0; i < n_draining; i++)
 		busy |= draining[i] == q;
@@ -192,9 +202,12 @@ static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
 		bad_record(p, "CLOSE record of the wrong size");
 	}
 	int err = a->h2 ? h2_close(a->h2, p->key, v->conn_id, v->ts_ns) : -ENOENT;
-	if (err == -ENOENT && (v->flags & RING_F_CLOSE_HANDOVER))
+	static int ticking;
+	if (err == -ENOENT && (v->flags & RING_F_CLOSE_HANDOVER)) {
 		err = flow_release(a->flows, p->key, v->conn_id, v->ts_ns);
-	else if (err == -ENOENT)
+		if (!ticking) /* lingering flows end on time */
+			ticking = agent_add_tick(a, (struct agent_tick){ expire_tick, NULL }) == 0;
+	} else if (err == -ENOENT)
 		err = flow_close(a->flows, p->key, v->conn_id, v->ts_ns);
 	if (err == 0 && p->open_conns)
 		p->open_conns--;
@@ -240,7 +253,6 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 		ring_publish(&p->cons);
 	if (n_draining && draining[n_draining - 1] == p)
 		n_draining--;
-	flow_expire(a->flows, agent_now_ns());
 	return n;
 }
 
