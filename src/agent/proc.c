@@ -67,6 +67,14 @@ static void expire_tick(struct agent *a, uint64_t now_ns, void *arg)
 	flow_expire(a->flows, now_ns);
 }
 
+/* Flows released for a child (fork handover) end on time: a tick, once. */
+static void start_expiry(struct agent *a)
+{
+	static int ticking;
+	if (!ticking)
+		ticking = agent_add_tick(a, (struct agent_tick){ expire_tick, NULL }) == 0;
+}
+
 /*
  * An OPEN inherited over fork: the process it names as parent, if that is
  * plausible: still attached and an ancestor of p (or of the same uid when p
@@ -202,11 +210,9 @@ static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
 		bad_record(p, "CLOSE record of the wrong size");
 	}
 	int err = a->h2 ? h2_close(a->h2, p->key, v->conn_id, v->ts_ns) : -ENOENT;
-	static int ticking;
 	if (err == -ENOENT && (v->flags & RING_F_CLOSE_HANDOVER)) {
 		err = flow_release(a->flows, p->key, v->conn_id, v->ts_ns);
-		if (!ticking) /* lingering flows end on time */
-			ticking = agent_add_tick(a, (struct agent_tick){ expire_tick, NULL }) == 0;
+		start_expiry(a);
 	} else if (err == -ENOENT)
 		err = flow_close(a->flows, p->key, v->conn_id, v->ts_ns);
 	if (err == 0 && p->open_conns)
@@ -242,6 +248,10 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 			break;
 		case RING_REC_CLOSE:
 			on_close(a, p, &v);
+			break;
+		case RING_REC_FORK:
+			flow_proc_forked(a->flows, p->key);
+			start_expiry(a);
 			break;
 		default:
 			break;

@@ -326,10 +326,22 @@ uint32_t cap_fork_count(void)
 	return __atomic_load_n(&g.forks, __ATOMIC_ACQUIRE);
 }
 
-/* Before fork, in the parent: connections open now may go on in the child. */
+/* Before fork, in the parent: connections open now may go on in the child.
+ * The agent hears it too (a FORK record), so this process's exit does not end
+ * them while a child may still use them. */
 static void at_fork_count(void)
 {
 	__atomic_add_fetch(&g.forks, 1, __ATOMIC_ACQ_REL);
+	struct ring_hdr *r = __atomic_load_n(&g.ring, __ATOMIC_ACQUIRE);
+	struct ring_reservation res;
+	if (!r || g.disabled)
+		return; /* no ring: no connection announced yet */
+	int saved = errno;
+	if (ring_reserve_ctrl(r, 0, &res) == 0)
+		ring_commit(&res, RING_REC_FORK, 0, 0, cap_now_ns(), 0, 0);
+	else
+		ring_count_drop(r, RING_DROP_FULL, 0);
+	errno = saved;
 }
 
 /* The child of fork gets a ring and an attachment of its own; connections it

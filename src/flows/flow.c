@@ -57,6 +57,7 @@ struct flow {
 	uint8_t side;            /* end of the mirrored process */
 	uint8_t duplicate;
 	uint8_t released;        /* emitting flow its own process let go (fork handover) */
+	uint64_t seq_no;         /* t->opens when it opened: older than its process's last fork? */
 	uint32_t holders;        /* emitting flow: processes holding it */
 	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
 	uint64_t released_ns;    /* lingering since */
@@ -69,6 +70,7 @@ struct flow {
  * that soon (TIME_WAIT), so such an OPEN is the same connection. */
 #define RECENT_SLOTS 256
 #define LINGER_SLOTS 256         /* released flows waiting for a child; beyond: ended */
+#define FORK_SLOTS 64            /* processes whose last fork is remembered */
 #define RECENT_NS (10ull * 1000000000ull)
 
 struct recent {
@@ -94,6 +96,9 @@ struct flow_table {
 	size_t recent_next;
 	struct flow *linger[LINGER_SLOTS];
 	size_t nlinger;
+	uint64_t opens;          /* flows opened so far (flow.seq_no) */
+	struct { uint64_t proc_key, opens; } forks[FORK_SLOTS]; /* last fork per process */
+	size_t forks_next;
 	size_t nbatch;
 	struct pkt batch[FLOW_BATCH];
 	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
@@ -427,6 +432,26 @@ static void adopt(struct flow_table *t, struct flow *f, struct flow *g)
 	t->ctr.flows_handed_over++;
 }
 
+void flow_proc_forked(struct flow_table *t, uint64_t proc_key)
+{
+	size_t i = 0;
+	while (i < FORK_SLOTS && t->forks[i].proc_key != proc_key)
+		i++;
+	if (i == FORK_SLOTS) /* forgotten: its exit ends its flows, as before */
+		i = t->forks_next++ % FORK_SLOTS;
+	t->forks[i].proc_key = proc_key;
+	t->forks[i].opens = t->opens;
+}
+
+/* Flows of proc_key opened before this are open at its last fork (0: none). */
+static uint64_t last_fork(const struct flow_table *t, uint64_t proc_key)
+{
+	for (size_t i = 0; i < FORK_SLOTS; i++)
+		if (proc_key && t->forks[i].proc_key == proc_key)
+			return t->forks[i].opens;
+	return 0;
+}
+
 void flow_expire(struct flow_table *t, uint64_t now_ns)
 {
 	if (!t->nlinger)
@@ -497,7 +522,7 @@ void flow_table_free(struct flow_table *t)
 	free(t);
 }
 
-static struct flow *flow_new(const struct flow_table *t,
+static struct flow *flow_new(struct flow_table *t,
 			     const struct flow_open_info *info)
 {
 	struct flow *f = calloc(1, sizeof(*f));
@@ -507,6 +532,7 @@ static struct flow *flow_new(const struct flow_table *t,
 	f->conn_id = info->conn_id;
 	f->side = info->side ? 1 : 0;
 	f->holders = 1;
+	f->seq_no = ++t->opens;
 	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
 			info->server_addr, info->server_port);
 	if (t->has_host_mac)
@@ -668,11 +694,12 @@ int flow_release(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 static void close_matching(struct flow_table *t, int all, uint64_t proc_key,
 			   uint64_t ts_ns)
 {
+	uint64_t forked = all ? 0 : last_fork(t, proc_key);
 	for (size_t i = 0; i <= t->mask; i++) {
 		for (struct flow *f = t->by_id[i], *next; f; f = next) {
 			next = f->next_id;
 			if (all || f->proc_key == proc_key)
-				drop_holder(t, f, ts_ns, 0);
+				drop_holder(t, f, ts_ns, f->seq_no <= forked);
 		}
 	}
 	while (all && t->nlinger)

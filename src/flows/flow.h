@@ -97,6 +97,10 @@ int flow_release(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 		 uint64_t ts_ns);
 #define FLOW_LINGER_NS (5ull * 1000000000ull)
 
+/* The process is about to fork: its flows open now may be inherited, so its
+ * exit (flow_close_proc) releases them as flow_release does. */
+void flow_proc_forked(struct flow_table *t, uint64_t proc_key);
+
 /* Ends lingering flows released more than FLOW_LINGER_NS before now_ns. */
 void flow_expire(struct flow_table *t, uint64_t now_ns);
 

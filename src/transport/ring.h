@@ -77,7 +77,8 @@ enum ring_rec_type {
 	RING_REC_DATA = 2,      /* clear text of one direction */
 	RING_REC_CLOSE = 3,     /* the TLS connection ended: optional final offsets (2 x u64) */
 	RING_REC_GAP = 4,       /* bytes sent that the mirror cannot show (SSL_sendfile): 8-byte length payload */
-	RING_REC_NTYPES = 5
+	RING_REC_FORK = 5,      /* the process is about to fork: connections announced so far may go on in the child; conn_id 0, no payload */
+	RING_REC_NTYPES = 6
 };
 
 /* Record flags. */

@@ -18,6 +18,8 @@ def _client_case(env, mode):
                      [fh, mode, "127.0.0.1", str(srv.port), certs()["cert"], str(SIZE)])
     rc = p.wait(60)
     check(rc == 0 and p.err() == b"", f"forkhand {mode} exited {rc}: {short(p.err())}")
+    # the child may outlive the parent (mode exit): wait for its report
+    wait_until(lambda: re.search(rb"^conn ", p.out(), re.M), 30, "the child's report")
     m = re.search(rb"^conn (\d+) (\d+) (\d+)$", p.out(), re.M)
     check(m and int(m.group(1)) != p.pid, f"forkhand {mode}: the child reported no "
           f"connection: {short(p.out())}")
@@ -52,6 +54,13 @@ def test_fork_parent_holds_copy(env):
     (the child's OPEN arrives while the parent's flow is open: no duplicate),
     then closes it after the child exited."""
     _client_case(env, "hold")
+
+
+@timeout(90)
+def test_fork_parent_exits_first(env):
+    """the parent exits right after the fork without closing anything; the
+    child uses the connection 500 ms later: still one connection."""
+    _client_case(env, "exit")
 
 
 @timeout(90)

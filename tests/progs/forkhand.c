@@ -3,6 +3,7 @@
  * usage: forkhand client HOST PORT CAFILE SIZE
  *        forkhand split  HOST PORT CAFILE SIZE
  *        forkhand hold   HOST PORT CAFILE SIZE
+ *        forkhand exit   HOST PORT CAFILE SIZE
  *        forkhand server PORT CERT KEY NCONN
  *
  * client: connect and handshake, fork; the child sends one echo request
@@ -13,6 +14,9 @@
  * the child writes the rest and reads the echo.
  * hold: like client, but the parent keeps its copy open until the child has
  * exited, then frees and closes it.
+ * exit: the parent exits at once without closing anything (a daemon's
+ * parent); the child waits 500 ms (so the agent sees the parent gone first),
+ * then does the request.
  * Both print "conn PID LOCAL_PORT N" (the child) and exit 0 only if the echo
  * matched.
  *
@@ -91,8 +95,13 @@ static int client(const char *mode, const char *host, const char *port, const ch
 	pid_t kid = fork();
 	if (kid < 0)
 		return 2;
-	if (kid == 0)
+	if (kid == 0) {
+		if (!strcmp(mode, "exit"))
+			usleep(500 * 1000);
 		_exit(child_request(ssl, fd, req, hl + n, sent, n) < 0 ? 1 : 0);
+	}
+	if (!strcmp(mode, "exit"))
+		_exit(0);
 	int hold = !strcmp(mode, "hold"), st;
 	if (!hold) {
 		SSL_free(ssl); /* no SSL_shutdown: the child goes on with the connection */
@@ -188,11 +197,11 @@ int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc == 6 && (!strcmp(argv[1], "client") || !strcmp(argv[1], "split") ||
-			  !strcmp(argv[1], "hold")))
+			  !strcmp(argv[1], "hold") || !strcmp(argv[1], "exit")))
 		return client(argv[1], argv[2], argv[3], argv[4], atoi(argv[5]));
 	if (argc == 6 && !strcmp(argv[1], "server"))
 		return server(argv[2], argv[3], argv[4], atoi(argv[5]));
-	fprintf(stderr, "usage: forkhand client|split|hold HOST PORT CAFILE SIZE\n"
+	fprintf(stderr, "usage: forkhand client|split|hold|exit HOST PORT CAFILE SIZE\n"
 			"       forkhand server PORT CERT KEY NCONN\n");
 	return 2;
 }

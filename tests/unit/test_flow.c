@@ -684,3 +684,27 @@ TEST(flow_handover_needs_the_parents_conn)
 	CHECK_EQ(flow_counters(f.t)->flows_handed_over, 0);
 	fx_free(&f);
 }
+
+TEST(flow_handover_exit_after_fork_lingers_for_the_child)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info par = info4(1, 5, 0), later = info4(1, 6, 0), kid = child_of(1, 5, 0);
+	later.client_port = 40001;
+	flow_open(f.t, &par);
+	flow_proc_forked(f.t, 1);
+	flow_open(f.t, &later); /* opened after the fork: its exit ends it */
+	CHECK_EQ(f.cap->n, 6);
+	flow_close_proc(f.t, 1, 0);
+	CHECK_EQ(f.cap->n, 9);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1);
+	CHECK_EQ(flow_open(f.t, &kid), 0);
+	CHECK_EQ(flow_counters(f.t)->flows_handed_over, 1);
+	CHECK_EQ(flow_data(f.t, 2, 5, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(f.cap->n, 11);
+	CHECK_EQ(flow_close(f.t, 2, 5, 0), 0);
+	CHECK_EQ(f.cap->n, 14);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 2);
+	fx_free(&f);
+}
