@@ -81,23 +81,28 @@ static void start_expiry(struct agent *a)
  * has exited already), or gone (its orphan can't be checked). Its ring is drained first, so what it wrote before the
  * fork is placed before the child's data. Returns its key, or 0.
  */
-static uint64_t inherited_from(struct agent *a, struct proc *p, uint32_t parent_pid)
+static uint64_t inherited_from(struct agent *a, struct proc *p, uint32_t parent_pid,
+			       const struct flow_open_info *fi)
 {
 	struct proc *q = a->procs;
 	while (q && (q == p || (uint32_t)q->pid != parent_pid))
 		q = q->next;
 	if (!q)
 		return 0;
-	if (q->state == PROC_ATTACHED) {
-		int d = descends_from(p->pid, q->pid);
-		if (d == 0 || (d < 0 && q->uid != p->uid))
-			return 0;
-	}
 	int busy = n_draining >= DRAIN_NEST_MAX;
 	for (int i = 0; i < n_draining; i++)
 		busy |= draining[i] == q;
 	if (q->ring && !busy)
 		proc_drain(a, q, (size_t)-1);
+	/* nothing to continue: spare the /proc reads (a producer may lie) */
+	if (!flow_tuple_busy(a->flows, fi->family, fi->client_addr, fi->client_port,
+			     fi->server_addr, fi->server_port))
+		return 0;
+	if (q->state == PROC_ATTACHED) {
+		int d = descends_from(p->pid, q->pid);
+		if (d == 0 || (d < 0 && q->uid != p->uid))
+			return 0;
+	}
 	return q->key;
 }
 
@@ -131,7 +136,7 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	fi.off[0] = o.off[0];
 	fi.off[1] = o.off[1];
 	if (o.flags & RING_OPEN_F_INHERITED)
-		fi.parent_key = inherited_from(a, p, o.parent_pid);
+		fi.parent_key = inherited_from(a, p, o.parent_pid, &fi);
 	int err = 0;
 	if (a->cfg.h2_to_h1 && !a->h2)
 		a->h2 = h2_table_new(a->flows);
