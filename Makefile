@@ -67,9 +67,10 @@ BIN   := $(BUILD)/tlsmirror
 SOLIB := $(BUILD)/libtlsmirror.so
 UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
-TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
+TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient \
+              $(BUILD)/progs/forkhand $(BUILD)/progs/closerace
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay \
-         $(BUILD)/progs/recvfault.so
+         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan
 
 .PHONY: all deps test unit run bench install clean fuzz tsan-test
 all: $(BIN) $(SOLIB)
@@ -118,6 +119,14 @@ $(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -lpthread
+
+# closerace linked with the capture library's sources under ThreadSanitizer
+# (the preloaded library itself can't be: it runs in uninstrumented programs).
+$(BUILD)/progs/closerace-tsan: tests/progs/closerace.c $(CAPTURE_SRC) $(wildcard src/capture/*.h) src/transport/ring.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC [tsan] $<")
+	$(Q)$(CC) -std=gnu11 $(WARN) -O1 -g -fsanitize=thread -Isrc -D_GNU_SOURCE -DTLSMIRROR_CAPTURE \
+		$(OPENSSL_CFLAGS) -o $@ tests/progs/closerace.c $(CAPTURE_SRC) $(OPENSSL_LIBS) -ldl -lpthread
 
 # Fuzzing: `make fuzz` runs the libFuzzer targets (clang) for FUZZ_SECONDS each, then
 # replays tests/fuzz/corpus/ with the replay drivers built by $(CC) (tests/fuzz/run.sh).

@@ -4,6 +4,9 @@
 #include "transforms/h2.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -20,6 +23,87 @@ static void bad_record(struct proc *p, const char *why)
 	p->bad_records++;
 	log_limited(&lim, 5, "pid %d (%s): ring record rejected: %s", (int)p->pid,
 		    p->comm, why);
+}
+
+#define DRAIN_NEST_MAX 4   /* parents drained from within a child's drain */
+static struct proc *draining[DRAIN_NEST_MAX];
+static int n_draining;
+
+/* Parent pid of pid from /proc/<pid>/stat, or -1. */
+static pid_t ppid_of(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	const char *e = strrchr(buf, ')'); /* comm may hold anything */
+	int pp;
+	if (!e || sscanf(e + 1, " %*c %d", &pp) != 1)
+		return -1;
+	return (pid_t)pp;
+}
+
+/* Is pid a descendant of anc (a few generations at most)? -1: pid is gone. */
+static int descends_from(pid_t pid, pid_t anc)
+{
+	for (int i = 0; i < 16 && pid > 1; i++) {
+		pid = ppid_of(pid);
+		if (pid == anc)
+			return 1;
+		if (pid < 0 && i == 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void expire_tick(struct agent *a, uint64_t now_ns, void *arg)
+{
+	flow_expire(a->flows, now_ns);
+}
+
+/* Flows released for a child (fork handover) end on time: a tick, once. */
+static void start_expiry(struct agent *a)
+{
+	static int ticking;
+	if (!ticking)
+		ticking = agent_add_tick(a, (struct agent_tick){ expire_tick, NULL }) == 0;
+}
+
+/*
+ * An OPEN inherited over fork: the process it names as parent, if that is
+ * plausible: still attached and an ancestor of p (or of the same uid when p
+ * has exited already), or gone (its orphan can't be checked). Its ring is drained first, so what it wrote before the
+ * fork is placed before the child's data. Returns its key, or 0.
+ */
+static uint64_t inherited_from(struct agent *a, struct proc *p, uint32_t parent_pid,
+			       const struct flow_open_info *fi)
+{
+	struct proc *q = a->procs;
+	while (q && (q == p || (uint32_t)q->pid != parent_pid))
+		q = q->next;
+	if (!q)
+		return 0;
+	int busy = n_draining >= DRAIN_NEST_MAX;
+	for (int i = 0; i < n_draining; i++)
+		busy |= draining[i] == q;
+	if (q->ring && !busy)
+		proc_drain(a, q, (size_t)-1);
+	/* nothing to continue: spare the /proc reads (a producer may lie) */
+	if (!flow_tuple_busy(a->flows, fi->family, fi->client_addr, fi->client_port,
+			     fi->server_addr, fi->server_port))
+		return 0;
+	if (q->state == PROC_ATTACHED) {
+		int d = descends_from(p->pid, q->pid);
+		if (d == 0 || (d < 0 && q->uid != p->uid))
+			return 0;
+	}
+	return q->key;
 }
 
 static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
@@ -51,6 +135,8 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	memcpy(fi.server_addr, o.server_addr, 16);
 	fi.off[0] = o.off[0];
 	fi.off[1] = o.off[1];
+	if (o.flags & RING_OPEN_F_INHERITED)
+		fi.parent_key = inherited_from(a, p, o.parent_pid, &fi);
 	int err = 0;
 	if (a->cfg.h2_to_h1 && !a->h2)
 		a->h2 = h2_table_new(a->flows);
@@ -138,7 +224,10 @@ static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
 		bad_record(p, "CLOSE record of the wrong size");
 	}
 	int err = a->h2 ? h2_close(a->h2, p->key, v->conn_id, v->ts_ns) : -ENOENT;
-	if (err == -ENOENT)
+	if (err == -ENOENT && (v->flags & RING_F_CLOSE_HANDOVER)) {
+		err = flow_release(a->flows, p->key, v->conn_id, v->ts_ns);
+		start_expiry(a);
+	} else if (err == -ENOENT)
 		err = flow_close(a->flows, p->key, v->conn_id, v->ts_ns);
 	if (err == 0 && p->open_conns)
 		p->open_conns--;
@@ -148,6 +237,8 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 {
 	size_t n = 0;
 	struct ring_view v;
+	if (n_draining < DRAIN_NEST_MAX)
+		draining[n_draining++] = p;
 	while (p->ring && n < budget) {
 		int err = ring_peek(&p->cons, &v);
 		if (err == -EAGAIN)
@@ -172,6 +263,10 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 		case RING_REC_CLOSE:
 			on_close(a, p, &v);
 			break;
+		case RING_REC_FORK:
+			flow_proc_forked(a->flows, p->key);
+			start_expiry(a);
+			break;
 		default:
 			break;
 		}
@@ -180,6 +275,8 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 	}
 	if (p->ring)
 		ring_publish(&p->cons);
+	if (n_draining && draining[n_draining - 1] == p)
+		n_draining--;
 	return n;
 }
 

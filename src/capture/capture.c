@@ -39,6 +39,7 @@ static struct {
 	uint64_t conn_ids;
 	uint64_t noring_bytes;
 	uint64_t noring_records;
+	uint32_t forks;           /* fork() calls so far (atfork prepare) */
 } g = { .memfd = -1, .ctl_fd = -1, .preconn = -1, .fork_fd = -1, .epoch = 1 };
 
 uint64_t cap_now_ns(void)
@@ -85,6 +86,7 @@ static void at_fork_child(void);
 static void preconnect_prepare(void);
 static void preconnect_parent(void);
 static void preconnect_child(void);
+static void at_fork_count(void);
 
 /* Runs in every process the library is preloaded into: read configuration
  * now, while the environment is there (nginx workers get an empty one). */
@@ -107,6 +109,7 @@ __attribute__((constructor)) static void cap_init(void)
 	}
 	pthread_atfork(NULL, NULL, at_fork_child);
 	pthread_atfork(preconnect_prepare, preconnect_parent, preconnect_child);
+	pthread_atfork(at_fork_count, NULL, NULL);
 }
 
 static struct ring_hdr *create_ring(void)
@@ -375,8 +378,32 @@ void cap_fd_closed(int fd)
 	}
 }
 
+uint32_t cap_fork_count(void)
+{
+	return __atomic_load_n(&g.forks, __ATOMIC_ACQUIRE);
+}
+
+/* Before fork, in the parent: connections open now may go on in the child.
+ * The agent hears it too (a FORK record), so this process's exit does not end
+ * them while a child may still use them. */
+static void at_fork_count(void)
+{
+	__atomic_add_fetch(&g.forks, 1, __ATOMIC_ACQ_REL);
+	struct ring_hdr *r = __atomic_load_n(&g.ring, __ATOMIC_ACQUIRE);
+	struct ring_reservation res;
+	if (!r || g.disabled)
+		return; /* no ring: no connection announced yet */
+	int saved = errno;
+	if (ring_reserve_ctrl(r, 0, &res) == 0)
+		ring_commit(&res, RING_REC_FORK, 0, 0, cap_now_ns(), 0, 0);
+	else
+		ring_count_drop(r, RING_DROP_FULL, 0);
+	errno = saved;
+}
+
 /* The child of fork gets a ring and an attachment of its own; connections it
- * inherited are announced again there. Only this thread exists now. */
+ * inherited are announced again there, as inherited from the parent (conn.c),
+ * so the agent continues the parent's flow. Only this thread exists now. */
 static void at_fork_child(void)
 {
 	if (g.ctl_fd >= 0)

@@ -66,6 +66,9 @@ uint64_t cap_next_conn_id(void);
 /* Bytes dropped before a ring existed; added to the ring once it does. */
 void cap_count_noring(uint64_t bytes);
 
+/* How many times this process forked so far (the child inherits the count). */
+uint32_t cap_fork_count(void);
+
 /* True if fd is the library's own control socket. */
 int cap_is_own_fd(int fd);
 /* The application closed fd: forget it if it was ours. */
@@ -80,8 +83,11 @@ struct cap_conn {
 	uint8_t side;           /* RING_SIDE_* */
 	uint8_t family;
 	uint8_t map_method;     /* 0 = not mapped yet */
-	uint8_t closed;
+	uint8_t closed;         /* atomic: set once, by the thread that emits the CLOSE */
 	uint16_t cport, sport;
+	uint32_t refs;          /* atomic: the SSL's ex-data and the fd table (fd_conn) */
+	uint32_t pid;           /* process that emitted the last OPEN, 0 = none */
+	uint32_t forks;         /* cap_fork_count() at that OPEN */
 	uint8_t caddr[16], saddr[16];
 	int io_fd;              /* socket seen during a TLS call, -1 if none */
 	int fd;                 /* socket remembered for close(), -1 if none */

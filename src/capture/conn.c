@@ -34,8 +34,12 @@ static int ex_idx = -1;
 static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
 
 /* Which connection each socket fd carries, for close(): the state itself,
- * so the CLOSE carries the final offsets. Cleared before the state is freed
- * (close_conn), so a pointer found here is alive. */
+ * so the CLOSE carries the final offsets. An entry holds a reference
+ * (cap_conn.refs): whoever takes the pointer out of the table (close() by
+ * exchange, SSL_free by compare-and-exchange, a later connection on the same
+ * number) owns that reference and drops it when done, so a pointer taken
+ * from here stays alive however the threads of the application interleave
+ * close() and SSL_free(). No lock, no allocation. */
 static struct cap_conn *fd_conn[FD_MAP_SIZE];
 
 struct hello {
@@ -84,6 +88,7 @@ static struct cap_conn *get_conn(struct ssl_st *ssl, int create)
 	c->id = cap_next_conn_id();
 	c->io_fd = -1;
 	c->fd = -1;
+	c->refs = 1; /* the SSL's ex-data */
 	if (!ossl.set_ex(ssl, ex_idx, c)) {
 		free(c);
 		return NULL;
@@ -266,11 +271,22 @@ static void map_synthetic(struct cap_conn *c)
 	c->sport = 443;
 }
 
+/* Drops a reference; the last one frees the state. */
+static void conn_unref(struct cap_conn *c)
+{
+	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(c);
+}
+
 static void remember_fd(int fd, struct cap_conn *c)
 {
-	c->fd = fd;
-	if (fd >= 0 && fd < FD_MAP_SIZE)
-		__atomic_store_n(&fd_conn[fd], c, __ATOMIC_RELEASE);
+	if (fd < 0 || fd >= FD_MAP_SIZE)
+		return;
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_ACQ_REL);
+	__atomic_store_n(&c->fd, fd, __ATOMIC_RELEASE);
+	struct cap_conn *old = __atomic_exchange_n(&fd_conn[fd], c, __ATOMIC_ACQ_REL);
+	if (old) /* the number was reused without our close(): its entry is ours now */
+		conn_unref(old);
 }
 
 /* Finds the TCP connection under ssl, in the documented order. */
@@ -325,6 +341,11 @@ static void fill_open(struct cap_call *call, struct cap_conn *c, struct ring_ope
 	memcpy(o->server_addr, c->saddr, 16);
 	o->off[0] = c->committed[0];
 	o->off[1] = c->committed[1];
+	/* announced by another process before: inherited over fork() */
+	if (c->pid && c->pid != (uint32_t)getpid()) {
+		o->flags = RING_OPEN_F_INHERITED;
+		o->parent_pid = c->pid;
+	}
 	o->tls_version = ossl.version ? (uint16_t)ossl.version(call->ssl) : 0;
 	o->tid = (uint32_t)syscall(SYS_gettid);
 	const char *sni = ossl.get_servername ? ossl.get_servername(call->ssl, 0) : NULL;
@@ -365,6 +386,8 @@ static int ensure_open(struct cap_call *call, struct cap_conn *c,
 	if (!err) {
 		fill_open(call, c, (struct ring_open *)res.data);
 		ring_commit(&res, RING_REC_OPEN, 0, c->id, now, 0, sizeof(struct ring_open));
+		c->pid = (uint32_t)getpid();
+		c->forks = cap_fork_count();
 		__atomic_store_n(&c->epoch, epoch, __ATOMIC_RELEASE);
 	} else {
 		ring_count_drop(r, err == -EAGAIN ? RING_DROP_FULL : RING_DROP_BUSY, 0);
@@ -385,7 +408,7 @@ static void drop(struct ring_hdr *r, int err, uint64_t bytes)
 void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len)
 {
 	struct cap_conn *c = call->conn;
-	if (!c || !len || c->closed)
+	if (!c || !len || __atomic_load_n(&c->closed, __ATOMIC_RELAXED))
 		return;
 	int saved = errno;
 	learn_side(call, c);
@@ -423,7 +446,7 @@ void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len
 void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len)
 {
 	struct cap_conn *c = call->conn;
-	if (!c || !len || c->closed)
+	if (!c || !len || __atomic_load_n(&c->closed, __ATOMIC_RELAXED))
 		return;
 	int saved = errno;
 	learn_side(call, c);
@@ -470,7 +493,7 @@ void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len)
 void conn_handshake_done(struct cap_call *call)
 {
 	struct cap_conn *c = call->conn;
-	if (!c || c->closed)
+	if (!c || __atomic_load_n(&c->closed, __ATOMIC_RELAXED))
 		return;
 	int saved = errno;
 	learn_side(call, c);
@@ -486,7 +509,7 @@ void conn_handshake_done(struct cap_call *call)
 
 /* Emits a CLOSE for id. off, if known, are the final stream offsets: bytes
  * dropped at the very end still show as a gap before the FIN. */
-static void emit_close(uint64_t id, const uint64_t *off)
+static void emit_close(uint64_t id, const uint64_t *off, uint16_t flags)
 {
 	uint64_t now = cap_now_ns();
 	uint32_t epoch;
@@ -501,26 +524,37 @@ static void emit_close(uint64_t id, const uint64_t *off)
 	}
 	if (off)
 		memcpy(res.data, off, len);
-	ring_commit(&res, RING_REC_CLOSE, 0, id, now, 0, len);
+	ring_commit(&res, RING_REC_CLOSE, flags, id, now, 0, len);
 	cap_doorbell(r);
 }
 
+/* Takes c's entry out of the fd table if it is still there. The caller
+ * holds another reference, so c outlives this. */
 static void forget_fd_of(struct cap_conn *c)
 {
 	struct cap_conn *expect = c;
-	if (c->fd >= 0 && c->fd < FD_MAP_SIZE)
-		__atomic_compare_exchange_n(&fd_conn[c->fd], &expect, NULL, 0,
-					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+	int fd = __atomic_load_n(&c->fd, __ATOMIC_ACQUIRE);
+	if (fd >= 0 && fd < FD_MAP_SIZE &&
+	    __atomic_compare_exchange_n(&fd_conn[fd], &expect, NULL, 0,
+					__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		conn_unref(c);
 }
 
-static void close_conn(struct cap_conn *c)
+/* Emits the CLOSE once, whichever threads get here. shutdown: SSL_shutdown
+ * (the TLS connection really ends); otherwise a connection that was open at
+ * a fork may live on in the child: the CLOSE says this process let go. */
+static void close_conn(struct cap_conn *c, int shutdown)
 {
-	if (c->closed)
+	if (__atomic_exchange_n(&c->closed, 1, __ATOMIC_ACQ_REL))
 		return;
-	c->closed = 1;
 	forget_fd_of(c);
-	if (c->epoch)
-		emit_close(c->id, c->off);
+	uint32_t epoch = __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE);
+	if (!epoch || c->pid != (uint32_t)getpid())
+		return; /* never announced by this process (inherited, unused) */
+	uint64_t off[2] = { __atomic_load_n(&c->off[0], __ATOMIC_RELAXED),
+			    __atomic_load_n(&c->off[1], __ATOMIC_RELAXED) };
+	int handed = !shutdown && c->forks != cap_fork_count();
+	emit_close(c->id, off, handed ? RING_F_CLOSE_HANDOVER : 0);
 }
 
 void conn_closed(struct cap_call *call)
@@ -528,7 +562,7 @@ void conn_closed(struct cap_call *call)
 	if (!call->conn)
 		return;
 	int saved = errno;
-	close_conn(call->conn);
+	close_conn(call->conn, 1);
 	errno = saved;
 }
 
@@ -540,7 +574,8 @@ void conn_fd_closed(int fd)
 	if (!c)
 		return;
 	int saved = errno;
-	close_conn(c);
+	close_conn(c, 0);
+	conn_unref(c); /* the table's reference, ours since the exchange */
 	errno = saved;
 }
 
@@ -550,8 +585,9 @@ static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void 
 	if (!c)
 		return;
 	int saved = errno;
-	close_conn(c);
-	free(c);
+	close_conn(c, 0);
+	forget_fd_of(c); /* an entry made after the CLOSE */
+	conn_unref(c);   /* the ex-data's reference */
 	errno = saved;
 }
 
@@ -561,6 +597,6 @@ void conn_free(struct ssl_st *ssl)
 	if (!c)
 		return;
 	int saved = errno;
-	close_conn(c);
+	close_conn(c, 0);
 	errno = saved;
 }

@@ -24,6 +24,14 @@
  * already emits is a duplicate: it is kept so its events can be recognised
  * and ignored, and it emits nothing.
  *
+ * Fork handover: a child that continues a connection it inherited (its OPEN
+ * names the parent's process and the same conn_id, 4-tuple and side) gets a
+ * holder entry in the id index whose `owner` is the parent's flow: its events
+ * go to that flow, which emits them. The emitting flow counts its holders
+ * (itself until its process lets go: then it leaves the id index, `released`)
+ * and ends when the last one closes; released with no holder left (the parent
+ * let go first), it lingers in t->linger up to FLOW_LINGER_NS for the child.
+ *
  * Packets of one public call are collected in t->batch (headers in t->hdr,
  * payload pointing into the caller's data) and handed to the sinks before
  * the call returns, FLOW_BATCH at a time.
@@ -64,6 +72,11 @@ struct flow {
 	uint16_t mss;
 	uint8_t side;            /* end of the mirrored process */
 	uint8_t duplicate;
+	uint8_t released;        /* emitting flow its own process let go (fork handover) */
+	uint64_t seq_no;         /* t->opens when it opened: older than its process's last fork? */
+	uint32_t holders;        /* emitting flow: processes holding it */
+	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
+	uint64_t released_ns;    /* lingering since */
 };
 
 /* docs/agent.md "Memory": 256 bytes per flow, with malloc's header and the
@@ -76,6 +89,8 @@ _Static_assert(sizeof(struct flow) + 16 + 48 <= 256, "a flow outgrew docs/agent.
  * one end before the other end's OPEN is read). TCP cannot reuse a 4-tuple
  * that soon (TIME_WAIT), so such an OPEN is the same connection. */
 #define RECENT_SLOTS 256
+#define LINGER_SLOTS 256         /* released flows waiting for a child; beyond: ended */
+#define FORK_SLOTS 64            /* processes whose last fork is remembered */
 #define RECENT_NS (10ull * 1000000000ull)
 
 struct recent {
@@ -101,6 +116,11 @@ struct flow_table {
 	struct flow_counters ctr;
 	struct recent recent[RECENT_SLOTS];
 	size_t recent_next;
+	struct flow *linger[LINGER_SLOTS];
+	size_t nlinger;
+	uint64_t opens;          /* flows opened so far (flow.seq_no) */
+	struct { uint64_t proc_key, opens; } forks[FORK_SLOTS]; /* last fork per process */
+	size_t forks_next;
 	size_t nbatch;
 	struct pkt batch[FLOW_BATCH];
 	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
@@ -366,6 +386,116 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	free(f);
 }
 
+/* ---- fork handover ---- */
+
+static int linger_add(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+{
+	if (t->nlinger == LINGER_SLOTS)
+		return 0;
+	f->released_ns = ts_ns;
+	t->linger[t->nlinger++] = f;
+	return 1;
+}
+
+static void linger_remove(struct flow_table *t, const struct flow *f)
+{
+	for (size_t i = 0; i < t->nlinger; i++) {
+		if (t->linger[i] == f) {
+			t->linger[i] = t->linger[--t->nlinger];
+			return;
+		}
+	}
+}
+
+/*
+ * One holder lets go of e (a flow or a handover entry). The emitting flow
+ * goes on while another holder has it; else it ends, or with linger (the
+ * process let go of a connection it forked with) waits for a child.
+ */
+static void drop_holder(struct flow_table *t, struct flow *e, uint64_t ts_ns, int linger)
+{
+	struct flow *f = e->owner ? e->owner : e;
+	if (e->owner) {
+		id_unlink(t, e);
+		t->count--;
+		t->ctr.flows_open--;
+		e->origin->st.open--;
+		free(e);
+	} else if (f->holders > 1 || (linger && !f->duplicate)) {
+		/* out of the id index: its process's later events and exit
+		 * no longer reach it */
+		id_unlink(t, f);
+		f->released = 1;
+	}
+	if (f->holders)
+		f->holders--;
+	if (f->holders)
+		return;
+	if (linger && !f->duplicate && linger_add(t, f, ts_ns))
+		return;
+	flow_end(t, f, ts_ns);
+}
+
+/* Is g (inherited from info->parent_key) the continuation of flow f? */
+static int inherits(const struct flow *f, const struct flow *g,
+		    const struct flow_open_info *info)
+{
+	return info->parent_key && f->proc_key == info->parent_key && !f->owner &&
+	       f->conn_id == info->conn_id && !f->duplicate && f->side == g->side &&
+	       f->sc.family == g->sc.family && !end_cmp(&f->sc.end[0], &g->sc.end[0]) &&
+	       !end_cmp(&f->sc.end[1], &g->sc.end[1]);
+}
+
+/* g becomes a holder of f: its events go to f, nothing emitted now. */
+static void adopt(struct flow_table *t, struct flow *f, struct flow *g)
+{
+	if (!f->holders)
+		linger_remove(t, f);
+	f->holders++;
+	g->owner = f;
+	id_insert(t, g);
+	t->count++;
+	t->ctr.flows_open++;
+	g->origin->st.open++; /* a holder counts against its process's cap */
+	t->ctr.flows_handed_over++;
+}
+
+void flow_proc_forked(struct flow_table *t, uint64_t proc_key)
+{
+	size_t i = 0;
+	while (i < FORK_SLOTS && t->forks[i].proc_key != proc_key)
+		i++;
+	if (i == FORK_SLOTS) /* forgotten: its exit ends its flows, as before */
+		i = t->forks_next++ % FORK_SLOTS;
+	t->forks[i].proc_key = proc_key;
+	t->forks[i].opens = t->opens;
+}
+
+/* Flows of proc_key opened before this are open at its last fork (0: none). */
+static uint64_t last_fork(const struct flow_table *t, uint64_t proc_key)
+{
+	for (size_t i = 0; i < FORK_SLOTS; i++)
+		if (proc_key && t->forks[i].proc_key == proc_key)
+			return t->forks[i].opens;
+	return 0;
+}
+
+void flow_expire(struct flow_table *t, uint64_t now_ns)
+{
+	if (!t->nlinger)
+		return;
+	for (size_t i = 0; i < t->nlinger;) {
+		struct flow *f = t->linger[i];
+		if (now_ns - f->released_ns < FLOW_LINGER_NS && now_ns >= f->released_ns) {
+			i++;
+			continue;
+		}
+		t->linger[i] = t->linger[--t->nlinger];
+		flow_end(t, f, now_ns);
+	}
+	batch_flush(t);
+}
+
 /* ---- public ---- */
 
 struct flow_table *flow_table_new(const struct flow_config *cfg)
@@ -405,7 +535,15 @@ void flow_table_free(struct flow_table *t)
 	for (size_t i = 0; t->by_id && i <= t->mask; i++) {
 		for (struct flow *f = t->by_id[i], *next; f; f = next) {
 			next = f->next_id;
+			struct flow *o = f->owner;
+			if (!o && f->holders > 1) {
+				f->released = 1; /* freed with its last holder */
+				f->holders--;
+				continue;
+			}
 			free(f);
+			if (o && --o->holders == 0 && o->released)
+				free(o);
 		}
 	}
 	for (size_t i = 0; i < ORIGIN_BUCKETS; i++) {
@@ -414,12 +552,14 @@ void flow_table_free(struct flow_table *t)
 			free(o);
 		}
 	}
+	for (size_t i = 0; i < t->nlinger; i++)
+		free(t->linger[i]);
 	free(t->by_id);
 	free(t->by_tuple);
 	free(t);
 }
 
-static struct flow *flow_new(const struct flow_table *t,
+static struct flow *flow_new(struct flow_table *t,
 			     const struct flow_open_info *info)
 {
 	struct flow *f = calloc(1, sizeof(*f));
@@ -428,6 +568,8 @@ static struct flow *flow_new(const struct flow_table *t,
 	f->proc_key = info->proc_key;
 	f->conn_id = info->conn_id;
 	f->side = info->side ? 1 : 0;
+	f->holders = 1;
+	f->seq_no = ++t->opens;
 	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
 			info->server_addr, info->server_port);
 	if (t->has_host_mac)
@@ -550,9 +692,16 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 		return -EEXIST;
 	}
 	if (old)
-		flow_end(t, old, info->ts_ns);
+		drop_holder(t, old, info->ts_ns, 0);
 	struct flow *prim = tuple_find(t, f);
-	if (prim && prim->proc_key == f->proc_key && prim->side == f->side) {
+	if (prim && inherits(prim, f, info)) {
+		if (t->count >= t->mask + 1)
+			grow(t);
+		adopt(t, prim, f);
+		goto out;
+	}
+	if (prim && prim->proc_key == f->proc_key && prim->side == f->side &&
+	    !prim->released && prim->holders == 1) {
 		/* the same end of one 4-tuple twice in one process: the old
 		 * connection is gone (its close was missed) */
 		flow_end(t, prim, info->ts_ns);
@@ -617,6 +766,8 @@ int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 		orphan_data(t, proc_key, len);
 		return -ENOENT;
 	}
+	if (f->owner)
+		f = f->owner;
 	if (f->duplicate)
 		return 0;
 	if (off > f->emitted[dir]) {
@@ -648,6 +799,8 @@ int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	struct flow *f = event_flow(t, proc_key, conn_id);
 	if (!f)
 		return -ENOENT;
+	if (f->owner)
+		f = f->owner;
 	if (!f->duplicate)
 		skip_bytes(t, f, dir, len);
 	return 0;
@@ -659,7 +812,19 @@ int flow_close(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	struct flow *f = event_flow(t, proc_key, conn_id);
 	if (!f)
 		return -ENOENT;
-	flow_end(t, f, ts_ns);
+	drop_holder(t, f, ts_ns, 0);
+	batch_flush(t);
+	return 0;
+}
+
+int flow_release(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+		 uint64_t ts_ns)
+{
+	struct flow *f = event_flow(t, proc_key, conn_id);
+	if (!f)
+		return -ENOENT;
+	drop_holder(t, f, ts_ns, 1);
+	flow_expire(t, ts_ns);
 	batch_flush(t);
 	return 0;
 }
@@ -668,13 +833,16 @@ int flow_close(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 static void close_matching(struct flow_table *t, int all, uint64_t proc_key,
 			   uint64_t ts_ns)
 {
+	uint64_t forked = all ? 0 : last_fork(t, proc_key);
 	for (size_t i = 0; i <= t->mask; i++) {
 		for (struct flow *f = t->by_id[i], *next; f; f = next) {
 			next = f->next_id;
 			if (all || f->proc_key == proc_key)
-				flow_end(t, f, ts_ns);
+				drop_holder(t, f, ts_ns, f->seq_no <= forked);
 		}
 	}
+	while (all && t->nlinger)
+		flow_end(t, t->linger[--t->nlinger], ts_ns);
 	batch_flush(t);
 }
 

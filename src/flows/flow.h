@@ -38,6 +38,9 @@ struct flow_open_info {
 	uint16_t client_port, server_port;
 	uint8_t client_addr[16], server_addr[16];
 	uint64_t off[2];         /* stream offsets at open: [0] c2s, [1] s2c */
+	/* inherited over fork(): the process (proc_key) whose flow of the same
+	 * conn_id, 4-tuple and side this process continues; 0 = not inherited */
+	uint64_t parent_key;
 };
 
 /* Counters the engine keeps (totals across flows). */
@@ -53,6 +56,7 @@ struct flow_counters {
 	uint64_t flows_open;        /* open now (duplicates included) */
 	uint64_t flows_refused;     /* opens refused over a cap (-ENFILE, -EMFILE) */
 	uint64_t orphan_bytes;      /* clear text of DATA for no flow (refused or never opened) */
+	uint64_t flows_handed_over; /* inherited over fork(): a child continued the flow */
 };
 
 /* Counters of one origin (one proc_key). */
@@ -71,7 +75,10 @@ void flow_table_free(struct flow_table *t);
  * addresses, ports and side: then it is the same connection announced again,
  * nothing is emitted and -EEXIST is returned. If the same 4-tuple is open
  * from another process's point of view (both ends mirrored on this host),
- * the new one is marked duplicate and its events ignored. Returns 0,
+ * the new one is marked duplicate and its events ignored, unless it says it
+ * was inherited from that process's flow of the same conn_id and side
+ * (parent_key): then it continues that flow, no SYN, data placed by stream
+ * offset, whichever process sends it. Returns 0,
  * -EEXIST or -ENOMEM.
  */
 int flow_open(struct flow_table *t, const struct flow_open_info *info);
@@ -91,9 +98,28 @@ int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	     int dir, uint64_t ts_ns, uint64_t len);
 
-/* The TLS connection ended: FIN exchange, flow forgotten. -ENOENT if unknown. */
+/* The TLS connection ended: FIN exchange, flow forgotten. -ENOENT if unknown.
+ * A flow continued by another process (fork handover) ends when its last
+ * holder closes it. */
 int flow_close(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	       uint64_t ts_ns);
+
+/*
+ * The process let go of its copy of a connection that was open when it forked
+ * (RING_F_CLOSE_HANDOVER). Another holder continues the flow; without one the
+ * flow lingers up to FLOW_LINGER_NS for a child to announce it as inherited
+ * (flow_open with parent_key), then ends as flow_close would. -ENOENT if unknown.
+ */
+int flow_release(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+		 uint64_t ts_ns);
+#define FLOW_LINGER_NS (5ull * 1000000000ull)
+
+/* The process is about to fork: its flows open now may be inherited, so its
+ * exit (flow_close_proc) releases them as flow_release does. */
+void flow_proc_forked(struct flow_table *t, uint64_t proc_key);
+
+/* Ends lingering flows released more than FLOW_LINGER_NS before now_ns. */
+void flow_expire(struct flow_table *t, uint64_t now_ns);
 
 /* The process went away: closes all its flows. */
 void flow_close_proc(struct flow_table *t, uint64_t proc_key, uint64_t ts_ns);

@@ -79,11 +79,16 @@ enum ring_rec_type {
 	RING_REC_DATA = 2,      /* clear text of one direction */
 	RING_REC_CLOSE = 3,     /* the TLS connection ended: optional final offsets (2 x u64) */
 	RING_REC_GAP = 4,       /* bytes sent that the mirror cannot show (SSL_sendfile): 8-byte length payload */
-	RING_REC_NTYPES = 5
+	RING_REC_FORK = 5,      /* the process is about to fork: connections announced so far may go on in the child; conn_id 0, no payload */
+	RING_REC_NTYPES = 6
 };
 
 /* Record flags. */
 #define RING_F_DIR_S2C 0x0001   /* DATA/GAP: server to client (else client to server) */
+/* CLOSE: this process let go of its copy of a connection that was open when
+ * it forked (close() or SSL_free without SSL_shutdown): a child may hold the
+ * same connection and go on using it, so this is no end of the TCP stream. */
+#define RING_F_CLOSE_HANDOVER 0x0002
 
 /* 48 bytes; payload at data_off (>= sizeof, multiple of 16) for data_len bytes. */
 struct ring_rec {
@@ -121,11 +126,12 @@ struct ring_open {
 	uint8_t server_addr[16];
 	uint64_t off[2];        /* where the stream starts for the agent: [0] c2s, [1] s2c */
 	uint16_t tls_version;   /* SSL_version(): 0x0303, 0x0304, ... */
-	uint16_t _pad;
+	uint16_t flags;         /* RING_OPEN_F_* */
 	uint32_t tid;           /* thread that saw it */
 	char sni[256];
 	char alpn[64];
-	char cipher[64];
+	char cipher[60];
+	uint32_t parent_pid;    /* RING_OPEN_F_INHERITED: pid (as the producer sees it) that announced it before */
 };
 
 /*
@@ -173,12 +179,15 @@ RING_LAYOUT(ring_open, client_addr, 8);
 RING_LAYOUT(ring_open, server_addr, 24);
 RING_LAYOUT(ring_open, off, 40);
 RING_LAYOUT(ring_open, tls_version, 56);
-RING_LAYOUT(ring_open, _pad, 58);
+RING_LAYOUT(ring_open, flags, 58);
 RING_LAYOUT(ring_open, tid, 60);
 RING_LAYOUT(ring_open, sni, 64);
 RING_LAYOUT(ring_open, alpn, 320);
 RING_LAYOUT(ring_open, cipher, 384);
+RING_LAYOUT(ring_open, parent_pid, 444);
 _Static_assert(sizeof(struct ring_open) == 448, "struct ring_open size: cross-process layout");
+/* ring_open.flags */
+#define RING_OPEN_F_INHERITED 0x0001 /* inherited over fork(): announced by parent_pid first, same conn id */
 
 static inline uint64_t ring_commit_word(uint64_t pos)
 {

@@ -162,8 +162,8 @@ def test_both_ends_short_connections_once(env):
     srv = env.captured("s_server", agent.sock,
                        [openssl, "s_server", "-quiet", "-accept", f"127.0.0.1:{port}",
                         "-cert", c["cert"], "-key", c["key"], "-WWW"], cwd=www)
-    time.sleep(0.3)
-    check(srv.alive(), f"s_server exited: {short(srv.err())}")
+    from tmlib import wait_listening
+    wait_listening(port, proc=srv)
     n = 6
     for i in range(n):
         p = env.captured(f"curl-{i}", agent.sock,

@@ -107,6 +107,20 @@ def wait_until(pred, timeout_s, what, interval=0.05):
         time.sleep(interval)
 
 
+def wait_listening(port, timeout_s=10, addr="127.0.0.1", proc=None):
+    """Waits until something accepts TCP connections on addr:port (a server
+    started in the background); fails early if proc (a Proc) exited."""
+    def up():
+        if proc is not None and not proc.alive():
+            raise Fail(f"{proc.name} exited before listening on {addr}:{port}: {short(proc.err())}")
+        try:
+            with socket.create_connection((addr, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    wait_until(up, timeout_s, f"a listener on {addr}:{port}")
+
+
 def short(b, n=300):
     """Printable excerpt of bytes or text for failure messages."""
     if isinstance(b, bytes):

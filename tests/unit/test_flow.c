@@ -585,3 +585,126 @@ TEST(flow_bad_direction_is_einval)
 	CHECK_EQ(flow_data(f.t, 1, 1, 2, 0, 0, (const uint8_t *)"x", 1, NULL), -EINVAL);
 	fx_free(&f);
 }
+
+/* ---- fork handover ---- */
+
+/* A child's OPEN for the parent's connection (proc 1, conn 5) it inherited. */
+static struct flow_open_info child_of(uint64_t parent, uint64_t conn, uint64_t c2s_off)
+{
+	struct flow_open_info in = info4(2, conn, 0);
+	in.parent_key = parent;
+	in.midstream = 1;
+	in.off[0] = c2s_off;
+	return in;
+}
+
+TEST(flow_handover_child_continues_one_connection)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info par = info4(1, 5, 0), kid = child_of(1, 5, 2);
+	CHECK_EQ(flow_open(f.t, &par), 0);
+	CHECK_EQ(flow_data(f.t, 1, 5, 0, 0, 0, (const uint8_t *)"AB", 2, NULL), 0);
+	struct seg first = pkt_at(&f, 3);
+	size_t n = f.cap->n;
+	CHECK_EQ(flow_open(f.t, &kid), 0);
+	CHECK_EQ(f.cap->n, n); /* no SYN again */
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);
+	CHECK_EQ(flow_counters(f.t)->flows_handed_over, 1);
+	CHECK_EQ(flow_release(f.t, 1, 5, 0), 0); /* the parent lets go: no FIN */
+	CHECK_EQ(f.cap->n, n);
+	uint64_t gap = 1;
+	CHECK_EQ(flow_data(f.t, 2, 5, 0, 0, 2, (const uint8_t *)"CD", 2, &gap), 0);
+	CHECK_EQ(gap, 0);
+	CHECK_EQ(f.cap->n, n + 2);
+	struct seg next = pkt_at(&f, n);
+	CHECK_EQ(next.seq, first.seq + 2);
+	CHECK_MEM(next.payload, "CD", 2);
+	CHECK_EQ(flow_close(f.t, 2, 5, 0), 0); /* the last holder: FIN */
+	CHECK_EQ(f.cap->n, n + 5);
+	CHECK(pkt_at(&f, n + 2).flags & TCPF_FIN);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1);
+	CHECK_EQ(flow_close(f.t, 1, 5, 0), -ENOENT);
+	fx_free(&f);
+}
+
+TEST(flow_handover_parent_exit_keeps_the_flow)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info par = info4(1, 5, 0), kid = child_of(1, 5, 0);
+	flow_open(f.t, &par);
+	CHECK_EQ(flow_open(f.t, &kid), 0);
+	flow_close_proc(f.t, 1, 0);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK_EQ(flow_data(f.t, 2, 5, 1, 0, 0, (const uint8_t *)"OK", 2, NULL), 0);
+	CHECK_EQ(f.cap->n, 5);
+	flow_close_proc(f.t, 2, 0);
+	CHECK_EQ(f.cap->n, 8);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1);
+	fx_free(&f);
+}
+
+TEST(flow_handover_released_flow_lingers_then_ends)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info par = info4(1, 5, 0);
+	par.ts_ns = 1000;
+	flow_open(f.t, &par);
+	CHECK_EQ(flow_release(f.t, 1, 5, 1000), 0);
+	flow_expire(f.t, 2000);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK(flow_tuple_busy(f.t, 4, par.client_addr, 40000, par.server_addr, 443));
+	flow_expire(f.t, 1000 + FLOW_LINGER_NS);
+	CHECK_EQ(f.cap->n, 6);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1);
+	/* a released flow the child never adopted is freed with the table too */
+	flow_open(f.t, &par);
+	CHECK_EQ(flow_release(f.t, 1, 5, 1000), 0);
+	fx_free(&f);
+}
+
+TEST(flow_handover_needs_the_parents_conn)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info par = info4(1, 5, 0);
+	struct flow_open_info other_id = child_of(1, 6, 0), other_proc = child_of(3, 5, 0);
+	flow_open(f.t, &par);
+	CHECK_EQ(flow_open(f.t, &other_id), 0);
+	other_proc.proc_key = 4;
+	CHECK_EQ(flow_open(f.t, &other_proc), 0);
+	CHECK_EQ(f.cap->n, 3);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 2);
+	CHECK_EQ(flow_counters(f.t)->flows_handed_over, 0);
+	fx_free(&f);
+}
+
+TEST(flow_handover_exit_after_fork_lingers_for_the_child)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info par = info4(1, 5, 0), later = info4(1, 6, 0), kid = child_of(1, 5, 0);
+	later.client_port = 40001;
+	flow_open(f.t, &par);
+	flow_proc_forked(f.t, 1);
+	flow_open(f.t, &later); /* opened after the fork: its exit ends it */
+	CHECK_EQ(f.cap->n, 6);
+	flow_close_proc(f.t, 1, 0);
+	CHECK_EQ(f.cap->n, 9);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 1);
+	CHECK_EQ(flow_open(f.t, &kid), 0);
+	CHECK_EQ(flow_counters(f.t)->flows_handed_over, 1);
+	CHECK_EQ(flow_data(f.t, 2, 5, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(f.cap->n, 11);
+	CHECK_EQ(flow_close(f.t, 2, 5, 0), 0);
+	CHECK_EQ(f.cap->n, 14);
+	CHECK_EQ(flow_counters(f.t)->flows_closed, 2);
+	fx_free(&f);
+}
