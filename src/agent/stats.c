@@ -61,7 +61,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 "total processes=%llu conns=%llu c2s_bytes=%llu s2c_bytes=%llu dropped_bytes=%llu "
 		 "gap_bytes=%llu packets=%llu duplicate_conns=%llu bad_records=%llu "
 		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu "
-		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu\n",
+		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu "
+		 "h2_malformed=%llu h2_flow_errors=%llu synthetic_moved=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -71,7 +72,9 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)a->rejected_attach, (unsigned long long)lost,
 		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL),
 		 (unsigned long long)h2c.conns, (unsigned long long)h2c.streams,
-		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks);
+		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks,
+		 (unsigned long long)h2c.malformed, (unsigned long long)h2c.flow_errors,
+		 (unsigned long long)(fc ? fc->synthetic_moved : 0));
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);
 	return at;

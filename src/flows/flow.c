@@ -48,6 +48,7 @@ struct flow {
 	uint16_t mss;
 	uint8_t side;            /* end of the mirrored process */
 	uint8_t duplicate;
+	uint8_t synthetic;       /* invented by a transform: gives way to real flows */
 };
 
 /* A connection the engine emitted and closed recently: its other end, mirrored
@@ -65,6 +66,7 @@ struct recent {
 	uint64_t closed_ns;
 	uint8_t side;
 	uint8_t used;
+	uint8_t synthetic;
 };
 
 struct flow_table {
@@ -311,6 +313,7 @@ static void recent_add(struct flow_table *t, const struct flow *f, uint64_t ts_n
 	r->closed_ns = ts_ns;
 	r->side = f->side;
 	r->used = 1;
+	r->synthetic = f->synthetic;
 }
 
 /* Was g's connection just emitted and closed from its other end? */
@@ -318,11 +321,22 @@ static int recent_other_end(const struct flow_table *t, const struct flow *g, ui
 {
 	for (size_t i = 0; i < RECENT_SLOTS; i++) {
 		const struct recent *r = &t->recent[i];
-		if (!r->used || r->tuple_hash != g->tuple_hash || r->side == g->side ||
-		    !same_tuple(&r->sc, &g->sc))
+		if (!r->used || r->synthetic || r->tuple_hash != g->tuple_hash ||
+		    r->side == g->side || !same_tuple(&r->sc, &g->sc))
 			continue;
 		uint64_t d = ts_ns > r->closed_ns ? ts_ns - r->closed_ns : r->closed_ns - ts_ns;
 		if (d < RECENT_NS)
+			return 1;
+	}
+	return 0;
+}
+
+/* Did one of the last RECENT_SLOTS closed flows have g's 4-tuple? */
+static int recent_tuple(const struct flow_table *t, const struct flow *g)
+{
+	for (size_t i = 0; i < RECENT_SLOTS; i++) {
+		const struct recent *r = &t->recent[i];
+		if (r->used && r->tuple_hash == g->tuple_hash && same_tuple(&r->sc, &g->sc))
 			return 1;
 	}
 	return 0;
@@ -395,6 +409,7 @@ static struct flow *flow_new(const struct flow_table *t,
 	f->proc_key = info->proc_key;
 	f->conn_id = info->conn_id;
 	f->side = info->side ? 1 : 0;
+	f->synthetic = info->synthetic ? 1 : 0;
 	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
 			info->server_addr, info->server_port);
 	if (t->has_host_mac)
@@ -416,6 +431,35 @@ static int same_conn(const struct flow *f, const struct flow *g)
 	       !end_cmp(&f->sc.end[1], &g->sc.end[1]);
 }
 
+/*
+ * A real connection takes the 4-tuple of synthetic flow s: s ends there
+ * (FIN exchange) and goes on, same ids and stream offsets, from the next
+ * client port of FLOW_SYNTH_PORT_MIN..MAX that is neither open nor recently
+ * closed, with a handshake of its own. No free port at all: s shows nothing
+ * more.
+ */
+static void synthetic_move(struct flow_table *t, struct flow *s, uint64_t ts_ns)
+{
+	emit_close(t, s, ts_ns);
+	tuple_unlink(t, s);
+	recent_add(t, s, ts_ns);
+	t->ctr.synthetic_moved++;
+	uint16_t p = s->sc.end[0].port;
+	for (uint32_t n = 0; n <= FLOW_SYNTH_PORT_MAX - FLOW_SYNTH_PORT_MIN; n++) {
+		p = p < FLOW_SYNTH_PORT_MIN || p >= FLOW_SYNTH_PORT_MAX ? FLOW_SYNTH_PORT_MIN : p + 1;
+		s->sc.end[0].port = p;
+		s->tuple_hash = tuple_hash(&s->sc);
+		if (tuple_find(t, s) || recent_tuple(t, s))
+			continue;
+		tuple_insert(t, s);
+		for (int d = 0; d < 2; d++)
+			s->seq[d] = flow_isn(&s->sc, s->conn_id, d);
+		emit_handshake(t, s, ts_ns);
+		return;
+	}
+	s->duplicate = 1;
+}
+
 int flow_open(struct flow_table *t, const struct flow_open_info *info)
 {
 	struct flow *f = flow_new(t, info);
@@ -427,9 +471,20 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 		free(f);
 		return -EEXIST;
 	}
-	if (old)
-		flow_end(t, old, info->ts_ns);
 	struct flow *prim = tuple_find(t, f);
+	if (f->synthetic && (prim || recent_tuple(t, f))) {
+		free(f);
+		return -EADDRINUSE; /* never on a 4-tuple in use: the caller picks another */
+	}
+	if (old) {
+		if (old == prim)
+			prim = NULL;
+		flow_end(t, old, info->ts_ns);
+	}
+	if (prim && prim->synthetic) {
+		synthetic_move(t, prim, info->ts_ns); /* a real connection wins its 4-tuple */
+		prim = NULL;
+	}
 	if (prim && prim->proc_key == f->proc_key && prim->side == f->side) {
 		/* the same end of one 4-tuple twice in one process: the old
 		 * connection is gone (its close was missed) */
@@ -566,5 +621,5 @@ int flow_tuple_busy(const struct flow_table *t, uint8_t family,
 	memset(&g, 0, sizeof(g));
 	synth_conn_init(&g.sc, family, client_addr, client_port, server_addr, server_port);
 	g.tuple_hash = tuple_hash(&g.sc);
-	return tuple_find(t, &g) != NULL;
+	return tuple_find(t, &g) != NULL || recent_tuple(t, &g);
 }

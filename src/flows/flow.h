@@ -28,6 +28,7 @@ struct flow_open_info {
 	uint8_t family;          /* 4 or 6 */
 	uint8_t side;            /* which end the mirrored process is (0 client, 1 server) */
 	uint8_t midstream;       /* data flowed before: stream offsets below are > 0 */
+	uint8_t synthetic;       /* invented by a transform (an HTTP/2 stream): gives way to real ones */
 	uint16_t client_port, server_port;
 	uint8_t client_addr[16], server_addr[16];
 	uint64_t off[2];         /* stream offsets at open: [0] c2s, [1] s2c */
@@ -43,7 +44,12 @@ struct flow_counters {
 	uint64_t packets;
 	uint64_t orphan_records;    /* data/close for a connection never opened */
 	uint64_t bad_offsets;       /* data behind what was already emitted */
+	uint64_t synthetic_moved;   /* synthetic flows moved off a 4-tuple a real connection took */
 };
+
+/* Client ports synthetic flows use (and move to): below Linux's ephemeral range. */
+#define FLOW_SYNTH_PORT_MIN 10000
+#define FLOW_SYNTH_PORT_MAX 32767
 
 struct flow_table *flow_table_new(const struct flow_config *cfg);
 void flow_table_free(struct flow_table *t);
@@ -54,8 +60,14 @@ void flow_table_free(struct flow_table *t);
  * addresses, ports and side: then it is the same connection announced again,
  * nothing is emitted and -EEXIST is returned. If the same 4-tuple is open
  * from another process's point of view (both ends mirrored on this host),
- * the new one is marked duplicate and its events ignored. Returns 0,
- * -EEXIST or -ENOMEM.
+ * the new one is marked duplicate and its events ignored.
+ *
+ * A real connection always gets its 4-tuple: a synthetic flow on it is
+ * moved (FIN exchange there, then SYN on the next free client port of
+ * FLOW_SYNTH_PORT_MIN..MAX; its events go on under the same ids and
+ * offsets). A synthetic open (info->synthetic) on a 4-tuple that is open or
+ * was closed within the last seconds is refused with -EADDRINUSE: the
+ * caller picks another port. Returns 0, -EEXIST, -EADDRINUSE or -ENOMEM.
  */
 int flow_open(struct flow_table *t, const struct flow_open_info *info);
 
@@ -88,9 +100,9 @@ const struct flow_counters *flow_counters(const struct flow_table *t);
 
 /*
  * 1 if a flow that emits packets has this 4-tuple (in either orientation),
- * else 0. For transforms that invent connections (HTTP/2 -> HTTP/1.1) and
- * must not reuse a 4-tuple that is in use. Addresses are 16 bytes (IPv4 in
- * the first 4).
+ * or one had it within the last seconds (a synthetic open there would be
+ * refused), else 0. For transforms that invent connections (HTTP/2 ->
+ * HTTP/1.1). Addresses are 16 bytes (IPv4 in the first 4).
  */
 int flow_tuple_busy(const struct flow_table *t, uint8_t family,
 		    const uint8_t client_addr[16], uint16_t client_port,

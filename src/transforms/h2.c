@@ -92,14 +92,23 @@ const struct h2_counters *h2_counters(const struct h2_table *t)
 
 /* ---- output and streams ---- */
 
+/* Every call into the flow engine is checked: one that fails means a stream
+ * or a fallback is not shown whole, which must not go unnoticed. */
+static int flow_ret(struct h2_table *t, int err)
+{
+	if (err)
+		t->ctr.flow_errors++;
+	return err;
+}
+
 void h2_out_flush(struct h2_table *t, struct h2_conn *c)
 {
 	struct h2_stream *st = c->out_st;
 	if (!st || !c->out.len)
 		return;
 	int d = c->out_dir;
-	flow_data(t->flows, c->info.proc_key, st->conn_id, d, c->ts, st->off[d], c->out.p,
-		  c->out.len, NULL);
+	flow_ret(t, flow_data(t->flows, c->info.proc_key, st->conn_id, d, c->ts, st->off[d],
+			      c->out.p, c->out.len, NULL));
 	st->off[d] += c->out.len;
 	c->out.len = 0;
 }
@@ -130,7 +139,8 @@ void h2_out_direct(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, 
 {
 	h2_out_select(t, c, st, dir);
 	h2_out_flush(t, c);
-	flow_data(t->flows, c->info.proc_key, st->conn_id, dir, c->ts, st->off[dir], data, n, NULL);
+	flow_ret(t, flow_data(t->flows, c->info.proc_key, st->conn_id, dir, c->ts, st->off[dir],
+			      data, n, NULL));
 	st->off[dir] += n;
 }
 
@@ -174,8 +184,18 @@ int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_
 	fi.ts_ns = c->ts;
 	fi.midstream = 0;
 	fi.off[0] = fi.off[1] = 0;
-	err = flow_open(t->flows, &fi);
-	if (err) {
+	fi.synthetic = 1;
+	/* the engine refuses a synthetic open on a 4-tuple in use (or just
+	 * closed): try the next free port */
+	for (int tries = 0; tries < 16; tries++) {
+		err = flow_open(t->flows, &fi);
+		if (err != -EADDRINUSE)
+			break;
+		err = pick_port(t, &c->info, &fi.client_port);
+		if (err)
+			break;
+	}
+	if (flow_ret(t, err)) {
 		free(st);
 		return err;
 	}
@@ -193,7 +213,7 @@ void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st
 		h2_out_flush(t, c);
 		c->out_st = NULL;
 	}
-	flow_close(t->flows, c->info.proc_key, st->conn_id, c->ts);
+	flow_ret(t, flow_close(t->flows, c->info.proc_key, st->conn_id, c->ts));
 	struct h2_stream **pp = &c->streams;
 	while (*pp && *pp != st)
 		pp = &(*pp)->next;
@@ -317,16 +337,20 @@ static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
 	}
 	for (int d = 0; d < 2; d++)
 		fi.off[d] = c->d[d].off - c->d[d].raw.len;
-	if (flow_open(t->flows, &fi) == 0) {
+	if (flow_ret(t, flow_open(t->flows, &fi)) == 0) {
 		for (int d = 0; d < 2; d++)
 			if (c->d[d].raw.len)
-				flow_data(t->flows, fi.proc_key, fi.conn_id, d, c->ts, fi.off[d],
-					  c->d[d].raw.p, c->d[d].raw.len, NULL);
-		flow_data(t->flows, fi.proc_key, fi.conn_id, dir, c->ts, off, rest, n, gap);
+				flow_ret(t, flow_data(t->flows, fi.proc_key, fi.conn_id, d, c->ts,
+						      fi.off[d], c->d[d].raw.p, c->d[d].raw.len,
+						      NULL));
+		flow_ret(t, flow_data(t->flows, fi.proc_key, fi.conn_id, dir, c->ts, off, rest, n,
+				      gap));
 	}
 	conn_free(c);
 }
 
+/* error: 0 (a gap), or why the HTTP/2 could not be converted (-EBADMSG:
+ * a message breaking RFC 9113 §8, see h2_check_request()). */
 static void fallback(struct h2_table *t, struct h2_conn *c, int error)
 {
 	if (c->state != H2_CONVERT)
@@ -334,6 +358,8 @@ static void fallback(struct h2_table *t, struct h2_conn *c, int error)
 	t->ctr.fallbacks++;
 	if (error)
 		t->ctr.errors++;
+	if (error == -EBADMSG)
+		t->ctr.malformed++;
 }
 
 int h2_data(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
@@ -373,7 +399,7 @@ int h2_data(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
 		h2_out_flush(t, c);
 		return 0;
 	}
-	fallback(t, c, 1);
+	fallback(t, c, err);
 	leave(t, c, dir, d->off, data + used, len - used, gap);
 	return 0;
 }
@@ -391,7 +417,7 @@ int h2_gap(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
 	c->ts = ts_ns;
 	fallback(t, c, 0);
 	leave(t, c, dir, c->d[dir].off, NULL, 0, NULL);
-	flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len);
+	flow_ret(t, flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len));
 	return 0;
 }
 

@@ -31,6 +31,8 @@ struct h2_counters {
 	uint64_t streams;    /* streams mirrored as HTTP/1.1 exchanges (pushes included) */
 	uint64_t errors;     /* malformed HTTP/2: bad frame, HPACK error, a limit exceeded */
 	uint64_t fallbacks;  /* connections mirrored unconverted from some point on */
+	uint64_t malformed;  /* of errors: a message breaking RFC 9113 §8 (fields, lengths) */
+	uint64_t flow_errors; /* calls into the flow engine that failed (a stream not shown whole) */
 };
 
 /* A converter feeding flows (which must outlive it). NULL on ENOMEM. */

@@ -41,6 +41,12 @@ static int body(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 	struct h2_stream *st = h2_stream_find(c, c->d[dir].fsid);
 	if (!n || !st || !st->head_done[dir] || st->ended[dir])
 		return 0;
+	if (st->sized[dir]) {
+		/* more than the head announced would read as another message */
+		if (n > st->left[dir])
+			return -EBADMSG;
+		st->left[dir] -= n;
+	}
 	if (!st->chunked[dir]) {
 		h2_out_direct(t, c, st, dir, p, n); /* no copy */
 		return 0;
@@ -60,9 +66,12 @@ static int pushed_request(struct h2_table *t, struct h2_conn *c, struct h2_dir *
 {
 	struct h2_stream *st;
 	struct h2_head_info hi;
+	int64_t clen;
 	if (h2_stream_find(c, d->blk_promised))
 		return -EPROTO;
-	int err = h2_stream_new(t, c, d->blk_promised, &st);
+	int err = h2_check_request(&d->hdrs, &clen);
+	if (!err)
+		err = h2_stream_new(t, c, d->blk_promised, &st);
 	if (err)
 		return err;
 	h2_out_select(t, c, st, 0);
@@ -78,30 +87,49 @@ static int pushed_request(struct h2_table *t, struct h2_conn *c, struct h2_dir *
 	return 0;
 }
 
+/* The message of (st, dir) ends: a body shorter than its content-length is
+ * malformed (RFC 9113 §8.1.1). */
+static int sized_end(const struct h2_stream *st, int dir)
+{
+	return st->sized[dir] && st->left[dir] ? -EBADMSG : 0;
+}
+
+/* Trailers: checked, written after a chunked body, the message ends. */
+static int trailers(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+		    struct h2_dir *d)
+{
+	if (!d->blk_end_stream)
+		return -EPROTO; /* trailers must end the stream */
+	int err = h2_check_trailers(&d->hdrs);
+	if (!err)
+		err = sized_end(st, dir);
+	if (!err && st->chunked[dir])
+		err = h2_h1_trailers(&d->hdrs, &c->out);
+	if (!err)
+		msg_end(t, c, st, dir, st->chunked[dir]);
+	return err;
+}
+
 /* A complete header block of a HEADERS frame: request, response, 1xx or trailers. */
 static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h2_dir *d)
 {
 	struct h2_head_info hi;
 	struct h2_stream *st = h2_stream_find(c, d->blk_sid);
 	int err = 0, es = d->blk_end_stream;
-	if (!st && dir == 0) {
-		err = h2_stream_new(t, c, d->blk_sid, &st);
-		if (err)
-			return err;
-	} else if (!st || st->ended[dir]) {
+	int64_t clen = -1;
+	if (st ? st->ended[dir] : dir != 0)
 		return 0; /* a stream we do not follow: decoded for the table only */
+	if (st && st->head_done[dir]) {
+		h2_out_select(t, c, st, dir);
+		return trailers(t, c, st, dir, d);
 	}
+	err = dir == 0 ? h2_check_request(&d->hdrs, &clen) : h2_check_response(&d->hdrs, &clen);
+	if (!err && !st)
+		err = h2_stream_new(t, c, d->blk_sid, &st);
+	if (err)
+		return err;
 	h2_out_select(t, c, st, dir);
 	size_t mark = c->out.len;
-	if (st->head_done[dir]) {
-		if (!es)
-			return -EPROTO; /* trailers must end the stream */
-		if (st->chunked[dir])
-			err = h2_h1_trailers(&d->hdrs, &c->out);
-		if (!err)
-			msg_end(t, c, st, dir, st->chunked[dir]);
-		return err;
-	}
 	if (dir == 0)
 		err = h2_h1_request(&d->hdrs, es, &c->out, &hi);
 	else
@@ -114,11 +142,15 @@ static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h
 		return 0; /* the final response follows */
 	st->head_done[dir] = 1;
 	st->chunked[dir] = (uint8_t)hi.chunked;
+	st->sized[dir] = clen >= 0 || hi.bodyless;
+	st->left[dir] = hi.bodyless || clen < 0 ? 0 : (uint64_t)clen;
 	if (dir == 0)
 		st->head_req = (uint8_t)hi.head_method;
 	if (es)
+		err = sized_end(st, dir);
+	if (es && !err)
 		msg_end(t, c, st, dir, 0);
-	return 0;
+	return err;
 }
 
 static int block_frag(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p,
@@ -253,8 +285,12 @@ static int data_end(struct h2_table *t, struct h2_conn *c, int dir)
 	d->ps = d->pad ? H2_PS_PAD : H2_PS_HDR;
 	if (d->fflags & FL_END_STREAM) {
 		struct h2_stream *st = h2_stream_find(c, d->fsid);
-		if (st && st->head_done[dir])
+		if (st && st->head_done[dir] && !st->ended[dir]) {
+			int err = sized_end(st, dir);
+			if (err)
+				return err;
 			msg_end(t, c, st, dir, 0);
+		}
 	}
 	return 0;
 }

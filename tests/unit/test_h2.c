@@ -181,8 +181,8 @@ TEST(h2_padding_priority_post_body)
 		0x03,                                                 /* pad length 3 */
 		0x80, 0x00, 0x00, 0x01, 0x10,                         /* exclusive, depends on 1, weight 17 */
 		0x83, 0x86, 0x84,                                     /* POST, http, / */
-		0x0f, 0x0d, 0x01, '5',                                /* content-length: 5 */
 		0x01, 0x01, 'h',                                      /* :authority "h" */
+		0x0f, 0x0d, 0x01, '5',                                /* content-length: 5 */
 		0x00, 0x00, 0x00,                                     /* padding */
 		0x00, 0x00, 0x08, 0x00, 0x09, 0x00, 0x00, 0x00, 0x03, /* DATA len 8, PADDED|END_STREAM, stream 3 */
 		0x02,                                                 /* pad length 2 */
@@ -248,13 +248,14 @@ TEST(h2_dynamic_table_eviction)
 	for (int i = 0; i < 2; i++) {
 		size_t n = 0;
 		blk[n++] = 0x82;           /* GET */
+		blk[n++] = 0x87;           /* https */
 		blk[n++] = 0x84;           /* / */
 		n += lit_inc(blk + n, names[i], (char)('1' + i), 3000);
 		CHECK_EQ(feed(&x, 0, fr, headers_frame(fr, 1 + 2 * (uint32_t)i, blk, n)), 0);
 	}
 	static const uint8_t third[] = {
-		0x00, 0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00, 0x05, /* HEADERS len 3, END_HEADERS|END_STREAM, stream 5 */
-		0x82, 0x84,                                           /* GET / */
+		0x00, 0x00, 0x04, 0x01, 0x05, 0x00, 0x00, 0x00, 0x05, /* HEADERS len 4, END_HEADERS|END_STREAM, stream 5 */
+		0x82, 0x87, 0x84,                                     /* GET https / */
 		0xbe,                                                 /* dynamic index 62: the newest, x-b */
 	};
 	CHECK_EQ(feed(&x, 0, third, sizeof(third)), 0);
@@ -283,9 +284,9 @@ TEST(h2_chunked_response_trailers_and_1xx)
 	static const uint8_t req[] = {
 		0x00, 0x00, 0x0d, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 13, END_HEADERS, stream 1 */
 		0x83, 0x87, 0x84,                                     /* POST https / */
+		0x01, 0x00,                                           /* :authority "" */
 		0x0f, 0x11, 0x01, 'a',                                /* cookie: a */
 		0x0f, 0x11, 0x01, 'b',                                /* cookie: b */
-		0x01, 0x00,                                           /* :authority "" */
 		0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, /* DATA len 3, END_STREAM */
 		'x', 'y', 'z',
 	};

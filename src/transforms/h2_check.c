@@ -1,0 +1,248 @@
+/* RFC 9113 §8.2-8.3 checks of decoded HTTP/2 field lists before they are written as HTTP/1.1. */
+#include "transforms/h2_h1.h"
+
+#include <errno.h>
+#include <string.h>
+
+/*
+ * Everything the HTTP/1.1 writer copies must be unable to end a line or a
+ * head: a field that breaks a rule of RFC 9113 §8.2.1 (names, values),
+ * §8.2.2 (connection-specific fields), §8.3 (pseudo-headers) or RFC 9110's
+ * syntax of the request line makes the message malformed (-EBADMSG), and
+ * the connection is then mirrored as the HTTP/2 it was.
+ */
+
+enum {
+	P_METHOD = 1, P_SCHEME = 2, P_AUTHORITY = 4, P_PATH = 8, P_PROTOCOL = 16, P_STATUS = 32
+};
+
+static int is_alpha(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int is_digit(uint8_t c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* RFC 9110 §5.6.2 tchar */
+static int is_tchar(uint8_t c)
+{
+	return is_alpha(c) || is_digit(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int eq(const uint8_t *p, size_t n, const char *s)
+{
+	return n == strlen(s) && !memcmp(p, s, n);
+}
+
+static int token_ok(const uint8_t *p, size_t n)
+{
+	if (!n)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!is_tchar(p[i]))
+			return 0;
+	return 1;
+}
+
+/* A regular field name: a non-empty token without upper case (§8.2.1). */
+static int name_ok(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] >= 'A' && p[i] <= 'Z')
+			return 0;
+	return token_ok(p, n);
+}
+
+static int value_ok(const uint8_t *p, size_t n)
+{
+	if (n && (p[0] == ' ' || p[0] == '\t' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] == 0 || p[i] == '\r' || p[i] == '\n')
+			return 0;
+	return 1;
+}
+
+/* Fields that belong to one HTTP/1.1 hop, never to HTTP/2 (§8.2.2). */
+static int connection_specific(const struct h2_field *f)
+{
+	static const char *const names[] = {
+		"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (eq(f->name, f->nlen, names[i]))
+			return 1;
+	return eq(f->name, f->nlen, "te") && !eq(f->value, f->vlen, "trailers");
+}
+
+/* content-length: 1*DIGIT, at most one field (RFC 9110 §8.6). */
+static int content_length(const struct h2_field *f, int64_t *clen)
+{
+	if (*clen >= 0 || !f->vlen || f->vlen > 18)
+		return -EBADMSG;
+	int64_t v = 0;
+	for (size_t i = 0; i < f->vlen; i++) {
+		if (!is_digit(f->value[i]))
+			return -EBADMSG;
+		v = v * 10 + (f->value[i] - '0');
+	}
+	*clen = v;
+	return 0;
+}
+
+static unsigned pseudo_bit(const struct h2_field *f)
+{
+	static const char *const names[] = {
+		":method", ":scheme", ":authority", ":path", ":protocol", ":status"
+	};
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (eq(f->name, f->nlen, names[i]))
+			return 1u << i;
+	return 0;
+}
+
+/*
+ * The rules every block shares: names and values, pseudo-headers (only those
+ * in `allowed`, each once, all before the regular fields), no
+ * connection-specific field, content-length. *seen gets the pseudo-headers
+ * present, *clen the content-length (-1 without one).
+ */
+static int check_fields(const struct h2_hdrs *h, unsigned allowed, unsigned *seen,
+			int64_t *clen)
+{
+	struct h2_field f;
+	size_t pos = 0;
+	int regular = 0;
+	*seen = 0;
+	*clen = -1;
+	while (h2_hdrs_next(h, &pos, &f)) {
+		if (!value_ok(f.value, f.vlen))
+			return -EBADMSG;
+		if (f.nlen && f.name[0] == ':') {
+			unsigned bit = pseudo_bit(&f);
+			if (regular || !(bit & allowed) || (*seen & bit))
+				return -EBADMSG;
+			*seen |= bit;
+			continue;
+		}
+		regular = 1;
+		if (!name_ok(f.name, f.nlen) || connection_specific(&f))
+			return -EBADMSG;
+		if (eq(f.name, f.nlen, "content-length") && content_length(&f, clen))
+			return -EBADMSG;
+	}
+	return 0;
+}
+
+/* The value of the first field called name (the caller knows it is there). */
+static struct h2_field field(const struct h2_hdrs *h, const char *name)
+{
+	struct h2_field f = { 0 };
+	size_t pos = 0;
+	while (h2_hdrs_next(h, &pos, &f) && !eq(f.name, f.nlen, name))
+		;
+	return f;
+}
+
+/* RFC 3986 scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+static int scheme_ok(const struct h2_field *f)
+{
+	if (!f->vlen || !is_alpha(f->value[0]))
+		return 0;
+	for (size_t i = 1; i < f->vlen; i++)
+		if (!is_alpha(f->value[i]) && !is_digit(f->value[i]) && !strchr("+-.", f->value[i]))
+			return 0;
+	return 1;
+}
+
+/* host [":" port] of RFC 3986 without userinfo (§8.3.1): no "@", "/", "?",
+ * "#", white space or control characters (empty: no authority). */
+static int authority_ok(const struct h2_field *f)
+{
+	for (size_t i = 0; i < f->vlen; i++) {
+		uint8_t c = f->value[i];
+		if (!is_alpha(c) && !is_digit(c) && !strchr("-._~!$&'()*+,;=:[]%", c))
+			return 0;
+	}
+	return 1;
+}
+
+/* An origin-form target ("/..." without white space or controls), or "*"
+ * for OPTIONS (§8.3.1, RFC 9110 §7.1). */
+static int path_ok(const struct h2_field *f, const struct h2_field *m)
+{
+	if (eq(f->value, f->vlen, "*"))
+		return eq(m->value, m->vlen, "OPTIONS");
+	if (!f->vlen || f->value[0] != '/')
+		return 0;
+	for (size_t i = 0; i < f->vlen; i++)
+		if (f->value[i] <= 0x20 || f->value[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+int h2_check_request(const struct h2_hdrs *h, int64_t *clen)
+{
+	unsigned seen;
+	int err = check_fields(h, P_METHOD | P_SCHEME | P_AUTHORITY | P_PATH | P_PROTOCOL,
+			       &seen, clen);
+	if (err)
+		return err;
+	if (!(seen & P_METHOD))
+		return -EBADMSG;
+	struct h2_field m = field(h, ":method"), f;
+	if (!token_ok(m.value, m.vlen))
+		return -EBADMSG;
+	int connect = eq(m.value, m.vlen, "CONNECT");
+	if ((seen & P_PROTOCOL) && !connect)
+		return -EBADMSG; /* :protocol only in an extended CONNECT (RFC 8441) */
+	if (connect && !(seen & P_PROTOCOL)) {
+		/* §8.5: :authority only, no :scheme or :path */
+		if ((seen & (P_SCHEME | P_PATH)) || !(seen & P_AUTHORITY))
+			return -EBADMSG;
+	} else if ((seen & (P_SCHEME | P_PATH)) != (P_SCHEME | P_PATH)) {
+		return -EBADMSG;
+	}
+	if (seen & P_SCHEME) {
+		f = field(h, ":scheme");
+		if (!scheme_ok(&f))
+			return -EBADMSG;
+	}
+	if (seen & P_PATH) {
+		f = field(h, ":path");
+		if (!path_ok(&f, &m))
+			return -EBADMSG;
+	}
+	if (seen & P_AUTHORITY) {
+		f = field(h, ":authority");
+		if (!authority_ok(&f) || (connect && !f.vlen))
+			return -EBADMSG;
+	}
+	return 0;
+}
+
+int h2_check_response(const struct h2_hdrs *h, int64_t *clen)
+{
+	unsigned seen;
+	int err = check_fields(h, P_STATUS, &seen, clen);
+	if (err)
+		return err;
+	if (!(seen & P_STATUS))
+		return -EBADMSG;
+	struct h2_field s = field(h, ":status");
+	if (s.vlen != 3 || !is_digit(s.value[0]) || !is_digit(s.value[1]) ||
+	    !is_digit(s.value[2]) || s.value[0] < '1' || s.value[0] > '5' ||
+	    eq(s.value, 3, "101"))
+		return -EBADMSG; /* 101: no Upgrade in HTTP/2 (§8.6) */
+	return 0;
+}
+
+int h2_check_trailers(const struct h2_hdrs *h)
+{
+	unsigned seen;
+	int64_t clen;
+	return check_fields(h, 0, &seen, &clen);
+}
