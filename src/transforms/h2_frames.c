@@ -397,6 +397,10 @@ int h2_dir_feed(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 		case H2_PS_DATA:
 			k = min_sz(d->left, n - i);
 			err = body(t, c, dir, p + i, k);
+			if (err) {
+				k = 0; /* a fallback shows these bytes raw */
+				break;
+			}
 			d->off += k;
 			d->left -= (uint32_t)k;
 			if (!err && !d->left)
