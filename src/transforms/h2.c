@@ -319,32 +319,85 @@ static void unlink_conn(struct h2_table *t, struct h2_conn *c)
 		*pp = c->next;
 }
 
+/* Bytes left of the DATA frame being read once part of its payload was
+ * converted: a fallback does not show them (a gap), so the raw bytes it
+ * shows start at a frame header, never inside a body. */
+static uint64_t data_rest(const struct h2_dir *d)
+{
+	if (d->raw.len)
+		return 0;
+	switch (d->ps) {
+	case H2_PS_PADLEN:
+		return d->left;
+	case H2_PS_DATA:
+		return (uint64_t)d->left + d->pad;
+	case H2_PS_PAD:
+		return d->pad;
+	default:
+		return 0;
+	}
+}
+
+/* The bytes of the frame being read (raw) and the rest of the record at
+ * off, in one piece where they touch, so the raw flow's first segment
+ * starts with the frame's header. */
+static void leave_feed(struct h2_table *t, const struct flow_open_info *fi, int dir,
+		       const struct h2_buf *raw, uint64_t off, const uint8_t *rest, size_t n,
+		       uint64_t *gap)
+{
+	uint8_t *one = NULL;
+	if (raw->len && n && off == fi->off[dir] + raw->len && (one = malloc(raw->len + n))) {
+		memcpy(one, raw->p, raw->len);
+		memcpy(one + raw->len, rest, n);
+		rest = one;
+		off = fi->off[dir];
+		n += raw->len;
+	} else if (raw->len) {
+		flow_ret(t, flow_data(t->flows, fi->proc_key, fi->conn_id, dir, fi->ts_ns,
+				      fi->off[dir], raw->p, raw->len, NULL));
+	}
+	if (n)
+		flow_ret(t, flow_data(t->flows, fi->proc_key, fi->conn_id, dir, fi->ts_ns, off,
+				      rest, n, gap));
+	free(one);
+}
+
 /*
  * The connection leaves the converter: its streams' connections end, a
  * normal flow is opened for it (midstream at the offsets of the unconverted
  * bytes, or as announced if it never was HTTP/2), the bytes of the frame
  * being read are fed raw, then the rest of the current record (at off).
+ * Inside a DATA payload already partly converted, the rest of that frame is
+ * a gap.
  */
 static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
 		  const uint8_t *rest, size_t n, uint64_t *gap)
 {
 	struct flow_open_info fi = c->info;
+	uint64_t skip[2];
 	close_streams(t, c);
 	unlink_conn(t, c);
 	if (c->state == H2_CONVERT) {
 		fi.midstream = 1;
 		fi.ts_ns = c->ts;
 	}
-	for (int d = 0; d < 2; d++)
+	for (int d = 0; d < 2; d++) {
 		fi.off[d] = c->d[d].off - c->d[d].raw.len;
+		skip[d] = data_rest(&c->d[d]);
+	}
 	if (flow_ret(t, flow_open(t->flows, &fi)) == 0) {
-		for (int d = 0; d < 2; d++)
-			if (c->d[d].raw.len)
-				flow_ret(t, flow_data(t->flows, fi.proc_key, fi.conn_id, d, c->ts,
-						      fi.off[d], c->d[d].raw.p, c->d[d].raw.len,
-						      NULL));
-		flow_ret(t, flow_data(t->flows, fi.proc_key, fi.conn_id, dir, c->ts, off, rest, n,
-				      gap));
+		fi.ts_ns = c->ts;
+		for (int d = 0; d < 2; d++) {
+			if (skip[d])
+				flow_ret(t, flow_gap(t->flows, fi.proc_key, fi.conn_id, d, c->ts,
+						     skip[d]));
+			if (d != dir && c->d[d].raw.len)
+				leave_feed(t, &fi, d, &c->d[d].raw, 0, NULL, 0, NULL);
+		}
+		uint64_t shown = fi.off[dir] + skip[dir];
+		if (n && off + n <= shown)
+			n = 0; /* wholly inside the frame not shown */
+		leave_feed(t, &fi, dir, &c->d[dir].raw, off, rest, n, gap);
 	}
 	conn_free(c);
 }

@@ -279,9 +279,25 @@ static int frame_done(struct h2_table *t, struct h2_conn *c, int dir)
 	}
 }
 
+/*
+ * A DATA frame's payload starts; its header (and pad length) are still in
+ * d->raw, so a fallback shows the frame whole from its header. A body
+ * longer than its content-length would read as another message.
+ */
+static int data_start(struct h2_conn *c, int dir)
+{
+	struct h2_dir *d = &c->d[dir];
+	struct h2_stream *st = h2_stream_find(c, d->fsid);
+	if (st && st->head_done[dir] && !st->ended[dir] && st->sized[dir] &&
+	    d->left > st->left[dir])
+		return -EBADMSG;
+	return 0;
+}
+
 static int data_end(struct h2_table *t, struct h2_conn *c, int dir)
 {
 	struct h2_dir *d = &c->d[dir];
+	d->raw.len = 0;
 	d->ps = d->pad ? H2_PS_PAD : H2_PS_HDR;
 	if (d->fflags & FL_END_STREAM) {
 		struct h2_stream *st = h2_stream_find(c, d->fsid);
@@ -317,11 +333,29 @@ static int hdr_parse(struct h2_table *t, struct h2_conn *c, int dir)
 	}
 	if (!d->fsid || ((d->fflags & FL_PADDED) && !d->flen))
 		return -EPROTO;
-	d->raw.len = 0;
 	d->left = d->flen;
 	d->pad = 0;
 	d->ps = (d->fflags & FL_PADDED) ? H2_PS_PADLEN : H2_PS_DATA;
-	return d->left ? 0 : data_end(t, c, dir);
+	if (!d->left)
+		return data_end(t, c, dir);
+	return d->ps == H2_PS_DATA ? data_start(c, dir) : 0;
+}
+
+/* The pad length of a PADDED DATA frame. */
+static int data_padlen(struct h2_table *t, struct h2_conn *c, int dir, uint8_t b)
+{
+	struct h2_dir *d = &c->d[dir];
+	int err = h2_buf_put(&d->raw, &b, 1);
+	if (err)
+		return err;
+	d->pad = b;
+	d->off++;
+	d->left--;
+	if (d->pad > d->left)
+		return -EPROTO;
+	d->left -= d->pad;
+	d->ps = H2_PS_DATA;
+	return d->left ? data_start(c, dir) : data_end(t, c, dir);
 }
 
 static size_t min_sz(size_t a, size_t b)
@@ -382,17 +416,7 @@ int h2_dir_feed(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 			break;
 		case H2_PS_PADLEN:
 			k = 1;
-			d->pad = p[i];
-			d->off++;
-			d->left--;
-			if (d->pad > d->left) {
-				err = -EPROTO;
-				break;
-			}
-			d->left -= d->pad;
-			d->ps = H2_PS_DATA;
-			if (!d->left)
-				err = data_end(t, c, dir);
+			err = data_padlen(t, c, dir, p[i]);
 			break;
 		case H2_PS_DATA:
 			k = min_sz(d->left, n - i);
@@ -401,6 +425,7 @@ int h2_dir_feed(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 				k = 0; /* a fallback shows these bytes raw */
 				break;
 			}
+			d->raw.len = 0; /* the frame's header is behind */
 			d->off += k;
 			d->left -= (uint32_t)k;
 			if (!err && !d->left)

@@ -706,7 +706,7 @@ static int request_body_verdict(const struct fld *f, size_t n, const char *body)
 	memcpy(fr + 9, body, bl);
 	if (feed(&x, 0, fr, 9 + bl))
 		goto out;
-	v = verdict(&x, 0, at + 9, fr + 9, bl, 1);
+	v = verdict(&x, 0, at, fr, 9 + bl, 1); /* raw from the DATA frame's header */
 out:
 	hx_free(&x);
 	return v;
@@ -744,7 +744,7 @@ static int response_verdict(const struct fld *f, size_t n, const char *data)
 	if (feed(&x, 1, fr, data ? k + 9 + dl : k))
 		goto out;
 	uint64_t bad = h2_counters(x.h2)->streams == 1 && find_conn(&x, 10000) &&
-		       find_conn(&x, 10000)->len[1] ? k + 9 : 0; /* the head was written */
+		       find_conn(&x, 10000)->len[1] ? k : 0; /* the head was written */
 	size_t all = data ? k + 9 + dl : k;
 	v = verdict(&x, 1, bad, fr + bad, all - bad, 1);
 	if (v < 0 && dl)
@@ -864,6 +864,45 @@ TEST(h2_real_connection_on_a_stream_port_wins_it)
 	/* port 10001: the rest of the stream, with a handshake of its own */
 	CHECK(has(b, 0, "2\r\nab\r\n0\r\n\r\n"));
 	CHECK(b && b->syn == 1);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_fallback_inside_a_body_starts_at_a_frame)
+{
+	/* c2s is inside a DATA payload, partly converted, when s2c breaks: the
+	 * raw flow must not begin with the rest of that body ("GET /admin ..."
+	 * would read as a request), but at the next frame header */
+	struct hx x;
+	static uint8_t fr[64];
+	static const uint8_t post[] = { 0x83, 0x87, 0x84, 0x01, 0x01, 'h' };
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	size_t n = headers_frame(fr, 1, post, sizeof(post));
+	fr[4] = 0x04; /* END_HEADERS: a chunked body follows */
+	feed(&x, 0, fr, n);
+	static const uint8_t data[] = {
+		0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* DATA len 20, stream 1 */
+		'a', 'b', 'c', 'd',                                   /* converted */
+		'G', 'E', 'T', ' ', '/', 'a', 'd', 'm', 'i', 'n', ' ', 'H', 'T', 'T', 'P', '/',
+		0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 0 */
+	};
+	CHECK_EQ(feed(&x, 0, data, 13), 0);
+	static const uint8_t bad[] = {
+		0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 1: malformed */
+		0x00,
+	};
+	CHECK_EQ(feed(&x, 1, bad, sizeof(bad)), 0);
+	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
+	/* the rest of the record reaches the flow engine as the caller's */
+	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13, NULL), -ENOENT);
+	CHECK_EQ(flow_data(x.flows, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13, NULL), 0);
+	const struct hconn *o = find_conn(&x, CLI_PORT);
+	CHECK(o && o->len[0] == 9 && !memcmp(o->data[0], data + 29, 9));
+	CHECK_EQ(flow_counters(x.flows)->gap_bytes[0], 16);
+	CHECK(has(syn_conn(&x, 0), 0, "POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n"
+		  "\r\n4\r\nabcd\r\n"));
 out:
 	hx_free(&x);
 }
