@@ -135,6 +135,29 @@ static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
 		p->open_conns--;
 }
 
+static void on_record(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	if (v->conn_id & H2_CONN_ID_BIT) {
+		/* the ids of synthetic flows (HTTP/2 streams): a record must never reach one */
+		bad_record(p, "connection id in the range of synthetic flows");
+		return;
+	}
+	switch (v->type) {
+	case RING_REC_OPEN:
+		on_open(a, p, v);
+		break;
+	case RING_REC_DATA:
+	case RING_REC_GAP:
+		on_data(a, p, v);
+		break;
+	case RING_REC_CLOSE:
+		on_close(a, p, v);
+		break;
+	default:
+		break;
+	}
+}
+
 size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 {
 	size_t n = 0;
@@ -152,20 +175,7 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 			proc_finish(a, p, PROC_REJECTED);
 			break;
 		}
-		switch (v.type) {
-		case RING_REC_OPEN:
-			on_open(a, p, &v);
-			break;
-		case RING_REC_DATA:
-		case RING_REC_GAP:
-			on_data(a, p, &v);
-			break;
-		case RING_REC_CLOSE:
-			on_close(a, p, &v);
-			break;
-		default:
-			break;
-		}
+		on_record(a, p, &v);
 		ring_release(&p->cons);
 		n++;
 	}
