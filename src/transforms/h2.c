@@ -469,8 +469,11 @@ int h2_gap(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
 		return 0;
 	c->ts = ts_ns;
 	fallback(t, c, 0);
+	/* what falls in the rest of a DATA frame leave() hides is hidden already */
+	uint64_t hidden = data_rest(&c->d[dir]);
 	leave(t, c, dir, c->d[dir].off, NULL, 0, NULL);
-	flow_ret(t, flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len));
+	if (len > hidden)
+		flow_ret(t, flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len - hidden));
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 /*
  * Everything the HTTP/1.1 writer copies must be unable to end a line or a
@@ -75,7 +76,8 @@ static int connection_specific(const struct h2_field *f)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (eq(f->name, f->nlen, names[i]))
 			return 1;
-	return eq(f->name, f->nlen, "te") && !eq(f->value, f->vlen, "trailers");
+	return eq(f->name, f->nlen, "te") &&
+	       !(f->vlen == 8 && !strncasecmp((const char *)f->value, "trailers", 8));
 }
 
 /* content-length: 1*DIGIT, at most one field (RFC 9110 §8.6). */

@@ -906,3 +906,32 @@ TEST(h2_fallback_inside_a_body_starts_at_a_frame)
 out:
 	hx_free(&x);
 }
+
+TEST(h2_gap_inside_a_body_hides_the_frame_once)
+{
+	struct hx x;
+	static uint8_t fr[64];
+	static const uint8_t post[] = { 0x83, 0x87, 0x84, 0x01, 0x01, 'h' };
+	static const uint8_t data[] = {
+		0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* DATA len 20, stream 1 */
+		'a', 'b', 'c', 'd',                                   /* converted */
+		'x', 'x', 'x', 'x', 'x', 'x',                         /* dropped by the library: a gap */
+		'G', 'E', 'T', ' ', '/', 'a', 'd', 'm', 'i', 'n',     /* the frame's rest: not shown */
+		0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 0 */
+	};
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	size_t n = headers_frame(fr, 1, post, sizeof(post));
+	fr[4] = 0x04;
+	feed(&x, 0, fr, n);
+	CHECK_EQ(feed(&x, 0, data, 13), 0);
+	CHECK_EQ(h2_gap(x.h2, 1, 1, 0, 3, 6), 0);
+	uint64_t at = x.off[0] + 6;
+	CHECK_EQ(flow_data(x.flows, 1, 1, 0, 3, at, data + 19, sizeof(data) - 19, NULL), 0);
+	const struct hconn *o = find_conn(&x, CLI_PORT);
+	CHECK(o && o->len[0] == 9 && !memcmp(o->data[0], data + 29, 9));
+	CHECK_EQ(flow_counters(x.flows)->gap_bytes[0], 16); /* the frame's rest, once */
+out:
+	hx_free(&x);
+}
