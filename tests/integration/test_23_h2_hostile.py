@@ -1,11 +1,9 @@
 # Integration test 23: --h2-to-h1 against hostile HTTP/2 (no invented request) and a real connection on a synthetic stream's port (from another netns).
 import os
-import signal
 import subprocess
-import time
 
 from netns import Netns
-from test_13_h2 import parse_h1
+from test_13_h2 import parse_h1, run_nginx, stop_all
 from tmlib import (HELPERS, PYTHON, Agent, certs, check, check_stream, free_port, gen_bytes,
                    judge, need_tool, nginx_conf, short, stat_int, timeout, tshark_fields,
                    wait_until)
@@ -30,26 +28,8 @@ def start_nginx(env, agent, addr, port, files):
         with open(os.path.join(prefix, "html", name), "wb") as f:
             f.write(data)
     c = certs()
-    conf = os.path.join(prefix, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(CONF.format(prefix=prefix, addr=addr, port=port, cert=c["cert"], key=c["key"]))
-    ngx = env.captured("nginx", agent.sock, [need_tool("nginx"), "-p", prefix, "-e",
-                                              os.path.join(prefix, "error.log"), "-c", conf,
-                                              "-g", "daemon off;"])
-
-    def up():
-        check(ngx.alive(), f"nginx exited: {short(ngx.err())}")
-        return os.path.exists(os.path.join(prefix, "nginx.pid"))
-    wait_until(up, 15, "nginx pid file")
-    time.sleep(0.5)
-    return ngx
-
-
-def stop(ngx, agent):
-    ngx.signal(signal.SIGQUIT)
-    check(ngx.wait(20) == 0, f"nginx exit: {short(ngx.err())}")
-    time.sleep(0.3)
-    return agent.final_stats()[1]
+    return run_nginx(env, agent, prefix, CONF.format(prefix=prefix, addr=addr, port=port,
+                                                     cert=c["cert"], key=c["key"]))
 
 
 @timeout(120)
@@ -68,7 +48,7 @@ def test_h2_hostile_fields_invent_no_request(env):
     check(rc == 0, f"h2raw exited {rc}: {short(err)}")
     lines = out.decode().split("\n")
     check(f"good response {len(small)}" in lines, f"the good GET failed: {lines}")
-    total = stop(ngx, agent)
+    total = stop_all(env, ngx, agent)[1]
     rows = tshark_fields(agent.pcap, ["tcp.stream", "http.request.method", "http.request.uri"],
                          display_filter="http.request")
     check(sorted(tuple(r[1:]) for r in rows) == [("GET", "/small"), ("POST", "/small")],
@@ -122,7 +102,7 @@ def test_real_connection_on_a_synthetic_port(env):
         hold.popen.stdin.close()
         check(hold.wait(30) == 0 and f"done {len(big)}".encode() in hold.out(),
               f"h2 client: {short(hold.out() + hold.err())}")
-        total = stop(ngx, agent)
+        total = stop_all(env, ngx, agent)[1]
     cap = judge(agent.pcap, allow_analysis=("same ports",))
     with open(out + ".c2s", "rb") as f:
         c2s = f.read()

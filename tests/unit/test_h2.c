@@ -828,20 +828,28 @@ out:
 	hx_free(&x);
 }
 
+/* A converter whose client sent the preface and a POST's HEADERS on stream 1
+ * without END_STREAM (a chunked body follows). */
+static int hx_post_open(struct hx *x)
+{
+	static uint8_t fr[64];
+	static const uint8_t post[] = { 0x83, 0x87, 0x84, 0x01, 0x01, 'h' }; /* POST https / :authority h */
+	if (!hx_init(x, "h2"))
+		return 0;
+	feed(x, 0, preface, 24);
+	size_t n = headers_frame(fr, 1, post, sizeof(post));
+	fr[4] = 0x04; /* END_HEADERS only */
+	return feed(x, 0, fr, n) == 0;
+}
+
 TEST(h2_real_connection_on_a_stream_port_wins_it)
 {
 	/* a stream's synthetic connection is on 10.0.0.1:10000; a real
 	 * connection from that very port (another process) must appear, and the
 	 * stream goes on, whole, on another port */
 	struct hx x;
-	static uint8_t fr[64];
-	static const uint8_t post[] = { 0x83, 0x87, 0x84, 0x01, 0x01, 'h' }; /* POST https / :authority h */
-	if (!CHECK(hx_init(&x, "h2")))
+	if (!CHECK(hx_post_open(&x)))
 		goto out;
-	feed(&x, 0, preface, 24);
-	size_t n = headers_frame(fr, 1, post, sizeof(post));
-	fr[4] = 0x04; /* END_HEADERS: the body follows */
-	CHECK_EQ(feed(&x, 0, fr, n), 0);
 	struct flow_open_info real = { .proc_key = 2, .conn_id = 5, .ts_ns = 2, .family = 4,
 				       .side = 1, .client_port = 10000, .server_port = SRV_PORT };
 	memcpy(real.client_addr, "\x0a\x00\x00\x01", 4);
@@ -874,14 +882,8 @@ TEST(h2_fallback_inside_a_body_starts_at_a_frame)
 	 * raw flow must not begin with the rest of that body ("GET /admin ..."
 	 * would read as a request), but at the next frame header */
 	struct hx x;
-	static uint8_t fr[64];
-	static const uint8_t post[] = { 0x83, 0x87, 0x84, 0x01, 0x01, 'h' };
-	if (!CHECK(hx_init(&x, "h2")))
+	if (!CHECK(hx_post_open(&x)))
 		goto out;
-	feed(&x, 0, preface, 24);
-	size_t n = headers_frame(fr, 1, post, sizeof(post));
-	fr[4] = 0x04; /* END_HEADERS: a chunked body follows */
-	feed(&x, 0, fr, n);
 	static const uint8_t data[] = {
 		0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* DATA len 20, stream 1 */
 		'a', 'b', 'c', 'd',                                   /* converted */
@@ -910,8 +912,6 @@ out:
 TEST(h2_gap_inside_a_body_hides_the_frame_once)
 {
 	struct hx x;
-	static uint8_t fr[64];
-	static const uint8_t post[] = { 0x83, 0x87, 0x84, 0x01, 0x01, 'h' };
 	static const uint8_t data[] = {
 		0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* DATA len 20, stream 1 */
 		'a', 'b', 'c', 'd',                                   /* converted */
@@ -919,12 +919,8 @@ TEST(h2_gap_inside_a_body_hides_the_frame_once)
 		'G', 'E', 'T', ' ', '/', 'a', 'd', 'm', 'i', 'n',     /* the frame's rest: not shown */
 		0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 0 */
 	};
-	if (!CHECK(hx_init(&x, "h2")))
+	if (!CHECK(hx_post_open(&x)))
 		goto out;
-	feed(&x, 0, preface, 24);
-	size_t n = headers_frame(fr, 1, post, sizeof(post));
-	fr[4] = 0x04;
-	feed(&x, 0, fr, n);
 	CHECK_EQ(feed(&x, 0, data, 13), 0);
 	CHECK_EQ(h2_gap(x.h2, 1, 1, 0, 3, 6), 0);
 	uint64_t at = x.off[0] + 6;
