@@ -124,6 +124,8 @@ static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h
 		return trailers(t, c, st, dir, d);
 	}
 	err = dir == 0 ? h2_check_request(&d->hdrs, &clen) : h2_check_response(&d->hdrs, &clen);
+	if (!err && dir == 0 && es && clen > 0)
+		err = -EBADMSG; /* ends before the body it announces (§8.1.1) */
 	if (!err && !st)
 		err = h2_stream_new(t, c, d->blk_sid, &st);
 	if (err)
@@ -146,11 +148,13 @@ static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h
 	st->left[dir] = hi.bodyless || clen < 0 ? 0 : (uint64_t)clen;
 	if (dir == 0)
 		st->head_req = (uint8_t)hi.head_method;
+	if (es && (err = sized_end(st, dir)) != 0) {
+		c->out.len = mark; /* a response without the body it announces */
+		return err;
+	}
 	if (es)
-		err = sized_end(st, dir);
-	if (es && !err)
 		msg_end(t, c, st, dir, 0);
-	return err;
+	return 0;
 }
 
 static int block_frag(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p,

@@ -679,6 +679,7 @@ TEST(h2_check_request_connection_specific_fields)
 	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("transfer-encoding", "chunked"))), 0);
 	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("upgrade", "h2c"))), 0);
 	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "0"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "4"))), 0); /* no body */
 	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "1x"))), 0);
 	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "0"),
 		FLD("content-length", "0"))), 0);
@@ -773,6 +774,8 @@ TEST(h2_check_response_rules)
 	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("content-length", "2")),
 		"hiHTTP/1.1 200 OK\r\n\r\n"), 0);
 	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("content-length", "5")), "hi"), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("content-length", "5")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "304"), FLD("content-length", "5")), NULL), 1);
 	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "204")), "HTTP/1.1 200 OK\r\n\r\n"), 0);
 }
 
