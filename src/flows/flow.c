@@ -58,6 +58,7 @@ struct flow {
  * that soon (TIME_WAIT), so such an OPEN is the same connection. */
 #define RECENT_SLOTS 256
 #define RECENT_NS (10ull * 1000000000ull)
+#define RECENT_FILTER 4096       /* recent entries per tuple-hash bucket: most lookups stop at a 0 */
 
 struct recent {
 	struct synth_conn sc;
@@ -81,6 +82,7 @@ struct flow_table {
 	struct flow_counters ctr;
 	struct recent recent[RECENT_SLOTS];
 	size_t recent_next;
+	uint16_t recent_n[RECENT_FILTER];
 	size_t nbatch;
 	struct pkt batch[FLOW_BATCH];
 	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
@@ -307,6 +309,9 @@ static void emit_close(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 static void recent_add(struct flow_table *t, const struct flow *f, uint64_t ts_ns)
 {
 	struct recent *r = &t->recent[t->recent_next++ % RECENT_SLOTS];
+	if (r->used)
+		t->recent_n[r->tuple_hash % RECENT_FILTER]--;
+	t->recent_n[f->tuple_hash % RECENT_FILTER]++;
 	r->sc = f->sc;
 	r->tuple_hash = f->tuple_hash;
 	r->proc_key = f->proc_key;
@@ -319,6 +324,8 @@ static void recent_add(struct flow_table *t, const struct flow *f, uint64_t ts_n
 /* Was g's connection just emitted and closed from its other end? */
 static int recent_other_end(const struct flow_table *t, const struct flow *g, uint64_t ts_ns)
 {
+	if (!t->recent_n[g->tuple_hash % RECENT_FILTER])
+		return 0;
 	for (size_t i = 0; i < RECENT_SLOTS; i++) {
 		const struct recent *r = &t->recent[i];
 		if (!r->used || r->synthetic || r->tuple_hash != g->tuple_hash ||
@@ -334,6 +341,8 @@ static int recent_other_end(const struct flow_table *t, const struct flow *g, ui
 /* Did one of the last RECENT_SLOTS closed flows have g's 4-tuple? */
 static int recent_tuple(const struct flow_table *t, const struct flow *g)
 {
+	if (!t->recent_n[g->tuple_hash % RECENT_FILTER])
+		return 0;
 	for (size_t i = 0; i < RECENT_SLOTS; i++) {
 		const struct recent *r = &t->recent[i];
 		if (r->used && r->tuple_hash == g->tuple_hash && same_tuple(&r->sc, &g->sc))

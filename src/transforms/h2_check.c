@@ -16,6 +16,26 @@
 enum {
 	P_METHOD = 1, P_SCHEME = 2, P_AUTHORITY = 4, P_PATH = 8, P_PROTOCOL = 16, P_STATUS = 32
 };
+#define NPSEUDO 6
+
+/* A name and its length, for comparisons that look at the length first. */
+struct name {
+	const char *s;
+	size_t n;
+};
+#define NAME(lit) { lit, sizeof(lit) - 1 }
+
+/* The pseudo-headers, in the order of the P_ bits. */
+static const struct name pseudo_names[NPSEUDO] = {
+	NAME(":method"), NAME(":scheme"), NAME(":authority"), NAME(":path"), NAME(":protocol"),
+	NAME(":status")
+};
+
+/* Fields that belong to one HTTP/1.1 hop, never to HTTP/2 (§8.2.2). */
+static const struct name hop_names[] = {
+	NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"),
+	NAME("transfer-encoding"), NAME("upgrade")
+};
 
 static int is_alpha(uint8_t c)
 {
@@ -36,6 +56,11 @@ static int is_tchar(uint8_t c)
 static int eq(const uint8_t *p, size_t n, const char *s)
 {
 	return n == strlen(s) && !memcmp(p, s, n);
+}
+
+static int is_name(const uint8_t *p, size_t n, const struct name *nm)
+{
+	return n == nm->n && !memcmp(p, nm->s, n);
 }
 
 static int token_ok(const uint8_t *p, size_t n)
@@ -67,16 +92,12 @@ static int value_ok(const uint8_t *p, size_t n)
 	return 1;
 }
 
-/* Fields that belong to one HTTP/1.1 hop, never to HTTP/2 (§8.2.2). */
 static int connection_specific(const struct h2_field *f)
 {
-	static const char *const names[] = {
-		"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"
-	};
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (eq(f->name, f->nlen, names[i]))
+	for (size_t i = 0; i < sizeof(hop_names) / sizeof(hop_names[0]); i++)
+		if (is_name(f->name, f->nlen, &hop_names[i]))
 			return 1;
-	return eq(f->name, f->nlen, "te") &&
+	return f->nlen == 2 && !memcmp(f->name, "te", 2) &&
 	       !(f->vlen == 8 && !strncasecmp((const char *)f->value, "trailers", 8));
 }
 
@@ -95,58 +116,54 @@ static int content_length(const struct h2_field *f, int64_t *clen)
 	return 0;
 }
 
-static unsigned pseudo_bit(const struct h2_field *f)
+/* The index of a pseudo-header in pseudo_names, or -1. */
+static int pseudo_index(const struct h2_field *f)
 {
-	static const char *const names[] = {
-		":method", ":scheme", ":authority", ":path", ":protocol", ":status"
-	};
-	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (eq(f->name, f->nlen, names[i]))
-			return 1u << i;
-	return 0;
+	for (int i = 0; i < NPSEUDO; i++)
+		if (is_name(f->name, f->nlen, &pseudo_names[i]))
+			return i;
+	return -1;
 }
+
+/* What one pass over a block found. */
+struct seen {
+	unsigned bits;                 /* P_ of the pseudo-headers present */
+	struct h2_field p[NPSEUDO];    /* each of them, by index of pseudo_names */
+	int64_t clen;                  /* content-length, -1 without one */
+};
 
 /*
  * The rules every block shares: names and values, pseudo-headers (only those
  * in `allowed`, each once, all before the regular fields), no
- * connection-specific field, content-length. *seen gets the pseudo-headers
- * present, *clen the content-length (-1 without one).
+ * connection-specific field, content-length. *sn gets what was there.
  */
-static int check_fields(const struct h2_hdrs *h, unsigned allowed, unsigned *seen,
-			int64_t *clen)
+static int check_fields(const struct h2_hdrs *h, unsigned allowed, struct seen *sn)
 {
+	static const struct name clen = NAME("content-length");
 	struct h2_field f;
 	size_t pos = 0;
 	int regular = 0;
-	*seen = 0;
-	*clen = -1;
+	sn->bits = 0;
+	sn->clen = -1;
 	while (h2_hdrs_next(h, &pos, &f)) {
 		if (!value_ok(f.value, f.vlen))
 			return -EBADMSG;
 		if (f.nlen && f.name[0] == ':') {
-			unsigned bit = pseudo_bit(&f);
-			if (regular || !(bit & allowed) || (*seen & bit))
+			int i = pseudo_index(&f);
+			unsigned bit = i < 0 ? 0 : 1u << i;
+			if (regular || !(bit & allowed) || (sn->bits & bit))
 				return -EBADMSG;
-			*seen |= bit;
+			sn->bits |= bit;
+			sn->p[i] = f;
 			continue;
 		}
 		regular = 1;
 		if (!name_ok(f.name, f.nlen) || connection_specific(&f))
 			return -EBADMSG;
-		if (eq(f.name, f.nlen, "content-length") && content_length(&f, clen))
+		if (is_name(f.name, f.nlen, &clen) && content_length(&f, &sn->clen))
 			return -EBADMSG;
 	}
 	return 0;
-}
-
-/* The value of the first field called name (the caller knows it is there). */
-static struct h2_field field(const struct h2_hdrs *h, const char *name)
-{
-	struct h2_field f = { 0 };
-	size_t pos = 0;
-	while (h2_hdrs_next(h, &pos, &f) && !eq(f.name, f.nlen, name))
-		;
-	return f;
 }
 
 /* RFC 3986 scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
@@ -188,17 +205,16 @@ static int path_ok(const struct h2_field *f, const struct h2_field *m)
 
 int h2_check_request(const struct h2_hdrs *h, int64_t *clen)
 {
-	unsigned seen;
-	int err = check_fields(h, P_METHOD | P_SCHEME | P_AUTHORITY | P_PATH | P_PROTOCOL,
-			       &seen, clen);
+	struct seen sn;
+	int err = check_fields(h, P_METHOD | P_SCHEME | P_AUTHORITY | P_PATH | P_PROTOCOL, &sn);
+	*clen = sn.clen;
 	if (err)
 		return err;
-	if (!(seen & P_METHOD))
+	unsigned seen = sn.bits;
+	const struct h2_field *m = &sn.p[0];
+	if (!(seen & P_METHOD) || !token_ok(m->value, m->vlen))
 		return -EBADMSG;
-	struct h2_field m = field(h, ":method"), f;
-	if (!token_ok(m.value, m.vlen))
-		return -EBADMSG;
-	int connect = eq(m.value, m.vlen, "CONNECT");
+	int connect = eq(m->value, m->vlen, "CONNECT");
 	if ((seen & P_PROTOCOL) && !connect)
 		return -EBADMSG; /* :protocol only in an extended CONNECT (RFC 8441) */
 	if (connect && !(seen & P_PROTOCOL)) {
@@ -208,43 +224,32 @@ int h2_check_request(const struct h2_hdrs *h, int64_t *clen)
 	} else if ((seen & (P_SCHEME | P_PATH)) != (P_SCHEME | P_PATH)) {
 		return -EBADMSG;
 	}
-	if (seen & P_SCHEME) {
-		f = field(h, ":scheme");
-		if (!scheme_ok(&f))
-			return -EBADMSG;
-	}
-	if (seen & P_PATH) {
-		f = field(h, ":path");
-		if (!path_ok(&f, &m))
-			return -EBADMSG;
-	}
-	if (seen & P_AUTHORITY) {
-		f = field(h, ":authority");
-		if (!authority_ok(&f) || (connect && !f.vlen))
-			return -EBADMSG;
-	}
+	if ((seen & P_SCHEME) && !scheme_ok(&sn.p[1]))
+		return -EBADMSG;
+	if ((seen & P_PATH) && !path_ok(&sn.p[3], m))
+		return -EBADMSG;
+	if ((seen & P_AUTHORITY) && (!authority_ok(&sn.p[2]) || (connect && !sn.p[2].vlen)))
+		return -EBADMSG;
 	return 0;
 }
 
 int h2_check_response(const struct h2_hdrs *h, int64_t *clen)
 {
-	unsigned seen;
-	int err = check_fields(h, P_STATUS, &seen, clen);
+	struct seen sn;
+	int err = check_fields(h, P_STATUS, &sn);
+	*clen = sn.clen;
 	if (err)
 		return err;
-	if (!(seen & P_STATUS))
-		return -EBADMSG;
-	struct h2_field s = field(h, ":status");
-	if (s.vlen != 3 || !is_digit(s.value[0]) || !is_digit(s.value[1]) ||
-	    !is_digit(s.value[2]) || s.value[0] < '1' || s.value[0] > '5' ||
-	    eq(s.value, 3, "101"))
+	const struct h2_field *s = &sn.p[5];
+	if (!(sn.bits & P_STATUS) || s->vlen != 3 || !is_digit(s->value[0]) ||
+	    !is_digit(s->value[1]) || !is_digit(s->value[2]) || s->value[0] < '1' ||
+	    s->value[0] > '5' || eq(s->value, 3, "101"))
 		return -EBADMSG; /* 101: no Upgrade in HTTP/2 (§8.6) */
 	return 0;
 }
 
 int h2_check_trailers(const struct h2_hdrs *h)
 {
-	unsigned seen;
-	int64_t clen;
-	return check_fields(h, 0, &seen, &clen);
+	struct seen sn;
+	return check_fields(h, 0, &sn);
 }
