@@ -64,6 +64,12 @@ def test_h2_hostile_fields_invent_no_request(env):
     for st in raw:
         check(st.server == ("127.0.0.1", port) and b"admin" in st.direction(0)["data"],
               f"{st.name()}: not the hostile HTTP/2 bytes")
+    # what the sensor gets instead is the real HTTP/2: decoded as such, the request's
+    # :path is the hostile one, in one field
+    h2 = tshark_fields(agent.pcap, ["http2.headers.path"], display_filter="http2.type == 1",
+                       extra=["-d", f"tcp.port=={port},http2"])
+    check(any(r[0].startswith("/a HTTP/1.1") and "GET /admin" in r[0] for r in h2),
+          f"tshark decoding the fallback as HTTP/2 does not show the hostile :path: {h2}")
     check(stat_int(total, "h2_malformed") == 3 and stat_int(total, "h2_errors") == 3 and
           stat_int(total, "h2_fallbacks") == 3 and stat_int(total, "h2_streams") == 2 and
           stat_int(total, "h2_flow_errors") == 0,
