@@ -130,6 +130,7 @@ struct seen {
 	unsigned bits;                 /* P_ of the pseudo-headers present */
 	struct h2_field p[NPSEUDO];    /* each of them, by index of pseudo_names */
 	int64_t clen;                  /* content-length, -1 without one */
+	struct h2_field host;          /* the host field (nlen 0: none) */
 };
 
 /*
@@ -139,12 +140,13 @@ struct seen {
  */
 static int check_fields(const struct h2_hdrs *h, unsigned allowed, struct seen *sn)
 {
-	static const struct name clen = NAME("content-length");
+	static const struct name clen = NAME("content-length"), host = NAME("host");
 	struct h2_field f;
 	size_t pos = 0;
 	int regular = 0;
 	sn->bits = 0;
 	sn->clen = -1;
+	sn->host.nlen = 0;
 	while (h2_hdrs_next(h, &pos, &f)) {
 		if (!value_ok(f.value, f.vlen))
 			return -EBADMSG;
@@ -162,6 +164,11 @@ static int check_fields(const struct h2_hdrs *h, unsigned allowed, struct seen *
 			return -EBADMSG;
 		if (is_name(f.name, f.nlen, &clen) && content_length(&f, &sn->clen))
 			return -EBADMSG;
+		if (is_name(f.name, f.nlen, &host)) {
+			if (sn->host.nlen)
+				return -EBADMSG; /* one Host only (RFC 9110 §7.2) */
+			sn->host = f;
+		}
 	}
 	return 0;
 }
@@ -229,6 +236,11 @@ int h2_check_request(const struct h2_hdrs *h, int64_t *clen)
 	if ((seen & P_PATH) && !path_ok(&sn.p[3], m))
 		return -EBADMSG;
 	if ((seen & P_AUTHORITY) && (!authority_ok(&sn.p[2]) || (connect && !sn.p[2].vlen)))
+		return -EBADMSG;
+	/* the writer keeps host over :authority: they must name the same (§8.3.1) */
+	const struct h2_field *a = &sn.p[2], *hf = &sn.host;
+	if ((seen & P_AUTHORITY) && hf->nlen && (a->vlen != hf->vlen ||
+	    strncasecmp((const char *)a->value, (const char *)hf->value, a->vlen)))
 		return -EBADMSG;
 	return 0;
 }

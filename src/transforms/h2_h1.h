@@ -57,7 +57,8 @@ int h2_hpack_feed(nghttp2_hd_inflater *inf, struct h2_hdrs *h, const uint8_t *in
  * content-length: digits, at most once (*clen gets it, -1 without).
  * Requests: :method a token; :scheme and :path (origin form, no white
  * space, "*" only for OPTIONS) unless CONNECT, which has :authority only;
- * :authority host[:port] without userinfo (not empty for CONNECT);
+ * :authority host[:port] without userinfo (not empty for CONNECT), the
+ * same as the host field if there is one (at most one host field);
  * :protocol only with CONNECT.
  * Responses: :status of 3 digits (1xx-5xx, not 101) only. Trailers: no
  * pseudo-headers. Each returns 0 or -EBADMSG (malformed).

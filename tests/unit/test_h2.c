@@ -667,6 +667,10 @@ TEST(h2_check_request_line_method_path_scheme_authority)
 		FLD(":path", "/"), FLD(":authority", "h/evil"))), 0);
 	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
 		FLD(":path", "/"), FLD(":authority", "[::1]:8443"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("host", "H"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("host", "evil"))), 0); /* not :authority */
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD("host", "a"), FLD("host", "b"))), 0);
 }
 
 TEST(h2_check_request_connection_specific_fields)
