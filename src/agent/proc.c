@@ -146,6 +146,8 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 		err = flow_open(a->flows, &fi);
 	if (err == -EEXIST)
 		return; /* announced again after a re-attach: same connection */
+	if (err == -ENFILE || err == -EMFILE)
+		return; /* over a cap: the flow engine counted it and logged it once */
 	if (err < 0) {
 		static struct log_limit lim;
 		log_limited(&lim, 5, "cannot track a connection of pid %d: %s",
@@ -233,6 +235,33 @@ static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
 		p->open_conns--;
 }
 
+static void on_record(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	if (v->conn_id & H2_CONN_ID_BIT) {
+		/* the ids of synthetic flows (HTTP/2 streams): a record must never reach one */
+		bad_record(p, "connection id in the range of synthetic flows");
+		return;
+	}
+	switch (v->type) {
+	case RING_REC_OPEN:
+		on_open(a, p, v);
+		break;
+	case RING_REC_DATA:
+	case RING_REC_GAP:
+		on_data(a, p, v);
+		break;
+	case RING_REC_CLOSE:
+		on_close(a, p, v);
+		break;
+	case RING_REC_FORK:
+		flow_proc_forked(a->flows, p->key);
+		start_expiry(a);
+		break;
+	default:
+		break;
+	}
+}
+
 size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 {
 	size_t n = 0;
@@ -252,24 +281,7 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 			proc_finish(a, p, PROC_REJECTED);
 			break;
 		}
-		switch (v.type) {
-		case RING_REC_OPEN:
-			on_open(a, p, &v);
-			break;
-		case RING_REC_DATA:
-		case RING_REC_GAP:
-			on_data(a, p, &v);
-			break;
-		case RING_REC_CLOSE:
-			on_close(a, p, &v);
-			break;
-		case RING_REC_FORK:
-			flow_proc_forked(a->flows, p->key);
-			start_expiry(a);
-			break;
-		default:
-			break;
-		}
+		on_record(a, p, &v);
 		ring_release(&p->cons);
 		n++;
 	}

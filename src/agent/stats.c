@@ -69,7 +69,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu "
 		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu "
 		 "open_conns=%llu refused_conns=%llu orphan_bytes=%llu pending_dropped=%llu "
-		 "h2_refused_conns=%llu h2_refused_streams=%llu\n",
+		 "h2_refused_conns=%llu h2_refused_streams=%llu "
+		 "h2_malformed=%llu h2_flow_errors=%llu synthetic_moved=%llu handed_over=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -84,7 +85,10 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)(fc ? fc->flows_refused : 0),
 		 (unsigned long long)(fc ? fc->orphan_bytes : 0),
 		 (unsigned long long)a->pending_dropped,
-		 (unsigned long long)h2c.conns_refused, (unsigned long long)h2c.streams_refused);
+		 (unsigned long long)h2c.conns_refused, (unsigned long long)h2c.streams_refused,
+		 (unsigned long long)h2c.malformed, (unsigned long long)h2c.flow_errors,
+		 (unsigned long long)(fc ? fc->synthetic_moved : 0),
+		 (unsigned long long)(fc ? fc->flows_handed_over : 0));
 	at = access_stats_format(&a->access, buf, len, at);
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);

@@ -77,6 +77,7 @@ struct flow {
 	uint32_t holders;        /* emitting flow: processes holding it */
 	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
 	uint64_t released_ns;    /* lingering since */
+	uint8_t synthetic;       /* invented by a transform: gives way to real flows */
 };
 
 /* docs/agent.md "Memory": 256 bytes per flow, with malloc's header and the
@@ -92,6 +93,7 @@ _Static_assert(sizeof(struct flow) + 16 + 48 <= 256, "a flow outgrew docs/agent.
 #define LINGER_SLOTS 256         /* released flows waiting for a child; beyond: ended */
 #define FORK_SLOTS 64            /* processes whose last fork is remembered */
 #define RECENT_NS (10ull * 1000000000ull)
+#define RECENT_FILTER 4096       /* recent entries per tuple-hash bucket: most lookups stop at a 0 */
 
 struct recent {
 	struct synth_conn sc;
@@ -100,6 +102,7 @@ struct recent {
 	uint64_t closed_ns;
 	uint8_t side;
 	uint8_t used;
+	uint8_t synthetic;
 };
 
 struct flow_table {
@@ -121,6 +124,7 @@ struct flow_table {
 	uint64_t opens;          /* flows opened so far (flow.seq_no) */
 	struct { uint64_t proc_key, opens; } forks[FORK_SLOTS]; /* last fork per process */
 	size_t forks_next;
+	uint16_t recent_n[RECENT_FILTER];
 	size_t nbatch;
 	struct pkt batch[FLOW_BATCH];
 	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
@@ -347,24 +351,43 @@ static void emit_close(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 static void recent_add(struct flow_table *t, const struct flow *f, uint64_t ts_ns)
 {
 	struct recent *r = &t->recent[t->recent_next++ % RECENT_SLOTS];
+	if (r->used)
+		t->recent_n[r->tuple_hash % RECENT_FILTER]--;
+	t->recent_n[f->tuple_hash % RECENT_FILTER]++;
 	r->sc = f->sc;
 	r->tuple_hash = f->tuple_hash;
 	r->proc_key = f->proc_key;
 	r->closed_ns = ts_ns;
 	r->side = f->side;
 	r->used = 1;
+	r->synthetic = f->synthetic;
 }
 
 /* Was g's connection just emitted and closed from its other end? */
 static int recent_other_end(const struct flow_table *t, const struct flow *g, uint64_t ts_ns)
 {
+	if (!t->recent_n[g->tuple_hash % RECENT_FILTER])
+		return 0;
 	for (size_t i = 0; i < RECENT_SLOTS; i++) {
 		const struct recent *r = &t->recent[i];
-		if (!r->used || r->tuple_hash != g->tuple_hash || r->side == g->side ||
-		    !same_tuple(&r->sc, &g->sc))
+		if (!r->used || r->synthetic || r->tuple_hash != g->tuple_hash ||
+		    r->side == g->side || !same_tuple(&r->sc, &g->sc))
 			continue;
 		uint64_t d = ts_ns > r->closed_ns ? ts_ns - r->closed_ns : r->closed_ns - ts_ns;
 		if (d < RECENT_NS)
+			return 1;
+	}
+	return 0;
+}
+
+/* Did one of the last RECENT_SLOTS closed flows have g's 4-tuple? */
+static int recent_tuple(const struct flow_table *t, const struct flow *g)
+{
+	if (!t->recent_n[g->tuple_hash % RECENT_FILTER])
+		return 0;
+	for (size_t i = 0; i < RECENT_SLOTS; i++) {
+		const struct recent *r = &t->recent[i];
+		if (r->used && r->tuple_hash == g->tuple_hash && same_tuple(&r->sc, &g->sc))
 			return 1;
 	}
 	return 0;
@@ -570,6 +593,7 @@ static struct flow *flow_new(struct flow_table *t,
 	f->side = info->side ? 1 : 0;
 	f->holders = 1;
 	f->seq_no = ++t->opens;
+	f->synthetic = info->synthetic ? 1 : 0;
 	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
 			info->server_addr, info->server_port);
 	if (t->has_host_mac)
@@ -675,6 +699,35 @@ static int same_conn(const struct flow *f, const struct flow *g)
 	       !end_cmp(&f->sc.end[1], &g->sc.end[1]);
 }
 
+/*
+ * A real connection takes the 4-tuple of synthetic flow s: s ends there
+ * (FIN exchange) and goes on, same ids and stream offsets, from the next
+ * client port of FLOW_SYNTH_PORT_MIN..MAX that is neither open nor recently
+ * closed, with a handshake of its own. No free port at all: s shows nothing
+ * more.
+ */
+static void synthetic_move(struct flow_table *t, struct flow *s, uint64_t ts_ns)
+{
+	emit_close(t, s, ts_ns);
+	tuple_unlink(t, s);
+	recent_add(t, s, ts_ns);
+	t->ctr.synthetic_moved++;
+	uint16_t p = s->sc.end[0].port;
+	for (uint32_t n = 0; n <= FLOW_SYNTH_PORT_MAX - FLOW_SYNTH_PORT_MIN; n++) {
+		p = p < FLOW_SYNTH_PORT_MIN || p >= FLOW_SYNTH_PORT_MAX ? FLOW_SYNTH_PORT_MIN : p + 1;
+		s->sc.end[0].port = p;
+		s->tuple_hash = tuple_hash(&s->sc);
+		if (tuple_find(t, s) || recent_tuple(t, s))
+			continue;
+		tuple_insert(t, s);
+		for (int d = 0; d < 2; d++)
+			s->seq[d] = flow_isn(&s->sc, s->conn_id, d);
+		emit_handshake(t, s, ts_ns);
+		return;
+	}
+	s->duplicate = 1;
+}
+
 int flow_open(struct flow_table *t, const struct flow_open_info *info)
 {
 	struct origin *org;
@@ -694,11 +747,19 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 	if (old)
 		drop_holder(t, old, info->ts_ns, 0);
 	struct flow *prim = tuple_find(t, f);
+	if (f->synthetic && (prim || recent_tuple(t, f))) {
+		free(f);
+		return -EADDRINUSE; /* never on a 4-tuple in use: the caller picks another */
+	}
 	if (prim && inherits(prim, f, info)) {
 		if (t->count >= t->mask + 1)
 			grow(t);
 		adopt(t, prim, f);
 		goto out;
+	}
+	if (prim && prim->synthetic) {
+		synthetic_move(t, prim, info->ts_ns); /* a real connection wins its 4-tuple */
+		prim = NULL;
 	}
 	if (prim && prim->proc_key == f->proc_key && prim->side == f->side &&
 	    !prim->released && prim->holders == 1) {
@@ -869,5 +930,5 @@ int flow_tuple_busy(const struct flow_table *t, uint8_t family,
 	memset(&g, 0, sizeof(g));
 	synth_conn_init(&g.sc, family, client_addr, client_port, server_addr, server_port);
 	g.tuple_hash = tuple_hash(&g.sc);
-	return tuple_find(t, &g) != NULL;
+	return tuple_find(t, &g) != NULL || recent_tuple(t, &g);
 }

@@ -35,6 +35,7 @@ struct flow_open_info {
 	uint8_t family;          /* 4 or 6 */
 	uint8_t side;            /* which end the mirrored process is (0 client, 1 server) */
 	uint8_t midstream;       /* data flowed before: stream offsets below are > 0 */
+	uint8_t synthetic;       /* invented by a transform (an HTTP/2 stream): gives way to real ones */
 	uint16_t client_port, server_port;
 	uint8_t client_addr[16], server_addr[16];
 	uint64_t off[2];         /* stream offsets at open: [0] c2s, [1] s2c */
@@ -57,6 +58,7 @@ struct flow_counters {
 	uint64_t flows_refused;     /* opens refused over a cap (-ENFILE, -EMFILE) */
 	uint64_t orphan_bytes;      /* clear text of DATA for no flow (refused or never opened) */
 	uint64_t flows_handed_over; /* inherited over fork(): a child continued the flow */
+	uint64_t synthetic_moved;   /* synthetic flows moved off a 4-tuple a real connection took */
 };
 
 /* Counters of one origin (one proc_key). */
@@ -65,6 +67,10 @@ struct flow_origin_stats {
 	uint64_t refused;           /* opens refused over a cap */
 	uint64_t orphan_bytes;      /* clear text for no flow */
 };
+
+/* Client ports synthetic flows use (and move to): below Linux's ephemeral range. */
+#define FLOW_SYNTH_PORT_MIN 10000
+#define FLOW_SYNTH_PORT_MAX 32767
 
 struct flow_table *flow_table_new(const struct flow_config *cfg);
 void flow_table_free(struct flow_table *t);
@@ -78,8 +84,14 @@ void flow_table_free(struct flow_table *t);
  * the new one is marked duplicate and its events ignored, unless it says it
  * was inherited from that process's flow of the same conn_id and side
  * (parent_key): then it continues that flow, no SYN, data placed by stream
- * offset, whichever process sends it. Returns 0,
- * -EEXIST or -ENOMEM.
+ * offset, whichever process sends it.
+ *
+ * A real connection always gets its 4-tuple: a synthetic flow on it is
+ * moved (FIN exchange there, then SYN on the next free client port of
+ * FLOW_SYNTH_PORT_MIN..MAX; its events go on under the same ids and
+ * offsets). A synthetic open (info->synthetic) on a 4-tuple that is open or
+ * was closed within the last seconds is refused with -EADDRINUSE: the
+ * caller picks another port. Returns 0, -EEXIST, -EADDRINUSE or -ENOMEM.
  */
 int flow_open(struct flow_table *t, const struct flow_open_info *info);
 
@@ -142,9 +154,9 @@ int flow_origin_forget(struct flow_table *t, uint64_t proc_key);
 
 /*
  * 1 if a flow that emits packets has this 4-tuple (in either orientation),
- * else 0. For transforms that invent connections (HTTP/2 -> HTTP/1.1) and
- * must not reuse a 4-tuple that is in use. Addresses are 16 bytes (IPv4 in
- * the first 4).
+ * or one had it within the last seconds (a synthetic open there would be
+ * refused), else 0. For transforms that invent connections (HTTP/2 ->
+ * HTTP/1.1). Addresses are 16 bytes (IPv4 in the first 4).
  */
 int flow_tuple_busy(const struct flow_table *t, uint8_t family,
 		    const uint8_t client_addr[16], uint16_t client_port,

@@ -111,14 +111,23 @@ const struct h2_counters *h2_counters(const struct h2_table *t)
 
 /* ---- output and streams ---- */
 
+/* Every call into the flow engine is checked: one that fails means a stream
+ * or a fallback is not shown whole, which must not go unnoticed. */
+static int flow_ret(struct h2_table *t, int err)
+{
+	if (err)
+		t->ctr.flow_errors++;
+	return err;
+}
+
 void h2_out_flush(struct h2_table *t, struct h2_conn *c)
 {
 	struct h2_stream *st = c->out_st;
 	if (!st || !c->out.len)
 		return;
 	int d = c->out_dir;
-	flow_data(t->flows, c->info.proc_key, st->conn_id, d, c->ts, st->off[d], c->out.p,
-		  c->out.len, NULL);
+	flow_ret(t, flow_data(t->flows, c->info.proc_key, st->conn_id, d, c->ts, st->off[d],
+			      c->out.p, c->out.len, NULL));
 	st->off[d] += c->out.len;
 	c->out.len = 0;
 }
@@ -149,7 +158,8 @@ void h2_out_direct(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, 
 {
 	h2_out_select(t, c, st, dir);
 	h2_out_flush(t, c);
-	flow_data(t->flows, c->info.proc_key, st->conn_id, dir, c->ts, st->off[dir], data, n, NULL);
+	flow_ret(t, flow_data(t->flows, c->info.proc_key, st->conn_id, dir, c->ts, st->off[dir],
+			      data, n, NULL));
 	st->off[dir] += n;
 }
 
@@ -200,10 +210,20 @@ int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_
 	fi.ts_ns = c->ts;
 	fi.midstream = 0;
 	fi.off[0] = fi.off[1] = 0;
-	err = flow_open(t->flows, &fi);
-	if (err) {
-		if (err == -ENFILE || err == -EMFILE) /* over --max-conns(-per-proc) */
-			t->ctr.streams_refused++;
+	fi.synthetic = 1;
+	/* the engine refuses a synthetic open on a 4-tuple in use (or just
+	 * closed): try the next free port */
+	for (int tries = 0; tries < 16; tries++) {
+		err = flow_open(t->flows, &fi);
+		if (err != -EADDRINUSE)
+			break;
+		err = pick_port(t, &c->info, &fi.client_port);
+		if (err)
+			break;
+	}
+	if (err == -ENFILE || err == -EMFILE) /* over --max-conns(-per-proc) */
+		t->ctr.streams_refused++;
+	if (flow_ret(t, err)) {
 		free(st);
 		return err;
 	}
@@ -222,7 +242,7 @@ void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st
 		h2_out_flush(t, c);
 		c->out_st = NULL;
 	}
-	flow_close(t->flows, c->info.proc_key, st->conn_id, c->ts);
+	flow_ret(t, flow_close(t->flows, c->info.proc_key, st->conn_id, c->ts));
 	struct h2_stream **pp = &c->streams;
 	while (*pp && *pp != st)
 		pp = &(*pp)->next;
@@ -337,34 +357,91 @@ static void unlink_conn(struct h2_table *t, struct h2_conn *c)
 	}
 }
 
+/* Bytes left of the DATA frame being read once part of its payload was
+ * converted: a fallback does not show them (a gap), so the raw bytes it
+ * shows start at a frame header, never inside a body. */
+static uint64_t data_rest(const struct h2_dir *d)
+{
+	if (d->raw.len)
+		return 0;
+	switch (d->ps) {
+	case H2_PS_PADLEN:
+		return d->left;
+	case H2_PS_DATA:
+		return (uint64_t)d->left + d->pad;
+	case H2_PS_PAD:
+		return d->pad;
+	default:
+		return 0;
+	}
+}
+
+/* The bytes of the frame being read (raw) and the rest of the record at
+ * off, in one piece where they touch, so the raw flow's first segment
+ * starts with the frame's header. */
+static void leave_feed(struct h2_table *t, const struct flow_open_info *fi, int dir,
+		       const struct h2_buf *raw, uint64_t off, const uint8_t *rest, size_t n,
+		       uint64_t *gap)
+{
+	uint8_t *one = NULL;
+	if (raw->len && n && off == fi->off[dir] + raw->len && (one = malloc(raw->len + n))) {
+		memcpy(one, raw->p, raw->len);
+		memcpy(one + raw->len, rest, n);
+		rest = one;
+		off = fi->off[dir];
+		n += raw->len;
+	} else if (raw->len) {
+		flow_ret(t, flow_data(t->flows, fi->proc_key, fi->conn_id, dir, fi->ts_ns,
+				      fi->off[dir], raw->p, raw->len, NULL));
+	}
+	if (n)
+		flow_ret(t, flow_data(t->flows, fi->proc_key, fi->conn_id, dir, fi->ts_ns, off,
+				      rest, n, gap));
+	free(one);
+}
+
 /*
  * The connection leaves the converter: its streams' connections end, a
  * normal flow is opened for it (midstream at the offsets of the unconverted
  * bytes, or as announced if it never was HTTP/2), the bytes of the frame
  * being read are fed raw, then the rest of the current record (at off).
+ * Inside a DATA payload already partly converted, the rest of that frame is
+ * a gap.
  */
 static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
 		  const uint8_t *rest, size_t n, uint64_t *gap)
 {
 	struct flow_open_info fi = c->info;
+	uint64_t skip[2];
 	close_streams(t, c);
 	unlink_conn(t, c);
 	if (c->state == H2_CONVERT) {
 		fi.midstream = 1;
 		fi.ts_ns = c->ts;
 	}
-	for (int d = 0; d < 2; d++)
+	for (int d = 0; d < 2; d++) {
 		fi.off[d] = c->d[d].off - c->d[d].raw.len;
-	if (flow_open(t->flows, &fi) == 0) {
-		for (int d = 0; d < 2; d++)
-			if (c->d[d].raw.len)
-				flow_data(t->flows, fi.proc_key, fi.conn_id, d, c->ts, fi.off[d],
-					  c->d[d].raw.p, c->d[d].raw.len, NULL);
-		flow_data(t->flows, fi.proc_key, fi.conn_id, dir, c->ts, off, rest, n, gap);
+		skip[d] = data_rest(&c->d[d]);
+	}
+	if (flow_ret(t, flow_open(t->flows, &fi)) == 0) {
+		fi.ts_ns = c->ts;
+		for (int d = 0; d < 2; d++) {
+			if (skip[d])
+				flow_ret(t, flow_gap(t->flows, fi.proc_key, fi.conn_id, d, c->ts,
+						     skip[d]));
+			if (d != dir && c->d[d].raw.len)
+				leave_feed(t, &fi, d, &c->d[d].raw, 0, NULL, 0, NULL);
+		}
+		uint64_t shown = fi.off[dir] + skip[dir];
+		if (n && off + n <= shown)
+			n = 0; /* wholly inside the frame not shown */
+		leave_feed(t, &fi, dir, &c->d[dir].raw, off, rest, n, gap);
 	}
 	conn_free(c);
 }
 
+/* error: 0 (a gap), or why the HTTP/2 could not be converted (-EBADMSG:
+ * a message breaking RFC 9113 §8, see h2_check_request()). */
 static void fallback(struct h2_table *t, struct h2_conn *c, int error)
 {
 	if (c->state != H2_CONVERT)
@@ -372,6 +449,8 @@ static void fallback(struct h2_table *t, struct h2_conn *c, int error)
 	t->ctr.fallbacks++;
 	if (error)
 		t->ctr.errors++;
+	if (error == -EBADMSG)
+		t->ctr.malformed++;
 }
 
 int h2_data(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
@@ -411,7 +490,7 @@ int h2_data(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
 		h2_out_flush(t, c);
 		return 0;
 	}
-	fallback(t, c, 1);
+	fallback(t, c, err);
 	leave(t, c, dir, d->off, data + used, len - used, gap);
 	return 0;
 }
@@ -428,8 +507,11 @@ int h2_gap(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
 		return 0;
 	c->ts = ts_ns;
 	fallback(t, c, 0);
+	/* what falls in the rest of a DATA frame leave() hides is hidden already */
+	uint64_t hidden = data_rest(&c->d[dir]);
 	leave(t, c, dir, c->d[dir].off, NULL, 0, NULL);
-	flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len);
+	if (len > hidden)
+		flow_ret(t, flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len - hidden));
 	return 0;
 }
 

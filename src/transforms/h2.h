@@ -15,10 +15,13 @@
  * (proc_key, H2_CONN_ID_BIT | n). Malformed HTTP/2 (or a gap in the clear
  * text) makes the connection fall back: a normal flow is opened for it
  * midstream and the raw bytes are mirrored from that point on; the
- * connection is then no longer the converter's.
+ * connection is then no longer the converter's. A message whose fields
+ * break RFC 9113 §8 (h2_check_request()) is malformed: nothing of it is
+ * written. Stream flows are synthetic (flow_open_info.synthetic): a real
+ * connection on their 4-tuple moves them to another port (docs/flows.md).
  */
-#define H2_PORT_MIN 10000
-#define H2_PORT_MAX 32767
+#define H2_PORT_MIN FLOW_SYNTH_PORT_MIN
+#define H2_PORT_MAX FLOW_SYNTH_PORT_MAX
 #define H2_CONN_ID_BIT (1ull << 63)
 #define H2_MAX_STREAMS 256            /* open streams per connection */
 #define H2_MAX_FRAME_BUF (256u * 1024) /* largest non-DATA frame buffered */
@@ -33,6 +36,8 @@ struct h2_counters {
 	uint64_t fallbacks;  /* connections mirrored unconverted from some point on */
 	uint64_t conns_refused;   /* HTTP/2 connections mirrored raw: max_conns converted */
 	uint64_t streams_refused; /* streams over a cap: the connection fell back */
+	uint64_t malformed;  /* of errors: a message breaking RFC 9113 §8 (fields, lengths) */
+	uint64_t flow_errors; /* calls into the flow engine that failed (a stream not shown whole) */
 };
 
 #define H2_DEFAULT_MAX_CONNS 128       /* converted at once (--max-h2-conns) */

@@ -41,6 +41,12 @@ static int body(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 	struct h2_stream *st = h2_stream_find(c, c->d[dir].fsid);
 	if (!n || !st || !st->head_done[dir] || st->ended[dir])
 		return 0;
+	if (st->sized[dir]) {
+		/* more than the head announced would read as another message */
+		if (n > st->left[dir])
+			return -EBADMSG;
+		st->left[dir] -= n;
+	}
 	if (!st->chunked[dir]) {
 		h2_out_direct(t, c, st, dir, p, n); /* no copy */
 		return 0;
@@ -60,9 +66,12 @@ static int pushed_request(struct h2_table *t, struct h2_conn *c, struct h2_dir *
 {
 	struct h2_stream *st;
 	struct h2_head_info hi;
+	int64_t clen;
 	if (h2_stream_find(c, d->blk_promised))
 		return -EPROTO;
-	int err = h2_stream_new(t, c, d->blk_promised, &st);
+	int err = h2_check_request(&d->hdrs, &clen);
+	if (!err)
+		err = h2_stream_new(t, c, d->blk_promised, &st);
 	if (err)
 		return err;
 	h2_out_select(t, c, st, 0);
@@ -78,30 +87,51 @@ static int pushed_request(struct h2_table *t, struct h2_conn *c, struct h2_dir *
 	return 0;
 }
 
+/* The message of (st, dir) ends: a body shorter than its content-length is
+ * malformed (RFC 9113 §8.1.1). */
+static int sized_end(const struct h2_stream *st, int dir)
+{
+	return st->sized[dir] && st->left[dir] ? -EBADMSG : 0;
+}
+
+/* Trailers: checked, written after a chunked body, the message ends. */
+static int trailers(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+		    struct h2_dir *d)
+{
+	if (!d->blk_end_stream)
+		return -EPROTO; /* trailers must end the stream */
+	int err = h2_check_trailers(&d->hdrs);
+	if (!err)
+		err = sized_end(st, dir);
+	if (!err && st->chunked[dir])
+		err = h2_h1_trailers(&d->hdrs, &c->out);
+	if (!err)
+		msg_end(t, c, st, dir, st->chunked[dir]);
+	return err;
+}
+
 /* A complete header block of a HEADERS frame: request, response, 1xx or trailers. */
 static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h2_dir *d)
 {
 	struct h2_head_info hi;
 	struct h2_stream *st = h2_stream_find(c, d->blk_sid);
 	int err = 0, es = d->blk_end_stream;
-	if (!st && dir == 0) {
-		err = h2_stream_new(t, c, d->blk_sid, &st);
-		if (err)
-			return err;
-	} else if (!st || st->ended[dir]) {
+	int64_t clen = -1;
+	if (st ? st->ended[dir] : dir != 0)
 		return 0; /* a stream we do not follow: decoded for the table only */
+	if (st && st->head_done[dir]) {
+		h2_out_select(t, c, st, dir);
+		return trailers(t, c, st, dir, d);
 	}
+	err = dir == 0 ? h2_check_request(&d->hdrs, &clen) : h2_check_response(&d->hdrs, &clen);
+	if (!err && dir == 0 && es && clen > 0)
+		err = -EBADMSG; /* ends before the body it announces (§8.1.1) */
+	if (!err && !st)
+		err = h2_stream_new(t, c, d->blk_sid, &st);
+	if (err)
+		return err;
 	h2_out_select(t, c, st, dir);
 	size_t mark = c->out.len;
-	if (st->head_done[dir]) {
-		if (!es)
-			return -EPROTO; /* trailers must end the stream */
-		if (st->chunked[dir])
-			err = h2_h1_trailers(&d->hdrs, &c->out);
-		if (!err)
-			msg_end(t, c, st, dir, st->chunked[dir]);
-		return err;
-	}
 	if (dir == 0)
 		err = h2_h1_request(&d->hdrs, es, &c->out, &hi);
 	else
@@ -114,8 +144,14 @@ static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h
 		return 0; /* the final response follows */
 	st->head_done[dir] = 1;
 	st->chunked[dir] = (uint8_t)hi.chunked;
+	st->sized[dir] = clen >= 0 || hi.bodyless;
+	st->left[dir] = hi.bodyless || clen < 0 ? 0 : (uint64_t)clen;
 	if (dir == 0)
 		st->head_req = (uint8_t)hi.head_method;
+	if (es && (err = sized_end(st, dir)) != 0) {
+		c->out.len = mark; /* a response without the body it announces */
+		return err;
+	}
 	if (es)
 		msg_end(t, c, st, dir, 0);
 	return 0;
@@ -247,14 +283,34 @@ static int frame_done(struct h2_table *t, struct h2_conn *c, int dir)
 	}
 }
 
+/*
+ * A DATA frame's payload starts; its header (and pad length) are still in
+ * d->raw, so a fallback shows the frame whole from its header. A body
+ * longer than its content-length would read as another message.
+ */
+static int data_start(struct h2_conn *c, int dir)
+{
+	struct h2_dir *d = &c->d[dir];
+	struct h2_stream *st = h2_stream_find(c, d->fsid);
+	if (st && st->head_done[dir] && !st->ended[dir] && st->sized[dir] &&
+	    d->left > st->left[dir])
+		return -EBADMSG;
+	return 0;
+}
+
 static int data_end(struct h2_table *t, struct h2_conn *c, int dir)
 {
 	struct h2_dir *d = &c->d[dir];
+	d->raw.len = 0;
 	d->ps = d->pad ? H2_PS_PAD : H2_PS_HDR;
 	if (d->fflags & FL_END_STREAM) {
 		struct h2_stream *st = h2_stream_find(c, d->fsid);
-		if (st && st->head_done[dir])
+		if (st && st->head_done[dir] && !st->ended[dir]) {
+			int err = sized_end(st, dir);
+			if (err)
+				return err;
 			msg_end(t, c, st, dir, 0);
+		}
 	}
 	return 0;
 }
@@ -281,11 +337,29 @@ static int hdr_parse(struct h2_table *t, struct h2_conn *c, int dir)
 	}
 	if (!d->fsid || ((d->fflags & FL_PADDED) && !d->flen))
 		return -EPROTO;
-	d->raw.len = 0;
 	d->left = d->flen;
 	d->pad = 0;
 	d->ps = (d->fflags & FL_PADDED) ? H2_PS_PADLEN : H2_PS_DATA;
-	return d->left ? 0 : data_end(t, c, dir);
+	if (!d->left)
+		return data_end(t, c, dir);
+	return d->ps == H2_PS_DATA ? data_start(c, dir) : 0;
+}
+
+/* The pad length of a PADDED DATA frame. */
+static int data_padlen(struct h2_table *t, struct h2_conn *c, int dir, uint8_t b)
+{
+	struct h2_dir *d = &c->d[dir];
+	int err = h2_buf_put(&d->raw, &b, 1);
+	if (err)
+		return err;
+	d->pad = b;
+	d->off++;
+	d->left--;
+	if (d->pad > d->left)
+		return -EPROTO;
+	d->left -= d->pad;
+	d->ps = H2_PS_DATA;
+	return d->left ? data_start(c, dir) : data_end(t, c, dir);
 }
 
 static size_t min_sz(size_t a, size_t b)
@@ -346,21 +420,16 @@ int h2_dir_feed(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 			break;
 		case H2_PS_PADLEN:
 			k = 1;
-			d->pad = p[i];
-			d->off++;
-			d->left--;
-			if (d->pad > d->left) {
-				err = -EPROTO;
-				break;
-			}
-			d->left -= d->pad;
-			d->ps = H2_PS_DATA;
-			if (!d->left)
-				err = data_end(t, c, dir);
+			err = data_padlen(t, c, dir, p[i]);
 			break;
 		case H2_PS_DATA:
 			k = min_sz(d->left, n - i);
 			err = body(t, c, dir, p + i, k);
+			if (err) {
+				k = 0; /* a fallback shows these bytes raw */
+				break;
+			}
+			d->raw.len = 0; /* the frame's header is behind */
 			d->off += k;
 			d->left -= (uint32_t)k;
 			if (!err && !d->left)

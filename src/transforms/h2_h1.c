@@ -263,6 +263,7 @@ int h2_h1_response(const struct h2_hdrs *h, int end_stream, int head_req,
 	if (!err)
 		err = put_fields(h, out, &has_cl, &has_host);
 	int bodyless = hi->informational || status == 204 || status == 304 || head_req;
+	hi->bodyless = bodyless;
 	if (!err && !bodyless && !has_cl) {
 		if (end_stream) {
 			err = h2_buf_str(out, "content-length: 0\r\n");

@@ -46,15 +46,38 @@ int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f);
 int h2_hpack_feed(nghttp2_hd_inflater *inf, struct h2_hdrs *h, const uint8_t *in,
 		  size_t len, int final);
 
+/*
+ * h2_check.c: RFC 9113 §8.2-8.3 rules for a decoded block before it is
+ * written as HTTP/1.1 (the writers below copy names and values as they are,
+ * so they must only see checked blocks). Values: no NUL, CR or LF, no
+ * leading or trailing SP/HTAB. Regular names: non-empty lower-case tokens.
+ * Pseudo-headers: only the defined ones, each once, before every regular
+ * field. No connection-specific field (connection, keep-alive,
+ * proxy-connection, transfer-encoding, upgrade; te other than "trailers").
+ * content-length: digits, at most once (*clen gets it, -1 without).
+ * Requests: :method a token; :scheme and :path (origin form, no white
+ * space, "*" only for OPTIONS) unless CONNECT, which has :authority only;
+ * :authority host[:port] without userinfo (not empty for CONNECT), the
+ * same as the host field if there is one (at most one host field);
+ * :protocol only with CONNECT.
+ * Responses: :status of 3 digits (1xx-5xx, not 101) only. Trailers: no
+ * pseudo-headers. Each returns 0 or -EBADMSG (malformed).
+ */
+int h2_check_request(const struct h2_hdrs *h, int64_t *clen);
+int h2_check_response(const struct h2_hdrs *h, int64_t *clen);
+int h2_check_trailers(const struct h2_hdrs *h);
+
 /* What the HTTP/1.1 head says about the message that follows. */
 struct h2_head_info {
 	int chunked;        /* body in chunked transfer coding */
 	int informational;  /* a 1xx response: the final one follows */
 	int head_method;    /* request: HEAD (its response has no body) */
+	int bodyless;       /* response: 1xx, 204, 304 or to HEAD (no body may follow) */
 };
 
 /*
- * Appends the HTTP/1.1 request head for a decoded request header block:
+ * Appends the HTTP/1.1 request head for a request header block that
+ * h2_check_request() accepted:
  * request line from :method/:path (:authority for CONNECT), Host from
  * :authority unless a host field exists, the other fields as they are
  * (cookie crumbs joined with "; "), then Transfer-Encoding: chunked when a

@@ -29,6 +29,8 @@ struct h2_stream {
 	uint8_t chunked[2];
 	uint8_t ended[2];
 	uint8_t head_req;       /* the request was HEAD */
+	uint8_t sized[2];       /* the body's length is known (content-length, or none allowed) */
+	uint64_t left[2];       /* sized: body bytes still to come */
 };
 
 /* One direction of a connection: frame reader and HPACK inflater. */

@@ -20,6 +20,16 @@ RESP = b"\x88\x40\x04x-id\x03abc"                 # 200, x-id: abc (indexed)
 LEN5 = b"\x0f\x0d\x015"                           # content-length: 5
 
 
+def lit(name, value):
+    """Literal field without indexing, new name (lengths < 127)."""
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def req(path=b"/", extra=b"", method=b"GET"):
+    return (lit(b":method", method) + lit(b":scheme", b"https") + lit(b":path", path) +
+            lit(b":authority", b"h") + extra)
+
+
 def seeds():
     s = {}
     base = rec(0, PREFACE + SETTINGS) + rec(1, SETTINGS)
@@ -47,6 +57,33 @@ def seeds():
         rec(1, b"xyz", kind=1) + rec(0, b"\x00" * 4, kind=2) + bytes([6])
     s["table-size"] = bytes([1]) + rec(0, PREFACE + frame(4, 0, 0, b"\x00\x01\x00\x01\x00\x00")) + \
         rec(1, frame(1, 5, 1, b"\x3f\xe1\x1f\x88")) + rec(0, frame(1, 5, 1, b"\x20" + GET))
+    # RFC 9113 §8 violations: each connection falls back, nothing invented
+    s["path-crlf"] = bytes([1]) + base + rec(0, frame(1, 5, 1, req(
+        b"/a HTTP/1.1\r\nX: 1\r\n\r\nGET /admin")))
+    s["value-crlf-nul-space"] = bytes([1]) + base + rec(0, frame(1, 5, 1, req(
+        extra=lit(b"x-a", b"1\r\nx-b: 2")))) + rec(0, frame(1, 5, 3, req(
+            extra=lit(b"x-a", b"a\0b") + lit(b"x-c", b" lead"))))
+    s["names-pseudo-order"] = bytes([1]) + base + rec(0, frame(1, 5, 1, req(
+        extra=lit(b"X-Up", b"1")) + lit(b":path", b"/late"))) + \
+        rec(0, frame(1, 5, 3, lit(b":method", b"GET") + lit(b":foo", b"1")))
+    s["connection-specific"] = bytes([1]) + base + rec(0, frame(1, 5, 1, req(
+        extra=lit(b"connection", b"close") + lit(b"te", b"gzip"))))
+    s["body-past-length"] = bytes([1]) + base + rec(0, frame(1, 4, 1, req(
+        extra=lit(b"content-length", b"0"), method=b"POST")) +
+        frame(0, 1, 1, b"GET /admin HTTP/1.1\r\n\r\n"))
+    s["response-rules"] = bytes([1]) + base + rec(0, frame(1, 5, 1, GET)) + \
+        rec(1, frame(1, 4, 1, lit(b":status", b"200") + lit(b"content-length", b"2")) +
+            frame(0, 1, 1, b"hiHTTP/1.1 200 OK\r\n\r\n")) + \
+        rec(0, frame(1, 5, 3, GET)) + rec(1, frame(1, 5, 3, lit(b":status", b"101")))
+    s["trailers-pseudo"] = bytes([1]) + base + rec(0, frame(1, 5, 1, GET)) + \
+        rec(1, frame(1, 4, 1, b"\x88") + frame(0, 0, 1, b"body") +
+            frame(1, 5, 1, lit(b":status", b"200") + lit(b"x-t", b"1\r\n")))
+    s["connect-and-options"] = bytes([1]) + base + rec(0, frame(1, 5, 1, lit(
+        b":method", b"CONNECT") + lit(b":authority", b"h:443"))) + \
+        rec(0, frame(1, 5, 3, lit(b":method", b"OPTIONS") + lit(b":scheme", b"https") +
+                     lit(b":path", b"*"))) + \
+        rec(0, frame(1, 5, 5, lit(b":method", b"GET") + lit(b":scheme", b"https") +
+                     lit(b":path", b"/") + lit(b":authority", b"u@h")))
     return s
 
 

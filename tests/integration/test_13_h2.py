@@ -100,9 +100,15 @@ def parse_h1(data, responses):
 
 def start_nginx(env, agent, prefix, port, bport):
     c = certs()
+    return run_nginx(env, agent, prefix, CONF.format(prefix=prefix, port=port, bport=bport,
+                                                     cert=c["cert"], key=c["key"]))
+
+
+def run_nginx(env, agent, prefix, conf_text):
+    """nginx under capture with conf_text as its nginx.conf in prefix; waits until it is up."""
     conf = os.path.join(prefix, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(CONF.format(prefix=prefix, port=port, bport=bport, cert=c["cert"], key=c["key"]))
+        f.write(conf_text)
     ngx = env.captured("nginx", agent.sock, [need_tool("nginx"), "-p", prefix, "-e",
                                               os.path.join(prefix, "error.log"), "-c", conf,
                                               "-g", "daemon off;"])

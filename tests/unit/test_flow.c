@@ -708,3 +708,101 @@ TEST(flow_handover_exit_after_fork_lingers_for_the_child)
 	CHECK_EQ(flow_counters(f.t)->flows_closed, 2);
 	fx_free(&f);
 }
+
+/* ---- synthetic flows (HTTP/2 streams) give way to real connections ---- */
+
+static struct flow_open_info synth4(uint64_t proc, uint64_t conn, uint16_t port)
+{
+	struct flow_open_info in = info4(proc, conn, 1);
+	in.client_port = port;
+	in.synthetic = 1;
+	return in;
+}
+
+/* A real connection from another process on a synthetic flow's 4-tuple:
+ * the real one gets it (SYN there, not a duplicate); the synthetic one ends
+ * there with a FIN and goes on from the next free port with a SYN of its own. */
+static void real_takes_synthetic_tuple(uint64_t real_proc)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info s = synth4(1, 1ull << 63 | 1, 10000), r = info4(real_proc, 7, 1);
+	r.client_port = 10000;
+	CHECK_EQ(flow_open(f.t, &s), 0);
+	CHECK_EQ(flow_data(f.t, 1, s.conn_id, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(f.cap->n, 5);
+	CHECK_EQ(flow_open(f.t, &r), 0);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);
+	CHECK_EQ(flow_counters(f.t)->synthetic_moved, 1);
+	/* FIN exchange of the synthetic flow on 10000, SYN on 10001, the real SYN on 10000 */
+	if (!CHECK_EQ(f.cap->n, 5 + 3 + 3 + 3))
+		goto out;
+	CHECK(pkt_at(&f, 5).flags == (TCPF_FIN | TCPF_ACK) && pkt_at(&f, 5).dport == 10000);
+	CHECK(pkt_at(&f, 8).flags == TCPF_SYN && pkt_at(&f, 8).sport == 10001);
+	CHECK(pkt_at(&f, 11).flags == TCPF_SYN && pkt_at(&f, 11).sport == 10000);
+	/* both go on: the synthetic flow at its offsets on its new port */
+	CHECK_EQ(flow_data(f.t, 1, s.conn_id, 0, 0, 3, (const uint8_t *)" /", 2, NULL), 0);
+	CHECK_EQ(flow_data(f.t, real_proc, 7, 0, 0, 0, (const uint8_t *)"real", 4, NULL), 0);
+	if (!CHECK_EQ(f.cap->n, 18))
+		goto out;
+	struct seg d = pkt_at(&f, 14);
+	CHECK(d.sport == 10001 && d.len == 2 && !memcmp(d.payload, " /", 2));
+	CHECK_EQ(d.seq, pkt_at(&f, 8).seq + 1);
+	d = pkt_at(&f, 16);
+	CHECK(d.sport == 10000 && d.len == 4 && d.seq == pkt_at(&f, 11).seq + 1);
+	CHECK_EQ(flow_close(f.t, 1, s.conn_id, 0), 0);
+	CHECK_EQ(flow_close(f.t, real_proc, 7, 0), 0);
+	CHECK_EQ(flow_counters(f.t)->orphan_records, 0);
+out:
+	fx_free(&f);
+}
+
+TEST(flow_real_open_moves_synthetic_flow_other_process)
+{
+	real_takes_synthetic_tuple(2); /* was: marked duplicate, never shown */
+}
+
+TEST(flow_real_open_moves_synthetic_flow_same_process)
+{
+	real_takes_synthetic_tuple(1); /* was: the synthetic flow ended, its data orphaned */
+}
+
+TEST(flow_synthetic_open_never_takes_a_busy_tuple)
+{
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info r = info4(2, 7, 1), s = synth4(1, 1ull << 63 | 1, 40000);
+	CHECK_EQ(flow_open(f.t, &r), 0);
+	CHECK(flow_tuple_busy(f.t, 4, r.client_addr, 40000, r.server_addr, 443));
+	CHECK_EQ(flow_open(f.t, &s), -EADDRINUSE); /* open */
+	CHECK_EQ(flow_close(f.t, 2, 7, 0), 0);
+	CHECK(flow_tuple_busy(f.t, 4, r.client_addr, 40000, r.server_addr, 443));
+	CHECK_EQ(flow_open(f.t, &s), -EADDRINUSE); /* just closed: TIME_WAIT */
+	size_t n = f.cap->n;
+	s.client_port = 10000;
+	CHECK(!flow_tuple_busy(f.t, 4, s.client_addr, 10000, s.server_addr, 443));
+	CHECK_EQ(flow_open(f.t, &s), 0);
+	CHECK_EQ(f.cap->n, n + 3);
+	CHECK_EQ(flow_counters(f.t)->flows_opened, 2);
+	fx_free(&f);
+}
+
+TEST(flow_closed_synthetic_flow_never_makes_a_real_one_duplicate)
+{
+	/* a synthetic flow has no other end: a real OPEN of the other side on its
+	 * 4-tuple right after it closed is a connection of its own */
+	struct fx f;
+	if (!CHECK(fx_init(&f, 0)))
+		return;
+	struct flow_open_info s = synth4(1, 1ull << 63 | 1, 10000), r = info4(2, 7, 0);
+	r.client_port = 10000;
+	CHECK_EQ(flow_open(f.t, &s), 0);
+	CHECK_EQ(flow_close(f.t, 1, s.conn_id, 0), 0);
+	size_t n = f.cap->n;
+	CHECK_EQ(flow_open(f.t, &r), 0);
+	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);
+	CHECK_EQ(f.cap->n, n + 3);
+	fx_free(&f);
+}

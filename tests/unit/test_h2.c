@@ -181,8 +181,8 @@ TEST(h2_padding_priority_post_body)
 		0x03,                                                 /* pad length 3 */
 		0x80, 0x00, 0x00, 0x01, 0x10,                         /* exclusive, depends on 1, weight 17 */
 		0x83, 0x86, 0x84,                                     /* POST, http, / */
-		0x0f, 0x0d, 0x01, '5',                                /* content-length: 5 */
 		0x01, 0x01, 'h',                                      /* :authority "h" */
+		0x0f, 0x0d, 0x01, '5',                                /* content-length: 5 */
 		0x00, 0x00, 0x00,                                     /* padding */
 		0x00, 0x00, 0x08, 0x00, 0x09, 0x00, 0x00, 0x00, 0x03, /* DATA len 8, PADDED|END_STREAM, stream 3 */
 		0x02,                                                 /* pad length 2 */
@@ -248,13 +248,14 @@ TEST(h2_dynamic_table_eviction)
 	for (int i = 0; i < 2; i++) {
 		size_t n = 0;
 		blk[n++] = 0x82;           /* GET */
+		blk[n++] = 0x87;           /* https */
 		blk[n++] = 0x84;           /* / */
 		n += lit_inc(blk + n, names[i], (char)('1' + i), 3000);
 		CHECK_EQ(feed(&x, 0, fr, headers_frame(fr, 1 + 2 * (uint32_t)i, blk, n)), 0);
 	}
 	static const uint8_t third[] = {
-		0x00, 0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00, 0x05, /* HEADERS len 3, END_HEADERS|END_STREAM, stream 5 */
-		0x82, 0x84,                                           /* GET / */
+		0x00, 0x00, 0x04, 0x01, 0x05, 0x00, 0x00, 0x00, 0x05, /* HEADERS len 4, END_HEADERS|END_STREAM, stream 5 */
+		0x82, 0x87, 0x84,                                     /* GET https / */
 		0xbe,                                                 /* dynamic index 62: the newest, x-b */
 	};
 	CHECK_EQ(feed(&x, 0, third, sizeof(third)), 0);
@@ -283,9 +284,9 @@ TEST(h2_chunked_response_trailers_and_1xx)
 	static const uint8_t req[] = {
 		0x00, 0x00, 0x0d, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 13, END_HEADERS, stream 1 */
 		0x83, 0x87, 0x84,                                     /* POST https / */
+		0x01, 0x00,                                           /* :authority "" */
 		0x0f, 0x11, 0x01, 'a',                                /* cookie: a */
 		0x0f, 0x11, 0x01, 'b',                                /* cookie: b */
-		0x01, 0x00,                                           /* :authority "" */
 		0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, /* DATA len 3, END_STREAM */
 		'x', 'y', 'z',
 	};
@@ -504,6 +505,436 @@ TEST(h2_reannounce_and_other_end_once)
 	CHECK(x.cap->n == 1);
 	CHECK_EQ(h2_counters(x.h2)->conns, 1);
 	CHECK_EQ(h2_close(x.h2, 2, 1, 3), 0);
+out:
+	hx_free(&x);
+}
+
+/* ---- RFC 9113 §8 rules: a message that breaks one falls back to raw HTTP/2 ---- */
+
+struct fld {
+	const char *name, *value;
+	size_t nlen, vlen;
+};
+
+/* A field; sizeof keeps NUL bytes inside values. */
+#define FLD(n, v) { n, v, sizeof(n) - 1, sizeof(v) - 1 }
+/* An array of fields and its length, as the verdict functions take them. */
+#define FIELDS(...) (const struct fld[]){ __VA_ARGS__ }, \
+	sizeof((const struct fld[]){ __VA_ARGS__ }) / sizeof(struct fld)
+
+/* A header block of literal fields without indexing, new name (RFC 7541
+ * §6.2.2): 0x00, name length, name, value length, value (lengths < 127). */
+static size_t lit_block(uint8_t *p, const struct fld *f, size_t n)
+{
+	size_t at = 0;
+	for (size_t i = 0; i < n; i++) {
+		p[at++] = 0x00;
+		p[at++] = (uint8_t)f[i].nlen;
+		memcpy(p + at, f[i].name, f[i].nlen);
+		at += f[i].nlen;
+		p[at++] = (uint8_t)f[i].vlen;
+		memcpy(p + at, f[i].value, f[i].vlen);
+		at += f[i].vlen;
+	}
+	return at;
+}
+
+static const struct hconn *find_conn(const struct hx *x, uint16_t cport)
+{
+	for (size_t i = 0; i < x->cap->n; i++)
+		if (x->cap->c[i].cport == cport)
+			return &x->cap->c[i];
+	return NULL;
+}
+
+/*
+ * After frames fed in direction dir: 1 if the stream was converted, 0 if
+ * the connection fell back as malformed (counted, no HTTP/1.1 written for
+ * the offending message, the original connection mirrored raw from the
+ * bytes at raw_off of that direction: raw, raw_len), -1 otherwise.
+ */
+static int verdict(struct hx *x, int dir, uint64_t raw_off, const uint8_t *raw, size_t raw_len,
+		   uint64_t streams)
+{
+	const struct h2_counters *c = h2_counters(x->h2);
+	const struct hconn *o = find_conn(x, CLI_PORT);
+	if (!c->malformed && !c->fallbacks && c->streams == streams)
+		return 1;
+	if (c->malformed != 1 || c->errors != 1 || c->fallbacks != 1 || !o || o->syn != 1)
+		return -1;
+	if (o->len[dir] != x->off[dir] - raw_off || o->len[dir] != raw_len ||
+	    memcmp(o->data[dir], raw, raw_len))
+		return -1;
+	return h2_data(x->h2, 1, 1, dir, 3, x->off[dir], (const uint8_t *)"x", 1, NULL) == -ENOENT ?
+	       0 : -1;
+}
+
+/* One request HEADERS (END_STREAM) of these fields: verdict() of it. */
+static int request_verdict(const struct fld *f, size_t n)
+{
+	struct hx x;
+	static uint8_t blk[4096], fr[4200];
+	int v = -1;
+	if (!hx_init(&x, "h2"))
+		goto out;
+	feed(&x, 0, preface, 24);
+	size_t k = headers_frame(fr, 1, blk, lit_block(blk, f, n));
+	if (feed(&x, 0, fr, k))
+		goto out;
+	v = verdict(&x, 0, 24, fr, k, 1);
+	if (v == 0 && find_conn(&x, 10000))
+		v = -1; /* not even a SYN for a malformed request */
+out:
+	hx_free(&x);
+	return v;
+}
+
+#define GOOD_PSEUDO FLD(":method", "GET"), FLD(":scheme", "https"), FLD(":path", "/x"), \
+	FLD(":authority", "h")
+
+TEST(h2_check_request_values_no_cr_lf_nul)
+{
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a", "1 2\t3"))), 1);
+	/* the reproduction: a second request the client never sent */
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/a HTTP/1.1\r\nX: 1\r\n\r\nGET /admin"), FLD(":authority", "h"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a", "1\r\n\r\nGET /admin HTTP/1.1"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a", "1\nx-b: 2"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a", "1\rx"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a", "a\0b"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a", " lead"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a", "trail\t"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/x"), FLD(":authority", "h\r\nx-evil: 1"))), 0);
+}
+
+TEST(h2_check_request_names_lower_case_tokens)
+{
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x-a_b.c!~", "1"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("X-A", "1"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x a", "1"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x:a", "1"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x\r\nb", "1"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("", "1"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("x(a)", "1"))), 0);
+}
+
+TEST(h2_check_request_pseudo_headers)
+{
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD(":foo", "1"))), 0);      /* unknown */
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD(":path", "/y"))), 0);    /* twice */
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD("x-a", "1"), FLD(":path", "/x"))), 0);                          /* after a field */
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":path", "/x"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":scheme", "https"), FLD(":path", "/x"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD(":status", "200"))), 0); /* a response's */
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD(":protocol", "websocket"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "CONNECT"), FLD(":protocol", "websocket"),
+		FLD(":scheme", "https"), FLD(":path", "/chat"), FLD(":authority", "h"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "CONNECT"), FLD(":authority", "h:443"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "CONNECT"), FLD(":authority", "h:443"),
+		FLD(":path", "/"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "CONNECT"), FLD(":authority", ""))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "CONNECT"))), 0);
+}
+
+TEST(h2_check_request_line_method_path_scheme_authority)
+{
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "OPTIONS"), FLD(":scheme", "https"),
+		FLD(":path", "*"), FLD(":authority", "h"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "*"))), 0);                                             /* * is OPTIONS' */
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/a b"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/a\tb"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "a"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", ""))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GE T"), FLD(":scheme", "https"),
+		FLD(":path", "/"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", ""), FLD(":scheme", "https"),
+		FLD(":path", "/"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "ht tp"),
+		FLD(":path", "/"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD(":authority", "user@h"))), 0);               /* userinfo */
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD(":authority", "h x"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD(":authority", "h/evil"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD(":authority", "[::1]:8443"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("host", "H"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("host", "evil"))), 0); /* not :authority */
+	CHECK_EQ(request_verdict(FIELDS(FLD(":method", "GET"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD("host", "a"), FLD("host", "b"))), 0);
+}
+
+TEST(h2_check_request_connection_specific_fields)
+{
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("te", "trailers"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("te", "gzip"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("connection", "close"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("keep-alive", "5"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("proxy-connection", "x"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("transfer-encoding", "chunked"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("upgrade", "h2c"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "0"))), 1);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "4"))), 0); /* no body */
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "1x"))), 0);
+	CHECK_EQ(request_verdict(FIELDS(GOOD_PSEUDO, FLD("content-length", "0"),
+		FLD("content-length", "0"))), 0);
+}
+
+/* A request HEADERS of fields then DATA (END_STREAM) with body: verdict(). */
+static int request_body_verdict(const struct fld *f, size_t n, const char *body)
+{
+	struct hx x;
+	static uint8_t blk[4096], fr[4200];
+	int v = -1;
+	if (!hx_init(&x, "h2"))
+		goto out;
+	feed(&x, 0, preface, 24);
+	size_t k = headers_frame(fr, 1, blk, lit_block(blk, f, n));
+	fr[4] = 0x04; /* END_HEADERS: a body follows */
+	feed(&x, 0, fr, k);
+	uint64_t at = x.off[0];
+	size_t bl = strlen(body);
+	fr[0] = 0;
+	fr[1] = (uint8_t)(bl >> 8);
+	fr[2] = (uint8_t)bl;
+	fr[3] = 0x00; /* DATA, END_STREAM */
+	fr[4] = 0x01;
+	memcpy(fr + 9, body, bl);
+	if (feed(&x, 0, fr, 9 + bl))
+		goto out;
+	v = verdict(&x, 0, at, fr, 9 + bl, 1); /* raw from the DATA frame's header */
+out:
+	hx_free(&x);
+	return v;
+}
+
+TEST(h2_check_body_longer_than_content_length)
+{
+	/* the body would read as a request of its own after "content-length: 0" */
+	CHECK_EQ(request_body_verdict(FIELDS(FLD(":method", "POST"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD("content-length", "0")), "GET /admin HTTP/1.1\r\n\r\n"), 0);
+	CHECK_EQ(request_body_verdict(FIELDS(FLD(":method", "POST"), FLD(":scheme", "https"),
+		FLD(":path", "/"), FLD("content-length", "3")), "abc"), 1);
+}
+
+/* After a good GET, the response: HEADERS of fields (END_STREAM unless data),
+ * then DATA (END_STREAM) of data. verdict() of the response direction. */
+static int response_verdict(const struct fld *f, size_t n, const char *data)
+{
+	struct hx x;
+	static uint8_t blk[4096], fr[4200];
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+	int v = -1;
+	if (!hx_init(&x, "h2"))
+		goto out;
+	feed(&x, 0, preface, 24);
+	feed(&x, 0, fr, headers_frame(fr, 1, get, sizeof(get)));
+	size_t k = headers_frame(fr, 1, blk, lit_block(blk, f, n));
+	size_t dl = data ? strlen(data) : 0;
+	if (data) {
+		fr[4] = 0x04;
+		memcpy(fr + k, "\x00\x00\x00\x00\x01\x00\x00\x00\x01", 9);
+		fr[k + 2] = (uint8_t)dl;
+		memcpy(fr + k + 9, data, dl);
+	}
+	if (feed(&x, 1, fr, data ? k + 9 + dl : k))
+		goto out;
+	uint64_t bad = h2_counters(x.h2)->streams == 1 && find_conn(&x, 10000) &&
+		       find_conn(&x, 10000)->len[1] ? k : 0; /* the head was written */
+	size_t all = data ? k + 9 + dl : k;
+	v = verdict(&x, 1, bad, fr + bad, all - bad, 1);
+	if (v < 0 && dl)
+		v = verdict(&x, 1, all, fr + all, 0, 1); /* found short at END_STREAM */
+	if (v == 1 && (!find_conn(&x, 10000) || find_conn(&x, 10000)->fin != 2))
+		v = -1;
+out:
+	hx_free(&x);
+	return v;
+}
+
+TEST(h2_check_response_rules)
+{
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("x-a", "1")), NULL), 1);
+	CHECK_EQ(response_verdict(FIELDS(FLD("x-a", "1")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "20")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "2x0")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "600")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "101")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD(":status", "200")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD(":path", "/")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"),
+		FLD("x-a", "1\r\nset-cookie: evil=1")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("connection", "close")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("content-length", "2")), "hi"), 1);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("content-length", "2")),
+		"hiHTTP/1.1 200 OK\r\n\r\n"), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("content-length", "5")), "hi"), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "200"), FLD("content-length", "5")), NULL), 0);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "304"), FLD("content-length", "5")), NULL), 1);
+	CHECK_EQ(response_verdict(FIELDS(FLD(":status", "204")), "HTTP/1.1 200 OK\r\n\r\n"), 0);
+}
+
+TEST(h2_check_trailers_no_pseudo_headers)
+{
+	static const struct fld bad[][1] = { { FLD(":status", "200") }, { FLD("x-t", "1\r\n\r\nX") } };
+	for (int i = 0; i < 3; i++) {
+		struct hx x;
+		static uint8_t blk[256], fr[512];
+		static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+		static const uint8_t head[] = {
+			0x00, 0x00, 0x01, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, /* HEADERS len 1, END_HEADERS */
+			0x88,                                                 /* :status 200: chunked */
+		};
+		static const struct fld good[] = { FLD("x-t", "done") };
+		if (!CHECK(hx_init(&x, "h2")))
+			goto next;
+		feed(&x, 0, preface, 24);
+		feed(&x, 0, fr, headers_frame(fr, 1, get, sizeof(get)));
+		feed(&x, 1, head, sizeof(head));
+		uint64_t at = x.off[1];
+		size_t k = headers_frame(fr, 1, blk, lit_block(blk, i < 2 ? bad[i] : good, 1));
+		CHECK_EQ(feed(&x, 1, fr, k), 0);
+		CHECK_EQ(verdict(&x, 1, at, fr, k, 1), i < 2 ? 0 : 1);
+		const struct hconn *c = find_conn(&x, 10000);
+		if (i < 2 && CHECK(c))
+			CHECK(!memchr(c->data[1], 'X', c->len[1]));
+next:
+		hx_free(&x);
+	}
+}
+
+TEST(h2_check_pushed_request)
+{
+	struct hx x;
+	static uint8_t blk[256], fr[512];
+	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	feed(&x, 0, preface, 24);
+	feed(&x, 0, fr, headers_frame(fr, 1, get, sizeof(get)));
+	static const struct fld f[] = { FLD(":method", "GET"), FLD(":scheme", "https"),
+					FLD(":path", "/p HTTP/1.1\r\n\r\nGET /admin") };
+	size_t n = lit_block(blk + 4, f, 3);
+	put_be32(blk, 2);                       /* promised stream 2 */
+	size_t k = headers_frame(fr, 1, blk, n + 4);
+	fr[3] = 0x05;                           /* PUSH_PROMISE */
+	fr[4] = 0x04;                           /* END_HEADERS */
+	CHECK_EQ(feed(&x, 1, fr, k), 0);
+	CHECK_EQ(verdict(&x, 1, 0, fr, k, 1), 0);
+	CHECK(!find_conn(&x, 10001));           /* no connection for the pushed stream */
+out:
+	hx_free(&x);
+}
+
+/* A converter whose client sent the preface and a POST's HEADERS on stream 1
+ * without END_STREAM (a chunked body follows). */
+static int hx_post_open(struct hx *x)
+{
+	static uint8_t fr[64];
+	static const uint8_t post[] = { 0x83, 0x87, 0x84, 0x01, 0x01, 'h' }; /* POST https / :authority h */
+	if (!hx_init(x, "h2"))
+		return 0;
+	feed(x, 0, preface, 24);
+	size_t n = headers_frame(fr, 1, post, sizeof(post));
+	fr[4] = 0x04; /* END_HEADERS only */
+	return feed(x, 0, fr, n) == 0;
+}
+
+TEST(h2_real_connection_on_a_stream_port_wins_it)
+{
+	/* a stream's synthetic connection is on 10.0.0.1:10000; a real
+	 * connection from that very port (another process) must appear, and the
+	 * stream goes on, whole, on another port */
+	struct hx x;
+	if (!CHECK(hx_post_open(&x)))
+		goto out;
+	struct flow_open_info real = { .proc_key = 2, .conn_id = 5, .ts_ns = 2, .family = 4,
+				       .side = 1, .client_port = 10000, .server_port = SRV_PORT };
+	memcpy(real.client_addr, "\x0a\x00\x00\x01", 4);
+	memcpy(real.server_addr, "\x0a\x00\x00\x02", 4);
+	CHECK_EQ(flow_open(x.flows, &real), 0);
+	CHECK_EQ(flow_data(x.flows, 2, 5, 0, 2, 0, (const uint8_t *)"REAL", 4, NULL), 0);
+	static const uint8_t body[] = {
+		0x00, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, /* DATA len 2, END_STREAM */
+		'a', 'b',
+	};
+	CHECK_EQ(feed(&x, 0, body, sizeof(body)), 0);
+	CHECK_EQ(flow_counters(x.flows)->flows_duplicate, 0);
+	CHECK_EQ(flow_counters(x.flows)->synthetic_moved, 1);
+	CHECK_EQ(flow_counters(x.flows)->orphan_records, 0);
+	CHECK_EQ(h2_counters(x.h2)->flow_errors, 0);
+	/* port 10000: the stream's head, its FIN, then the real SYN and bytes */
+	const struct hconn *a = find_conn(&x, 10000), *b = find_conn(&x, 10001);
+	CHECK(has(a, 0, "POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\nREAL"));
+	CHECK(a && a->syn == 2);
+	/* port 10001: the rest of the stream, with a handshake of its own */
+	CHECK(has(b, 0, "2\r\nab\r\n0\r\n\r\n"));
+	CHECK(b && b->syn == 1);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_fallback_inside_a_body_starts_at_a_frame)
+{
+	/* c2s is inside a DATA payload, partly converted, when s2c breaks: the
+	 * raw flow must not begin with the rest of that body ("GET /admin ..."
+	 * would read as a request), but at the next frame header */
+	struct hx x;
+	if (!CHECK(hx_post_open(&x)))
+		goto out;
+	static const uint8_t data[] = {
+		0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* DATA len 20, stream 1 */
+		'a', 'b', 'c', 'd',                                   /* converted */
+		'G', 'E', 'T', ' ', '/', 'a', 'd', 'm', 'i', 'n', ' ', 'H', 'T', 'T', 'P', '/',
+		0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 0 */
+	};
+	CHECK_EQ(feed(&x, 0, data, 13), 0);
+	static const uint8_t bad[] = {
+		0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 1: malformed */
+		0x00,
+	};
+	CHECK_EQ(feed(&x, 1, bad, sizeof(bad)), 0);
+	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
+	/* the rest of the record reaches the flow engine as the caller's */
+	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13, NULL), -ENOENT);
+	CHECK_EQ(flow_data(x.flows, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13, NULL), 0);
+	const struct hconn *o = find_conn(&x, CLI_PORT);
+	CHECK(o && o->len[0] == 9 && !memcmp(o->data[0], data + 29, 9));
+	CHECK_EQ(flow_counters(x.flows)->gap_bytes[0], 16);
+	CHECK(has(syn_conn(&x, 0), 0, "POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n"
+		  "\r\n4\r\nabcd\r\n"));
+out:
+	hx_free(&x);
+}
+
+TEST(h2_gap_inside_a_body_hides_the_frame_once)
+{
+	struct hx x;
+	static const uint8_t data[] = {
+		0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* DATA len 20, stream 1 */
+		'a', 'b', 'c', 'd',                                   /* converted */
+		'x', 'x', 'x', 'x', 'x', 'x',                         /* dropped by the library: a gap */
+		'G', 'E', 'T', ' ', '/', 'a', 'd', 'm', 'i', 'n',     /* the frame's rest: not shown */
+		0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, /* SETTINGS len 0 */
+	};
+	if (!CHECK(hx_post_open(&x)))
+		goto out;
+	CHECK_EQ(feed(&x, 0, data, 13), 0);
+	CHECK_EQ(h2_gap(x.h2, 1, 1, 0, 3, 6), 0);
+	uint64_t at = x.off[0] + 6;
+	CHECK_EQ(flow_data(x.flows, 1, 1, 0, 3, at, data + 19, sizeof(data) - 19, NULL), 0);
+	const struct hconn *o = find_conn(&x, CLI_PORT);
+	CHECK(o && o->len[0] == 9 && !memcmp(o->data[0], data + 29, 9));
+	CHECK_EQ(flow_counters(x.flows)->gap_bytes[0], 16); /* the frame's rest, once */
 out:
 	hx_free(&x);
 }
