@@ -1,78 +1,25 @@
 /* pcap sink: classic pcap with nanosecond timestamps, buffered, with size/time rotation. */
 #include "sinks/sink.h"
+#include "sinks/sink_file.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 /*
  * File format: the classic pcap header (magic 0xa1b23c4d = nanosecond
  * timestamps, version 2.4, link type 1 = Ethernet) and one 16-byte record
  * header per packet, all in host byte order as libpcap writes them (readers
- * detect the order from the magic).
- *
- * Target "-" is stdout: never rotated, never closed.
- *
- * Rotation (files only). Before a packet would make the current file exceed
- * rotate_bytes, or when a packet's timestamp is rotate_seconds or more after
- * the first packet of the current file, a new file is started; every file
- * starts with its own pcap header and holds at least one packet. Names:
- *   - target without '%': the first file is the target itself, then
- *     TARGET.1, TARGET.2, ... (each new file takes the next number);
- *   - target with '%': an strftime(3) pattern in local time, like tcpdump -G,
- *     expanded with the time the file is started (the open for the first
- *     file, the timestamp of its first packet for later ones). If the
- *     expansion repeats the previous file's name, ".1", ".2", ... is
- *     appended, so a file is never overwritten by its successor.
- * With rotate_count N (targets without '%'), the sink keeps N files and
- * reuses them in turn: TARGET, TARGET.1, ... TARGET.<N-1>, then TARGET again,
- * like tcpdump -W. A reused file is overwritten in place, not truncated
- * first, and cut to its new length when it is closed: on tmpfs that reuses
- * its pages, which costs the kernel a third of writing fresh ones. (After a
- * SIGKILL the current file may end with bytes of its previous lap.)
- * Files are created mode 0600: they hold decrypted traffic.
- *
- * Errors: a failed write loses the packets buffered at that moment (counted
- * in lost_packets). A regular file is truncated back to its last complete
- * record so it stays readable; a pipe that broke mid-record (or EPIPE) is
- * given up and every later packet is counted lost.
+ * detect the order from the magic). Buffering, stdout ("-"), rotation, file
+ * names and write errors: sink_file.c.
  */
 
-#define PCAP_BUF_SIZE (1u << 20)
 #define PCAP_FILE_HDR 24
 #define PCAP_REC_HDR 16
 #define PCAP_MAGIC_NS 0xa1b23c4du
 #define PCAP_LINKTYPE_ETHERNET 1
 #define PCAP_DEFAULT_SNAPLEN 262144u
 #define NSEC 1000000000ull
-
-struct pcap_sink {
-	struct sink_counters *ctr; /* the owning sink's counters */
-	int fd;              /* -1 while no file could be opened */
-	int is_stdout;
-	int seekable;        /* regular file: a failed write can be truncated away */
-	int dead;            /* output broken for good: drop everything */
-	int last_err;        /* negative errno of the last failure */
-	struct sink_opts o;
-	uint8_t *buf;
-	size_t used;
-	uint64_t buf_pkts;   /* packets in buf */
-	uint64_t buf_bytes;  /* frame bytes of those packets */
-	uint64_t good_off;   /* bytes of the current file known to be written */
-	uint64_t file_bytes; /* size of the current file including buf */
-	uint64_t file_pkts;  /* packets in the current file including buf */
-	uint64_t file_start_ns; /* timestamp of its first packet */
-	uint64_t retry_ns;   /* after a failed open: next try at this packet time */
-	unsigned seq;        /* numeric suffix of the current file, 0: none */
-	char *base;          /* name before the suffix (the expanded pattern) */
-	char *path;          /* current file */
-};
 
 static void put_host32(uint8_t *p, uint32_t v)
 {
@@ -84,190 +31,21 @@ static void put_host16(uint8_t *p, uint16_t v)
 	memcpy(p, &v, sizeof(v));
 }
 
-static void buf_put_file_hdr(struct pcap_sink *p)
+static size_t put_file_hdr(void *arg, uint8_t *h, size_t room)
 {
-	uint8_t *h = p->buf + p->used;
+	const struct sink_file *f = arg;
 	put_host32(h, PCAP_MAGIC_NS);
 	put_host16(h + 4, 2);
 	put_host16(h + 6, 4);
 	put_host32(h + 8, 0);  /* thiszone */
 	put_host32(h + 12, 0); /* sigfigs */
-	put_host32(h + 16, p->o.snaplen);
+	put_host32(h + 16, f->o.snaplen);
 	put_host32(h + 20, PCAP_LINKTYPE_ETHERNET);
-	p->used += PCAP_FILE_HDR;
-	p->file_bytes += PCAP_FILE_HDR;
+	return PCAP_FILE_HDR;
 }
 
-/* Writes all of buf, looping on short writes, EINTR and EAGAIN (waits). */
-static int write_all(int fd, const uint8_t *buf, size_t len, size_t *done)
+static void put_rec(uint8_t *r, const struct pkt *k, uint32_t cap, uint64_t frame)
 {
-	*done = 0;
-	while (*done < len) {
-		ssize_t n = write(fd, buf + *done, len - *done);
-		if (n > 0) {
-			*done += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		return n < 0 ? -errno : -EIO;
-	}
-	return 0;
-}
-
-/* The buffer could not be written: count its packets lost, keep the file valid. */
-static void buf_lost(struct pcap_sink *p, size_t done, int err)
-{
-	p->last_err = err;
-	p->file_pkts -= p->buf_pkts;
-	if (p->fd >= 0 && p->seekable) {
-		if (ftruncate(p->fd, (off_t)p->good_off) < 0 ||
-		    lseek(p->fd, (off_t)p->good_off, SEEK_SET) < 0)
-			p->dead = 1;
-	} else if (done || err == -EPIPE) {
-		p->dead = 1; /* a pipe holds half a record now, or no reader */
-		__atomic_store_n(&p->ctr->broken, 1, __ATOMIC_RELAXED);
-	}
-	p->used = 0;
-	p->file_bytes = p->good_off;
-	if (p->good_off == 0 && !p->dead)
-		buf_put_file_hdr(p); /* the header went with the lost buffer */
-}
-
-static int buf_flush(struct pcap_sink *p)
-{
-	size_t done = 0;
-	if (!p->used || p->fd < 0)
-		return 0;
-	int ret = p->dead ? p->last_err : write_all(p->fd, p->buf, p->used, &done);
-	if (ret < 0) {
-		sink_ctr_add(&p->ctr->lost_packets, p->buf_pkts);
-		buf_lost(p, p->dead ? 0 : done, ret);
-	} else {
-		p->good_off += p->used;
-		p->used = 0;
-		sink_ctr_add(&p->ctr->packets, p->buf_pkts);
-		sink_ctr_add(&p->ctr->bytes, p->buf_bytes);
-	}
-	p->buf_pkts = 0;
-	p->buf_bytes = 0;
-	return ret;
-}
-
-/* Picks the next file name (see the naming rules at the top). */
-static int next_name(struct pcap_sink *p, const char *target, uint64_t ts_ns)
-{
-	char *base, *path;
-	if (strchr(target, '%')) {
-		char tmp[4096];
-		time_t t = (time_t)(ts_ns / NSEC);
-		struct tm tm;
-		if (!localtime_r(&t, &tm) || !strftime(tmp, sizeof(tmp), target, &tm))
-			return -ENAMETOOLONG;
-		base = strdup(tmp);
-	} else {
-		base = strdup(target);
-	}
-	if (!base)
-		return -ENOMEM;
-	if (p->base && !strcmp(base, p->base)) {
-		free(base);
-		p->seq++;
-		if (p->o.rotate_count && p->seq >= p->o.rotate_count)
-			p->seq = 0;
-	} else {
-		free(p->base);
-		p->base = base;
-		p->seq = 0;
-	}
-	if (p->seq) {
-		if (asprintf(&path, "%s.%u", p->base, p->seq) < 0)
-			return -ENOMEM;
-	} else {
-		path = strdup(p->base);
-		if (!path)
-			return -ENOMEM;
-	}
-	free(p->path);
-	p->path = path;
-	return 0;
-}
-
-/* Starts the next file; the buffer must be empty. */
-static int file_open(struct pcap_sink *p, const char *target, uint64_t ts_ns)
-{
-	int ret = next_name(p, target, ts_ns);
-	if (ret < 0)
-		return ret;
-	/* a ring of files overwrites in place (see the top); else start empty */
-	int trunc = p->o.rotate_count ? 0 : O_TRUNC;
-	int fd = open(p->path, O_WRONLY | O_CREAT | trunc | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	p->fd = fd;
-	p->seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-	p->dead = 0;
-	p->good_off = 0;
-	p->file_bytes = 0;
-	p->file_pkts = 0;
-	p->file_start_ns = 0;
-	buf_put_file_hdr(p);
-	sink_ctr_add(&p->ctr->files, 1);
-	return 0;
-}
-
-/* Closes the current file; a file overwritten in place is cut to what we wrote. */
-static void file_close(struct pcap_sink *p)
-{
-	if (p->fd < 0 || p->is_stdout)
-		return;
-	if (p->o.rotate_count && p->seekable && ftruncate(p->fd, (off_t)p->good_off) < 0)
-		p->last_err = -errno;
-	close(p->fd);
-	p->fd = -1;
-}
-
-/* Closes the current file (if any) and starts the next one. */
-static int rotate(struct pcap_sink *p, const char *target, uint64_t ts_ns)
-{
-	buf_flush(p); /* losses are counted there */
-	p->used = 0;
-	file_close(p);
-	p->fd = -1;
-	int ret = file_open(p, target, ts_ns);
-	if (ret < 0) {
-		p->last_err = ret;
-		p->retry_ns = ts_ns + NSEC;
-	}
-	return ret;
-}
-
-static int want_rotate(const struct pcap_sink *p, uint64_t ts_ns, size_t rec)
-{
-	if (p->is_stdout)
-		return 0;
-	if (p->fd < 0)
-		return ts_ns >= p->retry_ns; /* the last open failed: retry now and then */
-	if (!p->file_pkts)
-		return 0;
-	if (p->o.rotate_bytes && p->file_bytes + rec > p->o.rotate_bytes)
-		return 1;
-	if (p->o.rotate_seconds && ts_ns >= p->file_start_ns &&
-	    ts_ns - p->file_start_ns >= p->o.rotate_seconds * NSEC)
-		return 1;
-	return 0;
-}
-
-static void buf_put_pkt(struct pcap_sink *p, const struct pkt *k, uint32_t cap,
-			uint64_t frame)
-{
-	uint8_t *r = p->buf + p->used;
 	put_host32(r, (uint32_t)(k->ts_ns / NSEC));
 	put_host32(r + 4, (uint32_t)(k->ts_ns % NSEC));
 	put_host32(r + 8, cap);
@@ -277,42 +55,22 @@ static void buf_put_pkt(struct pcap_sink *p, const struct pkt *k, uint32_t cap,
 	memcpy(r, k->hdr, h);
 	if (cap > h)
 		memcpy(r + h, k->payload, cap - h);
-	p->used += PCAP_REC_HDR + cap;
-	if (!p->file_pkts)
-		p->file_start_ns = k->ts_ns;
-	p->file_pkts++;
-	p->file_bytes += PCAP_REC_HDR + cap;
-	p->buf_pkts++;
-	p->buf_bytes += frame;
-}
-
-static int put_pkt(struct sink *s, struct pcap_sink *p, const struct pkt *k)
-{
-	uint64_t frame = (uint64_t)k->hdr_len + k->payload_len;
-	uint32_t cap = frame < p->o.snaplen ? (uint32_t)frame : p->o.snaplen;
-	size_t rec = PCAP_REC_HDR + cap;
-	int ret = 0;
-
-	if (want_rotate(p, k->ts_ns, rec))
-		ret = rotate(p, s->target, k->ts_ns);
-	if (rec > PCAP_BUF_SIZE - p->used) {
-		int r = buf_flush(p);
-		ret = ret ? ret : r;
-	}
-	if (p->fd < 0 || p->dead) {
-		sink_ctr_add(&p->ctr->lost_packets, 1);
-		return ret ? ret : p->last_err;
-	}
-	buf_put_pkt(p, k, cap, frame);
-	return ret;
 }
 
 static int pcap_write(struct sink *s, const struct pkt *pkts, size_t n)
 {
-	struct pcap_sink *p = s->priv;
+	struct sink_file *f = s->priv;
 	int ret = 0;
 	for (size_t i = 0; i < n; i++) {
-		int r = put_pkt(s, p, &pkts[i]);
+		const struct pkt *k = &pkts[i];
+		uint64_t frame = (uint64_t)k->hdr_len + k->payload_len;
+		uint32_t cap = frame < f->o.snaplen ? (uint32_t)frame : f->o.snaplen;
+		int r;
+		uint8_t *rec = sink_file_reserve(f, k->ts_ns, PCAP_REC_HDR + cap, &r);
+		if (rec) {
+			put_rec(rec, k, cap, frame);
+			sink_file_commit(f, k->ts_ns, PCAP_REC_HDR + cap, frame);
+		}
 		if (r < 0 && !ret)
 			ret = r;
 	}
@@ -321,63 +79,36 @@ static int pcap_write(struct sink *s, const struct pkt *pkts, size_t n)
 
 static int pcap_flush(struct sink *s)
 {
-	return buf_flush(s->priv);
+	return sink_file_flush(s->priv);
 }
 
 static void pcap_close(struct sink *s)
 {
-	struct pcap_sink *p = s->priv;
-	if (!p)
+	struct sink_file *f = s->priv;
+	if (!f)
 		return;
-	buf_flush(p);
-	file_close(p);
-	free(p->buf);
-	free(p->base);
-	free(p->path);
-	free(p);
+	sink_file_close(f);
+	free(f);
 	s->priv = NULL;
 }
 
 static int pcap_open(struct sink *s, const char *target,
 		     const struct sink_opts *o, const char **err_msg)
 {
-	struct pcap_sink *p = calloc(1, sizeof(*p));
-	int ret = -ENOMEM;
+	struct sink_file *f = calloc(1, sizeof(*f));
 	*err_msg = "out of memory";
-	if (!p)
-		goto out;
-	s->priv = p;
-	p->ctr = &s->ctr;
-	p->fd = -1;
-	p->o = *o;
-	if (!p->o.snaplen || p->o.snaplen > PCAP_DEFAULT_SNAPLEN)
-		p->o.snaplen = PCAP_DEFAULT_SNAPLEN;
-	if (posix_memalign((void **)&p->buf, 4096, PCAP_BUF_SIZE))
-		goto out;
-	if (!strcmp(target, "-")) {
-		p->fd = STDOUT_FILENO;
-		p->is_stdout = 1;
-		buf_put_file_hdr(p);
-		sink_ctr_add(&s->ctr.files, 1);
-		ret = 0;
-		goto out;
-	}
-	if (p->o.rotate_count && strchr(target, '%')) {
-		*err_msg = "a file count needs a plain file name, not a '%' pattern";
-		ret = -EINVAL;
-		goto out;
-	}
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	ret = file_open(p, target, (uint64_t)now.tv_sec * NSEC + (uint64_t)now.tv_nsec);
-	if (ret == -ENAMETOOLONG)
-		*err_msg = "the file name pattern expands to nothing or to a name too long";
-	else if (ret < 0 && ret != -ENOMEM)
-		*err_msg = "cannot create the capture file (does the directory exist and is it writable?)";
-out:
-	if (ret < 0 && p) {
+	if (!f)
+		return -ENOMEM;
+	s->priv = f;
+	f->ctr = &s->ctr;
+	f->header = put_file_hdr;
+	f->arg = f;
+	struct sink_opts so = *o;
+	if (!so.snaplen || so.snaplen > PCAP_DEFAULT_SNAPLEN)
+		so.snaplen = PCAP_DEFAULT_SNAPLEN;
+	int ret = sink_file_open(f, s->target, &so, err_msg);
+	if (ret < 0)
 		pcap_close(s);
-	}
 	return ret;
 }
 

@@ -1,0 +1,296 @@
+/* Capture files shared by the pcap and pcapng sinks: buffering, stdout, rotation, naming, write errors. */
+#include "sinks/sink_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * The format (file header, one record per packet) is the sink's; this file
+ * decides where the bytes go.
+ *
+ * Target "-" is stdout: never rotated, never closed.
+ *
+ * Rotation (files only). Before a packet would make the current file exceed
+ * rotate_bytes, or when a packet's timestamp is rotate_seconds or more after
+ * the first packet of the current file, a new file is started; every file
+ * starts with its own header and holds at least one packet. Names:
+ *   - target without '%': the first file is the target itself, then
+ *     TARGET.1, TARGET.2, ... (each new file takes the next number);
+ *   - target with '%': an strftime(3) pattern in local time, like tcpdump -G,
+ *     expanded with the time the file is started (the open for the first
+ *     file, the timestamp of its first packet for later ones). If the
+ *     expansion repeats the previous file's name, ".1", ".2", ... is
+ *     appended, so a file is never overwritten by its successor.
+ * With rotate_count N (targets without '%'), the sink keeps N files and
+ * reuses them in turn: TARGET, TARGET.1, ... TARGET.<N-1>, then TARGET again,
+ * like tcpdump -W. A reused file is overwritten in place, not truncated
+ * first, and cut to its new length when it is closed: on tmpfs that reuses
+ * its pages, which costs the kernel a third of writing fresh ones. (After a
+ * SIGKILL the current file may end with bytes of its previous lap.)
+ * Files are created mode 0600: they hold decrypted traffic.
+ *
+ * Errors: a failed write loses the packets buffered at that moment (counted
+ * in lost_packets). A regular file is truncated back to its last complete
+ * record so it stays readable; a pipe that broke mid-record (or EPIPE) is
+ * given up and every later packet is counted lost.
+ */
+
+#define NSEC 1000000000ull
+
+static void buf_put_file_hdr(struct sink_file *p)
+{
+	size_t n = p->header(p->arg, p->buf + p->used, SINK_FILE_BUF_SIZE - p->used);
+	p->used += n;
+	p->file_bytes += n;
+}
+
+/* Writes all of buf, looping on short writes, EINTR and EAGAIN (waits). */
+static int write_all(int fd, const uint8_t *buf, size_t len, size_t *done)
+{
+	*done = 0;
+	while (*done < len) {
+		ssize_t n = write(fd, buf + *done, len - *done);
+		if (n > 0) {
+			*done += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+			poll(&pfd, 1, -1);
+			continue;
+		}
+		return n < 0 ? -errno : -EIO;
+	}
+	return 0;
+}
+
+/* The buffer could not be written: count its packets lost, keep the file valid. */
+static void buf_lost(struct sink_file *p, size_t done, int err)
+{
+	p->last_err = err;
+	p->file_pkts -= p->buf_pkts;
+	if (p->fd >= 0 && p->seekable) {
+		if (ftruncate(p->fd, (off_t)p->good_off) < 0 ||
+		    lseek(p->fd, (off_t)p->good_off, SEEK_SET) < 0)
+			p->dead = 1;
+	} else if (done || err == -EPIPE) {
+		p->dead = 1; /* a pipe holds half a record now, or no reader */
+		__atomic_store_n(&p->ctr->broken, 1, __ATOMIC_RELAXED);
+	}
+	p->used = 0;
+	p->file_bytes = p->good_off;
+	if ((p->good_off == 0 || p->rehead) && !p->dead)
+		buf_put_file_hdr(p); /* the header went with the lost buffer */
+}
+
+static int buf_flush(struct sink_file *p)
+{
+	size_t done = 0;
+	if (!p->used || p->fd < 0)
+		return 0;
+	int ret = p->dead ? p->last_err : write_all(p->fd, p->buf, p->used, &done);
+	if (ret < 0) {
+		sink_ctr_add(&p->ctr->lost_packets, p->buf_pkts);
+		buf_lost(p, p->dead ? 0 : done, ret);
+	} else {
+		p->good_off += p->used;
+		p->used = 0;
+		sink_ctr_add(&p->ctr->packets, p->buf_pkts);
+		sink_ctr_add(&p->ctr->bytes, p->buf_bytes);
+	}
+	p->buf_pkts = 0;
+	p->buf_bytes = 0;
+	return ret;
+}
+
+/* Picks the next file name (see the naming rules at the top). */
+static int next_name(struct sink_file *p, const char *target, uint64_t ts_ns)
+{
+	char *base, *path;
+	if (strchr(target, '%')) {
+		char tmp[4096];
+		time_t t = (time_t)(ts_ns / NSEC);
+		struct tm tm;
+		if (!localtime_r(&t, &tm) || !strftime(tmp, sizeof(tmp), target, &tm))
+			return -ENAMETOOLONG;
+		base = strdup(tmp);
+	} else {
+		base = strdup(target);
+	}
+	if (!base)
+		return -ENOMEM;
+	if (p->base && !strcmp(base, p->base)) {
+		free(base);
+		p->seq++;
+		if (p->o.rotate_count && p->seq >= p->o.rotate_count)
+			p->seq = 0;
+	} else {
+		free(p->base);
+		p->base = base;
+		p->seq = 0;
+	}
+	if (p->seq) {
+		if (asprintf(&path, "%s.%u", p->base, p->seq) < 0)
+			return -ENOMEM;
+	} else {
+		path = strdup(p->base);
+		if (!path)
+			return -ENOMEM;
+	}
+	free(p->path);
+	p->path = path;
+	return 0;
+}
+
+/* Starts the next file; the buffer must be empty. */
+static int file_open(struct sink_file *p, const char *target, uint64_t ts_ns)
+{
+	int ret = next_name(p, target, ts_ns);
+	if (ret < 0)
+		return ret;
+	/* a ring of files overwrites in place (see the top); else start empty */
+	int trunc = p->o.rotate_count ? 0 : O_TRUNC;
+	int fd = open(p->path, O_WRONLY | O_CREAT | trunc | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	p->fd = fd;
+	p->seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+	p->dead = 0;
+	p->good_off = 0;
+	p->file_bytes = 0;
+	p->file_pkts = 0;
+	p->file_start_ns = 0;
+	buf_put_file_hdr(p);
+	sink_ctr_add(&p->ctr->files, 1);
+	return 0;
+}
+
+/* Closes the current file; a file overwritten in place is cut to what we wrote. */
+static void file_close(struct sink_file *p)
+{
+	if (p->fd < 0 || p->is_stdout)
+		return;
+	if (p->o.rotate_count && p->seekable && ftruncate(p->fd, (off_t)p->good_off) < 0)
+		p->last_err = -errno;
+	close(p->fd);
+	p->fd = -1;
+}
+
+/* Closes the current file (if any) and starts the next one. */
+static int rotate(struct sink_file *p, uint64_t ts_ns)
+{
+	buf_flush(p); /* losses are counted there */
+	p->used = 0;
+	file_close(p);
+	p->fd = -1;
+	int ret = file_open(p, p->target, ts_ns);
+	if (ret < 0) {
+		p->last_err = ret;
+		p->retry_ns = ts_ns + NSEC;
+	}
+	return ret;
+}
+
+static int want_rotate(const struct sink_file *p, uint64_t ts_ns, size_t rec)
+{
+	if (p->is_stdout)
+		return 0;
+	if (p->fd < 0)
+		return ts_ns >= p->retry_ns; /* the last open failed: retry now and then */
+	if (!p->file_pkts)
+		return 0;
+	if (p->o.rotate_bytes && p->file_bytes + rec > p->o.rotate_bytes)
+		return 1;
+	if (p->o.rotate_seconds && ts_ns >= p->file_start_ns &&
+	    ts_ns - p->file_start_ns >= p->o.rotate_seconds * NSEC)
+		return 1;
+	return 0;
+}
+
+uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, int *err)
+{
+	int ret = 0;
+	if (want_rotate(p, ts_ns, rec))
+		ret = rotate(p, ts_ns);
+	if (rec > SINK_FILE_BUF_SIZE - p->used) {
+		int r = buf_flush(p);
+		ret = ret ? ret : r;
+	}
+	*err = ret;
+	if (p->fd < 0 || p->dead || rec > SINK_FILE_BUF_SIZE - p->used) {
+		sink_ctr_add(&p->ctr->lost_packets, 1);
+		*err = ret ? ret : p->last_err ? p->last_err : -EMSGSIZE;
+		return NULL;
+	}
+	return p->buf + p->used;
+}
+
+void sink_file_commit(struct sink_file *p, uint64_t ts_ns, size_t used, uint64_t frame)
+{
+	p->used += used;
+	if (!p->file_pkts)
+		p->file_start_ns = ts_ns;
+	p->file_pkts++;
+	p->file_bytes += used;
+	p->buf_pkts++;
+	p->buf_bytes += frame;
+}
+
+int sink_file_flush(struct sink_file *p)
+{
+	return buf_flush(p);
+}
+
+void sink_file_close(struct sink_file *p)
+{
+	if (p->buf)
+		buf_flush(p);
+	file_close(p);
+	free(p->buf);
+	free(p->base);
+	free(p->path);
+	p->buf = NULL;
+	p->base = p->path = NULL;
+}
+
+int sink_file_open(struct sink_file *p, const char *target, const struct sink_opts *o,
+		   const char **err_msg)
+{
+	*err_msg = "out of memory";
+	p->fd = -1;
+	p->o = *o;
+	p->target = target;
+	if (posix_memalign((void **)&p->buf, 4096, SINK_FILE_BUF_SIZE)) {
+		p->buf = NULL;
+		return -ENOMEM;
+	}
+	if (!strcmp(target, "-")) {
+		p->fd = STDOUT_FILENO;
+		p->is_stdout = 1;
+		buf_put_file_hdr(p);
+		sink_ctr_add(&p->ctr->files, 1);
+		return 0;
+	}
+	if (p->o.rotate_count && strchr(target, '%')) {
+		*err_msg = "a file count needs a plain file name, not a '%' pattern";
+		return -EINVAL;
+	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int ret = file_open(p, target, (uint64_t)now.tv_sec * NSEC + (uint64_t)now.tv_nsec);
+	if (ret == -ENAMETOOLONG)
+		*err_msg = "the file name pattern expands to nothing or to a name too long";
+	else if (ret < 0 && ret != -ENOMEM)
+		*err_msg = "cannot create the capture file (does the directory exist and is it writable?)";
+	return ret;
+}

@@ -1,0 +1,69 @@
+/* Capture files shared by the pcap and pcapng sinks: buffering, stdout, rotation, naming, write errors. */
+#ifndef TLSMIRROR_SINK_FILE_H
+#define TLSMIRROR_SINK_FILE_H
+
+#include "sinks/sink.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SINK_FILE_BUF_SIZE (1u << 20)
+
+/*
+ * The rules (file names, rotation, a ring of files, errors) are described at
+ * the top of sink_file.c. The format is the caller's: header() writes the
+ * file header into dst[0..room) (room is at least SINK_FILE_HDR_ROOM) and
+ * returns its length; it is called at the start of every file, and after a
+ * lost buffer when that took the header with it or when rehead is set (a
+ * format like pcapng, where a new header may follow records: a new section).
+ */
+#define SINK_FILE_HDR_ROOM (SINK_FILE_BUF_SIZE / 2)
+
+struct sink_file {
+	struct sink_counters *ctr; /* the owning sink's counters */
+	size_t (*header)(void *arg, uint8_t *dst, size_t room);
+	void *arg;
+	int rehead;          /* put the header again after every lost buffer */
+	const char *target;  /* the sink's target (owned by struct sink) */
+	int fd;              /* -1 while no file could be opened */
+	int is_stdout;
+	int seekable;        /* regular file: a failed write can be truncated away */
+	int dead;            /* output broken for good: drop everything */
+	int last_err;        /* negative errno of the last failure */
+	struct sink_opts o;
+	uint8_t *buf;
+	size_t used;
+	uint64_t buf_pkts;   /* packets in buf */
+	uint64_t buf_bytes;  /* frame bytes of those packets */
+	uint64_t good_off;   /* bytes of the current file known to be written */
+	uint64_t file_bytes; /* size of the current file including buf */
+	uint64_t file_pkts;  /* packets in the current file including buf */
+	uint64_t file_start_ns; /* timestamp of its first packet */
+	uint64_t retry_ns;   /* after a failed open: next try at this packet time */
+	unsigned seq;        /* numeric suffix of the current file, 0: none */
+	char *base;          /* name before the suffix (the expanded pattern) */
+	char *path;          /* current file */
+};
+
+/* Opens target ("-": stdout) with f->ctr, header, arg and rehead set by the
+ * caller. Returns 0 or a negative errno with *err_msg saying why; on error
+ * the caller still calls sink_file_close. */
+int sink_file_open(struct sink_file *f, const char *target, const struct sink_opts *o,
+		   const char **err_msg);
+
+/* Room for one record of at most rec bytes for a packet at ts_ns, after
+ * starting a new file if the rules say so. Returns where to write it, or
+ * NULL if the packet is lost (counted in lost_packets; *err says why). */
+uint8_t *sink_file_reserve(struct sink_file *f, uint64_t ts_ns, size_t rec, int *err);
+
+/* Accounts the record of used bytes just written at sink_file_reserve's
+ * pointer: a packet of frame bytes at ts_ns. */
+void sink_file_commit(struct sink_file *f, uint64_t ts_ns, size_t used, uint64_t frame);
+
+/* Writes the buffer out. Returns 0 or the negative errno of a failed write. */
+int sink_file_flush(struct sink_file *f);
+
+/* Flushes, closes the file and frees what sink_file_open allocated. */
+void sink_file_close(struct sink_file *f);
+
+#endif
