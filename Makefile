@@ -50,6 +50,7 @@ endif
 
 COMMON_SRC  := $(wildcard src/common/*.c)
 AGENT_SRC   := $(wildcard src/agent/*.c) $(wildcard src/flows/*.c) \
+               $(wildcard src/pipeline/*.c) $(wildcard src/sources/*.c) \
                $(wildcard src/packets/*.c) $(wildcard src/sinks/*.c) \
                $(wildcard src/transforms/*.c) src/transport/ring.c $(COMMON_SRC) \
                $(wildcard src/tunnel/*.c)

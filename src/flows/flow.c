@@ -78,6 +78,8 @@ struct flow {
 	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
 	uint64_t released_ns;    /* lingering since */
 	uint8_t synthetic;       /* invented by a transform: gives way to real flows */
+	struct conn_tag *tag;    /* emitting flow: what the sinks see (conn.h), else NULL */
+	const struct conn_meta *meta; /* a reference, NULL for none */
 };
 
 /* docs/agent.md "Memory": 256 bytes per flow, with malloc's header and the
@@ -309,11 +311,40 @@ static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
 	k->hdr_len = (uint32_t)hl;
 	k->payload = len ? payload : NULL;
 	k->payload_len = (uint32_t)len;
+	k->conn = f->tag;
 	t->ctr.packets++;
+}
+
+/* The flow starts emitting on its current 4-tuple: a tag for the sinks,
+ * announced before its first packet. Without memory its packets carry none. */
+static void tag_begin(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+{
+	const struct synth_end *c = &f->sc.end[0], *s = &f->sc.end[1];
+	struct conn_id id = { f->proc_key, f->conn_id };
+	f->tag = conn_tag_new(&id, f->sc.family, c->addr, c->port, s->addr, s->port, f->meta);
+	if (!f->tag) {
+		t->ctr.tag_failures++;
+		return;
+	}
+	if (t->sinks)
+		sink_set_conn_begin(t->sinks, f->tag, ts_ns);
+}
+
+/* After the flow's last packet on this 4-tuple (handed to the sinks first). */
+static void tag_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+{
+	if (!f->tag)
+		return;
+	batch_flush(t);
+	if (t->sinks)
+		sink_set_conn_end(t->sinks, f->tag, ts_ns);
+	conn_tag_unref(f->tag);
+	f->tag = NULL;
 }
 
 static void emit_handshake(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 {
+	tag_begin(t, f, ts_ns);
 	struct synth_syn_opts syn = { .mss = f->mss, .wscale = FLOW_WSCALE, .sack_ok = 1 };
 	emit(t, f, 0, TCPF_SYN, &syn, NULL, 0, ts_ns);
 	f->seq[0]++;
@@ -393,11 +424,19 @@ static int recent_tuple(const struct flow_table *t, const struct flow *g)
 	return 0;
 }
 
+static void flow_free(struct flow *f)
+{
+	conn_tag_unref(f->tag);
+	conn_meta_unref(f->meta);
+	free(f);
+}
+
 /* Ends a flow: FIN exchange unless duplicate, out of both indexes, freed. */
 static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 {
 	if (!f->duplicate) {
 		emit_close(t, f, ts_ns);
+		tag_end(t, f, ts_ns);
 		tuple_unlink(t, f);
 		t->ctr.flows_closed++;
 		recent_add(t, f, ts_ns);
@@ -406,7 +445,7 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	t->count--;
 	t->ctr.flows_open--;
 	f->origin->st.open--;
-	free(f);
+	flow_free(f);
 }
 
 /* ---- fork handover ---- */
@@ -443,7 +482,7 @@ static void drop_holder(struct flow_table *t, struct flow *e, uint64_t ts_ns, in
 		t->count--;
 		t->ctr.flows_open--;
 		e->origin->st.open--;
-		free(e);
+		flow_free(e);
 	} else if (f->holders > 1 || (linger && !f->duplicate)) {
 		/* out of the id index: its process's later events and exit
 		 * no longer reach it */
@@ -564,9 +603,9 @@ void flow_table_free(struct flow_table *t)
 				f->holders--;
 				continue;
 			}
-			free(f);
+			flow_free(f);
 			if (o && --o->holders == 0 && o->released)
-				free(o);
+				flow_free(o);
 		}
 	}
 	for (size_t i = 0; i < ORIGIN_BUCKETS; i++) {
@@ -576,7 +615,7 @@ void flow_table_free(struct flow_table *t)
 		}
 	}
 	for (size_t i = 0; i < t->nlinger; i++)
-		free(t->linger[i]);
+		flow_free(t->linger[i]);
 	free(t->by_id);
 	free(t->by_tuple);
 	free(t);
@@ -594,6 +633,7 @@ static struct flow *flow_new(struct flow_table *t,
 	f->holders = 1;
 	f->seq_no = ++t->opens;
 	f->synthetic = info->synthetic ? 1 : 0;
+	f->meta = conn_meta_ref(info->meta);
 	synth_conn_init(&f->sc, info->family, info->client_addr, info->client_port,
 			info->server_addr, info->server_port);
 	if (t->has_host_mac)
@@ -709,6 +749,7 @@ static int same_conn(const struct flow *f, const struct flow *g)
 static void synthetic_move(struct flow_table *t, struct flow *s, uint64_t ts_ns)
 {
 	emit_close(t, s, ts_ns);
+	tag_end(t, s, ts_ns);
 	tuple_unlink(t, s);
 	recent_add(t, s, ts_ns);
 	t->ctr.synthetic_moved++;
@@ -741,14 +782,14 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 	struct flow *old = id_find(t, info->proc_key, info->conn_id);
 	if (old && same_conn(old, f)) {
 		/* announced again: the flow goes on (a new SYN would reuse the ISN) */
-		free(f);
+		flow_free(f);
 		return -EEXIST;
 	}
 	if (old)
 		drop_holder(t, old, info->ts_ns, 0);
 	struct flow *prim = tuple_find(t, f);
 	if (f->synthetic && (prim || recent_tuple(t, f))) {
-		free(f);
+		flow_free(f);
 		return -EADDRINUSE; /* never on a 4-tuple in use: the caller picks another */
 	}
 	if (prim && inherits(prim, f, info)) {

@@ -42,6 +42,8 @@ struct flow_open_info {
 	/* inherited over fork(): the process (proc_key) whose flow of the same
 	 * conn_id, 4-tuple and side this process continues; 0 = not inherited */
 	uint64_t parent_key;
+	/* who saw it (conn.h); the flow keeps a reference, its tag another; NULL: none */
+	const struct conn_meta *meta;
 };
 
 /* Counters the engine keeps (totals across flows). */
@@ -59,6 +61,7 @@ struct flow_counters {
 	uint64_t orphan_bytes;      /* clear text of DATA for no flow (refused or never opened) */
 	uint64_t flows_handed_over; /* inherited over fork(): a child continued the flow */
 	uint64_t synthetic_moved;   /* synthetic flows moved off a 4-tuple a real connection took */
+	uint64_t tag_failures;      /* tags not made (no memory): packets without a connection */
 };
 
 /* Counters of one origin (one proc_key). */

@@ -49,4 +49,36 @@ struct conn_meta {
 	struct conn_id parent;   /* CONN_KIND_SYNTHETIC: the connection it came from */
 };
 
+/*
+ * What a sink sees of a connection: its 4-tuple as the packets show it and
+ * its metadata. Made by the flow engine once per emitted flow (a synthetic
+ * flow moved to another port gets a new tag), handed to sinks in
+ * conn_begin, in every struct pkt of the connection (one pointer) and in
+ * conn_end. Reference counted (atomic): valid from conn_begin until
+ * conn_end returns; a sink (or the sink queue) that keeps it longer takes a
+ * reference with conn_tag_ref and drops it with conn_tag_unref from any
+ * thread. Immutable after conn_tag_new.
+ */
+struct conn_tag {
+	uint32_t refs;
+	uint8_t family;          /* 4 or 6 */
+	uint8_t _pad;
+	uint16_t client_port, server_port; /* as the packets show them (host order) */
+	uint8_t client_addr[16], server_addr[16]; /* IPv4 in the first 4 bytes */
+	struct conn_id id;       /* the connection as the flow engine knows it */
+	const struct conn_meta *meta; /* a reference held by the tag; never NULL */
+};
+
+/* conn.c. A new metadata block, zeroed, refs 1 (NULL on ENOMEM). */
+struct conn_meta *conn_meta_new(void);
+const struct conn_meta *conn_meta_ref(const struct conn_meta *m);
+void conn_meta_unref(const struct conn_meta *m); /* NULL: nothing */
+/* A tag (refs 1) holding a reference to meta (NULL: an empty block is used). */
+struct conn_tag *conn_tag_new(const struct conn_id *id, uint8_t family,
+			      const uint8_t client_addr[16], uint16_t client_port,
+			      const uint8_t server_addr[16], uint16_t server_port,
+			      const struct conn_meta *meta);
+const struct conn_tag *conn_tag_ref(const struct conn_tag *t);
+void conn_tag_unref(const struct conn_tag *t); /* NULL: nothing */
+
 #endif

@@ -70,6 +70,33 @@ void sink_set_write(struct sink_set *set, const struct pkt *pkts, size_t n)
 	}
 }
 
+/* Connection announcements: in order with the packets, so a queued sink gets
+ * them through its queue (which holds a reference to the tag meanwhile). */
+static void set_conn(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns, int end)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		struct sink *s = set->v[i];
+		void (*fn)(struct sink *, const struct conn_tag *, uint64_t) =
+			end ? s->ops->conn_end : s->ops->conn_begin;
+		if (!fn)
+			continue;
+		if (s->queue)
+			sink_queue_push_conn(s, t, ts_ns, end);
+		else
+			fn(s, t, ts_ns);
+	}
+}
+
+void sink_set_conn_begin(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns)
+{
+	set_conn(set, t, ts_ns, 0);
+}
+
+void sink_set_conn_end(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns)
+{
+	set_conn(set, t, ts_ns, 1);
+}
+
 void sink_set_flush(struct sink_set *set)
 {
 	for (size_t i = 0; i < set->n; i++) {
@@ -116,28 +143,37 @@ uint32_t sink_set_mtu(const struct sink_set *set)
 	return mtu;
 }
 
+size_t sink_format_counters(const struct sink *s, char *buf, size_t len, size_t at)
+{
+	const struct sink_counters *c = &s->ctr;
+	return text_add(buf, len, at,
+			" packets=%llu bytes=%llu queue_drops=%llu errors=%llu "
+			"peers_dropped=%llu queued_bytes=%llu broken=%llu",
+			(unsigned long long)__atomic_load_n(&c->packets, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED),
+			(unsigned long long)c->queue_drops,
+			(unsigned long long)__atomic_load_n(&c->lost_packets, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&c->peers_dropped, __ATOMIC_RELAXED),
+			(unsigned long long)sink_queue_pending_bytes(s),
+			(unsigned long long)__atomic_load_n(&c->broken, __ATOMIC_RELAXED));
+}
+
+/* One line per sink: the set names it, the sink reports its counters. */
 size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t at)
 {
 	for (size_t i = 0; i < set->n; i++) {
 		const struct sink *s = set->v[i];
-		const struct sink_counters *c = &s->ctr;
 		char target[128];
 		size_t k = 0;
 		/* one token: no blanks or '=' in the target as shown */
 		for (const char *t = s->target; *t && k + 1 < sizeof(target); t++)
 			target[k++] = (*t <= ' ' || *t == '=' || *t > '~') ? '_' : *t;
 		target[k] = 0;
-		at = text_add(buf, len, at,
-			 "sink name=%s target=%s packets=%llu bytes=%llu queue_drops=%llu "
-			 "errors=%llu peers_dropped=%llu queued_bytes=%llu broken=%llu\n",
-			 s->ops->name, strcmp(s->target, "-") ? target : "stdout",
-			 (unsigned long long)__atomic_load_n(&c->packets, __ATOMIC_RELAXED),
-			 (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED),
-			 (unsigned long long)c->queue_drops,
-			 (unsigned long long)__atomic_load_n(&c->lost_packets, __ATOMIC_RELAXED),
-			 (unsigned long long)__atomic_load_n(&c->peers_dropped, __ATOMIC_RELAXED),
-			 (unsigned long long)sink_queue_pending_bytes(s),
-			 (unsigned long long)__atomic_load_n(&c->broken, __ATOMIC_RELAXED));
+		at = text_add(buf, len, at, "sink name=%s target=%s", s->ops->name,
+			      strcmp(s->target, "-") ? target : "stdout");
+		at = s->ops->format_stats ? s->ops->format_stats(s, buf, len, at) :
+		     sink_format_counters(s, buf, len, at);
+		at = text_add(buf, len, at, "\n");
 	}
 	return at;
 }

@@ -5,18 +5,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipeline/conn.h"
+
 /*
  * A packet handed to sinks: a complete Ethernet frame split in two parts so
  * the payload need not be copied before the sink copies it. The frame on the
  * wire is hdr[0..hdr_len) followed by payload[0..payload_len). Both parts are
- * valid only during the sink's write call.
+ * valid only during the sink's write call. conn is the connection the
+ * packet belongs to (conn.h; NULL for frames without one, such as frames a
+ * collector replays): valid during the write call; keep it longer only with
+ * conn_tag_ref.
  */
 struct pkt {
 	uint64_t ts_ns;          /* CLOCK_REALTIME nanoseconds */
 	const uint8_t *hdr;
 	uint32_t hdr_len;
-	const uint8_t *payload;
 	uint32_t payload_len;
+	const uint8_t *payload;
+	const struct conn_tag *conn;
 };
 
 struct sink;
@@ -60,6 +66,17 @@ struct sink_ops {
 	int (*flush)(struct sink *s);
 	/* Flushes and releases everything; the sink memory is freed by the caller. */
 	void (*close)(struct sink *s);
+	/* Optional. A connection begins: called before the first packet whose
+	 * conn is t, in the same thread as write (the queue's worker when the
+	 * sink is queued). ts_ns: the time of its first packet. */
+	void (*conn_begin)(struct sink *s, const struct conn_tag *t, uint64_t ts_ns);
+	/* Optional. After the last packet of t (its FIN exchange, or the agent's
+	 * exit). t stays valid until it returns. */
+	void (*conn_end)(struct sink *s, const struct conn_tag *t, uint64_t ts_ns);
+	/* Optional. Appends the sink's counters to its stats line (after
+	 * "sink name=.. target=..", before the newline) at buf[at..len) and
+	 * returns the new end (as text_add). NULL: sink_format_counters. */
+	size_t (*format_stats)(const struct sink *s, char *buf, size_t len, size_t at);
 };
 
 struct sink_counters {
@@ -107,6 +124,10 @@ int sink_set_add(struct sink_set *set, const struct sink_ops *ops,
 		 const char **err_msg);
 /* Hands packets to every sink. */
 void sink_set_write(struct sink_set *set, const struct pkt *pkts, size_t n);
+/* A connection begins / ends: every sink's conn_begin / conn_end, in order
+ * with the packets (through its queue when it has one). */
+void sink_set_conn_begin(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns);
+void sink_set_conn_end(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns);
 void sink_set_flush(struct sink_set *set);
 /* Closes and frees every sink. */
 void sink_set_close(struct sink_set *set);
@@ -120,5 +141,9 @@ uint32_t sink_set_mtu(const struct sink_set *set);
 /* Appends one line per sink ("sink name=.. target=.. packets=.. ...") to
  * buf[at..len); returns the new end (as stats.c's add()). */
 size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t at);
+/* The counters every sink keeps (struct sink_counters), as " packets=.. bytes=..
+ * queue_drops=.. errors=.. peers_dropped=.. queued_bytes=.. broken=..": the
+ * default format_stats, and the start of a sink's own. */
+size_t sink_format_counters(const struct sink *s, char *buf, size_t len, size_t at);
 
 #endif

@@ -17,9 +17,22 @@
  * record does not fit there, the producer writes WRAP (if a header fits) and
  * continues at the start; the consumer skips to the start alike.
  * head and tail only grow; positions are taken modulo cap.
+ *
+ * Tags (conn.h): the queue holds one reference per run of consecutive
+ * packets of one connection in one push (REC_REF on the run's last record),
+ * taken before the record is published and dropped by the worker after the
+ * write that covered it: one atomic per connection per batch, not per packet.
+ * A conn_begin/conn_end record (REC_BEGIN/REC_END, no frame) holds its own
+ * reference. Packets leave CONN_RESERVE bytes free for those records, so a
+ * full queue drops packets, not the announcements (only a queue with
+ * thousands of them unconsumed would, counted in queue_drops).
  */
 
-#define REC_HDR 16u
+#define REC_HDR 24u
+#define REC_BEGIN 1u
+#define REC_END 2u
+#define REC_REF 4u               /* the record holds a reference to its tag */
+#define CONN_RESERVE (16u << 10)
 #define WRAP 0xffffffffu
 #define BATCH 64
 #define IDLE_FLUSH_NS 50000000L /* the worker flushes (and a server accepts) this often */
@@ -52,11 +65,41 @@ static uint32_t get32(const uint8_t *p)
 	return v;
 }
 
+static const struct conn_tag *get_tag(const uint8_t *p)
+{
+	const struct conn_tag *t;
+	memcpy(&t, p, sizeof(t));
+	return t;
+}
+
+/* Writes the packets collected so far, then drops the references of the
+ * records they came from. */
+static void write_batch(struct sink_queue *q, struct pkt *pk, size_t n,
+			const struct conn_tag **refs, size_t nrefs)
+{
+	if (n)
+		q->s->ops->write(q->s, pk, n);
+	for (size_t i = 0; i < nrefs; i++)
+		conn_tag_unref(refs[i]);
+}
+
+/* A connection announcement: the packets before it are written first. */
+static void conn_record(struct sink_queue *q, uint32_t kind, uint64_t ts,
+			const struct conn_tag *t)
+{
+	void (*fn)(struct sink *, const struct conn_tag *, uint64_t) =
+		(kind & REC_END) ? q->s->ops->conn_end : q->s->ops->conn_begin;
+	if (fn)
+		fn(q->s, t, ts);
+	conn_tag_unref(t);
+}
+
 /* Hands up to BATCH records to the sink; returns 0 when none was there. */
 static int consume(struct sink_queue *q)
 {
 	struct pkt pk[BATCH];
-	size_t n = 0;
+	const struct conn_tag *refs[BATCH];
+	size_t n = 0, nrefs = 0;
 	uint64_t head = ld(&q->head), t = q->tail;
 	while (t != head && n < BATCH) {
 		uint64_t at = t % q->cap;
@@ -64,17 +107,28 @@ static int consume(struct sink_queue *q)
 			t += q->cap - at;
 			continue;
 		}
-		uint32_t len = get32(q->buf + at);
-		memcpy(&pk[n].ts_ns, q->buf + at + 8, 8);
-		pk[n].hdr = q->buf + at + REC_HDR;
+		const uint8_t *r = q->buf + at;
+		uint32_t len = get32(r), kind = get32(r + 4);
+		uint64_t ts;
+		memcpy(&ts, r + 8, 8);
+		t += (REC_HDR + len + 7) & ~7ull;
+		if (kind & (REC_BEGIN | REC_END)) {
+			write_batch(q, pk, n, refs, nrefs);
+			n = nrefs = 0;
+			conn_record(q, kind, ts, get_tag(r + 16));
+			continue;
+		}
+		pk[n].ts_ns = ts;
+		pk[n].conn = get_tag(r + 16);
+		pk[n].hdr = r + REC_HDR;
 		pk[n].hdr_len = len;
 		pk[n].payload = NULL;
 		pk[n].payload_len = 0;
+		if (kind & REC_REF)
+			refs[nrefs++] = pk[n].conn;
 		n++;
-		t += (REC_HDR + len + 7) & ~7ull;
 	}
-	if (n)
-		q->s->ops->write(q->s, pk, n);
+	write_batch(q, pk, n, refs, nrefs);
 	int any = t != q->tail;
 	__atomic_store_n(&q->tail, t, __ATOMIC_RELEASE);
 	return any;
@@ -177,49 +231,97 @@ out:
 }
 
 /* Room for a record of rec bytes at head (after skipping to the start if
- * needed): returns the skip, or -1 if it does not fit. */
-static int64_t room(const struct sink_queue *q, uint64_t head, uint64_t tail, uint64_t rec)
+ * needed) leaving keep bytes free: returns the skip, or -1 if it does not fit. */
+static int64_t room(const struct sink_queue *q, uint64_t head, uint64_t tail, uint64_t rec,
+		    uint64_t keep)
 {
 	uint64_t at = head % q->cap, skip = 0;
 	if (q->cap - at < rec)
 		skip = q->cap - at;
-	if (rec > q->cap || q->cap - (head - tail) < skip + rec)
+	if (rec + keep > q->cap || q->cap - (head - tail) < skip + rec + keep)
 		return -1;
 	return (int64_t)skip;
+}
+
+/* Reserves a record of len frame bytes at *head; NULL (counted) if full. */
+static uint8_t *reserve(struct sink_queue *q, uint64_t *head, uint64_t *tail,
+			uint32_t len, uint64_t keep)
+{
+	uint64_t rec = (REC_HDR + len + 7) & ~7ull;
+	int64_t skip = room(q, *head, *tail, rec, keep);
+	if (skip < 0) {
+		*tail = ld(&q->tail); /* the worker may have made room since */
+		skip = room(q, *head, *tail, rec, keep);
+	}
+	if (skip < 0) {
+		q->s->ctr.queue_drops++;
+		return NULL;
+	}
+	if (skip >= REC_HDR) {
+		uint32_t w = WRAP;
+		memcpy(q->buf + *head % q->cap, &w, 4);
+	}
+	*head += (uint64_t)skip;
+	uint8_t *r = q->buf + *head % q->cap;
+	*head += rec;
+	return r;
+}
+
+static void put_hdr(uint8_t *r, uint32_t len, uint32_t kind, uint64_t ts,
+		    const struct conn_tag *t)
+{
+	memcpy(r, &len, 4);
+	memcpy(r + 4, &kind, 4);
+	memcpy(r + 8, &ts, 8);
+	memcpy(r + 16, &t, sizeof(t));
+}
+
+/* The last record of a run of one connection's packets holds its reference. */
+static void end_run(uint8_t *last, const struct conn_tag *t)
+{
+	if (!last || !t)
+		return;
+	uint32_t kind = REC_REF;
+	memcpy(last + 4, &kind, 4);
+	conn_tag_ref(t);
 }
 
 void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n)
 {
 	struct sink_queue *q = s->queue;
 	uint64_t head = q->head, tail = ld(&q->tail);
+	uint8_t *last = NULL;
+	const struct conn_tag *run = NULL;
 	for (size_t i = 0; i < n; i++) {
 		const struct pkt *p = &pkts[i];
+		if (p->conn != run) {
+			end_run(last, run);
+			last = NULL;
+			run = p->conn;
+		}
 		uint32_t len = p->hdr_len + p->payload_len;
-		uint64_t rec = (REC_HDR + len + 7) & ~7ull;
-		int64_t skip = room(q, head, tail, rec);
-		if (skip < 0) {
-			tail = ld(&q->tail); /* the worker may have made room since */
-			skip = room(q, head, tail, rec);
-		}
-		if (skip < 0) {
-			s->ctr.queue_drops++;
+		uint8_t *r = reserve(q, &head, &tail, len, CONN_RESERVE);
+		if (!r)
 			continue;
-		}
-		if (skip >= REC_HDR) {
-			uint32_t w = WRAP;
-			memcpy(q->buf + head % q->cap, &w, 4);
-		}
-		head += (uint64_t)skip;
-		uint8_t *r = q->buf + head % q->cap;
-		uint32_t zero = 0;
-		memcpy(r, &len, 4);
-		memcpy(r + 4, &zero, 4);
-		memcpy(r + 8, &p->ts_ns, 8);
+		put_hdr(r, len, 0, p->ts_ns, p->conn);
 		memcpy(r + REC_HDR, p->hdr, p->hdr_len);
 		if (p->payload_len)
 			memcpy(r + REC_HDR + p->hdr_len, p->payload, p->payload_len);
-		head += rec;
+		last = r;
 	}
+	end_run(last, run);
+	__atomic_store_n(&q->head, head, __ATOMIC_SEQ_CST);
+	wake(q, 0);
+}
+
+void sink_queue_push_conn(struct sink *s, const struct conn_tag *t, uint64_t ts_ns, int end)
+{
+	struct sink_queue *q = s->queue;
+	uint64_t head = q->head, tail = ld(&q->tail);
+	uint8_t *r = reserve(q, &head, &tail, 0, 0);
+	if (!r)
+		return;
+	put_hdr(r, 0, end ? REC_END : REC_BEGIN, ts_ns, conn_tag_ref(t));
 	__atomic_store_n(&q->head, head, __ATOMIC_SEQ_CST);
 	wake(q, 0);
 }

@@ -16,6 +16,10 @@ int sink_queue_start(struct sink *s, uint64_t bytes);
 /* Copies the frames into the queue; what does not fit is dropped and counted
  * in s->ctr.queue_drops. Never blocks on the sink. */
 void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n);
+/* Queues a conn_begin (end 0) or conn_end (end 1) of t in order with the
+ * packets; the queue holds a reference to t until the worker has called the
+ * sink. Never dropped: its record is small and reserved (see sink_queue.c). */
+void sink_queue_push_conn(struct sink *s, const struct conn_tag *t, uint64_t ts_ns, int end);
 /* Asks the worker to flush the sink soon (it also does when it runs dry). */
 void sink_queue_kick(struct sink *s);
 /* Waits until everything pushed so far is written and flushed. */

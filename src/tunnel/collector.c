@@ -191,6 +191,7 @@ static void inject(struct peer *p, const uint8_t *pl, size_t n)
 	while (frame_packets_next(pl, n, &off, &fp)) {
 		struct pkt *o = &pk[k];
 		o->ts_ns = fp.ts_ns;
+		o->conn = NULL; /* frames replayed as they came: no connection known here */
 		if (col->tag_vlan) {
 			memcpy(tags[k], fp.data, 12);
 			put_be16(tags[k] + 12, 0x8100);

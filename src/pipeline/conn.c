@@ -1,0 +1,68 @@
+/* Reference counting of connection metadata and the tags sinks see (contract in conn.h). */
+#include "pipeline/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Refcounts are atomic: the sink queue's worker threads drop tags too. The
+ * empty block stands in for connections without metadata; never freed. */
+static struct conn_meta empty_meta = { .refs = 1 };
+
+struct conn_meta *conn_meta_new(void)
+{
+	struct conn_meta *m = calloc(1, sizeof(*m));
+	if (m)
+		m->refs = 1;
+	return m;
+}
+
+const struct conn_meta *conn_meta_ref(const struct conn_meta *m)
+{
+	if (m && m != &empty_meta)
+		__atomic_add_fetch(&((struct conn_meta *)m)->refs, 1, __ATOMIC_RELAXED);
+	return m;
+}
+
+void conn_meta_unref(const struct conn_meta *m)
+{
+	if (!m || m == &empty_meta)
+		return;
+	if (__atomic_sub_fetch(&((struct conn_meta *)m)->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free((struct conn_meta *)m);
+}
+
+struct conn_tag *conn_tag_new(const struct conn_id *id, uint8_t family,
+			      const uint8_t client_addr[16], uint16_t client_port,
+			      const uint8_t server_addr[16], uint16_t server_port,
+			      const struct conn_meta *meta)
+{
+	struct conn_tag *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->refs = 1;
+	t->family = family;
+	t->client_port = client_port;
+	t->server_port = server_port;
+	memcpy(t->client_addr, client_addr, 16);
+	memcpy(t->server_addr, server_addr, 16);
+	t->id = *id;
+	t->meta = meta ? conn_meta_ref(meta) : &empty_meta;
+	return t;
+}
+
+const struct conn_tag *conn_tag_ref(const struct conn_tag *t)
+{
+	if (t)
+		__atomic_add_fetch(&((struct conn_tag *)t)->refs, 1, __ATOMIC_RELAXED);
+	return t;
+}
+
+void conn_tag_unref(const struct conn_tag *t)
+{
+	if (!t)
+		return;
+	if (__atomic_sub_fetch(&((struct conn_tag *)t)->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		conn_meta_unref(t->meta);
+		free((struct conn_tag *)t);
+	}
+}
