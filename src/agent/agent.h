@@ -18,6 +18,7 @@ struct h2_table;
 struct agent_config {
 	const char *socket_path;
 	const char *write_path;      /* -w */
+	int pcapng;                  /* --pcapng: -w writes pcapng (or a FILE named *.pcapng) */
 	const char *ifaces[AGENT_MAX_OUTPUTS];  /* -o IFACE, repeatable */
 	size_t n_ifaces;
 	const char *vxlans[AGENT_MAX_OUTPUTS];  /* --vxlan HOST[:PORT], repeatable */

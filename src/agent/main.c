@@ -2,6 +2,7 @@
 #include "agent/agent.h"
 #include "agent/pki.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "transport/ctl.h"
 
 #include <errno.h>
@@ -18,10 +19,6 @@
  * carries 68 bytes); below it the flow engine would raise it silently. */
 #define MSS_MIN 88
 #define MSS_MIN_S "88"
-
-#ifndef TLSMIRROR_VERSION
-#define TLSMIRROR_VERSION "0.1.0"
-#endif
 
 static void usage(FILE *f)
 {
@@ -44,6 +41,9 @@ static void usage(FILE *f)
 "      --rotate-seconds N  start a new file every N seconds\n"
 "      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
 "      --snaplen N         pcap snaplen (default 262144)\n"
+"      --pcapng            -w writes pcapng, each connection's process, SNI, ALPN, TLS\n"
+"                          version... as a comment on its first packet (also chosen by\n"
+"                          a FILE ending in .pcapng)\n"
 "      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
 "      --allow-user U[,U]  let these users (names or UIDs) attach besides root and group\n"
 "                          tlsmirror (repeatable); --allow-group G[,G] the same for groups\n"
@@ -157,7 +157,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
 	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S, O_MAXPEERS,
-	       O_AUSER, O_AGROUP };
+	       O_AUSER, O_AGROUP, O_PCAPNG };
 	static const struct option opts[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -166,6 +166,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "rotate-seconds", required_argument, NULL, O_RSECS },
 		{ "rotate-count", required_argument, NULL, O_RCOUNT },
 		{ "snaplen", required_argument, NULL, O_SNAPLEN },
+		{ "pcapng", no_argument, NULL, O_PCAPNG },
 		{ "h2-to-h1", no_argument, NULL, O_H2H1 },
 		{ "interface", required_argument, NULL, 'I' },
 		{ "output-interface", required_argument, NULL, 'o' },
@@ -248,6 +249,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		case 'C': cfg->collector = 1; break;
 		case 'l': cfg->listen_addr = optarg; break;
 		case O_POIP: cfg->pcap_over_ip = optarg; break;
+		case O_PCAPNG: cfg->pcapng = 1; break;
 		case O_VNI:
 			if (parse_uint(optarg, 0, 0xffffff, &v))
 				return bad_arg("--vni", optarg, "a number from 0 to 16777215");
@@ -334,6 +336,10 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 	}
 	if (cfg->sink.rotate_count && !cfg->sink.rotate_bytes && !cfg->sink.rotate_seconds) {
 		fprintf(stderr, "tlsmirror: --rotate-count needs --rotate-size or --rotate-seconds\n");
+		return 2;
+	}
+	if (cfg->pcapng && !cfg->write_path) {
+		fprintf(stderr, "tlsmirror: --pcapng is a format for -w FILE (PCAP-over-IP stays pcap)\n");
 		return 2;
 	}
 	if (cfg->sink.rotate_count && cfg->write_path && strchr(cfg->write_path, '%')) {

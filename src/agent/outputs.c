@@ -19,11 +19,20 @@ static int add(struct agent *a, const char *opt, const struct sink_ops *ops, con
 	return err;
 }
 
+/* -w's format: pcapng if asked for or if the file is named *.pcapng, else pcap. */
+static const struct sink_ops *file_format(const struct agent_config *c)
+{
+	size_t n = strlen(c->write_path);
+	if (c->pcapng || (n > 7 && !strcmp(c->write_path + n - 7, ".pcapng")))
+		return &sink_pcapng_ops;
+	return &sink_pcap_ops;
+}
+
 int outputs_open(struct agent *a)
 {
 	const struct agent_config *c = &a->cfg;
 	int err = 0;
-	if (c->write_path && (err = add(a, "-w", &sink_pcap_ops, c->write_path)) < 0)
+	if (c->write_path && (err = add(a, "-w", file_format(c), c->write_path)) < 0)
 		return err;
 	for (size_t i = 0; i < c->n_ifaces; i++)
 		if ((err = add(a, "-o", &sink_afpacket_ops, c->ifaces[i])) < 0)

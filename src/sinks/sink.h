@@ -107,6 +107,7 @@ struct sink {
 };
 
 extern const struct sink_ops sink_pcap_ops;
+extern const struct sink_ops sink_pcapng_ops;   /* --pcapng, -w FILE.pcapng */
 extern const struct sink_ops sink_afpacket_ops;  /* -o IFACE */
 extern const struct sink_ops sink_vxlan_ops;     /* --vxlan HOST[:PORT] */
 extern const struct sink_ops sink_poip_ops;      /* --pcap-over-ip [ADDR:]PORT */
