@@ -101,12 +101,16 @@ size_t pcapng_put_shb(uint8_t *dst, size_t room, const char *hardware, const cha
 	return len;
 }
 
+size_t pcapng_idb_len(const char *name, const char *description)
+{
+	return IDB_FIXED + opt_len(str_len(name)) + opt_len(str_len(description)) + opt_len(1) + 4;
+}
+
 size_t pcapng_put_idb(uint8_t *dst, size_t room, uint16_t linktype, uint32_t snaplen,
 		      const char *name, const char *description)
 {
 	static const uint8_t tsresol = 9; /* 10^-9 s */
-	size_t len = IDB_FIXED + opt_len(str_len(name)) + opt_len(str_len(description)) +
-		     opt_len(1) + 4;
+	size_t len = pcapng_idb_len(name, description);
 	if (len > room)
 		return 0;
 	put16(dst + 8, linktype);

@@ -31,6 +31,9 @@ size_t pcapng_put_shb(uint8_t *dst, size_t room, const char *hardware, const cha
 size_t pcapng_put_idb(uint8_t *dst, size_t room, uint16_t linktype, uint32_t snaplen,
 		      const char *name, const char *description);
 
+/* Length of the Interface Description Block pcapng_put_idb writes. */
+size_t pcapng_idb_len(const char *name, const char *description);
+
 /* Length of the Enhanced Packet Block pcapng_put_epb writes for caplen
  * captured bytes and a comment of comment_len bytes (0: no comment). */
 size_t pcapng_epb_len(uint32_t caplen, size_t comment_len);

@@ -59,8 +59,10 @@ struct png_sink {
 	struct png_conn *slots;
 	size_t n_conns, n_used;      /* live entries; live + removed */
 	uint32_t gen;                /* current section, from 1 */
+	/* stats, written by the sink's thread, read by the stats (relaxed atomics) */
 	uint64_t untracked;          /* packets that would have carried a comment */
 	uint64_t comments;           /* comments written */
+	uint64_t ifaces;             /* n_ifs */
 };
 
 static uint64_t hash_ptr(const void *p)
@@ -104,21 +106,37 @@ static void conn_rehash(struct png_sink *p)
 	free(old);
 }
 
-/* Writes the IDB of interface i at dst; returns its length (0: no room). */
-static size_t put_idb(struct png_sink *p, size_t i, uint8_t *dst, size_t room)
+/* Interface i's if_name and if_description (into desc). */
+static const char *iface_text(const struct png_sink *p, size_t i, char *desc, size_t len)
 {
 	const char *host = p->ifs[i].host;
-	char desc[192];
 	if (!i)
-		snprintf(desc, sizeof(desc), "tlsmirror on %s: TLS clear text", p->un.nodename);
+		snprintf(desc, len, "tlsmirror on %s: TLS clear text", p->un.nodename);
 	else if (i == PNG_MAX_IFACES - 1)
-		snprintf(desc, sizeof(desc), "tlsmirror: every further agent (over %d)",
-			 PNG_MAX_IFACES - 2);
+		snprintf(desc, len, "tlsmirror: every further agent (over %d)", PNG_MAX_IFACES - 2);
 	else
-		snprintf(desc, sizeof(desc), "tlsmirror agent %s, received by the collector on %s",
+		snprintf(desc, len, "tlsmirror agent %s, received by the collector on %s",
 			 host, p->un.nodename);
-	return pcapng_put_idb(dst, room, PCAPNG_LINKTYPE_ETHERNET, p->f.o.snaplen,
-			      i ? host : p->un.nodename, desc);
+	return i ? host : p->un.nodename;
+}
+
+/* Writes the IDB of interface i at dst; returns its length (0: no room). */
+static size_t put_idb(const struct png_sink *p, size_t i, uint8_t *dst, size_t room)
+{
+	char desc[192];
+	const char *name = iface_text(p, i, desc, sizeof(desc));
+	return pcapng_put_idb(dst, room, PCAPNG_LINKTYPE_ETHERNET, p->f.o.snaplen, name, desc);
+}
+
+/* Bytes of the IDBs still missing in this section for a packet on interface
+ * ifidx: every interface up to it (they are numbered by their position). */
+static size_t idbs_len(const struct png_sink *p, uint32_t ifidx)
+{
+	size_t n = 0;
+	char desc[192];
+	for (size_t i = p->ifs_in_section; i <= ifidx; i++)
+		n += pcapng_idb_len(iface_text(p, i, desc, sizeof(desc)), desc);
+	return n;
 }
 
 /* sink_file's header: a new section, SHB and every known IDB. */
@@ -151,6 +169,7 @@ static uint32_t iface_of(struct png_sink *p, const char *host)
 	struct png_iface *f = &p->ifs[p->n_ifs];
 	snprintf(f->host, sizeof(f->host), "%s",
 		 p->n_ifs == PNG_MAX_IFACES - 1 ? "tlsmirror-other-agents" : host);
+	sink_ctr_add(&p->ifaces, 1);
 	return (uint32_t)p->n_ifs++;
 }
 
@@ -201,27 +220,24 @@ static int put_pkt(struct png_sink *p, const struct pkt *k)
 	char comment[PCAPNG_COMMENT_MAX];
 	size_t clen = 0;
 	if (m && m->kind && !c)
-		p->untracked++;
+		sink_ctr_add(&p->untracked, 1);
 	if (wants_comment(p, c, m))
 		clen = pcapng_format_meta(comment, sizeof(comment), m);
-	uint8_t idb[512];
-	size_t ilen = ifidx >= p->ifs_in_section ? put_idb(p, ifidx, idb, sizeof(idb)) : 0;
+	size_t ilen = idbs_len(p, ifidx);
 	int err;
 	uint8_t *dst = sink_file_reserve(&p->f, k->ts_ns, ilen + pcapng_epb_len(cap, clen), &err);
 	if (!dst)
 		return err;
 	if (!clen && wants_comment(p, c, m)) /* a new section began in reserve */
 		clen = pcapng_format_meta(comment, sizeof(comment), m);
-	if (ifidx < p->ifs_in_section)
-		ilen = 0;
+	ilen = idbs_len(p, ifidx); /* 0 if a new section began in reserve */
 	size_t room = SINK_FILE_BUF_SIZE - p->f.used;
 	if (ilen + pcapng_epb_len(cap, clen) > room) {
 		sink_ctr_add(&p->f.ctr->lost_packets, 1);
 		return -EMSGSIZE;
 	}
-	memcpy(dst, idb, ilen);
-	if (ilen)
-		p->ifs_in_section = ifidx + 1;
+	for (ilen = 0; p->ifs_in_section <= ifidx; p->ifs_in_section++)
+		ilen += put_idb(p, p->ifs_in_section, dst + ilen, room - ilen);
 	uint32_t h = k->hdr_len < cap ? k->hdr_len : cap;
 	size_t n = pcapng_put_epb(dst + ilen, room - ilen, ifidx, k->ts_ns, k->hdr, h,
 				  k->payload, cap - h, frame > UINT32_MAX ? UINT32_MAX : (uint32_t)frame,
@@ -229,7 +245,7 @@ static int put_pkt(struct png_sink *p, const struct pkt *k)
 	sink_file_commit(&p->f, k->ts_ns, ilen + n, frame);
 	if (clen) {
 		c->gen = p->gen;
-		p->comments++;
+		sink_ctr_add(&p->comments, 1);
 	}
 	return err;
 }
@@ -255,9 +271,10 @@ static size_t png_format_stats(const struct sink *s, char *buf, size_t len, size
 {
 	const struct png_sink *p = s->priv;
 	at = sink_format_counters(s, buf, len, at);
-	return text_add(buf, len, at, " interfaces=%zu comments=%llu comments_untracked=%llu",
-			p->n_ifs, (unsigned long long)p->comments,
-			(unsigned long long)p->untracked);
+	return text_add(buf, len, at, " interfaces=%llu comments=%llu comments_untracked=%llu",
+			(unsigned long long)__atomic_load_n(&p->ifaces, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&p->comments, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&p->untracked, __ATOMIC_RELAXED));
 }
 
 static void png_close(struct sink *s)
@@ -294,7 +311,7 @@ static int png_open(struct sink *s, const char *target, const struct sink_opts *
 		snprintf(p->un.sysname, sizeof(p->un.sysname), "Linux");
 	snprintf(p->userappl, sizeof(p->userappl), "tlsmirror %s", TLSMIRROR_VERSION);
 	snprintf(p->shb_comment, sizeof(p->shb_comment), "tlsmirror on host %s", p->un.nodename);
-	p->n_ifs = 1; /* this host */
+	p->n_ifs = p->ifaces = 1; /* this host */
 	p->f.ctr = &s->ctr;
 	p->f.header = put_header;
 	p->f.arg = p;

@@ -608,18 +608,43 @@ class Capture:
         return f"{len(self.streams)} streams: " + ", ".join(d) + more
 
 
+def pcapng_header(data, path):
+    """(nanosecond, linktype, snaplen) of a pcapng file's first interface (if_tsresol 9 = ns)."""
+    order = "little" if data[8:12] == b"\x4d\x3c\x2b\x1a" else "big"
+    check(data[8:12] in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"),
+          f"{path}: pcapng without its byte-order magic ({data[8:12].hex()})")
+    u32 = lambda at: int.from_bytes(data[at:at + 4], order)
+    idb = u32(4)
+    check(len(data) >= idb + 20 and u32(idb) == 1,
+          f"{path}: the Section Header is not followed by an Interface Description")
+    linktype = int.from_bytes(data[idb + 8:idb + 10], order)
+    snaplen, end, at, tsresol = u32(idb + 12), idb + u32(idb + 4) - 4, idb + 16, 6
+    while at + 4 <= end:
+        code = int.from_bytes(data[at:at + 2], order)
+        n = int.from_bytes(data[at + 2:at + 4], order)
+        if code == 0:
+            break
+        if code == 9 and n == 1:
+            tsresol = data[at + 4]
+        at += 4 + (n + 3) // 4 * 4
+    return tsresol == 9, linktype, snaplen
+
+
 def pcap_header(path):
-    """Checks the classic pcap global header and returns (nanosecond, linktype, snaplen)."""
+    """Checks the classic pcap global header (or a pcapng Section Header and
+    first Interface Description) and returns (nanosecond, linktype, snaplen)."""
     with open(path, "rb") as f:
-        h = f.read(24)
-    check(len(h) == 24, f"{path}: {len(h)} bytes, no complete pcap header")
+        h = f.read(65536)
+    check(len(h) >= 24, f"{path}: {len(h)} bytes, no complete pcap header")
+    if h[0:4] == b"\x0a\x0d\x0d\x0a":
+        return pcapng_header(h, path)
     magic = int.from_bytes(h[0:4], "little")
     order = "little"
     if magic in (0xd4c3b2a1, 0x4d3cb2a1):
         order = "big"
         magic = int.from_bytes(h[0:4], "big")
     check(magic in (0xa1b2c3d4, 0xa1b23c4d),
-          f"{path}: not a classic pcap file (magic {h[0:4].hex()}; pcapng is 0a0d0d0a)")
+          f"{path}: neither classic pcap nor pcapng (magic {h[0:4].hex()})")
     snaplen = int.from_bytes(h[16:20], order)
     linktype = int.from_bytes(h[20:24], order)
     return magic == 0xa1b23c4d, linktype, snaplen
@@ -710,7 +735,7 @@ def read_capture(path):
     return Capture(path, segs, analysis, header)
 
 
-CAPTURE_FMT = "classic pcap, nanosecond timestamps, Ethernet"
+CAPTURE_FMT = "classic pcap or pcapng, nanosecond timestamps, Ethernet"
 
 
 def judge(path, mss=1460, allow_analysis=(), allow_gaps=False, binary=None,
@@ -729,7 +754,7 @@ def judge(path, mss=1460, allow_analysis=(), allow_gaps=False, binary=None,
     nano, linktype, snaplen = cap.header
     problems = []
     if not nano:
-        problems.append(f"pcap magic is microsecond, expected {CAPTURE_FMT}")
+        problems.append(f"timestamps are not in nanoseconds, expected {CAPTURE_FMT}")
     if linktype != 1:
         problems.append(f"pcap linktype {linktype}, expected 1 (Ethernet)")
     for s in cap.segs:

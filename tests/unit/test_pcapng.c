@@ -395,7 +395,7 @@ TEST(pcapng_one_interface_per_agent_host)
 	sink_set_conn_begin(&set, ta, ts);
 	sink_set_conn_begin(&set, tb, ts);
 	for (int i = 0; i < 40; i++) {
-		struct pkt k = mkpkt(i, ts + (uint64_t)i, 186, (i & 1) ? tb : ta);
+		struct pkt k = mkpkt(i, ts + (uint64_t)i, 186, (i & 1) ? ta : tb); /* b first */
 		sink_set_write(&set, &k, 1);
 	}
 	sink_set_conn_end(&set, ta, ts + 40);
