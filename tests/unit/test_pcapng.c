@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -448,5 +450,51 @@ TEST(pcapng_stdout_and_bad_target)
 	conn_tag_unref(t);
 	char *v = tshark_view(path);
 	CHECK(v && count_lines(v, "|") == 1);
+	free(v);
+}
+
+TEST(pcapng_lost_buffer_starts_a_new_section)
+{
+	struct sink_set set;
+	struct sink_opts o = { 0 };
+	const char *path = tmp_path("lost.pcapng");
+	if (!CHECK_EQ(open_png(&set, path, &o), 0))
+		return;
+	struct conn_meta m = meta_nginx();
+	struct conn_tag *t = mktag(1, &m);
+	uint64_t ts = 1700000000000000000ull;
+	sink_set_conn_begin(&set, t, ts);
+	struct pkt k = mkpkt(0, ts, 186, t);
+	sink_set_write(&set, &k, 1);
+	sink_set_flush(&set);
+	struct stat st;
+	if (!CHECK(stat(path, &st) == 0 && st.st_size > 0))
+		return;
+	/* the file may grow by 1000 bytes only: the next buffer is written in part */
+	struct rlimit old, lim;
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = (rlim_t)st.st_size + 1000;
+	void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for (int i = 1; i <= 20; i++) {
+		k = mkpkt(i, ts + (uint64_t)i, 186, t);
+		sink_set_write(&set, &k, 1);
+	}
+	sink_set_flush(&set);
+	setrlimit(RLIMIT_FSIZE, &old);
+	signal(SIGXFSZ, old_sig);
+	CHECK_EQ(set.v[0]->ctr.lost_packets, 20);
+	k = mkpkt(21, ts + 21, 186, t);
+	sink_set_write(&set, &k, 1);
+	sink_set_conn_end(&set, t, ts + 21);
+	sink_set_close(&set);
+	conn_tag_unref(t);
+	/* cut back to the first packet, then a new section: read cleanly, announced again */
+	char *v = tshark_view(path);
+	if (CHECK(v)) {
+		CHECK_EQ(count_lines(v, ""), 2);
+		CHECK_EQ(count_lines(v, "tlsmirror: process=nginx"), 2);
+	}
 	free(v);
 }
