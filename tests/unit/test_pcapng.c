@@ -435,6 +435,7 @@ TEST(pcapng_stdout_and_bad_target)
 		 -ENOENT);
 	CHECK(err && strstr(err, "cannot create"));
 	CHECK_EQ(set.n, 0);
+	sink_set_close(&set);
 	/* a packet whose tag was never announced: written, no comment, counted */
 	const char *path = tmp_path("untracked.pcapng");
 	if (!CHECK_EQ(open_png(&set, path, &o), 0))
