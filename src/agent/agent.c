@@ -1,9 +1,8 @@
-/* The agent's event loop: accepts capture libraries, drains their rings, feeds the sinks. */
+/* The agent's event loop: accepts capture libraries, polls the sources, feeds the chain and the sinks. */
 #include "agent/agent.h"
 #include "common/log.h"
 #include "sinks/sink_queue.h"
 #include "transport/ctl.h"
-#include "transforms/h2.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +26,7 @@
 #define TAG_SIGNAL 2ULL
 #define TAG_PENDING 3ULL
 #define TAG_PROC 4ULL
-#define DRAIN_BUDGET 4096     /* records per process per turn: fairness */
+#define POLL_BUDGET 4096      /* work per source per turn (the ring source: per process) */
 #define MAX_EXITED_KEPT 1024  /* exited processes kept for the counters */
 
 static uint64_t ev_data(uint64_t tag, int fd)
@@ -217,7 +216,7 @@ static void trim_exited(struct agent *a)
 		struct proc *p = *pp;
 		if (p->state != PROC_ATTACHED && ++kept > MAX_EXITED_KEPT) {
 			*pp = p->next;
-			flow_origin_forget(a->flows, p->key);
+			pipeline_origin(a->pl, p->key, ORIGIN_FORGOTTEN, 0);
 			free(p);
 			continue;
 		}
@@ -269,7 +268,7 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 			return;
 		}
 	}
-	p->key = ++a->next_key;
+	p->key = pipeline_origin_new(a->pl);
 	p->pid = sent ? sent->pid : cred.pid;
 	p->uid = sent ? sent->uid : cred.uid;
 	p->auth_pid = cred.pid;
@@ -299,9 +298,6 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 	else
 		log_info("attached pid %d uid %u (%s), ring %zu KiB", (int)p->pid,
 			 (unsigned)p->uid, p->comm, (p->map_len - RING_HDR_SIZE) / 1024);
-	char label[48];
-	snprintf(label, sizeof(label), "pid %d (%s)", (int)p->pid, p->comm);
-	flow_origin_label(a->flows, p->key, label);
 	trim_exited(a);
 }
 
@@ -511,28 +507,21 @@ static void handle_events(struct agent *a, int timeout_ms)
 	}
 }
 
-static size_t drain_all(struct agent *a)
+static size_t poll_all(struct agent *a)
 {
 	size_t work = 0;
-	for (struct proc *p = a->procs; p; p = p->next)
-		if (p->ring)
-			work += proc_drain(a, p, DRAIN_BUDGET);
+	for (size_t i = 0; i < a->n_src; i++)
+		work += a->src[i].ops->poll(&a->src[i], POLL_BUDGET);
 	return work;
 }
 
-/* Tells producers we sleep, then checks once more so no wake-up is lost. */
+/* Every source arms its wake-ups; 0 if one found work meanwhile. */
 static int ready_to_sleep(struct agent *a)
 {
-	int empty = 1;
-	for (struct proc *p = a->procs; p; p = p->next) {
-		if (!p->ring)
-			continue;
-		__atomic_store_n(&p->ring->consumer_sleeping, 1, __ATOMIC_SEQ_CST);
-		struct ring_view v;
-		if (ring_peek(&p->cons, &v) != -EAGAIN)
-			empty = 0;
-	}
-	return empty;
+	int work = 0;
+	for (size_t i = 0; i < a->n_src; i++)
+		work |= a->src[i].ops->prepare_sleep(&a->src[i]);
+	return !work;
 }
 
 /* Every sink's output is gone for good (`-w - | head` after head exits):
@@ -552,12 +541,11 @@ static void loop(struct agent *a)
 			log_warn("the output is closed (broken pipe): stopping");
 			break;
 		}
-		if (a->n_ticks) {
-			uint64_t now = agent_now_ns();
-			for (size_t i = 0; i < a->n_ticks; i++)
-				a->ticks[i].run(a, now, a->ticks[i].arg);
-		}
-		size_t work = drain_all(a);
+		uint64_t now = agent_now_ns();
+		for (size_t i = 0; i < a->n_ticks; i++)
+			a->ticks[i].run(a, now, a->ticks[i].arg);
+		pipeline_tick(a->pl, now);
+		size_t work = poll_all(a);
 		if (work) {
 			handle_events(a, 0);
 			continue;
@@ -567,9 +555,6 @@ static void loop(struct agent *a)
 			handle_events(a, (int)a->cfg.idle_ms);
 		else
 			handle_events(a, 0);
-		for (struct proc *p = a->procs; p; p = p->next)
-			if (p->ring)
-				__atomic_store_n(&p->ring->consumer_sleeping, 0, __ATOMIC_RELAXED);
 	}
 }
 
@@ -624,6 +609,42 @@ static void raise_fd_limit(void)
 			 (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
+/* The stage chain the options ask for, then the sources that feed it. */
+static int chain_setup(struct agent *a)
+{
+	const struct agent_config *cfg = &a->cfg;
+	struct pipeline_opts po = { .flow = { .mss = cfg->mss, .sinks = &a->sinks } };
+	int err = delivery_config(a, &po.flow);
+	if (err < 0)
+		return err;
+	po.flow.max_flows = cfg->max_conns;
+	po.flow.max_flows_per_origin = cfg->max_conns_per_proc;
+	po.max_h2_conns = cfg->max_h2_conns;
+	po.max_h2_streams = cfg->max_h2_streams;
+	memcpy(po.arg, cfg->stage_arg, sizeof(po.arg));
+	const char *why = NULL;
+	a->pl = pipeline_new(&po, &why);
+	if (!a->pl) {
+		log_err("cannot set up the stages: %s", why ? why : "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < source_table_len && a->n_src < AGENT_MAX_SOURCES; i++) {
+		struct source *s = &a->src[a->n_src];
+		s->ops = source_table[i].ops;
+		s->a = a;
+		why = NULL;
+		if (source_table[i].option)
+			continue; /* none yet: the ring source is always there */
+		if ((err = s->ops->open(s, a, "", &why)) < 0) {
+			log_err("cannot open the %s source: %s", s->ops->name,
+				why ? why : strerror(-err));
+			return err;
+		}
+		a->n_src++;
+	}
+	return 0;
+}
+
 static int setup(struct agent *a, const struct agent_config *cfg)
 {
 	const char *why = NULL;
@@ -656,18 +677,8 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 		log_err("cannot start the output queues: %s", strerror(-err));
 		return err;
 	}
-	struct flow_config fc = { .mss = cfg->mss, .sinks = &a->sinks };
-	if ((err = delivery_config(a, &fc)) < 0)
+	if ((err = chain_setup(a)) < 0)
 		return err;
-	fc.max_flows = cfg->max_conns;
-	fc.max_flows_per_origin = cfg->max_conns_per_proc;
-	a->flows = flow_table_new(&fc);
-	if (a->flows && cfg->h2_to_h1 && (a->h2 = h2_table_new(a->flows)))
-		h2_set_limits(a->h2, cfg->max_h2_conns, cfg->max_h2_streams);
-	if (!a->flows || (cfg->h2_to_h1 && !a->h2)) {
-		log_err("out of memory");
-		return -ENOMEM;
-	}
 	a->access = cfg->access;
 	access_init(&a->access);
 	a->listen_fd = listen_on(&a->access, cfg->socket_path, &why);
@@ -700,14 +711,10 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 /* Everything the applications handed over is written before we exit. */
 static void teardown(struct agent *a, int ran)
 {
-	for (struct proc *p = a->procs; p; p = p->next) {
-		if (p->ring) {
-			proc_drain(a, p, (size_t)-1);
-			proc_read_drops(p);
-		}
-	}
-	if (a->flows)
-		flow_close_all(a->flows, agent_now_ns());
+	for (size_t i = 0; i < a->n_src; i++)
+		a->src[i].ops->drain(&a->src[i]);
+	if (a->pl)
+		pipeline_close_all(a->pl, agent_now_ns());
 	sink_set_drain(&a->sinks);
 	char *buf = ran ? malloc(CTL_STATS_MAX) : NULL;
 	if (buf) {
@@ -731,9 +738,10 @@ static void teardown(struct agent *a, int ran)
 			close(p->fd);
 		free(p);
 	}
-	h2_table_free(a->h2);
-	if (a->flows)
-		flow_table_free(a->flows);
+	for (size_t i = 0; i < a->n_src; i++)
+		if (a->src[i].ops->close)
+			a->src[i].ops->close(&a->src[i]);
+	pipeline_free(a->pl);
 	if (a->sig_fd >= 0)
 		close(a->sig_fd);
 	if (a->epfd >= 0)

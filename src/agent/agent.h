@@ -1,4 +1,4 @@
-/* The agent: attached processes, their rings, the flow engine and the sinks. */
+/* The agent: its sources (attached processes and their rings), the stage chain and the sinks. */
 #ifndef TLSMIRROR_AGENT_H
 #define TLSMIRROR_AGENT_H
 
@@ -7,11 +7,10 @@
 #include <sys/types.h>
 
 #include "agent/access.h"
-#include "flows/flow.h"
+#include "pipeline/pipeline.h"
 #include "sinks/sink.h"
+#include "sources/source.h"
 #include "transport/ring.h"
-
-struct h2_table;
 
 #define AGENT_MAX_OUTPUTS 8
 
@@ -31,7 +30,9 @@ struct agent_config {
 	uint16_t mss;
 	struct sink_opts sink;
 	unsigned idle_ms;            /* longest sleep when idle */
-	int h2_to_h1;                /* --h2-to-h1: HTTP/2 connections mirrored as HTTP/1.1 */
+	/* the stages' options (--h2-to-h1, --port-map, ...): the argument of
+	 * stage_table[i]'s option, "" for a flag, NULL when not given */
+	const char *stage_arg[PIPELINE_MAX_STAGES];
 	/* memory caps (docs/agent.md "Memory"); 0: the default */
 	size_t max_conns;            /* --max-conns: open flows in total */
 	size_t max_conns_per_proc;   /* --max-conns-per-proc */
@@ -53,7 +54,7 @@ enum proc_state { PROC_ATTACHED = 0, PROC_EXITED, PROC_REJECTED };
  * restart is a new attachment of the new agent). */
 struct proc {
 	struct proc *next;
-	uint64_t key;                /* unique in this agent, the flow engine's proc_key */
+	uint64_t key;                /* its origin in the chain (pipeline_origin_new) */
 	pid_t pid;                   /* the sender of the attach (SCM_CREDENTIALS) */
 	uid_t uid;
 	pid_t auth_pid;              /* who connected the socket (SO_PEERCRED): the */
@@ -73,6 +74,8 @@ struct proc {
 	uint64_t gap_bytes;
 	uint64_t bad_records;        /* records rejected (the ring was detached) */
 	uint64_t orphan_records;     /* data for a connection we never saw opened */
+	uint64_t orphan_bytes;       /* their clear text (refused or never opened) */
+	uint64_t refused_conns;      /* opens refused over a cap */
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
 };
 
@@ -92,6 +95,7 @@ struct agent_tick {
 };
 
 #define AGENT_MAX_TICKS 8
+#define AGENT_MAX_SOURCES 4
 
 struct agent {
 	struct agent_config cfg;
@@ -100,12 +104,12 @@ struct agent {
 	int epfd;
 	int sig_fd;
 	int stop;
-	struct flow_table *flows;
-	struct h2_table *h2;         /* --h2-to-h1 converter (proc.c), NULL until needed */
+	struct pipeline *pl;         /* the stage chain every source feeds */
+	struct source src[AGENT_MAX_SOURCES];
+	size_t n_src;
 	struct sink_set sinks;
 	struct access_policy access; /* who may attach (access.c) */
 	struct proc *procs;          /* newest first */
-	uint64_t next_key;
 	uint64_t started_ns;
 	uint64_t rejected_attach;
 	uint64_t pending_dropped;    /* control connections closed before their hello (cap) */
@@ -134,10 +138,10 @@ int outputs_open(struct agent *a);
 /* CLOCK_REALTIME in ns: the timestamps packets carry. */
 uint64_t agent_now_ns(void);
 
-/* proc.c: moves a process's ring records into the flow engine. Returns the
+/* sources/ring.c: moves a process's ring records into the chain. Returns the
  * number of records handled; detaches the process if its ring is corrupt. */
 size_t proc_drain(struct agent *a, struct proc *p, size_t budget);
-/* The process is gone (EOF) or rejected: drain what is left, close flows, unmap. */
+/* The process is gone (EOF) or rejected: drain what is left, end its connections, unmap. */
 void proc_finish(struct agent *a, struct proc *p, enum proc_state why);
 /* Refreshes drop counters from the ring header. */
 void proc_read_drops(struct proc *p);

@@ -20,6 +20,25 @@
 #define MSS_MIN 88
 #define MSS_MIN_S "88"
 
+/* The stages' lines of the help, from stage_table. */
+static const char *stage_help(void)
+{
+	static char buf[2048];
+	size_t at = 0;
+	for (size_t i = 0; i < stage_table_len; i++) {
+		const struct stage_def *d = &stage_table[i];
+		if (!d->option || at >= sizeof(buf))
+			continue;
+		char opt[64];
+		snprintf(opt, sizeof(opt), "--%s%s%s", d->option, d->metavar ? " " : "",
+			 d->metavar ? d->metavar : "");
+		int n = snprintf(buf + at, sizeof(buf) - at, "      %-18s %s\n", opt, d->help);
+		if (n > 0)
+			at += (size_t)n;
+	}
+	return buf;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -44,9 +63,11 @@ static void usage(FILE *f)
 "      --pcapng            -w writes pcapng, each connection's process, SNI, ALPN, TLS\n"
 "                          version... as a comment on its first packet (also chosen by\n"
 "                          a FILE ending in .pcapng)\n"
-"      --h2-to-h1          mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)\n"
 "      --allow-user U[,U]  let these users (names or UIDs) attach besides root and group\n"
 "                          tlsmirror (repeatable); --allow-group G[,G] the same for groups\n"
+"\n"
+"stages (in this order; docs/pipeline.md):\n"
+"%s"
 "\n"
 "memory caps (docs/agent.md \"Memory\"; over a cap: counted in tlsmirror stats, logged once):\n"
 "      --max-conns N       open connections mirrored at once, in total (default 100000)\n"
@@ -75,7 +96,7 @@ static void usage(FILE *f)
 "  -V, --version           print the version\n"
 "\n"
 "Files after the first are FILE.1, FILE.2, ...; a FILE with '%%' is an strftime pattern.\n"
-"See tlsmirror(1).\n", CTL_DEFAULT_SOCKET);
+"See tlsmirror(1).\n", CTL_DEFAULT_SOCKET, stage_help());
 }
 
 static const char *default_socket(void)
@@ -154,11 +175,11 @@ static int parse_mac(const char *s, uint8_t mac[6])
  * status to leave with (0 after --help/--version, 2 for a bad command line). */
 static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 {
-	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN, O_H2H1,
+	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
 	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S, O_MAXPEERS,
-	       O_AUSER, O_AGROUP, O_PCAPNG };
-	static const struct option opts[] = {
+	       O_AUSER, O_AGROUP, O_PCAPNG, O_STAGE };
+	static const struct option fixed[] = {
 		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "mss", required_argument, NULL, O_MSS },
@@ -167,7 +188,6 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "rotate-count", required_argument, NULL, O_RCOUNT },
 		{ "snaplen", required_argument, NULL, O_SNAPLEN },
 		{ "pcapng", no_argument, NULL, O_PCAPNG },
-		{ "h2-to-h1", no_argument, NULL, O_H2H1 },
 		{ "interface", required_argument, NULL, 'I' },
 		{ "output-interface", required_argument, NULL, 'o' },
 		{ "tunnel", required_argument, NULL, 't' },
@@ -196,8 +216,17 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
 	};
+	/* the fixed options, then one per stage of stage_table */
+	struct option opts[sizeof(fixed) / sizeof(fixed[0]) + PIPELINE_MAX_STAGES + 1];
+	size_t no = sizeof(fixed) / sizeof(fixed[0]);
+	memcpy(opts, fixed, sizeof(fixed));
+	for (size_t i = 0; i < stage_table_len; i++)
+		if (stage_table[i].option)
+			opts[no++] = (struct option){ stage_table[i].option,
+				stage_table[i].metavar ? required_argument : no_argument,
+				NULL, O_STAGE + (int)i };
+	memset(&opts[no], 0, sizeof(opts[no]));
 	unsigned long long v;
 	int c, socket_given = 0;
 	opterr = 0;
@@ -230,7 +259,6 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 				return bad_arg("--snaplen", optarg, "a number from 128 to 262144");
 			cfg->sink.snaplen = (uint32_t)v;
 			break;
-		case O_H2H1: cfg->h2_to_h1 = 1; break;
 		case 'q': log_quiet = 1; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("tlsmirror %s\n", TLSMIRROR_VERSION); return 0;
@@ -318,6 +346,17 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 				return bad_arg(g ? "--allow-group" : "--allow-user", bad,
 					       g ? "no such group (a name or a GID)" :
 					       "no such user (a name or a UID)");
+			break;
+		}
+		case O_STAGE ... O_STAGE + PIPELINE_MAX_STAGES - 1: {
+			const struct stage_def *d = &stage_table[c - O_STAGE];
+			const char *why = NULL, *arg = d->metavar ? optarg : "";
+			if (d->check && d->check(arg, &why) < 0) {
+				char opt[64];
+				snprintf(opt, sizeof(opt), "--%s", d->option);
+				return bad_arg(opt, arg, why ? why : "not understood");
+			}
+			cfg->stage_arg[c - O_STAGE] = arg;
 			break;
 		}
 		case ':':

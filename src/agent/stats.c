@@ -1,20 +1,10 @@
-/* Counters as text: one line per process and a total, key=value (tlsmirror stats, exit). */
+/* Counters as text: the sources' lines (one per process), a total, the chain's and the sinks' lines, key=value (tlsmirror stats, exit). */
 #include "agent/agent.h"
 #include "common/text.h"
 #include "transforms/h2.h"
 
 #include <stdarg.h>
 #include <stdio.h>
-
-static const char *state_name(enum proc_state s)
-{
-	switch (s) {
-	case PROC_ATTACHED: return "attached";
-	case PROC_EXITED: return "exited";
-	case PROC_REJECTED: return "rejected";
-	}
-	return "?";
-}
 
 size_t stats_format(struct agent *a, char *buf, size_t len)
 {
@@ -23,43 +13,27 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 	if (!len)
 		return 0;
 	buf[0] = 0;
+	for (size_t i = 0; i < a->n_src; i++)
+		if (a->src[i].ops->format_stats)
+			at = a->src[i].ops->format_stats(&a->src[i], buf, len, at);
 	for (struct proc *p = a->procs; p; p = p->next) {
-		proc_read_drops(p);
-		uint64_t d = 0;
-		struct flow_origin_stats os = { 0 };
-		if (a->flows)
-			os = flow_origin_stats(a->flows, p->key);
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
-			d += p->drop_last[i];
-		at = text_add(buf, len, at,
-			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
-			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
-			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
-			 "orphan_bytes=%llu\n",
-			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
-			 p->comm[0] ? p->comm : "?",
-			 state_name(p->state),
-			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
-			 (unsigned long long)p->bytes[0], (unsigned long long)p->bytes[1],
-			 (unsigned long long)p->drop_last[RING_DROP_FULL],
-			 (unsigned long long)p->drop_last[RING_DROP_NO_RING],
-			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
-			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
-			 (unsigned long long)p->orphan_records, (unsigned long long)os.refused,
-			 (unsigned long long)os.orphan_bytes);
+			dropped += p->drop_last[i];
 		procs++;
 		conns += p->conns;
 		b0 += p->bytes[0];
 		b1 += p->bytes[1];
-		dropped += d;
 		gap += p->gap_bytes;
 		bad += p->bad_records;
 		orphan += p->orphan_records;
 	}
-	const struct flow_counters *fc = a->flows ? flow_counters(a->flows) : NULL;
+	const struct flow_table *ft = pipeline_stage_priv(a->pl, "flows");
+	const struct h2_table *h2 = pipeline_stage_priv(a->pl, "h2");
+	const struct pipeline_counters *pc = a->pl ? pipeline_counters(a->pl) : NULL;
+	const struct flow_counters *fc = ft ? flow_counters(ft) : NULL;
 	struct h2_counters h2c = { 0 };
-	if (a->h2)
-		h2c = *h2_counters(a->h2);
+	if (h2)
+		h2c = *h2_counters(h2);
 	uint64_t lost = 0;
 	for (size_t i = 0; i < a->sinks.n; i++)
 		lost += a->sinks.v[i]->ctr.lost_packets;
@@ -83,12 +57,14 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks,
 		 (unsigned long long)(fc ? fc->flows_open : 0),
 		 (unsigned long long)(fc ? fc->flows_refused : 0),
-		 (unsigned long long)(fc ? fc->orphan_bytes : 0),
+		 (unsigned long long)((fc ? fc->orphan_bytes : 0) + (pc ? pc->orphan_bytes : 0)),
 		 (unsigned long long)a->pending_dropped,
 		 (unsigned long long)h2c.conns_refused, (unsigned long long)h2c.streams_refused,
 		 (unsigned long long)h2c.malformed, (unsigned long long)h2c.flow_errors,
 		 (unsigned long long)(fc ? fc->synthetic_moved : 0),
 		 (unsigned long long)(fc ? fc->flows_handed_over : 0));
+	if (a->pl)
+		at = pipeline_format_stats(a->pl, buf, len, at);
 	at = access_stats_format(&a->access, buf, len, at);
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);

@@ -498,14 +498,17 @@ static void drop_holder(struct flow_table *t, struct flow *e, uint64_t ts_ns, in
 	flow_end(t, f, ts_ns);
 }
 
-/* Is g (inherited from info->parent_key) the continuation of flow f? */
+/* Is g (inherited from info->parent_origin) the continuation of flow f? */
 static int inherits(const struct flow *f, const struct flow *g,
-		    const struct flow_open_info *info)
+		    const struct conn_open *info)
 {
-	return info->parent_key && f->proc_key == info->parent_key && !f->owner &&
-	       f->conn_id == info->conn_id && !f->duplicate && f->side == g->side &&
-	       f->sc.family == g->sc.family && !end_cmp(&f->sc.end[0], &g->sc.end[0]) &&
-	       !end_cmp(&f->sc.end[1], &g->sc.end[1]);
+	if (!info->parent_origin || f->proc_key != info->parent_origin || f->owner ||
+	    f->conn_id != info->id.conn || f->duplicate || f->side != g->side ||
+	    f->sc.family != g->sc.family || end_cmp(&f->sc.end[0], &g->sc.end[0]) ||
+	    end_cmp(&f->sc.end[1], &g->sc.end[1]))
+		return 0;
+	/* only now, with a flow to continue: is the claim plausible? */
+	return !info->parent_ok || info->parent_ok(info, info->parent_arg);
 }
 
 /* g becomes a holder of f: its events go to f, nothing emitted now. */
@@ -622,13 +625,13 @@ void flow_table_free(struct flow_table *t)
 }
 
 static struct flow *flow_new(struct flow_table *t,
-			     const struct flow_open_info *info)
+			     const struct conn_open *info)
 {
 	struct flow *f = calloc(1, sizeof(*f));
 	if (!f)
 		return NULL;
-	f->proc_key = info->proc_key;
-	f->conn_id = info->conn_id;
+	f->proc_key = info->id.origin;
+	f->conn_id = info->id.conn;
 	f->side = info->side ? 1 : 0;
 	f->holders = 1;
 	f->seq_no = ++t->opens;
@@ -641,7 +644,7 @@ static struct flow *flow_new(struct flow_table *t,
 	f->mss = f->sc.family == 6 ? t->mss6 : t->mss4;
 	f->tuple_hash = tuple_hash(&f->sc);
 	for (int d = 0; d < 2; d++) {
-		f->seq[d] = flow_isn(&f->sc, info->conn_id, d);
+		f->seq[d] = flow_isn(&f->sc, info->id.conn, d);
 		f->emitted[d] = info->midstream ? info->off[d] : 0;
 	}
 	return f;
@@ -657,7 +660,9 @@ static struct origin **origin_link(struct flow_table *t, uint64_t proc_key)
 	return pp;
 }
 
-static struct origin *origin_get(struct flow_table *t, uint64_t proc_key)
+/* An origin's counters; a new one is named after the producer in meta. */
+static struct origin *origin_get(struct flow_table *t, uint64_t proc_key,
+				 const struct conn_meta *m)
 {
 	struct origin **pp = origin_link(t, proc_key);
 	if (*pp)
@@ -666,7 +671,12 @@ static struct origin *origin_get(struct flow_table *t, uint64_t proc_key)
 	if (!o)
 		return NULL;
 	o->proc_key = proc_key;
-	snprintf(o->label, sizeof(o->label), "origin %llu", (unsigned long long)proc_key);
+	if (m && m->host[0])
+		snprintf(o->label, sizeof(o->label), "agent %.40s", m->host);
+	else if (m && m->pid)
+		snprintf(o->label, sizeof(o->label), "pid %u (%s)", (unsigned)m->pid, m->comm);
+	else
+		snprintf(o->label, sizeof(o->label), "origin %llu", (unsigned long long)proc_key);
 	*pp = o;
 	return o;
 }
@@ -690,22 +700,23 @@ static int refuse(struct flow_table *t, struct origin *o, int err)
 
 /* May info's flow be opened? A flow replacing one of the same (proc_key,
  * conn_id) always may. O(1): two hash look-ups. */
-static int admit(struct flow_table *t, const struct flow_open_info *info, struct origin **out)
+static int admit(struct flow_table *t, const struct conn_open *info, struct origin **out)
 {
-	struct origin *o = origin_get(t, info->proc_key);
+	struct origin *o = origin_get(t, info->charge_origin ? info->charge_origin :
+				      info->id.origin, info->meta);
 	if (!o)
 		return -ENOMEM;
 	*out = o;
 	if (t->count < t->max_flows && o->st.open < t->max_per_origin)
 		return 0;
-	if (id_find(t, info->proc_key, info->conn_id))
+	if (id_find(t, info->id.origin, info->id.conn))
 		return 0;
 	return refuse(t, o, t->count >= t->max_flows ? -ENFILE : -EMFILE);
 }
 
 int flow_origin_label(struct flow_table *t, uint64_t proc_key, const char *label)
 {
-	struct origin *o = origin_get(t, proc_key);
+	struct origin *o = origin_get(t, proc_key, NULL);
 	if (!o)
 		return -ENOMEM;
 	snprintf(o->label, sizeof(o->label), "%s", label);
@@ -769,7 +780,7 @@ static void synthetic_move(struct flow_table *t, struct flow *s, uint64_t ts_ns)
 	s->duplicate = 1;
 }
 
-int flow_open(struct flow_table *t, const struct flow_open_info *info)
+int flow_open(struct flow_table *t, const struct conn_open *info)
 {
 	struct origin *org;
 	int err = admit(t, info, &org);
@@ -779,7 +790,7 @@ int flow_open(struct flow_table *t, const struct flow_open_info *info)
 	if (!f)
 		return -ENOMEM;
 	f->origin = org;
-	struct flow *old = id_find(t, info->proc_key, info->conn_id);
+	struct flow *old = id_find(t, info->id.origin, info->id.conn);
 	if (old && same_conn(old, f)) {
 		/* announced again: the flow goes on (a new SYN would reuse the ISN) */
 		flow_free(f);

@@ -27,24 +27,10 @@ struct flow_config {
 #define FLOW_DEFAULT_MAX_FLOWS 100000
 #define FLOW_DEFAULT_MAX_PER_ORIGIN 10000
 
-/* Everything the engine needs to know when a TLS connection appears. */
-struct flow_open_info {
-	uint64_t proc_key;       /* which attached process (agent-assigned, unique) */
-	uint64_t conn_id;        /* per-process connection id */
-	uint64_t ts_ns;
-	uint8_t family;          /* 4 or 6 */
-	uint8_t side;            /* which end the mirrored process is (0 client, 1 server) */
-	uint8_t midstream;       /* data flowed before: stream offsets below are > 0 */
-	uint8_t synthetic;       /* invented by a transform (an HTTP/2 stream): gives way to real ones */
-	uint16_t client_port, server_port;
-	uint8_t client_addr[16], server_addr[16];
-	uint64_t off[2];         /* stream offsets at open: [0] c2s, [1] s2c */
-	/* inherited over fork(): the process (proc_key) whose flow of the same
-	 * conn_id, 4-tuple and side this process continues; 0 = not inherited */
-	uint64_t parent_key;
-	/* who saw it (conn.h); the flow keeps a reference, its tag another; NULL: none */
-	const struct conn_meta *meta;
-};
+/* A connection appears: struct conn_open (pipeline/conn.h). The engine's
+ * proc_key is the connection's origin (id.origin), conn_id is id.conn; caps
+ * are counted against charge_origin (or id.origin). */
+#include "pipeline/conn.h"
 
 /* Counters the engine keeps (totals across flows). */
 struct flow_counters {
@@ -96,7 +82,7 @@ void flow_table_free(struct flow_table *t);
  * was closed within the last seconds is refused with -EADDRINUSE: the
  * caller picks another port. Returns 0, -EEXIST, -EADDRINUSE or -ENOMEM.
  */
-int flow_open(struct flow_table *t, const struct flow_open_info *info);
+int flow_open(struct flow_table *t, const struct conn_open *info);
 
 /*
  * Clear text of one direction (dir 0 c2s, 1 s2c) starting at stream offset

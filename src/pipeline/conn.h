@@ -50,6 +50,36 @@ struct conn_meta {
 };
 
 /*
+ * A connection appears: the open event a source hands to the chain and a
+ * stage passes on (it may rewrite the 4-tuple for the stages after it, as
+ * the port map does) or emits for a connection it invents. Only valid
+ * during the call; meta is a reference the receiver takes (conn_meta_ref)
+ * if it keeps it.
+ */
+struct conn_open {
+	struct conn_id id;
+	uint64_t ts_ns;
+	uint8_t family;          /* 4 or 6 */
+	uint8_t side;            /* which end the producer is (0 client, 1 server) */
+	uint8_t midstream;       /* data flowed before: the offsets below are > 0 */
+	uint8_t synthetic;       /* invented by a stage: gives way to real connections */
+	uint16_t client_port, server_port;
+	uint8_t client_addr[16], server_addr[16];
+	uint64_t off[2];         /* stream offsets at open: [0] c2s, [1] s2c */
+	/* inherited over fork(): the origin (a process) whose connection of the
+	 * same id.conn, 4-tuple and side this one continues; 0: not inherited.
+	 * parent_ok, if set, is asked (lazily, only when there is such a
+	 * connection to continue) whether the claim is plausible. */
+	uint64_t parent_origin;
+	int (*parent_ok)(const struct conn_open *o, void *arg);
+	void *parent_arg;
+	/* the origin whose caps this connection counts against (0: id.origin):
+	 * a stage's invented connections count against the real one's producer */
+	uint64_t charge_origin;
+	const struct conn_meta *meta; /* never NULL from a source; may be NULL in tests */
+};
+
+/*
  * What a sink sees of a connection: its 4-tuple as the packets show it and
  * its metadata. Made by the flow engine once per emitted flow (a synthetic
  * flow moved to another port gets a new tag), handed to sinks in

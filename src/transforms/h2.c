@@ -1,19 +1,27 @@
 /* HTTP/2 -> HTTP/1.1 converter: connections, streams as synthetic TCP connections, output, fallback (contract in h2.h). */
 #include "transforms/h2_int.h"
 #include "common/log.h"
+#include "common/text.h"
+#include "pipeline/pipeline.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 /*
- * Connections the converter owns are in a hash by (proc_key, conn_id). Each
+ * A stage of the chain (docs/pipeline.md): it takes over HTTP/2
+ * connections and emits, downstream, one invented connection per stream
+ * under its own origin (t->origin, from the chain), so a stream can never
+ * be mistaken for a real connection; a fallback hands the real connection
+ * on to the next stage (stage_emit_open of its own id).
+ *
+ * Connections the converter owns are in a hash by (origin, conn). Each
  * direction has its own frame reader and HPACK inflater (h2_frames.c). Output
  * for one (stream, direction) is collected in c->out and handed to the flow
  * engine when another target is written, when it reaches H2_OUT_FLUSH, and
  * at the end of every ring record, so segments are full-sized and nothing
  * waits for the next record. A connection that leaves the converter
- * (fallback, or not HTTP/2 after all) is freed; its flow is the engine's.
+ * (fallback, or not HTTP/2 after all) is freed; the stage after it owns it.
  */
 
 #define H2_BUCKETS 1024
@@ -21,7 +29,8 @@
 #define H2_OUT_CAP (H2_OUT_FLUSH + 4 * H2_MAX_HEADER_LIST)
 
 struct h2_table {
-	struct flow_table *flows;
+	struct stage *st;                 /* ours in the chain */
+	uint64_t origin;                  /* of the streams' connections (from the chain at the first) */
 	struct h2_conn *b[H2_BUCKETS];
 	uint64_t next_id;
 	uint32_t next_port;
@@ -42,27 +51,28 @@ static size_t bucket(uint64_t proc_key, uint64_t conn_id)
 static struct h2_conn **find_link(struct h2_table *t, uint64_t proc_key, uint64_t conn_id)
 {
 	struct h2_conn **pp = &t->b[bucket(proc_key, conn_id)];
-	while (*pp && ((*pp)->info.proc_key != proc_key || (*pp)->info.conn_id != conn_id))
+	while (*pp && ((*pp)->info.id.origin != proc_key || (*pp)->info.id.conn != conn_id))
 		pp = &(*pp)->next;
 	return pp;
 }
 
-struct h2_table *h2_table_new(struct flow_table *flows)
+static void h2_set_limits(struct h2_table *t, size_t max_conns, size_t max_streams)
+{
+	t->max_conns = max_conns ? max_conns : H2_DEFAULT_MAX_CONNS;
+	t->max_streams = max_streams ? max_streams : H2_DEFAULT_MAX_STREAMS;
+}
+
+static struct h2_table *h2_table_new(struct stage *st)
 {
 	struct h2_table *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->flows = flows;
+	t->st = st;
 	t->next_port = H2_PORT_MIN;
 	h2_set_limits(t, 0, 0);
 	return t;
 }
 
-void h2_set_limits(struct h2_table *t, size_t max_conns, size_t max_streams)
-{
-	t->max_conns = max_conns ? max_conns : H2_DEFAULT_MAX_CONNS;
-	t->max_streams = max_streams ? max_streams : H2_DEFAULT_MAX_STREAMS;
-}
 
 /* A cap was reached: counted, logged (rate-limited). */
 static void over_cap(uint64_t *ctr, const char *what, size_t cap)
@@ -87,10 +97,12 @@ static void conn_free(struct h2_conn *c)
 			nghttp2_hd_inflate_del(c->d[d].inf);
 	}
 	h2_buf_free(&c->out);
+	conn_meta_unref(c->info.meta);
+	conn_meta_unref(c->smeta);
 	free(c);
 }
 
-void h2_table_free(struct h2_table *t)
+static void h2_table_free(struct h2_table *t)
 {
 	if (!t)
 		return;
@@ -111,7 +123,7 @@ const struct h2_counters *h2_counters(const struct h2_table *t)
 
 /* ---- output and streams ---- */
 
-/* Every call into the flow engine is checked: one that fails means a stream
+/* Every event emitted downstream is checked: one that fails means a stream
  * or a fallback is not shown whole, which must not go unnoticed. */
 static int flow_ret(struct h2_table *t, int err)
 {
@@ -126,8 +138,9 @@ void h2_out_flush(struct h2_table *t, struct h2_conn *c)
 	if (!st || !c->out.len)
 		return;
 	int d = c->out_dir;
-	flow_ret(t, flow_data(t->flows, c->info.proc_key, st->conn_id, d, c->ts, st->off[d],
-			      c->out.p, c->out.len, NULL));
+	struct conn_id id = { t->origin, st->conn_id };
+	flow_ret(t, stage_emit_data(t->st, &id, d, c->ts, st->off[d], c->out.p, c->out.len,
+				    NULL));
 	st->off[d] += c->out.len;
 	c->out.len = 0;
 }
@@ -158,8 +171,8 @@ void h2_out_direct(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, 
 {
 	h2_out_select(t, c, st, dir);
 	h2_out_flush(t, c);
-	flow_ret(t, flow_data(t->flows, c->info.proc_key, st->conn_id, dir, c->ts, st->off[dir],
-			      data, n, NULL));
+	struct conn_id id = { t->origin, st->conn_id };
+	flow_ret(t, stage_emit_data(t->st, &id, dir, c->ts, st->off[dir], data, n, NULL));
 	st->off[dir] += n;
 }
 
@@ -171,19 +184,30 @@ struct h2_stream *h2_stream_find(struct h2_conn *c, uint32_t id)
 	return st;
 }
 
-/* A client port in H2_PORT_MIN..H2_PORT_MAX whose 4-tuple is not in use. */
-static int pick_port(struct h2_table *t, const struct flow_open_info *o, uint16_t *port)
+/* The next client port of H2_PORT_MIN..H2_PORT_MAX, in turn. */
+static uint16_t next_port(struct h2_table *t)
 {
-	for (uint32_t n = 0; n <= H2_PORT_MAX - H2_PORT_MIN; n++) {
-		uint16_t p = (uint16_t)t->next_port;
-		t->next_port = p == H2_PORT_MAX ? H2_PORT_MIN : p + 1u;
-		if (!flow_tuple_busy(t->flows, o->family, o->client_addr, p, o->server_addr,
-				     o->server_port)) {
-			*port = p;
-			return 0;
-		}
-	}
-	return -EADDRINUSE;
+	uint16_t p = (uint16_t)t->next_port;
+	t->next_port = p == H2_PORT_MAX ? H2_PORT_MIN : p + 1u;
+	return p;
+}
+
+/* The metadata of c's streams: the connection's, kind synthetic, parent it.
+ * One block per connection, shared by its streams. NULL without memory. */
+static const struct conn_meta *stream_meta(struct h2_conn *c)
+{
+	if (c->smeta)
+		return c->smeta;
+	struct conn_meta *m = conn_meta_new();
+	if (!m)
+		return NULL;
+	if (c->info.meta)
+		*m = *c->info.meta;
+	m->refs = 1;
+	m->kind = CONN_KIND_SYNTHETIC;
+	m->parent = c->info.id;
+	c->smeta = m;
+	return m;
 }
 
 int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_stream **out)
@@ -197,29 +221,28 @@ int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_
 				 t->max_streams);
 		return -ENOSPC;
 	}
-	struct flow_open_info fi = c->info;
-	int err = pick_port(t, &c->info, &fi.client_port);
-	if (err)
-		return err;
+	if (!t->origin && !(t->origin = stage_origin(t->st)))
+		return -ENOSPC; /* the chain's stage origins are used up: cannot happen */
+	struct conn_open fi = c->info;
 	struct h2_stream *st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
 	st->id = id;
-	st->conn_id = H2_CONN_ID_BIT | ++t->next_id;
-	fi.conn_id = st->conn_id;
+	st->conn_id = ++t->next_id;
+	fi.id.origin = t->origin;
+	fi.id.conn = st->conn_id;
+	fi.charge_origin = c->info.id.origin; /* counts against the real producer's caps */
 	fi.ts_ns = c->ts;
 	fi.midstream = 0;
 	fi.off[0] = fi.off[1] = 0;
 	fi.synthetic = 1;
-	/* the engine refuses a synthetic open on a 4-tuple in use (or just
-	 * closed): try the next free port */
-	for (int tries = 0; tries < 16; tries++) {
-		err = flow_open(t->flows, &fi);
-		if (err != -EADDRINUSE)
-			break;
-		err = pick_port(t, &c->info, &fi.client_port);
-		if (err)
-			break;
+	fi.meta = stream_meta(c);
+	/* the flow engine refuses a synthetic open on a 4-tuple in use (or
+	 * just closed): try the next port */
+	int err = -EADDRINUSE;
+	for (int tries = 0; tries < H2_PORT_TRIES && err == -EADDRINUSE; tries++) {
+		fi.client_port = next_port(t);
+		err = stage_emit_open(t->st, &fi);
 	}
 	if (err == -ENFILE || err == -EMFILE) /* over --max-conns(-per-proc) */
 		t->ctr.streams_refused++;
@@ -242,7 +265,8 @@ void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st
 		h2_out_flush(t, c);
 		c->out_st = NULL;
 	}
-	flow_ret(t, flow_close(t->flows, c->info.proc_key, st->conn_id, c->ts));
+	struct conn_id sid = { t->origin, st->conn_id };
+	flow_ret(t, stage_emit_close(t->st, &sid, c->ts, 0));
 	struct h2_stream **pp = &c->streams;
 	while (*pp && *pp != st)
 		pp = &(*pp)->next;
@@ -262,7 +286,7 @@ static void close_streams(struct h2_table *t, struct h2_conn *c)
 
 /* ---- connections ---- */
 
-static int same_tuple(const struct flow_open_info *a, const struct flow_open_info *b)
+static int same_tuple(const struct conn_open *a, const struct conn_open *b)
 {
 	if (a->family != b->family)
 		return 0;
@@ -280,7 +304,7 @@ static int converted_elsewhere(const struct h2_table *t, const struct h2_conn *c
 	for (size_t i = 0; i < H2_BUCKETS; i++)
 		for (const struct h2_conn *o = t->b[i]; o; o = o->next)
 			if (o != c && o->state == H2_CONVERT && same_tuple(&o->info, &c->info) &&
-			    (o->info.proc_key != c->info.proc_key || o->info.side != c->info.side))
+			    (o->info.id.origin != c->info.id.origin || o->info.side != c->info.side))
 				return 1;
 	return 0;
 }
@@ -305,26 +329,23 @@ static int dir_init(struct h2_dir *d, uint64_t off, enum h2_parse_state ps)
 	return nghttp2_hd_inflate_new(&d->inf) ? -ENOMEM : 0;
 }
 
-int h2_open(struct h2_table *t, const struct flow_open_info *info, const char *alpn)
+/* 1: taken over, 0: passed on (not HTTP/2, midstream, inherited, over the
+ * cap), -EEXIST: announced again, -ENOMEM. */
+static int h2_open(struct h2_table *t, const struct conn_open *info)
 {
+	const char *alpn = info->meta ? info->meta->alpn : "";
 	int is_h2 = !strcmp(alpn, "h2");
-	if (alpn[0] && !is_h2)
-		return 0;
+	if ((alpn[0] && !is_h2) || info->parent_origin)
+		return 0; /* an inherited connection continues its parent's flow as it is */
 	if (info->midstream || info->off[0] || info->off[1]) {
 		/* the HPACK tables' state is unknown: mirrored as it is */
 		if (is_h2)
 			t->ctr.fallbacks++;
 		return 0;
 	}
-	struct h2_conn **pp = find_link(t, info->proc_key, info->conn_id);
-	if (*pp) {
-		if ((*pp)->info.side == info->side && same_tuple(&(*pp)->info, info))
-			return -EEXIST; /* announced again after a re-attach */
-		h2_close(t, info->proc_key, info->conn_id, info->ts_ns);
-		pp = find_link(t, info->proc_key, info->conn_id);
-		if (*pp)
-			return 0; /* it left the converter: its flow is the engine's */
-	}
+	struct h2_conn **pp = find_link(t, info->id.origin, info->id.conn);
+	if (*pp)
+		return -EEXIST; /* the chain closes a replaced id first: never here */
 	if (t->nconns >= t->max_conns) {
 		over_cap(&t->ctr.conns_refused, "connections converted at --max-h2-conns",
 			 t->max_conns);
@@ -334,6 +355,9 @@ int h2_open(struct h2_table *t, const struct flow_open_info *info, const char *a
 	if (!c)
 		return -ENOMEM;
 	c->info = *info;
+	c->info.parent_ok = NULL;
+	c->info.parent_arg = NULL;
+	conn_meta_ref(c->info.meta);
 	c->ts = info->ts_ns;
 	c->out.cap = H2_OUT_CAP;
 	if (dir_init(&c->d[0], 0, H2_PS_PREFACE) || dir_init(&c->d[1], 0, H2_PS_HDR)) {
@@ -350,7 +374,7 @@ int h2_open(struct h2_table *t, const struct flow_open_info *info, const char *a
 
 static void unlink_conn(struct h2_table *t, struct h2_conn *c)
 {
-	struct h2_conn **pp = find_link(t, c->info.proc_key, c->info.conn_id);
+	struct h2_conn **pp = find_link(t, c->info.id.origin, c->info.id.conn);
 	if (*pp == c) {
 		*pp = c->next;
 		t->nconns--;
@@ -379,7 +403,7 @@ static uint64_t data_rest(const struct h2_dir *d)
 /* The bytes of the frame being read (raw) and the rest of the record at
  * off, in one piece where they touch, so the raw flow's first segment
  * starts with the frame's header. */
-static void leave_feed(struct h2_table *t, const struct flow_open_info *fi, int dir,
+static void leave_feed(struct h2_table *t, const struct conn_open *fi, int dir,
 		       const struct h2_buf *raw, uint64_t off, const uint8_t *rest, size_t n,
 		       uint64_t *gap)
 {
@@ -391,18 +415,17 @@ static void leave_feed(struct h2_table *t, const struct flow_open_info *fi, int 
 		off = fi->off[dir];
 		n += raw->len;
 	} else if (raw->len) {
-		flow_ret(t, flow_data(t->flows, fi->proc_key, fi->conn_id, dir, fi->ts_ns,
-				      fi->off[dir], raw->p, raw->len, NULL));
+		flow_ret(t, stage_emit_data(t->st, &fi->id, dir, fi->ts_ns, fi->off[dir], raw->p,
+					    raw->len, NULL));
 	}
 	if (n)
-		flow_ret(t, flow_data(t->flows, fi->proc_key, fi->conn_id, dir, fi->ts_ns, off,
-				      rest, n, gap));
+		flow_ret(t, stage_emit_data(t->st, &fi->id, dir, fi->ts_ns, off, rest, n, gap));
 	free(one);
 }
 
 /*
- * The connection leaves the converter: its streams' connections end, a
- * normal flow is opened for it (midstream at the offsets of the unconverted
+ * The connection leaves the converter: its streams' connections end, it is
+ * handed on to the next stage (opened there (midstream at the offsets of the unconverted
  * bytes, or as announced if it never was HTTP/2), the bytes of the frame
  * being read are fed raw, then the rest of the current record (at off).
  * Inside a DATA payload already partly converted, the rest of that frame is
@@ -411,7 +434,7 @@ static void leave_feed(struct h2_table *t, const struct flow_open_info *fi, int 
 static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
 		  const uint8_t *rest, size_t n, uint64_t *gap)
 {
-	struct flow_open_info fi = c->info;
+	struct conn_open fi = c->info;
 	uint64_t skip[2];
 	close_streams(t, c);
 	unlink_conn(t, c);
@@ -423,12 +446,11 @@ static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
 		fi.off[d] = c->d[d].off - c->d[d].raw.len;
 		skip[d] = data_rest(&c->d[d]);
 	}
-	if (flow_ret(t, flow_open(t->flows, &fi)) == 0) {
+	if (flow_ret(t, stage_emit_open(t->st, &fi)) == 0) {
 		fi.ts_ns = c->ts;
 		for (int d = 0; d < 2; d++) {
 			if (skip[d])
-				flow_ret(t, flow_gap(t->flows, fi.proc_key, fi.conn_id, d, c->ts,
-						     skip[d]));
+				flow_ret(t, stage_emit_gap(t->st, &fi.id, d, c->ts, skip[d]));
 			if (d != dir && c->d[d].raw.len)
 				leave_feed(t, &fi, d, &c->d[d].raw, 0, NULL, 0, NULL);
 		}
@@ -453,12 +475,13 @@ static void fallback(struct h2_table *t, struct h2_conn *c, int error)
 		t->ctr.malformed++;
 }
 
-int h2_data(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
-	    uint64_t ts_ns, uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
+static int h2_data(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		   uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
 {
+	struct h2_table *t = s->priv;
 	if (gap)
 		*gap = 0;
-	struct h2_conn *c = *find_link(t, proc_key, conn_id);
+	struct h2_conn *c = *find_link(t, id->origin, id->conn);
 	if (!c)
 		return -ENOENT;
 	if (dir != 0 && dir != 1)
@@ -495,10 +518,11 @@ int h2_data(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
 	return 0;
 }
 
-int h2_gap(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
-	   uint64_t ts_ns, uint64_t len)
+static int h2_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		  uint64_t len)
 {
-	struct h2_conn *c = *find_link(t, proc_key, conn_id);
+	struct h2_table *t = s->priv;
+	struct h2_conn *c = *find_link(t, id->origin, id->conn);
 	if (!c)
 		return -ENOENT;
 	if (dir != 0 && dir != 1)
@@ -511,20 +535,19 @@ int h2_gap(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
 	uint64_t hidden = data_rest(&c->d[dir]);
 	leave(t, c, dir, c->d[dir].off, NULL, 0, NULL);
 	if (len > hidden)
-		flow_ret(t, flow_gap(t->flows, proc_key, conn_id, dir, ts_ns, len - hidden));
+		flow_ret(t, stage_emit_gap(t->st, id, dir, ts_ns, len - hidden));
 	return 0;
 }
 
-int h2_close(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, uint64_t ts_ns)
+/* The connection ended: its streams get their FIN. One that never showed
+ * the preface was an ordinary connection: handed on, then closed there. */
+static int conn_close(struct h2_table *t, struct h2_conn *c, uint64_t ts_ns, unsigned flags)
 {
-	struct h2_conn *c = *find_link(t, proc_key, conn_id);
-	if (!c)
-		return -ENOENT;
 	c->ts = ts_ns;
 	if (c->state == H2_DETECT) {
-		/* never showed the preface: an ordinary connection */
+		struct conn_id id = c->info.id;
 		leave(t, c, 0, c->d[0].off, NULL, 0, NULL);
-		return -ENOENT;
+		return flow_ret(t, stage_emit_close(t->st, &id, ts_ns, flags));
 	}
 	close_streams(t, c);
 	unlink_conn(t, c);
@@ -532,14 +555,84 @@ int h2_close(struct h2_table *t, uint64_t proc_key, uint64_t conn_id, uint64_t t
 	return 0;
 }
 
-void h2_close_proc(struct h2_table *t, uint64_t proc_key, uint64_t ts_ns)
+static int h2_close(struct stage *s, const struct conn_id *id, uint64_t ts_ns, unsigned flags)
+{
+	struct h2_table *t = s->priv;
+	struct h2_conn *c = *find_link(t, id->origin, id->conn);
+	return c ? conn_close(t, c, ts_ns, flags) : -ENOENT;
+}
+
+/* Ends the connections of one origin (all: every one). */
+static void close_matching(struct h2_table *t, int all, uint64_t origin, uint64_t ts_ns)
 {
 	for (size_t i = 0; i < H2_BUCKETS; i++) {
 		struct h2_conn *c = t->b[i], *next;
 		for (; c; c = next) {
 			next = c->next;
-			if (c->info.proc_key == proc_key)
-				h2_close(t, proc_key, c->info.conn_id, ts_ns);
+			if (all || c->info.id.origin == origin)
+				conn_close(t, c, ts_ns, 0);
 		}
 	}
+}
+
+static void h2_origin(struct stage *s, uint64_t origin, int ev, uint64_t ts_ns)
+{
+	if (ev == ORIGIN_CLOSED)
+		close_matching(s->priv, 0, origin, ts_ns);
+}
+
+static void h2_close_all(struct stage *s, uint64_t ts_ns)
+{
+	close_matching(s->priv, 1, 0, ts_ns);
+}
+
+static int h2_stage_open(struct stage *s, struct conn_open *o)
+{
+	int r = h2_open(s->priv, o);
+	return r == -ENOMEM ? 0 : r; /* without memory: mirrored as it is */
+}
+
+static size_t h2_format(const struct stage *s, char *buf, size_t len, size_t at)
+{
+	const struct h2_counters *c = h2_counters(s->priv);
+	return text_add(buf, len, at,
+			" conns=%llu streams=%llu errors=%llu fallbacks=%llu refused_conns=%llu "
+			"refused_streams=%llu malformed=%llu emit_errors=%llu",
+			(unsigned long long)c->conns, (unsigned long long)c->streams,
+			(unsigned long long)c->errors, (unsigned long long)c->fallbacks,
+			(unsigned long long)c->conns_refused,
+			(unsigned long long)c->streams_refused,
+			(unsigned long long)c->malformed, (unsigned long long)c->flow_errors);
+}
+
+static void h2_stage_free(struct stage *s)
+{
+	h2_table_free(s->priv);
+	s->priv = NULL;
+}
+
+static const struct stage_ops h2_stage_ops = {
+	.name = "h2",
+	.open = h2_stage_open,
+	.data = h2_data,
+	.gap = h2_gap,
+	.close = h2_close,
+	.origin = h2_origin,
+	.format_stats = h2_format,
+	.close_all = h2_close_all,
+	.free = h2_stage_free,
+};
+
+int h2_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,
+		  const char **why)
+{
+	struct h2_table *t = h2_table_new(s);
+	if (!t) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	h2_set_limits(t, o->max_h2_conns, o->max_h2_streams);
+	s->priv = t;
+	s->ops = &h2_stage_ops;
+	return 0;
 }

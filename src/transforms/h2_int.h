@@ -23,7 +23,7 @@ enum h2_parse_state {
 struct h2_stream {
 	struct h2_stream *next;
 	uint32_t id;
-	uint64_t conn_id;       /* the synthetic flow */
+	uint64_t conn_id;       /* its connection: (the stage's origin, conn_id) */
 	uint64_t off[2];        /* bytes written to it per direction */
 	uint8_t head_done[2];   /* final head written (request, response) */
 	uint8_t chunked[2];
@@ -50,7 +50,8 @@ struct h2_dir {
 
 struct h2_conn {
 	struct h2_conn *next;
-	struct flow_open_info info; /* the original connection */
+	struct conn_open info;      /* the original connection (holds a reference to its meta) */
+	struct conn_meta *smeta;    /* its streams' metadata (kind synthetic), NULL until one */
 	enum h2_conn_state state;
 	struct h2_dir d[2];
 	struct h2_stream *streams;

@@ -1,8 +1,7 @@
-/* Fuzz target: input bytes are ring records of one HTTP/2 connection; the --h2-to-h1 converter must survive them. */
+/* Fuzz target: input bytes are ring records of one HTTP/2 connection; the chain with the --h2-to-h1 stage must survive them. */
 #include "common/log.h"
-#include "flows/flow.h"
+#include "pipeline/pipeline.h"
 #include "sinks/sink.h"
-#include "transforms/h2.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -16,7 +15,7 @@
  *                        op bit 0: direction (1 s2c); op bits 1-2: 0 DATA at
  *                        the next offset, 1 DATA after skipping 7 bytes (a
  *                        gap), 2 GAP record of len bytes (no payload), 3 the
- *                        process exits (h2_close_proc) and input ends
+ *                        process exits (ORIGIN_CLOSED) and input ends
  * A record cut short by the end of the input carries what is left. At the
  * end the connection closes; the flow engine writes pcap to /dev/null.
  */
@@ -37,61 +36,72 @@ static struct sink_set *fuzz_sinks(void)
 	return &set;
 }
 
-/* Hands one record to the converter, or to the flow engine once it let go. */
-static void record(struct flow_table *f, struct h2_table *t, int op, const uint8_t *p,
-		   size_t n, uint64_t off[2])
+/* One record through the chain (h2 then flows), as the ring source hands it. */
+static void record(struct pipeline *pl, int op, const uint8_t *p, size_t n, uint64_t off[2])
 {
+	static const struct conn_id id = { 1, 1 };
 	int dir = op & 1, kind = (op >> 1) & 3;
 	if (kind == 2) {
-		if (h2_gap(t, 1, 1, dir, 2, n) == -ENOENT)
-			flow_gap(f, 1, 1, dir, 2, n);
+		pipeline_gap(pl, &id, dir, 2, n);
 		off[dir] += n;
 		return;
 	}
 	if (kind == 1)
 		off[dir] += 7;
-	if (h2_data(t, 1, 1, dir, 2, off[dir], p, n, NULL) == -ENOENT)
-		flow_data(f, 1, 1, dir, 2, off[dir], p, n, NULL);
+	pipeline_data(pl, &id, dir, 2, off[dir], p, n, NULL);
 	off[dir] += n;
+}
+
+/* A chain of the h2 stage and the flow engine, writing to sinks. */
+static struct pipeline *h2_chain(struct sink_set *sinks)
+{
+	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = sinks } };
+	for (size_t i = 0; i < stage_table_len; i++)
+		if (!strcmp(stage_table[i].name, "h2"))
+			po.arg[i] = "";
+	const char *why;
+	struct pipeline *pl = pipeline_new(&po, &why);
+	if (pl)
+		pipeline_origin_new(pl); /* origin 1: the process */
+	return pl;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct flow_config cfg = {.mss = 1460, .sinks = fuzz_sinks()};
-	struct flow_table *f = flow_table_new(&cfg);
-	struct h2_table *t = f ? h2_table_new(f) : NULL;
+	struct sink_set *sinks = fuzz_sinks();
+	struct pipeline *pl = h2_chain(sinks);
+	struct conn_meta *m = conn_meta_new();
 	uint64_t off[2] = { 0, 0 };
-	if (!t || !size)
+	if (!pl || !m || !size)
 		goto out;
-	struct flow_open_info fi = {.proc_key = 1, .conn_id = 1, .ts_ns = 1, .family = 4,
-				    .side = (data[0] >> 1) & 1, .client_port = 40000,
-				    .server_port = 443};
+	struct conn_open fi = {.id = { 1, 1 }, .ts_ns = 1, .family = 4,
+			       .side = (data[0] >> 1) & 1, .client_port = 40000,
+			       .server_port = 443, .meta = m};
 	memcpy(fi.client_addr, "\x7f\x00\x00\x01", 4);
 	memcpy(fi.server_addr, "\x7f\x00\x00\x02", 4);
-	if (h2_open(t, &fi, (data[0] & 1) ? "h2" : "") != 1)
-		flow_open(f, &fi);
+	if (data[0] & 1)
+		strcpy(m->alpn, "h2");
+	pipeline_open(pl, &fi);
 	size_t at = 1;
 	while (at < size) {
 		int op = data[at++];
 		if ((op >> 1 & 3) == 3) {
-			h2_close_proc(t, 1, 3);
-			flow_close_proc(f, 1, 3);
+			pipeline_origin(pl, 1, ORIGIN_CLOSED, 3);
 			goto out;
 		}
 		size_t n = at + 2 <= size ? (size_t)data[at] << 8 | data[at + 1] : 0;
 		at = at + 2 <= size ? at + 2 : size;
 		if (n > size - at)
 			n = size - at;
-		record(f, t, op, data + at, n, off);
+		record(pl, op, data + at, n, off);
 		at += n;
 	}
-	if (h2_close(t, 1, 1, 3) == -ENOENT)
-		flow_close(f, 1, 1, 3);
+	pipeline_close(pl, &fi.id, 3, 0);
 out:
-	if (f)
-		flow_close_all(f, 4);
-	sink_set_flush(cfg.sinks);
-	h2_table_free(t);
-	flow_table_free(f);
+	if (pl)
+		pipeline_close_all(pl, 4);
+	sink_set_flush(sinks);
+	conn_meta_unref(m);
+	pipeline_free(pl);
 	return 0;
 }

@@ -1,7 +1,6 @@
 /* Fuzz target: input bytes are a ring's shared memory; the ring consumer and the flow engine must survive them. */
 #include "agent/agent.h"
 #include "common/log.h"
-#include "flows/flow.h"
 #include "sinks/sink.h"
 #include "transport/ring.h"
 
@@ -19,8 +18,9 @@
  * The mapping is RING_HDR_SIZE + RING_MIN_DATA bytes, so only a 64 KiB data
  * area validates. Placing the data at the start position lets short inputs
  * reach the wrap-around (PAD) path. The ring then goes through the agent's
- * own code: proc_drain (record checks, OPEN parsing) into a flow table that
- * writes a pcap to /dev/null, and proc_finish as if the process exited.
+ * own code: proc_drain (record checks, OPEN parsing) into the chain (the
+ * h2 stage, the flow engine) that writes a pcap to /dev/null, and
+ * proc_finish as if the process exited.
  */
 #define FUZZ_MAP_LEN (RING_HDR_SIZE + RING_MIN_DATA)
 
@@ -77,23 +77,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&p, 0, sizeof(p));
 	a.listen_fd = a.epfd = a.sig_fd = -1;
 	a.sinks = *fuzz_sinks();
-	p.key = 1;
 	p.fd = -1;
 	p.state = PROC_ATTACHED;
 	strcpy(p.comm, "fuzz");
 	if (map_input(data, size, &p))
 		return 0;
-	struct flow_config cfg = {.mss = 1460, .sinks = &a.sinks};
-	a.flows = flow_table_new(&cfg);
-	if (!a.flows) {
+	/* the chain of an agent with --h2-to-h1 (flows last) */
+	struct pipeline_opts po = { .flow = {.mss = 1460, .sinks = &a.sinks} };
+	for (size_t i = 0; i < stage_table_len; i++)
+		if (!strcmp(stage_table[i].name, "h2"))
+			po.arg[i] = "";
+	const char *why;
+	a.pl = pipeline_new(&po, &why);
+	if (!a.pl) {
 		munmap(p.ring, p.map_len);
 		return 0;
 	}
+	a.procs = &p;
+	p.key = pipeline_origin_new(a.pl);
 	proc_drain(&a, &p, 4096);
 	if (p.ring)
 		proc_finish(&a, &p, PROC_EXITED);
-	flow_close_all(a.flows, 0);
+	pipeline_close_all(a.pl, 0);
 	sink_set_flush(&a.sinks); /* the agent flushes whenever it goes idle */
-	flow_table_free(a.flows);
+	pipeline_free(a.pl);
 	return 0;
 }

@@ -1,4 +1,4 @@
-/* flowreplay: runs a text script of connection events through the flow engine into a pcap. */
+/* flowreplay: runs a text script of connection events through the stage chain (the flow engine last) into a pcap. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "flows/flow.h"
+#include "pipeline/pipeline.h"
 #include "sinks/sink.h"
 
 /*
@@ -26,17 +27,21 @@
  *   close_all [ts=..]
  *
  * ts defaults to the previous event's. fill=N is N bytes of a repeating
- * printable pattern. Each event whose call fails is reported on stderr as
+ * printable pattern. proc is the origin (1..REPLAY_ORIGINS); an open may
+ * carry alpn="h2" (its metadata; the h2 stage reads it). Events go through
+ * the chain (pipeline.h) as a source's would: --stage NAME[=ARG] enables a
+ * stage of stage_table (--stage h2, --stage portmap=443:80). Each event whose call fails is reported on stderr as
  * "line N: CMD: error"; at the end one line of engine and sink counters.
  *
  * flowreplay --bench BYTES [--record-size N] OUT.pcap measures the
  * per-byte path instead: BYTES of clear text as N-byte records (default
  * 16384) on 16 connections, taken from a 16 MiB source buffer like records
- * from a ring, through flow_data into the pcap sink; prints bytes per CPU
+ * from a ring, through pipeline_data into the pcap sink; prints bytes per CPU
  * second (user + system, so the write() calls count).
  */
 
 #define MAX_KV 16
+#define REPLAY_ORIGINS 64 /* origins reserved for the script's proc= values */
 
 struct kv {
 	char key[32];
@@ -224,13 +229,14 @@ static int get_dir(const struct event *e, int *dir)
 	return 0;
 }
 
-static int do_open(struct flow_table *t, const struct event *e, uint64_t ts)
+static int do_open(struct pipeline *t, const struct event *e, uint64_t ts)
 {
-	struct flow_open_info in = { .ts_ns = ts };
+	struct conn_open in = { .ts_ns = ts };
 	uint8_t fam2;
 	uint64_t v = 0;
-	const struct kv *side = get(e, "side");
-	if (get_u64(e, "proc", &in.proc_key) || get_u64(e, "conn", &in.conn_id) ||
+	const struct kv *side = get(e, "side"), *alpn = get(e, "alpn");
+	if (get_u64(e, "proc", &in.id.origin) || get_u64(e, "conn", &in.id.conn) ||
+	    !in.id.origin || in.id.origin > REPLAY_ORIGINS ||
 	    get_endpoint(e, "client", in.client_addr, &in.client_port, &in.family) ||
 	    get_endpoint(e, "server", in.server_addr, &in.server_port, &fam2) ||
 	    fam2 != in.family || !side)
@@ -241,7 +247,18 @@ static int do_open(struct flow_table *t, const struct event *e, uint64_t ts)
 		in.midstream = v != 0;
 	get_u64(e, "off_c2s", &in.off[0]);
 	get_u64(e, "off_s2c", &in.off[1]);
-	return flow_open(t, &in);
+	struct conn_meta *m = conn_meta_new();
+	if (!m)
+		return -ENOMEM;
+	m->kind = CONN_KIND_CAPTURE;
+	m->side = in.side;
+	m->real_server_port = in.server_port;
+	if (alpn)
+		snprintf(m->alpn, sizeof(m->alpn), "%s", (const char *)alpn->val);
+	in.meta = m;
+	int ret = pipeline_open(t, &in);
+	conn_meta_unref(m);
+	return ret;
 }
 
 /* The bytes of a data event: text=, hex= or fill=. */
@@ -278,7 +295,7 @@ static int payload(const struct event *e, uint8_t **buf, size_t *len)
 	return *buf ? 0 : -ENOMEM;
 }
 
-static int do_data(struct flow_table *t, const struct event *e, uint64_t ts)
+static int do_data(struct pipeline *t, const struct event *e, uint64_t ts)
 {
 	uint64_t proc, conn, off;
 	int dir;
@@ -290,12 +307,12 @@ static int do_data(struct flow_table *t, const struct event *e, uint64_t ts)
 	int ret = payload(e, &buf, &len);
 	if (ret < 0)
 		return ret;
-	ret = flow_data(t, proc, conn, dir, ts, off, buf, len, NULL);
+	ret = pipeline_data(t, &(struct conn_id){ proc, conn }, dir, ts, off, buf, len, NULL);
 	free(buf);
 	return ret;
 }
 
-static int run_event(struct flow_table *t, const struct event *e, uint64_t *ts)
+static int run_event(struct pipeline *t, const struct event *e, uint64_t *ts)
 {
 	uint64_t proc, conn, len;
 	int dir;
@@ -309,36 +326,37 @@ static int run_event(struct flow_table *t, const struct event *e, uint64_t *ts)
 		if (get_u64(e, "proc", &proc) || get_u64(e, "conn", &conn) ||
 		    get_dir(e, &dir) || get_u64(e, "len", &len))
 			return -EINVAL;
-		return flow_gap(t, proc, conn, dir, *ts, len);
+		return pipeline_gap(t, &(struct conn_id){ proc, conn }, dir, *ts, len);
 	}
 	if (!strcmp(e->cmd, "close")) {
 		if (get_u64(e, "proc", &proc) || get_u64(e, "conn", &conn))
 			return -EINVAL;
-		return flow_close(t, proc, conn, *ts);
+		return pipeline_close(t, &(struct conn_id){ proc, conn }, *ts, 0);
 	}
 	if (!strcmp(e->cmd, "close_proc")) {
 		if (get_u64(e, "proc", &proc))
 			return -EINVAL;
-		flow_close_proc(t, proc, *ts);
+		pipeline_origin(t, proc, ORIGIN_CLOSED, *ts);
 		return 0;
 	}
 	if (!strcmp(e->cmd, "close_all")) {
-		flow_close_all(t, *ts);
+		pipeline_close_all(t, *ts);
 		return 0;
 	}
 	return -EINVAL;
 }
 
-static void print_counters(const struct flow_table *t, const struct sink_set *set)
+/* The flow engine's counters; orphans are the chain's (no owner) and the engine's. */
+static void print_counters(const struct pipeline *t, const struct sink_set *set)
 {
-	const struct flow_counters *c = flow_counters(t);
+	const struct flow_counters *c = flow_counters(pipeline_stage_priv(t, "flows"));
 	fprintf(stderr, "flows_opened=%" PRIu64 " flows_closed=%" PRIu64
 		" flows_duplicate=%" PRIu64 " c2s_bytes=%" PRIu64 " s2c_bytes=%" PRIu64
 		" c2s_gap=%" PRIu64 " s2c_gap=%" PRIu64 " packets=%" PRIu64
 		" orphan_records=%" PRIu64 " bad_offsets=%" PRIu64,
 		c->flows_opened, c->flows_closed, c->flows_duplicate, c->bytes[0],
 		c->bytes[1], c->gap_bytes[0], c->gap_bytes[1], c->packets,
-		c->orphan_records, c->bad_offsets);
+		c->orphan_records + pipeline_counters(t)->orphan_records, c->bad_offsets);
 	for (size_t i = 0; i < set->n; i++)
 		fprintf(stderr, " sink_packets=%" PRIu64 " sink_lost=%" PRIu64
 			" sink_files=%" PRIu64, set->v[i]->ctr.packets,
@@ -350,7 +368,8 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: flowreplay [--mss N] [--snaplen N] [--rotate-size BYTES] "
 		"EVENTS OUT.pcap ('-' = stdout)\n"
-		"       flowreplay --bench BYTES [--record-size N] [--mss N] OUT.pcap\n");
+		"       flowreplay --bench BYTES [--record-size N] [--mss N] OUT.pcap\n"
+		"       (before either: --stage NAME[=ARG], repeatable)\n");
 	return 2;
 }
 
@@ -364,7 +383,7 @@ static double clock_s(clockid_t id)
 #define BENCH_FLOWS 16
 #define BENCH_SRC (16u << 20)
 
-static int bench(struct flow_table *t, struct sink_set *set, uint64_t total, size_t rec)
+static int bench(struct pipeline *t, struct sink_set *set, uint64_t total, size_t rec)
 {
 	uint8_t *src = malloc(BENCH_SRC);
 	uint64_t off[BENCH_FLOWS] = { 0 }, done = 0, ts = 1700000000ull * 1000000000ull;
@@ -374,35 +393,35 @@ static int bench(struct flow_table *t, struct sink_set *set, uint64_t total, siz
 	for (size_t i = 0; i < BENCH_SRC; i++)
 		src[i] = (uint8_t)(i * 131 + (i >> 12));
 	for (unsigned c = 0; c < BENCH_FLOWS; c++) {
-		struct flow_open_info in = { .proc_key = 1, .conn_id = c + 1, .ts_ns = ts,
+		struct conn_open in = { .id = { 1, c + 1 }, .ts_ns = ts,
 			.family = 4, .side = 1, .client_port = (uint16_t)(40000 + c),
 			.server_port = 443, .client_addr = { 10, 0, 0, 1 },
 			.server_addr = { 10, 0, 0, 2 } };
-		flow_open(t, &in);
+		pipeline_open(t, &in);
 	}
 	double cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID), wall0 = clock_s(CLOCK_MONOTONIC);
 	for (unsigned c = 0; done < total; c = (c + 1) % BENCH_FLOWS) {
 		if (pos + rec > BENCH_SRC)
 			pos = 0;
-		flow_data(t, 1, c + 1, 1, ts, off[c], src + pos, rec, NULL);
+		pipeline_data(t, &(struct conn_id){ 1, c + 1 }, 1, ts, off[c], src + pos, rec, NULL);
 		off[c] += rec;
 		pos += (rec + 63) & ~(size_t)63; /* records are 64-byte aligned in a ring */
 		done += rec;
 		ts += 1000;
 	}
-	flow_close_all(t, ts);
+	pipeline_close_all(t, ts);
 	sink_set_flush(set);
 	double cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
 	double wall = clock_s(CLOCK_MONOTONIC) - wall0;
 	fprintf(stderr, "bench: %" PRIu64 " bytes in %zu-byte records, %" PRIu64 " packets, "
 		"cpu %.3f s, wall %.3f s: %.2f GB/s = %.1f Gbit/s of clear text per CPU second\n",
-		done, rec, flow_counters(t)->packets, cpu, wall, (double)done / cpu / 1e9,
+		done, rec, flow_counters(pipeline_stage_priv(t, "flows"))->packets, cpu, wall, (double)done / cpu / 1e9,
 		(double)done * 8 / cpu / 1e9);
 	free(src);
 	return 0;
 }
 
-static int replay(FILE *in, struct flow_table *t)
+static int replay(FILE *in, struct pipeline *t)
 {
 	char *line = NULL;
 	size_t cap = 0;
@@ -428,8 +447,24 @@ static int replay(FILE *in, struct flow_table *t)
 	return bad_script;
 }
 
+/* --stage NAME[=ARG]: enables a row of stage_table. Returns 0 or -EINVAL. */
+static int enable_stage(struct pipeline_opts *po, const char *spec)
+{
+	const char *eq = strchr(spec, '=');
+	size_t n = eq ? (size_t)(eq - spec) : strlen(spec);
+	for (size_t i = 0; i < stage_table_len; i++) {
+		if (stage_table[i].option && strlen(stage_table[i].name) == n &&
+		    !strncmp(stage_table[i].name, spec, n)) {
+			po->arg[i] = eq ? eq + 1 : "";
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 int main(int argc, char **argv)
 {
+	struct pipeline_opts po = { 0 };
 	struct flow_config cfg = { 0 };
 	struct sink_opts o = { 0 };
 	struct sink_set set = { 0 };
@@ -450,6 +485,8 @@ int main(int argc, char **argv)
 			o.snaplen = (uint32_t)v;
 		else if (!strcmp(argv[i], "--rotate-size"))
 			o.rotate_bytes = v;
+		else if (!strcmp(argv[i], "--stage") && !enable_stage(&po, argv[i + 1]))
+			;
 		else
 			return usage();
 	}
@@ -468,13 +505,18 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	cfg.sinks = &set;
-	struct flow_table *t = flow_table_new(&cfg);
-	if (!t)
+	po.flow = cfg;
+	struct pipeline *t = pipeline_new(&po, &err);
+	if (!t) {
+		fprintf(stderr, "flowreplay: %s\n", err ? err : "out of memory");
 		goto out;
+	}
+	for (unsigned k = 0; k < REPLAY_ORIGINS; k++)
+		pipeline_origin_new(t); /* proc=1..REPLAY_ORIGINS are the script's */
 	ret = bench_bytes ? bench(t, &set, bench_bytes, rec) : replay(in, t);
 	sink_set_flush(&set);
 	print_counters(t, &set);
-	flow_table_free(t);
+	pipeline_free(t);
 out:
 	sink_set_close(&set);
 	if (in)

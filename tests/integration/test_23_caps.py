@@ -15,7 +15,7 @@ MAX_CONNS, PER_PROC, MAX_PROCS, MAX_RING = 5000, 2000, 3, 4 << 20
 HOSTILE_OPENS = 2000000
 CHUNK = 16
 FIXED = 16 << 20          # the agent's fixed part (program, libraries, stacks, buffers)
-PER_FLOW = 256            # bytes per open flow
+PER_FLOW = 1024           # bytes per open connection: flow, owner entry, metadata, tag (docs/agent.md)
 PER_PROC_STATE = 1024     # struct proc, its origin, its log label: < 1 KiB
 
 

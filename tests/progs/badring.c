@@ -344,7 +344,7 @@ out:
 }
 
 enum open_spoil { O_UNTERMINATED, O_FAMILY5, O_SHORT, O_CONN0, O_DATA_UNKNOWN,
-		  O_SIDE, O_DATA_NO_OPEN_CLOSE, O_CONN_SYNTH };
+		  O_SIDE, O_DATA_NO_OPEN_CLOSE };
 
 static int case_open(const struct ctx *x, const struct bcase *bc)
 {
@@ -366,7 +366,6 @@ static int case_open(const struct ctx *x, const struct bcase *bc)
 	case O_FAMILY5: op.family = 5; break;
 	case O_SHORT: len = 16; break;
 	case O_CONN0: conn = 0; break;
-	case O_CONN_SYNTH: conn = 1ull << 63 | 1; break; /* the id of a synthetic flow */
 	case O_SIDE: op.side = 9; break;
 	default: break;
 	}
@@ -700,8 +699,6 @@ static const struct bcase cases[] = {
 	{"open-short", "OPEN payload of 16 bytes", case_open, O_SHORT},
 	{"open-side9", "OPEN with side 9", case_open, O_SIDE},
 	{"conn-id-0", "OPEN/DATA/CLOSE for conn_id 0", case_open, O_CONN0},
-	{"conn-id-synthetic", "OPEN/DATA/CLOSE with a synthetic flow's id (2^63 | 1)", case_open,
-	 O_CONN_SYNTH},
 	{"data-unknown-conn", "DATA for a connection never opened", case_open, O_DATA_UNKNOWN},
 	{"close-unknown-conn", "DATA and CLOSE, never opened", case_open, O_DATA_NO_OPEN_CLOSE},
 	{"hello-bad-magic", "hello magic wrong", case_msg, M_MAGIC},

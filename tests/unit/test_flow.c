@@ -125,10 +125,10 @@ static struct seg pkt_at(const struct fx *f, size_t i)
 	return parse(f->cap->frame[i], f->cap->len[i]);
 }
 
-static struct flow_open_info info4(uint64_t proc, uint64_t conn, int side)
+static struct conn_open info4(uint64_t proc, uint64_t conn, int side)
 {
-	struct flow_open_info in = {
-		.proc_key = proc, .conn_id = conn, .ts_ns = 1000, .family = 4,
+	struct conn_open in = {
+		.id.origin = proc, .id.conn = conn, .ts_ns = 1000, .family = 4,
 		.side = (uint8_t)side, .client_port = 40000, .server_port = 443,
 		.client_addr = { 10, 0, 0, 1 }, .server_addr = { 10, 0, 0, 2 },
 	};
@@ -148,7 +148,7 @@ TEST(flow_handshake_three_packets)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	CHECK_EQ(flow_open(f.t, &in), 0);
 	CHECK_EQ(f.cap->n, 3);
 	struct seg syn = pkt_at(&f, 0), sa = pkt_at(&f, 1), ack = pkt_at(&f, 2);
@@ -176,11 +176,11 @@ TEST(flow_isn_is_deterministic)
 	struct fx a, b;
 	if (!CHECK(fx_init(&a, 0) && fx_init(&b, 0)))
 		return;
-	struct flow_open_info in = info4(1, 7, 1);
+	struct conn_open in = info4(1, 7, 1);
 	flow_open(a.t, &in);
-	in.proc_key = 99; /* the ISN depends on 4-tuple and conn_id only */
+	in.id.origin = 99; /* the ISN depends on 4-tuple and conn_id only */
 	flow_open(b.t, &in);
-	in.conn_id = 8;
+	in.id.conn = 8;
 	in.client_port = 40001;
 	flow_open(b.t, &in);
 	CHECK_EQ(pkt_at(&a, 0).seq, pkt_at(&b, 0).seq);
@@ -196,7 +196,7 @@ TEST(flow_data_segments_at_mss_with_acks)
 	uint8_t *d = pattern(4000);
 	if (!CHECK(fx_init(&f, 1460) && d))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	uint32_t cseq = pkt_at(&f, 2).seq, sseq = pkt_at(&f, 2).ack;
 	CHECK_EQ(flow_data(f.t, 1, 1, 0, 2000, 0, d, 4000, NULL), 0);
@@ -230,7 +230,7 @@ TEST(flow_ipv6_uses_mss_minus_20)
 	uint8_t *d = pattern(3000);
 	if (!CHECK(fx_init(&f, 1460) && d))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	in.family = 6;
 	memset(in.client_addr, 0, 16);
 	memset(in.server_addr, 0, 16);
@@ -254,7 +254,7 @@ TEST(flow_gap_is_exact)
 	uint8_t *d = pattern(100);
 	if (!CHECK(fx_init(&f, 0) && d))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	uint64_t gap = 99;
 	CHECK_EQ(flow_data(f.t, 1, 1, 1, 0, 0, d, 100, &gap), 0);
@@ -275,7 +275,7 @@ TEST(flow_gap_call_advances_sequence)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	uint32_t c0 = pkt_at(&f, 2).seq;
 	CHECK_EQ(flow_gap(f.t, 1, 1, 0, 0, 5000), 0);
@@ -292,7 +292,7 @@ TEST(flow_overlap_is_trimmed)
 	uint8_t *d = pattern(100);
 	if (!CHECK(fx_init(&f, 0) && d))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	flow_data(f.t, 1, 1, 0, 0, 0, d, 100, NULL);
 	uint32_t s1 = pkt_at(&f, 3).seq;
@@ -312,7 +312,7 @@ TEST(flow_data_behind_is_erange)
 	uint8_t *d = pattern(100);
 	if (!CHECK(fx_init(&f, 0) && d))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	flow_data(f.t, 1, 1, 0, 0, 0, d, 100, NULL);
 	size_t n = f.cap->n;
@@ -328,7 +328,7 @@ TEST(flow_midstream_open_shows_no_gap)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	in.midstream = 1;
 	in.off[0] = 1000;
 	in.off[1] = 5000;
@@ -348,7 +348,7 @@ TEST(flow_duplicate_from_other_end_is_silent)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info srv = info4(1, 1, 1), cli = info4(2, 9, 0);
+	struct conn_open srv = info4(1, 1, 1), cli = info4(2, 9, 0);
 	flow_open(f.t, &srv);
 	CHECK_EQ(flow_open(f.t, &cli), 0);
 	CHECK_EQ(f.cap->n, 3);
@@ -369,7 +369,7 @@ TEST(flow_duplicate_after_the_first_end_closed)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info srv = info4(1, 1, 1), cli = info4(2, 9, 0);
+	struct conn_open srv = info4(1, 1, 1), cli = info4(2, 9, 0);
 	flow_open(f.t, &srv);
 	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
 	CHECK_EQ(flow_close(f.t, 1, 1, 0), 0);
@@ -380,7 +380,7 @@ TEST(flow_duplicate_after_the_first_end_closed)
 	CHECK_EQ(flow_close(f.t, 2, 9, 0), 0);
 	CHECK_EQ(f.cap->n, n); /* nothing more emitted */
 	/* the other end of that 4-tuple a minute later is a new connection */
-	struct flow_open_info again = info4(3, 5, 0);
+	struct conn_open again = info4(3, 5, 0);
 	again.ts_ns = 60ull * 1000000000ull;
 	CHECK_EQ(flow_open(f.t, &again), 0);
 	CHECK(f.cap->n > n);
@@ -392,7 +392,7 @@ TEST(flow_duplicate_detected_with_swapped_tuple)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info a = info4(1, 1, 1), b = info4(2, 1, 1);
+	struct conn_open a = info4(1, 1, 1), b = info4(2, 1, 1);
 	memcpy(b.client_addr, a.server_addr, 16);
 	memcpy(b.server_addr, a.client_addr, 16);
 	b.client_port = a.server_port;
@@ -409,7 +409,7 @@ TEST(flow_both_ends_in_one_process_is_duplicate)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info srv = info4(1, 1, 1), cli = info4(1, 2, 0);
+	struct conn_open srv = info4(1, 1, 1), cli = info4(1, 2, 0);
 	flow_open(f.t, &srv);
 	flow_open(f.t, &cli);
 	CHECK_EQ(f.cap->n, 3);
@@ -422,7 +422,7 @@ TEST(flow_same_end_reused_in_one_process_replaces_stale_flow)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info a = info4(1, 1, 1), b = info4(1, 2, 1);
+	struct conn_open a = info4(1, 1, 1), b = info4(1, 2, 1);
 	flow_open(f.t, &a);
 	flow_open(f.t, &b); /* conn 1's close was missed */
 	CHECK_EQ(f.cap->n, 3 + 3 + 3);
@@ -439,7 +439,7 @@ TEST(flow_close_fin_exchange_from_mirrored_side)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info in = info4(1, 1, 1); /* the server is mirrored */
+	struct conn_open in = info4(1, 1, 1); /* the server is mirrored */
 	flow_open(f.t, &in);
 	uint32_t c = pkt_at(&f, 2).seq, s = pkt_at(&f, 2).ack;
 	CHECK_EQ(flow_close(f.t, 1, 1, 3000), 0);
@@ -481,7 +481,7 @@ TEST(flow_reopen_same_id_closes_old_first)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	in.client_port = 40001;
 	flow_open(f.t, &in);
@@ -498,7 +498,7 @@ TEST(flow_same_connection_announced_again_is_eexist)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"abc", 3, NULL);
 	uint32_t next = pkt_at(&f, 3).seq + 3;
@@ -518,7 +518,7 @@ TEST(flow_close_proc_closes_only_its_flows)
 	if (!CHECK(fx_init(&f, 0)))
 		return;
 	for (int i = 0; i < 3; i++) {
-		struct flow_open_info in = info4(1 + (i == 2), 1 + i, 1);
+		struct conn_open in = info4(1 + (i == 2), 1 + i, 1);
 		in.client_port = (uint16_t)(40000 + i);
 		flow_open(f.t, &in);
 	}
@@ -538,7 +538,7 @@ TEST(flow_many_flows_survive_table_growth)
 		return;
 	int bad = 0;
 	for (int i = 0; i < 1000; i++) {
-		struct flow_open_info in = info4(1, (uint64_t)i + 1, 1);
+		struct conn_open in = info4(1, (uint64_t)i + 1, 1);
 		in.client_port = (uint16_t)(20000 + i);
 		bad |= flow_open(f.t, &in) != 0;
 	}
@@ -559,7 +559,7 @@ TEST(flow_large_record_is_batched_in_order)
 	uint8_t *d = pattern(len);
 	if (!CHECK(fx_init(&f, 0) && d))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	f.cap->calls = 0;
 	CHECK_EQ(flow_data(f.t, 1, 1, 1, 0, 0, d, len, NULL), 0);
@@ -580,7 +580,7 @@ TEST(flow_bad_direction_is_einval)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info in = info4(1, 1, 1);
+	struct conn_open in = info4(1, 1, 1);
 	flow_open(f.t, &in);
 	CHECK_EQ(flow_data(f.t, 1, 1, 2, 0, 0, (const uint8_t *)"x", 1, NULL), -EINVAL);
 	fx_free(&f);
@@ -589,10 +589,10 @@ TEST(flow_bad_direction_is_einval)
 /* ---- fork handover ---- */
 
 /* A child's OPEN for the parent's connection (proc 1, conn 5) it inherited. */
-static struct flow_open_info child_of(uint64_t parent, uint64_t conn, uint64_t c2s_off)
+static struct conn_open child_of(uint64_t parent, uint64_t conn, uint64_t c2s_off)
 {
-	struct flow_open_info in = info4(2, conn, 0);
-	in.parent_key = parent;
+	struct conn_open in = info4(2, conn, 0);
+	in.parent_origin = parent;
 	in.midstream = 1;
 	in.off[0] = c2s_off;
 	return in;
@@ -603,7 +603,7 @@ TEST(flow_handover_child_continues_one_connection)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info par = info4(1, 5, 0), kid = child_of(1, 5, 2);
+	struct conn_open par = info4(1, 5, 0), kid = child_of(1, 5, 2);
 	CHECK_EQ(flow_open(f.t, &par), 0);
 	CHECK_EQ(flow_data(f.t, 1, 5, 0, 0, 0, (const uint8_t *)"AB", 2, NULL), 0);
 	struct seg first = pkt_at(&f, 3);
@@ -634,7 +634,7 @@ TEST(flow_handover_parent_exit_keeps_the_flow)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info par = info4(1, 5, 0), kid = child_of(1, 5, 0);
+	struct conn_open par = info4(1, 5, 0), kid = child_of(1, 5, 0);
 	flow_open(f.t, &par);
 	CHECK_EQ(flow_open(f.t, &kid), 0);
 	flow_close_proc(f.t, 1, 0);
@@ -652,7 +652,7 @@ TEST(flow_handover_released_flow_lingers_then_ends)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info par = info4(1, 5, 0);
+	struct conn_open par = info4(1, 5, 0);
 	par.ts_ns = 1000;
 	flow_open(f.t, &par);
 	CHECK_EQ(flow_release(f.t, 1, 5, 1000), 0);
@@ -673,11 +673,11 @@ TEST(flow_handover_needs_the_parents_conn)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info par = info4(1, 5, 0);
-	struct flow_open_info other_id = child_of(1, 6, 0), other_proc = child_of(3, 5, 0);
+	struct conn_open par = info4(1, 5, 0);
+	struct conn_open other_id = child_of(1, 6, 0), other_proc = child_of(3, 5, 0);
 	flow_open(f.t, &par);
 	CHECK_EQ(flow_open(f.t, &other_id), 0);
-	other_proc.proc_key = 4;
+	other_proc.id.origin = 4;
 	CHECK_EQ(flow_open(f.t, &other_proc), 0);
 	CHECK_EQ(f.cap->n, 3);
 	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 2);
@@ -690,7 +690,7 @@ TEST(flow_handover_exit_after_fork_lingers_for_the_child)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info par = info4(1, 5, 0), later = info4(1, 6, 0), kid = child_of(1, 5, 0);
+	struct conn_open par = info4(1, 5, 0), later = info4(1, 6, 0), kid = child_of(1, 5, 0);
 	later.client_port = 40001;
 	flow_open(f.t, &par);
 	flow_proc_forked(f.t, 1);
@@ -711,9 +711,9 @@ TEST(flow_handover_exit_after_fork_lingers_for_the_child)
 
 /* ---- synthetic flows (HTTP/2 streams) give way to real connections ---- */
 
-static struct flow_open_info synth4(uint64_t proc, uint64_t conn, uint16_t port)
+static struct conn_open synth4(uint64_t proc, uint64_t conn, uint16_t port)
 {
-	struct flow_open_info in = info4(proc, conn, 1);
+	struct conn_open in = info4(proc, conn, 1);
 	in.client_port = port;
 	in.synthetic = 1;
 	return in;
@@ -727,10 +727,10 @@ static void real_takes_synthetic_tuple(uint64_t real_proc)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info s = synth4(1, 1ull << 63 | 1, 10000), r = info4(real_proc, 7, 1);
+	struct conn_open s = synth4(1, 1ull << 63 | 1, 10000), r = info4(real_proc, 7, 1);
 	r.client_port = 10000;
 	CHECK_EQ(flow_open(f.t, &s), 0);
-	CHECK_EQ(flow_data(f.t, 1, s.conn_id, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(flow_data(f.t, 1, s.id.conn, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
 	CHECK_EQ(f.cap->n, 5);
 	CHECK_EQ(flow_open(f.t, &r), 0);
 	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);
@@ -742,7 +742,7 @@ static void real_takes_synthetic_tuple(uint64_t real_proc)
 	CHECK(pkt_at(&f, 8).flags == TCPF_SYN && pkt_at(&f, 8).sport == 10001);
 	CHECK(pkt_at(&f, 11).flags == TCPF_SYN && pkt_at(&f, 11).sport == 10000);
 	/* both go on: the synthetic flow at its offsets on its new port */
-	CHECK_EQ(flow_data(f.t, 1, s.conn_id, 0, 0, 3, (const uint8_t *)" /", 2, NULL), 0);
+	CHECK_EQ(flow_data(f.t, 1, s.id.conn, 0, 0, 3, (const uint8_t *)" /", 2, NULL), 0);
 	CHECK_EQ(flow_data(f.t, real_proc, 7, 0, 0, 0, (const uint8_t *)"real", 4, NULL), 0);
 	if (!CHECK_EQ(f.cap->n, 18))
 		goto out;
@@ -751,7 +751,7 @@ static void real_takes_synthetic_tuple(uint64_t real_proc)
 	CHECK_EQ(d.seq, pkt_at(&f, 8).seq + 1);
 	d = pkt_at(&f, 16);
 	CHECK(d.sport == 10000 && d.len == 4 && d.seq == pkt_at(&f, 11).seq + 1);
-	CHECK_EQ(flow_close(f.t, 1, s.conn_id, 0), 0);
+	CHECK_EQ(flow_close(f.t, 1, s.id.conn, 0), 0);
 	CHECK_EQ(flow_close(f.t, real_proc, 7, 0), 0);
 	CHECK_EQ(flow_counters(f.t)->orphan_records, 0);
 out:
@@ -773,7 +773,7 @@ TEST(flow_synthetic_open_never_takes_a_busy_tuple)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info r = info4(2, 7, 1), s = synth4(1, 1ull << 63 | 1, 40000);
+	struct conn_open r = info4(2, 7, 1), s = synth4(1, 1ull << 63 | 1, 40000);
 	CHECK_EQ(flow_open(f.t, &r), 0);
 	CHECK(flow_tuple_busy(f.t, 4, r.client_addr, 40000, r.server_addr, 443));
 	CHECK_EQ(flow_open(f.t, &s), -EADDRINUSE); /* open */
@@ -796,10 +796,10 @@ TEST(flow_closed_synthetic_flow_never_makes_a_real_one_duplicate)
 	struct fx f;
 	if (!CHECK(fx_init(&f, 0)))
 		return;
-	struct flow_open_info s = synth4(1, 1ull << 63 | 1, 10000), r = info4(2, 7, 0);
+	struct conn_open s = synth4(1, 1ull << 63 | 1, 10000), r = info4(2, 7, 0);
 	r.client_port = 10000;
 	CHECK_EQ(flow_open(f.t, &s), 0);
-	CHECK_EQ(flow_close(f.t, 1, s.conn_id, 0), 0);
+	CHECK_EQ(flow_close(f.t, 1, s.id.conn, 0), 0);
 	size_t n = f.cap->n;
 	CHECK_EQ(flow_open(f.t, &r), 0);
 	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);

@@ -15,8 +15,8 @@ static struct flow_table *capped(size_t total, size_t per_origin)
 /* Opens connection conn of proc (a 4-tuple of its own). */
 static int open_conn(struct flow_table *t, uint64_t proc, uint64_t conn)
 {
-	struct flow_open_info in = {
-		.proc_key = proc, .conn_id = conn, .ts_ns = 1000, .family = 4, .side = 1,
+	struct conn_open in = {
+		.id.origin = proc, .id.conn = conn, .ts_ns = 1000, .family = 4, .side = 1,
 		.client_port = (uint16_t)(1000 + conn), .server_port = 443,
 		.client_addr = { 10, 0, (uint8_t)proc, 1 }, .server_addr = { 10, 0, 0, 2 },
 	};
@@ -77,8 +77,8 @@ TEST(flow_cap_lets_a_known_connection_be_announced_again)
 	CHECK_EQ(open_conn(t, 1, 1), 0);
 	CHECK_EQ(open_conn(t, 1, 2), 0);
 	CHECK_EQ(open_conn(t, 1, 2), -EEXIST); /* the same connection, not a new one */
-	struct flow_open_info in = {
-		.proc_key = 1, .conn_id = 1, .ts_ns = 2000, .family = 4, .side = 1,
+	struct conn_open in = {
+		.id.origin = 1, .id.conn = 1, .ts_ns = 2000, .family = 4, .side = 1,
 		.client_port = 5555, .server_port = 443,
 	};
 	CHECK_EQ(flow_open(t, &in), 0); /* replaces flow (1, 1): the count stays */

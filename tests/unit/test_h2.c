@@ -6,6 +6,7 @@
 
 #include "common/bytes.h"
 #include "flows/flow.h"
+#include "pipeline/pipeline.h"
 #include "transforms/h2.h"
 #include "unit.h"
 
@@ -66,15 +67,73 @@ struct hx {
 	struct sink sink;
 	struct sink *sinks[1];
 	struct sink_set set;
+	struct pipeline *pl;     /* h2, flows */
 	struct flow_table *flows;
 	struct h2_table *h2;
 	uint64_t off[2];
 };
 
+/* An open through the chain with ALPN alpn: 1 if the converter took it, 0
+ * if the flow engine did, else the chain's error. */
+static int t_open(struct hx *x, struct conn_open *fi, const char *alpn)
+{
+	struct conn_meta *m = conn_meta_new();
+	if (!m)
+		return -ENOMEM;
+	snprintf(m->alpn, sizeof(m->alpn), "%s", alpn);
+	fi->meta = m;
+	int err = pipeline_open(x->pl, fi);
+	conn_meta_unref(m);
+	fi->meta = NULL;
+	if (err)
+		return err;
+	const char *o = pipeline_owner(x->pl, &fi->id);
+	return o && !strcmp(o, "h2") ? 1 : 0;
+}
+
+static int owned_by_h2(struct hx *x, uint64_t origin, uint64_t conn)
+{
+	const char *o = pipeline_owner(x->pl, &(struct conn_id){ origin, conn });
+	return o && !strcmp(o, "h2");
+}
+
+/* Events through the chain; -ENOENT (as the converter said before the
+ * chain) when the connection is not the converter's. */
+static int t_data(struct hx *x, uint64_t origin, uint64_t conn, int dir, uint64_t ts,
+		  uint64_t off, const uint8_t *p, size_t n, uint64_t *gap)
+{
+	if (!owned_by_h2(x, origin, conn))
+		return -ENOENT;
+	return pipeline_data(x->pl, &(struct conn_id){ origin, conn }, dir, ts, off, p, n, gap);
+}
+
+static int t_gap(struct hx *x, uint64_t origin, uint64_t conn, int dir, uint64_t ts, uint64_t n)
+{
+	if (!owned_by_h2(x, origin, conn))
+		return -ENOENT;
+	return pipeline_gap(x->pl, &(struct conn_id){ origin, conn }, dir, ts, n);
+}
+
+static int t_close(struct hx *x, uint64_t origin, uint64_t conn, uint64_t ts)
+{
+	if (!owned_by_h2(x, origin, conn))
+		return -ENOENT;
+	return pipeline_close(x->pl, &(struct conn_id){ origin, conn }, ts, 0);
+}
+
+/* Any event through the chain, to whichever stage owns it. */
+static int p_data(struct hx *x, uint64_t origin, uint64_t conn, int dir, uint64_t ts,
+		  uint64_t off, const uint8_t *p, size_t n)
+{
+	return pipeline_data(x->pl, &(struct conn_id){ origin, conn }, dir, ts, off, p, n, NULL);
+}
+
 static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/* A converter over a capturing flow table; conn 1 of process 1, ALPN alpn. */
-static int hx_init(struct hx *x, const char *alpn)
+/* A chain (h2, flows) over a capturing sink, caps max_conns and
+ * max_streams (0: defaults); conn 1 of origin 1 (origin 2 is another
+ * process), ALPN alpn. */
+static int hx_init_caps(struct hx *x, const char *alpn, size_t max_conns, size_t max_streams)
 {
 	memset(x, 0, sizeof(*x));
 	x->cap = calloc(1, sizeof(*x->cap));
@@ -83,30 +142,43 @@ static int hx_init(struct hx *x, const char *alpn)
 	x->sinks[0] = &x->sink;
 	x->set.v = x->sinks;
 	x->set.n = 1;
-	struct flow_config cfg = { .mss = 1460, .sinks = &x->set };
-	x->flows = flow_table_new(&cfg);
-	x->h2 = h2_table_new(x->flows);
-	if (!x->cap || !x->flows || !x->h2)
+	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = &x->set },
+				    .max_h2_conns = max_conns, .max_h2_streams = max_streams };
+	for (size_t i = 0; i < stage_table_len; i++)
+		if (!strcmp(stage_table[i].name, "h2"))
+			po.arg[i] = "";
+	const char *why;
+	x->pl = pipeline_new(&po, &why);
+	if (!x->cap || !x->pl)
 		return 0;
-	struct flow_open_info fi = { .proc_key = 1, .conn_id = 1, .ts_ns = 1, .family = 4,
-				     .side = 1, .client_port = CLI_PORT, .server_port = SRV_PORT };
+	x->flows = pipeline_stage_priv(x->pl, "flows");
+	x->h2 = pipeline_stage_priv(x->pl, "h2");
+	if (pipeline_origin_new(x->pl) != 1 || pipeline_origin_new(x->pl) != 2)
+		return 0;
+	struct conn_open fi = { .id = { 1, 1 }, .ts_ns = 1, .family = 4,
+				.side = 1, .client_port = CLI_PORT, .server_port = SRV_PORT };
 	memcpy(fi.client_addr, "\x0a\x00\x00\x01", 4);
 	memcpy(fi.server_addr, "\x0a\x00\x00\x02", 4);
-	return h2_open(x->h2, &fi, alpn) == 1;
+	return t_open(x, &fi, alpn) == 1;
+}
+
+static int hx_init(struct hx *x, const char *alpn)
+{
+	return hx_init_caps(x, alpn, 0, 0);
 }
 
 static void hx_free(struct hx *x)
 {
-	flow_close_all(x->flows, 9);
-	h2_table_free(x->h2);
-	flow_table_free(x->flows);
+	if (x->pl)
+		pipeline_close_all(x->pl, 9);
+	pipeline_free(x->pl);
 	free(x->cap);
 }
 
-/* Feeds bytes of one direction at the next offset; returns h2_data's result. */
+/* Feeds bytes of one direction at the next offset; returns the converter's result. */
 static int feed(struct hx *x, int dir, const void *p, size_t n)
 {
-	int err = h2_data(x->h2, 1, 1, dir, 2, x->off[dir], p, n, NULL);
+	int err = t_data(x, 1, 1, dir, 2, x->off[dir], p, n, NULL);
 	x->off[dir] += n;
 	return err;
 }
@@ -165,7 +237,7 @@ TEST(h2_headers_continuation_and_data)
 	CHECK_EQ(h2_counters(x.h2)->conns, 1);
 	CHECK_EQ(h2_counters(x.h2)->streams, 1);
 	CHECK_EQ(h2_counters(x.h2)->errors, 0);
-	CHECK_EQ(h2_close(x.h2, 1, 1, 3), 0);
+	CHECK_EQ(t_close(&x, 1, 1, 3), 0);
 	CHECK(x.cap->n == 1); /* the original connection never appears */
 out:
 	hx_free(&x);
@@ -341,7 +413,7 @@ TEST(h2_rst_stream_and_goaway_end_connections)
 	CHECK_EQ(feed(&x, 1, goaway, sizeof(goaway)), 0);
 	CHECK(syn_conn(&x, 1) && syn_conn(&x, 1)->fin == 0); /* stream 3 was processed */
 	CHECK(syn_conn(&x, 2) && syn_conn(&x, 2)->fin == 2); /* stream 5 was not */
-	CHECK_EQ(h2_close(x.h2, 1, 1, 3), 0);
+	CHECK_EQ(t_close(&x, 1, 1, 3), 0);
 	CHECK(syn_conn(&x, 1) && syn_conn(&x, 1)->fin == 2);
 out:
 	hx_free(&x);
@@ -406,8 +478,8 @@ TEST(h2_bad_frame_falls_back_raw)
 	struct hconn *o = hconn_of(x.cap, CLI_PORT);
 	CHECK(o && o->syn == 1 && o->len[0] == sizeof(bad) && !memcmp(o->data[0], bad, sizeof(bad)));
 	/* no longer the converter's: the caller hands its records to the flow engine */
-	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, x.off[0], (const uint8_t *)"x", 1, NULL), -ENOENT);
-	CHECK_EQ(h2_close(x.h2, 1, 1, 4), -ENOENT);
+	CHECK_EQ(t_data(&x, 1, 1, 0, 3, x.off[0], (const uint8_t *)"x", 1, NULL), -ENOENT);
+	CHECK_EQ(t_close(&x, 1, 1, 4), -ENOENT);
 out:
 	hx_free(&x);
 }
@@ -456,12 +528,11 @@ TEST(h2_no_alpn_plain_text_is_mirrored_as_is)
 	if (!CHECK(hx_init(&x, "")))
 		goto out;
 	CHECK_EQ(feed(&x, 0, "PRI * HTTP/1.1\r\n", 16), 0);
-	CHECK_EQ(h2_close(x.h2, 1, 1, 3), -ENOENT); /* the flow engine has it */
+	CHECK_EQ(t_close(&x, 1, 1, 3), -ENOENT); /* the flow engine has it */
 	struct hconn *o = hconn_of(x.cap, CLI_PORT);
 	CHECK(has(o, 0, "PRI * HTTP/1.1\r\n"));
 	CHECK_EQ(h2_counters(x.h2)->conns + h2_counters(x.h2)->errors, 0);
-	CHECK_EQ(h2_open(x.h2, &(struct flow_open_info){ .proc_key = 1, .conn_id = 2,
-		 .family = 4 }, "http/1.1"), 0);
+	CHECK_EQ(t_open(&x, &(struct conn_open){ .id = { 1, 2 }, .family = 4 }, "http/1.1"), 0);
 out:
 	hx_free(&x);
 }
@@ -473,7 +544,7 @@ TEST(h2_gap_falls_back_with_exact_gap)
 	if (!CHECK(hx_init(&x, "h2")))
 		goto out;
 	feed(&x, 0, preface, 24);
-	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, 24 + 100, (const uint8_t *)"abc", 3, &gap), 0);
+	CHECK_EQ(t_data(&x, 1, 1, 0, 3, 24 + 100, (const uint8_t *)"abc", 3, &gap), 0);
 	CHECK_EQ(gap, 100);
 	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
 	CHECK_EQ(h2_counters(x.h2)->errors, 0);
@@ -488,23 +559,23 @@ TEST(h2_reannounce_and_other_end_once)
 	static uint8_t fr[64];
 	if (!CHECK(hx_init(&x, "h2")))
 		goto out;
-	struct flow_open_info fi = { .proc_key = 1, .conn_id = 1, .ts_ns = 1, .family = 4,
-				     .side = 1, .client_port = CLI_PORT, .server_port = SRV_PORT };
+	struct conn_open fi = { .id = { 1, 1 }, .ts_ns = 1, .family = 4,
+				.side = 1, .client_port = CLI_PORT, .server_port = SRV_PORT };
 	memcpy(fi.client_addr, "\x0a\x00\x00\x01", 4);
 	memcpy(fi.server_addr, "\x0a\x00\x00\x02", 4);
-	CHECK_EQ(h2_open(x.h2, &fi, "h2"), -EEXIST); /* the same connection again */
-	fi.proc_key = 2;                               /* its client end, in another process */
+	CHECK_EQ(t_open(&x, &fi, "h2"), -EEXIST); /* the same connection again */
+	fi.id.origin = 2;                              /* its client end, in another process */
 	fi.side = 0;
-	CHECK_EQ(h2_open(x.h2, &fi, "h2"), 1);
+	CHECK_EQ(t_open(&x, &fi, "h2"), 1);
 	size_t n = headers_frame(fr, 1, get, sizeof(get));
-	CHECK_EQ(h2_data(x.h2, 2, 1, 0, 2, 0, preface, 24, NULL), 0);
-	CHECK_EQ(h2_data(x.h2, 2, 1, 0, 2, 24, fr, n, NULL), 0);
+	CHECK_EQ(t_data(&x, 2, 1, 0, 2, 0, preface, 24, NULL), 0);
+	CHECK_EQ(t_data(&x, 2, 1, 0, 2, 24, fr, n, NULL), 0);
 	CHECK(x.cap->n == 0); /* the other end's copy shows nothing */
 	feed(&x, 0, preface, 24);
 	CHECK_EQ(feed(&x, 0, fr, n), 0);
 	CHECK(x.cap->n == 1);
 	CHECK_EQ(h2_counters(x.h2)->conns, 1);
-	CHECK_EQ(h2_close(x.h2, 2, 1, 3), 0);
+	CHECK_EQ(t_close(&x, 2, 1, 3), 0);
 out:
 	hx_free(&x);
 }
@@ -565,7 +636,7 @@ static int verdict(struct hx *x, int dir, uint64_t raw_off, const uint8_t *raw, 
 	if (o->len[dir] != x->off[dir] - raw_off || o->len[dir] != raw_len ||
 	    memcmp(o->data[dir], raw, raw_len))
 		return -1;
-	return h2_data(x->h2, 1, 1, dir, 3, x->off[dir], (const uint8_t *)"x", 1, NULL) == -ENOENT ?
+	return t_data(x, 1, 1, dir, 3, x->off[dir], (const uint8_t *)"x", 1, NULL) == -ENOENT ?
 	       0 : -1;
 }
 
@@ -857,12 +928,12 @@ TEST(h2_real_connection_on_a_stream_port_wins_it)
 	struct hx x;
 	if (!CHECK(hx_post_open(&x)))
 		goto out;
-	struct flow_open_info real = { .proc_key = 2, .conn_id = 5, .ts_ns = 2, .family = 4,
-				       .side = 1, .client_port = 10000, .server_port = SRV_PORT };
+	struct conn_open real = { .id = { 2, 5 }, .ts_ns = 2, .family = 4,
+				  .side = 1, .client_port = 10000, .server_port = SRV_PORT };
 	memcpy(real.client_addr, "\x0a\x00\x00\x01", 4);
 	memcpy(real.server_addr, "\x0a\x00\x00\x02", 4);
-	CHECK_EQ(flow_open(x.flows, &real), 0);
-	CHECK_EQ(flow_data(x.flows, 2, 5, 0, 2, 0, (const uint8_t *)"REAL", 4, NULL), 0);
+	CHECK_EQ(t_open(&x, &real, "http/1.1"), 0); /* the flow engine's */
+	CHECK_EQ(p_data(&x, 2, 5, 0, 2, 0, (const uint8_t *)"REAL", 4), 0);
 	static const uint8_t body[] = {
 		0x00, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, /* DATA len 2, END_STREAM */
 		'a', 'b',
@@ -905,8 +976,8 @@ TEST(h2_fallback_inside_a_body_starts_at_a_frame)
 	CHECK_EQ(feed(&x, 1, bad, sizeof(bad)), 0);
 	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
 	/* the rest of the record reaches the flow engine as the caller's */
-	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13, NULL), -ENOENT);
-	CHECK_EQ(flow_data(x.flows, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13, NULL), 0);
+	CHECK_EQ(t_data(&x, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13, NULL), -ENOENT);
+	CHECK_EQ(p_data(&x, 1, 1, 0, 3, x.off[0], data + 13, sizeof(data) - 13), 0);
 	const struct hconn *o = find_conn(&x, CLI_PORT);
 	CHECK(o && o->len[0] == 9 && !memcmp(o->data[0], data + 29, 9));
 	CHECK_EQ(flow_counters(x.flows)->gap_bytes[0], 16);
@@ -929,9 +1000,9 @@ TEST(h2_gap_inside_a_body_hides_the_frame_once)
 	if (!CHECK(hx_post_open(&x)))
 		goto out;
 	CHECK_EQ(feed(&x, 0, data, 13), 0);
-	CHECK_EQ(h2_gap(x.h2, 1, 1, 0, 3, 6), 0);
+	CHECK_EQ(t_gap(&x, 1, 1, 0, 3, 6), 0);
 	uint64_t at = x.off[0] + 6;
-	CHECK_EQ(flow_data(x.flows, 1, 1, 0, 3, at, data + 19, sizeof(data) - 19, NULL), 0);
+	CHECK_EQ(p_data(&x, 1, 1, 0, 3, at, data + 19, sizeof(data) - 19), 0);
 	const struct hconn *o = find_conn(&x, CLI_PORT);
 	CHECK(o && o->len[0] == 9 && !memcmp(o->data[0], data + 29, 9));
 	CHECK_EQ(flow_counters(x.flows)->gap_bytes[0], 16); /* the frame's rest, once */
@@ -945,9 +1016,8 @@ TEST(h2_streams_over_total_cap_fall_back_raw)
 	static const uint8_t get[] = { 0x82, 0x87, 0x84, 0x01, 0x01, 'h' };
 	uint8_t fr[3][64];
 	size_t n[3];
-	if (!CHECK(hx_init(&x, "h2")))
+	if (!CHECK(hx_init_caps(&x, "h2", 0, 2)))
 		goto out;
-	h2_set_limits(x.h2, 0, 2);
 	CHECK_EQ(feed(&x, 0, preface, 24), 0);
 	for (int i = 0; i < 3; i++)
 		n[i] = headers_frame(fr[i], 1 + 2 * (uint32_t)i, get, sizeof(get));
@@ -958,7 +1028,7 @@ TEST(h2_streams_over_total_cap_fall_back_raw)
 	CHECK_EQ(h2_counters(x.h2)->streams_refused, 1);
 	CHECK_EQ(h2_counters(x.h2)->fallbacks, 1);
 	/* the connection is the flow engine's now, mirrored raw from that frame on */
-	CHECK_EQ(h2_data(x.h2, 1, 1, 0, 3, x.off[0], get, 1, NULL), -ENOENT);
+	CHECK_EQ(t_data(&x, 1, 1, 0, 3, x.off[0], get, 1, NULL), -ENOENT);
 	CHECK_EQ(flow_counters(x.flows)->flows_open, 1);
 out:
 	hx_free(&x);
@@ -967,16 +1037,17 @@ out:
 TEST(h2_conns_over_cap_are_mirrored_raw)
 {
 	struct hx x;
-	if (!CHECK(hx_init(&x, "h2")))
+	if (!CHECK(hx_init_caps(&x, "h2", 1, 0)))
 		goto out;
-	h2_set_limits(x.h2, 1, 0);
-	struct flow_open_info fi = { .proc_key = 1, .conn_id = 2, .ts_ns = 1, .family = 4,
-				     .side = 1, .client_port = CLI_PORT + 1, .server_port = SRV_PORT };
-	CHECK_EQ(h2_open(x.h2, &fi, "h2"), 0); /* the caller opens a plain flow */
+	struct conn_open fi = { .id = { 1, 2 }, .ts_ns = 1, .family = 4,
+				.side = 1, .client_port = CLI_PORT + 1, .server_port = SRV_PORT };
+	CHECK_EQ(t_open(&x, &fi, "h2"), 0); /* the caller opens a plain flow */
 	CHECK_EQ(h2_counters(x.h2)->conns_refused, 1);
-	CHECK_EQ(h2_close(x.h2, 1, 1, 3), 0);  /* one converted connection less */
-	CHECK_EQ(h2_open(x.h2, &fi, "h2"), 1);
-	CHECK_EQ(h2_close(x.h2, 1, 2, 4), 0);
+	CHECK_EQ(t_close(&x, 1, 1, 3), 0);  /* one converted connection less */
+	CHECK_EQ(t_open(&x, &fi, "h2"), -EEXIST); /* the same connection: the flow engine's */
+	CHECK_EQ(pipeline_close(x.pl, &fi.id, 4, 0), 0);
+	CHECK_EQ(t_open(&x, &fi, "h2"), 1);
+	CHECK_EQ(t_close(&x, 1, 2, 4), 0);
 out:
 	hx_free(&x);
 }

@@ -1,0 +1,109 @@
+/* The flow engine as the chain's last stage: it takes every connection that reaches it. */
+#include "flows/flow.h"
+#include "common/text.h"
+#include "pipeline/pipeline.h"
+
+#include <errno.h>
+
+static struct flow_table *ft(const struct stage *s)
+{
+	return s->priv;
+}
+
+static int fs_open(struct stage *s, struct conn_open *o)
+{
+	int err = flow_open(ft(s), o);
+	return err < 0 ? err : 1;
+}
+
+static int fs_data(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		   uint64_t off, const uint8_t *p, size_t n, uint64_t *gap)
+{
+	return flow_data(ft(s), id->origin, id->conn, dir, ts_ns, off, p, n, gap);
+}
+
+static int fs_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns, uint64_t n)
+{
+	return flow_gap(ft(s), id->origin, id->conn, dir, ts_ns, n);
+}
+
+static int fs_close(struct stage *s, const struct conn_id *id, uint64_t ts_ns, unsigned flags)
+{
+	if (flags & CONN_CLOSE_HANDOVER)
+		return flow_release(ft(s), id->origin, id->conn, ts_ns);
+	return flow_close(ft(s), id->origin, id->conn, ts_ns);
+}
+
+static void fs_origin(struct stage *s, uint64_t origin, int ev, uint64_t ts_ns)
+{
+	switch (ev) {
+	case ORIGIN_CLOSED:
+		flow_close_proc(ft(s), origin, ts_ns);
+		break;
+	case ORIGIN_FORKED:
+		flow_proc_forked(ft(s), origin);
+		break;
+	case ORIGIN_FORGOTTEN:
+		flow_origin_forget(ft(s), origin); /* -EBUSY: its flows still count */
+		break;
+	default:
+		break;
+	}
+}
+
+static void fs_tick(struct stage *s, uint64_t now_ns)
+{
+	flow_expire(ft(s), now_ns);
+}
+
+static size_t fs_format(const struct stage *s, char *buf, size_t len, size_t at)
+{
+	const struct flow_counters *c = flow_counters(ft(s));
+	return text_add(buf, len, at,
+			" opened=%llu closed=%llu open=%llu duplicate=%llu refused=%llu "
+			"handed_over=%llu synthetic_moved=%llu packets=%llu orphan_records=%llu "
+			"bad_offsets=%llu tag_failures=%llu",
+			(unsigned long long)c->flows_opened, (unsigned long long)c->flows_closed,
+			(unsigned long long)c->flows_open, (unsigned long long)c->flows_duplicate,
+			(unsigned long long)c->flows_refused,
+			(unsigned long long)c->flows_handed_over,
+			(unsigned long long)c->synthetic_moved, (unsigned long long)c->packets,
+			(unsigned long long)c->orphan_records, (unsigned long long)c->bad_offsets,
+			(unsigned long long)c->tag_failures);
+}
+
+static void fs_close_all(struct stage *s, uint64_t ts_ns)
+{
+	flow_close_all(ft(s), ts_ns);
+}
+
+static void fs_free(struct stage *s)
+{
+	flow_table_free(ft(s));
+	s->priv = NULL;
+}
+
+static const struct stage_ops flow_stage_ops = {
+	.name = "flows",
+	.open = fs_open,
+	.data = fs_data,
+	.gap = fs_gap,
+	.close = fs_close,
+	.origin = fs_origin,
+	.tick = fs_tick,
+	.format_stats = fs_format,
+	.close_all = fs_close_all,
+	.free = fs_free,
+};
+
+int flow_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,
+		    const char **why)
+{
+	s->priv = flow_table_new(&o->flow);
+	if (!s->priv) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	s->ops = &flow_stage_ops;
+	return 0;
+}

@@ -1,0 +1,435 @@
+/* The ring source: each attached process's ring records, validated, become connection events for the chain. */
+#include "agent/agent.h"
+#include "common/log.h"
+#include "common/text.h"
+#include "pipeline/pipeline.h"
+#include "sources/source.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int str_ok(const char *s, size_t n)
+{
+	return memchr(s, 0, n) != NULL;
+}
+
+/* A bad record inside a well-formed ring: skipped and counted. */
+static void bad_record(struct proc *p, const char *why)
+{
+	static struct log_limit lim;
+	p->bad_records++;
+	log_limited(&lim, 5, "pid %d (%s): ring record rejected: %s", (int)p->pid,
+		    p->comm, why);
+}
+
+#define DRAIN_NEST_MAX 4   /* parents drained from within a child's drain */
+static struct proc *draining[DRAIN_NEST_MAX];
+static int n_draining;
+
+/* Parent pid of pid from /proc/<pid>/stat, or -1. */
+static pid_t ppid_of(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	const char *e = strrchr(buf, ')'); /* comm may hold anything */
+	int pp;
+	if (!e || sscanf(e + 1, " %*c %d", &pp) != 1)
+		return -1;
+	return (pid_t)pp;
+}
+
+/* Is pid a descendant of anc (a few generations at most)? -1: pid is gone. */
+static int descends_from(pid_t pid, pid_t anc)
+{
+	for (int i = 0; i < 16 && pid > 1; i++) {
+		pid = ppid_of(pid);
+		if (pid == anc)
+			return 1;
+		if (pid < 0 && i == 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The child and the parent it names, for the check the flow engine asks
+ * for only when there is a flow to continue (a producer may lie: no /proc
+ * reads for every OPEN it sends). */
+struct lineage {
+	struct proc *child, *parent;
+};
+
+/* Plausible: the parent is still attached and an ancestor of the child (or
+ * of the same uid when the child has exited already), or gone. */
+static int parent_plausible(const struct conn_open *o, void *arg)
+{
+	const struct lineage *l = arg;
+	if (l->parent->state != PROC_ATTACHED)
+		return 1;
+	int d = descends_from(l->child->pid, l->parent->pid);
+	return d > 0 || (d < 0 && l->parent->uid == l->child->uid);
+}
+
+/*
+ * An OPEN inherited over fork: the process it names as parent, if still
+ * known. Its ring is drained first, so what it wrote before the fork is
+ * placed before the child's data. Returns it, or NULL.
+ */
+static struct proc *inherited_from(struct agent *a, struct proc *p, uint32_t parent_pid)
+{
+	struct proc *q = a->procs;
+	while (q && (q == p || (uint32_t)q->pid != parent_pid))
+		q = q->next;
+	if (!q)
+		return NULL;
+	int busy = n_draining >= DRAIN_NEST_MAX;
+	for (int i = 0; i < n_draining; i++)
+		busy |= draining[i] == q;
+	if (q->ring && !busy)
+		proc_drain(a, q, (size_t)-1);
+	return q;
+}
+
+/* Copies a validated string of the ring into the metadata: control and
+ * non-ASCII bytes become '?', so sinks may print it as it is. */
+static void meta_str(char *dst, size_t cap, const char *src)
+{
+	size_t i = 0;
+	for (; i + 1 < cap && src[i]; i++)
+		dst[i] = (src[i] < 0x20 || src[i] > 0x7e) ? '?' : src[i];
+	dst[i] = 0;
+}
+
+/* Who saw it: one block per connection, shared by every stage and sink. */
+static struct conn_meta *make_meta(const struct proc *p, const struct ring_open *o)
+{
+	struct conn_meta *m = conn_meta_new();
+	if (!m)
+		return NULL;
+	m->kind = CONN_KIND_CAPTURE;
+	m->side = o->side;
+	m->map_method = o->map_method;
+	m->tls_version = o->tls_version;
+	m->real_server_port = o->server_port;
+	m->pid = (uint32_t)p->pid;
+	m->uid = (uint32_t)p->uid;
+	memcpy(m->comm, p->comm, sizeof(m->comm)); /* sanitized at attach */
+	meta_str(m->sni, sizeof(m->sni), o->sni);
+	meta_str(m->alpn, sizeof(m->alpn), o->alpn);
+	meta_str(m->cipher, sizeof(m->cipher), o->cipher);
+	return m;
+}
+
+static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	struct ring_open o;
+	if (v->data_len != sizeof(o)) {
+		bad_record(p, "OPEN record of the wrong size");
+		return;
+	}
+	memcpy(&o, v->data, sizeof(o)); /* one copy: the producer may still write */
+	if ((o.family != 4 && o.family != 6) || o.side > 1 ||
+	    o.map_method < RING_MAP_FD || o.map_method > RING_MAP_SYNTHETIC ||
+	    !str_ok(o.sni, sizeof(o.sni)) || !str_ok(o.alpn, sizeof(o.alpn)) ||
+	    !str_ok(o.cipher, sizeof(o.cipher)) || v->conn_id == 0) {
+		bad_record(p, "OPEN record with invalid fields");
+		return;
+	}
+	struct conn_open fi;
+	memset(&fi, 0, sizeof(fi));
+	fi.id.origin = p->key;
+	fi.id.conn = v->conn_id;
+	fi.ts_ns = v->ts_ns;
+	fi.family = o.family;
+	fi.side = o.side;
+	fi.midstream = o.midstream;
+	fi.client_port = o.client_port;
+	fi.server_port = o.server_port;
+	memcpy(fi.client_addr, o.client_addr, 16);
+	memcpy(fi.server_addr, o.server_addr, 16);
+	fi.off[0] = o.off[0];
+	fi.off[1] = o.off[1];
+	struct lineage lin = { p, NULL };
+	if ((o.flags & RING_OPEN_F_INHERITED) && (lin.parent = inherited_from(a, p, o.parent_pid))) {
+		fi.parent_origin = lin.parent->key;
+		fi.parent_ok = parent_plausible;
+		fi.parent_arg = &lin;
+	}
+	struct conn_meta *m = make_meta(p, &o);
+	if (!m) {
+		bad_record(p, "no memory for the connection's metadata");
+		return;
+	}
+	fi.meta = m;
+	int err = pipeline_open(a->pl, &fi);
+	conn_meta_unref(m); /* the stages took their references */
+	if (err == -EEXIST)
+		return; /* announced again after a re-attach: same connection */
+	if (err == -ENFILE || err == -EMFILE) {
+		p->refused_conns++; /* over a cap: the flow engine logged it once */
+		return;
+	}
+	if (err < 0) {
+		static struct log_limit lim;
+		log_limited(&lim, 5, "cannot track a connection of pid %d: %s",
+			    (int)p->pid, strerror(-err));
+		return;
+	}
+	p->conns++;
+	p->open_conns++;
+}
+
+/*
+ * Clear text to the connection's owner in the chain. data points into the
+ * producer's shared memory, which may change while we read it: no stage
+ * parses it in place. The flow engine checksums it and the sinks copy it
+ * out; the HTTP/2 stage copies every frame header and every non-DATA frame
+ * into its own buffer before parsing it (h2_frames.c collect()) and passes
+ * DATA bodies through unparsed (PADLEN, one byte, is read once). Keep it
+ * so: a stage reading shared bytes twice is a check-then-use bug
+ * (docs/ring.md, docs/pipeline.md).
+ */
+static int mirror_data(struct agent *a, struct proc *p, const struct conn_id *id, int dir,
+		       uint64_t ts, uint64_t off, const uint8_t *data, size_t len, uint64_t *gap)
+{
+	int err = pipeline_data(a->pl, id, dir, ts, off, data, len, gap);
+	if (err == -ENOENT)
+		p->orphan_bytes += len;
+	return err;
+}
+
+static void on_data(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	struct conn_id id = { p->key, v->conn_id };
+	int dir = (v->flags & RING_F_DIR_S2C) ? 1 : 0;
+	uint64_t gap = 0;
+	int err;
+	if (v->type == RING_REC_GAP) {
+		uint64_t len;
+		if (v->data_len != sizeof(len)) {
+			bad_record(p, "GAP record of the wrong size");
+			return;
+		}
+		memcpy(&len, v->data, sizeof(len));
+		err = pipeline_gap(a->pl, &id, dir, v->ts_ns, len);
+		if (!err)
+			p->gap_bytes += len;
+	} else {
+		err = mirror_data(a, p, &id, dir, v->ts_ns, v->stream_off, v->data, v->data_len,
+				  &gap);
+		if (!err) {
+			p->bytes[dir] += v->data_len;
+			p->gap_bytes += gap;
+		}
+	}
+	if (err == -ENOENT)
+		p->orphan_records++;
+	else if (err == -ERANGE)
+		bad_record(p, "DATA record behind what was already mirrored");
+}
+
+static void on_close(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	struct conn_id id = { p->key, v->conn_id };
+	uint64_t off[2];
+	if (v->data_len == sizeof(off)) {
+		/* final offsets: what was dropped at the very end is a gap */
+		memcpy(off, v->data, sizeof(off));
+		for (int d = 0; d < 2; d++) {
+			uint64_t gap = 0;
+			if (!mirror_data(a, p, &id, d, v->ts_ns, off[d], NULL, 0, &gap))
+				p->gap_bytes += gap;
+		}
+	} else if (v->data_len) {
+		bad_record(p, "CLOSE record of the wrong size");
+	}
+	unsigned flags = (v->flags & RING_F_CLOSE_HANDOVER) ? CONN_CLOSE_HANDOVER : 0;
+	int err = pipeline_close(a->pl, &id, v->ts_ns, flags); /* -ENOENT: the chain counts it */
+	if (err == 0 && p->open_conns)
+		p->open_conns--;
+}
+
+static void on_record(struct agent *a, struct proc *p, const struct ring_view *v)
+{
+	switch (v->type) {
+	case RING_REC_OPEN:
+		on_open(a, p, v);
+		break;
+	case RING_REC_DATA:
+	case RING_REC_GAP:
+		on_data(a, p, v);
+		break;
+	case RING_REC_CLOSE:
+		on_close(a, p, v);
+		break;
+	case RING_REC_FORK:
+		pipeline_origin(a->pl, p->key, ORIGIN_FORKED, v->ts_ns);
+		break;
+	default:
+		break;
+	}
+}
+
+size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
+{
+	size_t n = 0;
+	struct ring_view v;
+	if (n_draining < DRAIN_NEST_MAX)
+		draining[n_draining++] = p;
+	while (p->ring && n < budget) {
+		int err = ring_peek(&p->cons, &v);
+		if (err == -EAGAIN)
+			break;
+		if (err < 0) {
+			static struct log_limit lim;
+			p->bad_records++;
+			log_limited(&lim, 5, "pid %d (%s): malformed ring at position %llu: "
+				    "detaching it (what came before was mirrored)", (int)p->pid,
+				    p->comm, (unsigned long long)p->cons.tail);
+			proc_finish(a, p, PROC_REJECTED);
+			break;
+		}
+		on_record(a, p, &v);
+		ring_release(&p->cons);
+		n++;
+	}
+	if (p->ring)
+		ring_publish(&p->cons);
+	if (n_draining && draining[n_draining - 1] == p)
+		n_draining--;
+	return n;
+}
+
+void proc_read_drops(struct proc *p)
+{
+	if (!p->ring)
+		return;
+	for (int i = 0; i < RING_DROP_NREASONS; i++)
+		p->drop_last[i] = __atomic_load_n(&p->ring->drop_bytes[i], __ATOMIC_RELAXED);
+}
+
+void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
+{
+	if (p->ring && why == PROC_EXITED)
+		proc_drain(a, p, (size_t)-1);
+	if (p->ring) {
+		proc_read_drops(p);
+		pipeline_origin(a->pl, p->key, ORIGIN_CLOSED, agent_now_ns());
+		munmap(p->ring, p->map_len);
+		p->ring = NULL;
+	}
+	p->open_conns = 0;
+	if (p->fd >= 0) {
+		agent_forget_fd(a, p->fd);
+		p->fd = -1;
+	}
+	p->state = why;
+}
+
+/* ---- the source ---- */
+
+#define DRAIN_BUDGET 4096     /* records per process per turn: fairness */
+
+static int rs_open(struct source *s, struct agent *a, const char *arg, const char **why)
+{
+	s->priv = a;
+	return 0;
+}
+
+static size_t rs_poll(struct source *s, size_t budget)
+{
+	struct agent *a = s->priv;
+	size_t work = 0;
+	for (struct proc *p = a->procs; p; p = p->next) {
+		if (!p->ring)
+			continue;
+		/* awake again: producers need not ring the doorbell */
+		if (__atomic_load_n(&p->ring->consumer_sleeping, __ATOMIC_RELAXED))
+			__atomic_store_n(&p->ring->consumer_sleeping, 0, __ATOMIC_RELAXED);
+		work += proc_drain(a, p, budget < DRAIN_BUDGET ? budget : DRAIN_BUDGET);
+	}
+	return work;
+}
+
+/* Tells producers we sleep, then checks once more so no wake-up is lost. */
+static int rs_prepare_sleep(struct source *s)
+{
+	struct agent *a = s->priv;
+	int work = 0;
+	for (struct proc *p = a->procs; p; p = p->next) {
+		if (!p->ring)
+			continue;
+		__atomic_store_n(&p->ring->consumer_sleeping, 1, __ATOMIC_SEQ_CST);
+		struct ring_view v;
+		if (ring_peek(&p->cons, &v) != -EAGAIN)
+			work = 1;
+	}
+	return work;
+}
+
+static void rs_drain(struct source *s)
+{
+	struct agent *a = s->priv;
+	for (struct proc *p = a->procs; p; p = p->next) {
+		if (p->ring) {
+			proc_drain(a, p, (size_t)-1);
+			proc_read_drops(p);
+		}
+	}
+}
+
+static const char *state_name(enum proc_state st)
+{
+	switch (st) {
+	case PROC_ATTACHED: return "attached";
+	case PROC_EXITED: return "exited";
+	case PROC_REJECTED: return "rejected";
+	}
+	return "?";
+}
+
+/* One line per process. */
+static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at)
+{
+	const struct agent *a = s->priv;
+	for (struct proc *p = a->procs; p; p = p->next) {
+		proc_read_drops(p);
+		at = text_add(buf, len, at,
+			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
+			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
+			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
+			 "orphan_bytes=%llu\n",
+			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
+			 p->comm[0] ? p->comm : "?", state_name(p->state),
+			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
+			 (unsigned long long)p->bytes[0], (unsigned long long)p->bytes[1],
+			 (unsigned long long)p->drop_last[RING_DROP_FULL],
+			 (unsigned long long)p->drop_last[RING_DROP_NO_RING],
+			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
+			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
+			 (unsigned long long)p->orphan_records, (unsigned long long)p->refused_conns,
+			 (unsigned long long)p->orphan_bytes);
+	}
+	return at;
+}
+
+const struct source_ops ring_source_ops = {
+	.name = "ring",
+	.open = rs_open,
+	.poll = rs_poll,
+	.prepare_sleep = rs_prepare_sleep,
+	.drain = rs_drain,
+	.format_stats = rs_format,
+};
