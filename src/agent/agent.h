@@ -13,17 +13,32 @@
 #include "transport/ring.h"
 
 #define AGENT_MAX_OUTPUTS 8
+#define AGENT_MAX_SINK_KINDS 8
+
+/*
+ * The kinds of output, one row each (outputs.c): the option that asks for
+ * one (main.c builds the command line and the help from the rows), how many
+ * it may be given, and the sink's ops. Adding a sink is its file and a row.
+ */
+struct sink_def {
+	const char *option;          /* long option ("write") */
+	int short_opt;               /* its letter ('w'), 0 if none */
+	const char *metavar;         /* "FILE" */
+	const char *help;            /* one line for --help */
+	const struct sink_ops *ops;
+	unsigned max;                /* 1, or up to AGENT_MAX_OUTPUTS (repeatable) */
+};
+
+extern const struct sink_def sink_table[];
+extern const size_t sink_table_len;
+#define SINK_ROW_PCAP 0              /* sink_table[0]: -w (main.c's checks of -w) */
+#define SINK_ROW_PCAPNG 1            /* sink_table[1]: --pcapng (the same checks) */
 
 struct agent_config {
 	const char *socket_path;
-	const char *write_path;      /* -w */
-	int pcapng;                  /* --pcapng: -w writes pcapng (or a FILE named *.pcapng) */
-	const char *ifaces[AGENT_MAX_OUTPUTS];  /* -o IFACE, repeatable */
-	size_t n_ifaces;
-	const char *vxlans[AGENT_MAX_OUTPUTS];  /* --vxlan HOST[:PORT], repeatable */
-	size_t n_vxlans;
-	const char *tunnel;          /* -t HOST:PORT: send to a collector */
-	const char *pcap_over_ip;    /* --pcap-over-ip [ADDR:]PORT: serve a live pcap stream */
+	/* the targets of sink_table[i]'s option, in command-line order */
+	const char *outputs[AGENT_MAX_SINK_KINDS][AGENT_MAX_OUTPUTS];
+	size_t n_outputs[AGENT_MAX_SINK_KINDS];
 	int collector;               /* -C: accept agents' tunnels, replay into our outputs */
 	const char *listen_addr;     /* -l ADDR:PORT: where the collector listens */
 	const char *tag_agents;      /* --tag-agents vlan|vni: mark each agent's packets */

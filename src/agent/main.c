@@ -20,6 +20,23 @@
 #define MSS_MIN 88
 #define MSS_MIN_S "88"
 
+/* One line of the help for an option of a table row. */
+static size_t help_line(char *buf, size_t len, size_t at, int short_opt, const char *option,
+			const char *metavar, const char *help)
+{
+	char opt[64];
+	if (at >= len)
+		return at;
+	snprintf(opt, sizeof(opt), "--%s%s%s", option, metavar ? " " : "", metavar ? metavar : "");
+	char lead[8] = "      ";
+	if (short_opt)
+		snprintf(lead, sizeof(lead), "  -%c, ", short_opt);
+	/* the help in column 27, on a line of its own after a long option */
+	int n = strlen(opt) < 20 ? snprintf(buf + at, len - at, "%s%-20s%s\n", lead, opt, help) :
+		snprintf(buf + at, len - at, "%s%s\n%26s%s\n", lead, opt, "", help);
+	return n > 0 ? at + (size_t)n : at;
+}
+
 /* The stages' lines of the help, from stage_table. */
 static const char *stage_help(void)
 {
@@ -27,14 +44,20 @@ static const char *stage_help(void)
 	size_t at = 0;
 	for (size_t i = 0; i < stage_table_len; i++) {
 		const struct stage_def *d = &stage_table[i];
-		if (!d->option || at >= sizeof(buf))
-			continue;
-		char opt[64];
-		snprintf(opt, sizeof(opt), "--%s%s%s", d->option, d->metavar ? " " : "",
-			 d->metavar ? d->metavar : "");
-		int n = snprintf(buf + at, sizeof(buf) - at, "      %-18s %s\n", opt, d->help);
-		if (n > 0)
-			at += (size_t)n;
+		if (d->option)
+			at = help_line(buf, sizeof(buf), at, 0, d->option, d->metavar, d->help);
+	}
+	return buf;
+}
+
+/* The outputs' lines of the help, from sink_table. */
+static const char *sink_help(void)
+{
+	static char buf[2048];
+	size_t at = 0;
+	for (size_t i = 0; i < sink_table_len; i++) {
+		const struct sink_def *d = &sink_table[i];
+		at = help_line(buf, sizeof(buf), at, d->short_opt, d->option, d->metavar, d->help);
 	}
 	return buf;
 }
@@ -43,8 +66,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: tlsmirror [options] OUTPUT...       run the agent (or with -C the collector);\n"
-"                                           OUTPUT: -w FILE, -o IFACE, -t HOST:PORT,\n"
-"                                           --vxlan HOST, --pcap-over-ip PORT\n"
+"                                           OUTPUT: see outputs below\n"
 "       tlsmirror stats [-C] [--socket PATH]  show the running agent's (-C: collector's)\n"
 "                                           counters\n"
 "       tlsmirror run [--socket PATH] -- CMD [ARGS...]\n"
@@ -52,17 +74,16 @@ static void usage(FILE *f)
 "       tlsmirror pki init DIR | pki issue DIR NAME --agent|--collector ...\n"
 "                                           make a CA and the tunnel's certificates\n"
 "\n"
+"outputs (at least one; docs/pipeline.md):\n"
+"%s"
+"\n"
 "agent options:\n"
-"  -w, --write FILE        pcap output; '-' writes to stdout\n"
 "      --socket PATH       control socket (default $TLSMIRROR_SOCKET or %s)\n"
 "      --mss N             TCP payload per packet, 88..65000 (default 1460; IPv6 uses N-20)\n"
 "      --rotate-size SIZE  start a new file before SIZE bytes (K, M, G suffixes)\n"
 "      --rotate-seconds N  start a new file every N seconds\n"
 "      --rotate-count N    keep N files and reuse them in turn (FILE, FILE.1 .. FILE.N-1)\n"
 "      --snaplen N         pcap snaplen (default 262144)\n"
-"      --pcapng            -w writes pcapng, each connection's process, SNI, ALPN, TLS\n"
-"                          version... as a comment on its first packet (also chosen by\n"
-"                          a FILE ending in .pcapng)\n"
 "      --allow-user U[,U]  let these users (names or UIDs) attach besides root and group\n"
 "                          tlsmirror (repeatable); --allow-group G[,G] the same for groups\n"
 "\n"
@@ -80,11 +101,7 @@ static void usage(FILE *f)
 "\n"
 "delivery (see tlsmirror(1), docs/delivery.md, docs/tunnel.md):\n"
 "  -I, --interface IFACE   the host's interface: its addresses for the synthesized frames\n"
-"  -o IFACE                replay onto an interface (repeatable)\n"
 "      --dst-mac MAC       destination MAC of replayed frames\n"
-"      --vxlan HOST[:PORT] send VXLAN (UDP 4789) to a sensor (repeatable); --vni N\n"
-"      --pcap-over-ip [ADDR:]PORT  serve a live pcap stream to every TCP client\n"
-"  -t HOST:PORT            send to a collector over mutually authenticated TLS\n"
 "  -C [-l ADDR:PORT]       collector: accept agents, replay into the outputs\n"
 "      --cert/--key/--ca F certificate, key and CA for the tunnel (tlsmirror pki)\n"
 "      --compress zstd|lz4 compress the tunnel; --queue-size SIZE bounds each output\n"
@@ -96,7 +113,7 @@ static void usage(FILE *f)
 "  -V, --version           print the version\n"
 "\n"
 "Files after the first are FILE.1, FILE.2, ...; a FILE with '%%' is an strftime pattern.\n"
-"See tlsmirror(1).\n", CTL_DEFAULT_SOCKET, stage_help());
+"See tlsmirror(1).\n", sink_help(), CTL_DEFAULT_SOCKET, stage_help());
 }
 
 static const char *default_socket(void)
@@ -178,25 +195,19 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
 	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S, O_MAXPEERS,
-	       O_AUSER, O_AGROUP, O_PCAPNG, O_STAGE };
+	       O_AUSER, O_AGROUP, O_STAGE, O_SINK = O_STAGE + PIPELINE_MAX_STAGES };
 	static const struct option fixed[] = {
-		{ "write", required_argument, NULL, 'w' },
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "mss", required_argument, NULL, O_MSS },
 		{ "rotate-size", required_argument, NULL, O_RSIZE },
 		{ "rotate-seconds", required_argument, NULL, O_RSECS },
 		{ "rotate-count", required_argument, NULL, O_RCOUNT },
 		{ "snaplen", required_argument, NULL, O_SNAPLEN },
-		{ "pcapng", no_argument, NULL, O_PCAPNG },
 		{ "interface", required_argument, NULL, 'I' },
-		{ "output-interface", required_argument, NULL, 'o' },
-		{ "tunnel", required_argument, NULL, 't' },
 		{ "collector", no_argument, NULL, 'C' },
 		{ "listen", required_argument, NULL, 'l' },
-		{ "vxlan", required_argument, NULL, O_VXLAN },
 		{ "vni", required_argument, NULL, O_VNI },
 		{ "dst-mac", required_argument, NULL, O_DSTMAC },
-		{ "pcap-over-ip", required_argument, NULL, O_POIP },
 		{ "cert", required_argument, NULL, O_CERT },
 		{ "key", required_argument, NULL, O_KEY },
 		{ "ca", required_argument, NULL, O_CA },
@@ -218,7 +229,8 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "version", no_argument, NULL, 'V' },
 	};
 	/* the fixed options, then one per stage of stage_table */
-	struct option opts[sizeof(fixed) / sizeof(fixed[0]) + PIPELINE_MAX_STAGES + 1];
+	struct option opts[sizeof(fixed) / sizeof(fixed[0]) + PIPELINE_MAX_STAGES +
+			   AGENT_MAX_SINK_KINDS + 1];
 	size_t no = sizeof(fixed) / sizeof(fixed[0]);
 	memcpy(opts, fixed, sizeof(fixed));
 	for (size_t i = 0; i < stage_table_len; i++)
@@ -226,13 +238,27 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			opts[no++] = (struct option){ stage_table[i].option,
 				stage_table[i].metavar ? required_argument : no_argument,
 				NULL, O_STAGE + (int)i };
+	char shorts[64] = ":qhVI:Cl:";
+	for (size_t i = 0; i < sink_table_len; i++) {
+		const struct sink_def *d = &sink_table[i];
+		int val = O_SINK + (int)i;
+		if (d->short_opt) {
+			size_t k = strlen(shorts);
+			shorts[k] = (char)d->short_opt;
+			shorts[k + 1] = ':';
+			shorts[k + 2] = 0;
+		}
+		opts[no++] = (struct option){ d->option, required_argument, NULL, val };
+	}
 	memset(&opts[no], 0, sizeof(opts[no]));
 	unsigned long long v;
 	int c, socket_given = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":w:qhVI:o:t:Cl:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+		for (size_t i = 0; i < sink_table_len; i++)
+			if (sink_table[i].short_opt && c == sink_table[i].short_opt)
+				c = O_SINK + (int)i;
 		switch (c) {
-		case 'w': cfg->write_path = optarg; break;
 		case O_SOCKET: cfg->socket_path = optarg; socket_given = 1; break;
 		case O_MSS:
 			if (parse_uint(optarg, MSS_MIN, 65000, &v))
@@ -263,21 +289,21 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("tlsmirror %s\n", TLSMIRROR_VERSION); return 0;
 		case 'I': cfg->sink.src_iface = optarg; break;
-		case 'o':
-			if (cfg->n_ifaces >= AGENT_MAX_OUTPUTS)
-				return bad_arg("-o", optarg, "too many interfaces");
-			cfg->ifaces[cfg->n_ifaces++] = optarg;
+		case O_SINK ... O_SINK + AGENT_MAX_SINK_KINDS - 1: {
+			size_t i = (size_t)(c - O_SINK);
+			const struct sink_def *d = &sink_table[i];
+			if (cfg->n_outputs[i] >= d->max && d->max > 1) {
+				char opt[40];
+				snprintf(opt, sizeof(opt), "--%s", d->option);
+				return bad_arg(opt, optarg, "given too many times");
+			}
+			if (cfg->n_outputs[i] >= d->max)
+				cfg->n_outputs[i] = 0; /* once only: the last one counts, as before */
+			cfg->outputs[i][cfg->n_outputs[i]++] = optarg;
 			break;
-		case O_VXLAN:
-			if (cfg->n_vxlans >= AGENT_MAX_OUTPUTS)
-				return bad_arg("--vxlan", optarg, "too many VXLAN destinations");
-			cfg->vxlans[cfg->n_vxlans++] = optarg;
-			break;
-		case 't': cfg->tunnel = optarg; break;
+		}
 		case 'C': cfg->collector = 1; break;
 		case 'l': cfg->listen_addr = optarg; break;
-		case O_POIP: cfg->pcap_over_ip = optarg; break;
-		case O_PCAPNG: cfg->pcapng = 1; break;
 		case O_VNI:
 			if (parse_uint(optarg, 0, 0xffffff, &v))
 				return bad_arg("--vni", optarg, "a number from 0 to 16777215");
@@ -377,18 +403,24 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		fprintf(stderr, "tlsmirror: --rotate-count needs --rotate-size or --rotate-seconds\n");
 		return 2;
 	}
-	if (cfg->pcapng && !cfg->write_path) {
-		fprintf(stderr, "tlsmirror: --pcapng is a format for -w FILE (PCAP-over-IP stays pcap)\n");
-		return 2;
+	size_t n_outputs = 0;
+	for (size_t i = 0; i < sink_table_len; i++)
+		n_outputs += cfg->n_outputs[i];
+	/* the files: -w and --pcapng */
+	const char *paths[2] = {
+		cfg->n_outputs[SINK_ROW_PCAP] ? cfg->outputs[SINK_ROW_PCAP][0] : NULL,
+		cfg->n_outputs[SINK_ROW_PCAPNG] ? cfg->outputs[SINK_ROW_PCAPNG][0] : NULL };
+	int to_stdout = 0;
+	for (size_t i = 0; i < 2; i++) {
+		if (cfg->sink.rotate_count && paths[i] && strchr(paths[i], '%')) {
+			fprintf(stderr, "tlsmirror: --rotate-count needs a plain file name, not a '%%' pattern\n");
+			return 2;
+		}
+		to_stdout |= paths[i] && !strcmp(paths[i], "-");
 	}
-	if (cfg->sink.rotate_count && cfg->write_path && strchr(cfg->write_path, '%')) {
-		fprintf(stderr, "tlsmirror: --rotate-count needs a plain file name, not a '%%' pattern\n");
-		return 2;
-	}
-	if (!cfg->write_path && !cfg->n_ifaces && !cfg->n_vxlans && !cfg->tunnel &&
-	    !cfg->pcap_over_ip) {
+	if (!n_outputs) {
 		fprintf(stderr, "tlsmirror: nothing to do: give an output: -w FILE (or -w - for "
-			"stdout), -o IFACE, -t HOST:PORT, --vxlan HOST or --pcap-over-ip PORT\n");
+			"stdout), --pcapng FILE, -o IFACE, -t HOST:PORT, --vxlan HOST or --pcap-over-ip PORT\n");
 		return 2;
 	}
 	/* A collector has a default socket of its own (stats, and local capture
@@ -400,7 +432,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		fprintf(stderr, "tlsmirror: -l ADDR:PORT is where a collector listens: add -C\n");
 		return 2;
 	}
-	if (cfg->write_path && !strcmp(cfg->write_path, "-") && isatty(STDOUT_FILENO)) {
+	if (to_stdout && isatty(STDOUT_FILENO)) {
 		fprintf(stderr, "tlsmirror: refusing to write pcap to a terminal: "
 			"pipe it (| tshark -r -) or give -w FILE\n");
 		return 2;

@@ -116,7 +116,9 @@ def want(fields, **kw):
 def test_comments_curl_python_nginx(env):
     body = gen_bytes(200000, 251)
     plain_port, _ = nginx(env, "nginx-plain", body)
-    agent = Agent(env, pcap=env.path("m.pcapng")).start()  # pcapng chosen by the name
+    # -w: pcapng chosen by the name; --pcapng beside it (two outputs: each behind its queue)
+    agent = Agent(env, pcap=env.path("m.pcapng"),
+                  args=["--pcapng", env.path("also.cap")]).start()
     cap_port, worker = nginx(env, "nginx-cap", body, sock=agent.sock)
 
     cu = env.captured("curl", agent.sock, curl_argv(plain_port, env.path("curl.out")))
@@ -156,6 +158,8 @@ def test_comments_curl_python_nginx(env):
     check(p_st.bytes(1).endswith(body), "python's stream does not end with the body")
     names = {r[0] for r in tshark_fields(path, ["frame.interface_name"])}
     check(names == {os.uname().nodename}, f"interface names {names}, want this host's only")
+    check(comments(env.path("also.cap")) == comments(path),
+          "--pcapng FILE and -w FILE.pcapng differ in their comments")
 
 
 @timeout(150)
@@ -163,8 +167,8 @@ def test_rotation_reannounces(env):
     body = gen_bytes(3 << 20, 252)
     port, _ = nginx(env, "nginx-plain", body)
     # --pcapng with a name that does not say so; a new file every 1 MiB
-    agent = Agent(env, pcap=env.path("rot.cap"),
-                  args=["--pcapng", "--rotate-size", "1M"]).start()
+    agent = Agent(env, pcap=env.path("rot.cap"), out="--pcapng",
+                  args=["--rotate-size", "1M"]).start()
     cu = env.captured("curl", agent.sock, curl_argv(port, env.path("curl.out"), http2=False))
     run_ok(cu, "curl under capture")
     check_file("curl's download", env.path("curl.out"), body)
@@ -191,8 +195,15 @@ def test_rotation_reannounces(env):
 
 
 @timeout(30)
-def test_pcapng_needs_a_file(env):
-    r = subprocess.run([TLSMIRROR, "--pcapng", "--pcap-over-ip", str(free_port())],
+def test_pcapng_errors_name_the_cause(env):
+    r = subprocess.run([TLSMIRROR, "--socket", env.path("s"), "--pcapng", "/nonexistent-dir/x"],
                        capture_output=True, timeout=10)
-    check(r.returncode == 2 and b"--pcapng" in r.stderr and re.search(rb"-w", r.stderr),
-          f"--pcapng without -w: exit {r.returncode}, stderr {short(r.stderr)}")
+    err = r.stderr.decode("utf-8", "replace")
+    check(r.returncode == 1 and "--pcapng /nonexistent-dir/x: cannot create the capture file" in err
+          and "No such file or directory" in err,
+          f"--pcapng into a missing directory: exit {r.returncode}, stderr {short(err)}")
+    r = subprocess.run([TLSMIRROR, "--socket", env.path("s"), "--rotate-size", "1M",
+                        "--rotate-count", "2", "--pcapng", env.path("m-%H.pcapng")],
+                       capture_output=True, timeout=10)
+    check(r.returncode == 2 and b"--rotate-count needs a plain file name" in r.stderr,
+          f"--rotate-count with a pattern: exit {r.returncode}, stderr {short(r.stderr)}")

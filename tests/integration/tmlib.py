@@ -364,10 +364,11 @@ def proc_stats(procs, pid):
 
 
 class Agent:
-    """A tlsmirror agent writing to pcap (or stdout when pcap == '-')."""
+    """A tlsmirror agent writing to pcap (or stdout when pcap == '-') with -w, or
+    with the output option out (--pcapng)."""
 
-    def __init__(self, env, name="agent", pcap=None, args=(), sock=None):
-        self.env = env
+    def __init__(self, env, name="agent", pcap=None, args=(), sock=None, out="-w"):
+        self.env, self.out = env, out
         self.name = name
         self.sock = sock or env.path(name + ".sock")
         self.pcap = pcap or env.path(name + ".pcap")
@@ -378,7 +379,7 @@ class Agent:
 
     def start(self, stdout=None):
         need_build(TLSMIRROR)
-        argv = [TLSMIRROR, "--socket", self.sock] + self.args + ["-w", self.pcap]
+        argv = [TLSMIRROR, "--socket", self.sock] + self.args + [self.out, self.pcap]
         self.proc = self.env.spawn(self.name, argv, stdout=stdout)
         self.t_start = time.time()
 
