@@ -207,3 +207,24 @@ def test_pcapng_errors_name_the_cause(env):
                        capture_output=True, timeout=10)
     check(r.returncode == 2 and b"--rotate-count needs a plain file name" in r.stderr,
           f"--rotate-count with a pattern: exit {r.returncode}, stderr {short(r.stderr)}")
+
+
+@timeout(90)
+def test_h2_streams_carry_their_connection(env):
+    body = gen_bytes(50000, 253)
+    port, _ = nginx(env, "nginx-plain", body)
+    agent = Agent(env, pcap=env.path("h2.pcapng"), args=["--h2-to-h1"]).start()
+    cu = env.captured("curl", agent.sock, curl_argv(port, env.path("curl.out")))
+    run_ok(cu, "curl --http2 under capture")
+    check_file("curl's download", env.path("curl.out"), body)
+    agent.final_stats()
+    cap = judge(agent.pcap)
+    fields = first_only(comments(agent.pcap))
+    check(len(cap.streams) == 1 and len(fields) == 1,
+          f"one HTTP/2 stream as one HTTP/1.1 connection: {cap.describe()}, comments {fields}")
+    f = list(fields.values())[0]
+    # the stream is invented by the converter: its own kind, its parent named, the rest inherited
+    want(f, process="curl", pid=cu.pid, side="client", sni="localhost", alpn="h2",
+         tls="TLSv1.3", source="synthetic")
+    check(re.fullmatch(r"\d+/\d+", f.get("parent", "")), f"parent of the stream: {f}")
+    check(cap.streams[0].bytes(1).endswith(body), "the HTTP/1.1 response does not end with the body")
