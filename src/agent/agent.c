@@ -736,6 +736,7 @@ static void teardown(struct agent *a, int ran)
 			munmap(p->ring, p->map_len);
 		if (p->fd >= 0)
 			close(p->fd);
+		conn_meta_unref(p->spare_meta);
 		free(p);
 	}
 	for (size_t i = 0; i < a->n_src; i++)

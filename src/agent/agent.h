@@ -92,6 +92,7 @@ struct proc {
 	uint64_t orphan_bytes;       /* their clear text (refused or never opened) */
 	uint64_t refused_conns;      /* opens refused over a cap */
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
+	struct conn_meta *spare_meta; /* an OPEN's metadata nobody kept: reused by the next */
 };
 
 struct agent;

@@ -23,6 +23,11 @@ const struct conn_meta *conn_meta_ref(const struct conn_meta *m)
 	return m;
 }
 
+int conn_meta_sole(const struct conn_meta *m)
+{
+	return __atomic_load_n(&m->refs, __ATOMIC_ACQUIRE) == 1;
+}
+
 void conn_meta_unref(const struct conn_meta *m)
 {
 	if (!m || m == &empty_meta)

@@ -102,6 +102,8 @@ struct conn_tag {
 /* conn.c. A new metadata block, zeroed, refs 1 (NULL on ENOMEM). */
 struct conn_meta *conn_meta_new(void);
 const struct conn_meta *conn_meta_ref(const struct conn_meta *m);
+/* 1 if the caller holds the only reference (nobody kept it: it may be reused). */
+int conn_meta_sole(const struct conn_meta *m);
 void conn_meta_unref(const struct conn_meta *m); /* NULL: nothing */
 /* A tag (refs 1) holding a reference to meta (NULL: an empty block is used). */
 struct conn_tag *conn_tag_new(const struct conn_id *id, uint8_t family,

@@ -112,12 +112,19 @@ static void meta_str(char *dst, size_t cap, const char *src)
 	dst[i] = 0;
 }
 
-/* Who saw it: one block per connection, shared by every stage and sink. */
-static struct conn_meta *make_meta(const struct proc *p, const struct ring_open *o)
+/* Who saw it: one block per connection, shared by every stage and sink. The
+ * block of an OPEN nobody kept (refused over a cap, announced again) is
+ * reused for the next: a flood of refused OPENs allocates nothing. */
+static struct conn_meta *make_meta(struct proc *p, const struct ring_open *o)
 {
-	struct conn_meta *m = conn_meta_new();
-	if (!m)
+	struct conn_meta *m = p->spare_meta;
+	p->spare_meta = NULL;
+	if (m) {
+		memset(m, 0, sizeof(*m));
+		m->refs = 1;
+	} else if (!(m = conn_meta_new())) {
 		return NULL;
+	}
 	m->kind = CONN_KIND_CAPTURE;
 	m->side = o->side;
 	m->map_method = o->map_method;
@@ -174,7 +181,10 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	}
 	fi.meta = m;
 	int err = pipeline_open(a->pl, &fi);
-	conn_meta_unref(m); /* the stages took their references */
+	if (conn_meta_sole(m))
+		p->spare_meta = m;
+	else
+		conn_meta_unref(m); /* the stages took their references */
 	if (err == -EEXIST)
 		return; /* announced again after a re-attach: same connection */
 	if (err == -ENFILE || err == -EMFILE) {
@@ -331,6 +341,8 @@ void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
 		p->ring = NULL;
 	}
 	p->open_conns = 0;
+	conn_meta_unref(p->spare_meta);
+	p->spare_meta = NULL;
 	if (p->fd >= 0) {
 		agent_forget_fd(a, p->fd);
 		p->fd = -1;
