@@ -67,7 +67,9 @@ SOLIB := $(BUILD)/libtlsmirror.so
 UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient
-TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay
+# dbclient loads dbhelper.so with dlopen(RTLD_DEEPBIND), as PHP loads its extensions
+DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
+TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(DB_PROGS) $(BUILD)/flowreplay
 
 .PHONY: all deps test unit run bench install clean fuzz
 all: $(BIN) $(SOLIB)
@@ -111,6 +113,16 @@ $(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -lpthread
+
+$(BUILD)/progs/dbclient: tests/progs/dbclient.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -ldl
+
+$(BUILD)/progs/dbhelper.so: tests/progs/dbhelper.c tests/progs/tlsprog.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC [so] $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -fPIC -shared -o $@ $< -lssl -lcrypto -ldl
 
 # Fuzzing: `make fuzz` runs the libFuzzer targets (clang) for FUZZ_SECONDS each, then
 # replays tests/fuzz/corpus/ with the replay drivers built by $(CC) (tests/fuzz/run.sh).

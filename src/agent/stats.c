@@ -20,6 +20,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 {
 	size_t at = 0;
 	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
+	uint64_t bypassed = 0, unpatched = 0;
 	if (!len)
 		return 0;
 	buf[0] = 0;
@@ -31,7 +32,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		at = text_add(buf, len, at,
 			 "pid=%d uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
-			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu\n",
+			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu bypassed_conns=%llu "
+			 "unpatched_objs=%llu\n",
 			 (int)p->pid, (unsigned)p->uid, p->comm[0] ? p->comm : "?",
 			 state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
@@ -40,8 +42,11 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 			 (unsigned long long)p->drop_last[RING_DROP_NO_RING],
 			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
 			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
-			 (unsigned long long)p->orphan_records);
+			 (unsigned long long)p->orphan_records, (unsigned long long)p->bypassed_last,
+			 (unsigned long long)p->unpatched_last);
 		procs++;
+		bypassed += p->bypassed_last;
+		unpatched += p->unpatched_last;
 		conns += p->conns;
 		b0 += p->bytes[0];
 		b1 += p->bytes[1];
@@ -61,7 +66,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 "total processes=%llu conns=%llu c2s_bytes=%llu s2c_bytes=%llu dropped_bytes=%llu "
 		 "gap_bytes=%llu packets=%llu duplicate_conns=%llu bad_records=%llu "
 		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu "
-		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu\n",
+		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu "
+		 "bypassed_conns=%llu unpatched_objs=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -71,7 +77,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)a->rejected_attach, (unsigned long long)lost,
 		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL),
 		 (unsigned long long)h2c.conns, (unsigned long long)h2c.streams,
-		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks);
+		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks,
+		 (unsigned long long)bypassed, (unsigned long long)unpatched);
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);
 	return at;

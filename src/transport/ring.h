@@ -69,6 +69,11 @@ struct ring_hdr {
 	uint64_t drop_bytes[RING_DROP_NREASONS];
 	uint64_t drop_records[RING_DROP_NREASONS];
 	uint64_t doorbells;     /* wake-ups the producers sent */
+	/* Added at the end (docs/ring.md): TLS connections whose libssl moved
+	 * bytes outside the library's hooks (their mirror has holes), and
+	 * loaded objects whose GOT could not be pointed at the hooks. */
+	uint64_t bypassed_conns;
+	uint64_t unpatched_objs;
 };
 
 enum ring_rec_type {
