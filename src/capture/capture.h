@@ -78,6 +78,7 @@ enum { WATCH_OFF = 0, WATCH_ON = 1, WATCH_DONE = 2 };
 struct cap_watch {
 	struct bio_st *rbio, *wbio; /* the BIOs counted (a new BIO restarts) */
 	uint64_t seen[2];           /* rbio bytes read, wbio bytes written at our last look */
+	uint32_t inflight;          /* hooked calls in progress (threads sharing an SSL) */
 	uint8_t state;              /* WATCH_*: ON once the handshake is done */
 	uint8_t bypassed;           /* counted in the ring once */
 };
@@ -105,6 +106,7 @@ struct cap_call {
 	struct cap_conn *conn;
 	int want_fd;            /* the connection is not mapped: watch socket I/O */
 	int io_fd;
+	int watched;            /* watch_begin counted this call in flight */
 	struct cap_call *outer;
 };
 

@@ -100,6 +100,7 @@ int conn_call_begin(struct cap_call *call, struct ssl_st *ssl)
 	call->conn = get_conn(ssl, 1);
 	call->io_fd = -1;
 	call->want_fd = call->conn && !call->conn->map_method && call->conn->io_fd < 0;
+	call->watched = 0;
 	if (call->conn && call->conn->watch.state == WATCH_ON)
 		watch_begin(call);
 	tl_call = call;
@@ -115,7 +116,7 @@ void conn_call_end(struct cap_call *call)
 	tl_call = NULL;
 	if (call->io_fd >= 0 && call->conn && call->conn->io_fd < 0)
 		call->conn->io_fd = call->io_fd;
-	if (call->conn && call->conn->watch.state != WATCH_DONE)
+	if (call->conn && (call->watched || call->conn->watch.state == WATCH_OFF))
 		watch_end(call);
 }
 

@@ -95,16 +95,22 @@ static void account(struct ssl_st *ssl, struct cap_conn *c, const uint64_t now[2
 	}
 }
 
+/* Another thread inside a call on the same SSL (unsafe, but done: a reader
+ * and a writer thread) moves ciphertext we can't attribute: then nothing is
+ * accounted, only the last call out takes the new baseline. */
 void watch_begin(struct cap_call *call)
 {
 	struct cap_conn *c = call->conn;
 	uint64_t now[2];
 	int saved = errno;
-	int err = counts(call->ssl, &c->watch, now);
-	if (!err)
-		account(call->ssl, c, now);
-	else if (err == -ESTALE)
-		baseline(call->ssl, &c->watch);
+	call->watched = 1;
+	if (__atomic_fetch_add(&c->watch.inflight, 1, __ATOMIC_ACQ_REL) == 0) {
+		int err = counts(call->ssl, &c->watch, now);
+		if (!err)
+			account(call->ssl, c, now);
+		else if (err == -ESTALE)
+			baseline(call->ssl, &c->watch);
+	}
 	errno = saved;
 }
 
@@ -113,10 +119,12 @@ void watch_end(struct cap_call *call)
 	struct cap_conn *c = call->conn;
 	struct cap_watch *wt = &c->watch;
 	int saved = errno;
-	if (wt->state == WATCH_ON) {
+	if (call->watched) {
 		/* what moved during our call is accounted by the call itself */
-		baseline(call->ssl, wt);
-	} else {
+		if (__atomic_load_n(&wt->inflight, __ATOMIC_ACQUIRE) == 1)
+			baseline(call->ssl, wt);
+		__atomic_fetch_sub(&wt->inflight, 1, __ATOMIC_ACQ_REL);
+	} else if (wt->state == WATCH_OFF) {
 		pthread_once(&w_once, w_resolve);
 		if (!w.ok) {
 			wt->state = WATCH_DONE;
@@ -124,7 +132,7 @@ void watch_end(struct cap_call *call)
 			/* handshake done: from now on libssl moves bytes only inside calls */
 			baseline(call->ssl, wt);
 			if (wt->rbio && wt->wbio)
-				wt->state = WATCH_ON;
+				__atomic_store_n(&wt->state, WATCH_ON, __ATOMIC_RELEASE);
 		}
 	}
 	errno = saved;
@@ -136,7 +144,7 @@ void watch_close(struct cap_conn *c, struct ssl_st *ssl)
 		return;
 	uint64_t now[2];
 	int saved = errno;
-	if (!counts(ssl, &c->watch, now))
+	if (!__atomic_load_n(&c->watch.inflight, __ATOMIC_ACQUIRE) && !counts(ssl, &c->watch, now))
 		account(ssl, c, now);
 	c->watch.state = WATCH_DONE;
 	errno = saved;

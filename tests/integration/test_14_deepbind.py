@@ -186,7 +186,7 @@ def test_bypass_counted(env):
     """SSL_write/SSL_read through dlsym pointers: nothing can patch that; the
     connection must show a hole, be counted in stats, and be logged by the agent."""
     srv = RecServer(env, mode="echo")
-    agent = Agent(env).start()
+    agent = Agent(env, allow_bypass=True).start()
     n = 100000
     p = dbclient(env, agent, "dlsym", srv, n)
     conns = srv.conns(1)
