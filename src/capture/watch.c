@@ -9,7 +9,8 @@
 #define OVH_TLS12 29u          /* header 5 + explicit nonce 8 + tag 16 (GCM) */
 #define MIN_HOLE 16u           /* smaller: an alert or a key update, not data */
 
-/* libssl/libcrypto calls used here (never hooked). */
+/* libssl/libcrypto calls used here (never hooked). These accessors never
+ * set errno; what may (resolving them, the ring) saves it. */
 static struct {
 	struct bio_st *(*rbio)(const struct ssl_st *s);
 	struct bio_st *(*wbio)(const struct ssl_st *s);
@@ -35,24 +36,15 @@ static void w_resolve(void)
 	       w.is_server;
 }
 
-/* The BIOs' byte counts now: [0] read from rbio, [1] written to wbio.
- * -ESTALE if the application replaced a BIO (counts start over). */
-static int counts(struct ssl_st *ssl, const struct cap_watch *wt, uint64_t now[2])
+/* Takes the BIOs' byte counts as the new baseline: [0] read from rbio,
+ * [1] written to wbio. A new BIO (SSL_set_bio) simply starts over. */
+static inline void baseline(struct ssl_st *ssl, struct cap_watch *wt)
 {
 	struct bio_st *r = w.rbio(ssl), *wb = w.wbio(ssl);
-	if (!r || !wb)
-		return -ENOENT;
-	now[0] = w.nread(r);
-	now[1] = w.nwritten(wb);
-	return r == wt->rbio && wb == wt->wbio ? 0 : -ESTALE;
-}
-
-static void baseline(struct ssl_st *ssl, struct cap_watch *wt)
-{
-	wt->rbio = w.rbio(ssl);
-	wt->wbio = w.wbio(ssl);
-	wt->seen[0] = wt->rbio ? w.nread(wt->rbio) : 0;
-	wt->seen[1] = wt->wbio ? w.nwritten(wt->wbio) : 0;
+	wt->rbio = r;
+	wt->wbio = wb;
+	wt->seen[0] = r ? w.nread(r) : 0;
+	wt->seen[1] = wb ? w.nwritten(wb) : 0;
 }
 
 /* Clear text carried by n ciphertext bytes of full records: an estimate. */
@@ -65,15 +57,18 @@ static uint64_t clear_of(uint64_t n, uint32_t ovh)
 static void count_bypass(struct cap_conn *c)
 {
 	uint32_t epoch;
+	int saved = errno;
 	struct ring_hdr *r = cap_ring(cap_now_ns(), &epoch);
 	if (r)
 		__atomic_fetch_add(&r->bypassed_conns, 1, __ATOMIC_RELAXED);
+	errno = saved;
 }
 
 /* Ciphertext moved since our last look, outside any hooked call: the clear
  * text is lost, so the stream gets a hole of about that size where it
  * happened (the agent shows it as a gap), and the connection is counted. */
-static void account(struct ssl_st *ssl, struct cap_conn *c, const uint64_t now[2])
+static __attribute__((noinline)) void account(struct ssl_st *ssl, struct cap_conn *c,
+					      const uint64_t now[2])
 {
 	int server = c->map_method ? c->side == RING_SIDE_SERVER : w.is_server(ssl) == 1;
 	uint32_t ovh = w.version(ssl) == 0x0304 ? OVH_TLS13 : OVH_TLS12;
@@ -100,32 +95,33 @@ static void account(struct ssl_st *ssl, struct cap_conn *c, const uint64_t now[2
  * accounted, only the last call out takes the new baseline. */
 void watch_begin(struct cap_call *call)
 {
-	struct cap_conn *c = call->conn;
-	uint64_t now[2];
-	int saved = errno;
+	struct cap_watch *wt = &call->conn->watch;
 	call->watched = 1;
-	if (__atomic_fetch_add(&c->watch.inflight, 1, __ATOMIC_ACQ_REL) == 0) {
-		int err = counts(call->ssl, &c->watch, now);
-		if (!err)
-			account(call->ssl, c, now);
-		else if (err == -ESTALE)
-			baseline(call->ssl, &c->watch);
+	if (__atomic_fetch_add(&wt->inflight, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	struct bio_st *r = w.rbio(call->ssl), *wb = w.wbio(call->ssl);
+	if (r != wt->rbio || wb != wt->wbio) {
+		baseline(call->ssl, wt);
+		return;
 	}
-	errno = saved;
+	uint64_t now[2] = { w.nread(r), w.nwritten(wb) };
+	if (now[0] != wt->seen[0] || now[1] != wt->seen[1])
+		account(call->ssl, call->conn, now); /* rare: moved behind our back */
 }
 
 void watch_end(struct cap_call *call)
 {
 	struct cap_conn *c = call->conn;
 	struct cap_watch *wt = &c->watch;
-	int saved = errno;
 	if (call->watched) {
 		/* what moved during our call is accounted by the call itself */
 		if (__atomic_load_n(&wt->inflight, __ATOMIC_ACQUIRE) == 1)
 			baseline(call->ssl, wt);
 		__atomic_fetch_sub(&wt->inflight, 1, __ATOMIC_ACQ_REL);
 	} else if (wt->state == WATCH_OFF) {
+		int saved = errno;
 		pthread_once(&w_once, w_resolve);
+		errno = saved;
 		if (!w.ok) {
 			wt->state = WATCH_DONE;
 		} else if (w.init_finished(call->ssl) == 1) {
@@ -135,17 +131,17 @@ void watch_end(struct cap_call *call)
 				__atomic_store_n(&wt->state, WATCH_ON, __ATOMIC_RELEASE);
 		}
 	}
-	errno = saved;
 }
 
 void watch_close(struct cap_conn *c, struct ssl_st *ssl)
 {
 	if (!c || !ssl || c->watch.state != WATCH_ON || c->closed)
 		return;
-	uint64_t now[2];
-	int saved = errno;
-	if (!__atomic_load_n(&c->watch.inflight, __ATOMIC_ACQUIRE) && !counts(ssl, &c->watch, now))
+	struct bio_st *r = w.rbio(ssl), *wb = w.wbio(ssl);
+	if (!__atomic_load_n(&c->watch.inflight, __ATOMIC_ACQUIRE) && r && wb &&
+	    r == c->watch.rbio && wb == c->watch.wbio) {
+		uint64_t now[2] = { w.nread(r), w.nwritten(wb) };
 		account(ssl, c, now);
+	}
 	c->watch.state = WATCH_DONE;
-	errno = saved;
 }
