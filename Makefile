@@ -117,7 +117,8 @@ $(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h
 $(BUILD)/progs/dbclient: tests/progs/dbclient.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -ldl
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -ldl \
+		-Wl,--enable-new-dtags,-rpath,'$$ORIGIN'
 
 $(BUILD)/progs/dbhelper.so: tests/progs/dbhelper.c tests/progs/tlsprog.h
 	@mkdir -p $(dir $@)

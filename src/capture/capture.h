@@ -157,9 +157,8 @@ void watch_close(struct cap_conn *c, struct ssl_st *ssl);
 /* ---- got.c: objects that bind past the hooks (RTLD_DEEPBIND) ---- */
 
 /* Points the GOT entries of objects loaded since the last check at our hooks
- * (dlopen does it itself; TLS handshakes catch what it missed). Never blocks. */
+ * (dlopen does it itself; TLS handshakes catch what it missed), and shows the
+ * objects that could not be patched in the ring. Never blocks. */
 void got_check(void);
-/* GOT entries rewritten and objects that could not be patched, so far. */
-void got_counts(uint64_t *patched, uint64_t *failed);
 
 #endif

@@ -60,7 +60,7 @@ static struct {
 	uintptr_t done[GOT_MAX_OBJS];    /* load addresses of objects handled */
 	size_t ndone, nstartup;
 	unsigned long long adds, subs;   /* dl_iterate_phdr generation of the last scan */
-	uint64_t patched, failed;        /* entries rewritten, objects skipped on error */
+	uint64_t failed;                 /* objects skipped on error */
 } got = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* ---- one object ---- */
@@ -103,10 +103,8 @@ static int put_slot(const struct obj *o, uintptr_t a, void *v)
 	int prot = prot_of(o, a);
 	if (prot < 0)
 		return -EFAULT;
-	void *page = (void *)(a & ~(uintptr_t)(o->page - 1));
+	void *page = (void *)(a & ~(uintptr_t)(o->page - 1)); /* an aligned slot: one page */
 	size_t len = (size_t)o->page;
-	if (((a + sizeof(void *) - 1) & ~(uintptr_t)(o->page - 1)) != (uintptr_t)page)
-		len *= 2; /* straddles a page (never for an aligned slot) */
 	if (!(prot & PROT_WRITE) && mprotect(page, len, prot | PROT_WRITE) < 0)
 		return -errno;
 	__atomic_store_n((void **)a, v, __ATOMIC_RELEASE);
@@ -145,10 +143,7 @@ static int one_reloc(const struct obj *o, uintptr_t off, size_t type, size_t sym
 		   sym->st_shndx == SHN_UNDEF;
 	if (v == got.hook[h] || (v != got.real[h] && !lazy))
 		return 0;
-	int err = put_slot(o, slot, got.hook[h]);
-	if (!err)
-		got.patched++;
-	return err;
+	return put_slot(o, slot, got.hook[h]);
 }
 
 static uintptr_t dyn_ptr(const struct obj *o, uintptr_t p)
@@ -367,12 +362,6 @@ void got_check(void)
 	struct ring_hdr *r = cap_ring(cap_now_ns(), &epoch);
 	if (r && __atomic_load_n(&r->unpatched_objs, __ATOMIC_RELAXED) != failed)
 		__atomic_store_n(&r->unpatched_objs, failed, __ATOMIC_RELAXED);
-}
-
-void got_counts(uint64_t *patched, uint64_t *failed)
-{
-	*patched = __atomic_load_n(&got.patched, __ATOMIC_RELAXED);
-	*failed = __atomic_load_n(&got.failed, __ATOMIC_RELAXED);
 }
 
 /* A fork while another thread scanned: the child's lock must be free. */

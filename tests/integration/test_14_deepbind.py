@@ -3,7 +3,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -99,9 +98,8 @@ class Postgres:
 
         def up():
             check(self.proc.alive(), f"postgres exited: {short(self.proc.err())}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-        wait_until(up, 60, "postgres listening")
+            return b"ready to accept connections" in self.proc.err()
+        wait_until(up, 60, "postgres ready to accept connections")
 
     def stop(self):
         self.proc.signal(signal.SIGINT)  # runuser passes it on: fast shutdown
@@ -179,6 +177,21 @@ def test_c_deepbind(env):
     cap = judge(agent.pcap)
     check_against_server(cap, conns)
     no_bypass(proc_stats(procs, p.pid), total, "dbclient deepbind")
+
+
+@timeout(90)
+def test_c_deepbind_runpath(env):
+    """dlopen("dbhelper.so", RTLD_DEEPBIND) found only through the caller's RUNPATH:
+    the library must pass such a dlopen on untouched (the real dlopen must see the
+    real caller), and the first handshake then patches the helper."""
+    srv = RecServer(env, mode="echo")
+    agent = Agent(env).start()
+    p = dbclient(env, agent, "bare", srv, 100000)
+    conns = srv.conns(1)
+    procs, total = agent.final_stats()
+    cap = judge(agent.pcap)
+    check_against_server(cap, conns)
+    no_bypass(proc_stats(procs, p.pid), total, "dbclient bare")
 
 
 @timeout(90)

@@ -11,6 +11,9 @@
  * MODE deepbind: dlopen(HELPER, RTLD_NOW | RTLD_GLOBAL | RTLD_DEEPBIND), as PHP
  *      loads curl.so and pgsql.so: the helper's libssl calls bind to libssl
  *      directly, past a preloaded library;
+ * MODE bare: the same with HELPER's file name only: found through this
+ *      program's RUNPATH ($ORIGIN), which a dlopen called from another
+ *      object would not search;
  * MODE dlsym: dlopen(HELPER, RTLD_NOW), the helper calls SSL_write/SSL_read
  *      through pointers from dlsym on libssl's handle.
  * libssl is linked into this program, so it is loaded before the helper.
@@ -18,12 +21,14 @@
 int main(int argc, char **argv)
 {
 	if (argc != 7) {
-		fprintf(stderr, "usage: dbclient deepbind|dlsym HELPER HOST PORT CAFILE BYTES\n");
+		fprintf(stderr, "usage: dbclient deepbind|bare|dlsym HELPER HOST PORT CAFILE BYTES\n");
 		return 2;
 	}
 	OPENSSL_init_ssl(0, NULL);
-	int deep = !strcmp(argv[1], "deepbind");
-	void *h = dlopen(argv[2], RTLD_NOW | (deep ? RTLD_GLOBAL | RTLD_DEEPBIND : 0));
+	int bare = !strcmp(argv[1], "bare"), deep = bare || !strcmp(argv[1], "deepbind");
+	const char *file = strrchr(argv[2], '/');
+	file = bare && file ? file + 1 : argv[2];
+	void *h = dlopen(file, RTLD_NOW | (deep ? RTLD_GLOBAL | RTLD_DEEPBIND : 0));
 	if (!h) {
 		fprintf(stderr, "dlopen: %s\n", dlerror());
 		return 1;

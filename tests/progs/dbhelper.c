@@ -8,6 +8,18 @@
 
 typedef int (*rw_fn)(SSL *, void *, int);
 
+/* Direct calls through this object's PLT: a pointer copied before the
+ * library patched the GOT would keep calling libssl directly. */
+static int plt_write(SSL *ssl, void *p, int n)
+{
+	return SSL_write(ssl, p, n);
+}
+
+static int plt_read(SSL *ssl, void *p, int n)
+{
+	return SSL_read(ssl, p, n);
+}
+
 /* Reads exactly n bytes with rd; 0 or -1. */
 static int get_exact(rw_fn rd, SSL *ssl, unsigned char *p, size_t n)
 {
@@ -25,7 +37,7 @@ static int get_exact(rw_fn rd, SSL *ssl, unsigned char *p, size_t n)
  * handle, the one way no GOT patching can reach. Prints 'conn PORT SENT GOT'. */
 int db_run(const char *host, const char *port, const char *ca, size_t n, int via_dlsym)
 {
-	rw_fn wr = (rw_fn)SSL_write, rd = SSL_read;
+	rw_fn wr = plt_write, rd = plt_read;
 	if (via_dlsym) {
 		void *h = dlopen("libssl.so.3", RTLD_LAZY | RTLD_NOLOAD);
 		wr = h ? (rw_fn)dlsym(h, "SSL_write") : NULL;
