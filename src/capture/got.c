@@ -6,12 +6,14 @@
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #define GOT_MAX_OBJS 4096   /* objects remembered as done; beyond, rescanned each time */
+#define LOCK_TRIES 10000    /* yields while another thread scans (a few ms at most) */
 
 /* Every symbol the library hooks (src/capture/exports.map), dlopen included:
  * a DEEPBIND object's own dlopen calls then come here as well. */
@@ -328,11 +330,23 @@ static void resolve(void)
 	}
 }
 
-/* Patches every object loaded since the last scan. wait: block for the lock
- * (after a dlopen) or give up if another thread scans (TLS calls). */
+/* The scan lock. After a dlopen, wait for another scan to finish, boundedly:
+ * that scan may itself wait for the loader lock our caller may hold (a
+ * constructor's dlopen). In TLS calls, give up at once: the next one retries. */
+static int scan_lock(int wait)
+{
+	for (int i = 0; i < (wait ? LOCK_TRIES : 1); i++) {
+		if (!pthread_mutex_trylock(&got.lock))
+			return 0;
+		sched_yield();
+	}
+	return -EBUSY;
+}
+
+/* Patches every object loaded since the last scan. */
 static void got_scan(int wait)
 {
-	if (wait ? pthread_mutex_lock(&got.lock) : pthread_mutex_trylock(&got.lock))
+	if (scan_lock(wait))
 		return;
 	int saved = errno;
 	struct scan s = { .first = 1, .adds = (unsigned long long)-1 };
