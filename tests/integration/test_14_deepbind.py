@@ -166,17 +166,27 @@ def dbclient(env, agent, mode, srv, n):
     return p
 
 
-@timeout(90)
-def test_c_deepbind(env):
-    """A C helper loaded with dlopen(RTLD_DEEPBIND) calling SSL_write/SSL_read: byte-exact."""
+def c_deepbind(env, mode):
     srv = RecServer(env, mode="echo")
     agent = Agent(env).start()
-    p = dbclient(env, agent, "deepbind", srv, 100000)
+    p = dbclient(env, agent, mode, srv, 100000)
     conns = srv.conns(1)
     procs, total = agent.final_stats()
     cap = judge(agent.pcap)
     check_against_server(cap, conns)
-    no_bypass(proc_stats(procs, p.pid), total, "dbclient deepbind")
+    no_bypass(proc_stats(procs, p.pid), total, "dbclient " + mode)
+
+
+@timeout(90)
+def test_c_deepbind(env):
+    """A C helper loaded with dlopen(RTLD_NOW | RTLD_DEEPBIND) calling SSL_write/SSL_read: byte-exact."""
+    c_deepbind(env, "deepbind")
+
+
+@timeout(90)
+def test_c_deepbind_lazy(env):
+    """The same with RTLD_LAZY: PLT slots not bound yet are patched too."""
+    c_deepbind(env, "lazy")
 
 
 @timeout(90)
@@ -184,14 +194,7 @@ def test_c_deepbind_runpath(env):
     """dlopen("dbhelper.so", RTLD_DEEPBIND) found only through the caller's RUNPATH:
     the library must pass such a dlopen on untouched (the real dlopen must see the
     real caller), and the first handshake then patches the helper."""
-    srv = RecServer(env, mode="echo")
-    agent = Agent(env).start()
-    p = dbclient(env, agent, "bare", srv, 100000)
-    conns = srv.conns(1)
-    procs, total = agent.final_stats()
-    cap = judge(agent.pcap)
-    check_against_server(cap, conns)
-    no_bypass(proc_stats(procs, p.pid), total, "dbclient bare")
+    c_deepbind(env, "bare")
 
 
 @timeout(90)

@@ -11,7 +11,9 @@
  * MODE deepbind: dlopen(HELPER, RTLD_NOW | RTLD_GLOBAL | RTLD_DEEPBIND), as PHP
  *      loads curl.so and pgsql.so: the helper's libssl calls bind to libssl
  *      directly, past a preloaded library;
- * MODE bare: the same with HELPER's file name only: found through this
+ * MODE lazy: the same with RTLD_LAZY: the helper's PLT slots are not bound yet
+ *      when the library looks at them;
+ * MODE bare: the same (RTLD_NOW) with HELPER's file name only: found through this
  *      program's RUNPATH ($ORIGIN), which a dlopen called from another
  *      object would not search;
  * MODE dlsym: dlopen(HELPER, RTLD_NOW), the helper calls SSL_write/SSL_read
@@ -21,14 +23,15 @@
 int main(int argc, char **argv)
 {
 	if (argc != 7) {
-		fprintf(stderr, "usage: dbclient deepbind|bare|dlsym HELPER HOST PORT CAFILE BYTES\n");
+		fprintf(stderr, "usage: dbclient deepbind|lazy|bare|dlsym HELPER HOST PORT CAFILE BYTES\n");
 		return 2;
 	}
 	OPENSSL_init_ssl(0, NULL);
-	int bare = !strcmp(argv[1], "bare"), deep = bare || !strcmp(argv[1], "deepbind");
+	int bare = !strcmp(argv[1], "bare"), lazy = !strcmp(argv[1], "lazy");
+	int deep = bare || lazy || !strcmp(argv[1], "deepbind");
 	const char *file = strrchr(argv[2], '/');
 	file = bare && file ? file + 1 : argv[2];
-	void *h = dlopen(file, RTLD_NOW | (deep ? RTLD_GLOBAL | RTLD_DEEPBIND : 0));
+	void *h = dlopen(file, (lazy ? RTLD_LAZY : RTLD_NOW) | (deep ? RTLD_GLOBAL | RTLD_DEEPBIND : 0));
 	if (!h) {
 		fprintf(stderr, "dlopen: %s\n", dlerror());
 		return 1;
