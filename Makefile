@@ -69,8 +69,10 @@ UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient \
               $(BUILD)/progs/forkhand $(BUILD)/progs/closerace
+# dbclient loads dbhelper.so with dlopen(RTLD_DEEPBIND), as PHP loads its extensions
+DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay \
-         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan
+         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS)
 
 .PHONY: all deps test unit run bench install clean fuzz tsan-test
 all: $(BIN) $(SOLIB)
@@ -127,6 +129,17 @@ $(BUILD)/progs/closerace-tsan: tests/progs/closerace.c $(CAPTURE_SRC) $(wildcard
 	@$(if $(Q),echo "  CC [tsan] $<")
 	$(Q)$(CC) -std=gnu11 $(WARN) -O1 -g -fsanitize=thread -Isrc -D_GNU_SOURCE -DTLSMIRROR_CAPTURE \
 		$(OPENSSL_CFLAGS) -o $@ tests/progs/closerace.c $(CAPTURE_SRC) $(OPENSSL_LIBS) -ldl -lpthread
+
+$(BUILD)/progs/dbclient: tests/progs/dbclient.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -ldl \
+		-Wl,--enable-new-dtags,-rpath,'$$ORIGIN'
+
+$(BUILD)/progs/dbhelper.so: tests/progs/dbhelper.c tests/progs/tlsprog.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC [so] $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -fPIC -shared -o $@ $< -lssl -lcrypto -ldl
 
 # Fuzzing: `make fuzz` runs the libFuzzer targets (clang) for FUZZ_SECONDS each, then
 # replays tests/fuzz/corpus/ with the replay drivers built by $(CC) (tests/fuzz/run.sh).

@@ -73,6 +73,9 @@ struct proc {
 	uint64_t bad_records;        /* records rejected (the ring was detached) */
 	uint64_t orphan_records;     /* data for a connection we never saw opened */
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
+	uint64_t bypassed_last;      /* ring_hdr.bypassed_conns, last value read */
+	uint64_t unpatched_last;     /* ring_hdr.unpatched_objs, last value read */
+	int bypass_logged;
 };
 
 struct agent;

@@ -285,8 +285,11 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 		ring_release(&p->cons);
 		n++;
 	}
-	if (p->ring)
+	if (p->ring) {
 		ring_publish(&p->cons);
+		if (n && !p->bypass_logged)
+			proc_read_drops(p);
+	}
 	if (n_draining && draining[n_draining - 1] == p)
 		n_draining--;
 	return n;
@@ -298,6 +301,20 @@ void proc_read_drops(struct proc *p)
 		return;
 	for (int i = 0; i < RING_DROP_NREASONS; i++)
 		p->drop_last[i] = __atomic_load_n(&p->ring->drop_bytes[i], __ATOMIC_RELAXED);
+	/* counters only grow: a smaller value is the producer's lie, ignored */
+	uint64_t b = __atomic_load_n(&p->ring->bypassed_conns, __ATOMIC_RELAXED);
+	uint64_t u = __atomic_load_n(&p->ring->unpatched_objs, __ATOMIC_RELAXED);
+	if (b > p->bypassed_last)
+		p->bypassed_last = b;
+	if (u > p->unpatched_last)
+		p->unpatched_last = u;
+	if ((p->bypassed_last || p->unpatched_last) && !p->bypass_logged) {
+		p->bypass_logged = 1;
+		log_warn("pid %d (%s): TLS calls bypass the capture hooks (%llu connection(s) "
+			"with holes, %llu object(s) not patched): see docs/capture.md, RTLD_DEEPBIND",
+			(int)p->pid, p->comm, (unsigned long long)p->bypassed_last,
+			(unsigned long long)p->unpatched_last);
+	}
 }
 
 void proc_finish(struct agent *a, struct proc *p, enum proc_state why)

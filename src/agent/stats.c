@@ -20,6 +20,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 {
 	size_t at = 0;
 	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
+	uint64_t bypassed = 0, unpatched = 0;
 	if (!len)
 		return 0;
 	buf[0] = 0;
@@ -35,7 +36,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
-			 "orphan_bytes=%llu\n",
+			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu\n",
 			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
 			 p->comm[0] ? p->comm : "?",
 			 state_name(p->state),
@@ -46,8 +47,11 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
 			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
 			 (unsigned long long)p->orphan_records, (unsigned long long)os.refused,
-			 (unsigned long long)os.orphan_bytes);
+			 (unsigned long long)os.orphan_bytes, (unsigned long long)p->bypassed_last,
+			 (unsigned long long)p->unpatched_last);
 		procs++;
+		bypassed += p->bypassed_last;
+		unpatched += p->unpatched_last;
 		conns += p->conns;
 		b0 += p->bytes[0];
 		b1 += p->bytes[1];
@@ -70,7 +74,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu "
 		 "open_conns=%llu refused_conns=%llu orphan_bytes=%llu pending_dropped=%llu "
 		 "h2_refused_conns=%llu h2_refused_streams=%llu "
-		 "h2_malformed=%llu h2_flow_errors=%llu synthetic_moved=%llu handed_over=%llu\n",
+		 "h2_malformed=%llu h2_flow_errors=%llu synthetic_moved=%llu handed_over=%llu "
+		 "bypassed_conns=%llu unpatched_objs=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -88,7 +93,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)h2c.conns_refused, (unsigned long long)h2c.streams_refused,
 		 (unsigned long long)h2c.malformed, (unsigned long long)h2c.flow_errors,
 		 (unsigned long long)(fc ? fc->synthetic_moved : 0),
-		 (unsigned long long)(fc ? fc->flows_handed_over : 0));
+		 (unsigned long long)(fc ? fc->flows_handed_over : 0),
+		 (unsigned long long)bypassed, (unsigned long long)unpatched);
 	at = access_stats_format(&a->access, buf, len, at);
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);
