@@ -74,7 +74,7 @@ DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay \
          $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS)
 
-.PHONY: all deps test unit run bench install clean fuzz tsan-test
+.PHONY: all deps test unit run bench bench-compare install clean fuzz tsan-test
 all: $(BIN) $(SOLIB)
 
 $(BUILD)/obj/%.o: %.c
@@ -205,6 +205,10 @@ run: deps all
 
 bench: deps all $(TOOLS)
 	$(Q)BUILD=$(BUILD) ./bench/run.sh
+
+# Old against new: REV (default main) and this tree, A B A B, figures side by side.
+bench-compare: deps all $(TOOLS)
+	$(Q)./bench/compare.sh $(or $(REV),main)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/tlsmirror $(DESTDIR)$(PREFIX)/share/man/man1

@@ -118,12 +118,12 @@ void watch_end(struct cap_call *call)
 		if (__atomic_load_n(&wt->inflight, __ATOMIC_ACQUIRE) == 1)
 			baseline(call->ssl, wt);
 		__atomic_fetch_sub(&wt->inflight, 1, __ATOMIC_ACQ_REL);
-	} else if (wt->state == WATCH_OFF) {
+	} else if (__atomic_load_n(&wt->state, __ATOMIC_ACQUIRE) == WATCH_OFF) {
 		int saved = errno;
 		pthread_once(&w_once, w_resolve);
 		errno = saved;
 		if (!w.ok) {
-			wt->state = WATCH_DONE;
+			__atomic_store_n(&wt->state, WATCH_DONE, __ATOMIC_RELEASE);
 		} else if (w.init_finished(call->ssl) == 1) {
 			/* handshake done: from now on libssl moves bytes only inside calls */
 			baseline(call->ssl, wt);
@@ -135,7 +135,12 @@ void watch_end(struct cap_call *call)
 
 void watch_close(struct cap_conn *c, struct ssl_st *ssl)
 {
-	if (!c || !ssl || c->watch.state != WATCH_ON || c->closed)
+	if (!c || !ssl || __atomic_load_n(&c->closed, __ATOMIC_ACQUIRE))
+		return;
+	/* one last look, by one thread: close() in another may race with SSL_free */
+	uint8_t on = WATCH_ON;
+	if (!__atomic_compare_exchange_n(&c->watch.state, &on, WATCH_DONE, 0,
+					 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 		return;
 	struct bio_st *r = w.rbio(ssl), *wb = w.wbio(ssl);
 	if (!__atomic_load_n(&c->watch.inflight, __ATOMIC_ACQUIRE) && r && wb &&
@@ -143,5 +148,4 @@ void watch_close(struct cap_conn *c, struct ssl_st *ssl)
 		uint64_t now[2] = { w.nread(r), w.nwritten(wb) };
 		account(ssl, c, now);
 	}
-	c->watch.state = WATCH_DONE;
 }
