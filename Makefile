@@ -70,10 +70,12 @@ UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient \
               $(BUILD)/progs/forkhand $(BUILD)/progs/closerace
+# dbclient loads dbhelper.so with dlopen(RTLD_DEEPBIND), as PHP loads its extensions
+DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay \
-         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan
+         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS)
 
-.PHONY: all deps test unit run bench install clean fuzz tsan-test
+.PHONY: all deps test unit run bench bench-compare install clean fuzz tsan-test
 all: $(BIN) $(SOLIB)
 
 $(BUILD)/obj/%.o: %.c
@@ -128,6 +130,17 @@ $(BUILD)/progs/closerace-tsan: tests/progs/closerace.c $(CAPTURE_SRC) $(wildcard
 	@$(if $(Q),echo "  CC [tsan] $<")
 	$(Q)$(CC) -std=gnu11 $(WARN) -O1 -g -fsanitize=thread -Isrc -D_GNU_SOURCE -DTLSMIRROR_CAPTURE \
 		$(OPENSSL_CFLAGS) -o $@ tests/progs/closerace.c $(CAPTURE_SRC) $(OPENSSL_LIBS) -ldl -lpthread
+
+$(BUILD)/progs/dbclient: tests/progs/dbclient.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -ldl \
+		-Wl,--enable-new-dtags,-rpath,'$$ORIGIN'
+
+$(BUILD)/progs/dbhelper.so: tests/progs/dbhelper.c tests/progs/tlsprog.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC [so] $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -fPIC -shared -o $@ $< -lssl -lcrypto -ldl
 
 # Fuzzing: `make fuzz` runs the libFuzzer targets (clang) for FUZZ_SECONDS each, then
 # replays tests/fuzz/corpus/ with the replay drivers built by $(CC) (tests/fuzz/run.sh).
@@ -193,6 +206,10 @@ run: deps all
 
 bench: deps all $(TOOLS)
 	$(Q)BUILD=$(BUILD) ./bench/run.sh
+
+# Old against new: REV (default main) and this tree, A B A B, figures side by side.
+bench-compare: deps all $(TOOLS)
+	$(Q)./bench/compare.sh $(or $(REV),main)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/tlsmirror $(DESTDIR)$(PREFIX)/share/man/man1

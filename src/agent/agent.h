@@ -93,6 +93,9 @@ struct proc {
 	uint64_t refused_conns;      /* opens refused over a cap */
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
 	struct conn_meta *spare_meta; /* an OPEN's metadata nobody kept: reused by the next */
+	uint64_t bypassed_last;      /* ring_hdr.bypassed_conns, last value read */
+	uint64_t unpatched_last;     /* ring_hdr.unpatched_objs, last value read */
+	int bypass_logged;
 };
 
 struct agent;

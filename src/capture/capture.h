@@ -76,6 +76,16 @@ void cap_fd_closed(int fd);
 
 /* ---- conn.c: one TLS connection ---- */
 
+/* watch.c: the ciphertext libssl moved, to find calls that bypassed us. */
+enum { WATCH_OFF = 0, WATCH_ON = 1, WATCH_DONE = 2 };
+struct cap_watch {
+	struct bio_st *rbio, *wbio; /* the BIOs counted (a new BIO restarts) */
+	uint64_t seen[2];           /* rbio bytes read, wbio bytes written at our last look */
+	uint32_t inflight;          /* hooked calls in progress (threads sharing an SSL) */
+	uint8_t state;              /* WATCH_*: ON once the handshake is done */
+	uint8_t bypassed;           /* counted in the ring once */
+};
+
 struct cap_conn {
 	uint64_t id;
 	uint32_t epoch;         /* epoch of the last OPEN we emitted, 0 = none */
@@ -93,6 +103,7 @@ struct cap_conn {
 	int fd;                 /* socket remembered for close(), -1 if none */
 	uint64_t off[2];        /* bytes per direction so far */
 	uint64_t committed[2];  /* end of the last record in the ring per direction */
+	struct cap_watch watch;
 };
 
 /* The TLS call a thread is inside (thread-local, nesting-aware). */
@@ -101,6 +112,7 @@ struct cap_call {
 	struct cap_conn *conn;
 	int want_fd;            /* the connection is not mapped: watch socket I/O */
 	int io_fd;
+	int watched;            /* watch_begin counted this call in flight */
 	struct cap_call *outer;
 };
 
@@ -138,5 +150,21 @@ void conn_fd_closed(int fd);
 
 /* SSL_free: releases the state (via ex_data free callback as well). */
 void conn_free(struct ssl_st *ssl);
+
+/* ---- watch.c: what bypassed the hooks ---- */
+
+/* Around every outermost hooked call (conn_call_begin/end): ciphertext that
+ * moved in between was moved by calls we did not see. */
+void watch_begin(struct cap_call *call);
+void watch_end(struct cap_call *call);
+/* The connection ends (SSL alive, before its CLOSE): a last look. */
+void watch_close(struct cap_conn *c, struct ssl_st *ssl);
+
+/* ---- got.c: objects that bind past the hooks (RTLD_DEEPBIND) ---- */
+
+/* Points the GOT entries of objects loaded since the last check at our hooks
+ * (dlopen does it itself; TLS handshakes catch what it missed), and shows the
+ * objects that could not be patched in the ring. Never blocks. */
+void got_check(void);
 
 #endif

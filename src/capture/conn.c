@@ -105,6 +105,9 @@ int conn_call_begin(struct cap_call *call, struct ssl_st *ssl)
 	call->conn = get_conn(ssl, 1);
 	call->io_fd = -1;
 	call->want_fd = call->conn && !call->conn->map_method && call->conn->io_fd < 0;
+	call->watched = 0;
+	if (call->conn && call->conn->watch.state == WATCH_ON)
+		watch_begin(call);
 	tl_call = call;
 	errno = saved;
 	return 1;
@@ -118,6 +121,8 @@ void conn_call_end(struct cap_call *call)
 	tl_call = NULL;
 	if (call->io_fd >= 0 && call->conn && call->conn->io_fd < 0)
 		call->conn->io_fd = call->io_fd;
+	if (call->conn && (call->watched || call->conn->watch.state == WATCH_OFF))
+		watch_end(call);
 }
 
 void conn_call_finish(struct cap_call *call, int top, int app_write, const void *buf,
@@ -562,6 +567,7 @@ void conn_closed(struct cap_call *call)
 	if (!call->conn)
 		return;
 	int saved = errno;
+	watch_close(call->conn, call->ssl);
 	close_conn(call->conn, 1);
 	errno = saved;
 }
@@ -585,6 +591,7 @@ static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void 
 	if (!c)
 		return;
 	int saved = errno;
+	watch_close(c, parent);
 	close_conn(c, 0);
 	forget_fd_of(c); /* an entry made after the CLOSE */
 	conn_unref(c);   /* the ex-data's reference */
@@ -597,6 +604,7 @@ void conn_free(struct ssl_st *ssl)
 	if (!c)
 		return;
 	int saved = errno;
+	watch_close(c, ssl);
 	close_conn(c, 0);
 	errno = saved;
 }

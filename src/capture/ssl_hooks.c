@@ -136,8 +136,12 @@ static int handshake(void **slot, const char *name, struct ssl_st *ssl)
 	int ret = real(ssl);
 	int saved = errno;
 	conn_call_end(&call);
-	if (top && ret == 1)
+	if (top && ret == 1) {
+		/* objects loaded past our dlopen (RTLD_DEEPBIND): patch them
+		 * before this connection's first SSL_read/SSL_write */
+		got_check();
 		conn_handshake_done(&call);
+	}
 	errno = saved;
 	return ret;
 }

@@ -315,8 +315,11 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 		ring_release(&p->cons);
 		n++;
 	}
-	if (p->ring)
+	if (p->ring) {
 		ring_publish(&p->cons);
+		if (n && !p->bypass_logged)
+			proc_read_drops(p);
+	}
 	if (n_draining && draining[n_draining - 1] == p)
 		n_draining--;
 	return n;
@@ -328,6 +331,20 @@ void proc_read_drops(struct proc *p)
 		return;
 	for (int i = 0; i < RING_DROP_NREASONS; i++)
 		p->drop_last[i] = __atomic_load_n(&p->ring->drop_bytes[i], __ATOMIC_RELAXED);
+	/* counters only grow: a smaller value is the producer's lie, ignored */
+	uint64_t b = __atomic_load_n(&p->ring->bypassed_conns, __ATOMIC_RELAXED);
+	uint64_t u = __atomic_load_n(&p->ring->unpatched_objs, __ATOMIC_RELAXED);
+	if (b > p->bypassed_last)
+		p->bypassed_last = b;
+	if (u > p->unpatched_last)
+		p->unpatched_last = u;
+	if ((p->bypassed_last || p->unpatched_last) && !p->bypass_logged) {
+		p->bypass_logged = 1;
+		log_warn("pid %d (%s): TLS calls bypass the capture hooks (%llu connection(s) "
+			"with holes, %llu object(s) not patched): see docs/capture.md, RTLD_DEEPBIND",
+			(int)p->pid, p->comm, (unsigned long long)p->bypassed_last,
+			(unsigned long long)p->unpatched_last);
+	}
 }
 
 void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
@@ -422,7 +439,7 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
-			 "orphan_bytes=%llu\n",
+			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu\n",
 			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
 			 p->comm[0] ? p->comm : "?", state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
@@ -432,7 +449,8 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
 			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
 			 (unsigned long long)p->orphan_records, (unsigned long long)p->refused_conns,
-			 (unsigned long long)p->orphan_bytes);
+			 (unsigned long long)p->orphan_bytes, (unsigned long long)p->bypassed_last,
+			 (unsigned long long)p->unpatched_last);
 	}
 	return at;
 }

@@ -71,6 +71,11 @@ struct ring_hdr {
 	uint64_t drop_bytes[RING_DROP_NREASONS];
 	uint64_t drop_records[RING_DROP_NREASONS];
 	uint64_t doorbells;     /* wake-ups the producers sent */
+	/* Added at the end (docs/ring.md): TLS connections whose libssl moved
+	 * bytes outside the library's hooks (their mirror has holes), and
+	 * loaded objects whose GOT could not be pointed at the hooks. */
+	uint64_t bypassed_conns;
+	uint64_t unpatched_objs;
 };
 
 enum ring_rec_type {
@@ -157,7 +162,9 @@ RING_LAYOUT(ring_hdr, _pad4, 144);
 RING_LAYOUT(ring_hdr, drop_bytes, 192);
 RING_LAYOUT(ring_hdr, drop_records, 216);
 RING_LAYOUT(ring_hdr, doorbells, 240);
-_Static_assert(sizeof(struct ring_hdr) == 248, "struct ring_hdr size: cross-process layout");
+RING_LAYOUT(ring_hdr, bypassed_conns, 248);
+RING_LAYOUT(ring_hdr, unpatched_objs, 256);
+_Static_assert(sizeof(struct ring_hdr) == 264, "struct ring_hdr size: cross-process layout");
 _Static_assert(sizeof(struct ring_hdr) <= RING_HDR_SIZE, "struct ring_hdr exceeds RING_HDR_SIZE");
 RING_LAYOUT(ring_rec, commit, 0);
 RING_LAYOUT(ring_rec, len, 8);

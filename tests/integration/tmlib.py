@@ -367,8 +367,10 @@ class Agent:
     """A tlsmirror agent writing to pcap (or stdout when pcap == '-') with -w, or
     with the output option out (--pcapng)."""
 
-    def __init__(self, env, name="agent", pcap=None, args=(), sock=None, out="-w"):
+    def __init__(self, env, name="agent", pcap=None, args=(), sock=None, out="-w",
+                 allow_bypass=False):
         self.env, self.out = env, out
+        self.allow_bypass = allow_bypass
         self.name = name
         self.sock = sock or env.path(name + ".sock")
         self.pcap = pcap or env.path(name + ".pcap")
@@ -421,6 +423,9 @@ class Agent:
         procs, total = self.stop()
         check(total is not None, "agent printed no 'total' stats line on stderr at exit; "
               f"stderr: {short(self.stderr_text, 600)}")
+        # every test doubles as a test that the bypass detector sees no ghosts
+        check(self.allow_bypass or total.get("bypassed_conns", "0") == "0",
+              f"the library counted connections that bypassed its hooks: {total}")
         return procs, total
 
 
