@@ -19,6 +19,7 @@ T=$(mktemp -d /tmp/tlsmirror-demo.XXXXXX)
 chmod 755 "$T"
 SOCK=$T/agent.sock
 PCAP=$T/demo.pcap
+PCAPNG=$T/demo.pcapng
 AGENT='' NGINX=''
 cleanup() {
 	[ -z "$NGINX" ] || { kill -QUIT "$NGINX" 2>/dev/null || true; wait "$NGINX" 2>/dev/null || true; }
@@ -41,11 +42,11 @@ for p in $(seq 28443 28543); do
 done
 [ -n "$PORT" ] || die "no free TCP port in 28443..28543"
 
-say "Starting the agent: it listens on $SOCK and writes $PCAP"
-"$TM" --socket "$SOCK" -w "$PCAP" 2>"$T/agent.log" &
+say "Starting the agent: it listens on $SOCK and writes $PCAP (pcap) and $PCAPNG (pcapng)"
+"$TM" --socket "$SOCK" -w "$PCAP" --pcapng "$PCAPNG" 2>"$T/agent.log" &
 AGENT=$!
 wait_for 5 test -S "$SOCK" || { cat "$T/agent.log" >&2; die "the agent did not start"; }
-echo "    $TM --socket $SOCK -w $PCAP"
+echo "    $TM --socket $SOCK -w $PCAP --pcapng $PCAPNG"
 
 say "Starting nginx on https://127.0.0.1:$PORT under the capture library (self-signed certificate)"
 mkdir -p "$T/www" "$T/logs"
@@ -105,6 +106,10 @@ tshark -r "$PCAP" -Y http 2>/dev/null | sed 's/^/    /'
 
 say "The first connection, reassembled (tshark -q -z follow,tcp,ascii,0)"
 tshark -r "$PCAP" -q -z follow,tcp,ascii,0 2>/dev/null | sed 's/^/    /'
+
+say "Who saw each connection: the pcapng comment on its first packet (tshark -r demo.pcapng -Y frame.comment)"
+tshark -r "$PCAPNG" -Y frame.comment -T fields -e frame.number -e tcp.stream -e frame.comment 2>/dev/null |
+	sed 's/^/    /'
 
 say "The agent's statistics (printed when it exits)"
 grep -E '^(pid=|total )' "$T/agent.log" | sed 's/^/    /' || tail -n 5 "$T/agent.log" | sed 's/^/    /'
