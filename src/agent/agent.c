@@ -633,11 +633,11 @@ static int chain_setup(struct agent *a)
 		s->ops = source_table[i].ops;
 		s->a = a;
 		why = NULL;
-		if (source_table[i].option)
-			continue; /* none yet: the ring source is always there */
+		if (source_table[i].option && !source_table[i].enabled(cfg))
+			continue;
 		if ((err = s->ops->open(s, a, "", &why)) < 0) {
-			log_err("cannot open the %s source: %s", s->ops->name,
-				why ? why : strerror(-err));
+			if (why)
+				log_err("cannot open the %s source: %s", s->ops->name, why);
 			return err;
 		}
 		a->n_src++;

@@ -39,7 +39,7 @@ struct agent_config {
 	/* the targets of sink_table[i]'s option, in command-line order */
 	const char *outputs[AGENT_MAX_SINK_KINDS][AGENT_MAX_OUTPUTS];
 	size_t n_outputs[AGENT_MAX_SINK_KINDS];
-	int collector;               /* -C: accept agents' tunnels, replay into our outputs */
+	int collector;               /* -C: accept agents' tunnels: a source of connection events */
 	const char *listen_addr;     /* -l ADDR:PORT: where the collector listens */
 	const char *tag_agents;      /* --tag-agents vlan|vni: mark each agent's packets */
 	uint16_t mss;
@@ -152,7 +152,7 @@ void agent_unwatch_fd(struct agent *a, struct agent_watch *w);
 int agent_add_tick(struct agent *a, struct agent_tick t);
 
 /* outputs.c: opens every sink the configuration asks for (-w, -o, --vxlan,
- * --pcap-over-ip, -t) and the collector (-C). Logs and returns -errno on error. */
+ * --pcap-over-ip, -t). Logs and returns -errno on error. */
 int outputs_open(struct agent *a);
 /* CLOCK_REALTIME in ns: the timestamps packets carry. */
 uint64_t agent_now_ns(void);

@@ -1,4 +1,4 @@
-/* The kinds of output (sink_table: -w, --pcapng, -o, --vxlan, --pcap-over-ip, -t) and opening them, and -C. */
+/* The kinds of output (sink_table: -w, --pcapng, -o, --vxlan, --pcap-over-ip, -t) and opening them. */
 #include "agent/agent.h"
 #include "common/log.h"
 #include "tunnel/tunnel.h"
@@ -63,7 +63,5 @@ int outputs_open(struct agent *a)
 		for (size_t k = 0; k < c->n_outputs[i]; k++)
 			if ((err = add(a, &sink_table[i], c->outputs[i][k])) < 0)
 				return err;
-	if (c->collector && (err = collector_open(a)) < 0)
-		return err;
 	return err;
 }

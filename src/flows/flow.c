@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 #include "packets/synth.h"
 
@@ -291,11 +292,20 @@ static void batch_flush(struct flow_table *t)
 	t->nbatch = 0;
 }
 
+/* Packets are made only for sinks that take them (an agent whose only
+ * output is the tunnel hands events on, docs/pipeline.md). */
+static int packets_wanted(const struct flow_table *t)
+{
+	return t->sinks && t->sinks->n > t->sinks->n_event;
+}
+
 /* One segment from end `from` with the current sequence numbers of both ends. */
 static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
 		 const struct synth_syn_opts *syn, const uint8_t *payload,
 		 size_t len, uint64_t ts_ns)
 {
+	if (!packets_wanted(t))
+		return;
 	if (t->nbatch == FLOW_BATCH)
 		batch_flush(t);
 	uint8_t *h = t->hdr[t->nbatch];
@@ -305,6 +315,13 @@ static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
 			      syn, payload, len);
 	if (t->has_dst_mac)
 		memcpy(h, t->dst_mac, 6);
+	if (f->meta && f->meta->vlan && hl + 4 <= SYNTH_HDR_MAX) {
+		/* the producer's 802.1Q tag (a collector's --tag-agents vlan) */
+		memmove(h + 16, h + 12, hl - 12);
+		put_be16(h + 12, 0x8100);
+		put_be16(h + 14, f->meta->vlan & 0x0fff);
+		hl += 4;
+	}
 	struct pkt *k = &t->batch[t->nbatch++];
 	k->ts_ns = ts_ns;
 	k->hdr = h;
@@ -326,18 +343,22 @@ static void tag_begin(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 		t->ctr.tag_failures++;
 		return;
 	}
-	if (t->sinks)
+	if (t->sinks) {
 		sink_set_conn_begin(t->sinks, f->tag, ts_ns);
+		sink_set_ev_open(t->sinks, f->tag, ts_ns, f->emitted, f->synthetic);
+	}
 }
 
 /* After the flow's last packet on this 4-tuple (handed to the sinks first). */
-static void tag_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
+static void tag_end(struct flow_table *t, struct flow *f, uint64_t ts_ns, unsigned how)
 {
 	if (!f->tag)
 		return;
 	batch_flush(t);
-	if (t->sinks)
+	if (t->sinks) {
+		sink_set_ev_close(t->sinks, f->tag, ts_ns, how);
 		sink_set_conn_end(t->sinks, f->tag, ts_ns);
+	}
 	conn_tag_unref(f->tag);
 	f->tag = NULL;
 }
@@ -357,6 +378,10 @@ static void emit_handshake(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 static void emit_data(struct flow_table *t, struct flow *f, int dir,
 		      const uint8_t *data, size_t len, uint64_t ts_ns)
 {
+	if (f->tag && len && t->sinks)
+		sink_set_ev_data(t->sinks, f->tag, dir, ts_ns, f->emitted[dir], data, len);
+	if (!packets_wanted(t))
+		return;
 	while (len) {
 		size_t n = len < f->mss ? len : f->mss;
 		uint8_t flags = TCPF_ACK | (n == len ? TCPF_PSH : 0);
@@ -436,7 +461,7 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 {
 	if (!f->duplicate) {
 		emit_close(t, f, ts_ns);
-		tag_end(t, f, ts_ns);
+		tag_end(t, f, ts_ns, SINK_EV_CLOSE_END);
 		tuple_unlink(t, f);
 		t->ctr.flows_closed++;
 		recent_add(t, f, ts_ns);
@@ -644,7 +669,7 @@ static struct flow *flow_new(struct flow_table *t,
 	f->mss = f->sc.family == 6 ? t->mss6 : t->mss4;
 	f->tuple_hash = tuple_hash(&f->sc);
 	for (int d = 0; d < 2; d++) {
-		f->seq[d] = flow_isn(&f->sc, info->id.conn, d);
+		f->seq[d] = flow_isn(&f->sc, info->isn_seed ? info->isn_seed : info->id.conn, d);
 		f->emitted[d] = info->midstream ? info->off[d] : 0;
 	}
 	return f;
@@ -760,7 +785,7 @@ static int same_conn(const struct flow *f, const struct flow *g)
 static void synthetic_move(struct flow_table *t, struct flow *s, uint64_t ts_ns)
 {
 	emit_close(t, s, ts_ns);
-	tag_end(t, s, ts_ns);
+	tag_end(t, s, ts_ns, SINK_EV_CLOSE_MOVED);
 	tuple_unlink(t, s);
 	recent_add(t, s, ts_ns);
 	t->ctr.synthetic_moved++;
@@ -859,8 +884,11 @@ static void orphan_data(struct flow_table *t, uint64_t proc_key, size_t len)
 }
 
 /* Advances a direction over bytes that are not shown. */
-static void skip_bytes(struct flow_table *t, struct flow *f, int dir, uint64_t n)
+static void skip_bytes(struct flow_table *t, struct flow *f, int dir, uint64_t n,
+		       uint64_t ts_ns)
 {
+	if (f->tag && n && t->sinks)
+		sink_set_ev_gap(t->sinks, f->tag, dir, ts_ns, f->emitted[dir], n);
 	f->seq[dir] += (uint32_t)n;
 	f->emitted[dir] += n;
 	t->ctr.gap_bytes[dir] += n;
@@ -885,7 +913,7 @@ int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 		return 0;
 	if (off > f->emitted[dir]) {
 		uint64_t g = off - f->emitted[dir];
-		skip_bytes(t, f, dir, g);
+		skip_bytes(t, f, dir, g, ts_ns);
 		if (gap)
 			*gap = g;
 	} else if (off < f->emitted[dir]) {
@@ -915,7 +943,7 @@ int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	if (f->owner)
 		f = f->owner;
 	if (!f->duplicate)
-		skip_bytes(t, f, dir, len);
+		skip_bytes(t, f, dir, len, ts_ns);
 	return 0;
 }
 

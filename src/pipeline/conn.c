@@ -50,7 +50,9 @@ struct conn_tag *conn_tag_new(const struct conn_id *id, uint8_t family,
 	t->server_port = server_port;
 	memcpy(t->client_addr, client_addr, 16);
 	memcpy(t->server_addr, server_addr, 16);
+	static uint64_t serials;
 	t->id = *id;
+	t->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
 	t->meta = meta ? conn_meta_ref(meta) : &empty_meta;
 	return t;
 }

@@ -38,6 +38,7 @@ struct conn_meta {
 	uint8_t side;            /* 0: the producer is the client, 1: the server */
 	uint8_t map_method;      /* enum ring_map_method: how the 4-tuple was found */
 	uint8_t _pad;
+	uint16_t vlan;           /* 802.1Q id its packets carry (collector --tag-agents vlan), 0: none */
 	uint16_t tls_version;    /* 0x0303, 0x0304, ...; 0 unknown */
 	uint16_t real_server_port; /* the server port as seen (a port map may show another) */
 	uint32_t pid, uid;       /* the producing process (capture), 0 unknown */
@@ -76,6 +77,9 @@ struct conn_open {
 	/* the origin whose caps this connection counts against (0: id.origin):
 	 * a stage's invented connections count against the real one's producer */
 	uint64_t charge_origin;
+	/* seeds the synthesized ISNs instead of id.conn (0: id.conn): a
+	 * collector's connection shows the sequence numbers the agent's would */
+	uint64_t isn_seed;
 	const struct conn_meta *meta; /* never NULL from a source; may be NULL in tests */
 };
 
@@ -96,6 +100,7 @@ struct conn_tag {
 	uint16_t client_port, server_port; /* as the packets show them (host order) */
 	uint8_t client_addr[16], server_addr[16]; /* IPv4 in the first 4 bytes */
 	struct conn_id id;       /* the connection as the flow engine knows it */
+	uint64_t serial;         /* unique among the process's tags, never 0 (the tunnel's id) */
 	const struct conn_meta *meta; /* a reference held by the tag; never NULL */
 };
 

@@ -47,6 +47,10 @@ int sink_set_add(struct sink_set *set, const struct sink_ops *ops,
 	if (ret < 0)
 		goto out;
 	set->v[set->n++] = s;
+	if (ops->events)
+		set->n_event++;
+	else
+		set->n_packet++;
 	s = NULL;
 	ret = 0;
 out:
@@ -63,6 +67,8 @@ void sink_set_write(struct sink_set *set, const struct pkt *pkts, size_t n)
 		return;
 	for (size_t i = 0; i < set->n; i++) {
 		struct sink *s = set->v[i];
+		if (s->ops->events)
+			continue;
 		if (s->queue)
 			sink_queue_push(s, pkts, n);
 		else
@@ -78,7 +84,7 @@ static void set_conn(struct sink_set *set, const struct conn_tag *t, uint64_t ts
 		struct sink *s = set->v[i];
 		void (*fn)(struct sink *, const struct conn_tag *, uint64_t) =
 			end ? s->ops->conn_end : s->ops->conn_begin;
-		if (!fn)
+		if (!fn || s->ops->events)
 			continue;
 		if (s->queue)
 			sink_queue_push_conn(s, t, ts_ns, end);
@@ -95,6 +101,40 @@ void sink_set_conn_begin(struct sink_set *set, const struct conn_tag *t, uint64_
 void sink_set_conn_end(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns)
 {
 	set_conn(set, t, ts_ns, 1);
+}
+
+/* ---- event sinks ---- */
+
+void sink_set_ev_open(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns,
+		      const uint64_t off[2], int synthetic)
+{
+	for (size_t i = 0; set->n_event && i < set->n; i++)
+		if (set->v[i]->ops->events)
+			set->v[i]->ops->events->open(set->v[i], t, ts_ns, off, synthetic);
+}
+
+void sink_set_ev_data(struct sink_set *set, const struct conn_tag *t, int dir, uint64_t ts_ns,
+		      uint64_t off, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; set->n_event && i < set->n; i++)
+		if (set->v[i]->ops->events)
+			set->v[i]->ops->events->data(set->v[i], t, dir, ts_ns, off, p, n);
+}
+
+void sink_set_ev_gap(struct sink_set *set, const struct conn_tag *t, int dir, uint64_t ts_ns,
+		     uint64_t off, uint64_t n)
+{
+	for (size_t i = 0; set->n_event && i < set->n; i++)
+		if (set->v[i]->ops->events)
+			set->v[i]->ops->events->gap(set->v[i], t, dir, ts_ns, off, n);
+}
+
+void sink_set_ev_close(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns,
+		       unsigned how)
+{
+	for (size_t i = 0; set->n_event && i < set->n; i++)
+		if (set->v[i]->ops->events)
+			set->v[i]->ops->events->close(set->v[i], t, ts_ns, how);
 }
 
 void sink_set_flush(struct sink_set *set)
@@ -190,5 +230,5 @@ void sink_set_close(struct sink_set *set)
 	}
 	free(set->v);
 	set->v = NULL;
-	set->n = 0;
+	set->n = set->n_packet = set->n_event = 0;
 }

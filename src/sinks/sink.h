@@ -52,9 +52,36 @@ struct sink_opts {
 #define SINK_F_OWN_QUEUE 0x1 /* the sink buffers in its own thread (tunnel, servers):
 			      * never wrap it in the generic per-sink queue */
 
+/*
+ * A sink that takes connection events instead of packets (the tunnel, -t):
+ * the flow engine hands it, for every connection it shows (after dedup and
+ * every stage, docs/pipeline.md "Event sinks"), the open with the stream
+ * offsets it starts at, the clear text and gaps at their stream offsets,
+ * and the end. Called in the agent's thread, never through the sink queue:
+ * such a sink buffers in its own thread and must never block. The tag
+ * stays valid from open until close returns (conn_tag_ref to keep it).
+ */
+struct sink_event_ops {
+	void (*open)(struct sink *s, const struct conn_tag *t, uint64_t ts_ns,
+		     const uint64_t off[2], int synthetic);
+	void (*data)(struct sink *s, const struct conn_tag *t, int dir, uint64_t ts_ns,
+		     uint64_t off, const uint8_t *p, size_t n);
+	/* n bytes at off that cannot be shown (exactly n). */
+	void (*gap)(struct sink *s, const struct conn_tag *t, int dir, uint64_t ts_ns,
+		    uint64_t off, uint64_t n);
+	/* how: SINK_EV_CLOSE_* */
+	void (*close)(struct sink *s, const struct conn_tag *t, uint64_t ts_ns, unsigned how);
+};
+
+#define SINK_EV_CLOSE_END 0      /* the connection ended */
+#define SINK_EV_CLOSE_MOVED 1    /* a synthetic flow moved to another port: a new open follows */
+
 struct sink_ops {
 	const char *name;
 	unsigned flags;          /* SINK_F_* */
+	/* Set: the sink takes connection events, not packets (write and
+	 * conn_begin/conn_end are not called). */
+	const struct sink_event_ops *events;
 	/* Opens the sink for target (file path, "-" for stdout, ...).
 	 * Returns 0 or a negative errno; on error *err_msg says why (static or
 	 * owned by the sink until close). */
@@ -112,10 +139,12 @@ extern const struct sink_ops sink_afpacket_ops;  /* -o IFACE */
 extern const struct sink_ops sink_vxlan_ops;     /* --vxlan HOST[:PORT] */
 extern const struct sink_ops sink_poip_ops;      /* --pcap-over-ip [ADDR:]PORT */
 
-/* A fan-out of sinks. */
+/* A fan-out of sinks: packets to the packet sinks, events to the event sinks. */
 struct sink_set {
 	struct sink **v;
 	size_t n;
+	size_t n_packet;         /* sinks that take packets */
+	size_t n_event;          /* sinks that take connection events (ops->events) */
 };
 
 /* Opens a sink of the given ops for target and appends it to set.
@@ -130,6 +159,15 @@ void sink_set_write(struct sink_set *set, const struct pkt *pkts, size_t n);
 void sink_set_conn_begin(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns);
 void sink_set_conn_end(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns);
 void sink_set_flush(struct sink_set *set);
+/* Connection events to every event sink (struct sink_event_ops). */
+void sink_set_ev_open(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns,
+		      const uint64_t off[2], int synthetic);
+void sink_set_ev_data(struct sink_set *set, const struct conn_tag *t, int dir, uint64_t ts_ns,
+		      uint64_t off, const uint8_t *p, size_t n);
+void sink_set_ev_gap(struct sink_set *set, const struct conn_tag *t, int dir, uint64_t ts_ns,
+		     uint64_t off, uint64_t n);
+void sink_set_ev_close(struct sink_set *set, const struct conn_tag *t, uint64_t ts_ns,
+		       unsigned how);
 /* Closes and frees every sink. */
 void sink_set_close(struct sink_set *set);
 /* Puts every sink without SINK_F_OWN_QUEUE behind its own bounded queue and

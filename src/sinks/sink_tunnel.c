@@ -1,4 +1,4 @@
-/* -t HOST:PORT sink: batches packets into bounded chunks that its own thread sends to a collector over TLS. */
+/* -t HOST:PORT sink: batches connection events into bounded chunks that its own thread sends to a collector over TLS. */
 #include "sinks/sink.h"
 #include "common/bytes.h"
 #include "common/log.h"
@@ -22,11 +22,20 @@
 #include <openssl/x509v3.h>
 
 /*
- * The agent's main thread only copies packets into the current chunk (a
- * PACKETS frame being built) and hands full chunks to the sender thread
- * under a mutex: it never waits for the network. At most max_chunks chunks
- * exist (--queue-size / TUN_CHUNK); when none is free the packet is dropped
- * and counted. The sender connects with exponential backoff (0.1 s .. 5 s),
+ * An event sink (sink.h): the flow engine hands it every connection it
+ * shows. The agent's main thread only encodes the events into the current
+ * chunk (an EVENTS frame being built) and hands full chunks to the sender
+ * thread under a mutex: it never waits for the network. At most max_chunks
+ * chunks exist (--queue-size / TUN_CHUNK); DATA may not take the last free
+ * one (it is kept for OPEN, GAP and CLOSE, so a full queue loses clear text
+ * before it loses a connection's beginning or end); an event with no room
+ * is dropped and counted (dropped_events, dropped_bytes: its clear text).
+ *
+ * The sender keeps, from the chunks it sends, every connection open on the
+ * collector (its OPEN and the stream offsets delivered so far, `live`).
+ * After a reconnect it first sends each of them again as a mid-stream OPEN
+ * at those offsets, so the new collector continues them; what a lost chunk
+ * held shows there as a gap of exactly its size. The sender connects with exponential backoff (0.1 s .. 5 s),
  * sends HELLO, then the chunks in order, and a HEARTBEAT (with the drop
  * totals) when idle for a second. A chunk whose send failed is counted as
  * dropped. Sockets have 5 s send/receive timeouts so a stalled collector
@@ -45,12 +54,13 @@
 #define TUN_CLOSE_SECONDS 5
 #define TUN_ZSTD_LEVEL 1
 #define TUN_BATCH_MS 5        /* an idle agent holds a partial chunk at most this long */
+#define TUN_OPEN_OFF (FRAME_EV_HDR + 38) /* off_c2s in an OPEN event */
 
 struct chunk {
 	struct chunk *next;
 	uint32_t used;        /* payload bytes, count field included */
-	uint32_t count;
-	uint64_t frame_bytes; /* Ethernet frame bytes of its packets */
+	uint32_t count;       /* events */
+	uint64_t text_bytes;  /* clear text of its DATA events */
 	uint64_t first_ms;    /* when its first packet came (CLOCK_MONOTONIC) */
 	uint8_t data[FRAME_HDR_SIZE + TUN_CHUNK];
 };
@@ -70,7 +80,7 @@ struct tun {
 	pthread_cond_t cv;
 	struct chunk *cur;             /* main thread only */
 	struct chunk *ready, *ready_tail, *free_list;
-	size_t n_chunks, max_chunks;
+	size_t n_chunks, max_chunks, n_free;
 	int stop;
 	int abort;                     /* close gave up waiting: no more attempts */
 
@@ -79,12 +89,24 @@ struct tun {
 	SSL *ssl;
 	uint8_t *zbuf;
 	struct log_limit lim;
+	struct live **live;            /* connections open on the collector, by id */
+	size_t live_mask, n_live;
 
 	/* counters: written by either thread with atomics */
 	uint64_t connected, connects, reconnect_tries;
-	uint64_t sent_frames, sent_packets, sent_bytes, wire_bytes;
+	uint64_t sent_frames, sent_events, sent_bytes, wire_bytes;
 	uint64_t buffered_bytes;
-	uint64_t dropped_packets, dropped_bytes;
+	uint64_t dropped_events, dropped_bytes;
+	uint64_t reopened, live_conns;
+};
+
+/* A connection the collector knows (sender thread): its OPEN as sent. */
+struct live {
+	struct live *next;
+	uint64_t conn;
+	uint64_t off[2];
+	uint32_t len;
+	uint8_t rec[];
 };
 
 static struct tun *all_tuns[8];
@@ -100,10 +122,152 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void drop(struct tun *t, uint64_t pkts, uint64_t bytes)
+static void drop(struct tun *t, uint64_t events, uint64_t bytes)
 {
-	ADD(&t->dropped_packets, pkts);
+	ADD(&t->dropped_events, events);
 	ADD(&t->dropped_bytes, bytes);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- live table (sender) */
+
+static uint64_t rd64(const uint8_t *p)
+{
+	return ((uint64_t)get_be32(p) << 32) | get_be32(p + 4);
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+	put_be32(p, (uint32_t)(v >> 32));
+	put_be32(p + 4, (uint32_t)v);
+}
+
+static struct live **live_link(struct tun *t, uint64_t conn)
+{
+	uint64_t h = conn * 0x9e3779b97f4a7c15ull;
+	struct live **pp = &t->live[(h >> 32) & t->live_mask];
+	while (*pp && (*pp)->conn != conn)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void live_grow(struct tun *t)
+{
+	size_t n = t->live ? (t->live_mask + 1) * 2 : 256;
+	struct live **b = calloc(n, sizeof(*b));
+	if (!b)
+		return;
+	struct live **old = t->live;
+	size_t old_n = old ? t->live_mask + 1 : 0;
+	t->live = b;
+	t->live_mask = n - 1;
+	for (size_t i = 0; i < old_n; i++) {
+		for (struct live *e = old[i], *next; e; e = next) {
+			next = e->next;
+			struct live **h = live_link(t, e->conn);
+			e->next = *h;
+			*h = e;
+		}
+	}
+	free(old);
+}
+
+static void live_open(struct tun *t, uint64_t conn, const uint8_t *rec, size_t len)
+{
+	if (!t->live || t->n_live > t->live_mask)
+		live_grow(t);
+	if (!t->live)
+		return;
+	struct live **pp = live_link(t, conn);
+	if (*pp)
+		return;
+	struct live *e = malloc(sizeof(*e) + len);
+	if (!e)
+		return;
+	e->next = NULL;
+	e->conn = conn;
+	e->len = (uint32_t)len;
+	memcpy(e->rec, rec, len);
+	e->off[0] = rd64(rec + TUN_OPEN_OFF);
+	e->off[1] = rd64(rec + TUN_OPEN_OFF + 8);
+	*pp = e;
+	SET(&t->live_conns, ++t->n_live);
+}
+
+static void live_close(struct tun *t, uint64_t conn)
+{
+	if (!t->live)
+		return;
+	struct live **pp = live_link(t, conn), *e = *pp;
+	if (!e)
+		return;
+	*pp = e->next;
+	free(e);
+	SET(&t->live_conns, --t->n_live);
+}
+
+static void live_free(struct tun *t)
+{
+	for (size_t i = 0; t->live && i <= t->live_mask; i++) {
+		while (t->live[i]) {
+			struct live *e = t->live[i];
+			t->live[i] = e->next;
+			free(e);
+		}
+	}
+	free(t->live);
+	t->live = NULL;
+	t->n_live = 0;
+}
+
+/* The length of the (self-made, trusted) event at p. */
+static size_t ev_len(const uint8_t *p)
+{
+	switch (p[0]) {
+	case FRAME_EV_OPEN: {
+		size_t n = FRAME_EV_OPEN_FIXED - 4, i;
+		for (i = 0; i < 4; i++)
+			n += 1 + p[n];
+		return n;
+	}
+	case FRAME_EV_DATA:
+		return FRAME_EV_DATA_HDR + get_be32(p + FRAME_EV_HDR + 9);
+	case FRAME_EV_GAP:
+		return FRAME_EV_GAP_LEN;
+	default:
+		return FRAME_EV_CLOSE_LEN;
+	}
+}
+
+/* What the collector now knows from chunk c: opens and closes always (a
+ * lost OPEN is sent again after the reconnect), offsets only if delivered. */
+static void live_apply(struct tun *t, const struct chunk *c, int delivered)
+{
+	const uint8_t *p = c->data + FRAME_HDR_SIZE + 4, *end = c->data + FRAME_HDR_SIZE + c->used;
+	while (p < end) {
+		size_t n = ev_len(p);
+		uint64_t conn = rd64(p + 1);
+		const uint8_t *q = p + FRAME_EV_HDR;
+		if (p[0] == FRAME_EV_OPEN) {
+			live_open(t, conn, p, n);
+		} else if (p[0] == FRAME_EV_CLOSE) {
+			live_close(t, conn);
+		} else if (delivered && t->live) {
+			struct live *e = *live_link(t, conn);
+			int dir = q[0] ? 1 : 0;
+			if (e && p[0] == FRAME_EV_DATA)
+				e->off[dir] = rd64(q + 1) + get_be32(q + 9);
+			else if (e)
+				e->off[dir] = rd64(q + 2) + rd64(q + 10);
+		}
+		p += n;
+	}
 }
 
 /* ---------------------------------------------------------------- sender thread */
@@ -247,7 +411,7 @@ static int send_chunk(struct tun *t, struct chunk *c)
 {
 	uint8_t *payload = c->data + FRAME_HDR_SIZE;
 	put_be32(payload, c->count);
-	struct frame_hdr h = { .type = FRAME_PACKETS, .len = c->used, .raw_len = c->used };
+	struct frame_hdr h = { .type = FRAME_EVENTS, .len = c->used, .raw_len = c->used };
 	const uint8_t *body = payload;
 	if (t->zstd) {
 		int z = t->zstd == FRAME_F_LZ4 ? frame_compress_lz4(payload, c->used, t->zbuf, TUN_CHUNK)
@@ -267,15 +431,56 @@ static int send_chunk(struct tun *t, struct chunk *c)
 	if (err)
 		return err;
 	ADD(&t->sent_frames, 1);
-	ADD(&t->sent_packets, c->count);
-	ADD(&t->sent_bytes, c->frame_bytes);
+	ADD(&t->sent_events, c->count);
+	ADD(&t->sent_bytes, c->text_bytes);
 	return 0;
+}
+
+/* After a reconnect: every connection the previous collector knew, again,
+ * as a mid-stream OPEN at the offsets delivered, before anything queued. */
+static int reopen_all(struct tun *t)
+{
+	if (!t->n_live)
+		return 0;
+	uint8_t *buf = malloc(FRAME_HDR_SIZE + TUN_CHUNK);
+	if (!buf)
+		return -ENOMEM;
+	uint32_t used = 4, count = 0;
+	uint64_t ts = now_ns(), n = 0;
+	int err = 0;
+	for (size_t i = 0; i <= t->live_mask && !err; i++) {
+		for (struct live *e = t->live[i]; e && !err; e = e->next) {
+			if (used + e->len > TUN_CHUNK || count == FRAME_MAX_EVENTS) {
+				put_be32(buf + FRAME_HDR_SIZE, count);
+				err = send_frame(t, FRAME_EVENTS, buf + FRAME_HDR_SIZE, used);
+				used = 4;
+				count = 0;
+			}
+			uint8_t *r = buf + FRAME_HDR_SIZE + used;
+			memcpy(r, e->rec, e->len);
+			wr64(r + 9, ts);
+			r[FRAME_EV_HDR] |= FRAME_OPEN_MIDSTREAM;
+			wr64(r + TUN_OPEN_OFF, e->off[0]);
+			wr64(r + TUN_OPEN_OFF + 8, e->off[1]);
+			used += e->len;
+			count++;
+			n++;
+		}
+	}
+	if (!err && count) {
+		put_be32(buf + FRAME_HDR_SIZE, count);
+		err = send_frame(t, FRAME_EVENTS, buf + FRAME_HDR_SIZE, used);
+	}
+	free(buf);
+	if (!err)
+		ADD(&t->reopened, n);
+	return err;
 }
 
 static void heartbeat(struct tun *t)
 {
 	uint8_t b[FRAME_HEARTBEAT_LEN];
-	struct frame_heartbeat hb = { .dropped_packets = GET(&t->dropped_packets),
+	struct frame_heartbeat hb = { .dropped_events = GET(&t->dropped_events),
 				      .dropped_bytes = GET(&t->dropped_bytes) };
 	frame_heartbeat_put(b, &hb);
 	if (send_frame(t, FRAME_HEARTBEAT, b, sizeof(b)) < 0) {
@@ -316,6 +521,7 @@ static void give_back(struct tun *t, struct chunk *c)
 	pthread_mutex_lock(&t->mu);
 	c->next = t->free_list;
 	t->free_list = c;
+	t->n_free++;
 	pthread_mutex_unlock(&t->mu);
 }
 
@@ -357,6 +563,12 @@ static int reconnect(struct tun *t, unsigned *backoff_ms)
 			 " (PLAINTEXT)");
 		*backoff_ms = TUN_BACKOFF_MIN_MS;
 		heartbeat(t); /* the collector learns our drop totals at once */
+		if (t->fd >= 0 && reopen_all(t) < 0) {
+			log_warn("tunnel to %s: connection lost while announcing the open "
+				 "connections; reconnecting", t->target);
+			disconnect(t);
+			return -ENOTCONN;
+		}
 		return 0;
 	}
 	log_limited(&t->lim, 10, "tunnel to %s: cannot connect: %s (retrying, buffering up to "
@@ -387,9 +599,11 @@ static void *sender(void *arg)
 		}
 		struct chunk *c = take(t, stop ? 0 : TUN_HEARTBEAT_MS);
 		if (c) {
-			if (send_chunk(t, c) < 0) {
-				drop(t, c->count, c->frame_bytes);
-				log_warn("tunnel to %s: connection lost; %u packets dropped, reconnecting",
+			int lost = send_chunk(t, c) < 0;
+			live_apply(t, c, !lost);
+			if (lost) {
+				drop(t, c->count, c->text_bytes);
+				log_warn("tunnel to %s: connection lost; %u events dropped, reconnecting",
 					 t->target, c->count);
 				SET(&t->connected, 0);
 				disconnect(t);
@@ -406,10 +620,11 @@ static void *sender(void *arg)
 	}
 	/* whatever could not be delivered is dropped */
 	for (struct chunk *c; (c = take(t, 0));) {
-		drop(t, c->count, c->frame_bytes);
+		drop(t, c->count, c->text_bytes);
 		give_back(t, c);
 	}
 	disconnect(t);
+	live_free(t);
 	frame_zstd_release();
 	return NULL;
 }
@@ -435,59 +650,133 @@ static void push_cur(struct tun *t)
 	pthread_mutex_unlock(&t->mu);
 }
 
-/* A free chunk for the current batch, or NULL when the queue is full. */
-static struct chunk *new_cur(struct tun *t)
+/* A free chunk for the current batch, or NULL when the queue is full; DATA
+ * (reserve 1) may not take the last one. */
+static struct chunk *new_cur(struct tun *t, int reserve)
 {
 	pthread_mutex_lock(&t->mu);
-	struct chunk *c = t->free_list;
-	if (c)
-		t->free_list = c->next;
-	else if (t->n_chunks < t->max_chunks && (c = malloc(sizeof(*c))))
-		t->n_chunks++;
+	struct chunk *c = NULL;
+	size_t avail = t->max_chunks - t->n_chunks + t->n_free;
+	if (avail > (size_t)reserve) {
+		if ((c = t->free_list)) {
+			t->free_list = c->next;
+			t->n_free--;
+		} else if ((c = malloc(sizeof(*c)))) {
+			t->n_chunks++;
+		}
+	}
 	pthread_mutex_unlock(&t->mu);
 	if (c) {
 		c->used = 4;
 		c->count = 0;
-		c->frame_bytes = 0;
+		c->text_bytes = 0;
 	}
 	return c;
 }
 
-static int tun_write(struct sink *s, const struct pkt *pkts, size_t n)
+/* Room for one event of need bytes in the current chunk (a new one if the
+ * current is full), or NULL: the event is dropped. */
+static uint8_t *room(struct tun *t, size_t need, int is_data)
+{
+	struct chunk *c = t->cur;
+	if (c && (TUN_CHUNK - c->used < need || c->count == FRAME_MAX_EVENTS)) {
+		push_cur(t);
+		c = NULL;
+	}
+	if (!c && !(c = t->cur = new_cur(t, is_data)))
+		return NULL;
+	if (!c->count)
+		c->first_ms = mono_ms();
+	return c->data + FRAME_HDR_SIZE + c->used;
+}
+
+/* The event just written at room()'s pointer: counted in the chunk. */
+static void used(struct tun *t, size_t n, uint64_t text)
+{
+	t->cur->used += (uint32_t)n;
+	t->cur->count++;
+	t->cur->text_bytes += text;
+	sink_ctr_add(&t->sink->ctr.packets, 1);
+	sink_ctr_add(&t->sink->ctr.bytes, n);
+}
+
+static void lost(struct tun *t, uint64_t text)
+{
+	sink_ctr_add(&t->sink->ctr.lost_packets, 1);
+	drop(t, 1, text);
+}
+
+static void ev_open(struct sink *s, const struct conn_tag *tag, uint64_t ts_ns,
+		    const uint64_t off[2], int synthetic)
 {
 	struct tun *t = s->priv;
-	int err = 0;
-	for (size_t i = 0; i < n; i++) {
-		const struct pkt *p = &pkts[i];
-		uint32_t len = p->hdr_len + p->payload_len;
-		if (len < FRAME_MIN_PKT || len > FRAME_MAX_PKT) {
-			sink_ctr_add(&s->ctr.lost_packets, 1);
-			drop(t, 1, len);
-			err = -EMSGSIZE;
-			continue;
-		}
-		struct chunk *c = t->cur;
-		if (c && (TUN_CHUNK - c->used < FRAME_PKT_HDR + len || c->count == FRAME_MAX_PACKETS)) {
-			push_cur(t);
-			c = NULL;
-		}
-		if (!c && !(c = t->cur = new_cur(t))) {
-			sink_ctr_add(&s->ctr.lost_packets, 1);
-			drop(t, 1, len);
-			err = -EAGAIN;
-			continue;
-		}
-		if (!c->count)
-			c->first_ms = mono_ms();
-		frame_pkt_put(c->data + FRAME_HDR_SIZE + c->used, p->ts_ns, p->hdr, p->hdr_len,
-			      p->payload, p->payload_len);
-		c->used += FRAME_PKT_HDR + len;
-		c->count++;
-		c->frame_bytes += len;
-		sink_ctr_add(&s->ctr.packets, 1);
-		sink_ctr_add(&s->ctr.bytes, len);
+	const struct conn_meta *m = tag->meta;
+	struct frame_open o;
+	memset(&o, 0, sizeof(o));
+	o.flags = (m->side ? FRAME_OPEN_SERVER : 0) | (synthetic ? FRAME_OPEN_SYNTHETIC : 0) |
+		  ((off[0] | off[1]) ? FRAME_OPEN_MIDSTREAM : 0);
+	o.family = tag->family;
+	o.client_port = tag->client_port;
+	o.server_port = tag->server_port;
+	memcpy(o.client_addr, tag->client_addr, 16);
+	memcpy(o.server_addr, tag->server_addr, 16);
+	o.off[0] = off[0];
+	o.off[1] = off[1];
+	o.seed = tag->id.conn;
+	o.kind = m->kind ? m->kind : CONN_KIND_CAPTURE;
+	o.map_method = m->map_method;
+	o.tls_version = m->tls_version;
+	o.real_server_port = m->real_server_port;
+	o.pid = m->pid;
+	o.uid = m->uid;
+	memcpy(o.comm, m->comm, sizeof(o.comm));
+	memcpy(o.sni, m->sni, sizeof(o.sni));
+	memcpy(o.alpn, m->alpn, sizeof(o.alpn));
+	memcpy(o.cipher, m->cipher, sizeof(o.cipher));
+	o.comm[sizeof(o.comm) - 1] = o.sni[sizeof(o.sni) - 1] = 0;
+	o.alpn[sizeof(o.alpn) - 1] = o.cipher[sizeof(o.cipher) - 1] = 0;
+	size_t n = frame_ev_open_len(&o);
+	uint8_t *p = room(t, n, 0);
+	if (!p)
+		return lost(t, 0);
+	used(t, frame_ev_open_put(p, tag->serial, ts_ns, &o), 0);
+}
+
+static void ev_data(struct sink *s, const struct conn_tag *tag, int dir, uint64_t ts_ns,
+		    uint64_t off, const uint8_t *d, size_t n)
+{
+	struct tun *t = s->priv;
+	while (n) {
+		uint32_t k = n > FRAME_MAX_DATA ? FRAME_MAX_DATA : (uint32_t)n;
+		uint8_t *p = room(t, FRAME_EV_DATA_HDR + k, 1);
+		if (!p)
+			lost(t, k); /* the collector shows it as a gap of exactly k */
+		else
+			used(t, frame_ev_data_put(p, tag->serial, ts_ns, dir, off, d, k), k);
+		off += k;
+		d += k;
+		n -= k;
 	}
-	return err;
+}
+
+static void ev_gap(struct sink *s, const struct conn_tag *tag, int dir, uint64_t ts_ns,
+		   uint64_t off, uint64_t n)
+{
+	struct tun *t = s->priv;
+	uint8_t *p = room(t, FRAME_EV_GAP_LEN, 0);
+	if (!p)
+		return lost(t, 0);
+	used(t, frame_ev_gap_put(p, tag->serial, ts_ns, dir, off, n, 1), 0);
+}
+
+static void ev_close(struct sink *s, const struct conn_tag *tag, uint64_t ts_ns, unsigned how)
+{
+	struct tun *t = s->priv;
+	uint8_t *p = room(t, FRAME_EV_CLOSE_LEN, 0);
+	if (!p)
+		return lost(t, 0);
+	used(t, frame_ev_close_put(p, tag->serial, ts_ns,
+				   how == SINK_EV_CLOSE_MOVED ? FRAME_CLOSE_MOVED : FRAME_CLOSE_END), 0);
 }
 
 /* The agent is idle: hand over the partial chunk, unless the sender still has
@@ -548,9 +837,9 @@ static void tun_close(struct sink *s)
 			pthread_join(t->th, NULL);
 		}
 	}
-	uint64_t dp = GET(&t->dropped_packets);
+	uint64_t dp = GET(&t->dropped_events);
 	if (dp)
-		log_warn("tunnel to %s: %llu packets (%llu bytes) dropped in all", t->target,
+		log_warn("tunnel to %s: %llu events (%llu bytes of clear text) dropped in all", t->target,
 			 (unsigned long long)dp, (unsigned long long)GET(&t->dropped_bytes));
 	tun_free(t);
 	s->priv = NULL;
@@ -640,30 +929,40 @@ size_t tunnel_sink_stats(char *buf, size_t len, size_t at)
 			continue;
 		int n = snprintf(buf + at, len - at,
 				 "tunnel target=%s state=%s tls=%s compress=%s connects=%llu "
-				 "sent_frames=%llu sent_packets=%llu sent_bytes=%llu wire_bytes=%llu "
-				 "buffered_bytes=%llu dropped_packets=%llu dropped_bytes=%llu\n",
+				 "sent_frames=%llu sent_events=%llu sent_bytes=%llu wire_bytes=%llu "
+				 "buffered_bytes=%llu dropped_events=%llu dropped_bytes=%llu "
+				 "live_conns=%llu reopened=%llu\n",
 				 t->target, GET(&t->connected) ? "connected" : "disconnected",
 				 t->ctx ? "yes" : "NO", t->zstd == FRAME_F_ZSTD ? "zstd" :
 				 t->zstd == FRAME_F_LZ4 ? "lz4" : "none",
 				 (unsigned long long)GET(&t->connects),
 				 (unsigned long long)GET(&t->sent_frames),
-				 (unsigned long long)GET(&t->sent_packets),
+				 (unsigned long long)GET(&t->sent_events),
 				 (unsigned long long)GET(&t->sent_bytes),
 				 (unsigned long long)GET(&t->wire_bytes),
 				 (unsigned long long)GET(&t->buffered_bytes),
-				 (unsigned long long)GET(&t->dropped_packets),
-				 (unsigned long long)GET(&t->dropped_bytes));
+				 (unsigned long long)GET(&t->dropped_events),
+				 (unsigned long long)GET(&t->dropped_bytes),
+				 (unsigned long long)GET(&t->live_conns),
+				 (unsigned long long)GET(&t->reopened));
 		if (n > 0)
 			at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
 	}
 	return at;
 }
 
+static const struct sink_event_ops tun_events = {
+	.open = ev_open,
+	.data = ev_data,
+	.gap = ev_gap,
+	.close = ev_close,
+};
+
 const struct sink_ops sink_tunnel_ops = {
 	.name = "tunnel",
 	.flags = SINK_F_OWN_QUEUE,
+	.events = &tun_events,
 	.open = tun_open,
-	.write = tun_write,
 	.flush = tun_flush,
 	.close = tun_close,
 };

@@ -17,7 +17,8 @@ struct source;
  */
 struct source_ops {
 	const char *name;
-	/* Sets s->priv. arg: the option's argument ("" when always on). */
+	/* Sets s->priv. arg: the option's argument ("" when always on). On
+	 * error: -errno, and *why says why (NULL: the source logged it). */
 	int (*open)(struct source *s, struct agent *a, const char *arg, const char **why);
 	/* Does up to about budget units of work (records); returns how many. */
 	size_t (*poll)(struct source *s, size_t budget);
@@ -37,15 +38,19 @@ struct source {
 	struct agent *a;
 };
 
-/* The sources, one row each (sources.c). option NULL: always open. */
+/* The sources, one row each (sources.c). option NULL: always open; else
+ * open when enabled(cfg) says the option was given. */
+struct agent_config;
 struct source_def {
 	const char *option;
 	const struct source_ops *ops;
+	int (*enabled)(const struct agent_config *cfg);
 };
 
 extern const struct source_def source_table[];
 extern const size_t source_table_len;
 
 extern const struct source_ops ring_source_ops; /* ring.c: the capture library's rings */
+extern const struct source_ops collector_source_ops; /* tunnel/collector.c: -C, agents' tunnels */
 
 #endif

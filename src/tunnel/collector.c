@@ -1,6 +1,8 @@
-/* -C collector: accepts agents' TLS tunnels in the event loop, validates every frame, replays packets into the sinks. */
+/* -C collector: a source; each agent's TLS tunnel is an origin whose validated connection events feed the chain. */
 #include "agent/agent.h"
 #include "common/log.h"
+#include "pipeline/pipeline.h"
+#include "sources/source.h"
 #include "common/bytes.h"
 #include "tunnel/frame.h"
 #include "tunnel/tunnel.h"
@@ -20,11 +22,15 @@
 
 /*
  * Each peer goes: TLS handshake (client certificate required, signed by
- * --ca) -> HELLO -> PACKETS/HEARTBEAT ... -> GOODBYE or close. A frame is
+ * --ca) -> HELLO -> EVENTS/HEARTBEAT ... -> GOODBYE or close. A frame is
  * read whole into the peer's buffer (bounded by FRAME_MAX_PAYLOAD), checked
- * completely (header, decompression to exactly raw_len, every packet length)
- * and only then handed to the sinks: a bad frame injects nothing and closes
- * the connection with a log line naming the peer and the reason. Timeouts
+ * completely (header, decompression to exactly raw_len, every field of
+ * every event) and only then its events go to the chain, under the peer's
+ * own origin (one per authenticated connection; the metadata's host is the
+ * agent's identity): a bad frame injects nothing and closes the connection
+ * with a log line naming the peer and the reason. When a peer goes, its
+ * origin is closed: the chain ends its connections (a FIN exchange each);
+ * a reconnected agent announces them again mid-stream. Timeouts
  * (a tick): the handshake and HELLO within COL_HELLO_MS, then some bytes at
  * least every COL_IDLE_MS (agents send a HEARTBEAT every second).
  * Counters are kept per agent identity (the certificate's CN, or the HELLO
@@ -45,8 +51,9 @@ struct agent_rec {
 	char peer[64];
 	uint16_t vlan;
 	int online;
-	uint64_t connects, frames, packets, bytes, bad_frames;
-	uint64_t agent_dropped_packets, agent_dropped_bytes;
+	uint64_t connects, frames, events, conns, open_conns, refused_conns, bytes;
+	uint64_t orphan_events, bad_frames;
+	uint64_t agent_dropped_events, agent_dropped_bytes;
 };
 
 struct peer {
@@ -58,6 +65,8 @@ struct peer {
 	char addr[64];
 	char ident[FRAME_MAX_NAME + 1];
 	struct agent_rec *rec;
+	uint64_t origin;             /* its origin in the chain, from HELLO on */
+	uint64_t open_conns;
 	uint8_t *buf;
 	size_t used, cap;
 	uint8_t *raw;
@@ -104,6 +113,14 @@ static void peer_close(struct peer *p, const char *fmt, const char *why)
 	const char *who = p->ident[0] ? p->ident : "unauthenticated peer";
 	if (fmt)
 		col_log(col, "collector: %s (%s): %s%s", who, p->addr, fmt, why ? why : "");
+	if (p->origin) {
+		/* its connections end here; a reconnected agent opens them again */
+		pipeline_origin(col->a->pl, p->origin, ORIGIN_CLOSED, agent_now_ns());
+		pipeline_origin(col->a->pl, p->origin, ORIGIN_FORGOTTEN, 0);
+		if (p->rec)
+			p->rec->open_conns -= p->open_conns < p->rec->open_conns ?
+					      p->open_conns : p->rec->open_conns;
+	}
 	agent_unwatch_fd(col->a, &p->w);
 	close(p->w.fd);
 	if (p->ssl)
@@ -180,40 +197,115 @@ static int cert_ident(struct peer *p, const char **why)
 	return 0;
 }
 
-/* Hands a checked PACKETS payload to the sinks, tagged with a VLAN if asked. */
-static void inject(struct peer *p, const uint8_t *pl, size_t n)
+/* Connection ids of a peer in the chain: its origin and the agent's id. */
+static struct conn_id peer_id(const struct peer *p, uint64_t conn)
 {
-	struct collector *col = p->col;
-	struct pkt pk[COL_BATCH];
-	uint8_t tags[COL_BATCH][12 + VLAN_TAG_LEN];
-	size_t off = 4, k = 0;
-	struct frame_pkt fp;
-	while (frame_packets_next(pl, n, &off, &fp)) {
-		struct pkt *o = &pk[k];
-		o->ts_ns = fp.ts_ns;
-		o->conn = NULL; /* frames replayed as they came: no connection known here */
-		if (col->tag_vlan) {
-			memcpy(tags[k], fp.data, 12);
-			put_be16(tags[k] + 12, 0x8100);
-			put_be16(tags[k] + 14, p->rec->vlan & 0x0fff);
-			o->hdr = tags[k];
-			o->hdr_len = sizeof(tags[k]);
-			o->payload = fp.data + 12;
-			o->payload_len = fp.len - 12;
-		} else {
-			o->hdr = fp.data;
-			o->hdr_len = fp.len;
-			o->payload = NULL;
-			o->payload_len = 0;
-		}
-		p->rec->packets++;
-		p->rec->bytes += fp.len;
-		if (++k == COL_BATCH) {
-			sink_set_write(&col->a->sinks, pk, k);
-			k = 0;
-		}
+	return (struct conn_id){ p->origin, conn };
+}
+
+/* The metadata of an OPEN, the agent's identity as its host. */
+static struct conn_meta *open_meta(struct peer *p, const struct frame_open *fo)
+{
+	struct conn_meta *m = conn_meta_new();
+	if (!m)
+		return NULL;
+	m->kind = fo->kind;
+	m->side = (fo->flags & FRAME_OPEN_SERVER) ? 1 : 0;
+	m->map_method = fo->map_method;
+	m->tls_version = fo->tls_version;
+	m->real_server_port = fo->real_server_port;
+	m->pid = fo->pid;
+	m->uid = fo->uid;
+	m->vlan = p->col->tag_vlan ? p->rec->vlan : 0;
+	/* validated by frame_event_next: printable, within these sizes */
+	_Static_assert(sizeof(m->comm) >= sizeof(fo->comm) && sizeof(m->sni) >= sizeof(fo->sni) &&
+		       sizeof(m->alpn) >= sizeof(fo->alpn) &&
+		       sizeof(m->cipher) >= sizeof(fo->cipher), "metadata fields too small");
+	memcpy(m->comm, fo->comm, sizeof(fo->comm));
+	memcpy(m->sni, fo->sni, sizeof(fo->sni));
+	memcpy(m->alpn, fo->alpn, sizeof(fo->alpn));
+	memcpy(m->cipher, fo->cipher, sizeof(fo->cipher));
+	size_t hl = strnlen(p->ident, sizeof(m->host) - 1);
+	memcpy(m->host, p->ident, hl);
+	m->host[hl] = 0;
+	return m;
+}
+
+static void on_open_ev(struct peer *p, const struct frame_event *ev, const struct frame_open *fo)
+{
+	struct conn_open o;
+	memset(&o, 0, sizeof(o));
+	o.id = peer_id(p, ev->conn);
+	o.ts_ns = ev->ts_ns;
+	o.family = fo->family;
+	o.side = (fo->flags & FRAME_OPEN_SERVER) ? 1 : 0;
+	o.midstream = (fo->flags & FRAME_OPEN_MIDSTREAM) ? 1 : 0;
+	o.synthetic = (fo->flags & FRAME_OPEN_SYNTHETIC) ? 1 : 0;
+	o.client_port = fo->client_port;
+	o.server_port = fo->server_port;
+	memcpy(o.client_addr, fo->client_addr, 16);
+	memcpy(o.server_addr, fo->server_addr, 16);
+	o.off[0] = fo->off[0];
+	o.off[1] = fo->off[1];
+	o.isn_seed = fo->seed;
+	struct conn_meta *m = open_meta(p, fo);
+	if (!m) {
+		p->rec->refused_conns++;
+		return;
 	}
-	sink_set_write(&col->a->sinks, pk, k);
+	o.meta = m;
+	int err = pipeline_open(p->col->a->pl, &o);
+	conn_meta_unref(m); /* the stages took their references */
+	if (err == -ENFILE || err == -EMFILE || err == -ENOMEM)
+		p->rec->refused_conns++; /* over --max-conns(-per-proc): the flow engine logged it */
+	if (err < 0)
+		return;
+	p->rec->conns++;
+	p->rec->open_conns++;
+	p->open_conns++;
+}
+
+/* Hands the events of a checked EVENTS payload to the chain. */
+static void apply(struct peer *p, const uint8_t *pl, size_t n)
+{
+	struct pipeline *chain = p->col->a->pl;
+	struct frame_open fo;
+	struct frame_event ev = { .open = &fo };
+	const char *why = NULL;
+	size_t off = 4;
+	while (frame_event_next(pl, n, &off, &ev, &why) == 1) {
+		struct conn_id id = peer_id(p, ev.conn);
+		uint64_t gap = 0;
+		int err = 0;
+		p->rec->events++;
+		switch (ev.type) {
+		case FRAME_EV_OPEN:
+			on_open_ev(p, &ev, &fo);
+			break;
+		case FRAME_EV_DATA:
+			err = pipeline_data(chain, &id, ev.dir, ev.ts_ns, ev.off, ev.data,
+					    (size_t)ev.len, &gap);
+			if (!err)
+				p->rec->bytes += ev.len;
+			break;
+		case FRAME_EV_GAP:
+			/* up to the gap's offset first (events the agent dropped), then the gap */
+			err = pipeline_data(chain, &id, ev.dir, ev.ts_ns, ev.off, NULL, 0, &gap);
+			if (!err)
+				err = pipeline_gap(chain, &id, ev.dir, ev.ts_ns, ev.len);
+			break;
+		case FRAME_EV_CLOSE:
+			err = pipeline_close(chain, &id, ev.ts_ns, 0);
+			if (!err && p->open_conns) {
+				p->open_conns--;
+				if (p->rec->open_conns)
+					p->rec->open_conns--;
+			}
+			break;
+		}
+		if (err == -ENOENT)
+			p->rec->orphan_events++; /* its OPEN was refused or dropped by the agent */
+	}
 }
 
 static int on_hello(struct peer *p, const uint8_t *pl, size_t n, const char **why)
@@ -233,6 +325,12 @@ static int on_hello(struct peer *p, const uint8_t *pl, size_t n, const char **wh
 	p->rec->online = 1;
 	p->rec->connects++;
 	p->hello = 1;
+	p->origin = pipeline_origin_new(p->col->a->pl);
+	struct flow_table *ft = pipeline_stage_priv(p->col->a->pl, "flows");
+	char label[96];
+	snprintf(label, sizeof(label), "agent %s", p->ident);
+	if (ft)
+		flow_origin_label(ft, p->origin, label);
 	log_info("collector: agent %s (host %s) connected from %s%s, vlan %u", p->ident, h.host,
 		 p->addr, p->ssl ? " over TLS 1.3" : " in PLAINTEXT", p->rec->vlan);
 	return 0;
@@ -258,7 +356,7 @@ static int on_frame(struct peer *p, const struct frame_hdr *h, const char **why)
 		struct frame_heartbeat hb;
 		if (frame_heartbeat_parse(pl, h->len, &hb, why) < 0)
 			return -EPROTO;
-		p->rec->agent_dropped_packets = hb.dropped_packets;
+		p->rec->agent_dropped_events = hb.dropped_events;
 		p->rec->agent_dropped_bytes = hb.dropped_bytes;
 		return 0;
 	}
@@ -283,9 +381,9 @@ static int on_frame(struct peer *p, const struct frame_hdr *h, const char **why)
 			return -EPROTO;
 		pl = p->raw;
 	}
-	if (frame_packets_check(pl, h->raw_len, why) < 0)
+	if (frame_events_check(pl, h->raw_len, why) < 0)
 		return -EPROTO;
-	inject(p, pl, h->raw_len);
+	apply(p, pl, h->raw_len);
 	return 0;
 }
 
@@ -464,11 +562,6 @@ static void col_tick(struct agent *a, uint64_t now, void *arg)
 	struct peer *next;
 	for (struct peer *p = col->peers; p; p = next) {
 		next = p->next;
-		if (p->more) {
-			p->more = 0;
-			if (peer_read(p, now))
-				continue;
-		}
 		if (!p->hello && now - p->start_ns > COL_HELLO_MS * 1000000ull) {
 			if (!p->hs_done)
 				p->col->rejected++;
@@ -480,8 +573,39 @@ static void col_tick(struct agent *a, uint64_t now, void *arg)
 	}
 }
 
+/* The peers that had more to read than one turn allows. */
+static size_t col_poll(struct source *s, size_t budget)
+{
+	struct collector *col = s->priv;
+	size_t work = 0;
+	uint64_t now = agent_now_ns();
+	struct peer *next;
+	for (struct peer *p = col->peers; p; p = next) {
+		next = p->next;
+		if (p->more || (p->ssl && SSL_pending(p->ssl))) {
+			p->more = 0;
+			work++;
+			peer_read(p, now);
+		}
+	}
+	return work;
+}
+
+static int col_prepare_sleep(struct source *s)
+{
+	struct collector *col = s->priv;
+	for (struct peer *p = col->peers; p; p = p->next)
+		if (p->more || (p->ssl && SSL_pending(p->ssl)))
+			return 1;
+	return 0;
+}
+
+static void col_drain(struct source *s)
+{
+}
+
 /* At exit (after the event loop is gone): frees what the collector holds. */
-static void col_free(void)
+static void col_free(struct source *s)
 {
 	struct collector *col = the_col;
 	if (!col)
@@ -536,7 +660,7 @@ static int col_listen(struct collector *col, const char **why)
 	return 0;
 }
 
-int collector_open(struct agent *a)
+static int collector_open(struct source *s, struct agent *a, const char *arg, const char **why_out)
 {
 	const struct agent_config *c = &a->cfg;
 	const char *why = NULL;
@@ -572,7 +696,7 @@ int collector_open(struct agent *a)
 		goto fail;
 	}
 	the_col = col;
-	atexit(col_free);
+	s->priv = col;
 	log_info("collector: listening on %s (%s)%s", col->listen,
 		 col->ctx ? "TLS 1.3, client certificates required" : "PLAINTEXT",
 		 col->tag_vlan ? ", tagging each agent with a VLAN id" : "");
@@ -601,13 +725,17 @@ static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
 		const struct agent_rec *r = &col->recs[i];
 		n = snprintf(buf + at, len - at,
 			     "collector_agent name=%s host=%s state=%s peer=%s vlan=%u connects=%llu "
-			     "frames=%llu packets=%llu bytes=%llu bad_frames=%llu "
-			     "agent_dropped_packets=%llu agent_dropped_bytes=%llu\n",
+			     "frames=%llu events=%llu conns=%llu open_conns=%llu refused_conns=%llu "
+			     "bytes=%llu orphan_events=%llu bad_frames=%llu "
+			     "agent_dropped_events=%llu agent_dropped_bytes=%llu\n",
 			     r->name, r->host[0] ? r->host : "?", r->online ? "connected" : "gone",
 			     r->peer, r->vlan, (unsigned long long)r->connects,
-			     (unsigned long long)r->frames, (unsigned long long)r->packets,
-			     (unsigned long long)r->bytes, (unsigned long long)r->bad_frames,
-			     (unsigned long long)r->agent_dropped_packets,
+			     (unsigned long long)r->frames, (unsigned long long)r->events,
+			     (unsigned long long)r->conns, (unsigned long long)r->open_conns,
+			     (unsigned long long)r->refused_conns,
+			     (unsigned long long)r->bytes, (unsigned long long)r->orphan_events,
+			     (unsigned long long)r->bad_frames,
+			     (unsigned long long)r->agent_dropped_events,
 			     (unsigned long long)r->agent_dropped_bytes);
 		if (n > 0)
 			at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
@@ -624,3 +752,12 @@ size_t tunnel_stats_format(struct agent *a, char *buf, size_t len, size_t at)
 		at = col_stats(the_col, buf, len, at);
 	return at;
 }
+
+const struct source_ops collector_source_ops = {
+	.name = "collector",
+	.open = collector_open,
+	.poll = col_poll,
+	.prepare_sleep = col_prepare_sleep,
+	.drain = col_drain,
+	.close = col_free,
+};

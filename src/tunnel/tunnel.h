@@ -9,13 +9,14 @@
 struct agent;
 struct ssl_ctx_st;
 
-/* -t HOST:PORT: sends packets to a collector from its own thread (SINK_F_OWN_QUEUE). */
+/* -t HOST:PORT: an event sink (sink.h) that sends connection events to a
+ * collector from its own thread (SINK_F_OWN_QUEUE). */
 extern const struct sink_ops sink_tunnel_ops;
 
-/* -C: listens on cfg.listen_addr (default TUNNEL_DEFAULT_LISTEN) and replays
- * every authenticated agent's packets into a->sinks. Logs; returns 0 or -errno. */
+/* -C is a source (collector_source_ops, sources/source.h): it listens on
+ * cfg.listen_addr (default TUNNEL_DEFAULT_LISTEN) and hands every
+ * authenticated agent's connection events to the chain. */
 #define TUNNEL_DEFAULT_LISTEN "127.0.0.1:7443"
-int collector_open(struct agent *a);
 
 /* sink_tunnel.c: appends one `tunnel ...` counters line per -t sink. */
 size_t tunnel_sink_stats(char *buf, size_t len, size_t at);

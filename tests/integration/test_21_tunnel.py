@@ -56,15 +56,16 @@ def wait_connected(env, ag, what="the tunnel"):
     return wait_until(up, 15, f"{what} connected")
 
 
-def wait_collected(col, name, packets, timeout_s=20):
+def wait_collected(col, name, events, timeout_s=20):
+    """Waits until the collector has taken `events` connection events from agent `name`."""
     def got():
         _, _, raw = col.stats()
         for line in raw.splitlines():
             if line.startswith("collector_agent ") and f" name={name} " in line + " ":
                 d = dict(kv.split("=", 1) for kv in line.split()[1:])
-                return int(d["packets"]) >= packets and d
+                return int(d["events"]) >= events and d
         return None
-    return wait_until(got, timeout_s, f"collector to receive {packets} packets from {name}")
+    return wait_until(got, timeout_s, f"collector to receive {events} events from {name}")
 
 
 def pcap_records(path):
@@ -115,7 +116,7 @@ def test_tunnel_byte_exact(env):
     conns = srv.conns(1)
     ag.final_stats()
     mine = pcap_records(ag.pcap)
-    wait_collected(col, "agent1", len(mine))
+    wait_collected(col, "agent1", int(agent_sent(ag.stderr_text)["sent_events"]))
     col.final_stats()
     check("over TLS 1.3" in col.stderr_text and "agent1" in col.stderr_text,
           f"collector log does not name the TLS agent: {short(col.stderr_text, 600)}")
@@ -152,19 +153,17 @@ def compressed(env, algo):
     p = curl(env, ag, srv, "/body", env.path("got.bin"))
     check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
     conns = srv.conns(1)
-    mine_n = None
 
     def settled():
         _, _, raw = ag.stats()
         t = stat_line(raw, "tunnel ")
-        return t if t and int(t["buffered_bytes"]) == 0 and int(t["sent_packets"]) > 0 else None
+        return t if t and int(t["buffered_bytes"]) == 0 and int(t["sent_events"]) > 0 else None
     t = wait_until(settled, 15, "the agent to send everything")
     check(int(t["wire_bytes"]) * 3 < int(t["sent_bytes"]),
           f"{algo} did not shrink the tunnel: wire {t['wire_bytes']} for {t['sent_bytes']} bytes")
     ag.final_stats()
     mine = pcap_records(ag.pcap)
-    mine_n = len(mine)
-    wait_collected(col, "agent1", mine_n)
+    wait_collected(col, "agent1", int(agent_sent(ag.stderr_text)["sent_events"]))
     col.final_stats()
     check(pcap_records(col.pcap) == mine, f"collector pcap differs from the agent's under {algo}")
     check(t["compress"] == algo, f"agent stats: {t}")
@@ -192,7 +191,7 @@ def test_two_agents_vlan(env):
         ag.final_stats()
         mine[ag.name] = pcap_records(ag.pcap)
     for ag in ags:
-        wait_collected(col, ag.name, len(mine[ag.name]))
+        wait_collected(col, ag.name, int(agent_sent(ag.stderr_text)["sent_events"]))
     _, _, raw = col.stats()
     vlans = {}
     for line in raw.splitlines():
@@ -224,13 +223,13 @@ def tls_client(d, name, port):
     return ctx.wrap_socket(s, server_hostname="127.0.0.1")
 
 
-def frame(ftype, payload, length=None, flags=0):
+def frame(ftype, payload, length=None, flags=0, version=2):
     n = len(payload) if length is None else length
-    return struct.pack(">IBBBBII", 0x544d544e, 1, ftype, flags, 0, n, n) + payload
+    return struct.pack(">IBBBBII", 0x544d544e, version, ftype, flags, 0, n, n) + payload
 
 
-def hello(name):
-    return frame(1, struct.pack(">HB", 1, len(name)) + name + b"\x00")
+def hello(name, version=2):
+    return frame(1, struct.pack(">HB", version, len(name)) + name + b"\x00", version=version)
 
 
 @timeout(90)
@@ -262,9 +261,9 @@ def test_bad_peers(env):
             pass
     # 4..7: authenticated, then bad frames
     bad = [b"\x00" * 64,                                           # garbage
-           hello(b"agent1") + frame(2, b"", length=64 << 20),      # oversized
-           hello(b"agent1") + frame(2, b"\x00\x00\x00\x01" + b"\x00" * 30, length=1000),  # truncated
-           frame(2, b"\x00\x00\x00\x01" + b"\x00" * 60)]           # packets before HELLO
+           hello(b"agent1") + frame(5, b"", length=64 << 20),      # oversized
+           hello(b"agent1") + frame(5, b"\x00\x00\x00\x01" + b"\x00" * 30, length=1000),  # truncated
+           frame(5, b"\x00\x00\x00\x01" + b"\x00" * 60)]           # events before HELLO
     for payload in bad:
         s = tls_client(d, "agent1", port)
         s.sendall(payload)
@@ -356,7 +355,7 @@ def test_collector_restart(env):
     # mirroring resumes: a second round reaches the new collector whole
     wait_until(lambda: int(stat_line(ag.stats()[2], "tunnel ")["buffered_bytes"]) == 0, 20,
                "the agent's buffer to drain")
-    before = int(stat_line(ag.stats()[2], "tunnel ")["sent_packets"])
+    before = int(stat_line(ag.stats()[2], "tunnel ")["sent_events"])
     load2 = h2load(env, nport, 200, "h2load-2")
     h2load_ok(load2, 200)
     ngx.signal(signal.SIGQUIT)
@@ -364,7 +363,7 @@ def test_collector_restart(env):
     _, _, raw = ag.stats()
     t = wait_until(lambda: (lambda s: s if int(s["buffered_bytes"]) == 0 else None)(
         stat_line(ag.stats()[2], "tunnel ")), 20, "the agent's buffer to drain")
-    after = int(t["sent_packets"])
+    after = int(t["sent_events"])
     check(after > before, f"nothing sent after the restart: {t}")
     wait_collected(col2, "agent1", 1)
     ag.final_stats()
@@ -372,8 +371,8 @@ def test_collector_restart(env):
     time.sleep(0.5)
     col2.final_stats()
     a2 = stat_line(col2.stderr_text, "collector_agent ")
-    check(int(a2["packets"]) >= after - before,
-          f"collector2 got {a2['packets']} packets, the agent sent {after - before} after "
+    check(int(a2["events"]) >= after - before,
+          f"collector2 got {a2['events']} events, the agent sent {after - before} after "
           f"reconnecting")
     check(int(final["connects"]) >= 2, f"agent stats: {final}")
     # the new collector's capture parses; its streams are mirrored from real sockets
@@ -415,7 +414,7 @@ def test_plaintext_and_config_errors(env):
     c = stat_line(col.stats()[2], "collector ")
     check(c["tls"] == "NO", f"plaintext collector stats: {c}")
     name = stat_line(col.stats()[2], "collector_agent ")["name"]
-    wait_collected(col, name, len(mine))
+    wait_collected(col, name, int(agent_sent(ag.stderr_text)["sent_events"]))
     col.final_stats()
     check(pcap_records(col.pcap) == mine, "plaintext: collector pcap differs from the agent's")
     for who, text in (("agent", ag.stderr_text), ("collector", col.stderr_text)):
@@ -450,7 +449,7 @@ def test_stalled_collector(env):
         check(f.read() == body, "curl's download differs")
     srv.conns(1)
     t = stat_line(ag.stats()[2], "tunnel ")
-    check(int(t["dropped_packets"]) > 0 and int(t["buffered_bytes"]) <= 2 << 20,
+    check(int(t["dropped_events"]) > 0 and int(t["buffered_bytes"]) <= 2 << 20,
           f"a stalled collector: the agent should buffer at most --queue-size and drop: {t}")
     t_stop = time.time()
     ag.final_stats()

@@ -77,10 +77,12 @@ def test_tunnel_across_namespaces(env):
         ag.final_stats()
         mine = pcap_records(ag.pcap)
 
+        sent = int(stat_line(ag.stderr_text, "tunnel ")["sent_events"])
+
         def collected():
             a = stat_line(col.stats()[2], "collector_agent ")
-            return a and int(a["packets"]) >= len(mine)
-        wait_until(collected, 20, f"the collector to receive {len(mine)} packets")
+            return a and int(a["events"]) >= sent
+        wait_until(collected, 20, f"the collector to receive {sent} events")
         col.final_stats()
         wire = stop_wire()
         got = [fr for _, fr in pcap_records(wire)]
