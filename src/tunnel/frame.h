@@ -75,10 +75,9 @@ enum frame_event_type {
 #define FRAME_GAP_EXACT 0x01       /* len is the exact number of bytes missing */
 
 enum frame_close_how {
-	FRAME_CLOSE_END = 0,       /* the connection ended */
+	FRAME_CLOSE_END = 0,       /* the connection ended (or the agent stops: exit) */
 	FRAME_CLOSE_MOVED = 1,     /* a synthetic flow moved to another port (a new OPEN follows) */
-	FRAME_CLOSE_STOP = 2,      /* the agent stops mirroring it (exit) */
-	FRAME_CLOSE_MAX = 2,
+	FRAME_CLOSE_MAX = 1,
 };
 
 #define FRAME_EV_HDR 17u          /* type, conn, ts */

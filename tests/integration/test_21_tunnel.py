@@ -8,7 +8,7 @@ import struct
 import subprocess
 import time
 
-from tmlib import (nginx_conf, TLSMIRROR, Agent, RecServer, certs, check, check_against_server, free_port,
+from tmlib import (nginx_conf, PYTHON, TLSMIRROR, Agent, RecServer, certs, check, check_against_server, free_port,
                    gen_bytes, judge, need_tool, short, timeout, tshark_fields, wait_until)
 
 
@@ -458,3 +458,156 @@ def test_stalled_collector(env):
     for s in held:
         s.close()
     lsock.close()
+
+
+# ---------------------------------------------------------------- connection events (wire version 2)
+
+def sent_events(ag):
+    return int(agent_sent(ag.stderr_text)["sent_events"])
+
+
+def tcp_rows(path, display_filter=None):
+    """Sorted (ports, seq, ack, flags, len, checksum) of every TCP segment: the checksum covers
+    the payload, so equal rows are equal segments."""
+    rows = tshark_fields(path, ["tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw",
+                                "tcp.flags", "tcp.len", "tcp.checksum"], display_filter)
+    return sorted(tuple(r) for r in rows)
+
+
+@timeout(150)
+def test_two_agents_pcapng_metadata(env):
+    """Two agents into one collector writing pcapng: each agent is its own Interface
+    Description (frame.interface_name = the agent's identity), and the first packet of each
+    connection carries the metadata the agent saw (curl and Python on agent1, nginx on agent2:
+    process, pid, side, SNI, ALPN, TLS version, host = the agent). The collector synthesizes
+    the same segments each agent writes itself (ports, sequence numbers, checksums), judged
+    byte-exact, checksums valid, no TCP analysis flags."""
+    from test_25_pcapng import (PY_CLIENT, check_file, comments, curl_argv, first_only,
+                                nginx, run_ok, want)
+    d, _ = pki(env)
+    port = free_port()
+    col = Agent(env, name="collector", pcap=env.path("col.pcapng"),
+                args=["-C", "-l", f"127.0.0.1:{port}"] + tls_args(d, "coll")).start()
+    a1, a2 = (tunnel_agent(env, d, port, name=n) for n in ("agent1", "agent2"))
+    for ag in (a1, a2):
+        wait_connected(env, ag)
+    body = gen_bytes(150000, 2111)
+    plain_port, _ = nginx(env, "nginx-plain", body)
+    cap_port, worker = nginx(env, "nginx-cap", body, sock=a2.sock)
+    cu = env.captured("curl", a1.sock, curl_argv(plain_port, env.path("curl.out"), http2=False))
+    run_ok(cu, "curl under capture (agent1)")
+    py = env.captured("python", a1.sock, [PYTHON, "-c", PY_CLIENT, str(plain_port),
+                                          env.path("py.out"), certs()["cert"]])
+    run_ok(py, "python ssl client under capture (agent1)")
+    pc = env.spawn("curl-plain", curl_argv(cap_port, env.path("curl-plain.out")))
+    run_ok(pc, "curl against nginx under capture (agent2)")
+    for what, path, http in (("curl", "curl.out", False), ("python", "py.out", True),
+                             ("curl to nginx", "curl-plain.out", False)):
+        check_file(what + "'s download", env.path(path), body, http)
+    for ag in (a1, a2):
+        ag.final_stats()
+    for ag in (a1, a2):
+        wait_collected(col, ag.name, sent_events(ag))
+    col.final_stats()
+    path = col.pcap
+    cap = judge(path)
+    check(len(cap.streams) == 3, f"3 connections at the collector: {cap.describe()}")
+    streams = {s.idx: s for s in cap.streams}
+    ifname = {}
+    for num, stream, name in tshark_fields(path, ["frame.number", "tcp.stream",
+                                                  "frame.interface_name"]):
+        ifname.setdefault(int(stream), set()).add(name)
+    got = {}
+    for st, fields in first_only(comments(path)).items():
+        check(ifname[st] == {fields.get("host")},
+              f"stream {st}: interface {ifname[st]}, comment host {fields.get('host')}")
+        got.setdefault(fields.get("process"), []).append((streams[st], fields))
+    check(sorted(got) == sorted(["curl", os.path.basename(PYTHON)[:15], "nginx"]),
+          f"processes in the comments: {sorted(got)}")
+    (c_st, c), = got["curl"]
+    want(c, process="curl", pid=cu.pid, side="client", sni="localhost", alpn="http/1.1",
+         tls="TLSv1.3", source="capture", host="agent1")
+    (p_st, p), = got[os.path.basename(PYTHON)[:15]]
+    want(p, pid=py.pid, side="client", alpn="http/1.1", tls="TLSv1.2", host="agent1")
+    (n_st, n), = got["nginx"]
+    want(n, pid=worker, side="server", sni="localhost", alpn="h2", tls="TLSv1.3", host="agent2")
+    check(c_st.bytes(1).endswith(body) and p_st.bytes(1).endswith(body),
+          "the clients' streams at the collector do not end with the body")
+    names = {r[0] for r in tshark_fields(path, ["frame.interface_name"])}
+    check(names == {"agent1", "agent2"}, f"interface names {names}")
+    # the collector shows each agent's segments exactly as the agent shows them itself
+    for ag in (a1, a2):
+        check(tcp_rows(ag.pcap) == tcp_rows(path, f'frame.interface_name == "{ag.name}"'),
+              f"{ag.name}: the collector's segments differ from the agent's own capture")
+
+
+@timeout(150)
+def test_h2_to_h1_at_the_collector(env):
+    """The agent does not convert HTTP/2 (its own pcap holds HTTP/2 frames); the collector
+    runs --h2-to-h1 on the events it receives: tshark sees HTTP/1.1 requests and responses,
+    each stream its own connection, the response body byte-exact, checksums valid."""
+    from test_25_pcapng import check_file, curl_argv, nginx, run_ok
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port, extra=["--h2-to-h1"])
+    ag = tunnel_agent(env, d, port)
+    wait_connected(env, ag)
+    body = gen_bytes(120000, 2112)
+    nport, _ = nginx(env, "nginx-plain", body)
+    for i in range(2):
+        cu = env.captured(f"curl{i}", ag.sock, curl_argv(nport, env.path(f"c{i}.out")))
+        run_ok(cu, "curl --http2 under capture")
+        check_file("curl's download", env.path(f"c{i}.out"), body)
+    ag.final_stats()
+    wait_collected(col, "agent1", sent_events(ag))
+    _, _, raw = col.stats()
+    col.final_stats()
+    check(not tshark_fields(ag.pcap, ["frame.number"], display_filter="http.request"),
+          "the agent converted (HTTP/1.1 in its own capture)")
+    rows = tshark_fields(ag.pcap, ["http2.type"], display_filter="http2",
+                         extra=["-d", f"tcp.port=={nport},http2"])
+    check(rows, "the agent's own capture holds no HTTP/2")
+    cap = judge(col.pcap)
+    syn = cap.syn_streams()
+    check(len(syn) == 2, f"two streams as two HTTP/1.1 connections: {cap.describe()}")
+    rows = tshark_fields(col.pcap, ["http.request.method", "http.request.uri",
+                                    "http.request.version"], display_filter="http.request")
+    check(sorted(rows) == [["GET", "/body", "HTTP/1.1"]] * 2, f"tshark's requests: {rows}")
+    resp = tshark_fields(col.pcap, ["http.response.version", "http.response.code"],
+                         display_filter="http.response")
+    check(resp == [["HTTP/1.1", "200"]] * 2, f"tshark's responses: {resp}")
+    for st in syn:
+        check(st.bytes(1).endswith(body), f"{st.name()}: the response does not end with the body")
+    h2 = stat_line(raw, "stage name=h2")
+    check(h2 is not None, f"no h2 stage at the collector: {short(raw, 800)}")
+
+
+@timeout(60)
+def test_old_agent_gets_a_clear_error(env):
+    """A version-1 agent (HELLO and PACKETS frames of the old format, made here) into this
+    collector: the collector logs that the agent speaks version 1 and must be upgraded, closes
+    the connection cleanly, counts a bad frame, stays up, and writes nothing."""
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port)
+    eth = bytes(range(12)) + b"\x08\x00" + b"E" * 60
+    v1 = (hello(b"agent1", version=1) +
+          frame(2, struct.pack(">IQI", 1, 1, len(eth)) + eth, version=1))
+    s = tls_client(d, "agent1", port)
+    s.sendall(v1)
+    s.settimeout(10)
+    try:
+        got = s.recv(100)
+    except (OSError, ssl.SSLError):
+        got = b""
+    s.close()
+    check(got == b"", f"the collector answered an old agent with {got!r}")
+    wait_until(lambda: b"version 1" in col.proc.err(), 10, "the collector's log line")
+    check(col.proc.alive(), f"collector died: {short(col.proc.err())}")
+    c = stat_line(col.stats()[2], "collector ")
+    col.final_stats()
+    check(re.search(r"agent1 \(127\.0\.0\.1:\d+\): bad input, closing: tunnel protocol version 1 "
+                    r"\(an older agent.*upgrade the agent", col.stderr_text),
+          f"no clear log line about the old agent: {short(col.stderr_text, 800)}")
+    check(int(c["bad_frames"]) == 1, f"collector counters: {c}")
+    check(pcap_records(col.pcap) == [], "the collector wrote packets from an old agent")
