@@ -6,24 +6,36 @@
 
 /*
  * The input is a byte stream of frames, as the collector sees it once TLS is
- * off: each header is checked, its payload decompressed (zstd) to exactly
- * raw_len and parsed per type; every packet of an accepted PACKETS payload
- * is walked and read. The first rejected frame ends the stream, as it ends
- * a connection.
+ * off: each header is checked, its payload decompressed (zstd, LZ4) to
+ * exactly raw_len and parsed per type; every event of an accepted EVENTS
+ * payload is read again, as the collector does before using it (OPEN's
+ * strings, DATA's bytes). The first rejected frame ends the stream, as it
+ * ends a connection.
  */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static volatile uint8_t sink_byte;
 
-static void walk_packets(const uint8_t *p, size_t n)
+static void walk_events(const uint8_t *p, size_t n)
 {
 	const char *why;
-	if (frame_packets_check(p, n, &why) < 0)
+	int count = frame_events_check(p, n, &why);
+	if (count < 0)
 		return;
 	size_t off = 4;
-	struct frame_pkt pk;
-	while (frame_packets_next(p, n, &off, &pk))
-		sink_byte ^= pk.data[0] ^ pk.data[pk.len - 1] ^ (uint8_t)pk.ts_ns;
+	struct frame_open o;
+	struct frame_event ev = { .open = &o };
+	int seen = 0;
+	while (frame_event_next(p, n, &off, &ev, &why) == 1) {
+		seen++;
+		if (ev.type == FRAME_EV_DATA)
+			sink_byte ^= ev.data[0] ^ ev.data[ev.len - 1];
+		else if (ev.type == FRAME_EV_OPEN)
+			sink_byte ^= (uint8_t)(strlen(o.comm) + strlen(o.sni) + strlen(o.alpn) +
+					       strlen(o.cipher));
+	}
+	if (seen != count || off != n)
+		abort(); /* the check and the walk disagree: a parser bug */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -45,13 +57,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				break;
 		} else if (h.type == FRAME_HEARTBEAT) {
 			frame_heartbeat_parse(pl, h.len, &hb, &why);
-		} else if (h.type == FRAME_PACKETS && h.flags) {
+		} else if (h.type == FRAME_EVENTS && h.flags) {
 			uint8_t *raw = malloc(h.raw_len ? h.raw_len : 1);
 			if (raw && frame_decompress(&h, pl, raw, &why) == 0)
-				walk_packets(raw, h.raw_len);
+				walk_events(raw, h.raw_len);
 			free(raw);
-		} else if (h.type == FRAME_PACKETS) {
-			walk_packets(pl, h.len);
+		} else if (h.type == FRAME_EVENTS) {
+			walk_events(pl, h.len);
 		}
 	}
 	frame_zstd_release();
