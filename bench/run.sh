@@ -641,12 +641,12 @@ part_tunnel() {
 		rm -f "$SHM/col.pcap"* "$WORK/col.sock"
 		local ag cg drops wire sent
 		ag=$(gbit "$rgb" "$acpu"); cg=$(gbit "$rgb" "$ccpu")
-		drops=$(sed -n 's/.* dropped_packets=\([0-9]*\).*/\1/p' <<<"$tline")
+		drops=$(sed -n 's/.* dropped_events=\([0-9]*\).*/\1/p' <<<"$tline")
 		wire=$(sed -n 's/.* wire_bytes=\([0-9]*\).*/\1/p' <<<"$tline")
 		sent=$(sed -n 's/.* sent_bytes=\([0-9]*\).*/\1/p' <<<"$tline")
 		say "  compress $mode: $(head -n 1 "$out")"
 		say "  agent CPU ${acpu}s -> $ag Gbit/s per CPU s; collector CPU ${ccpu}s -> $cg Gbit/s per CPU s"
-		say "  agent: sent_bytes=$sent wire_bytes=$wire dropped_packets=$drops; collector: $(cut -d' ' -f8-10 <<<"$cline")"
+		say "  agent: sent_bytes=$sent wire_bytes=$wire dropped_events=$drops; collector: $(grep -o ' \(frames\|events\|bytes\|refused_conns\|orphan_events\)=[0-9]*' <<<"$cline" | tr -d '\n')"
 		TUN_ROWS+=("$mode $ag $cg $drops")
 	done
 }
@@ -660,7 +660,7 @@ report_tunnel() {
 		low=$(awk -v a="$ag" -v c="$cg" 'BEGIN { print (a < c ? a : c) }')
 		row "f. tunnel ($mode) agent Gbit/s per CPU s" "$ag" ">= 10" "$(verdict "$ag" ">=" 10)"
 		row "f. tunnel ($mode) collector Gbit/s per CPU s" "$cg" ">= 10" "$(verdict "$cg" ">=" 10)"
-		row "f. tunnel ($mode) agent drops (packets)" "$drops" "0" "$(verdict "$drops" "==" 0)"
+		row "f. tunnel ($mode) agent drops (events)" "$drops" "0" "$(verdict "$drops" "==" 0)"
 		: "$low"
 	done
 }

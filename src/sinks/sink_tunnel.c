@@ -2,6 +2,7 @@
 #include "sinks/sink.h"
 #include "common/bytes.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "tunnel/frame.h"
 #include "tunnel/tunnel.h"
 
@@ -73,6 +74,7 @@ struct tun {
 	SSL_CTX *ctx;
 	int zstd;                      /* FRAME_F_ZSTD, FRAME_F_LZ4 or 0 */
 	char name[FRAME_MAX_NAME + 1];
+	char hostname[FRAME_MAX_NAME + 1];
 
 	pthread_t th;
 	int started;
@@ -396,7 +398,7 @@ static int try_connect(struct tun *t, const char **why)
 		err = tls_connect(t, why);
 	if (!err) {
 		uint8_t hello[FRAME_HELLO_MAX];
-		int n = frame_hello_put(hello, t->name, t->name);
+		int n = frame_hello_put(hello, t->name, t->hostname);
 		if (n < 0 || send_frame(t, FRAME_HELLO, hello, (uint32_t)n) < 0) {
 			*why = "sending HELLO failed";
 			err = -EIO;
@@ -877,6 +879,12 @@ static int tun_setup(struct tun *t, const char *target, const struct sink_opts *
 	for (char *c = t->name; *c; c++)
 		if (*c < 0x21 || *c > 0x7e)
 			*c = '?';
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(t->hostname, sizeof(t->hostname), "%s", host);
+	for (char *c = t->hostname; *c; c++)
+		if (*c < 0x21 || *c > 0x7e)
+			*c = '?';
 	uint64_t q = o->queue_bytes ? o->queue_bytes : TUN_DEFAULT_QUEUE;
 	t->max_chunks = q / TUN_CHUNK < 2 ? 2 : q / TUN_CHUNK;
 	return 0;
@@ -951,6 +959,15 @@ size_t tunnel_sink_stats(char *buf, size_t len, size_t at)
 	return at;
 }
 
+/* The sink line counts events, not packets. */
+static size_t tun_format(const struct sink *s, char *buf, size_t len, size_t at)
+{
+	return text_add(buf, len, at, " events=%llu bytes=%llu lost_events=%llu",
+			(unsigned long long)__atomic_load_n(&s->ctr.packets, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&s->ctr.bytes, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&s->ctr.lost_packets, __ATOMIC_RELAXED));
+}
+
 static const struct sink_event_ops tun_events = {
 	.open = ev_open,
 	.data = ev_data,
@@ -962,6 +979,7 @@ const struct sink_ops sink_tunnel_ops = {
 	.name = "tunnel",
 	.flags = SINK_F_OWN_QUEUE,
 	.events = &tun_events,
+	.format_stats = tun_format,
 	.open = tun_open,
 	.flush = tun_flush,
 	.close = tun_close,

@@ -611,3 +611,149 @@ def test_old_agent_gets_a_clear_error(env):
           f"no clear log line about the old agent: {short(col.stderr_text, 800)}")
     check(int(c["bad_frames"]) == 1, f"collector counters: {c}")
     check(pcap_records(col.pcap) == [], "the collector wrote packets from an old agent")
+
+
+# A Python ssl client of the echo server: N connections at once, one message each per phase;
+# between phases it waits for the file DIR/go<phase> and it announces DIR/done<phase>.
+PY_PHASES = r"""
+import os, socket, ssl, sys, time
+port, d, ca, n, phases = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+ctx = ssl.create_default_context(cafile=ca)
+conns = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                         server_hostname="localhost") for _ in range(n)]
+def wait(name):
+    while not os.path.exists(os.path.join(d, name)):
+        time.sleep(0.05)
+for ph in range(phases):
+    if ph:
+        wait("go%d" % ph)
+    for i, t in enumerate(conns):
+        msg = bytes([65 + ph]) * (3000 + 7 * i)
+        t.sendall(b"LEN %d\n" % len(msg) + msg)
+        want = b"ECHO %d\n" % len(msg) + msg[::-1]
+        got = b""
+        while len(got) < len(want):
+            b = t.recv(65536)
+            if not b:
+                sys.exit("closed early")
+            got += b
+        if got != want:
+            sys.exit("echo differs")
+    open(os.path.join(d, "done%d" % ph), "w").close()
+wait("go%d" % phases)
+for t in conns:
+    t.close()
+"""
+
+
+def phases_client(env, ag, srv, n, phases):
+    d = env.path("phases")
+    os.makedirs(d, exist_ok=True)
+    p = env.captured("python", ag.sock, [PYTHON, "-c", PY_PHASES, str(srv.port), d,
+                                         certs()["cert"], str(n), str(phases)])
+    return p, d
+
+
+def phase_wait(p, d, ph):
+    def done():
+        check(p.alive(), f"the client exited: {short(p.err())}")
+        return os.path.exists(os.path.join(d, f"done{ph}"))
+    wait_until(done, 30, f"the client's phase {ph}")
+
+
+def phase_go(d, ph):
+    open(os.path.join(d, f"go{ph}"), "w").close()
+
+
+def col_agent(col):
+    return stat_line(col.stats()[2], "collector_agent ") or {}
+
+
+def live_sent(ag):
+    return int(stat_line(ag.stats()[2], "tunnel ")["sent_events"])
+
+
+@timeout(120)
+def test_reconnect_reopens_midstream(env):
+    """A connection open across a collector restart (SIGKILL): after reconnecting, the agent
+    announces it again as a mid-stream OPEN, and the new collector continues it: its capture
+    holds one connection carrying exactly the second exchange. Then the agent dies (SIGKILL):
+    the collector ends the agent's connections with a FIN exchange (judge: handshake, data
+    acknowledged, FIN both ways, checksums)."""
+    d, _ = pki(env)
+    port = free_port()
+    col1 = collector(env, d, port, name="collector1")
+    ag = tunnel_agent(env, d, port)
+    wait_connected(env, ag)
+    srv = RecServer(env, mode="echo")
+    p, pd = phases_client(env, ag, srv, 1, 2)
+    phase_wait(p, pd, 0)
+    wait_until(lambda: int(col_agent(col1).get("events", 0)) >= live_sent(ag) > 0, 20,
+               "collector1 to receive the first exchange")
+    col1.proc.signal(signal.SIGKILL)
+    col1.proc.wait(10)
+    wait_until(lambda: stat_line(ag.stats()[2], "tunnel ")["state"] == "disconnected", 15,
+               "the agent to notice")
+    col2 = Agent(env, name="collector2", pcap=env.path("collector2.pcap"),
+                 args=["-C", "-l", f"127.0.0.1:{port}"] + tls_args(d, "coll")).start()
+    t = wait_until(lambda: (lambda s: s if s["state"] == "connected" and int(s["reopened"]) >= 1
+                            else None)(stat_line(ag.stats()[2], "tunnel ")), 20,
+                   "the agent to reconnect and announce its open connection")
+    check(int(t["live_conns"]) == 1, f"agent tunnel stats: {t}")
+    phase_go(pd, 1)
+    phase_wait(p, pd, 1)
+    wait_until(lambda: int(col_agent(col2).get("events", 0)) >= 2 and
+               int(col_agent(col2).get("bytes", 0)) >= 2 * (3000 + 7), 20,
+               "collector2 to receive the second exchange")
+    ag.proc.signal(signal.SIGKILL)
+    ag.proc.wait(10)
+    wait_until(lambda: b"agent1" in col2.proc.err() and b"disconnected" in col2.proc.err(), 15,
+               "collector2 to see the agent go")
+    phase_go(pd, 2)
+    check(p.wait(30) == 0, f"the client failed: {short(p.err())}")
+    a2 = col_agent(col2)
+    col2.final_stats()
+    check(int(a2["conns"]) == 1 and int(a2["open_conns"]) == 0 and int(a2["orphan_events"]) == 0,
+          f"collector2's counters for the agent: {a2}")
+    cap = judge(col2.pcap)
+    check(len(cap.streams) == 1, f"one connection at collector2: {cap.describe()}")
+    st = cap.streams[0]
+    msg = b"B" * 3000
+    check(st.bytes(0) == b"LEN 3000\n" + msg and st.bytes(1) == b"ECHO 3000\n" + msg[::-1],
+          f"collector2's stream is not exactly the second exchange: "
+          f"{len(st.bytes(0))}/{len(st.bytes(1))} bytes")
+    (conn,) = srv.conns(1)
+    check(st.client == ("127.0.0.1", conn.peer_port) and st.server[1] == srv.port,
+          f"stream {st.name()} is not the client's connection")
+
+
+@timeout(90)
+def test_collector_caps_each_peer(env):
+    """--max-conns-per-proc at a collector caps each agent's connections: of two connections
+    open at once, the second is refused and counted (refused_conns, orphan_events), the first
+    reaches the capture whole."""
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port, extra=["--max-conns-per-proc", "1"])
+    ag = tunnel_agent(env, d, port)
+    wait_connected(env, ag)
+    srv = RecServer(env, mode="echo")
+    p, pd = phases_client(env, ag, srv, 2, 1)
+    phase_wait(p, pd, 0)
+    phase_go(pd, 1)
+    check(p.wait(30) == 0, f"the client failed: {short(p.err())}")
+    conns = srv.conns(2)
+    ag.final_stats()
+    wait_collected(col, "agent1", sent_events(ag))
+    a = col_agent(col)
+    col.final_stats()
+    check(int(a["conns"]) == 1 and int(a["refused_conns"]) == 1 and int(a["orphan_events"]) > 0,
+          f"collector counters for the agent: {a}")
+    check("cap --max-conns-per-proc 1" in col.stderr_text and "agent agent1" in col.stderr_text,
+          f"the collector did not log the cap: {short(col.stderr_text, 800)}")
+    cap = judge(col.pcap)
+    check(len(cap.streams) == 1, f"one connection at the collector: {cap.describe()}")
+    st = cap.streams[0]
+    srv_conn = [c for c in conns if c.peer_port == st.client[1]]
+    check(len(srv_conn) == 1 and st.bytes(0) == srv_conn[0].c2s and st.bytes(1) == srv_conn[0].s2c,
+          "the admitted connection is not byte-exact")
