@@ -20,10 +20,12 @@ chmod 755 "$T"
 SOCK=$T/agent.sock
 PCAP=$T/demo.pcap
 PCAPNG=$T/demo.pcapng
-AGENT='' NGINX=''
+COLNG=$T/collector.pcapng
+AGENT='' NGINX='' COLLECTOR=''
 cleanup() {
 	[ -z "$NGINX" ] || { kill -QUIT "$NGINX" 2>/dev/null || true; wait "$NGINX" 2>/dev/null || true; }
 	[ -z "$AGENT" ] || { kill -TERM "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
+	[ -z "$COLLECTOR" ] || { kill -TERM "$COLLECTOR" 2>/dev/null || true; wait "$COLLECTOR" 2>/dev/null || true; }
 	if [ -n "${DEMO_KEEP:-}" ]; then echo "demo: kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
@@ -41,12 +43,27 @@ for p in $(seq 28443 28543); do
 	ss -Hltn "sport = :$p" | grep -q . || { PORT=$p; break; }
 done
 [ -n "$PORT" ] || die "no free TCP port in 28443..28543"
+CPORT=''
+for p in $(seq 28544 28644); do
+	ss -Hltn "sport = :$p" | grep -q . || { CPORT=$p; break; }
+done
+[ -n "$CPORT" ] || die "no free TCP port in 28544..28644"
 
-say "Starting the agent: it listens on $SOCK and writes $PCAP (pcap) and $PCAPNG (pcapng)"
-"$TM" --socket "$SOCK" -w "$PCAP" --pcapng "$PCAPNG" 2>"$T/agent.log" &
+say "Starting a collector on 127.0.0.1:$CPORT (certificates from tlsmirror pki): it writes $COLNG"
+"$TM" pki init "$T/pki" >/dev/null && "$TM" pki issue "$T/pki" web-1 --agent >/dev/null &&
+	"$TM" pki issue "$T/pki" sensor --collector --host 127.0.0.1 >/dev/null || die "tlsmirror pki failed"
+"$TM" --socket "$T/collector.sock" -C -l "127.0.0.1:$CPORT" --ca "$T/pki/ca.pem" \
+	--cert "$T/pki/sensor.pem" --key "$T/pki/sensor.key" -w "$COLNG" 2>"$T/collector.log" &
+COLLECTOR=$!
+wait_for 5 test -S "$T/collector.sock" || { cat "$T/collector.log" >&2; die "the collector did not start"; }
+echo "    $TM -C -l 127.0.0.1:$CPORT --ca ca.pem --cert sensor.pem --key sensor.key -w $COLNG"
+
+say "Starting the agent: it listens on $SOCK, writes $PCAP (pcap) and $PCAPNG (pcapng), and sends the connections to the collector (-t)"
+"$TM" --socket "$SOCK" -w "$PCAP" --pcapng "$PCAPNG" -t "127.0.0.1:$CPORT" --ca "$T/pki/ca.pem" \
+	--cert "$T/pki/web-1.pem" --key "$T/pki/web-1.key" 2>"$T/agent.log" &
 AGENT=$!
 wait_for 5 test -S "$SOCK" || { cat "$T/agent.log" >&2; die "the agent did not start"; }
-echo "    $TM --socket $SOCK -w $PCAP --pcapng $PCAPNG"
+echo "    $TM --socket $SOCK -w $PCAP --pcapng $PCAPNG -t 127.0.0.1:$CPORT --ca ca.pem --cert web-1.pem --key web-1.key"
 
 say "Starting nginx on https://127.0.0.1:$PORT under the capture library (self-signed certificate)"
 mkdir -p "$T/www" "$T/logs"
@@ -110,6 +127,14 @@ tshark -r "$PCAP" -q -z follow,tcp,ascii,0 2>/dev/null | sed 's/^/    /'
 say "Who saw each connection: the pcapng comment on its first packet (tshark -r demo.pcapng -Y frame.comment)"
 tshark -r "$PCAPNG" -Y frame.comment -T fields -e frame.number -e tcp.stream -e frame.comment 2>/dev/null |
 	sed 's/^/    /'
+
+say "At the collector: the same connections, synthesized from the agent's connection events, on the agent's own interface (tshark -r collector.pcapng)"
+kill -TERM "$COLLECTOR"
+wait "$COLLECTOR" || die "the collector exited with an error: $(tail -n 5 "$T/collector.log")"
+COLLECTOR=''
+tshark -r "$COLNG" -Y frame.comment -T fields -e frame.interface_name -e tcp.stream -e frame.comment \
+	2>/dev/null | sed 's/^/    /'
+echo "    $(tshark -r "$COLNG" -Y http.request 2>/dev/null | wc -l) HTTP requests there, as in the agent's own capture"
 
 say "The agent's statistics (printed when it exits)"
 grep -E '^(pid=|total )' "$T/agent.log" | sed 's/^/    /' || tail -n 5 "$T/agent.log" | sed 's/^/    /'

@@ -582,7 +582,7 @@ static size_t col_poll(struct source *s, size_t budget)
 	struct peer *next;
 	for (struct peer *p = col->peers; p; p = next) {
 		next = p->next;
-		if (p->more || (p->ssl && SSL_pending(p->ssl))) {
+		if (p->more || (p->ssl && SSL_has_pending(p->ssl))) {
 			p->more = 0;
 			work++;
 			peer_read(p, now);
@@ -595,13 +595,31 @@ static int col_prepare_sleep(struct source *s)
 {
 	struct collector *col = s->priv;
 	for (struct peer *p = col->peers; p; p = p->next)
-		if (p->more || (p->ssl && SSL_pending(p->ssl)))
+		if (p->more || (p->ssl && SSL_has_pending(p->ssl)))
 			return 1;
 	return 0;
 }
 
+/* At exit: what the peers have sent and the socket holds is still taken
+ * (bounded: a peer that keeps sending does not hold the exit). */
 static void col_drain(struct source *s)
 {
+	struct collector *col = s->priv;
+	uint64_t now = agent_now_ns();
+	for (int round = 0; round < 64; round++) {
+		int more = 0;
+		struct peer *next;
+		for (struct peer *p = col->peers; p; p = next) {
+			next = p->next;
+			if (!p->hs_done)
+				continue;
+			p->more = 0;
+			if (!peer_read(p, now) && p->more)
+				more = 1;
+		}
+		if (!more)
+			break;
+	}
 }
 
 /* At exit (after the event loop is gone): frees what the collector holds. */
