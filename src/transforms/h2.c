@@ -335,8 +335,9 @@ static int h2_open(struct h2_table *t, const struct conn_open *info)
 {
 	const char *alpn = info->meta ? info->meta->alpn : "";
 	int is_h2 = !strcmp(alpn, "h2");
-	if ((alpn[0] && !is_h2) || info->parent_origin)
-		return 0; /* an inherited connection continues its parent's flow as it is */
+	if ((alpn[0] && !is_h2) || info->parent_origin || info->synthetic)
+		return 0; /* an inherited connection continues its parent's flow as it is; a
+			   * synthetic one (a stream an agent converted already) is HTTP/1.1 */
 	if (info->midstream || info->off[0] || info->off[1]) {
 		/* the HPACK tables' state is unknown: mirrored as it is */
 		if (is_h2)

@@ -1,5 +1,6 @@
 /* Unit tests for flows/flow.c: handshake, segmentation, gaps, trims, duplicates, close. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -805,4 +806,158 @@ TEST(flow_closed_synthetic_flow_never_makes_a_real_one_duplicate)
 	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 0);
 	CHECK_EQ(f.cap->n, n + 3);
 	fx_free(&f);
+}
+
+/* ---- event sinks (the tunnel): what the flow engine hands them ---- */
+
+struct evlog {
+	size_t n;
+	char line[32][96];
+};
+
+static void ev_add(struct sink *s, const char *fmt, unsigned long long a, unsigned long long b,
+		   unsigned long long c, unsigned long long d)
+{
+	struct evlog *l = s->priv;
+	if (l->n < 32)
+		snprintf(l->line[l->n++], sizeof(l->line[0]), fmt, a, b, c, d);
+}
+
+static void ev_open(struct sink *s, const struct conn_tag *t, uint64_t ts, const uint64_t off[2],
+		    int synthetic)
+{
+	ev_add(s, "open port=%llu off=%llu/%llu syn=%llu", t->client_port, off[0], off[1],
+	       (unsigned long long)synthetic);
+}
+
+static void ev_data(struct sink *s, const struct conn_tag *t, int dir, uint64_t ts, uint64_t off,
+		    const uint8_t *p, size_t n)
+{
+	ev_add(s, "data port=%llu dir=%llu off=%llu n=%llu", t->client_port, (unsigned)dir, off, n);
+}
+
+static void ev_gap(struct sink *s, const struct conn_tag *t, int dir, uint64_t ts, uint64_t off,
+		   uint64_t n)
+{
+	ev_add(s, "gap port=%llu dir=%llu off=%llu n=%llu", t->client_port, (unsigned)dir, off, n);
+}
+
+static void ev_close(struct sink *s, const struct conn_tag *t, uint64_t ts, unsigned how)
+{
+	ev_add(s, "close port=%llu how=%llu%.0llu%.0llu", t->client_port, how, 0ull, 0ull);
+}
+
+static const struct sink_event_ops ev_ops = { ev_open, ev_data, ev_gap, ev_close };
+static const struct sink_ops evsink_ops = { .name = "ev", .events = &ev_ops };
+
+/* A table whose only output is an event sink (an agent with only -t). */
+struct evfx {
+	struct evlog log;
+	struct sink sink;
+	struct sink *sinks[1];
+	struct sink_set set;
+	struct flow_table *t;
+};
+
+static int evfx_init(struct evfx *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->sink.ops = &evsink_ops;
+	f->sink.priv = &f->log;
+	f->sinks[0] = &f->sink;
+	f->set = (struct sink_set){ .v = f->sinks, .n = 1, .n_event = 1 };
+	struct flow_config cfg = { .mss = 1460, .sinks = &f->set };
+	f->t = flow_table_new(&cfg);
+	return f->t != NULL;
+}
+
+static int ev_is(const struct evfx *f, size_t i, const char *want)
+{
+	if (i < f->log.n && !strcmp(f->log.line[i], want))
+		return 1;
+	fprintf(stderr, "  event %zu: \"%s\", want \"%s\"\n", i, i < f->log.n ? f->log.line[i] : "",
+		want);
+	return 0;
+}
+
+TEST(flow_event_sink_gets_the_shown_connection)
+{
+	struct evfx f;
+	if (!CHECK(evfx_init(&f)))
+		return;
+	struct conn_open in = info4(1, 1, 1);
+	uint8_t d[100] = { 0 };
+	uint64_t gap = 0;
+	CHECK_EQ(flow_open(f.t, &in), 0);
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 2000, 0, d, 10, &gap), 0);
+	CHECK_EQ(flow_data(f.t, 1, 1, 0, 2001, 5, d, 8, &gap), 0);   /* 5 behind: trimmed */
+	CHECK_EQ(flow_data(f.t, 1, 1, 1, 2002, 30, d, 4, &gap), 0);  /* 30 skipped: a gap */
+	CHECK_EQ(gap, 30);
+	CHECK_EQ(flow_gap(f.t, 1, 1, 1, 2003, 6), 0);
+	/* the other end of the same connection, from another process: a duplicate */
+	struct conn_open other = info4(2, 9, 0);
+	CHECK_EQ(flow_open(f.t, &other), 0);
+	CHECK_EQ(flow_data(f.t, 2, 9, 0, 2004, 0, d, 50, &gap), 0);
+	CHECK_EQ(flow_close(f.t, 1, 1, 2005), 0);
+	CHECK_EQ(flow_counters(f.t)->packets, 0);                  /* no packet sink: none made */
+	CHECK_EQ(f.log.n, 7);
+	CHECK(ev_is(&f, 0, "open port=40000 off=0/0 syn=0"));
+	CHECK(ev_is(&f, 1, "data port=40000 dir=0 off=0 n=10"));
+	CHECK(ev_is(&f, 2, "data port=40000 dir=0 off=10 n=3"));
+	CHECK(ev_is(&f, 3, "gap port=40000 dir=1 off=0 n=30"));
+	CHECK(ev_is(&f, 4, "data port=40000 dir=1 off=30 n=4"));
+	CHECK(ev_is(&f, 5, "gap port=40000 dir=1 off=34 n=6"));
+	CHECK(ev_is(&f, 6, "close port=40000 how=0"));
+	flow_table_free(f.t);
+}
+
+TEST(flow_event_sink_sees_a_moved_synthetic_flow_as_close_and_open)
+{
+	struct evfx f;
+	if (!CHECK(evfx_init(&f)))
+		return;
+	struct conn_open syn = info4(5, 1, 0);
+	syn.synthetic = 1;
+	uint8_t d[20] = { 0 };
+	CHECK_EQ(flow_open(f.t, &syn), 0);
+	CHECK_EQ(flow_data(f.t, 5, 1, 0, 2000, 0, d, 20, NULL), 0);
+	struct conn_open real = info4(6, 1, 0);   /* a real connection takes the 4-tuple */
+	CHECK_EQ(flow_open(f.t, &real), 0);
+	CHECK_EQ(f.log.n, 5);
+	CHECK(ev_is(&f, 0, "open port=40000 off=0/0 syn=1"));
+	CHECK(ev_is(&f, 2, "close port=40000 how=1"));
+	CHECK(f.log.n > 3 && !strncmp(f.log.line[3], "open port=", 10) &&
+	      strstr(f.log.line[3], " off=20/0 syn=1") && strcmp(f.log.line[3], f.log.line[0]));
+	CHECK(ev_is(&f, 4, "open port=40000 off=0/0 syn=0"));
+	flow_table_free(f.t);
+}
+
+TEST(flow_isn_seed_and_vlan)
+{
+	struct fx a, b;
+	if (!CHECK(fx_init(&a, 0) && fx_init(&b, 0)))
+		return;
+	struct conn_open in = info4(1, 77, 0);
+	CHECK_EQ(flow_open(a.t, &in), 0);
+	/* another id with the first one's id as the seed: the same sequence numbers */
+	struct conn_meta *m = conn_meta_new();
+	if (!CHECK(m))
+		return;
+	m->vlan = 0x123;
+	struct conn_open in2 = info4(9, 5, 0);
+	in2.isn_seed = 77;
+	in2.meta = m;
+	CHECK_EQ(flow_open(b.t, &in2), 0);
+	conn_meta_unref(m);
+	CHECK_EQ(a.cap->n, 3);
+	CHECK_EQ(b.cap->n, 3);
+	for (size_t i = 0; i < 3 && i < b.cap->n; i++) {
+		const uint8_t *x = a.cap->frame[i], *y = b.cap->frame[i];
+		CHECK_EQ(b.cap->len[i], a.cap->len[i] + 4);
+		CHECK(get_be16(y + 12) == 0x8100 && get_be16(y + 14) == 0x123);
+		CHECK_MEM(y, x, 12);
+		CHECK_MEM(y + 16, x + 12, a.cap->len[i] - 12);  /* same seq, ack, checksums */
+	}
+	fx_free(&a);
+	fx_free(&b);
 }
