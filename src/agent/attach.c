@@ -29,8 +29,9 @@
 #define STOP_TIMEOUT_MS 2000      /* the thread to stop after PTRACE_INTERRUPT */
 #define RED_ZONE 128              /* the x86_64 ABI's, below the target's stack pointer */
 #define SCRATCH 2048u             /* our strings and the return address, below the red zone */
+#define STACK_SAVE (256u << 10)  /* below the stack pointer: what our calls' frames may overwrite */
+#define STACK_MIN (32u << 10)    /* less room than this below it: refused */
 #define XSTATE_MAX 16384          /* FPU/SSE/AVX(-512) registers */
-#define RESTART_BASE 512          /* -ERESTARTSYS .. -ERESTART_RESTARTBLOCK: 512..516 */
 #define LIBC_DLOPEN_PRIVATE 0x80000000u /* __RTLD_DLOPEN, which __libc_dlopen_mode wants */
 
 /* The steps, in order; TLSMIRROR_ATTACH_FAIL_STEP=N fails step N (test hook). */
@@ -61,7 +62,8 @@ struct target {
 	int have_xstate;
 	uint64_t sigmask;
 	uint64_t scratch;                 /* lowest address of our area */
-	uint8_t stack_save[SCRATCH];
+	uint8_t *stack_save;              /* [save_lo, regs.rsp) as it was */
+	uint64_t save_lo;
 	uint64_t handle;
 	int unpatched;
 	struct timespec t_stop;
@@ -325,7 +327,8 @@ static int resolve(struct target *t)
 
 /* ---- steps 3, 4: one thread, stopped in a system call ---- */
 
-/* Blocking calls a thread sleeps in holding none of libc's locks (x86_64). */
+/* Blocking calls a thread sleeps in holding none of libc's locks (x86_64):
+ * the threads preferred. */
 static int safe_syscall(long nr)
 {
 	static const long ok[] = { 0 /* read */, 7 /* poll */, 23 /* select */, 34 /* pause */,
@@ -338,6 +341,23 @@ static int safe_syscall(long nr)
 		if (nr == ok[i])
 			return 1;
 	return 0;
+}
+
+/* Calls libc makes holding a lock our dlopen needs (malloc's, the loader's)
+ * or that change the thread itself: a thread stopped in or right after one
+ * is let go and caught again later. Any other system call boundary is safe:
+ * the program, not libc, made that call. */
+static int unsafe_syscall(long nr)
+{
+	static const long no[] = { 2 /* open */, 9 /* mmap */, 10 /* mprotect */, 11 /* munmap */,
+		12 /* brk */, 13 /* rt_sigaction */, 14 /* rt_sigprocmask */, 25 /* mremap */,
+		28 /* madvise */, 56 /* clone */, 57 /* fork */, 58 /* vfork */, 59 /* execve */,
+		60 /* exit */, 202 /* futex */, 231 /* exit_group */, 257 /* openat */,
+		435 /* clone3 */, 437 /* openat2 */ };
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		if (nr == no[i])
+			return 1;
+	return nr < 0;
 }
 
 /* The threads, the ones sleeping in a safe call first. */
@@ -421,7 +441,7 @@ static int seize(struct target *t)
 	return 0;
 }
 
-/* Interrupts the thread until it is caught asleep in a safe system call. */
+/* Interrupts the thread until it is caught at a safe system call. */
 static int stop_thread(struct target *t)
 {
 	for (int i = 0; i < PICK_TRIES; i++) {
@@ -440,17 +460,18 @@ static int stop_thread(struct target *t)
 			t->pending_sig = sig;
 		if (ptrace(PTRACE_GETREGS, t->tid, NULL, &t->regs) < 0)
 			return failf(t, -errno, "ptrace(PTRACE_GETREGS): %s", strerror(errno));
-		long ax = (long)t->regs.rax;
-		if ((long)t->regs.orig_rax >= 0 && safe_syscall((long)t->regs.orig_rax) &&
-		    ax <= -RESTART_BASE && ax >= -(RESTART_BASE + 4))
+		/* orig_rax >= 0: stopped in a system call (rax -ERESTART*: to be restarted
+		 * when we let it go) or right after one (rax its result); in user code
+		 * (an interrupt: orig_rax < 0) it might hold any lock */
+		if (!unsafe_syscall((long)t->regs.orig_rax))
 			return 0;
 		if (ptrace(PTRACE_CONT, t->tid, NULL, (void *)(long)t->pending_sig) < 0)
 			return failf(t, -errno, "ptrace(PTRACE_CONT): %s", strerror(errno));
 		t->pending_sig = 0;
 		usleep(3000);
 	}
-	return failf(t, -EAGAIN, "thread %d was never caught sleeping in a system call (busy "
-		     "in user code): try again later", (int)t->tid);
+	return failf(t, -EAGAIN, "thread %d was never caught at a safe point (a system call "
+		     "the program makes itself): try again later", (int)t->tid);
 }
 
 /* ---- steps 5..9: save, call, restore ---- */
@@ -459,6 +480,19 @@ static int mem_rw(struct target *t, uint64_t at, void *buf, size_t len, int writ
 {
 	ssize_t n = write ? pwrite(t->mem, buf, len, (off_t)at) : pread(t->mem, buf, len, (off_t)at);
 	return n == (ssize_t)len ? 0 : -EFAULT;
+}
+
+struct stack_find {
+	uint64_t sp, lo;
+};
+
+static int stack_cb(const struct procmap_ent *m, void *arg)
+{
+	struct stack_find *f = arg;
+	if (f->sp <= m->lo || f->sp > m->hi || m->perms[0] != 'r' || m->perms[1] != 'w')
+		return 0;
+	f->lo = m->lo;
+	return 1;
 }
 
 static int save_state(struct target *t)
@@ -471,9 +505,16 @@ static int save_state(struct target *t)
 		return failf(t, -errno, "cannot read the FPU registers: %s", strerror(errno));
 	if (ptrace(PTRACE_GETSIGMASK, t->tid, (void *)sizeof(t->sigmask), &t->sigmask) < 0)
 		return failf(t, -errno, "ptrace(PTRACE_GETSIGMASK): %s", strerror(errno));
+	struct stack_find sf = { .sp = t->regs.rsp };
+	if (procmap_each(t->pid, stack_cb, &sf) != 1 || t->regs.rsp - sf.lo < STACK_MIN)
+		return failf(t, -ENOMEM, "its stack pointer 0x%llx is not in a mapping with room "
+			     "below it", (unsigned long long)t->regs.rsp);
+	t->save_lo = t->regs.rsp - sf.lo > STACK_SAVE ? t->regs.rsp - STACK_SAVE : sf.lo;
+	free(t->stack_save);
+	t->stack_save = malloc(t->regs.rsp - t->save_lo);
 	t->scratch = (t->regs.rsp - RED_ZONE - SCRATCH) & ~(uint64_t)15;
-	if (mem_rw(t, t->scratch, t->stack_save, SCRATCH, 0))
-		return failf(t, -EFAULT, "cannot read its stack at 0x%" PRIx64, t->scratch);
+	if (!t->stack_save || mem_rw(t, t->save_lo, t->stack_save, t->regs.rsp - t->save_lo, 0))
+		return failf(t, -EFAULT, "cannot read its stack at 0x%" PRIx64, t->save_lo);
 	t->saved = 1;
 	return 0;
 }
@@ -613,7 +654,7 @@ static int do_init(struct target *t)
 static int restore(struct target *t)
 {
 	int rc = 0;
-	if (t->written && mem_rw(t, t->scratch, t->stack_save, SCRATCH, 1))
+	if (t->written && mem_rw(t, t->save_lo, t->stack_save, t->regs.rsp - t->save_lo, 1))
 		rc = failf(t, -EFAULT, "cannot restore its stack");
 	if (ptrace(PTRACE_SETSIGMASK, t->tid, (void *)sizeof(t->sigmask), &t->sigmask) < 0 && !rc)
 		rc = failf(t, -errno, "cannot restore its signal mask");
@@ -751,6 +792,7 @@ int attach_main(int argc, char **argv, const char *sock, const char *lib)
 			       (int)t->tid, stopped, t->unpatched);
 		}
 		fflush(stdout);
+		free(t->stack_save);
 		free(t);
 	}
 	return bad;
