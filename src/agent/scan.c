@@ -298,6 +298,51 @@ static int scan_pid(pid_t pid, int explicit_pid)
 	return 0;
 }
 
+/* How the library came into pid: LD_PRELOAD in its initial environment, or not. */
+static const char *how_loaded(pid_t pid)
+{
+	char path[64], buf[65536];
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return "loaded (how: environment unreadable)";
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	for (size_t at = 0; at < n; at += strlen(buf + at) + 1)
+		if (!strncmp(buf + at, "LD_PRELOAD=", 11) && strstr(buf + at, "libtlsmirror"))
+			return "preloaded";
+	return "loaded late (tlsmirror attach)";
+}
+
+size_t scan_summary(pid_t pid, char *buf, size_t len)
+{
+	struct proc_scan *p = calloc(1, sizeof(*p));
+	size_t at = 0;
+	if (!len)
+		return 0;
+	buf[0] = 0;
+	if (!p || (p->pid = pid, procmap_each(pid, map_cb, p)) < 0) {
+		snprintf(buf, len, "memory map unreadable");
+		free(p);
+		return strlen(buf);
+	}
+	at = (size_t)snprintf(buf, len, "library %s;", p->lib[0] ? how_loaded(pid) : "not mapped");
+	for (int s = 0; s < ST_N && at < len; s++) {
+		if (!(p->stacks & (1u << s)))
+			continue;
+		int hooked = (s == ST_OPENSSL || s == ST_GNUTLS) && p->lib[0] &&
+			     lib_hooks(p->lib, (enum stack)s);
+		int n = snprintf(buf + at, len - at, " %s (%s) %s", stack_name[s], p->obj[s],
+				 hooked ? "hooked" : "NOT hooked");
+		at = n < 0 ? at : at + (size_t)n;
+	}
+	if (!p->stacks && at < len)
+		at += (size_t)snprintf(buf + at, len - at, " no TLS stack found");
+	free(p);
+	return at < len ? at : len - 1;
+}
+
 /* ---- the agent ---- */
 
 /* The pids the agent reads rings of (its stats' "pid=N ... state=attached" lines). */

@@ -109,6 +109,10 @@ def loop_after_attach(env, threads):
     # one connection may have been under way during the attach: mirrored from then on
     check(len(post) <= len(syn) <= len(post) + 1, f"capture has {len(syn)} connections, "
           f"{len(post)} were made after the attach: {cap.describe()}")
+    m = re.search(r"pid %d \(python3?\): (.*)" % p.pid, agent.stderr_text)
+    check(m and "loaded late (tlsmirror attach)" in m.group(1) and
+          re.search(r"openssl \(\S*libssl\S*\) hooked", m.group(1)),
+          f"the agent's log does not say what it hooked in pid {p.pid}: {short(agent.stderr_text, 800)}")
     ps = [q for q in procs if q.get("pid") == str(p.pid)]
     check(ps and stat_int(ps[0], "conns") == len(syn), f"agent's line for pid {p.pid}: {ps}")
 
