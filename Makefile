@@ -72,7 +72,7 @@ TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/p
               $(BUILD)/progs/forkhand $(BUILD)/progs/closerace
 # dbclient loads dbhelper.so with dlopen(RTLD_DEEPBIND), as PHP loads its extensions
 DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
-TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay \
+TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
          $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS)
 
 .PHONY: all deps test unit run bench bench-compare install clean fuzz tsan-test
@@ -108,6 +108,16 @@ $(BUILD)/ringgen: $(BUILD)/obj/bench/ringgen.o $(BUILD)/obj/src/transport/ring.o
 $(BUILD)/flowreplay: $(BUILD)/obj/tests/golden/flowreplay.o $(LIB_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
+# tlsmirror attach's target that checks its registers and stack survive (test_26_attach.py)
+$(BUILD)/progs/regkeep: tests/progs/regkeep.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $<
+
+# ... and one it must refuse: no dlopen in a static program
+$(BUILD)/progs/staticsleep: tests/progs/staticsleep.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -static -o $@ $<
 
 $(BUILD)/progs/badring: $(BUILD)/obj/tests/progs/badring.o $(BUILD)/obj/src/transport/ring.o
 	@mkdir -p $(dir $@)

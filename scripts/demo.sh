@@ -109,6 +109,11 @@ echo "    \$ tlsmirror run -- curl -k -d 'name=newcomer&message=hello' https://1
 	"https://127.0.0.1:$PORT/api/echo" | sed 's/^/    /'
 echo "    Both ends of these connections are mirrored: the agent writes each one once."
 
+say "What tlsmirror scan says about nginx: its TLS stack and whether it is mirrored"
+echo "    \$ tlsmirror scan $NGINX $(cat /proc/$NGINX/task/$NGINX/children 2>/dev/null)"
+"$TM" scan --socket "$SOCK" "$NGINX" $(cat /proc/$NGINX/task/$NGINX/children 2>/dev/null) | sed 's/^/    /'
+echo "    (tlsmirror scan without a PID lists every process; tlsmirror attach PID reaches one already running)"
+
 say "Stopping nginx and the agent (the agent drains its rings and closes the file)"
 kill -QUIT "$NGINX" 2>/dev/null || true
 wait "$NGINX" 2>/dev/null || true

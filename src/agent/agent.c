@@ -1,5 +1,6 @@
 /* The agent's event loop: accepts capture libraries, polls the sources, feeds the chain and the sinks. */
 #include "agent/agent.h"
+#include "agent/reach.h"
 #include "common/log.h"
 #include "sinks/sink_queue.h"
 #include "transport/ctl.h"
@@ -298,6 +299,9 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 	else
 		log_info("attached pid %d uid %u (%s), ring %zu KiB", (int)p->pid,
 			 (unsigned)p->uid, p->comm, (p->map_len - RING_HDR_SIZE) / 1024);
+	char hooks[1024];
+	scan_summary(p->pid, hooks, sizeof(hooks));
+	log_info("pid %d (%s): %s", (int)p->pid, p->comm, hooks);
 	trim_exited(a);
 }
 

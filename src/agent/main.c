@@ -1,6 +1,7 @@
 /* tlsmirror command line: the agent, `tlsmirror stats` and `tlsmirror run`. */
 #include "agent/agent.h"
 #include "agent/pki.h"
+#include "agent/reach.h"
 #include "common/log.h"
 #include "common/version.h"
 #include "transport/ctl.h"
@@ -71,6 +72,10 @@ static void usage(FILE *f)
 "                                           counters\n"
 "       tlsmirror run [--socket PATH] -- CMD [ARGS...]\n"
 "                                           start CMD with the capture library\n"
+"       tlsmirror attach [--socket PATH] PID...   load the capture library into running\n"
+"                                           processes (ptrace; docs/capture.md)\n"
+"       tlsmirror scan [--socket PATH] [PID...]   list each process's TLS stacks and\n"
+"                                           whether they are mirrored\n"
 "       tlsmirror pki init DIR | pki issue DIR NAME --agent|--collector ...\n"
 "                                           make a CA and the tunnel's certificates\n"
 "\n"
@@ -584,8 +589,26 @@ static int cmd_run(int argc, char **argv)
 	return e == ENOENT ? 127 : 126;
 }
 
+/* attach and scan (src/agent/attach.c, scan.c): --socket, then their own arguments. */
+static int cmd_reach(int argc, char **argv, int attach)
+{
+	const char *path = default_socket();
+	char lib[PATH_MAX];
+	if (sub_socket(&argc, &argv, &path) < 0)
+		return 2;
+	if (!attach)
+		return scan_main(argc, argv, path);
+	if (find_lib(lib, sizeof(lib)) < 0) {
+		fprintf(stderr, "tlsmirror: cannot find libtlsmirror.so (set TLSMIRROR_LIB)\n");
+		return 1;
+	}
+	return attach_main(argc, argv, path, lib);
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 1 && (!strcmp(argv[1], "attach") || !strcmp(argv[1], "scan")))
+		return cmd_reach(argc - 2, argv + 2, argv[1][0] == 'a');
 	if (argc > 1 && !strcmp(argv[1], "stats"))
 		return cmd_stats(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "run"))

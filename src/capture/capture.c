@@ -112,6 +112,14 @@ __attribute__((constructor)) static void cap_init(void)
 	pthread_atfork(at_fork_count, NULL, NULL);
 }
 
+int cap_set_socket(const char *path)
+{
+	if (!path || !*path || strlen(path) >= sizeof(g.sock_path))
+		return -ENAMETOOLONG;
+	memcpy(g.sock_path, path, strlen(path) + 1);
+	return 0;
+}
+
 static struct ring_hdr *create_ring(void)
 {
 	size_t map_len = RING_HDR_SIZE + g.ring_size;

@@ -167,4 +167,17 @@ void watch_close(struct cap_conn *c, struct ssl_st *ssl);
  * objects that could not be patched in the ring. Never blocks. */
 void got_check(void);
 
+/* Loaded late into a running process (tlsmirror attach): the objects loaded
+ * before us bind to libssl and libc, not to us, so point all their GOT
+ * entries (libssl's and libcrypto's own included) at the hooks, now. Returns
+ * the number of objects that could not be patched, or -errno. */
+int got_patch_loaded(void);
+
+/* tlsmirror attach failed after got_patch_loaded(): every slot it changed
+ * goes back to what it was. 0, or -ENOSPC (too many to remember) / -errno. */
+int got_unpatch_loaded(void);
+
+/* capture.c: the agent's socket, for a library loaded late (no environment). 0 or -ENAMETOOLONG. */
+int cap_set_socket(const char *path);
+
 #endif

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #define GOT_MAX_OBJS 4096   /* objects remembered as done; beyond, rescanned each time */
+#define GOT_MAX_UNDO 16384  /* slots remembered for tlsmirror attach's undo */
 #define LOCK_TRIES 10000    /* yields while another thread scans (a few ms at most) */
 
 /* Every symbol the library hooks (src/capture/exports.map), dlopen included:
@@ -56,6 +57,7 @@ static const char *const hooked[] = {
 static struct {
 	pthread_mutex_t lock;
 	int ready;                       /* hook addresses resolved */
+	int late;                        /* loaded by tlsmirror attach, not preloaded */
 	uintptr_t self_base;
 	void *hook[NHOOKED];             /* our definitions */
 	void *real[NHOOKED];             /* what they call: never one of ours */
@@ -63,6 +65,9 @@ static struct {
 	size_t ndone, nstartup;
 	unsigned long long adds, subs;   /* dl_iterate_phdr generation of the last scan */
 	uint64_t failed;                 /* objects skipped on error */
+	struct { void **slot; void *old; int prot; } undo[GOT_MAX_UNDO]; /* late: what we changed */
+	size_t nundo;
+	int undo_lost;                   /* more than GOT_MAX_UNDO: no undo possible */
 } got = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* ---- one object ---- */
@@ -145,7 +150,17 @@ static int one_reloc(const struct obj *o, uintptr_t off, size_t type, size_t sym
 		   sym->st_shndx == SHN_UNDEF;
 	if (v == got.hook[h] || (v != got.real[h] && !lazy))
 		return 0;
-	return put_slot(o, slot, got.hook[h]);
+	int err = put_slot(o, slot, got.hook[h]);
+	if (!err && got.late) {
+		if (got.nundo < GOT_MAX_UNDO) {
+			got.undo[got.nundo].slot = (void **)slot;
+			got.undo[got.nundo].prot = prot_of(o, slot);
+			got.undo[got.nundo++].old = v;
+		} else {
+			got.undo_lost = 1;
+		}
+	}
+	return err;
 }
 
 static uintptr_t dyn_ptr(const struct obj *o, uintptr_t p)
@@ -246,14 +261,15 @@ static int patch_object(const struct dl_phdr_info *info)
 
 /* libssl, libcrypto and libc are what the hooks call; the dynamic linker,
  * the vDSO and sanitizer runtimes are left alone too. */
-static int skip_name(const char *name)
+static int skip_name(const char *name, int late)
 {
 	static const char *const stems[] = { "libssl.so", "libcrypto.so", "libc.so", "ld-linux",
 					     "ld64.so", "linux-vdso", "linux-gate", "libasan.so",
 					     "libubsan.so", "libtsan.so", "libdl.so", "libpthread.so" };
 	const char *b = strrchr(name, '/');
 	b = b ? b + 1 : name;
-	for (size_t i = 0; i < sizeof(stems) / sizeof(stems[0]); i++)
+	/* loaded late, libssl's own calls to read()... must come to us as under LD_PRELOAD */
+	for (size_t i = late ? 2 : 0; i < sizeof(stems) / sizeof(stems[0]); i++)
 		if (!strncmp(b, stems[i], strlen(stems[i])))
 			return 1;
 	return 0;
@@ -294,7 +310,7 @@ static int scan_cb(struct dl_phdr_info *info, size_t size, void *arg)
 	}
 	if (info->dlpi_addr == got.self_base || is_done(info->dlpi_addr))
 		return 0;
-	if (!s->mark_only && *name && !skip_name(name) && patch_object(info) < 0)
+	if (!s->mark_only && (*name || got.late) && !skip_name(name, got.late) && patch_object(info) < 0)
 		got.failed++; /* fail-open: this object stays as it is */
 	if (got.ndone < GOT_MAX_OBJS)
 		got.done[got.ndone++] = info->dlpi_addr;
@@ -376,6 +392,53 @@ void got_check(void)
 	struct ring_hdr *r = cap_ring(cap_now_ns(), &epoch);
 	if (r && __atomic_load_n(&r->unpatched_objs, __ATOMIC_RELAXED) != failed)
 		__atomic_store_n(&r->unpatched_objs, failed, __ATOMIC_RELAXED);
+}
+
+int got_patch_loaded(void)
+{
+	pthread_mutex_lock(&got.lock);
+	got.late = 1;
+	got.ndone = got.nstartup = 0;            /* nothing loaded before us binds to us */
+	got.adds = got.subs = (unsigned long long)-1; /* a scan is due */
+	pthread_mutex_unlock(&got.lock);
+	got_scan(1);
+	pthread_mutex_lock(&got.lock);
+	int rc = got.ready ? (int)(got.failed > INT32_MAX ? INT32_MAX : got.failed) : -ENOENT;
+	pthread_mutex_unlock(&got.lock);
+	return rc;
+}
+
+/* Puts one slot back, with the page protection it had (put_slot's inverse). */
+static int unput(void **slot, void *old, int prot, long page)
+{
+	void *pg = (void *)((uintptr_t)slot & ~(uintptr_t)(page - 1));
+	if (!(prot & PROT_WRITE) && mprotect(pg, (size_t)page, prot | PROT_WRITE) < 0)
+		return -errno;
+	__atomic_store_n(slot, old, __ATOMIC_RELEASE);
+	if (!(prot & PROT_WRITE) && mprotect(pg, (size_t)page, prot) < 0)
+		return -errno;
+	return 0;
+}
+
+int got_unpatch_loaded(void)
+{
+	pthread_mutex_lock(&got.lock);
+	int rc = got.undo_lost ? -ENOSPC : 0;
+	long page = sysconf(_SC_PAGESIZE);
+	for (size_t i = got.nundo; !rc && i-- > 0;) {
+		void **slot = got.undo[i].slot;
+		Dl_info di;
+		if (!dladdr(slot, &di))
+			continue; /* its object was unloaded since */
+		if (__atomic_load_n(slot, __ATOMIC_ACQUIRE) != got.undo[i].old)
+			rc = unput(slot, got.undo[i].old, got.undo[i].prot, page);
+	}
+	if (!rc) {
+		got.nundo = 0;
+		got.late = 0;
+	}
+	pthread_mutex_unlock(&got.lock);
+	return rc;
 }
 
 /* A fork while another thread scanned: the child's lock must be free. */
@@ -460,7 +523,10 @@ __attribute__((used)) void *got_dlopen_route(const char *file, int mode, const v
 {
 	int saved = errno;
 	void *to = (void *)real_dlopen();
-	if (file && (mode & RTLD_DEEPBIND) && !(mode & RTLD_NOLOAD) && same_search(file, caller))
+	/* loaded late, nothing loaded from now on binds to us either: patch it too */
+	int late = __atomic_load_n(&got.late, __ATOMIC_RELAXED);
+	if (file && ((mode & RTLD_DEEPBIND) || late) && !(mode & RTLD_NOLOAD) &&
+	    same_search(file, caller))
 		to = (void *)dlopen_patching;
 	errno = saved;
 	return to;

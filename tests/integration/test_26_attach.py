@@ -1,0 +1,296 @@
+# Integration test 26: tlsmirror attach into running processes (Python client loop, nginx under h2load), its refusals, and failure at each step.
+import os
+import re
+import signal
+import time
+
+from tmlib import (HELPERS, PYTHON, TLSMIRROR, Agent, RecServer, Skip, certs, check,
+                   check_stream, free_port, gen_bytes, judge, need_build, need_tool, nginx_conf,
+                   short, stat_int, timeout, wait_until)
+from test_05_nginx import check_h1
+
+STEPS = 10  # src/agent/attach.c enum step: check .. detach
+REGKEEP = os.path.join(os.path.dirname(TLSMIRROR), "progs", "regkeep")
+STATICSLEEP = os.path.join(os.path.dirname(TLSMIRROR), "progs", "staticsleep")
+
+
+def attach(env, sock, pids, fail_step=None, user=None):
+    """Runs tlsmirror attach; returns (rc, stdout, stderr) as text."""
+    argv = [TLSMIRROR, "attach", "--socket", sock] + [str(p) for p in pids]
+    if user is not None:
+        argv = [need_tool("setpriv"), f"--reuid={user}", f"--regid={user}", "--clear-groups"] + argv
+    extra = {"TLSMIRROR_ATTACH_FAIL_STEP": str(fail_step)} if fail_step else None
+    rc, out, err = env.run("attach", argv, timeout_s=60, extra_env=extra)
+    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def status(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def has_lib(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libtlsmirror" in f.read()
+
+
+def maps_text(pid):
+    """The memory map minus [heap] (malloc in the undone dlopen may grow it)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return [l for l in f.read().splitlines() if "[heap]" not in l]
+
+
+def untouched(pid, maps_before, what):
+    """The process runs, untraced, not stopped, without the library, same mappings."""
+    check(status(pid, "TracerPid") == "0", f"{what}: pid {pid} is left traced")
+    st = status(pid, "State")
+    check(st and st[0] in "SR", f"{what}: pid {pid} is left in state {st}")
+    check(not has_lib(pid), f"{what}: libtlsmirror.so is left mapped in pid {pid}")
+    after = maps_text(pid)
+    check(after == maps_before, f"{what}: the memory map of pid {pid} changed: "
+          f"{sorted(set(after) ^ set(maps_before))[:6]}")
+
+
+def stopped_ms(out):
+    m = re.search(r"stopped_ms=([\d.]+)", out)
+    check(m, f"attach printed no stopped_ms=: {out!r}")
+    return float(m.group(1))
+
+
+def lines(proc, word):
+    return re.findall(rb"^" + word + rb" (\d+)(?: (\d+))?$", proc.out(), re.M)
+
+
+def start_loop(env, server, threads=1):
+    stop = env.path(f"stop-{threads}")
+    argv = [PYTHON, os.path.join(HELPERS, "loopclient.py"), str(server.port), stop]
+    if threads > 1:
+        argv += ["--threads", str(threads)]
+    p = env.spawn(f"loop{threads}", argv)
+    wait_until(lambda: len(lines(p, b"ok")) >= 3 or not p.alive(), 20, "3 requests of the loop")
+    check(p.alive(), f"loop client exited: {short(p.out() + p.err())}")
+    return p, stop
+
+
+def stop_loop(p, stop):
+    with open(stop, "w"):
+        pass
+    rc = p.wait(20)
+    check(rc == 0, f"loop client exited {rc}: {short(p.out() + p.err(), 600)}")
+
+
+def loop_after_attach(env, threads):
+    """A Python client looping over new connections is attached; every
+    connection it opens after the attach is mirrored byte-exact."""
+    agent = Agent(env).start()
+    server = RecServer(env)
+    p, stop = start_loop(env, server, threads)
+    rc, out, err = attach(env, agent.sock, [p.pid])
+    check(rc == 0 and "attached pid=%d" % p.pid in out, f"attach exited {rc}: {out} {err}")
+    print(f"  attach to python ({threads} threads): stopped {stopped_ms(out):.2f} ms")
+    after = len(lines(p, b"conn"))  # connections started after attach returned: index >= after
+    wait_until(lambda: len(lines(p, b"ok")) >= after + 5, 30, "5 requests after the attach")
+    stop_loop(p, stop)
+    procs, total = agent.final_stats()
+    conns = {c.peer_port: c for c in server.conns()}
+    cap = judge(agent.pcap)
+    post = [(int(n), int(port)) for n, port in lines(p, b"conn") if int(n) >= after]
+    check(len(post) >= 5, f"only {len(post)} connections after the attach")
+    for n, port in post:
+        c = conns.get(port)
+        check(c is not None, f"the server did not log connection {n} from port {port}")
+        st = cap.one(client_port=port)
+        check_stream(st, c2s=c.c2s, s2c=c.s2c, client=(c.peer, port),
+                     server=(c.local, c.local_port))
+    syn = cap.syn_streams()
+    # one connection may have been under way during the attach: mirrored from then on
+    check(len(post) <= len(syn) <= len(post) + 1, f"capture has {len(syn)} connections, "
+          f"{len(post)} were made after the attach: {cap.describe()}")
+    m = re.search(r"pid %d \(python3?\): (.*)" % p.pid, agent.stderr_text)
+    check(m and "loaded late (tlsmirror attach)" in m.group(1) and
+          re.search(r"openssl \(\S*libssl\S*\) hooked", m.group(1)),
+          f"the agent's log does not say what it hooked in pid {p.pid}: {short(agent.stderr_text, 800)}")
+    ps = [q for q in procs if q.get("pid") == str(p.pid)]
+    check(ps and stat_int(ps[0], "conns") == len(syn), f"agent's line for pid {p.pid}: {ps}")
+
+
+@timeout(120)
+def test_attach_python_loop(env):
+    loop_after_attach(env, 1)
+
+
+@timeout(120)
+def test_attach_python_threads(env):
+    loop_after_attach(env, 4)
+
+
+NGINX = nginx_conf(2, """    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {prefix}/html;
+    }}
+""")
+
+
+def nginx_workers(ngx, n):
+    def up():
+        check(ngx.alive(), f"nginx exited: {short(ngx.err())}")
+        try:
+            with open(f"/proc/{ngx.pid}/task/{ngx.pid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            return None
+        return kids if len(kids) >= n else None
+    return wait_until(up, 15, f"nginx with {n} workers")
+
+
+def h2load_result(text):
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed", text)
+    check(m, f"h2load printed no result: {short(text, 600)}")
+    return int(m.group(1)), int(m.group(4)), int(m.group(5))
+
+
+@timeout(240)
+def test_attach_nginx_h2load(env):
+    """nginx (not started under capture) serves h2load; tlsmirror attach to the
+    master and both workers in the middle of the load: no request fails, and
+    every connection after the attach is mirrored with the served bytes."""
+    c = certs()
+    prefix = env.path("nginx")
+    for d in ("html", "tmp", "logs"):
+        os.makedirs(os.path.join(prefix, d))
+    body = gen_bytes(1024, 26)
+    with open(os.path.join(prefix, "html", "1k"), "wb") as f:
+        f.write(body)
+    port = free_port()
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX.format(prefix=prefix, port=port, cert=c["cert"], key=c["key"]))
+    agent = Agent(env).start()
+    ngx = env.spawn("nginx", [need_tool("nginx"), "-p", prefix, "-e",
+                              os.path.join(prefix, "error.log"), "-c", conf, "-g", "daemon off;"])
+    workers = nginx_workers(ngx, 2)
+    url = f"https://127.0.0.1:{port}/1k"
+    h2load = need_tool("h2load")
+    # during: 10 kept-alive connections, 50 requests/s each, for 4 s
+    during = env.spawn("h2load-during", [h2load, "--h1", "-c", "10", "--rps", "50", "-D", "4",
+                                         url])
+    time.sleep(1)
+    check(during.alive(), f"h2load ended before the attach: {short(during.out())}")
+    rc, out, err = attach(env, agent.sock, [ngx.pid] + workers)
+    check(rc == 0 and out.count("attached pid=") == 3, f"attach exited {rc}: {out} {err}")
+    ms = [float(x) for x in re.findall(r"stopped_ms=([\d.]+)", out)]
+    print(f"  attach to nginx master + 2 workers under h2load: stopped {ms} ms")
+    check(during.wait(60) == 0, f"h2load during the attach: {short(during.err())}")
+    total, ok, failed = h2load_result(during.out().decode())
+    check(failed == 0 and ok > 0, f"h2load during the attach: {total} total, {ok} ok, "
+          f"{failed} failed")
+    t_after = time.time()
+    n, clients = 2000, 20
+    rc, o2, e2 = env.run("h2load-after", [h2load, "--h1", "-n", str(n), "-c", str(clients), url],
+                         timeout_s=120)
+    total, ok, failed = h2load_result(o2.decode())
+    check(rc == 0 and ok == n and failed == 0, f"h2load after the attach: {total}/{ok}/{failed}")
+    ngx.signal(signal.SIGQUIT)
+    check(ngx.wait(20) == 0, f"nginx exited badly: {short(ngx.err())}")
+    procs, tot = agent.final_stats()
+    for k in ("dropped_bytes", "gap_bytes", "bad_records"):
+        check(stat_int(tot, k) == 0, f"agent exit stats: {k}={tot.get(k)}: {tot}")
+    cap = judge(agent.pcap)
+    syn = cap.syn_streams()
+    after = [s for s in syn if s.segs[0].ts / 1e9 >= t_after]
+    check(len(after) == clients, f"{len(after)} connections mirrored after the attach, h2load "
+          f"made {clients}: {cap.describe()}")
+    reqs, resps, _ = check_h1(after, body)
+    check(reqs == n and resps == n, f"the mirror carries {reqs} requests and {resps} responses "
+          f"after the attach, h2load completed {n}")
+    check(len(syn) - len(after) <= 10, f"{len(syn) - len(after)} connections before, h2load "
+          f"had 10 open")
+
+
+@timeout(120)
+def test_attach_refusals(env):
+    agent = Agent(env).start()
+    # no such process
+    gone = env.spawn("true", ["true"])
+    gone.wait(10)
+    rc, out, err = attach(env, agent.sock, [gone.pid])
+    check(rc == 1 and "no such process" in err, f"attach to a dead pid: {rc} {err!r}")
+    # not a number
+    rc, out, err = attach(env, agent.sock, ["12ab"])
+    check(rc == 2 and "not a process id" in err, f"attach 12ab: {rc} {err!r}")
+    target = env.spawn("sleeper", [PYTHON, "-c", "import time, ssl\nprint('ready', flush=True)\n"
+                                              "while True: time.sleep(0.05)"])
+    wait_until(lambda: target.out().startswith(b"ready"), 10, "python with ssl imported")
+    before = maps_text(target.pid)
+    # another tracer
+    tracer = env.spawn("strace", [need_tool("strace"), "-p", str(target.pid), "-o", os.devnull])
+    wait_until(lambda: status(target.pid, "TracerPid") not in (None, "0"), 10, "strace attached")
+    rc, out, err = attach(env, agent.sock, [target.pid])
+    check(rc == 1 and "already traced by pid %d (strace)" % tracer.pid in err,
+          f"attach to a process strace traces: {rc} {err!r}")
+    tracer.signal(signal.SIGTERM)
+    tracer.wait(10)
+    wait_until(lambda: status(target.pid, "TracerPid") == "0", 10, "strace gone")
+    untouched(target.pid, before, "refused (strace)")
+    # another user, unprivileged, against root's process
+    if os.geteuid() == 0:
+        rc, out, err = attach(env, agent.sock, [target.pid], user=65534)
+        check(rc == 1 and "attaching needs root" in err, f"attach as nobody: {rc} {err!r}")
+    else:
+        rc, out, err = attach(env, agent.sock, [1])
+        check(rc == 1 and "attaching needs root" in err, f"attach to pid 1: {rc} {err!r}")
+    untouched(target.pid, before, "refused (user)")
+    # no dlopen: a statically linked program
+    need_build(STATICSLEEP)
+    st = env.spawn("static", [STATICSLEEP])
+    wait_until(lambda: st.out().startswith(b"ready"), 10, "static program")
+    rc, out, err = attach(env, agent.sock, [st.pid])
+    check(rc == 1 and "has no dlopen" in err, f"attach to a static program: {rc} {err!r}")
+    check(st.alive() and status(st.pid, "TracerPid") == "0", "static program left traced/dead")
+    # the library already loaded
+    rc, out, err = attach(env, agent.sock, [target.pid])
+    check(rc == 0, f"attach: {rc} {err}")
+    rc, out, err = attach(env, agent.sock, [target.pid])
+    check(rc == 1 and "loaded in it already" in err, f"second attach: {rc} {err!r}")
+    check(target.alive(), "python died")
+
+
+@timeout(180)
+def test_attach_fail_each_step(env):
+    """Each step of attach made to fail in turn (TLSMIRROR_ATTACH_FAIL_STEP):
+    the target runs on with its registers, stack and mappings as they were
+    (regkeep checks its own registers and the 4 KiB below its stack pointer
+    around every system call), and a TLS client keeps working unmirrored."""
+    need_build(REGKEEP)
+    agent = Agent(env).start()
+    server = RecServer(env)
+    rk = env.spawn("regkeep", [REGKEEP])
+    wait_until(lambda: b"round 10 ok" in rk.out() or not rk.alive(), 10, "regkeep running")
+    loop, stop = start_loop(env, server)
+    for pid in (rk.pid, loop.pid):
+        before = maps_text(pid)
+        for step in range(1, STEPS + 1):
+            rc, out, err = attach(env, agent.sock, [pid], fail_step=step)
+            check(rc == 1 and f"step {step} (" in err, f"step {step} on pid {pid}: {rc} {err!r}")
+            untouched(pid, before, f"step {step} failed")
+    check(rk.alive(), f"regkeep: {short(rk.out())}")
+    n = len(lines(loop, b"ok"))
+    wait_until(lambda: len(lines(loop, b"ok")) >= n + 2, 20, "the client after the failures")
+    procs, total, raw = agent.stats()
+    check(not [p for p in procs if p.get("pid") in (str(rk.pid), str(loop.pid))],
+          f"the agent sees a process whose attach failed:\n{raw}")
+    # and then for real: the registers survive that too
+    rc, out, err = attach(env, agent.sock, [rk.pid])
+    check(rc == 0, f"attach to regkeep: {rc} {err}")
+    print(f"  attach to regkeep: stopped {stopped_ms(out):.2f} ms")
+    r = int(re.findall(rb"round (\d+) ok", rk.out())[-1])
+    wait_until(lambda: f"round {r + 20} ok".encode() in rk.out() or not rk.alive(), 20,
+               "regkeep after the attach")
+    check(rk.alive() and b"CHANGED" not in rk.out(), f"regkeep: {short(rk.out())}")
+    stop_loop(loop, stop)
