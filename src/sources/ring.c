@@ -199,6 +199,7 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	}
 	p->conns++;
 	p->open_conns++;
+	p->synthetic_conns += o.map_method == RING_MAP_SYNTHETIC;
 }
 
 /*
@@ -439,7 +440,7 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
-			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu\n",
+			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu\n",
 			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
 			 p->comm[0] ? p->comm : "?", state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
@@ -450,7 +451,8 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
 			 (unsigned long long)p->orphan_records, (unsigned long long)p->refused_conns,
 			 (unsigned long long)p->orphan_bytes, (unsigned long long)p->bypassed_last,
-			 (unsigned long long)p->unpatched_last);
+			 (unsigned long long)p->unpatched_last,
+			 (unsigned long long)p->synthetic_conns);
 	}
 	return at;
 }
