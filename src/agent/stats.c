@@ -49,7 +49,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 "open_conns=%llu refused_conns=%llu orphan_bytes=%llu pending_dropped=%llu "
 		 "h2_refused_conns=%llu h2_refused_streams=%llu "
 		 "h2_malformed=%llu h2_flow_errors=%llu synthetic_moved=%llu handed_over=%llu "
-		 "bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu\n",
+		 "bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu fd_refused=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -69,7 +69,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)(fc ? fc->synthetic_moved : 0),
 		 (unsigned long long)(fc ? fc->flows_handed_over : 0),
 		 (unsigned long long)bypassed, (unsigned long long)unpatched,
-		 (unsigned long long)synthetic);
+		 (unsigned long long)synthetic, (unsigned long long)a->fd_refused);
 	if (a->pl)
 		at = pipeline_format_stats(a->pl, buf, len, at);
 	at = access_stats_format(&a->access, buf, len, at);

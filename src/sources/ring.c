@@ -293,16 +293,42 @@ static void on_record(struct agent *a, struct proc *p, const struct ring_view *v
 	}
 }
 
+#define DRAIN_BYTES (4u << 20) /* payload bytes per ring per turn (a budgeted drain): fairness */
+
+/* Where a drain stops: what was committed when it began (a producer that
+ * feeds as fast as we read cannot hold us), for a ring whose process closed
+ * its socket what was there at the close. At most one ring ahead of us,
+ * whatever the producer wrote into head. */
+static uint64_t drain_end(const struct proc *p)
+{
+	if (p->closing)
+		return p->stop_at;
+	uint64_t head = __atomic_load_n(&p->ring->head, __ATOMIC_ACQUIRE);
+	uint64_t tail = p->cons.tail;
+	return head >= tail && head - tail <= p->cons.size ? head : tail + p->cons.size;
+}
+
 size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 {
 	size_t n = 0;
+	uint64_t bytes = 0;
 	struct ring_view v;
+	int idle = 0;
+	if (!p->ring)
+		return 0;
+	uint64_t end = drain_end(p);
 	if (n_draining < DRAIN_NEST_MAX)
 		draining[n_draining++] = p;
 	while (p->ring && n < budget) {
-		int err = ring_peek(&p->cons, &v);
-		if (err == -EAGAIN)
+		if (p->cons.tail >= end || (budget != (size_t)-1 && bytes >= DRAIN_BYTES)) {
+			idle = p->cons.tail >= end;
 			break;
+		}
+		int err = ring_peek(&p->cons, &v);
+		if (err == -EAGAIN) {
+			idle = 1;
+			break;
+		}
 		if (err < 0) {
 			static struct log_limit lim;
 			p->bad_records++;
@@ -313,6 +339,7 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 			break;
 		}
 		on_record(a, p, &v);
+		bytes += v.data_len;
 		ring_release(&p->cons);
 		n++;
 	}
@@ -323,7 +350,23 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 	}
 	if (n_draining && draining[n_draining - 1] == p)
 		n_draining--;
+	if (p->ring && p->closing && idle)
+		proc_finish(a, p, PROC_EXITED); /* all it wrote before closing is mirrored */
 	return n;
+}
+
+void proc_closing(struct agent *a, struct proc *p)
+{
+	if (p->fd >= 0) {
+		agent_forget_fd(a, p->fd);
+		p->fd = -1;
+	}
+	if (!p->ring) {
+		p->state = PROC_EXITED;
+		return;
+	}
+	p->stop_at = drain_end(p);
+	p->closing = 1;
 }
 
 void proc_read_drops(struct proc *p)
@@ -350,8 +393,9 @@ void proc_read_drops(struct proc *p)
 
 void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
 {
-	if (p->ring && why == PROC_EXITED)
+	if (p->ring && why == PROC_EXITED && !p->closing)
 		proc_drain(a, p, (size_t)-1);
+	p->closing = 0;
 	if (p->ring) {
 		proc_read_drops(p);
 		pipeline_origin(a->pl, p->key, ORIGIN_CLOSED, agent_now_ns());
