@@ -238,11 +238,18 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 		return;
 	}
 	snprintf(who, sizeof(who), "pid %d", (int)(sent ? sent->pid : cred.pid));
-	size_t attached = 0;
-	for (struct proc *q = a->procs; q; q = q->next)
+	size_t attached = 0, of_uid = 0;
+	for (struct proc *q = a->procs; q; q = q->next) {
 		attached += q->state == PROC_ATTACHED;
+		of_uid += q->state == PROC_ATTACHED && q->auth_uid == cred.uid;
+	}
 	if (attached >= a->cfg.max_procs) {
 		reject(a, fd, who, "too many attached processes (--max-procs)");
+		return;
+	}
+	if (cred.uid != 0 && of_uid >= agent_procs_per_uid(a)) {
+		reject(a, fd, who, "too many attached processes of one uid (a quarter of --max-procs "
+		       "per uid other than root)");
 		return;
 	}
 	struct proc *p = calloc(1, sizeof(*p));
@@ -264,6 +271,7 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 			if (q->fd >= 0)
 				agent_forget_fd(a, q->fd);
 			q->fd = fd;
+			q->closing = 0; /* attached again before its ring was drained */
 			epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
 			watch(a, fd, TAG_PROC);
 			return;
@@ -316,10 +324,15 @@ static void reply_stats(struct agent *a, int fd)
 	agent_forget_fd(a, fd);
 }
 
+size_t agent_procs_per_uid(const struct agent *a)
+{
+	return a->cfg.max_procs / 4 ? a->cfg.max_procs / 4 : 1;
+}
+
 static int pending_has(const struct agent *a, int fd)
 {
 	for (size_t i = 0; i < a->n_pending; i++)
-		if (a->pending[i] == fd)
+		if (a->pending[i].fd == fd)
 			return 1;
 	return 0;
 }
@@ -327,7 +340,7 @@ static int pending_has(const struct agent *a, int fd)
 static void pending_del(struct agent *a, int fd)
 {
 	for (size_t i = 0; i < a->n_pending; i++) {
-		if (a->pending[i] == fd) {
+		if (a->pending[i].fd == fd) {
 			memmove(&a->pending[i], &a->pending[i + 1],
 				(a->n_pending - i - 1) * sizeof(a->pending[0]));
 			a->n_pending--;
@@ -336,21 +349,56 @@ static void pending_del(struct agent *a, int fd)
 	}
 }
 
-/* A new control connection waits for its hello; over AGENT_MAX_PENDING the
- * oldest that never said it is closed (counted), so silent connections
- * cannot keep others out. */
-static void pending_add(struct agent *a, int fd)
+/* Closes pending entry i (no hello yet), counted. */
+static void pending_drop(struct agent *a, size_t i)
 {
-	if (a->n_pending == AGENT_MAX_PENDING) {
-		static struct log_limit lim;
-		int old = a->pending[0];
-		pending_del(a, old);
-		agent_forget_fd(a, old);
-		a->pending_dropped++;
-		log_limited(&lim, 10, "more than %d control connections without a hello: "
+	int fd = a->pending[i].fd;
+	pending_del(a, fd);
+	agent_forget_fd(a, fd);
+	a->pending_dropped++;
+}
+
+/*
+ * A new control connection waits for its hello. Silent connections cannot
+ * keep others out: over AGENT_PENDING_PER_UID of one uid, that uid's oldest
+ * is closed; over AGENT_MAX_PENDING in all, the oldest; and each is closed
+ * after AGENT_PENDING_TIMEOUT_NS (pending_expire). All counted.
+ */
+static void pending_add(struct agent *a, int fd, uid_t uid)
+{
+	static struct log_limit lim_uid, lim_all;
+	size_t of_uid = 0, oldest = 0;
+	for (size_t i = a->n_pending; i-- > 0;) {
+		if (a->pending[i].uid == uid) {
+			of_uid++;
+			oldest = i;
+		}
+	}
+	if (of_uid >= AGENT_PENDING_PER_UID) {
+		pending_drop(a, oldest);
+		log_limited(&lim_uid, 10, "more than %d control connections without a hello "
+			    "from uid %u (per uid): closing its oldest", AGENT_PENDING_PER_UID,
+			    (unsigned)uid);
+	} else if (a->n_pending == AGENT_MAX_PENDING) {
+		pending_drop(a, 0);
+		log_limited(&lim_all, 10, "more than %d control connections without a hello: "
 			    "closing the oldest", AGENT_MAX_PENDING);
 	}
-	a->pending[a->n_pending++] = fd;
+	a->pending[a->n_pending++] = (struct pending){ .fd = fd, .uid = uid,
+						       .since_ns = agent_now_ns() };
+}
+
+/* Closes the control connections silent for longer than the timeout. */
+static void pending_expire(struct agent *a, uint64_t now)
+{
+	static struct log_limit lim;
+	while (a->n_pending && now - a->pending[0].since_ns > AGENT_PENDING_TIMEOUT_NS &&
+	       now > a->pending[0].since_ns) {
+		log_limited(&lim, 10, "closed a control connection of uid %u: no hello within "
+			    "%llu s", (unsigned)a->pending[0].uid,
+			    (unsigned long long)(AGENT_PENDING_TIMEOUT_NS / 1000000000ULL));
+		pending_drop(a, 0);
+	}
 }
 
 #define HELLO_MAX_FDS 4
@@ -385,8 +433,10 @@ static int take_fds(struct msghdr *msg, int *fds, int max, struct ucred *sent)
 	return nfd;
 }
 
-/* First message on a new control connection: an attach or a stats request. */
-static void on_pending(struct agent *a, int fd)
+/* First message on a new control connection: an attach or a stats request.
+ * over_budget: the descriptor budget is spent: a stats request is answered,
+ * anything else (an attach, nothing yet) is closed at once. */
+static void on_pending(struct agent *a, int fd, int over_budget)
 {
 	struct ctl_hello h;
 	union {
@@ -400,7 +450,10 @@ static void on_pending(struct agent *a, int fd)
 	ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	if (n < 0) {
 		/* nothing was received: msg_control holds no descriptors */
-		if (errno != EAGAIN && errno != EINTR) {
+		if (over_budget) {
+			a->pending_dropped++;
+			agent_forget_fd(a, fd);
+		} else if (errno != EAGAIN && errno != EINTR) {
 			pending_del(a, fd);
 			agent_forget_fd(a, fd);
 		}
@@ -426,6 +479,9 @@ static void on_pending(struct agent *a, int fd)
 		why = "unknown message type";
 	else if (nfd != 1)
 		why = "attach without exactly one ring descriptor";
+	else if (over_budget)
+		why = "descriptor limit reached (RLIMIT_NOFILE less the reserve for outputs and "
+		      "stats): raise it (ulimit -n, LimitNOFILE=) or lower --max-procs";
 	if (why) {
 		for (int i = 0; i < nfd; i++)
 			close(fds[i]);
@@ -439,13 +495,37 @@ static void on_pending(struct agent *a, int fd)
 	close(fds[0]);
 }
 
+/* Out of descriptors with connections waiting: accept each with the spare
+ * descriptor and close it at once, so the listening socket stops firing
+ * (else the loop would spin on it). */
+static void shed_backlog(struct agent *a, int lfd)
+{
+	static struct log_limit lim;
+	if (a->spare_fd < 0)
+		return;
+	close(a->spare_fd);
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd >= 0) {
+		close(fd);
+		a->fd_refused++;
+	}
+	a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	log_limited(&lim, 10, "out of file descriptors (limit %d): closed a control connection "
+		    "unread", a->fd_limit);
+}
+
+#define ACCEPTS_PER_TURN 64    /* then the rings get their turn */
+
 /* A refused peer's connection is closed before anything of it is read. */
 static void on_accept(struct agent *a, int lfd)
 {
-	for (;;) {
+	for (int k = 0; k < ACCEPTS_PER_TURN; k++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				shed_backlog(a, lfd);
 			return;
+		}
 		uid_t uid;
 		pid_t pid;
 		if (!access_check(&a->access, fd, &uid, &pid)) {
@@ -456,12 +536,25 @@ static void on_accept(struct agent *a, int lfd)
 		 * socket its parent connected) */
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+		if (fd >= a->fd_limit - AGENT_FD_RESERVE) {
+			static struct log_limit lim;
+			/* descriptors are numbered lowest first: fd is about how many are open */
+			a->fd_refused++;
+			log_limited(&lim, 10, "%d file descriptors open, limit %d less %d kept for "
+				    "outputs and stats: only stats requests are answered (raise "
+				    "ulimit -n / LimitNOFILE=)", fd, a->fd_limit, AGENT_FD_RESERVE);
+			if (watch(a, fd, TAG_PENDING) < 0)
+				close(fd);
+			else
+				on_pending(a, fd, 1);
+			continue;
+		}
 		if (watch(a, fd, TAG_PENDING) < 0) {
 			close(fd);
 			continue;
 		}
-		pending_add(a, fd);
-		on_pending(a, fd); /* the hello is usually there already */
+		pending_add(a, fd, uid);
+		on_pending(a, fd, 0); /* the hello is usually there already */
 	}
 }
 
@@ -481,7 +574,7 @@ static void on_proc(struct agent *a, int fd)
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		log_info("pid %d (%s) detached", (int)p->pid, p->comm);
-		proc_finish(a, p, PROC_EXITED);
+		proc_closing(a, p);
 		return;
 	}
 }
@@ -504,7 +597,7 @@ static void handle_events(struct agent *a, int timeout_ms)
 				a->stop = 1;
 		} else if (tag == TAG_PENDING) {
 			if (pending_has(a, fd)) /* not closed as the oldest in this batch */
-				on_pending(a, fd);
+				on_pending(a, fd, 0);
 		} else if (tag == TAG_PROC) {
 			on_proc(a, fd);
 		}
@@ -546,6 +639,7 @@ static void loop(struct agent *a)
 			break;
 		}
 		uint64_t now = agent_now_ns();
+		pending_expire(a, now);
 		for (size_t i = 0; i < a->n_ticks; i++)
 			a->ticks[i].run(a, now, a->ticks[i].arg);
 		pipeline_tick(a->pl, now);
@@ -601,16 +695,29 @@ static int delivery_config(struct agent *a, struct flow_config *fc)
 
 /* Every attached process holds a control socket and, while idle, a socket a
  * parent connected for its child: the usual soft limit of 1024 descriptors
- * would refuse attaches well below --max-procs. Raised to the hard limit. */
-static void raise_fd_limit(void)
+ * would refuse attaches well below --max-procs. Raised to the hard limit;
+ * control connections may use all but AGENT_FD_RESERVE of it (on_accept). */
+static int raise_fd_limit(const struct agent *a)
 {
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
-		return;
-	rl.rlim_cur = rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-		log_warn("cannot raise the descriptor limit to %llu: %s",
-			 (unsigned long long)rl.rlim_max, strerror(errno));
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit want = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl = want;
+		else
+			log_warn("cannot raise the descriptor limit to %llu: %s",
+				 (unsigned long long)rl.rlim_max, strerror(errno));
+	}
+	int lim = rl.rlim_cur > (1u << 30) ? (1 << 30) : (int)rl.rlim_cur;
+	if ((size_t)lim < a->cfg.max_procs + AGENT_MAX_PENDING + 2 * AGENT_FD_RESERVE)
+		log_warn("descriptor limit %d (ulimit -n): about %d control connections fit "
+			 "besides the %d kept for outputs and stats, fewer than --max-procs %zu; "
+			 "raise it (LimitNOFILE=) for that many processes", lim,
+			 lim > 2 * AGENT_FD_RESERVE ? lim - 2 * AGENT_FD_RESERVE : 0,
+			 AGENT_FD_RESERVE, a->cfg.max_procs);
+	return lim;
 }
 
 /* The stage chain the options ask for, then the sources that feed it. */
@@ -658,7 +765,8 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	if (!a->cfg.max_ring_size)
 		a->cfg.max_ring_size = AGENT_DEFAULT_MAX_RING;
 	a->started_ns = agent_now_ns();
-	raise_fd_limit();
+	a->fd_limit = raise_fd_limit(a);
+	a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	a->listen_fd = -1;
 	a->abstract_fd = -1;
 	a->sig_fd = -1;
@@ -749,6 +857,8 @@ static void teardown(struct agent *a, int ran)
 	pipeline_free(a->pl);
 	if (a->sig_fd >= 0)
 		close(a->sig_fd);
+	if (a->spare_fd >= 0)
+		close(a->spare_fd);
 	if (a->epfd >= 0)
 		close(a->epfd);
 }
@@ -758,6 +868,7 @@ int agent_run(const struct agent_config *cfg)
 	struct agent a;
 	memset(&a, 0, sizeof(a));
 	a.epfd = -1;
+	a.spare_fd = -1;
 	int err = setup(&a, cfg);
 	if (!err) {
 		log_info("listening on %s, %zu output%s", cfg->socket_path, a.sinks.n,

@@ -62,6 +62,16 @@ struct agent_config {
 #define AGENT_DEFAULT_MAX_PROCS 1024
 #define AGENT_DEFAULT_MAX_RING ((uint64_t)RING_MAX_DATA)
 #define AGENT_MAX_PENDING 256        /* control connections before their hello */
+#define AGENT_PENDING_PER_UID 32     /* of them from one uid (its oldest goes) */
+#define AGENT_PENDING_TIMEOUT_NS (2ULL * 1000000000ULL) /* a silent peer is closed after */
+#define AGENT_FD_RESERVE 128         /* descriptors kept for outputs, stats, the tunnel */
+
+/* A control connection waiting for its hello. */
+struct pending {
+	int fd;
+	uid_t uid;                   /* SO_PEERCRED of who connected */
+	uint64_t since_ns;           /* agent_now_ns() at accept */
+};
 
 enum proc_state { PROC_ATTACHED = 0, PROC_EXITED, PROC_REJECTED };
 
@@ -91,11 +101,14 @@ struct proc {
 	uint64_t orphan_records;     /* data for a connection we never saw opened */
 	uint64_t orphan_bytes;       /* their clear text (refused or never opened) */
 	uint64_t refused_conns;      /* opens refused over a cap */
+	uint64_t synthetic_conns;    /* opens whose real socket the library did not find */
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
 	struct conn_meta *spare_meta; /* an OPEN's metadata nobody kept: reused by the next */
 	uint64_t bypassed_last;      /* ring_hdr.bypassed_conns, last value read */
 	uint64_t unpatched_last;     /* ring_hdr.unpatched_objs, last value read */
 	int bypass_logged;
+	int closing;                 /* its socket closed: drained up to stop_at, then finished */
+	uint64_t stop_at;            /* ring position committed when the socket closed */
 };
 
 struct agent;
@@ -131,9 +144,12 @@ struct agent {
 	struct proc *procs;          /* newest first */
 	uint64_t started_ns;
 	uint64_t rejected_attach;
-	uint64_t pending_dropped;    /* control connections closed before their hello (cap) */
-	int pending[AGENT_MAX_PENDING]; /* their fds, oldest first */
+	uint64_t pending_dropped;    /* control connections closed before their hello (caps, timeout) */
+	struct pending pending[AGENT_MAX_PENDING]; /* oldest first */
 	size_t n_pending;
+	int fd_limit;                /* RLIMIT_NOFILE after raising it */
+	int spare_fd;                /* given up to accept-and-close when out of descriptors */
+	uint64_t fd_refused;         /* control connections closed: descriptor budget */
 	uint64_t exited_kept;
 	struct agent_tick ticks[AGENT_MAX_TICKS];
 	size_t n_ticks;
@@ -148,6 +164,8 @@ void agent_forget_fd(struct agent *a, int fd);
 int agent_watch_fd(struct agent *a, struct agent_watch *w, uint32_t events);
 /* Removes w->fd from the event loop (does not close it). */
 void agent_unwatch_fd(struct agent *a, struct agent_watch *w);
+/* How many processes one uid other than root may have attached (a quarter of --max-procs). */
+size_t agent_procs_per_uid(const struct agent *a);
 /* Runs t.run(a, now, t.arg) every turn of the loop (at least every idle_ms). */
 int agent_add_tick(struct agent *a, struct agent_tick t);
 
@@ -162,6 +180,10 @@ uint64_t agent_now_ns(void);
 size_t proc_drain(struct agent *a, struct proc *p, size_t budget);
 /* The process is gone (EOF) or rejected: drain what is left, end its connections, unmap. */
 void proc_finish(struct agent *a, struct proc *p, enum proc_state why);
+/* Its control socket reached EOF: closes it; what the ring holds at this
+ * moment is drained in the loop's budgeted turns (records committed later
+ * are not read), then proc_finish. */
+void proc_closing(struct agent *a, struct proc *p);
 /* Refreshes drop counters from the ring header. */
 void proc_read_drops(struct proc *p);
 

@@ -10,7 +10,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 {
 	size_t at = 0;
 	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
-	uint64_t bypassed = 0, unpatched = 0;
+	uint64_t bypassed = 0, unpatched = 0, synthetic = 0;
 	if (!len)
 		return 0;
 	buf[0] = 0;
@@ -23,6 +23,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		procs++;
 		bypassed += p->bypassed_last;
 		unpatched += p->unpatched_last;
+		synthetic += p->synthetic_conns;
 		conns += p->conns;
 		b0 += p->bytes[0];
 		b1 += p->bytes[1];
@@ -48,7 +49,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 "open_conns=%llu refused_conns=%llu orphan_bytes=%llu pending_dropped=%llu "
 		 "h2_refused_conns=%llu h2_refused_streams=%llu "
 		 "h2_malformed=%llu h2_flow_errors=%llu synthetic_moved=%llu handed_over=%llu "
-		 "bypassed_conns=%llu unpatched_objs=%llu\n",
+		 "bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu fd_refused=%llu\n",
 		 (unsigned long long)procs, (unsigned long long)conns,
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
@@ -67,7 +68,8 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)h2c.malformed, (unsigned long long)h2c.flow_errors,
 		 (unsigned long long)(fc ? fc->synthetic_moved : 0),
 		 (unsigned long long)(fc ? fc->flows_handed_over : 0),
-		 (unsigned long long)bypassed, (unsigned long long)unpatched);
+		 (unsigned long long)bypassed, (unsigned long long)unpatched,
+		 (unsigned long long)synthetic, (unsigned long long)a->fd_refused);
 	if (a->pl)
 		at = pipeline_format_stats(a->pl, buf, len, at);
 	at = access_stats_format(&a->access, buf, len, at);

@@ -11,7 +11,15 @@
 #include <unistd.h>
 
 #define FD_MAP_SIZE 65536   /* fds beyond this are not tracked for close() */
-#define HELLO_SLOTS 64      /* recent ClientHellos remembered for memory BIOs */
+/* ClientHellos remembered for memory BIOs (asyncio): a hash table on the
+ * client random, open addressing over a window of HELLO_PROBE slots. A match
+ * frees its slot; an entry older than HELLO_MAX_AGE_S (a handshake that never
+ * finished) is free too; a full window gives up its oldest. */
+#define HELLO_SLOTS 16384   /* power of two: > 3 x the 5,000 handshakes tested at once */
+#define HELLO_PROBE 32
+#define HELLO_MAX_AGE_S 120
+#define HELLO_FREE 0u
+#define HELLO_BUSY 1u       /* being written or read by one thread */
 #define ANNOUNCE_SPINS 1000
 
 /* libssl functions the library calls (never hooks). */
@@ -42,15 +50,20 @@ static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
  * close() and SSL_free(). No lock, no allocation. */
 static struct cap_conn *fd_conn[FD_MAP_SIZE];
 
+/* 88 bytes. state: HELLO_FREE, HELLO_BUSY, or a ticket >= 2 (the entry is
+ * complete); a thread owns the other fields while it holds the slot BUSY.
+ * born_s and key are also read (atomically) without holding it. */
 struct hello {
-	uint32_t valid;         /* ticket + 1, stored last */
+	uint32_t state;
+	uint32_t born_s;        /* cap_now_ns() seconds at insertion */
+	uint64_t key;           /* bytes 4..11 of the random: a cheap first test */
 	uint8_t random[32];
-	uint8_t family;
 	uint8_t caddr[16], saddr[16];
 	uint16_t cport, sport;
+	uint8_t family;
 };
-static struct hello hellos[HELLO_SLOTS];
-static uint32_t hello_next;
+static struct hello hellos[HELLO_SLOTS]; /* untouched pages cost nothing */
+static uint32_t hello_next = 2;
 
 static __thread struct cap_call *tl_call __attribute__((tls_model("initial-exec")));
 static __thread int tl_depth __attribute__((tls_model("initial-exec")));
@@ -210,6 +223,55 @@ static int names_of(int fd, int local_is_client, uint8_t *family,
 	return 0;
 }
 
+static uint32_t hello_home(const uint8_t random[32])
+{
+	uint32_t h;
+	memcpy(&h, random, sizeof(h)); /* the client random is random */
+	return h;
+}
+
+static uint64_t hello_key(const uint8_t random[32])
+{
+	uint64_t k;
+	memcpy(&k, random + 4, sizeof(k));
+	return k;
+}
+
+static int hello_stale(uint32_t born_s, uint32_t now_s)
+{
+	return now_s - born_s > HELLO_MAX_AGE_S;
+}
+
+/* Claims a slot of random's window: a free or stale one, else the oldest.
+ * Returns it held BUSY, or NULL when every slot is busy right now. */
+static struct hello *hello_claim(const uint8_t random[32], uint32_t now_s)
+{
+	uint32_t home = hello_home(random);
+	struct hello *oldest = NULL;
+	uint32_t oldest_v = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t i = 0; i < HELLO_PROBE; i++) {
+			struct hello *h = &hellos[(home + i) & (HELLO_SLOTS - 1)];
+			uint32_t v = __atomic_load_n(&h->state, __ATOMIC_ACQUIRE);
+			if (v == HELLO_BUSY)
+				continue;
+			int take = pass ? h == oldest && v == oldest_v
+					: v == HELLO_FREE ||
+					  hello_stale(__atomic_load_n(&h->born_s, __ATOMIC_RELAXED), now_s);
+			if (take && __atomic_compare_exchange_n(&h->state, &v, HELLO_BUSY, 0,
+								__ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+				return h;
+			if (!pass && v != HELLO_FREE && (!oldest || v - oldest_v > 0x80000000u)) {
+				oldest = h; /* tickets grow: the smallest (mod 2^32) is the oldest */
+				oldest_v = v;
+			}
+		}
+		if (!oldest)
+			return NULL;
+	}
+	return NULL;
+}
+
 void conn_note_client_hello(int fd, const uint8_t *buf, size_t len, int sent)
 {
 	/* Inside a TLS call the socket is found directly; this is for memory
@@ -220,43 +282,57 @@ void conn_note_client_hello(int fd, const uint8_t *buf, size_t len, int sent)
 	int saved = errno, fam;
 	if (!inet_stream(fd, &fam))
 		goto out;
-	struct hello h;
-	memset(&h, 0, sizeof(h));
-	memcpy(h.random, buf + 11, 32);
-	if (names_of(fd, sent, &h.family, h.caddr, &h.cport, h.saddr, &h.sport) < 0)
+	uint8_t family, caddr[16], saddr[16];
+	uint16_t cport, sport;
+	if (names_of(fd, sent, &family, caddr, &cport, saddr, &sport) < 0)
 		goto out;
+	const uint8_t *random = buf + 11;
+	uint32_t now_s = (uint32_t)(cap_now_ns() / 1000000000ULL);
+	struct hello *h = hello_claim(random, now_s);
+	if (!h)
+		goto out; /* every slot of its window busy this instant: it falls back */
+	memcpy(h->random, random, sizeof(h->random));
+	memcpy(h->caddr, caddr, 16);
+	memcpy(h->saddr, saddr, 16);
+	h->cport = cport;
+	h->sport = sport;
+	h->family = family;
+	__atomic_store_n(&h->born_s, now_s, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->key, hello_key(random), __ATOMIC_RELAXED);
 	uint32_t ticket = __atomic_fetch_add(&hello_next, 1, __ATOMIC_RELAXED);
-	struct hello *slot = &hellos[ticket % HELLO_SLOTS];
-	__atomic_store_n(&slot->valid, 0, __ATOMIC_RELEASE);
-	memcpy(slot->random, h.random, sizeof(h.random));
-	slot->family = h.family;
-	memcpy(slot->caddr, h.caddr, 16);
-	memcpy(slot->saddr, h.saddr, 16);
-	slot->cport = h.cport;
-	slot->sport = h.sport;
-	__atomic_store_n(&slot->valid, ticket + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->state, ticket < 2 ? 2 : ticket, __ATOMIC_RELEASE);
 out:
 	errno = saved;
 }
 
+/* The socket whose ClientHello carried this connection's client random; the
+ * entry is consumed. Both ends in one process recorded it twice (sent and
+ * received, the same 4-tuple): each end takes one. */
 static int map_by_random(struct ssl_st *ssl, struct cap_conn *c)
 {
 	uint8_t rnd[32];
 	if (!ossl.client_random || ossl.client_random(ssl, rnd, sizeof(rnd)) != sizeof(rnd))
 		return -ENOENT;
-	for (int i = 0; i < HELLO_SLOTS; i++) {
-		struct hello *h = &hellos[i];
-		uint32_t v = __atomic_load_n(&h->valid, __ATOMIC_ACQUIRE);
-		if (!v || memcmp(h->random, rnd, sizeof(rnd)))
+	uint32_t home = hello_home(rnd);
+	uint64_t key = hello_key(rnd);
+	for (uint32_t i = 0; i < HELLO_PROBE; i++) {
+		struct hello *h = &hellos[(home + i) & (HELLO_SLOTS - 1)];
+		uint32_t v = __atomic_load_n(&h->state, __ATOMIC_ACQUIRE);
+		if (v < 2 || __atomic_load_n(&h->key, __ATOMIC_RELAXED) != key)
 			continue;
-		struct hello copy = *h;
-		if (__atomic_load_n(&h->valid, __ATOMIC_ACQUIRE) != v)
-			continue; /* rewritten while we read it */
-		c->family = copy.family;
-		memcpy(c->caddr, copy.caddr, 16);
-		memcpy(c->saddr, copy.saddr, 16);
-		c->cport = copy.cport;
-		c->sport = copy.sport;
+		if (!__atomic_compare_exchange_n(&h->state, &v, HELLO_BUSY, 0,
+						 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			continue; /* taken or rewritten meanwhile */
+		if (memcmp(h->random, rnd, sizeof(rnd))) { /* rewritten before our claim */
+			__atomic_store_n(&h->state, v, __ATOMIC_RELEASE);
+			continue;
+		}
+		c->family = h->family;
+		memcpy(c->caddr, h->caddr, 16);
+		memcpy(c->saddr, h->saddr, 16);
+		c->cport = h->cport;
+		c->sport = h->sport;
+		__atomic_store_n(&h->state, HELLO_FREE, __ATOMIC_RELEASE);
 		return 0;
 	}
 	return -ENOENT;

@@ -199,6 +199,7 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	}
 	p->conns++;
 	p->open_conns++;
+	p->synthetic_conns += o.map_method == RING_MAP_SYNTHETIC;
 }
 
 /*
@@ -292,16 +293,42 @@ static void on_record(struct agent *a, struct proc *p, const struct ring_view *v
 	}
 }
 
+#define DRAIN_BYTES (4u << 20) /* payload bytes per ring per turn (a budgeted drain): fairness */
+
+/* Where a drain stops: what was committed when it began (a producer that
+ * feeds as fast as we read cannot hold us), for a ring whose process closed
+ * its socket what was there at the close. At most one ring ahead of us,
+ * whatever the producer wrote into head. */
+static uint64_t drain_end(const struct proc *p)
+{
+	if (p->closing)
+		return p->stop_at;
+	uint64_t head = __atomic_load_n(&p->ring->head, __ATOMIC_ACQUIRE);
+	uint64_t tail = p->cons.tail;
+	return head >= tail && head - tail <= p->cons.size ? head : tail + p->cons.size;
+}
+
 size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 {
 	size_t n = 0;
+	uint64_t bytes = 0;
 	struct ring_view v;
+	int idle = 0;
+	if (!p->ring)
+		return 0;
+	uint64_t end = drain_end(p);
 	if (n_draining < DRAIN_NEST_MAX)
 		draining[n_draining++] = p;
 	while (p->ring && n < budget) {
-		int err = ring_peek(&p->cons, &v);
-		if (err == -EAGAIN)
+		if (p->cons.tail >= end || (budget != (size_t)-1 && bytes >= DRAIN_BYTES)) {
+			idle = p->cons.tail >= end;
 			break;
+		}
+		int err = ring_peek(&p->cons, &v);
+		if (err == -EAGAIN) {
+			idle = 1;
+			break;
+		}
 		if (err < 0) {
 			static struct log_limit lim;
 			p->bad_records++;
@@ -312,6 +339,7 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 			break;
 		}
 		on_record(a, p, &v);
+		bytes += v.data_len;
 		ring_release(&p->cons);
 		n++;
 	}
@@ -322,7 +350,23 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 	}
 	if (n_draining && draining[n_draining - 1] == p)
 		n_draining--;
+	if (p->ring && p->closing && idle)
+		proc_finish(a, p, PROC_EXITED); /* all it wrote before closing is mirrored */
 	return n;
+}
+
+void proc_closing(struct agent *a, struct proc *p)
+{
+	if (p->fd >= 0) {
+		agent_forget_fd(a, p->fd);
+		p->fd = -1;
+	}
+	if (!p->ring) {
+		p->state = PROC_EXITED;
+		return;
+	}
+	p->stop_at = drain_end(p);
+	p->closing = 1;
 }
 
 void proc_read_drops(struct proc *p)
@@ -349,8 +393,9 @@ void proc_read_drops(struct proc *p)
 
 void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
 {
-	if (p->ring && why == PROC_EXITED)
+	if (p->ring && why == PROC_EXITED && !p->closing)
 		proc_drain(a, p, (size_t)-1);
+	p->closing = 0;
 	if (p->ring) {
 		proc_read_drops(p);
 		pipeline_origin(a->pl, p->key, ORIGIN_CLOSED, agent_now_ns());
@@ -439,7 +484,7 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
-			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu\n",
+			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu\n",
 			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
 			 p->comm[0] ? p->comm : "?", state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
@@ -450,7 +495,8 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
 			 (unsigned long long)p->orphan_records, (unsigned long long)p->refused_conns,
 			 (unsigned long long)p->orphan_bytes, (unsigned long long)p->bypassed_last,
-			 (unsigned long long)p->unpatched_last);
+			 (unsigned long long)p->unpatched_last,
+			 (unsigned long long)p->synthetic_conns);
 	}
 	return at;
 }

@@ -368,8 +368,9 @@ class Agent:
     with the output option out (--pcapng)."""
 
     def __init__(self, env, name="agent", pcap=None, args=(), sock=None, out="-w",
-                 allow_bypass=False):
+                 allow_bypass=False, prefix=()):
         self.env, self.out = env, out
+        self.prefix = list(prefix)  # e.g. ["prlimit", "--nofile=1024:1024", "--"]
         self.allow_bypass = allow_bypass
         self.name = name
         self.sock = sock or env.path(name + ".sock")
@@ -381,7 +382,7 @@ class Agent:
 
     def start(self, stdout=None):
         need_build(TLSMIRROR)
-        argv = [TLSMIRROR, "--socket", self.sock] + self.args + [self.out, self.pcap]
+        argv = self.prefix + [TLSMIRROR, "--socket", self.sock] + self.args + [self.out, self.pcap]
         self.proc = self.env.spawn(self.name, argv, stdout=stdout)
         self.t_start = time.time()
 

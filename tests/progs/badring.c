@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <linux/sockios.h>
@@ -677,6 +679,114 @@ static int run_flip(const struct ctx *x, long n)
 	return err ? 1 : 0;
 }
 
+/* ---- long-running hostile producers (issue 15): floods and lies ---- */
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* Waits until stdin reaches EOF (the test closes it, or dies). */
+static void wait_stdin_eof(void)
+{
+	char b[64];
+	while (read(0, b, sizeof(b)) > 0)
+		;
+}
+
+/*
+ * --hold N [--attach]: N control connections kept open. Silent (never a
+ * hello), or each attached with its own minimal ring that never carries a
+ * record. Prints "holding K of N" once all were made (K: still open, the
+ * agent may close some), then waits for EOF on stdin.
+ */
+static int run_hold(const struct ctx *x, long n, int attach)
+{
+	raise_nofile();
+	int *socks = calloc((size_t)n, sizeof(int));
+	long made = 0;
+	if (!socks)
+		return 1;
+	for (long i = 0; i < n; i++) {
+		int s = agent_connect(x->socket);
+		if (s < 0)
+			break;
+		socks[made++] = s;
+		if (!attach)
+			continue;
+		struct bring b;
+		struct ctl_hello h;
+		if (bring_new(&b, SMALL_DATA, RING_HDR_SIZE + SMALL_DATA, SEALS_ALL))
+			break;
+		fill_hello(&h);
+		(void)send_fds(s, &h, sizeof(h), &b.fd, 1);
+		bring_free(&b); /* the agent holds its own mapping */
+	}
+	usleep(300 * 1000);
+	long open_now = 0;
+	for (long i = 0; i < made; i++) {
+		char c;
+		ssize_t r = recv(socks[i], &c, 1, MSG_DONTWAIT | MSG_PEEK);
+		open_now += r < 0 && errno == EAGAIN;
+	}
+	printf("badring: holding %ld of %ld (%ld made)\n", open_now, n, made);
+	fflush(stdout);
+	wait_stdin_eof();
+	for (long i = 0; i < made; i++)
+		close(socks[i]);
+	free(socks);
+	return 0;
+}
+
+/*
+ * --feed-after-close MS: attaches a 16 MiB ring, announces connection 9
+ * (BAD_ADDR), closes its control socket (the agent sees the process as gone)
+ * and keeps committing 16 KiB DATA records for MS ms, as fast as the agent
+ * frees room. Prints how much it committed before and after the close.
+ */
+static int run_feed_after_close(const struct ctx *x, long ms)
+{
+	static uint8_t chunk[16384];
+	struct bring b;
+	struct ring_open op;
+	struct ctl_hello h;
+	memset(chunk, 'F', sizeof(chunk));
+	int err = bring_new(&b, RING_DEFAULT_DATA, RING_HDR_SIZE + RING_DEFAULT_DATA, SEALS_ALL);
+	if (err)
+		return 1;
+	fill_open(&op);
+	op.client_port = 6668; /* not the all-cases port: a test can tell them apart */
+	put(&b, RING_REC_OPEN, 0, 9, 0, &op, sizeof(op));
+	uint64_t off = 0, before = 0;
+	while (put(&b, RING_REC_DATA, 0, 9, off, chunk, sizeof(chunk)))
+		off += sizeof(chunk);
+	before = off;
+	fill_hello(&h);
+	int s = agent_connect(x->socket);
+	if (s < 0 || send_fds(s, &h, sizeof(h), &b.fd, 1)) {
+		printf("badring: feed-after-close: cannot attach\n");
+		return 1;
+	}
+	usleep(100 * 1000);
+	close(s);
+	uint64_t t0 = now_ms();
+	while (now_ms() - t0 < (uint64_t)ms) {
+		if (put(&b, RING_REC_DATA, 0, 9, off, chunk, sizeof(chunk)))
+			off += sizeof(chunk);
+		else
+			sched_yield();
+	}
+	printf("badring: feed-after-close committed %llu bytes before the close, %llu after, "
+	       "in %ld ms\n", (unsigned long long)before, (unsigned long long)(off - before), ms);
+	fflush(stdout);
+	bring_free(&b);
+	return 0;
+}
+
 static const struct bcase cases[] = {
 	{"bad-magic", "ring header magic wrong", case_hdr, H_MAGIC},
 	{"bad-version", "ring header version 2", case_hdr, H_VERSION},
@@ -720,6 +830,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: badring [--socket PATH] [--timeout-ms N] --case NAME|all\n"
 		   "       badring [--socket PATH] --flip N   (N attaches under a flipping thread)\n"
+		   "       badring [--socket PATH] --hold N [--attach]   (N idle control connections)\n"
+		   "       badring [--socket PATH] --feed-after-close MS\n"
 		   "       badring --list\n");
 }
 
@@ -737,11 +849,13 @@ int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{"socket", 1, 0, 's'}, {"case", 1, 0, 'c'}, {"timeout-ms", 1, 0, 't'},
-		{"list", 0, 0, 'l'}, {"help", 0, 0, 'h'}, {"flip", 1, 0, 'f'}, {0, 0, 0, 0}};
+		{"list", 0, 0, 'l'}, {"help", 0, 0, 'h'}, {"flip", 1, 0, 'f'},
+		{"hold", 1, 0, 'H'}, {"attach", 0, 0, 'A'}, {"feed-after-close", 1, 0, 'F'},
+		{0, 0, 0, 0}};
 	struct ctx x = {.socket = getenv("TLSMIRROR_SOCKET"), .timeout_ms = 2000};
 	const char *name = NULL;
-	long flips = 0;
-	int c, rc = 0;
+	long flips = 0, hold = 0, feed = 0;
+	int c, rc = 0, attach = 0;
 
 	if (!x.socket)
 		x.socket = CTL_DEFAULT_SOCKET;
@@ -751,6 +865,9 @@ int main(int argc, char **argv)
 		case 'c': name = optarg; break;
 		case 't': x.timeout_ms = atoi(optarg); break;
 		case 'f': flips = atol(optarg); break;
+		case 'H': hold = atol(optarg); break;
+		case 'A': attach = 1; break;
+		case 'F': feed = atol(optarg); break;
 		case 'l':
 			for (size_t i = 0; i < NCASES; i++)
 				printf("%-20s %s\n", cases[i].name, cases[i].what);
@@ -758,6 +875,10 @@ int main(int argc, char **argv)
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
+	}
+	if ((hold > 0 || feed > 0) && !name && optind == argc) {
+		signal(SIGPIPE, SIG_IGN);
+		return hold > 0 ? run_hold(&x, hold, attach) : run_feed_after_close(&x, feed);
 	}
 	if (flips > 0 && !name && optind == argc) {
 		signal(SIGPIPE, SIG_IGN);

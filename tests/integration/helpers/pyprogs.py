@@ -14,6 +14,13 @@ hold --addr A --port P --cert C
     one more exchange, closes.
 fetch --addr A --port P --cert C [--verify-name NAME] PATH...
     GET each PATH on its own connection; prints status and sha256 of the body.
+holdserver --addr A --cert C --key K --conns N --port-file F
+    Echo server (not meant to run under capture) that holds every TLS
+    handshake until N connections have their ClientHello waiting unread, then
+    serves them all; the chosen port is written to F.
+many --addr A --port P --cert C --conns N --out FILE
+    N concurrent asyncio TLS echo connections from this one process; writes
+    one JSON line per connection (client port, bytes sent and received).
 """
 
 import argparse
@@ -279,6 +286,118 @@ def cmd_fetch(args):
         print(status.decode(), len(body), hashlib.sha256(body).hexdigest())
 
 
+def raise_nofile():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class HeldEcho(asyncio.Protocol):
+    """The application protocol over the TLS transport: LEN n + data -> ECHO n + reversed."""
+
+    def __init__(self):
+        self.buf, self.t = bytearray(), None
+
+    def data_received(self, data):
+        self.buf += data
+        self.reply()
+
+    def reply(self):
+        head, nl, rest = bytes(self.buf).partition(b"\n")
+        if self.t and nl and len(rest) >= int(head[4:]):
+            n = int(head[4:])
+            self.t.write(b"ECHO %d\n" % n + rest[:n][::-1])
+            self.t.close()
+
+
+class Held(asyncio.Protocol):
+    """A TCP connection whose ClientHello stays unread in the socket until released."""
+
+    held = []
+
+    def connection_made(self, transport):
+        transport.pause_reading()
+        self.t = transport
+        Held.held.append(transport)
+
+
+async def holdserver_main(args):
+    import fcntl
+    import termios
+    loop = asyncio.get_running_loop()
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(args.cert, args.key)
+    server = await loop.create_server(Held, host=args.addr, port=0, backlog=4096)
+    with open(args.port_file + ".tmp", "w") as f:
+        f.write(str(server.sockets[0].getsockname()[1]))
+    os.rename(args.port_file + ".tmp", args.port_file)
+
+    def waiting(t):
+        b = fcntl.ioctl(t.get_extra_info("socket").fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return int.from_bytes(b, sys.byteorder) > 0
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if len(Held.held) >= args.conns and all(waiting(t) for t in Held.held):
+            break
+        await asyncio.sleep(0.05)
+    print(f"holding {len(Held.held)} handshakes", flush=True)
+
+    async def serve(t):
+        try:
+            proto = HeldEcho()
+            proto.t = await loop.start_tls(t, proto, sctx, server_side=True)
+            proto.reply()
+        except Exception as e:
+            print(f"server: {type(e).__name__}: {e}", file=sys.stderr)
+    held, Held.held = Held.held, []
+    await asyncio.gather(*(serve(t) for t in held))
+    await asyncio.sleep(3600)
+
+
+def cmd_holdserver(args):
+    raise_nofile()
+    asyncio.run(holdserver_main(args))
+
+
+async def many_main(args):
+    ctx = client_ctx(args.cert)
+    results, errors = [], []
+
+    async def one(i):
+        try:
+            reader, writer = await asyncio.open_connection(args.addr, args.port, ssl=ctx,
+                                                           server_hostname="localhost")
+            me = writer.get_extra_info("sockname")
+            payload = b"conn %d " % i + gen_bytes(100 + i % 200, i)
+            req = b"LEN %d\n" % len(payload) + payload
+            writer.write(req)
+            head = await reader.readline()
+            body = await reader.readexactly(len(payload))
+            if head != b"ECHO %d\n" % len(payload) or body != payload[::-1]:
+                raise ValueError("echo mismatch")
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ssl.SSLError, ConnectionError):
+                pass
+            results.append({"client_port": me[1], "c2s": req.hex(), "s2c": (head + body).hex()})
+        except Exception as e:
+            errors.append(f"client {i}: {type(e).__name__}: {e}")
+    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(args.conns))), 240)
+    return results, errors
+
+
+def cmd_many(args):
+    raise_nofile()
+    results, errors = asyncio.run(many_main(args))
+    with open(args.out, "w") as f:
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+    for e in errors[:20]:
+        print(e, file=sys.stderr)
+    sys.exit(1 if errors else 0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -301,9 +420,21 @@ def main():
             q.add_argument("--log", required=True)
         if name == "fetch":
             q.add_argument("paths", nargs="+")
+    q = sub.add_parser("holdserver")
+    q.add_argument("--addr", default="127.0.0.1")
+    q.add_argument("--cert", required=True)
+    q.add_argument("--key", required=True)
+    q.add_argument("--conns", type=int, required=True)
+    q.add_argument("--port-file", required=True)
+    q = sub.add_parser("many")
+    q.add_argument("--addr", default="127.0.0.1")
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--cert", required=True)
+    q.add_argument("--conns", type=int, required=True)
+    q.add_argument("--out", required=True)
     args = ap.parse_args()
     {"pair": cmd_pair, "periodic": cmd_periodic, "hold": cmd_hold,
-     "fetch": cmd_fetch}[args.cmd](args)
+     "fetch": cmd_fetch, "holdserver": cmd_holdserver, "many": cmd_many}[args.cmd](args)
 
 
 if __name__ == "__main__":
