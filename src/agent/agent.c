@@ -87,12 +87,25 @@ static int listen_on(const struct access_policy *ap, const char *path, const cha
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		close(fd);
-		*why = "another agent is listening there (stop it, or use --socket)";
-		return -EADDRINUSE;
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		/* something is there: replace only a socket nobody listens on */
+		if (!S_ISSOCK(st.st_mode)) {
+			close(fd);
+			*why = "a file that is not a socket is there: refusing to replace it "
+			       "(remove it, or give another --socket)";
+			return -EEXIST;
+		}
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED) {
+			int e = errno;
+			close(fd);
+			*why = e == EAGAIN || !e || e == EINPROGRESS ?
+			       "another agent is listening there (stop it, or use --socket)" :
+			       "a socket is there that cannot be checked: refusing to replace it";
+			return -EADDRINUSE;
+		}
+		unlink(path); /* the stale socket of an agent that died */
 	}
-	unlink(path); /* stale socket of an agent that died */
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int err = -errno;
 		close(fd);
@@ -779,13 +792,14 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	int err = outputs_open(a);
 	if (err < 0)
 		return err;
-	/* several outputs: each behind its own bounded queue (sink.c), of
+	/* several outputs, or a pipe: each behind its own bounded queue (sink.c), of
 	 * --queue-size but at least the default: a small --queue-size is meant
 	 * for the tunnel's buffer and must not starve a local file */
 	struct sink_opts qo = cfg->sink;
 	if (qo.queue_bytes < SINK_QUEUE_DEFAULT)
 		qo.queue_bytes = SINK_QUEUE_DEFAULT;
-	if (a->sinks.n > 1 && (err = sink_set_start_queues(&a->sinks, &qo)) < 0) {
+	if ((a->sinks.n > 1 || sink_set_blocks(&a->sinks)) &&
+	    (err = sink_set_start_queues(&a->sinks, &qo)) < 0) {
 		log_err("cannot start the output queues: %s", strerror(-err));
 		return err;
 	}
@@ -797,6 +811,11 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	if (a->listen_fd < 0) {
 		log_err("cannot listen on %s: %s", cfg->socket_path, why ? why : "");
 		return a->listen_fd;
+	}
+	struct stat st;
+	if (lstat(cfg->socket_path, &st) == 0) {
+		a->listen_dev = st.st_dev;
+		a->listen_ino = st.st_ino;
 	}
 	a->abstract_fd = listen_abstract(cfg->socket_path);
 	if (a->abstract_fd >= 0 && watch(a, a->abstract_fd, TAG_LISTEN) < 0) {
@@ -836,8 +855,12 @@ static void teardown(struct agent *a, int ran)
 	}
 	sink_set_close(&a->sinks);
 	if (a->listen_fd >= 0) {
+		/* ours only: not what another agent (or anyone) put there since */
+		struct stat st;
 		close(a->listen_fd);
-		unlink(a->cfg.socket_path);
+		if (lstat(a->cfg.socket_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+		    st.st_dev == a->listen_dev && st.st_ino == a->listen_ino)
+			unlink(a->cfg.socket_path);
 	}
 	if (a->abstract_fd >= 0)
 		close(a->abstract_fd);

@@ -27,6 +27,9 @@ struct sink_def {
 	const char *help;            /* one line for --help */
 	const struct sink_ops *ops;
 	unsigned max;                /* 1, or up to AGENT_MAX_OUTPUTS (repeatable) */
+	/* Checks the target at parse time (before any output is opened or a
+	 * file created); *why says what is wrong. NULL: any. */
+	int (*check)(const char *target, const char **why);
 };
 
 extern const struct sink_def sink_table[];
@@ -132,6 +135,7 @@ struct agent_tick {
 struct agent {
 	struct agent_config cfg;
 	int listen_fd;
+	unsigned long long listen_dev, listen_ino; /* the socket file we bound: the only one we unlink */
 	int abstract_fd;             /* the same, on the abstract name (chroots); -1 if none */
 	int epfd;
 	int sig_fd;
@@ -172,6 +176,8 @@ int agent_add_tick(struct agent *a, struct agent_tick t);
 /* outputs.c: opens every sink the configuration asks for (-w, -o, --vxlan,
  * --pcap-over-ip, -t). Logs and returns -errno on error. */
 int outputs_open(struct agent *a);
+/* ADDR:PORT of -l, checked as -t's target (PORT 1..65535). */
+int outputs_check_listen(const char *addr, const char **why);
 /* CLOCK_REALTIME in ns: the timestamps packets carry. */
 uint64_t agent_now_ns(void);
 

@@ -297,18 +297,28 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		case O_SINK ... O_SINK + AGENT_MAX_SINK_KINDS - 1: {
 			size_t i = (size_t)(c - O_SINK);
 			const struct sink_def *d = &sink_table[i];
-			if (cfg->n_outputs[i] >= d->max && d->max > 1) {
-				char opt[40];
+			char opt[40];
+			if (d->short_opt)
+				snprintf(opt, sizeof(opt), "-%c", d->short_opt);
+			else
 				snprintf(opt, sizeof(opt), "--%s", d->option);
-				return bad_arg(opt, optarg, "given too many times");
-			}
+			const char *why = NULL;
 			if (cfg->n_outputs[i] >= d->max)
-				cfg->n_outputs[i] = 0; /* once only: the last one counts, as before */
+				return bad_arg(opt, optarg, d->max > 1 ? "given too many times" :
+					       "given twice: one such output at most (see --help)");
+			if (d->check && d->check(optarg, &why) < 0)
+				return bad_arg(opt, optarg, why);
 			cfg->outputs[i][cfg->n_outputs[i]++] = optarg;
 			break;
 		}
 		case 'C': cfg->collector = 1; break;
-		case 'l': cfg->listen_addr = optarg; break;
+		case 'l': {
+			const char *why = NULL;
+			if (outputs_check_listen(optarg, &why) < 0)
+				return bad_arg("-l", optarg, why);
+			cfg->listen_addr = optarg;
+			break;
+		}
 		case O_VNI:
 			if (parse_uint(optarg, 0, 0xffffff, &v))
 				return bad_arg("--vni", optarg, "a number from 0 to 16777215");
@@ -422,6 +432,11 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			return 2;
 		}
 		to_stdout |= paths[i] && !strcmp(paths[i], "-");
+	}
+	if (paths[0] && paths[1] && !strcmp(paths[0], paths[1])) {
+		fprintf(stderr, "tlsmirror: -w and --pcapng both write to %s: give each its own\n",
+			strcmp(paths[0], "-") ? paths[0] : "stdout");
+		return 2;
 	}
 	if (!n_outputs) {
 		fprintf(stderr, "tlsmirror: nothing to do: give an output: -w FILE (or -w - for "

@@ -3,23 +3,114 @@
 #include "common/log.h"
 #include "tunnel/tunnel.h"
 
+#include "common/text.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+
+/* Parse-time checks of the targets (sink_def.check): a bad one is refused
+ * before anything is opened, so a refused command line creates no file. */
+
+/* -w/--pcapng FILE: stdout, a file name, or an strftime pattern; never a
+ * directory or a kernel file (/proc, /sys), never a pattern without a
+ * conversion (-w % would make a file named "%"). */
+static int check_file(const char *t, const char **why)
+{
+	if (!strcmp(t, "-"))
+		return 0;
+	size_t n = strlen(t);
+	if (!n || t[n - 1] == '/') {
+		*why = "a file name, not a directory";
+		return -EINVAL;
+	}
+	if (strchr(t, '%') && !text_time_pattern_ok(t)) {
+		*why = "a '%' pattern needs strftime conversions like %Y%m%d-%H%M%S "
+		       "(a literal '%' is '%%')";
+		return -EINVAL;
+	}
+	char dir[4096];
+	const char *slash = strrchr(t, '/');
+	size_t dl = slash ? (size_t)(slash - t) : 0;
+	if (dl >= sizeof(dir))
+		dl = sizeof(dir) - 1;
+	memcpy(dir, slash ? t : ".", slash ? dl : 1);
+	dir[slash ? (dl ? dl : 1) : 1] = 0;
+	struct stat st;
+	struct statfs fs;
+	if (!strchr(t, '%') && stat(t, &st) == 0 && S_ISDIR(st.st_mode)) {
+		*why = "a directory, not a file";
+		return -EISDIR;
+	}
+	if (statfs(dir, &fs) == 0 && (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC)) {
+		*why = "a kernel file (/proc, /sys), not a capture file";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The port after HOST: ([V6]:PORT, HOST:PORT); NULL when none is given. */
+static const char *port_of(const char *t)
+{
+	if (t[0] == '[') {
+		const char *end = strchr(t, ']');
+		return end && end[1] == ':' ? end + 2 : NULL;
+	}
+	const char *colon = strrchr(t, ':');
+	return colon && strchr(t, ':') == colon ? colon + 1 : NULL;
+}
+
+static int check_vxlan(const char *t, const char **why)
+{
+	const char *port = port_of(t);
+	if (!*t || *t == ':' || (port && text_port(port) < 0)) {
+		*why = "HOST[:PORT] with PORT 1..65535 (IPv6: [ADDR]:PORT)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_poip(const char *t, const char **why)
+{
+	const char *port = strrchr(t, ':');
+	if (text_port(port ? port + 1 : t) < 0) {
+		*why = "[ADDR:]PORT with PORT 1..65535 (0, a random port, would be told to nobody)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_tunnel(const char *t, const char **why)
+{
+	char host[256], port[16];
+	if (tunnel_split_addr(t, host, sizeof(host), port, sizeof(port)) < 0) {
+		*why = "HOST:PORT with PORT 1..65535 (IPv6: [ADDR]:PORT)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int outputs_check_listen(const char *addr, const char **why)
+{
+	return check_tunnel(addr, why);
+}
 
 const struct sink_def sink_table[] = {
 	{ "write", 'w', "FILE", "pcap output; '-' writes to stdout (FILE.pcapng: pcapng)",
-	  &sink_pcap_ops, 1 },
+	  &sink_pcap_ops, 1, check_file },
 	{ "pcapng", 0, "FILE", "pcapng output, connection metadata as comments; '-': stdout",
-	  &sink_pcapng_ops, 1 },
+	  &sink_pcapng_ops, 1, check_file },
 	{ "output-interface", 'o', "IFACE", "replay onto an interface (repeatable)",
-	  &sink_afpacket_ops, AGENT_MAX_OUTPUTS },
+	  &sink_afpacket_ops, AGENT_MAX_OUTPUTS, NULL },
 	{ "vxlan", 0, "HOST[:PORT]", "send VXLAN (UDP 4789) to a sensor (repeatable); --vni N",
-	  &sink_vxlan_ops, AGENT_MAX_OUTPUTS },
+	  &sink_vxlan_ops, AGENT_MAX_OUTPUTS, check_vxlan },
 	{ "pcap-over-ip", 0, "[ADDR:]PORT", "serve a live pcap stream to every TCP client",
-	  &sink_poip_ops, 1 },
+	  &sink_poip_ops, 1, check_poip },
 	{ "tunnel", 't', "HOST:PORT", "send to a collector over mutually authenticated TLS",
-	  &sink_tunnel_ops, 1 },
+	  &sink_tunnel_ops, 1, check_tunnel },
 };
 const size_t sink_table_len = sizeof(sink_table) / sizeof(sink_table[0]);
 

@@ -265,10 +265,14 @@ int pki_main(int argc, char **argv)
 	int nh = 0, role = -1;
 	long days = PKI_DAYS;
 	for (int i = 3; i < argc; i++) {
-		if (!strcmp(argv[i], "--agent")) {
-			role = 0;
-		} else if (!strcmp(argv[i], "--collector")) {
-			role = 1;
+		if (!strcmp(argv[i], "--agent") || !strcmp(argv[i], "--collector")) {
+			int r = !strcmp(argv[i], "--collector");
+			if (role >= 0 && role != r) {
+				fprintf(stderr, "tlsmirror pki: issue takes --agent or --collector, "
+					"not both: a certificate has one role\n");
+				return 2;
+			}
+			role = r;
 		} else if (!strcmp(argv[i], "--host") && i + 1 < argc && nh < PKI_MAX_HOSTS) {
 			if (!valid_name(argv[i + 1]) && !strchr(argv[i + 1], ':')) {
 				fprintf(stderr, "tlsmirror pki: bad --host '%s'\n", argv[i + 1]);

@@ -19,7 +19,9 @@
  * the agent copies frames into every queue and goes on; a sink that cannot
  * keep up loses packets from its own queue only (ctr.queue_drops). A single
  * sink is called directly: the copy would cost the pcap file a third of
- * its rate.
+ * its rate. A sink that may block (a pipe: sink->blocks) is queued even
+ * alone: only its worker waits for the reader, the agent goes on (and
+ * answers `tlsmirror stats`).
  */
 
 int sink_set_add(struct sink_set *set, const struct sink_ops *ops,
@@ -153,7 +155,7 @@ void sink_set_drain(struct sink_set *set)
 	for (size_t i = 0; i < set->n; i++) {
 		struct sink *s = set->v[i];
 		if (s->queue)
-			sink_queue_drain(s);
+			sink_queue_drain(s); /* bounded: a stalled one is cancelled */
 		else if (s->ops->flush)
 			s->ops->flush(s);
 	}
@@ -172,6 +174,14 @@ int sink_set_start_queues(struct sink_set *set, const struct sink_opts *o)
 	return 0;
 }
 
+int sink_set_blocks(const struct sink_set *set)
+{
+	for (size_t i = 0; i < set->n; i++)
+		if (set->v[i]->blocks)
+			return 1;
+	return 0;
+}
+
 uint32_t sink_set_mtu(const struct sink_set *set)
 {
 	uint32_t mtu = 0;
@@ -186,16 +196,15 @@ uint32_t sink_set_mtu(const struct sink_set *set)
 size_t sink_format_counters(const struct sink *s, char *buf, size_t len, size_t at)
 {
 	const struct sink_counters *c = &s->ctr;
+#define LD(x) (unsigned long long)__atomic_load_n(&c->x, __ATOMIC_RELAXED)
 	return text_add(buf, len, at,
-			" packets=%llu bytes=%llu queue_drops=%llu errors=%llu "
+			" packets=%llu bytes=%llu queue_drops=%llu queue_drop_bytes=%llu errors=%llu "
+			"lost_bytes=%llu failing=%llu loss_episodes=%llu "
 			"peers_dropped=%llu queued_bytes=%llu broken=%llu",
-			(unsigned long long)__atomic_load_n(&c->packets, __ATOMIC_RELAXED),
-			(unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED),
-			(unsigned long long)c->queue_drops,
-			(unsigned long long)__atomic_load_n(&c->lost_packets, __ATOMIC_RELAXED),
-			(unsigned long long)__atomic_load_n(&c->peers_dropped, __ATOMIC_RELAXED),
-			(unsigned long long)sink_queue_pending_bytes(s),
-			(unsigned long long)__atomic_load_n(&c->broken, __ATOMIC_RELAXED));
+			LD(packets), LD(bytes), LD(queue_drops), LD(queue_drop_bytes),
+			LD(lost_packets), LD(lost_bytes), LD(failing), LD(loss_episodes),
+			LD(peers_dropped), (unsigned long long)sink_queue_pending_bytes(s), LD(broken));
+#undef LD
 }
 
 /* One line per sink: the set names it, the sink reports its counters. */

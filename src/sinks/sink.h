@@ -111,8 +111,12 @@ struct sink_counters {
 	uint64_t packets;
 	uint64_t bytes;          /* frame bytes written */
 	uint64_t lost_packets;   /* write errors */
+	uint64_t lost_bytes;     /* frame bytes of those packets */
 	uint64_t files;          /* files opened (rotation) */
 	uint64_t queue_drops;    /* packets dropped because the sink's queue was full */
+	uint64_t queue_drop_bytes; /* frame bytes of those packets */
+	uint64_t failing;        /* 1 while writes fail (an episode of losses is on) */
+	uint64_t loss_episodes;  /* episodes of failing writes (each logged at start and end) */
 	uint64_t peers_dropped;  /* clients given up (a PCAP-over-IP reader too slow) */
 };
 
@@ -131,6 +135,10 @@ struct sink {
 	struct sink_counters ctr;
 	uint32_t mtu;            /* set by open: largest IP packet the sink carries (0: any) */
 	struct sink_queue *queue; /* the generic per-sink queue (sink_queue.c), or NULL */
+	uint8_t blocks;          /* set by open: a write may wait for a reader (a pipe,
+				  * stdout): the sink always gets a queue, never blocks the agent */
+	int cancel;              /* set (atomic) when the agent gives up waiting for the
+				  * sink at exit: a blocked write stops, the rest is lost */
 };
 
 extern const struct sink_ops sink_pcap_ops;
@@ -171,9 +179,16 @@ void sink_set_ev_close(struct sink_set *set, const struct conn_tag *t, uint64_t 
 /* Closes and frees every sink. */
 void sink_set_close(struct sink_set *set);
 /* Puts every sink without SINK_F_OWN_QUEUE behind its own bounded queue and
- * worker thread (done when more than one sink is open). Returns 0 or -errno. */
+ * worker thread (done when more than one sink is open, or one blocks).
+ * Returns 0 or -errno. */
 int sink_set_start_queues(struct sink_set *set, const struct sink_opts *o);
-/* Like sink_set_flush, but waits until every queue is written out (exit). */
+/* Does a sink's write wait for a reader (sink->blocks: a pipe)? Such a sink
+ * is queued even alone, so the agent never waits for it. */
+int sink_set_blocks(const struct sink_set *set);
+/* Like sink_set_flush, but waits until every queue is written out (exit). A
+ * queue that makes no progress for SINK_DRAIN_STALL_MS (a reader that
+ * stopped) is cancelled: what it holds is counted lost. */
+#define SINK_DRAIN_STALL_MS 1000
 void sink_set_drain(struct sink_set *set);
 /* The smallest mtu the sinks report (0: none limits the packet size). */
 uint32_t sink_set_mtu(const struct sink_set *set);

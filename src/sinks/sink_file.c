@@ -1,5 +1,6 @@
 /* Capture files shared by the pcap and pcapng sinks: buffering, stdout, rotation, naming, write errors. */
 #include "sinks/sink_file.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,15 +35,32 @@
  * first, and cut to its new length when it is closed: on tmpfs that reuses
  * its pages, which costs the kernel a third of writing fresh ones. (After a
  * SIGKILL the current file may end with bytes of its previous lap.)
- * Files are created mode 0600: they hold decrypted traffic.
+ * Files are created mode 0600: they hold decrypted traffic (an existing
+ * file of ours opened for a capture is made 0600, or stricter, too). In a
+ * directory others may write to (/tmp, /var/tmp, a world-writable one), a
+ * name is created with O_EXCL|O_NOFOLLOW, and an existing one is used only
+ * if it is a regular file of ours with one link, opened with O_NOFOLLOW: a
+ * symbolic or hard link planted there is refused, its target untouched.
  *
  * Errors: a failed write loses the packets buffered at that moment (counted
- * in lost_packets). A regular file is truncated back to its last complete
- * record so it stays readable; a pipe that broke mid-record (or EPIPE) is
- * given up and every later packet is counted lost.
+ * in lost_packets and, as frame bytes, lost_bytes). A regular file is
+ * truncated back to its last complete record so it stays readable (packets
+ * and bytes count only what the file holds); a pipe that broke mid-record (or
+ * EPIPE) is given up and every later packet is counted lost. An episode of
+ * losses (a full disk until space is freed) is logged once when it starts,
+ * with the system's reason, and once when it ends, with the packets and
+ * bytes it lost: when writes have worked for EPISODE_QUIET_NS without a loss
+ * (a disk on the edge of full lets a small write through now and then), or
+ * at exit. `failing` shows it in the stats.
+ *
+ * A pipe's write waits for its reader; the agent gives such a sink a queue
+ * (sink->blocks) so only the queue's worker waits. At exit the agent may
+ * cancel it (sink->cancel, with a signal that interrupts the write): the
+ * write gives up and the rest is counted lost.
  */
 
 #define NSEC 1000000000ull
+#define EPISODE_QUIET_NS NSEC
 
 static void buf_put_file_hdr(struct sink_file *p)
 {
@@ -51,12 +69,20 @@ static void buf_put_file_hdr(struct sink_file *p)
 	p->file_bytes += n;
 }
 
-/* Writes all of buf, looping on short writes, EINTR and EAGAIN (waits). */
-static int write_all(int fd, const uint8_t *buf, size_t len, size_t *done)
+static int cancelled(const struct sink_file *p)
+{
+	return p->cancel && __atomic_load_n(p->cancel, __ATOMIC_RELAXED);
+}
+
+/* Writes all of buf, looping on short writes, EINTR and EAGAIN (waits),
+ * until the sink is cancelled (-ECANCELED). */
+static int write_all(struct sink_file *p, const uint8_t *buf, size_t len, size_t *done)
 {
 	*done = 0;
 	while (*done < len) {
-		ssize_t n = write(fd, buf + *done, len - *done);
+		if (cancelled(p))
+			return -ECANCELED;
+		ssize_t n = write(p->fd, buf + *done, len - *done);
 		if (n > 0) {
 			*done += (size_t)n;
 			continue;
@@ -64,13 +90,64 @@ static int write_all(int fd, const uint8_t *buf, size_t len, size_t *done)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-			poll(&pfd, 1, -1);
+			struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
+			poll(&pfd, 1, 100);
 			continue;
 		}
 		return n < 0 ? -errno : -EIO;
 	}
 	return 0;
+}
+
+static const char *out_name(const struct sink_file *p)
+{
+	return p->is_stdout ? "stdout" : p->path ? p->path : p->target;
+}
+
+/* Packets are being lost: an episode starts (logged once) unless one is on. */
+static void episode_start(struct sink_file *p, int err)
+{
+	if (p->ctr->failing)
+		return;
+	p->ep_start_ns = log_now_ns();
+	p->ep_pkts = p->ctr->lost_packets;
+	p->ep_bytes = p->ctr->lost_bytes;
+	__atomic_store_n(&p->ctr->failing, 1, __ATOMIC_RELAXED);
+	sink_ctr_add(&p->ctr->loss_episodes, 1);
+	if (err != -EPIPE && err != -ECANCELED) /* the agent says those itself */
+		log_warn("%s: cannot write: %s; losing packets until writes work again "
+			 "(counted in the stats: errors, lost_bytes)", out_name(p),
+			 strerror(err < 0 ? -err : EIO));
+}
+
+/* The episode's end (writes work again, or the exit): what it lost. */
+static void episode_end(struct sink_file *p, const char *how)
+{
+	if (!p->ctr->failing)
+		return;
+	p->ep_ok = 0;
+	__atomic_store_n(&p->ctr->failing, 0, __ATOMIC_RELAXED);
+	double s = (double)(log_now_ns() - p->ep_start_ns) / 1e9;
+	log_warn("%s: %s after losing %llu packets (%llu bytes) in %.1f s", out_name(p), how,
+		 (unsigned long long)(p->ctr->lost_packets - p->ep_pkts),
+		 (unsigned long long)(p->ctr->lost_bytes - p->ep_bytes), s);
+}
+
+/* Packets lost: counted, and an episode starts. */
+static void count_lost(struct sink_file *p, uint64_t pkts, uint64_t bytes, int err)
+{
+	episode_start(p, err);
+	sink_ctr_add(&p->ctr->lost_packets, pkts);
+	sink_ctr_add(&p->ctr->lost_bytes, bytes);
+	p->ep_fail_ns = log_now_ns();
+	p->ep_ok = 0;
+}
+
+/* Writes worked: the episode ends once they have for EPISODE_QUIET_NS. */
+static void episode_check(struct sink_file *p)
+{
+	if (p->ctr->failing && p->ep_ok && log_now_ns() - p->ep_fail_ns >= EPISODE_QUIET_NS)
+		episode_end(p, "writing again");
 }
 
 /* The buffer could not be written: count its packets lost, keep the file valid. */
@@ -95,13 +172,15 @@ static void buf_lost(struct sink_file *p, size_t done, int err)
 static int buf_flush(struct sink_file *p)
 {
 	size_t done = 0;
+	episode_check(p);
 	if (!p->used || p->fd < 0)
 		return 0;
-	int ret = p->dead ? p->last_err : write_all(p->fd, p->buf, p->used, &done);
+	int ret = p->dead ? p->last_err : write_all(p, p->buf, p->used, &done);
 	if (ret < 0) {
-		sink_ctr_add(&p->ctr->lost_packets, p->buf_pkts);
+		count_lost(p, p->buf_pkts, p->buf_bytes, ret);
 		buf_lost(p, p->dead ? 0 : done, ret);
 	} else {
+		p->ep_ok |= p->buf_pkts > 0;
 		p->good_off += p->used;
 		p->used = 0;
 		sink_ctr_add(&p->ctr->packets, p->buf_pkts);
@@ -110,6 +189,78 @@ static int buf_flush(struct sink_file *p)
 	p->buf_pkts = 0;
 	p->buf_bytes = 0;
 	return ret;
+}
+
+/* A regular file can be truncated after a failed write; a pipe's write may wait. */
+static void kind_of_fd(struct sink_file *p)
+{
+	struct stat st;
+	int ok = fstat(p->fd, &st) == 0;
+	p->seekable = ok && S_ISREG(st.st_mode);
+	p->pipe = ok && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
+/* Is the directory of path writable by others (/tmp, /var/tmp)? There
+ * anyone may have put a link or a file of theirs at the name. */
+static int in_shared_dir(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+	if (n >= sizeof(dir))
+		return 1;
+	if (slash && !n)
+		n = 1; /* "/x" */
+	memcpy(dir, slash ? path : ".", slash ? n : 2);
+	dir[slash ? n : 1] = 0;
+	struct stat st;
+	return stat(dir, &st) == 0 && (st.st_mode & S_IWOTH);
+}
+
+/* Opens a capture file (see the top: links in shared directories, 0600).
+ * Returns the descriptor or a negative errno with *why set when it is ours. */
+static int open_capture(const char *path, int trunc, const char **why)
+{
+	int shared = in_shared_dir(path), fd;
+	*why = NULL;
+	if (!shared) {
+		fd = open(path, O_WRONLY | O_CREAT | trunc | O_CLOEXEC, 0600);
+	} else {
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST)
+			fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0 && errno == ELOOP) {
+			*why = "a symbolic link in a directory others may write to: refusing to follow it";
+			return -ELOOP;
+		}
+	}
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	if (shared && (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1)) {
+		close(fd);
+		*why = "a file in a directory others may write to that is not a plain file of ours "
+		       "with one link: refusing to write into it";
+		return -EPERM;
+	}
+	if (shared) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ||
+		    (trunc && ftruncate(fd, 0) < 0)) {
+			int e = -errno;
+			close(fd);
+			return e;
+		}
+	}
+	/* decrypted traffic: only its owner reads it, even in a file made before */
+	if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 077))
+		fchmod(fd, st.st_mode & 0700);
+	return fd;
 }
 
 /* Picks the next file name (see the naming rules at the top). */
@@ -158,13 +309,11 @@ static int file_open(struct sink_file *p, const char *target, uint64_t ts_ns)
 	if (ret < 0)
 		return ret;
 	/* a ring of files overwrites in place (see the top); else start empty */
-	int trunc = p->o.rotate_count ? 0 : O_TRUNC;
-	int fd = open(p->path, O_WRONLY | O_CREAT | trunc | O_CLOEXEC, 0600);
+	int fd = open_capture(p->path, p->o.rotate_count ? 0 : O_TRUNC, &p->open_why);
 	if (fd < 0)
-		return -errno;
-	struct stat st;
+		return fd;
 	p->fd = fd;
-	p->seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+	kind_of_fd(p);
 	p->dead = 0;
 	p->good_off = 0;
 	p->file_bytes = 0;
@@ -217,7 +366,8 @@ static int want_rotate(const struct sink_file *p, uint64_t ts_ns, size_t rec)
 	return 0;
 }
 
-uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, int *err)
+uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, uint64_t frame,
+			   int *err)
 {
 	int ret = 0;
 	if (want_rotate(p, ts_ns, rec))
@@ -228,8 +378,8 @@ uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, int 
 	}
 	*err = ret;
 	if (p->fd < 0 || p->dead || rec > SINK_FILE_BUF_SIZE - p->used) {
-		sink_ctr_add(&p->ctr->lost_packets, 1);
 		*err = ret ? ret : p->last_err ? p->last_err : -EMSGSIZE;
+		count_lost(p, 1, frame, *err);
 		return NULL;
 	}
 	return p->buf + p->used;
@@ -255,6 +405,8 @@ void sink_file_close(struct sink_file *p)
 {
 	if (p->buf)
 		buf_flush(p);
+	if (p->ctr)
+		episode_end(p, "still failing at exit");
 	file_close(p);
 	free(p->buf);
 	free(p->base);
@@ -277,6 +429,8 @@ int sink_file_open(struct sink_file *p, const char *target, const struct sink_op
 	if (!strcmp(target, "-")) {
 		p->fd = STDOUT_FILENO;
 		p->is_stdout = 1;
+		kind_of_fd(p);
+		p->seekable = 0; /* never truncated: a file opened by the shell may be shared */
 		buf_put_file_hdr(p);
 		sink_ctr_add(&p->ctr->files, 1);
 		return 0;
@@ -288,7 +442,9 @@ int sink_file_open(struct sink_file *p, const char *target, const struct sink_op
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	int ret = file_open(p, target, (uint64_t)now.tv_sec * NSEC + (uint64_t)now.tv_nsec);
-	if (ret == -ENAMETOOLONG)
+	if (ret < 0 && p->open_why)
+		*err_msg = p->open_why;
+	else if (ret == -ENAMETOOLONG)
 		*err_msg = "the file name pattern expands to nothing or to a name too long";
 	else if (ret < 0 && ret != -ENOMEM)
 		*err_msg = "cannot create the capture file (does the directory exist and is it writable?)";

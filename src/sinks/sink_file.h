@@ -30,6 +30,15 @@ struct sink_file {
 	int seekable;        /* regular file: a failed write can be truncated away */
 	int dead;            /* output broken for good: drop everything */
 	int last_err;        /* negative errno of the last failure */
+	const char *open_why; /* why the last open was refused (static), or NULL */
+	int pipe;            /* a pipe or socket (stdout too): a write may wait for a reader */
+	const int *cancel;   /* the sink's cancel flag (struct sink): a blocked write gives up */
+	/* the current episode of losses (logged at its start and its end) */
+	uint64_t ep_start_ns;   /* CLOCK_MONOTONIC */
+	uint64_t ep_pkts;       /* lost_packets when it started */
+	uint64_t ep_bytes;      /* lost_bytes when it started */
+	uint64_t ep_fail_ns;    /* its last loss */
+	int ep_ok;              /* a write worked since then */
 	struct sink_opts o;
 	uint8_t *buf;
 	size_t used;
@@ -45,16 +54,18 @@ struct sink_file {
 	char *path;          /* current file */
 };
 
-/* Opens target ("-": stdout) with f->ctr, header, arg and rehead set by the
+/* Opens target ("-": stdout) with f->ctr, f->cancel, header, arg and rehead set by the
  * caller. Returns 0 or a negative errno with *err_msg saying why; on error
  * the caller still calls sink_file_close. */
 int sink_file_open(struct sink_file *f, const char *target, const struct sink_opts *o,
 		   const char **err_msg);
 
-/* Room for one record of at most rec bytes for a packet at ts_ns, after
- * starting a new file if the rules say so. Returns where to write it, or
- * NULL if the packet is lost (counted in lost_packets; *err says why). */
-uint8_t *sink_file_reserve(struct sink_file *f, uint64_t ts_ns, size_t rec, int *err);
+/* Room for one record of at most rec bytes for a packet of frame bytes at
+ * ts_ns, after starting a new file if the rules say so. Returns where to
+ * write it, or NULL if the packet is lost (counted in lost_packets and
+ * lost_bytes; *err says why). */
+uint8_t *sink_file_reserve(struct sink_file *f, uint64_t ts_ns, size_t rec, uint64_t frame,
+			   int *err);
 
 /* Accounts the record of used bytes just written at sink_file_reserve's
  * pointer: a packet of frame bytes at ts_ns. */

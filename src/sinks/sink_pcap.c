@@ -66,7 +66,7 @@ static int pcap_write(struct sink *s, const struct pkt *pkts, size_t n)
 		uint64_t frame = (uint64_t)k->hdr_len + k->payload_len;
 		uint32_t cap = frame < f->o.snaplen ? (uint32_t)frame : f->o.snaplen;
 		int r;
-		uint8_t *rec = sink_file_reserve(f, k->ts_ns, PCAP_REC_HDR + cap, &r);
+		uint8_t *rec = sink_file_reserve(f, k->ts_ns, PCAP_REC_HDR + cap, frame, &r);
 		if (rec) {
 			put_rec(rec, k, cap, frame);
 			sink_file_commit(f, k->ts_ns, PCAP_REC_HDR + cap, frame);
@@ -101,6 +101,7 @@ static int pcap_open(struct sink *s, const char *target,
 		return -ENOMEM;
 	s->priv = f;
 	f->ctr = &s->ctr;
+	f->cancel = &s->cancel;
 	f->header = put_file_hdr;
 	f->arg = f;
 	struct sink_opts so = *o;
@@ -109,6 +110,8 @@ static int pcap_open(struct sink *s, const char *target,
 	int ret = sink_file_open(f, s->target, &so, err_msg);
 	if (ret < 0)
 		pcap_close(s);
+	else
+		s->blocks = (uint8_t)f->pipe;
 	return ret;
 }
 

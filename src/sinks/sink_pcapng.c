@@ -225,7 +225,8 @@ static int put_pkt(struct png_sink *p, const struct pkt *k)
 		clen = pcapng_format_meta(comment, sizeof(comment), m);
 	size_t ilen = idbs_len(p, ifidx);
 	int err;
-	uint8_t *dst = sink_file_reserve(&p->f, k->ts_ns, ilen + pcapng_epb_len(cap, clen), &err);
+	uint8_t *dst = sink_file_reserve(&p->f, k->ts_ns, ilen + pcapng_epb_len(cap, clen), frame,
+					 &err);
 	if (!dst)
 		return err;
 	if (!clen && wants_comment(p, c, m)) /* a new section began in reserve */
@@ -234,6 +235,7 @@ static int put_pkt(struct png_sink *p, const struct pkt *k)
 	size_t room = SINK_FILE_BUF_SIZE - p->f.used;
 	if (ilen + pcapng_epb_len(cap, clen) > room) {
 		sink_ctr_add(&p->f.ctr->lost_packets, 1);
+		sink_ctr_add(&p->f.ctr->lost_bytes, frame);
 		return -EMSGSIZE;
 	}
 	for (ilen = 0; p->ifs_in_section <= ifidx; p->ifs_in_section++)
@@ -313,6 +315,7 @@ static int png_open(struct sink *s, const char *target, const struct sink_opts *
 	snprintf(p->shb_comment, sizeof(p->shb_comment), "tlsmirror on host %s", p->un.nodename);
 	p->n_ifs = p->ifaces = 1; /* this host */
 	p->f.ctr = &s->ctr;
+	p->f.cancel = &s->cancel;
 	p->f.header = put_header;
 	p->f.arg = p;
 	p->f.rehead = 1;
@@ -322,6 +325,8 @@ static int png_open(struct sink *s, const char *target, const struct sink_opts *
 	int ret = sink_file_open(&p->f, s->target, &so, err_msg);
 	if (ret < 0)
 		png_close(s);
+	else
+		s->blocks = (uint8_t)p->f.pipe;
 	return ret;
 }
 

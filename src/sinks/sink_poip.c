@@ -1,5 +1,6 @@
 /* PCAP-over-IP sink: a TCP server; every client gets a pcap header, then the live packets. */
 #include "sinks/sink.h"
+#include "common/text.h"
 #include "common/log.h"
 
 #include <arpa/inet.h>
@@ -170,6 +171,8 @@ static int poip_open(struct sink *s, const char *target, const struct sink_opts 
 	}
 	if (!*port)
 		port = POIP_DEFAULT_PORT;
+	if (text_port(port) < 0) /* 1..65535: not 0, a random port nobody would be told */
+		goto bad;
 	if (getaddrinfo(host, port, &hints, &ai))
 		goto bad;
 	p->lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -190,7 +193,7 @@ static int poip_open(struct sink *s, const char *target, const struct sink_opts 
 	ret = 0;
 	goto out;
 bad:
-	*err_msg = "expected [ADDR:]PORT, like 57012 or 0.0.0.0:57012 (ADDR numeric)";
+	*err_msg = "expected [ADDR:]PORT with PORT 1..65535, like 57012 or 0.0.0.0:57012 (ADDR numeric)";
 out:
 	if (ai)
 		freeaddrinfo(ai);

@@ -1,5 +1,6 @@
 /* Bounded single-producer queue per sink with a worker thread: a slow sink drops, never stalls. */
 #include "sinks/sink_queue.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -26,6 +27,16 @@
  * reference. Packets leave CONN_RESERVE bytes free for those records, so a
  * full queue drops packets, not the announcements (only a queue with
  * thousands of them unconsumed would, counted in queue_drops).
+ *
+ * Drops are counted in packets and frame bytes (queue_drops,
+ * queue_drop_bytes) and logged once per episode: when the first packet is
+ * dropped, and when one fits again, with what the episode dropped.
+ *
+ * Exit (sink_queue_drain): a worker that makes no progress for
+ * SINK_DRAIN_STALL_MS (a pipe whose reader stopped) is cancelled: s->cancel
+ * is set and CANCEL_SIG (a no-op handler without SA_RESTART, unblocked in
+ * the workers only) interrupts its write; the sink then counts the rest
+ * lost, quickly, and the agent exits in bounded time.
  */
 
 #define REC_HDR 24u
@@ -36,6 +47,8 @@
 #define WRAP 0xffffffffu
 #define BATCH 64
 #define IDLE_FLUSH_NS 50000000L /* the worker flushes (and a server accepts) this often */
+#define CANCEL_SIG SIGURG        /* ignored by default: a stray one harms nothing */
+#define CANCEL_POKE_NS 20000000L /* the signal is sent again this often until the worker is done */
 
 struct sink_queue {
 	struct sink *s;
@@ -51,7 +64,16 @@ struct sink_queue {
 	pthread_cond_t wake;
 	pthread_cond_t done;
 	pthread_t thread;
+	/* the current episode of drops (producer only) */
+	int dropping;
+	int stuck;               /* cancelled and still not done: never joined */
+	uint64_t ep_pkts, ep_bytes, ep_start_ns;
 };
+
+static const char *queue_name(const struct sink_queue *q)
+{
+	return strcmp(q->s->target, "-") ? q->s->target : "stdout";
+}
 
 static uint64_t ld(const uint64_t *p)
 {
@@ -191,6 +213,11 @@ static void wake(struct sink_queue *q, int kick)
 	pthread_mutex_unlock(&q->mu);
 }
 
+static void on_cancel_sig(int sig)
+{
+	(void)sig; /* only interrupts the worker's write (no SA_RESTART) */
+}
+
 int sink_queue_start(struct sink *s, uint64_t bytes)
 {
 	int ret = -ENOMEM;
@@ -208,9 +235,13 @@ int sink_queue_start(struct sink *s, uint64_t bytes)
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->wake, NULL);
 	pthread_cond_init(&q->done, NULL);
-	/* the worker takes no signals: the agent reads them from its signalfd */
+	/* the worker takes no signal but CANCEL_SIG: the agent reads the
+	 * others from its signalfd */
+	static const struct sigaction no_op = { .sa_handler = on_cancel_sig };
+	sigaction(CANCEL_SIG, &no_op, NULL);
 	sigset_t all, old;
 	sigfillset(&all);
+	sigdelset(&all, CANCEL_SIG);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	ret = -pthread_create(&q->thread, NULL, worker, q);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -243,6 +274,34 @@ static int64_t room(const struct sink_queue *q, uint64_t head, uint64_t tail, ui
 	return (int64_t)skip;
 }
 
+/* A packet does not fit: counted, and an episode of drops starts (logged). */
+static void drop(struct sink_queue *q, uint32_t len)
+{
+	struct sink_counters *c = &q->s->ctr;
+	if (!q->dropping) {
+		q->dropping = 1;
+		q->ep_pkts = c->queue_drops;
+		q->ep_bytes = c->queue_drop_bytes;
+		q->ep_start_ns = log_now_ns();
+		log_warn("%s: the output's queue is full (%llu KiB not written yet): dropping "
+			 "packets until it has room (counted in the stats: queue_drops, "
+			 "queue_drop_bytes)", queue_name(q), (unsigned long long)(q->cap >> 10));
+	}
+	sink_ctr_add(&c->queue_drops, 1);
+	sink_ctr_add(&c->queue_drop_bytes, len);
+}
+
+/* A packet fits again: the episode's end, with what it dropped. */
+static void drops_end(struct sink_queue *q)
+{
+	const struct sink_counters *c = &q->s->ctr;
+	q->dropping = 0;
+	log_warn("%s: the output's queue has room again after dropping %llu packets (%llu bytes) "
+		 "in %.1f s", queue_name(q), (unsigned long long)(c->queue_drops - q->ep_pkts),
+		 (unsigned long long)(c->queue_drop_bytes - q->ep_bytes),
+		 (double)(log_now_ns() - q->ep_start_ns) / 1e9);
+}
+
 /* Reserves a record of len frame bytes at *head; NULL (counted) if full. */
 static uint8_t *reserve(struct sink_queue *q, uint64_t *head, uint64_t *tail,
 			uint32_t len, uint64_t keep)
@@ -254,9 +313,11 @@ static uint8_t *reserve(struct sink_queue *q, uint64_t *head, uint64_t *tail,
 		skip = room(q, *head, *tail, rec, keep);
 	}
 	if (skip < 0) {
-		q->s->ctr.queue_drops++;
+		drop(q, len);
 		return NULL;
 	}
+	if (q->dropping)
+		drops_end(q);
 	if (skip >= REC_HDR) {
 		uint32_t w = WRAP;
 		memcpy(q->buf + *head % q->cap, &w, 4);
@@ -331,15 +392,52 @@ void sink_queue_kick(struct sink *s)
 	wake(s->queue, 1);
 }
 
-void sink_queue_drain(struct sink *s)
+static void deadline_in(struct timespec *ts, long ns)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_nsec += ns;
+	while (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+int sink_queue_drain(struct sink *s)
 {
 	struct sink_queue *q = s->queue;
-	uint64_t target = q->head;
+	uint64_t target = q->head, seen = ld(&q->tail), idle_ns = 0, pokes = 0;
+	int ret = 0;
 	wake(q, 1);
 	pthread_mutex_lock(&q->mu);
-	while (q->done_pos < target)
-		pthread_cond_wait(&q->done, &q->mu);
+	while (q->done_pos < target) {
+		struct timespec ts;
+		int cancel = __atomic_load_n(&s->cancel, __ATOMIC_RELAXED);
+		deadline_in(&ts, cancel ? CANCEL_POKE_NS : 100000000L);
+		if (pthread_cond_timedwait(&q->done, &q->mu, &ts) != ETIMEDOUT)
+			continue;
+		if (cancel && ++pokes * CANCEL_POKE_NS > SINK_DRAIN_STALL_MS * 1000000ull) {
+			q->stuck = 1; /* a write the signal does not end: leave the worker */
+			break;
+		}
+		if (cancel) {
+			pthread_kill(q->thread, CANCEL_SIG); /* again: it may have been between writes */
+			continue;
+		}
+		uint64_t t = ld(&q->tail);
+		idle_ns = t == seen ? idle_ns + 100000000L : 0;
+		seen = t;
+		if (idle_ns >= SINK_DRAIN_STALL_MS * 1000000ull) {
+			/* stalled: the rest is counted lost by the sink */
+			__atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);
+			pthread_kill(q->thread, CANCEL_SIG);
+			ret = -ETIMEDOUT;
+		}
+	}
 	pthread_mutex_unlock(&q->mu);
+	if (ret < 0)
+		log_warn("%s: no progress in %u ms at exit (a reader that stopped?): gave up, the "
+			 "rest is counted lost", queue_name(q), (unsigned)SINK_DRAIN_STALL_MS);
+	return ret;
 }
 
 void sink_queue_stop(struct sink *s)
@@ -351,6 +449,12 @@ void sink_queue_stop(struct sink *s)
 	q->stop = 1;
 	pthread_cond_signal(&q->wake);
 	pthread_mutex_unlock(&q->mu);
+	if (q->stuck) {
+		/* its memory stays: the worker may still use it until the exit */
+		pthread_detach(q->thread);
+		s->queue = NULL;
+		return;
+	}
 	pthread_join(q->thread, NULL);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->wake);

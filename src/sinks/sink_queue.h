@@ -22,8 +22,10 @@ void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n);
 void sink_queue_push_conn(struct sink *s, const struct conn_tag *t, uint64_t ts_ns, int end);
 /* Asks the worker to flush the sink soon (it also does when it runs dry). */
 void sink_queue_kick(struct sink *s);
-/* Waits until everything pushed so far is written and flushed. */
-void sink_queue_drain(struct sink *s);
+/* Waits until everything pushed so far is written and flushed. A worker that
+ * makes no progress for SINK_DRAIN_STALL_MS is cancelled (s->cancel: the
+ * sink gives up its blocked write, counts the rest lost): -ETIMEDOUT. */
+int sink_queue_drain(struct sink *s);
 /* Drains, stops the worker and frees the queue (s->queue becomes NULL). */
 void sink_queue_stop(struct sink *s);
 /* Frames queued and not yet written (for tests). */

@@ -1,5 +1,6 @@
 /* VXLAN sink (RFC 7348): every frame in a UDP datagram to a remote sensor, sent in sendmmsg batches. */
 #include "sinks/sink.h"
+#include "common/text.h"
 #include "common/bytes.h"
 
 #include <errno.h>
@@ -59,7 +60,7 @@ static int split_host_port(const char *t, char *host, size_t hl, char *port, siz
 	memcpy(host, t, n);
 	host[n] = 0;
 	snprintf(port, pl, "%s", colon ? colon + 1 : def_port);
-	return port[0] ? 0 : -EINVAL;
+	return text_port(port) > 0 ? 0 : -EINVAL; /* 1..65535, never taken modulo 65536 */
 }
 
 static int vxlan_open(struct sink *s, const char *target, const struct sink_opts *o,
@@ -75,7 +76,7 @@ static int vxlan_open(struct sink *s, const char *target, const struct sink_opts
 	v->fd = -1;
 	ret = split_host_port(target, host, sizeof(host), port, sizeof(port), VXLAN_PORT);
 	if (ret < 0) {
-		*err_msg = "expected HOST[:PORT] (IPv6: [ADDR]:PORT)";
+		*err_msg = "expected HOST[:PORT] with PORT 1..65535 (IPv6: [ADDR]:PORT)";
 		goto out;
 	}
 	int gai = getaddrinfo(host, port, &hints, &ai);

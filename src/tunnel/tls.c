@@ -1,5 +1,6 @@
 /* TLS 1.3 contexts for the tunnel: both ends present a certificate and verify the other's against --ca. */
 #include "tunnel/tunnel.h"
+#include "common/text.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -113,9 +114,8 @@ int tunnel_split_addr(const char *s, char *host, size_t host_len, char *port, si
 		hl = (size_t)(colon - s);
 	}
 	size_t pl = strlen(colon + 1);
-	if (!hl || hl >= host_len || !pl || pl >= port_len ||
-	    strspn(colon + 1, "0123456789") != pl)
-		return -EINVAL;
+	if (!hl || hl >= host_len || pl >= port_len || text_port(colon + 1) < 0)
+		return -EINVAL; /* 1..65535, never taken modulo 65536 */
 	memcpy(host, h, hl);
 	host[hl] = 0;
 	memcpy(port, colon + 1, pl + 1);

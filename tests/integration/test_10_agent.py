@@ -140,6 +140,23 @@ BAD = [
     (["stats", "--socket", "NOSOCK"], ["NOSOCK"]),
     (["run", "--socket", "SOCK"], []),
     (["run", "--socket", "SOCK", "--"], []),
+    # arguments say what they mean (issue 15 item 8): no port taken modulo 65536, no
+    # silent random port, no second -w replacing the first, no kernel file, no '%' name
+    (["--vxlan", "127.0.0.1:99999", "-w", "OUT"], ["--vxlan", "99999"]),
+    (["--vxlan", "127.0.0.1:0", "-w", "OUT"], ["--vxlan", "127.0.0.1:0"]),
+    (["--pcap-over-ip", "99999", "-w", "OUT"], ["--pcap-over-ip", "99999"]),
+    (["--pcap-over-ip", "0", "-w", "OUT"], ["--pcap-over-ip", "'0'"]),
+    (["--pcap-over-ip", "127.0.0.1:0", "-w", "OUT"], ["--pcap-over-ip", "127.0.0.1:0"]),
+    (["-t", "127.0.0.1:70000", "--insecure-plaintext-tunnel", "-w", "OUT"], ["-t", "70000"]),
+    (["-C", "-l", "127.0.0.1:99999", "-w", "OUT"], ["-l", "99999"]),
+    (["-w", "OUT", "-w", "OUT2"], ["-w", "twice"]),
+    (["--pcapng", "OUT", "--pcapng", "OUT2"], ["--pcapng", "twice"]),
+    (["-w", "OUT", "--pcapng", "OUT"], ["-w", "--pcapng"]),
+    (["-w", "/proc/version"], ["-w", "/proc/version"]),
+    (["-w", "%"], ["-w", "'%'"]),
+    (["-w", "cap-%"], ["-w", "cap-%"]),
+    (["-w", "DIR"], ["-w", "directory"]),
+    (["pki", "issue", "PKI", "n1", "--agent", "--collector"], ["--agent", "--collector"]),
 ]
 
 
@@ -148,9 +165,11 @@ def test_bad_command_lines(env):
     need_build(TLSMIRROR)
     problems = []
     for args, must in BAD:
-        subst = {"OUT": env.path("bad.pcap"), "SOCK": env.path("bad.sock"),
-                 "NOSOCK": env.path("no-agent.sock")}
+        subst = {"OUT": env.path("bad.pcap"), "OUT2": env.path("bad2.pcap"),
+                 "SOCK": env.path("bad.sock"), "NOSOCK": env.path("no-agent.sock"),
+                 "PKI": env.path("pki"), "DIR": env.dir}
         argv = [subst.get(a, a) for a in args]
+        before = set(os.listdir(env.dir))
         shown = " ".join(["tlsmirror"] + args)
         p = env.spawn("bad", [TLSMIRROR] + argv)
         try:
@@ -170,6 +189,10 @@ def test_bad_command_lines(env):
             m = subst.get(m, m)
             if m not in err:
                 problems.append(f"`{shown}`: message does not name {m!r}: {short(err)!r}")
+        made = [f for f in set(os.listdir(env.dir)) - before
+                if not f.endswith((".out", ".err"))]
+        if made:
+            problems.append(f"`{shown}` created {made}")
         if len(err.strip().splitlines()) > 30:
             problems.append(f"`{shown}`: {len(err.splitlines())} lines of stderr, want a short error")
     check(not problems, "bad command lines:\n  " + "\n  ".join(problems))

@@ -230,3 +230,44 @@ def test_nginx_www_data_workers(env):
           f"connections (the lone www-data curl must not be there)")
     for cport, req, resp in got:
         check_stream(cap.one(client_port=cport, server_port=port), c2s=req, s2c=resp)
+
+
+@timeout(90)
+def test_stats_refused_to_others(env):
+    """`tlsmirror stats` shows every process's pid, uid and volumes: only to those who may
+    attach. With --allow-user the socket file is 0666 (SO_PEERCRED decides): a user outside
+    the lists gets no answer and a clear message; a listed user gets the stats."""
+    open_dir(env)
+    srv = RecServer(env)
+    with temp_user() as pw:
+        allowed = None
+        with temp_user_named(f"tma{os.getpid() % 100000}") as pw2:
+            allowed = pw2
+            agent = Agent(env, args=["--allow-user", pw2.pw_name]).start()
+            mode = stat.S_IMODE(os.stat(agent.sock).st_mode)
+            check(mode == 0o666, f"with --allow-user the socket is {mode:o}, want 666")
+            rc, out, err = curl_as(env, agent, srv, allowed, "curl")
+            check(rc == 0, f"curl as {allowed.pw_name} exited {rc}: {short(err)}")
+            r = subprocess.run(as_user(pw, [TLSMIRROR, "stats", "--socket", agent.sock]),
+                               capture_output=True, timeout=30)
+            check(r.returncode != 0 and b"pid=" not in r.stdout and b"total " not in r.stdout,
+                  f"`tlsmirror stats` as {pw.pw_name} (not allowed) exited {r.returncode}: "
+                  f"{short(r.stdout)}")
+            check(b"did not answer" in r.stderr and b"--allow-user" in r.stderr,
+                  f"the refusal does not say who may ask: {short(r.stderr)}")
+            r = subprocess.run(as_user(allowed, [TLSMIRROR, "stats", "--socket", agent.sock]),
+                               capture_output=True, timeout=30)
+            check(r.returncode == 0 and f"uid={allowed.pw_uid} ".encode() in r.stdout,
+                  f"`tlsmirror stats` as the allowed {allowed.pw_name}: exit {r.returncode}, "
+                  f"{short(r.stdout)} {short(r.stderr)}")
+            agent.final_stats()
+
+
+@contextlib.contextmanager
+def temp_user_named(name):
+    subprocess.run(["userdel", name], capture_output=True, timeout=60)
+    _run([need_tool("useradd"), "-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin", name])
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)

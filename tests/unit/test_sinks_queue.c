@@ -207,8 +207,18 @@ TEST(poip_client_gets_header_then_records)
 	struct sink_set set = { 0 };
 	struct sink_opts o = { 0 };
 	const char *why = NULL;
-	/* port 0: any free port; find it from the listening socket's name */
-	if (!CHECK(sink_set_add(&set, &sink_poip_ops, "127.0.0.1:0", &o, &why) == 0))
+	/* a free port (port 0 is refused: nobody would be told which one) */
+	int probe = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in pa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t pl = sizeof(pa);
+	char target[32];
+	if (!CHECK(probe >= 0 && bind(probe, (struct sockaddr *)&pa, pl) == 0 &&
+		   getsockname(probe, (struct sockaddr *)&pa, &pl) == 0))
+		return;
+	snprintf(target, sizeof(target), "127.0.0.1:%u", (unsigned)ntohs(pa.sin_port));
+	close(probe);
+	CHECK(sink_set_add(&set, &sink_poip_ops, "127.0.0.1:0", &o, &why) < 0);
+	if (!CHECK(sink_set_add(&set, &sink_poip_ops, target, &o, &why) == 0))
 		return;
 	int lfd = *(int *)set.v[0]->priv; /* struct poip_sink starts with the listening fd */
 	struct sockaddr_in sa;
