@@ -16,3 +16,13 @@ size_t text_add(char *buf, size_t len, size_t at, const char *fmt, ...)
 		return at;
 	return at + (size_t)n >= len ? len - 1 : at + (size_t)n;
 }
+
+void text_token(char *out, size_t len, const char *in)
+{
+	size_t k = 0;
+	if (!len)
+		return;
+	for (; *in && k + 1 < len; in++)
+		out[k++] = (*in <= ' ' || *in == '=' || *in > '~') ? '_' : *in;
+	out[k] = 0;
+}

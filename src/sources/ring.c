@@ -365,6 +365,7 @@ void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
 		p->fd = -1;
 	}
 	p->state = why;
+	p->exited_ns = agent_now_ns();
 }
 
 /* ---- the source ---- */
@@ -419,7 +420,7 @@ static void rs_drain(struct source *s)
 	}
 }
 
-static const char *state_name(enum proc_state st)
+const char *proc_state_name(enum proc_state st)
 {
 	switch (st) {
 	case PROC_ATTACHED: return "attached";
@@ -429,28 +430,21 @@ static const char *state_name(enum proc_state st)
 	return "?";
 }
 
-/* One line per process. */
+/* One line per process: its identity, then its counters (proc_fields, the
+ * same table the metrics read). comm is the process's own claim: blanks and
+ * '=' are shown as '_' so that the line stays key=value tokens. */
 static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at)
 {
 	const struct agent *a = s->priv;
 	for (struct proc *p = a->procs; p; p = p->next) {
 		proc_read_drops(p);
-		at = text_add(buf, len, at,
-			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
-			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
-			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
-			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu\n",
-			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
-			 p->comm[0] ? p->comm : "?", state_name(p->state),
-			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
-			 (unsigned long long)p->bytes[0], (unsigned long long)p->bytes[1],
-			 (unsigned long long)p->drop_last[RING_DROP_FULL],
-			 (unsigned long long)p->drop_last[RING_DROP_NO_RING],
-			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
-			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
-			 (unsigned long long)p->orphan_records, (unsigned long long)p->refused_conns,
-			 (unsigned long long)p->orphan_bytes, (unsigned long long)p->bypassed_last,
-			 (unsigned long long)p->unpatched_last);
+		char comm[sizeof(p->comm)];
+		text_token(comm, sizeof(comm), p->comm[0] ? p->comm : "?");
+		at = text_add(buf, len, at, "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s",
+			      (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
+			      comm, proc_state_name(p->state));
+		struct stat_kv kv[STATS_MAX_KV];
+		at = stats_kv_format(kv, proc_fields(p, kv), buf, len, at);
 	}
 	return at;
 }
