@@ -707,8 +707,9 @@ static int cmd_stats(int argc, char **argv)
 	const char *path = client_socket();
 	int json = 0;
 	for (; argc > 0; argc--, argv++) {
-		if (!strcmp(argv[0], "-C")) /* the collector's default socket */
-			path = CTL_COLLECTOR_SOCKET;
+		if (!strcmp(argv[0], "-C")) /* the collector's default socket, or the unit's */
+			path = access(CTL_COLLECTOR_SOCKET, F_OK) && !access(CTL_SERVICE_COLLECTOR_SOCKET, F_OK) ?
+			       CTL_SERVICE_COLLECTOR_SOCKET : CTL_COLLECTOR_SOCKET;
 		else if (!strcmp(argv[0], "--json"))
 			json = 1;
 		else if (!strcmp(argv[0], "--socket") && argc > 1) {

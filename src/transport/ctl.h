@@ -31,6 +31,7 @@
 #define CTL_COLLECTOR_SOCKET "/run/tlsmirror-collector.sock"
 /* The packaged systemd unit's (RuntimeDirectory=tlsmirror, docs/operations.md). */
 #define CTL_SERVICE_SOCKET "/run/tlsmirror/tlsmirror.sock"
+#define CTL_SERVICE_COLLECTOR_SOCKET "/run/tlsmirror/collector.sock"
 #define CTL_MAGIC 0x4c54434dU /* "MCTL" */
 #define CTL_VERSION 1
 
