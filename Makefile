@@ -3,6 +3,9 @@
 # builds everything with those sanitizers (the library too: preload libasan first).
 
 PREFIX   ?= /usr/local
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR  ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+DOCDIR   ?= $(PREFIX)/share/doc/tlsmirror
 BUILD    ?= build
 CC       ?= cc
 PKG_CONFIG ?= pkg-config
@@ -75,7 +78,7 @@ DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
          $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS)
 
-.PHONY: all deps test unit run bench bench-compare install clean fuzz tsan-test
+.PHONY: all deps test unit run bench bench-compare install clean fuzz tsan-test deb
 all: $(BIN) $(SOLIB)
 
 $(BUILD)/obj/%.o: %.c
@@ -221,11 +224,22 @@ bench: deps all $(TOOLS)
 bench-compare: deps all $(TOOLS)
 	$(Q)./bench/compare.sh $(or $(REV),main)
 
+# The program, the library, the man page, the docs, the systemd units and the
+# default configuration (never over an existing one: the admin's stays).
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/tlsmirror $(DESTDIR)$(PREFIX)/share/man/man1
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/tlsmirror $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/tlsmirror
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/tlsmirror
-	install -m 0755 $(SOLIB) $(DESTDIR)$(PREFIX)/lib/tlsmirror/libtlsmirror.so
+	install -m 0644 $(SOLIB) $(DESTDIR)$(PREFIX)/lib/tlsmirror/libtlsmirror.so
 	install -m 0644 man/tlsmirror.1 $(DESTDIR)$(PREFIX)/share/man/man1/tlsmirror.1
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	for u in tlsmirror tlsmirror-collector; do \
+		sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+			dist/systemd/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; done
+	for c in agent collector; do \
+		[ -e $(DESTDIR)$(SYSCONFDIR)/tlsmirror/$$c.conf ] || \
+		install -m 0644 dist/etc/$$c.conf $(DESTDIR)$(SYSCONFDIR)/tlsmirror/$$c.conf || exit 1; done
 	@# members of group tlsmirror may attach to the agent (docs/security.md)
 	@if [ -n "$(DESTDIR)" ]; then \
 		echo "install: DESTDIR set: create group tlsmirror on the target (groupadd --system tlsmirror)"; \
@@ -235,6 +249,32 @@ install: all
 	elif groupadd --system tlsmirror; then \
 		echo "install: created group tlsmirror; its members may attach (usermod -aG tlsmirror USER)"; \
 	else echo "install: could not create group tlsmirror: only root may attach"; fi
+
+# A Debian package from the install tree (docs/operations.md): dpkg-deb, no
+# debian/ build machinery; lintian checks it in tests/integration/test_27_package.py.
+DEB_VERSION := $(shell sed -n 's/^\#define TLSMIRROR_VERSION "\(.*\)"/\1/p' src/common/version.h)
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB         := $(BUILD)/tlsmirror_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_ROOT    := $(BUILD)/deb/root
+deb: $(DEB)
+$(DEB): $(BIN) $(SOLIB) man/tlsmirror.1 README.md $(wildcard docs/*.md) $(wildcard dist/*/*) Makefile
+	$(Q)rm -rf $(BUILD)/deb && mkdir -p $(DEB_ROOT)/DEBIAN
+	$(Q)$(MAKE) --no-print-directory -s install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr >/dev/null
+	$(Q)strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+		$(DEB_ROOT)/usr/bin/tlsmirror $(DEB_ROOT)/usr/lib/tlsmirror/libtlsmirror.so
+	$(Q)gzip -9n $(DEB_ROOT)/usr/share/man/man1/tlsmirror.1
+	$(Q)sed 's/@VERSION@/$(DEB_VERSION)/' dist/debian/changelog | gzip -9n > $(DEB_ROOT)/usr/share/doc/tlsmirror/changelog.gz
+	$(Q)install -m 0644 dist/debian/copyright $(DEB_ROOT)/usr/share/doc/tlsmirror/copyright
+	$(Q)install -m 0755 dist/debian/postinst dist/debian/prerm dist/debian/postrm $(DEB_ROOT)/DEBIAN/
+	$(Q)install -m 0644 dist/debian/conffiles $(DEB_ROOT)/DEBIAN/
+	$(Q)cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -printf '%P\0' | \
+		sort -z | xargs -0 md5sum > DEBIAN/md5sums && chmod 0644 DEBIAN/md5sums
+	$(Q)deps=$$(./scripts/deb-depends.sh $(DEB_ROOT)/usr/bin/tlsmirror $(DEB_ROOT)/usr/lib/tlsmirror/libtlsmirror.so) && \
+	size=$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1) && \
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' -e "s/@SIZE@/$$size/" \
+		-e "s/@DEPENDS@/$$deps/" dist/debian/control.in > $(DEB_ROOT)/DEBIAN/control
+	$(Q)dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) $@ >/dev/null
+	@echo "  DEB     $@"
 
 clean:
 	rm -rf $(BUILD)

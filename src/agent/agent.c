@@ -1,6 +1,7 @@
 /* The agent's event loop: accepts capture libraries, polls the sources, feeds the chain and the sinks. */
 #include "agent/agent.h"
 #include "agent/reach.h"
+#include "agent/metrics.h"
 #include "common/log.h"
 #include "sinks/sink_queue.h"
 #include "transport/ctl.h"
@@ -342,6 +343,30 @@ size_t agent_procs_per_uid(const struct agent *a)
 	return a->cfg.max_procs / 4 ? a->cfg.max_procs / 4 : 1;
 }
 
+/* tlsmirror stats --json: one message, the socket's buffer raised to hold it
+ * (SO_SNDBUFFORCE as root, else up to wmem_max); never waits. */
+static void reply_json(struct agent *a, int fd)
+{
+	struct metric_set set;
+	size_t n = 0;
+	char *buf = NULL;
+	if (!metrics_collect(a, &set)) {
+		buf = metrics_json(&set, &n);
+		metrics_free(&set);
+	}
+	if (buf && n <= CTL_STATS_JSON_MAX) {
+		int sz = (int)n + 4096;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+		if (send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			static const char e[] = "{\"error\":\"the answer does not fit the socket buffer\"}\n";
+			send(fd, e, sizeof(e) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		}
+	}
+	free(buf);
+	agent_forget_fd(a, fd);
+}
+
 static int pending_has(const struct agent *a, int fd)
 {
 	for (size_t i = 0; i < a->n_pending; i++)
@@ -487,6 +512,9 @@ static void on_pending(struct agent *a, int fd, int over_budget)
 		why = "bad magic or version (a different tlsmirror version?)";
 	else if (h.type == CTL_STATS && nfd == 0) {
 		reply_stats(a, fd);
+		return;
+	} else if (h.type == CTL_STATS_JSON && nfd == 0) {
+		reply_json(a, fd);
 		return;
 	} else if (h.type != CTL_ATTACH)
 		why = "unknown message type";
@@ -805,6 +833,8 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	}
 	if ((err = chain_setup(a)) < 0)
 		return err;
+	if (cfg->metrics_addr && (err = metrics_open(a, cfg->metrics_addr)) < 0)
+		return err;
 	a->access = cfg->access;
 	access_init(&a->access);
 	a->listen_fd = listen_on(&a->access, cfg->socket_path, &why);
@@ -853,6 +883,7 @@ static void teardown(struct agent *a, int ran)
 		fwrite(buf, 1, n, stderr);
 		free(buf);
 	}
+	metrics_close(a);
 	sink_set_close(&a->sinks);
 	if (a->listen_fd >= 0) {
 		/* ours only: not what another agent (or anyone) put there since */

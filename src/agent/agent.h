@@ -60,6 +60,7 @@ struct agent_config {
 	size_t max_h2_streams;       /* --max-h2-streams: open streams in total */
 	size_t max_peers;            /* --max-peers: collector's agent connections */
 	struct access_policy access; /* --allow-user/--allow-group (access.c adds the defaults) */
+	const char *metrics_addr;    /* --metrics ADDR:PORT: Prometheus text over HTTP (metrics.c) */
 };
 
 #define AGENT_DEFAULT_MAX_PROCS 1024
@@ -112,6 +113,7 @@ struct proc {
 	int bypass_logged;
 	int closing;                 /* its socket closed: drained up to stop_at, then finished */
 	uint64_t stop_at;            /* ring position committed when the socket closed */
+	uint64_t exited_ns;          /* when it left PROC_ATTACHED (metrics fold it later) */
 };
 
 struct agent;
@@ -157,6 +159,7 @@ struct agent {
 	uint64_t exited_kept;
 	struct agent_tick ticks[AGENT_MAX_TICKS];
 	size_t n_ticks;
+	struct metrics_server *metrics; /* --metrics, NULL if not asked */
 };
 
 /* agent.c */
@@ -195,6 +198,23 @@ void proc_read_drops(struct proc *p);
 
 /* stats.c: the text `tlsmirror stats` prints. Returns the length written. */
 size_t stats_format(struct agent *a, char *buf, size_t len);
+/* One counter of a line: the text prints " key=value", the metrics
+ * (metrics.c) read the same table, so both show the same numbers. */
+struct stat_kv {
+	const char *key;
+	uint64_t v;
+};
+#define STATS_MAX_KV 40
+/* A process's counters, in the order of its line (at most STATS_MAX_KV). */
+size_t proc_fields(const struct proc *p, struct stat_kv *kv);
+/* The total line's counters. */
+size_t stats_total(struct agent *a, struct stat_kv *kv);
+/* Appends " key=value"... and a newline at buf+at; returns the new length. */
+size_t stats_kv_format(const struct stat_kv *kv, size_t n, char *buf, size_t len, size_t at);
+/* The lines after the total: the chain, access, sinks, tunnel, metrics server. */
+size_t stats_components_format(struct agent *a, char *buf, size_t len, size_t at);
+/* sources/ring.c: "attached", "exited", "rejected". */
+const char *proc_state_name(enum proc_state st);
 /* tunnel/collector.c: appends the tunnel (-t) and collector (-C) counter
  * lines at buf+at; returns the new length. */
 size_t tunnel_stats_format(struct agent *a, char *buf, size_t len, size_t at);

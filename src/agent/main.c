@@ -1,5 +1,7 @@
 /* tlsmirror command line: the agent, `tlsmirror stats` and `tlsmirror run`. */
 #include "agent/agent.h"
+#include "agent/metrics.h"
+#include "agent/units.h"
 #include "agent/pki.h"
 #include "agent/reach.h"
 #include "common/log.h"
@@ -68,8 +70,11 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: tlsmirror [options] OUTPUT...       run the agent (or with -C the collector);\n"
 "                                           OUTPUT: see outputs below\n"
-"       tlsmirror stats [-C] [--socket PATH]  show the running agent's (-C: collector's)\n"
-"                                           counters\n"
+"       tlsmirror stats [-C] [--json] [--socket PATH]  show the running agent's\n"
+"                                           (-C: collector's) counters\n"
+"       tlsmirror enable|disable UNIT       preload the capture library into a systemd\n"
+"                                           service (a drop-in), or stop doing so\n"
+"       tlsmirror status [--socket PATH]    enabled units and their attached processes\n"
 "       tlsmirror run [--socket PATH] -- CMD [ARGS...]\n"
 "                                           start CMD with the capture library\n"
 "       tlsmirror attach [--socket PATH] PID...   load the capture library into running\n"
@@ -83,7 +88,10 @@ static void usage(FILE *f)
 "%s"
 "\n"
 "agent options:\n"
+"      --config FILE       read options from FILE: one long option a line, without\n"
+"                          its --, then its value (docs/operations.md)\n"
 "      --socket PATH       control socket (default $TLSMIRROR_SOCKET or %s)\n"
+"      --metrics ADDR:PORT serve the counters for Prometheus on http://ADDR:PORT/metrics\n"
 "      --mss N             TCP payload per packet, 88..65000 (default 1460; IPv6 uses N-20)\n"
 "      --rotate-size SIZE  start a new file before SIZE bytes (K, M, G suffixes)\n"
 "      --rotate-seconds N  start a new file every N seconds\n"
@@ -162,10 +170,152 @@ static int parse_uint(const char *s, unsigned long long lo, unsigned long long h
 	return 0;
 }
 
+/* Where each element of the agent's argv came from: "FILE:LINE: " for the
+ * lines of a --config file, NULL for the command line (config_expand). */
+static const char **arg_origin;
+static int arg_count, cur_arg = -1;
+
+static const char *where(void)
+{
+	return arg_origin && cur_arg >= 0 && cur_arg < arg_count && arg_origin[cur_arg] ?
+	       arg_origin[cur_arg] : "";
+}
+
 static int bad_arg(const char *opt, const char *val, const char *want)
 {
-	fprintf(stderr, "tlsmirror: invalid %s '%s': %s\n", opt, val, want);
+	fprintf(stderr, "tlsmirror: %sinvalid %s '%s': %s\n", where(), opt, val, want);
 	return 2;
+}
+
+#define CONFIG_MAX_LINES 1000
+#define CONFIG_LINE_MAX 4096
+
+/* Appends FILE's options to *out (elements "--name=value" or "--name"). */
+static int config_read(const char *file, char ***out, const char ***org, int *n)
+{
+	FILE *f = fopen(file, "r");
+	if (!f) {
+		fprintf(stderr, "tlsmirror: --config %s: %s\n", file, strerror(errno));
+		return -1;
+	}
+	char line[CONFIG_LINE_MAX + 2];
+	int lineno = 0, rc = 0;
+	while (fgets(line, sizeof(line), f)) {
+		lineno++;
+		size_t l = strlen(line);
+		char pos[320];
+		snprintf(pos, sizeof(pos), "%s:%d: ", file, lineno);
+		if (l > CONFIG_LINE_MAX || lineno > CONFIG_MAX_LINES) {
+			fprintf(stderr, "tlsmirror: %s%s\n", pos, lineno > CONFIG_MAX_LINES ?
+				"more than 1000 lines" : "line longer than 4096 bytes");
+			rc = -1;
+			break;
+		}
+		while (l && (line[l - 1] == '\n' || line[l - 1] == '\r' || line[l - 1] == ' ' ||
+			     line[l - 1] == '\t'))
+			line[--l] = 0;
+		char *p = line + strspn(line, " \t");
+		if (!*p || *p == '#')
+			continue;
+		if (!strncmp(p, "--", 2))
+			p += 2;
+		size_t nl = strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789-");
+		char *val = p + nl;
+		if (!nl || *p < 'a' || *p > 'z' || (*val && *val != ' ' && *val != '\t' && *val != '=')) {
+			fprintf(stderr, "tlsmirror: %snot an option: '%s' (a long option without its "
+				"--, then its value: 'write /var/lib/tlsmirror/mirror.pcap')\n", pos, p);
+			rc = -1;
+			break;
+		}
+		if (*val)
+			*val++ = 0;
+		val += strspn(val, " \t=");
+		if (!strcmp(p, "config")) {
+			fprintf(stderr, "tlsmirror: %sa configuration file cannot include another\n", pos);
+			rc = -1;
+			break;
+		}
+		char *opt = malloc(strlen(p) + strlen(val) + 4), *o = strdup(pos);
+		char **nv = realloc(*out, sizeof(char *) * (size_t)(*n + 2));
+		const char **no = nv ? realloc(*org, sizeof(char *) * (size_t)(*n + 2)) : NULL;
+		if (nv)
+			*out = nv;
+		if (no)
+			*org = no;
+		if (!opt || !o || !nv || !no) {
+			free(opt);
+			free(o);
+			rc = -1;
+			break;
+		}
+		sprintf(opt, "--%s%s%s", p, *val ? "=" : "", val);
+		(*out)[*n] = opt;
+		(*org)[(*n)++] = o;
+	}
+	fclose(f);
+	return rc;
+}
+
+/* --config FILE (or --config=FILE), anywhere on the command line: FILE's
+ * options come first, then the command line's (which thus win for options
+ * given once). Returns 0 or 2 (error shown). */
+static int config_expand(int *argc, char ***argv)
+{
+	char **nv = malloc(sizeof(char *) * 2);
+	const char **no = malloc(sizeof(char *) * 2);
+	int n = 1, any = 0;
+	if (!nv || !no)
+		return 2;
+	nv[0] = (*argv)[0];
+	no[0] = NULL;
+	for (int i = 1; i < *argc; i++) {
+		const char *a = (*argv)[i], *file = NULL;
+		if (!strcmp(a, "--"))
+			break;
+		if (!strcmp(a, "--config")) {
+			if (i + 1 >= *argc) {
+				fprintf(stderr, "tlsmirror: option --config needs a value\n");
+				return 2;
+			}
+			file = (*argv)[++i];
+		} else if (!strncmp(a, "--config=", 9)) {
+			file = a + 9;
+		}
+		if (file) {
+			any = 1;
+			if (config_read(file, &nv, &no, &n) < 0)
+				return 2;
+		}
+	}
+	if (!any) {
+		free(nv);
+		free(no);
+		return 0;
+	}
+	for (int i = 1; i < *argc; i++) {
+		const char *a = (*argv)[i];
+		if (!strcmp(a, "--config")) {
+			i++;
+			continue;
+		}
+		if (!strncmp(a, "--config=", 9))
+			continue;
+		char **v2 = realloc(nv, sizeof(char *) * (size_t)(n + 2));
+		const char **o2 = v2 ? realloc(no, sizeof(char *) * (size_t)(n + 2)) : NULL;
+		if (v2)
+			nv = v2;
+		if (!o2)
+			return 2;
+		no = o2;
+		nv[n] = (*argv)[i];
+		no[n++] = NULL;
+	}
+	nv[n] = NULL;
+	*argc = n;
+	*argv = nv;
+	arg_origin = no;
+	arg_count = n;
+	return 0;
 }
 
 #define CAP_WANT "a number from 1 to 100000000"
@@ -200,7 +350,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 	enum { O_SOCKET = 256, O_MSS, O_RSIZE, O_RSECS, O_RCOUNT, O_SNAPLEN,
 	       O_VXLAN, O_VNI, O_DSTMAC, O_POIP, O_CERT, O_KEY, O_CA, O_PLAIN, O_COMPRESS,
 	       O_QUEUE, O_TAG, O_MAXC, O_MAXCP, O_MAXP, O_MAXRING, O_MAXH2C, O_MAXH2S, O_MAXPEERS,
-	       O_AUSER, O_AGROUP, O_STAGE, O_SINK = O_STAGE + PIPELINE_MAX_STAGES };
+	       O_AUSER, O_AGROUP, O_METRICS, O_CONFIG, O_STAGE, O_SINK = O_STAGE + PIPELINE_MAX_STAGES };
 	static const struct option fixed[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "mss", required_argument, NULL, O_MSS },
@@ -229,6 +379,8 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 		{ "max-peers", required_argument, NULL, O_MAXPEERS },
 		{ "allow-user", required_argument, NULL, O_AUSER },
 		{ "allow-group", required_argument, NULL, O_AGROUP },
+		{ "metrics", required_argument, NULL, O_METRICS },
+		{ "config", required_argument, NULL, O_CONFIG },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -243,7 +395,8 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			opts[no++] = (struct option){ stage_table[i].option,
 				stage_table[i].metavar ? required_argument : no_argument,
 				NULL, O_STAGE + (int)i };
-	char shorts[64] = ":qhVI:Cl:";
+	/* '+': no permutation, so that an element's origin (where()) stays its index */
+	char shorts[64] = "+:qhVI:Cl:";
 	for (size_t i = 0; i < sink_table_len; i++) {
 		const struct sink_def *d = &sink_table[i];
 		int val = O_SINK + (int)i;
@@ -260,6 +413,7 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 	int c, socket_given = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+		cur_arg = optarg && optind >= 2 && argv[optind - 1] == optarg ? optind - 2 : optind - 1;
 		for (size_t i = 0; i < sink_table_len; i++)
 			if (sink_table[i].short_opt && c == sink_table[i].short_opt)
 				c = O_SINK + (int)i;
@@ -389,6 +543,17 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 					       "no such user (a name or a UID)");
 			break;
 		}
+		case O_METRICS: {
+			struct sockaddr_storage ss;
+			unsigned sl;
+			if (metrics_parse_addr(optarg, &ss, &sl) < 0)
+				return bad_arg("--metrics", optarg, "ADDR:PORT with a numeric address "
+					       "([ADDR]:PORT for IPv6), or PORT for 127.0.0.1");
+			cfg->metrics_addr = optarg;
+			break;
+		}
+		case O_CONFIG: /* read before parsing (config_expand) */
+			break;
 		case O_STAGE ... O_STAGE + PIPELINE_MAX_STAGES - 1: {
 			const struct stage_def *d = &stage_table[c - O_STAGE];
 			const char *why = NULL, *arg = d->metavar ? optarg : "";
@@ -401,17 +566,18 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			break;
 		}
 		case ':':
-			fprintf(stderr, "tlsmirror: option %s needs a value\n", argv[optind - 1]);
+			fprintf(stderr, "tlsmirror: %soption %s needs a value\n", where(), argv[optind - 1]);
 			return 2;
 		default:
-			fprintf(stderr, "tlsmirror: unknown option '%s' (see tlsmirror --help)\n",
-				argv[optind - 1]);
+			fprintf(stderr, "tlsmirror: %sunknown option '%s' (see tlsmirror --help)\n",
+				where(), argv[optind - 1]);
 			return 2;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "tlsmirror: unexpected argument '%s' (see tlsmirror --help)\n",
-			argv[optind]);
+		cur_arg = optind;
+		fprintf(stderr, "tlsmirror: %sunexpected argument '%s' (see tlsmirror --help)\n",
+			where(), argv[optind]);
 		return 2;
 	}
 	if (cfg->sink.rotate_count && !cfg->sink.rotate_bytes && !cfg->sink.rotate_seconds) {
@@ -467,7 +633,10 @@ static int cmd_agent(int argc, char **argv)
 		.mss = 1460,
 		.idle_ms = 10,
 	};
-	int rc = parse_agent(argc, argv, &cfg);
+	int rc = config_expand(&argc, &argv);
+	if (rc)
+		return rc;
+	rc = parse_agent(argc, argv, &cfg);
 	if (rc >= 0)
 		return rc;
 	return agent_run(&cfg) < 0 ? 1 : 0;
@@ -499,50 +668,88 @@ static int sub_socket(int *argc, char ***argv, const char **path)
 	return 0;
 }
 
-static int cmd_stats(int argc, char **argv)
+/* Asks the agent on path for its counters (CTL_STATS: text, CTL_STATS_JSON).
+ * Returns the malloc'ed answer (NUL-terminated) or NULL; *err says why. */
+static char *ask_agent(const char *path, uint16_t type, const char **err)
 {
-	const char *path = default_socket();
-	if (argc > 0 && !strcmp(argv[0], "-C")) { /* the collector's default socket */
-		path = CTL_COLLECTOR_SOCKET;
-		argc--;
-		argv++;
-	}
-	if (sub_socket(&argc, &argv, &path) < 0 || argc) {
-		fprintf(stderr, "usage: tlsmirror stats [-C] [--socket PATH]\n");
-		return 2;
-	}
+	static char why[512];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	*err = why;
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "tlsmirror: socket path too long: %s\n", path);
-		return 2;
+		snprintf(why, sizeof(why), "socket path too long: %s", path);
+		return NULL;
 	}
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "tlsmirror: no agent on %s: %s (is it running? --socket?)\n",
-			path, strerror(errno));
-		return 1;
+		snprintf(why, sizeof(why), "no agent on %s: %s (is it running? --socket?)", path,
+			 strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
 	}
 	struct ctl_hello h;
 	memset(&h, 0, sizeof(h));
 	h.magic = CTL_MAGIC;
 	h.version = CTL_VERSION;
-	h.type = CTL_STATS;
+	h.type = type;
 	h.pid = (uint32_t)getpid();
 	struct timeval tv = { .tv_sec = 5 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char *buf = malloc(CTL_STATS_MAX);
+	size_t max = type == CTL_STATS_JSON ? CTL_STATS_JSON_MAX : CTL_STATS_MAX;
+	char *buf = malloc(max + 1);
 	ssize_t n = -1;
 	if (buf && send(fd, &h, sizeof(h), MSG_NOSIGNAL) == (ssize_t)sizeof(h))
-		n = recv(fd, buf, CTL_STATS_MAX, 0);
+		n = recv(fd, buf, max, 0);
 	close(fd);
 	if (n <= 0) {
-		fprintf(stderr, "tlsmirror: the agent on %s did not answer (it answers only root, "
-			"group tlsmirror and its --allow-user/--allow-group lists)\n", path);
+		snprintf(why, sizeof(why), "the agent on %s did not answer (it answers only root, "
+			 "group tlsmirror and its --allow-user/--allow-group lists)", path);
 		free(buf);
+		return NULL;
+	}
+	buf[n] = 0;
+	return buf;
+}
+
+/* The socket of `stats`, `status`, `enable`: $TLSMIRROR_SOCKET, the usual
+ * one, or the packaged service's (/run/tlsmirror/, docs/operations.md). */
+static const char *client_socket(void)
+{
+	const char *s = default_socket();
+	if (!getenv("TLSMIRROR_SOCKET") && access(s, F_OK) && !access(CTL_SERVICE_SOCKET, F_OK))
+		return CTL_SERVICE_SOCKET;
+	return s;
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+	const char *path = client_socket();
+	int json = 0;
+	for (; argc > 0; argc--, argv++) {
+		if (!strcmp(argv[0], "-C")) /* the collector's default socket, or the unit's */
+			path = access(CTL_COLLECTOR_SOCKET, F_OK) && !access(CTL_SERVICE_COLLECTOR_SOCKET, F_OK) ?
+			       CTL_SERVICE_COLLECTOR_SOCKET : CTL_COLLECTOR_SOCKET;
+		else if (!strcmp(argv[0], "--json"))
+			json = 1;
+		else if (!strcmp(argv[0], "--socket") && argc > 1) {
+			path = argv[1];
+			argc--;
+			argv++;
+		} else if (!strncmp(argv[0], "--socket=", 9))
+			path = argv[0] + 9;
+		else {
+			fprintf(stderr, "usage: tlsmirror stats [-C] [--json] [--socket PATH]\n");
+			return 2;
+		}
+	}
+	const char *err = NULL;
+	char *buf = ask_agent(path, json ? CTL_STATS_JSON : CTL_STATS, &err);
+	if (!buf) {
+		fprintf(stderr, "tlsmirror: %s\n", err);
 		return 1;
 	}
-	fwrite(buf, 1, (size_t)n, stdout);
+	fputs(buf, stdout);
 	free(buf);
 	return 0;
 }
@@ -620,10 +827,48 @@ static int cmd_reach(int argc, char **argv, int attach)
 	return attach_main(argc, argv, path, lib);
 }
 
+static int cmd_enable(int argc, char **argv)
+{
+	char lib[PATH_MAX];
+	if (find_lib(lib, sizeof(lib)) < 0) {
+		fprintf(stderr, "tlsmirror: cannot find libtlsmirror.so (set TLSMIRROR_LIB)\n");
+		return 1;
+	}
+	/* the library's own path, as the service will open it */
+	char real[PATH_MAX];
+	if (realpath(lib, real))
+		snprintf(lib, sizeof(lib), "%s", real);
+	/* a drop-in names the socket the packaged agent listens on unless told */
+	const char *sock = getenv("TLSMIRROR_SOCKET");
+	if (!sock || !*sock)
+		sock = access(CTL_DEFAULT_SOCKET, F_OK) ? CTL_SERVICE_SOCKET : CTL_DEFAULT_SOCKET;
+	return units_enable(argc, argv, lib, sock);
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	const char *path = client_socket();
+	if (sub_socket(&argc, &argv, &path) < 0 || argc) {
+		fprintf(stderr, "usage: tlsmirror status [--socket PATH]\n");
+		return 2;
+	}
+	const char *err = NULL;
+	char *stats = ask_agent(path, CTL_STATS, &err);
+	int rc = units_status(path, stats);
+	free(stats);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && (!strcmp(argv[1], "attach") || !strcmp(argv[1], "scan")))
 		return cmd_reach(argc - 2, argv + 2, argv[1][0] == 'a');
+	if (argc > 1 && !strcmp(argv[1], "enable"))
+		return cmd_enable(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "disable"))
+		return units_disable(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "status"))
+		return cmd_status(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "stats"))
 		return cmd_stats(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "run"))

@@ -1,22 +1,45 @@
 /* Counters as text: the sources' lines (one per process), a total, the chain's and the sinks' lines, key=value (tlsmirror stats, exit). */
 #include "agent/agent.h"
+#include "agent/metrics.h"
 #include "common/text.h"
 #include "transforms/h2.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 
-size_t stats_format(struct agent *a, char *buf, size_t len)
+size_t proc_fields(const struct proc *p, struct stat_kv *kv)
 {
-	size_t at = 0;
+	size_t n = 0;
+#define KV(k, val) kv[n++] = (struct stat_kv){ k, (uint64_t)(val) }
+	KV("conns", p->conns);
+	KV("open", p->open_conns);
+	KV("c2s_bytes", p->bytes[0]);
+	KV("s2c_bytes", p->bytes[1]);
+	KV("drop_full_bytes", p->drop_last[RING_DROP_FULL]);
+	KV("drop_noring_bytes", p->drop_last[RING_DROP_NO_RING]);
+	KV("drop_busy_bytes", p->drop_last[RING_DROP_BUSY]);
+	KV("gap_bytes", p->gap_bytes);
+	KV("bad_records", p->bad_records);
+	KV("orphan_records", p->orphan_records);
+	KV("refused_conns", p->refused_conns);
+	KV("orphan_bytes", p->orphan_bytes);
+	KV("bypassed_conns", p->bypassed_last);
+	KV("unpatched_objs", p->unpatched_last);
+#undef KV
+	return n;
+}
+
+size_t stats_kv_format(const struct stat_kv *kv, size_t n, char *buf, size_t len, size_t at)
+{
+	for (size_t i = 0; i < n; i++)
+		at = text_add(buf, len, at, " %s=%llu", kv[i].key, (unsigned long long)kv[i].v);
+	return text_add(buf, len, at, "\n");
+}
+
+size_t stats_total(struct agent *a, struct stat_kv *kv)
+{
 	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
 	uint64_t bypassed = 0, unpatched = 0, synthetic = 0;
-	if (!len)
-		return 0;
-	buf[0] = 0;
-	for (size_t i = 0; i < a->n_src; i++)
-		if (a->src[i].ops->format_stats)
-			at = a->src[i].ops->format_stats(&a->src[i], buf, len, at);
 	for (struct proc *p = a->procs; p; p = p->next) {
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
 			dropped += p->drop_last[i];
@@ -70,10 +93,64 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)(fc ? fc->flows_handed_over : 0),
 		 (unsigned long long)bypassed, (unsigned long long)unpatched,
 		 (unsigned long long)synthetic, (unsigned long long)a->fd_refused);
+	size_t n = 0;
+#define KV(k, val) kv[n++] = (struct stat_kv){ k, (uint64_t)(val) }
+	KV("processes", procs);
+	KV("conns", conns);
+	KV("c2s_bytes", b0);
+	KV("s2c_bytes", b1);
+	KV("dropped_bytes", dropped);
+	KV("gap_bytes", gap);
+	KV("packets", fc ? fc->packets : 0);
+	KV("duplicate_conns", fc ? fc->flows_duplicate : 0);
+	KV("bad_records", bad);
+	KV("orphan_records", orphan);
+	KV("rejected_attach", a->rejected_attach);
+	KV("sink_lost_packets", lost);
+	KV("uptime_s", (agent_now_ns() - a->started_ns) / 1000000000ULL);
+	KV("h2_conns", h2c.conns);
+	KV("h2_streams", h2c.streams);
+	KV("h2_errors", h2c.errors);
+	KV("h2_fallbacks", h2c.fallbacks);
+	KV("open_conns", fc ? fc->flows_open : 0);
+	KV("refused_conns", fc ? fc->flows_refused : 0);
+	KV("orphan_bytes", (fc ? fc->orphan_bytes : 0) + (pc ? pc->orphan_bytes : 0));
+	KV("pending_dropped", a->pending_dropped);
+	KV("h2_refused_conns", h2c.conns_refused);
+	KV("h2_refused_streams", h2c.streams_refused);
+	KV("h2_malformed", h2c.malformed);
+	KV("h2_flow_errors", h2c.flow_errors);
+	KV("synthetic_moved", fc ? fc->synthetic_moved : 0);
+	KV("handed_over", fc ? fc->flows_handed_over : 0);
+	KV("bypassed_conns", bypassed);
+	KV("unpatched_objs", unpatched);
+#undef KV
+	return n;
+}
+
+size_t stats_components_format(struct agent *a, char *buf, size_t len, size_t at)
+{
 	if (a->pl)
 		at = pipeline_format_stats(a->pl, buf, len, at);
 	at = access_stats_format(&a->access, buf, len, at);
 	at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);
+	at = metrics_stats_format(a, buf, len, at);
 	return at;
+}
+
+size_t stats_format(struct agent *a, char *buf, size_t len)
+{
+	size_t at = 0;
+	if (!len)
+		return 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < a->n_src; i++)
+		if (a->src[i].ops->format_stats)
+			at = a->src[i].ops->format_stats(&a->src[i], buf, len, at);
+	struct stat_kv kv[STATS_MAX_KV];
+	size_t n = stats_total(a, kv);
+	at = text_add(buf, len, at, "total");
+	at = stats_kv_format(kv, n, buf, len, at);
+	return stats_components_format(a, buf, len, at);
 }

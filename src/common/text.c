@@ -48,3 +48,13 @@ int text_time_pattern_ok(const char *s)
 	}
 	return any;
 }
+
+void text_token(char *out, size_t len, const char *in)
+{
+	size_t k = 0;
+	if (!len)
+		return;
+	for (; *in && k + 1 < len; in++)
+		out[k++] = (*in <= ' ' || *in == '=' || *in > '~') ? '_' : *in;
+	out[k] = 0;
+}

@@ -410,6 +410,7 @@ void proc_finish(struct agent *a, struct proc *p, enum proc_state why)
 		p->fd = -1;
 	}
 	p->state = why;
+	p->exited_ns = agent_now_ns();
 }
 
 /* ---- the source ---- */
@@ -464,7 +465,7 @@ static void rs_drain(struct source *s)
 	}
 }
 
-static const char *state_name(enum proc_state st)
+const char *proc_state_name(enum proc_state st)
 {
 	switch (st) {
 	case PROC_ATTACHED: return "attached";
@@ -474,7 +475,9 @@ static const char *state_name(enum proc_state st)
 	return "?";
 }
 
-/* One line per process. */
+/* One line per process: its identity, then its counters (proc_fields, the
+ * same table the metrics read). comm is the process's own claim: blanks and
+ * '=' are shown as '_' so that the line stays key=value tokens. */
 static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at)
 {
 	const struct agent *a = s->priv;
@@ -497,6 +500,13 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 (unsigned long long)p->orphan_bytes, (unsigned long long)p->bypassed_last,
 			 (unsigned long long)p->unpatched_last,
 			 (unsigned long long)p->synthetic_conns);
+		char comm[sizeof(p->comm)];
+		text_token(comm, sizeof(comm), p->comm[0] ? p->comm : "?");
+		at = text_add(buf, len, at, "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s",
+			      (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
+			      comm, proc_state_name(p->state));
+		struct stat_kv kv[STATS_MAX_KV];
+		at = stats_kv_format(kv, proc_fields(p, kv), buf, len, at);
 	}
 	return at;
 }

@@ -29,12 +29,16 @@
 #define CTL_DEFAULT_SOCKET "/run/tlsmirror.sock"
 /* A collector's (-C) default, so that an agent on the same host keeps the other. */
 #define CTL_COLLECTOR_SOCKET "/run/tlsmirror-collector.sock"
+/* The packaged systemd unit's (RuntimeDirectory=tlsmirror, docs/operations.md). */
+#define CTL_SERVICE_SOCKET "/run/tlsmirror/tlsmirror.sock"
+#define CTL_SERVICE_COLLECTOR_SOCKET "/run/tlsmirror/collector.sock"
 #define CTL_MAGIC 0x4c54434dU /* "MCTL" */
 #define CTL_VERSION 1
 
 enum ctl_type {
 	CTL_ATTACH = 1, /* + memfd of the ring */
 	CTL_STATS = 2,  /* agent replies with text, then closes */
+	CTL_STATS_JSON = 3, /* the same counters as JSON samples (tlsmirror stats --json) */
 };
 
 struct ctl_hello {
@@ -60,6 +64,7 @@ CTL_LAYOUT(exe, 32);
 _Static_assert(sizeof(struct ctl_hello) == 288, "struct ctl_hello size: cross-process layout");
 
 #define CTL_STATS_MAX (256 * 1024)
+#define CTL_STATS_JSON_MAX (8 * 1024 * 1024) /* one message; the agent raises its socket's buffer */
 
 #define CTL_ABSTRACT_PREFIX "tlsmirror:"
 
