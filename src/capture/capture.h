@@ -29,6 +29,11 @@ void *sym_ssl(const char *name);
 void *sym_real(void **slot, const char *name);
 /* What a hook does when libssl can't be found: fail like the call would. */
 int sym_missing(void);
+/* Finds a libgnutls function: version ver (dlvsym, NULL: the default one)
+ * after ours, else from a libgnutls.so loaded RTLD_LOCAL. NULL if none is
+ * loaded: never loads it. sym_real_gnutls caches it in *slot. */
+void *sym_gnutls(const char *name, const char *ver);
+void *sym_real_gnutls(void **slot, const char *name, const char *ver);
 /* Finds a libc function after ours (RTLD_NEXT). */
 void *sym_libc(const char *name);
 
@@ -108,8 +113,9 @@ struct cap_conn {
 
 /* ---- the TLS back-ends: one file and one table row each ---- */
 
-/* Bits of ring_hdr.backends: which TLS libraries the process carries. */
-#define CAP_TLS_OPENSSL 0x1u
+/* Bits of ring_hdr.tls_backends: the back-ends that announced a connection. */
+#define CAP_TLS_OPENSSL RING_TLS_OPENSSL
+#define CAP_TLS_GNUTLS RING_TLS_GNUTLS
 
 /* What the generic connection logic (conn.c) asks of a TLS library. sess is
  * the library's session object (SSL *, ...). None of these set errno. */
@@ -129,6 +135,10 @@ struct cap_tls_ops {
 };
 
 extern const struct cap_tls_ops cap_tls_openssl;   /* ossl.c */
+extern const struct cap_tls_ops cap_tls_gnutls;    /* gtls.c */
+
+/* gtls.c: sessions the GnuTLS session table had no room for. */
+uint64_t gtls_missed_sessions(void);
 
 /* The TLS call a thread is inside (thread-local, nesting-aware). */
 struct cap_call {
@@ -162,6 +172,9 @@ void conn_note_client_hello(int fd, const uint8_t *buf, size_t len, int sent);
 /* Mirrors len bytes of clear text the application wrote (app_write 1) or
  * read (0) on the call's connection. Errors are counted, never reported. */
 void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len);
+
+/* len bytes moved that the library can't show: the stream gets a gap there. */
+void conn_gap(struct cap_call *call, int app_write, size_t len);
 
 /* Mirrors bytes sent with SSL_sendfile from file fd at offset. */
 void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len);

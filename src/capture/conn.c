@@ -332,6 +332,8 @@ static int ensure_open(struct cap_call *call, struct cap_conn *c,
 	if (!c->map_method)
 		map_conn(call, c);
 	struct ring_reservation res;
+	if (!(__atomic_load_n(&r->tls_backends, __ATOMIC_RELAXED) & call->ops->bit))
+		__atomic_fetch_or(&r->tls_backends, call->ops->bit, __ATOMIC_RELAXED);
 	err = ring_reserve_ctrl(r, sizeof(struct ring_open), &res);
 	if (!err) {
 		fill_open(call, c, (struct ring_open *)res.data);
@@ -391,6 +393,18 @@ void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len
 	if (r)
 		cap_doorbell(r);
 	errno = saved;
+}
+
+void conn_gap(struct cap_call *call, int app_write, size_t len)
+{
+	struct cap_conn *c = call->conn;
+	if (!c || !len || __atomic_load_n(&c->closed, __ATOMIC_RELAXED))
+		return;
+	learn_side(call, c);
+	int server = c->side == RING_SIDE_SERVER;
+	int dir = app_write ? (server ? CAP_DIR_S2C : CAP_DIR_C2S)
+			    : (server ? CAP_DIR_C2S : CAP_DIR_S2C);
+	c->off[dir] += len; /* the agent shows the jump as a gap */
 }
 
 void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len)
