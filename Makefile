@@ -75,8 +75,11 @@ TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/p
               $(BUILD)/progs/forkhand $(BUILD)/progs/closerace
 # dbclient loads dbhelper.so with dlopen(RTLD_DEEPBIND), as PHP loads its extensions
 DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
+# gtclient: a GnuTLS client (the test program links libgnutls; the capture library never does)
+GNUTLS_CFLAGS := $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
+GNUTLS_LIBS   := $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
-         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS)
+         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS) $(BUILD)/progs/gtclient
 
 .PHONY: all deps test unit run bench bench-compare install clean fuzz tsan-test deb
 all: $(BIN) $(SOLIB)
@@ -131,7 +134,12 @@ $(BUILD)/progs/recvfault.so: tests/progs/recvfault.c src/transport/ctl.h
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
-$(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h
+$(BUILD)/progs/gtclient: tests/progs/gtclient.c tests/progs/gen.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(GNUTLS_CFLAGS) -o $@ $< $(GNUTLS_LIBS)
+
+$(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h tests/progs/gen.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -lpthread
@@ -150,7 +158,7 @@ $(BUILD)/progs/dbclient: tests/progs/dbclient.c
 	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< $(OPENSSL_LIBS) -ldl \
 		-Wl,--enable-new-dtags,-rpath,'$$ORIGIN'
 
-$(BUILD)/progs/dbhelper.so: tests/progs/dbhelper.c tests/progs/tlsprog.h
+$(BUILD)/progs/dbhelper.so: tests/progs/dbhelper.c tests/progs/tlsprog.h tests/progs/gen.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC [so] $<")
 	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(OPENSSL_CFLAGS) -fPIC -shared -o $@ $< -lssl -lcrypto -ldl

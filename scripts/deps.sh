@@ -6,6 +6,8 @@ pkgs=(build-essential pkg-config libssl-dev libnghttp2-dev libzstd-dev liblz4-de
       php-cli php-curl php-pgsql postgresql nodejs golang-go wget strace)
       php-cli php-curl php-pgsql postgresql
       lintian systemd)  # make deb, systemd-analyze verify of the units (tests/integration/test_27_package.py)
+      php-cli php-curl php-pgsql postgresql
+      libgnutls28-dev gnutls-bin wget git lighttpd lighttpd-mod-openssl lighttpd-mod-gnutls)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

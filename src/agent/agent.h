@@ -110,6 +110,7 @@ struct proc {
 	struct conn_meta *spare_meta; /* an OPEN's metadata nobody kept: reused by the next */
 	uint64_t bypassed_last;      /* ring_hdr.bypassed_conns, last value read */
 	uint64_t unpatched_last;     /* ring_hdr.unpatched_objs, last value read */
+	uint32_t tls_last;           /* ring_hdr.tls_backends seen so far (RING_TLS_*) */
 	int bypass_logged;
 	int closing;                 /* its socket closed: drained up to stop_at, then finished */
 	uint64_t stop_at;            /* ring position committed when the socket closed */

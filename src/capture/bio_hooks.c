@@ -35,7 +35,7 @@ EXPORT int BIO_read(struct bio_st *b, void *buf, int len)
 	if (!ssl)
 		return real(b, buf, len);
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(b, buf, len);
 	conn_call_finish(&call, top, 0, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
@@ -51,7 +51,7 @@ EXPORT int BIO_read_ex(struct bio_st *b, void *buf, size_t len, size_t *got)
 	if (!ssl)
 		return real(b, buf, len, got);
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(b, buf, len, got);
 	conn_call_finish(&call, top, 0, buf, ret == 1 && got ? *got : 0);
 	return ret;
@@ -67,7 +67,7 @@ EXPORT int BIO_write(struct bio_st *b, const void *buf, int len)
 	if (!ssl)
 		return real(b, buf, len);
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(b, buf, len);
 	conn_call_finish(&call, top, 1, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
@@ -83,7 +83,7 @@ EXPORT int BIO_write_ex(struct bio_st *b, const void *buf, size_t len, size_t *d
 	if (!ssl)
 		return real(b, buf, len, done);
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(b, buf, len, done);
 	conn_call_finish(&call, top, 1, buf, ret == 1 && done ? *done : 0);
 	return ret;

@@ -446,9 +446,9 @@ static int uses_tls(uint64_t now)
 		return 1;
 	if (now < __atomic_load_n(&next_look_ns, __ATOMIC_RELAXED))
 		return 0;
-	static void *slot;
-	if (!sym_real(&slot, "SSL_new")) {
-		/* no libssl (yet: it may be dlopen'ed): look again in a second */
+	static void *slot, *gslot;
+	if (!sym_real(&slot, "SSL_new") && !sym_real_gnutls(&gslot, "gnutls_init", NULL)) {
+		/* no TLS library (yet: it may be dlopen'ed): look again in a second */
 		__atomic_store_n(&next_look_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
 		return 0;
 	}

@@ -29,6 +29,11 @@ void *sym_ssl(const char *name);
 void *sym_real(void **slot, const char *name);
 /* What a hook does when libssl can't be found: fail like the call would. */
 int sym_missing(void);
+/* Finds a libgnutls function: version ver (dlvsym, NULL: the default one)
+ * after ours, else from a libgnutls.so loaded RTLD_LOCAL. NULL if none is
+ * loaded: never loads it. sym_real_gnutls caches it in *slot. */
+void *sym_gnutls(const char *name, const char *ver);
+void *sym_real_gnutls(void **slot, const char *name, const char *ver);
 /* Finds a libc function after ours (RTLD_NEXT). */
 void *sym_libc(const char *name);
 
@@ -106,9 +111,39 @@ struct cap_conn {
 	struct cap_watch watch;
 };
 
+/* ---- the TLS back-ends: one file and one table row each ---- */
+
+/* Bits of ring_hdr.tls_backends: the back-ends that announced a connection. */
+#define CAP_TLS_OPENSSL RING_TLS_OPENSSL
+#define CAP_TLS_GNUTLS RING_TLS_GNUTLS
+
+/* What the generic connection logic (conn.c) asks of a TLS library. sess is
+ * the library's session object (SSL *, ...). None of these set errno. */
+struct cap_tls_ops {
+	const char *name;
+	uint32_t bit;                 /* CAP_TLS_* */
+	int watch;                    /* watch.c's bypass detection applies (OpenSSL BIOs) */
+	int (*resolve)(void);         /* 0 once the library is found in the process, else -ENOENT */
+	/* The session's state, created (create 1) with conn_new() if it has none;
+	 * NULL if it can't exist. */
+	struct cap_conn *(*state)(void *sess, int create);
+	int (*is_server)(void *sess);
+	int (*get_fd)(void *sess);    /* the socket the library was given, or -1 */
+	/* tls_version, sni, alpn, cipher of the OPEN */
+	void (*describe)(void *sess, struct ring_open *o);
+	int (*client_random)(void *sess, uint8_t out[32]); /* 0 or -ENOENT */
+};
+
+extern const struct cap_tls_ops cap_tls_openssl;   /* ossl.c */
+extern const struct cap_tls_ops cap_tls_gnutls;    /* gtls.c */
+
+/* gtls.c: sessions the GnuTLS session table had no room for. */
+uint64_t gtls_missed_sessions(void);
+
 /* The TLS call a thread is inside (thread-local, nesting-aware). */
 struct cap_call {
-	struct ssl_st *ssl;
+	const struct cap_tls_ops *ops;
+	void *sess;
 	struct cap_conn *conn;
 	int want_fd;            /* the connection is not mapped: watch socket I/O */
 	int io_fd;
@@ -118,7 +153,7 @@ struct cap_call {
 
 /* Enters/leaves a hooked TLS call. Returns 1 if this is the outermost call
  * (the one that captures), 0 if nested. */
-int conn_call_begin(struct cap_call *call, struct ssl_st *ssl);
+int conn_call_begin(struct cap_call *call, const struct cap_tls_ops *ops, void *sess);
 void conn_call_end(struct cap_call *call);
 
 /* Ends a hooked call (conn_call_end) and mirrors the `moved` bytes at buf that
@@ -138,6 +173,9 @@ void conn_note_client_hello(int fd, const uint8_t *buf, size_t len, int sent);
  * read (0) on the call's connection. Errors are counted, never reported. */
 void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len);
 
+/* len bytes moved that the library can't show: the stream gets a gap there. */
+void conn_gap(struct cap_call *call, int app_write, size_t len);
+
 /* Mirrors bytes sent with SSL_sendfile from file fd at offset. */
 void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len);
 
@@ -148,8 +186,17 @@ void conn_handshake_done(struct cap_call *call);
 void conn_closed(struct cap_call *call);
 void conn_fd_closed(int fd);
 
-/* SSL_free: releases the state (via ex_data free callback as well). */
-void conn_free(struct ssl_st *ssl);
+/* SSL_free: the connection ends (its state goes with the ex-data, conn_release). */
+void conn_free(const struct cap_tls_ops *ops, void *sess);
+
+/* A new connection state holding one reference (the session's); NULL if out of memory. */
+struct cap_conn *conn_new(const struct cap_tls_ops *ops);
+/* The session is freed: ends the connection and drops the session's reference. */
+void conn_release(struct cap_conn *c, void *sess);
+/* Drops a reference; the last one frees the state. */
+void conn_unref(struct cap_conn *c);
+/* Copies len bytes of src (NULL: none) into dst of size n, cut and NUL-terminated. */
+void conn_copy_str(char *dst, size_t n, const char *src, size_t len);
 
 /* ---- watch.c: what bypassed the hooks ---- */
 
@@ -158,7 +205,7 @@ void conn_free(struct ssl_st *ssl);
 void watch_begin(struct cap_call *call);
 void watch_end(struct cap_call *call);
 /* The connection ends (SSL alive, before its CLOSE): a last look. */
-void watch_close(struct cap_conn *c, struct ssl_st *ssl);
+void watch_close(struct cap_conn *c, void *sess);
 
 /* ---- got.c: objects that bind past the hooks (RTLD_DEEPBIND) ---- */
 

@@ -22,25 +22,6 @@
 #define HELLO_BUSY 1u       /* being written or read by one thread */
 #define ANNOUNCE_SPINS 1000
 
-/* libssl functions the library calls (never hooks). */
-static struct {
-	int (*get_fd)(const struct ssl_st *s);
-	int (*is_server)(const struct ssl_st *s);
-	const char *(*get_servername)(const struct ssl_st *s, int type);
-	void (*get0_alpn)(const struct ssl_st *s, const unsigned char **data, unsigned int *len);
-	int (*version)(const struct ssl_st *s);
-	const struct ssl_cipher_st *(*get_cipher)(const struct ssl_st *s);
-	const char *(*cipher_name)(const struct ssl_cipher_st *c);
-	size_t (*client_random)(const struct ssl_st *s, unsigned char *out, size_t outlen);
-	void *(*get_ex)(const struct ssl_st *s, int idx);
-	int (*set_ex)(struct ssl_st *s, int idx, void *data);
-	int (*new_index)(int class_index, long argl, void *argp, void *new_func,
-			 void *dup_func, void (*free_func)(void *, void *, void *, int, long, void *));
-} ossl;
-
-static int ex_idx = -1;
-static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
-
 /* Which connection each socket fd carries, for close(): the state itself,
  * so the CLOSE carries the final offsets. An entry holds a reference
  * (cap_conn.refs): whoever takes the pointer out of the table (close() by
@@ -68,54 +49,28 @@ static uint32_t hello_next = 2;
 static __thread struct cap_call *tl_call __attribute__((tls_model("initial-exec")));
 static __thread int tl_depth __attribute__((tls_model("initial-exec")));
 
-static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void *argp);
-
-static void ossl_resolve(void)
+struct cap_conn *conn_new(const struct cap_tls_ops *ops)
 {
-	ossl.get_fd = sym_ssl("SSL_get_fd");
-	ossl.is_server = sym_ssl("SSL_is_server");
-	ossl.get_servername = sym_ssl("SSL_get_servername");
-	ossl.get0_alpn = sym_ssl("SSL_get0_alpn_selected");
-	ossl.version = sym_ssl("SSL_version");
-	ossl.get_cipher = sym_ssl("SSL_get_current_cipher");
-	ossl.cipher_name = sym_ssl("SSL_CIPHER_get_name");
-	ossl.client_random = sym_ssl("SSL_get_client_random");
-	ossl.get_ex = sym_ssl("SSL_get_ex_data");
-	ossl.set_ex = sym_ssl("SSL_set_ex_data");
-	ossl.new_index = sym_ssl("CRYPTO_get_ex_new_index");
-	if (ossl.get_ex && ossl.set_ex && ossl.new_index && ossl.is_server)
-		ex_idx = ossl.new_index(0 /* CRYPTO_EX_INDEX_SSL */, 0, NULL, NULL, NULL, ex_free);
-}
-
-static struct cap_conn *get_conn(struct ssl_st *ssl, int create)
-{
-	pthread_once(&ossl_once, ossl_resolve);
-	if (ex_idx < 0 || !ssl)
-		return NULL;
-	struct cap_conn *c = ossl.get_ex(ssl, ex_idx);
-	if (c || !create)
-		return c;
-	c = calloc(1, sizeof(*c));
+	struct cap_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
 	c->id = cap_next_conn_id();
 	c->io_fd = -1;
 	c->fd = -1;
-	c->refs = 1; /* the SSL's ex-data */
-	if (!ossl.set_ex(ssl, ex_idx, c)) {
-		free(c);
-		return NULL;
-	}
+	c->refs = 1; /* the TLS session's own reference (ex-data, session table) */
+	if (!ops->watch)
+		c->watch.state = WATCH_DONE;
 	return c;
 }
 
-int conn_call_begin(struct cap_call *call, struct ssl_st *ssl)
+int conn_call_begin(struct cap_call *call, const struct cap_tls_ops *ops, void *sess)
 {
 	if (tl_depth++ > 0)
 		return 0;
 	int saved = errno;
-	call->ssl = ssl;
-	call->conn = get_conn(ssl, 1);
+	call->ops = ops;
+	call->sess = sess;
+	call->conn = ops->state(sess, 1);
 	call->io_fd = -1;
 	call->want_fd = call->conn && !call->conn->map_method && call->conn->io_fd < 0;
 	call->watched = 0;
@@ -308,10 +263,10 @@ out:
 /* The socket whose ClientHello carried this connection's client random; the
  * entry is consumed. Both ends in one process recorded it twice (sent and
  * received, the same 4-tuple): each end takes one. */
-static int map_by_random(struct ssl_st *ssl, struct cap_conn *c)
+static int map_by_random(struct cap_call *call, struct cap_conn *c)
 {
 	uint8_t rnd[32];
-	if (!ossl.client_random || ossl.client_random(ssl, rnd, sizeof(rnd)) != sizeof(rnd))
+	if (call->ops->client_random(call->sess, rnd) < 0)
 		return -ENOENT;
 	uint32_t home = hello_home(rnd);
 	uint64_t key = hello_key(rnd);
@@ -353,7 +308,7 @@ static void map_synthetic(struct cap_conn *c)
 }
 
 /* Drops a reference; the last one frees the state. */
-static void conn_unref(struct cap_conn *c)
+void conn_unref(struct cap_conn *c)
 {
 	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		free(c);
@@ -370,11 +325,11 @@ static void remember_fd(int fd, struct cap_conn *c)
 		conn_unref(old);
 }
 
-/* Finds the TCP connection under ssl, in the documented order. */
+/* Finds the TCP connection under the session, in the documented order. */
 static void map_conn(struct cap_call *call, struct cap_conn *c)
 {
 	int local_client = c->side == RING_SIDE_CLIENT, fam;
-	int fd = ossl.get_fd ? ossl.get_fd(call->ssl) : -1;
+	int fd = call->ops->get_fd(call->sess);
 	if (fd >= 0 && inet_stream(fd, &fam) &&
 	    !names_of(fd, local_client, &c->family, c->caddr, &c->cport, c->saddr, &c->sport)) {
 		c->map_method = RING_MAP_FD;
@@ -388,7 +343,7 @@ static void map_conn(struct cap_call *call, struct cap_conn *c)
 		remember_fd(fd, c);
 		return;
 	}
-	if (!map_by_random(call->ssl, c)) {
+	if (!map_by_random(call, c)) {
 		c->map_method = RING_MAP_RANDOM;
 		return;
 	}
@@ -396,7 +351,7 @@ static void map_conn(struct cap_call *call, struct cap_conn *c)
 	c->map_method = RING_MAP_SYNTHETIC;
 }
 
-static void copy_str(char *dst, size_t n, const char *src, size_t len)
+void conn_copy_str(char *dst, size_t n, const char *src, size_t len)
 {
 	if (!src)
 		len = 0;
@@ -427,24 +382,14 @@ static void fill_open(struct cap_call *call, struct cap_conn *c, struct ring_ope
 		o->flags = RING_OPEN_F_INHERITED;
 		o->parent_pid = c->pid;
 	}
-	o->tls_version = ossl.version ? (uint16_t)ossl.version(call->ssl) : 0;
 	o->tid = (uint32_t)syscall(SYS_gettid);
-	const char *sni = ossl.get_servername ? ossl.get_servername(call->ssl, 0) : NULL;
-	copy_str(o->sni, sizeof(o->sni), sni, sni ? strlen(sni) : 0);
-	const unsigned char *alpn = NULL;
-	unsigned int alen = 0;
-	if (ossl.get0_alpn)
-		ossl.get0_alpn(call->ssl, &alpn, &alen);
-	copy_str(o->alpn, sizeof(o->alpn), (const char *)alpn, alen);
-	const struct ssl_cipher_st *ci = ossl.get_cipher ? ossl.get_cipher(call->ssl) : NULL;
-	const char *cn = ci && ossl.cipher_name ? ossl.cipher_name(ci) : NULL;
-	copy_str(o->cipher, sizeof(o->cipher), cn, cn ? strlen(cn) : 0);
+	call->ops->describe(call->sess, o);
 }
 
 static void learn_side(struct cap_call *call, struct cap_conn *c)
 {
 	if (!c->map_method)
-		c->side = ossl.is_server(call->ssl) ? RING_SIDE_SERVER : RING_SIDE_CLIENT;
+		c->side = call->ops->is_server(call->sess) ? RING_SIDE_SERVER : RING_SIDE_CLIENT;
 }
 
 /* Makes sure the agent's current epoch has seen this connection's OPEN. */
@@ -463,6 +408,8 @@ static int ensure_open(struct cap_call *call, struct cap_conn *c,
 	if (!c->map_method)
 		map_conn(call, c);
 	struct ring_reservation res;
+	if (!(__atomic_load_n(&r->tls_backends, __ATOMIC_RELAXED) & call->ops->bit))
+		__atomic_fetch_or(&r->tls_backends, call->ops->bit, __ATOMIC_RELAXED);
 	err = ring_reserve_ctrl(r, sizeof(struct ring_open), &res);
 	if (!err) {
 		fill_open(call, c, (struct ring_open *)res.data);
@@ -522,6 +469,18 @@ void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len
 	if (r)
 		cap_doorbell(r);
 	errno = saved;
+}
+
+void conn_gap(struct cap_call *call, int app_write, size_t len)
+{
+	struct cap_conn *c = call->conn;
+	if (!c || !len || __atomic_load_n(&c->closed, __ATOMIC_RELAXED))
+		return;
+	learn_side(call, c);
+	int server = c->side == RING_SIDE_SERVER;
+	int dir = app_write ? (server ? CAP_DIR_S2C : CAP_DIR_C2S)
+			    : (server ? CAP_DIR_C2S : CAP_DIR_S2C);
+	c->off[dir] += len; /* the agent shows the jump as a gap */
 }
 
 void conn_sendfile(struct cap_call *call, int fd, off_t offset, size_t len)
@@ -643,7 +602,7 @@ void conn_closed(struct cap_call *call)
 	if (!call->conn)
 		return;
 	int saved = errno;
-	watch_close(call->conn, call->ssl);
+	watch_close(call->conn, call->sess);
 	close_conn(call->conn, 1);
 	errno = saved;
 }
@@ -661,26 +620,23 @@ void conn_fd_closed(int fd)
 	errno = saved;
 }
 
-static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void *argp)
+void conn_release(struct cap_conn *c, void *sess)
 {
-	struct cap_conn *c = ptr;
-	if (!c)
-		return;
 	int saved = errno;
-	watch_close(c, parent);
+	watch_close(c, sess);
 	close_conn(c, 0);
 	forget_fd_of(c); /* an entry made after the CLOSE */
-	conn_unref(c);   /* the ex-data's reference */
+	conn_unref(c);   /* the session's reference */
 	errno = saved;
 }
 
-void conn_free(struct ssl_st *ssl)
+void conn_free(const struct cap_tls_ops *ops, void *sess)
 {
-	struct cap_conn *c = get_conn(ssl, 0);
+	struct cap_conn *c = ops->state(sess, 0);
 	if (!c)
 		return;
 	int saved = errno;
-	watch_close(c, ssl);
+	watch_close(c, sess);
 	close_conn(c, 0);
 	errno = saved;
 }

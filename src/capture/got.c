@@ -23,6 +23,11 @@ static const char *const hooked[] = {
 	"SSL_shutdown", "SSL_free", "SSL_do_handshake", "SSL_connect", "SSL_accept",
 	"SSL_sendfile", "SSL_read_early_data", "SSL_write_early_data",
 	"BIO_read", "BIO_read_ex", "BIO_write", "BIO_write_ex",
+	"gnutls_init", "gnutls_deinit", "gnutls_handshake", "gnutls_bye",
+	"gnutls_record_send", "gnutls_record_send2", "gnutls_record_send_range",
+	"gnutls_record_send_early_data", "gnutls_record_send_file",
+	"gnutls_record_recv", "gnutls_record_recv_seq", "gnutls_record_recv_early_data",
+	"gnutls_record_recv_packet", "gnutls_session_set_keylog_function", "gnutls_server_name_set",
 	"read", "write", "send", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg",
 	"readv", "writev", "__read_chk", "__recv_chk", "close", "dlopen",
 };
@@ -259,11 +264,11 @@ static int patch_object(const struct dl_phdr_info *info)
 
 /* ---- which objects ---- */
 
-/* libssl, libcrypto and libc are what the hooks call; the dynamic linker,
+/* libssl, libcrypto, libgnutls and libc are what the hooks call; the dynamic linker,
  * the vDSO and sanitizer runtimes are left alone too. */
 static int skip_name(const char *name, int late)
 {
-	static const char *const stems[] = { "libssl.so", "libcrypto.so", "libc.so", "ld-linux",
+	static const char *const stems[] = { "libssl.so", "libcrypto.so", "libgnutls.so", "libc.so", "ld-linux",
 					     "ld64.so", "linux-vdso", "linux-gate", "libasan.so",
 					     "libubsan.so", "libtsan.so", "libdl.so", "libpthread.so" };
 	const char *b = strrchr(name, '/');
@@ -340,7 +345,8 @@ static void resolve(void)
 		if (got.real[i] || !got.hook[i])
 			continue;
 		void *p = hooked[i][0] == 'S' || hooked[i][0] == 'B' ? sym_ssl(hooked[i])
-								    : sym_libc(hooked[i]);
+			  : hooked[i][0] == 'g' ? sym_gnutls(hooked[i], NULL)
+						: sym_libc(hooked[i]);
 		if (p != got.hook[i])
 			got.real[i] = p;
 	}

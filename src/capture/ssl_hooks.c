@@ -22,7 +22,7 @@ EXPORT int SSL_write(struct ssl_st *ssl, const void *buf, int num)
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num);
 	conn_call_finish(&call, top, 1, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
@@ -35,7 +35,7 @@ EXPORT int SSL_write_ex(struct ssl_st *ssl, const void *buf, size_t num, size_t 
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num, written);
 	conn_call_finish(&call, top, 1, buf, ret == 1 && written ? *written : 0);
 	return ret;
@@ -48,7 +48,7 @@ EXPORT int SSL_read(struct ssl_st *ssl, void *buf, int num)
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num);
 	conn_call_finish(&call, top, 0, buf, ret > 0 ? (size_t)ret : 0);
 	return ret;
@@ -61,7 +61,7 @@ EXPORT int SSL_read_ex(struct ssl_st *ssl, void *buf, size_t num, size_t *readby
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num, readbytes);
 	conn_call_finish(&call, top, 0, buf, ret == 1 && readbytes ? *readbytes : 0);
 	return ret;
@@ -76,7 +76,7 @@ EXPORT int SSL_read_early_data(struct ssl_st *ssl, void *buf, size_t num, size_t
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num, readbytes);
 	conn_call_finish(&call, top, 0, buf, ret == 1 && readbytes ? *readbytes : 0);
 	return ret;
@@ -89,7 +89,7 @@ EXPORT int SSL_write_early_data(struct ssl_st *ssl, const void *buf, size_t num,
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num, written);
 	conn_call_finish(&call, top, 1, buf, ret == 1 && written ? *written : 0);
 	return ret;
@@ -104,7 +104,7 @@ EXPORT int SSL_peek(struct ssl_st *ssl, void *buf, int num)
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num);
 	conn_call_finish(&call, top, 0, buf, 0);
 	return ret;
@@ -117,7 +117,7 @@ EXPORT int SSL_peek_ex(struct ssl_st *ssl, void *buf, size_t num, size_t *readby
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl, buf, num, readbytes);
 	conn_call_finish(&call, top, 0, buf, 0);
 	return ret;
@@ -132,7 +132,7 @@ static int handshake(void **slot, const char *name, struct ssl_st *ssl)
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl);
 	int saved = errno;
 	conn_call_end(&call);
@@ -171,7 +171,7 @@ EXPORT int SSL_shutdown(struct ssl_st *ssl)
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	int ret = real(ssl);
 	int saved = errno;
 	conn_call_end(&call);
@@ -188,7 +188,7 @@ EXPORT void SSL_free(struct ssl_st *ssl)
 	if (!real)
 		return;
 	int saved = errno;
-	conn_free(ssl);
+	conn_free(&cap_tls_openssl, ssl);
 	errno = saved;
 	real(ssl);
 }
@@ -201,7 +201,7 @@ EXPORT long SSL_sendfile(struct ssl_st *ssl, int fd, off_t offset, size_t size, 
 	if (!real)
 		return no_real();
 	struct cap_call call;
-	int top = conn_call_begin(&call, ssl);
+	int top = conn_call_begin(&call, &cap_tls_openssl, ssl);
 	long ret = real(ssl, fd, offset, size, flags);
 	int saved = errno;
 	conn_call_end(&call);

@@ -1,4 +1,4 @@
-/* Resolving the real libssl/libcrypto/libc functions behind the capture library's hooks. */
+/* Resolving the real libssl/libcrypto/libgnutls/libc functions behind the capture library's hooks. */
 #include "capture/capture.h"
 
 #include <dlfcn.h>
@@ -69,6 +69,36 @@ void *sym_real(void **slot, const char *name)
 	if (!p) {
 		int saved = errno;
 		p = sym_ssl(name);
+		errno = saved;
+		if (p)
+			__atomic_store_n(slot, p, __ATOMIC_RELEASE);
+	}
+	return p;
+}
+
+void *sym_gnutls(const char *name, const char *ver)
+{
+	void *p = ver ? dlvsym(RTLD_NEXT, name, ver) : NULL;
+	if (p || (p = dlsym(RTLD_NEXT, name)))
+		return p;
+	static void *gnutls_h;
+	void *h = __atomic_load_n(&gnutls_h, __ATOMIC_ACQUIRE);
+	if (!h) {
+		h = loaded_lib("libgnutls.so");
+		if (!h)
+			return NULL;
+		__atomic_store_n(&gnutls_h, h, __ATOMIC_RELEASE);
+	}
+	p = ver ? dlvsym(h, name, ver) : NULL;
+	return p ? p : dlsym(h, name);
+}
+
+void *sym_real_gnutls(void **slot, const char *name, const char *ver)
+{
+	void *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+	if (!p) {
+		int saved = errno;
+		p = sym_gnutls(name, ver);
 		errno = saved;
 		if (p)
 			__atomic_store_n(slot, p, __ATOMIC_RELEASE);

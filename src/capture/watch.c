@@ -99,14 +99,14 @@ void watch_begin(struct cap_call *call)
 	call->watched = 1;
 	if (__atomic_fetch_add(&wt->inflight, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
-	struct bio_st *r = w.rbio(call->ssl), *wb = w.wbio(call->ssl);
+	struct bio_st *r = w.rbio(call->sess), *wb = w.wbio(call->sess);
 	if (r != wt->rbio || wb != wt->wbio) {
-		baseline(call->ssl, wt);
+		baseline(call->sess, wt);
 		return;
 	}
 	uint64_t now[2] = { w.nread(r), w.nwritten(wb) };
 	if (now[0] != wt->seen[0] || now[1] != wt->seen[1])
-		account(call->ssl, call->conn, now); /* rare: moved behind our back */
+		account(call->sess, call->conn, now); /* rare: moved behind our back */
 }
 
 void watch_end(struct cap_call *call)
@@ -116,7 +116,7 @@ void watch_end(struct cap_call *call)
 	if (call->watched) {
 		/* what moved during our call is accounted by the call itself */
 		if (__atomic_load_n(&wt->inflight, __ATOMIC_ACQUIRE) == 1)
-			baseline(call->ssl, wt);
+			baseline(call->sess, wt);
 		__atomic_fetch_sub(&wt->inflight, 1, __ATOMIC_ACQ_REL);
 	} else if (__atomic_load_n(&wt->state, __ATOMIC_ACQUIRE) == WATCH_OFF) {
 		int saved = errno;
@@ -124,16 +124,16 @@ void watch_end(struct cap_call *call)
 		errno = saved;
 		if (!w.ok) {
 			__atomic_store_n(&wt->state, WATCH_DONE, __ATOMIC_RELEASE);
-		} else if (w.init_finished(call->ssl) == 1) {
+		} else if (w.init_finished(call->sess) == 1) {
 			/* handshake done: from now on libssl moves bytes only inside calls */
-			baseline(call->ssl, wt);
+			baseline(call->sess, wt);
 			if (wt->rbio && wt->wbio)
 				__atomic_store_n(&wt->state, WATCH_ON, __ATOMIC_RELEASE);
 		}
 	}
 }
 
-void watch_close(struct cap_conn *c, struct ssl_st *ssl)
+void watch_close(struct cap_conn *c, void *ssl)
 {
 	if (!c || !ssl || __atomic_load_n(&c->closed, __ATOMIC_ACQUIRE))
 		return;

@@ -382,6 +382,8 @@ void proc_read_drops(struct proc *p)
 		p->bypassed_last = b;
 	if (u > p->unpatched_last)
 		p->unpatched_last = u;
+	p->tls_last |= __atomic_load_n(&p->ring->tls_backends, __ATOMIC_RELAXED) &
+		       (RING_TLS_OPENSSL | RING_TLS_GNUTLS);
 	if ((p->bypassed_last || p->unpatched_last) && !p->bypass_logged) {
 		p->bypass_logged = 1;
 		log_warn("pid %d (%s): TLS calls bypass the capture hooks (%llu connection(s) "
@@ -475,6 +477,13 @@ const char *proc_state_name(enum proc_state st)
 	return "?";
 }
 
+/* ring_hdr.tls_backends as text: "openssl", "openssl,gnutls", "-" for none yet. */
+static const char *tls_names(uint32_t bits)
+{
+	static const char *const names[] = { "-", "openssl", "gnutls", "openssl,gnutls" };
+	return names[bits & 3];
+}
+
 /* One line per process: its identity, then its counters (proc_fields, the
  * same table the metrics read). comm is the process's own claim: blanks and
  * '=' are shown as '_' so that the line stays key=value tokens. */
@@ -488,6 +497,7 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
 			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
 			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu\n",
+			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu tls=%s\n",
 			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
 			 p->comm[0] ? p->comm : "?", state_name(p->state),
 			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
@@ -507,6 +517,7 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 			      comm, proc_state_name(p->state));
 		struct stat_kv kv[STATS_MAX_KV];
 		at = stats_kv_format(kv, proc_fields(p, kv), buf, len, at);
+			 (unsigned long long)p->unpatched_last, tls_names(p->tls_last));
 	}
 	return at;
 }

@@ -54,7 +54,7 @@ struct ring_hdr {
 	uint32_t hdr_size;      /* RING_HDR_SIZE */
 	uint64_t data_size;     /* power of two, RING_MIN_DATA..RING_MAX_DATA */
 	uint32_t pid;           /* producer's pid as it believes (agent trusts SO_PEERCRED) */
-	uint32_t _pad0;
+	uint32_t tls_backends;  /* RING_TLS_*: back-ends of the library that announced a connection */
 	uint8_t _pad1[64 - 32];
 
 	/* Producer cache line. */
@@ -151,7 +151,7 @@ RING_LAYOUT(ring_hdr, version, 8);
 RING_LAYOUT(ring_hdr, hdr_size, 12);
 RING_LAYOUT(ring_hdr, data_size, 16);
 RING_LAYOUT(ring_hdr, pid, 24);
-RING_LAYOUT(ring_hdr, _pad0, 28);
+RING_LAYOUT(ring_hdr, tls_backends, 28);
 RING_LAYOUT(ring_hdr, _pad1, 32);
 RING_LAYOUT(ring_hdr, head, 64);
 RING_LAYOUT(ring_hdr, _pad2, 72);
@@ -193,6 +193,11 @@ RING_LAYOUT(ring_open, alpn, 320);
 RING_LAYOUT(ring_open, cipher, 384);
 RING_LAYOUT(ring_open, parent_pid, 444);
 _Static_assert(sizeof(struct ring_open) == 448, "struct ring_open size: cross-process layout");
+/* ring_hdr.tls_backends: which TLS libraries' hooks mirrored a connection (set
+ * by the producer before the connection's OPEN, never cleared) */
+#define RING_TLS_OPENSSL 0x1u   /* libssl (ssl_hooks.c, bio_hooks.c) */
+#define RING_TLS_GNUTLS 0x2u    /* libgnutls (gtls.c) */
+
 /* ring_open.flags */
 #define RING_OPEN_F_INHERITED 0x0001 /* inherited over fork(): announced by parent_pid first, same conn id */
 

@@ -50,6 +50,7 @@ def test_get_post(env):
         check(ps is not None, f"agent's exit stats have no line for curl pid {p.pid}: "
               f"{short(agent.stderr_text, 800)}")
         check(stat_int(ps, "conns") == 1, f"curl pid {p.pid}: conns={ps.get('conns')}, want 1")
+        check(ps.get("tls") == "openssl", f"curl pid {p.pid}: tls={ps.get('tls')}, want openssl")
         check(stat_int(ps, "c2s_bytes") == len(c.c2s) and stat_int(ps, "s2c_bytes") == len(c.s2c),
               f"curl pid {p.pid} stats c2s_bytes={ps.get('c2s_bytes')} s2c_bytes="
               f"{ps.get('s2c_bytes')}, the server saw {len(c.c2s)}/{len(c.s2c)}")

@@ -1,35 +1,8 @@
 # Integration test 2: openssl s_client <-> s_server, both under capture: one connection, both directions exact.
 import subprocess
-import threading
-import time
 
-from tmlib import (Agent, certs, check, free_port, judge, need_tool, proc_stats, short,
-                   stat_int, timeout, wait_until, check_stream)
-
-
-def digits(n, seed):
-    """Digits and newlines only: s_server/s_client treat some leading letters as commands."""
-    import random
-    r = random.Random(seed)
-    lines = []
-    total = 0
-    while total < n:
-        line = "".join(r.choice("0123456789") for _ in range(r.randint(10, 120))) + "\n"
-        lines.append(line)
-        total += len(line)
-    return "".join(lines).encode()[:n - 1] + b"\n"
-
-
-def feed(proc, data):
-    def run():
-        try:
-            proc.popen.stdin.write(data)
-            proc.popen.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError):
-            pass
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+from tmlib import (Agent, certs, check, digits, feed, free_port, judge, need_tool, proc_stats,
+                   short, stat_int, timeout, wait_until, check_stream)
 
 
 @timeout(90)

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -77,6 +78,30 @@ def gen_bytes(n, seed):
     """Deterministic pseudo-random bytes without any 0x03 byte, so no TLS
     record header (0x16 0x03 / 0x17 0x03) can appear in test data, reversed or not."""
     return random.Random(seed).randbytes(n).replace(b"\x03", b"\xfc")
+
+
+def digits(n, seed):
+    """n bytes of digit lines: s_server/s_client treat some leading letters as commands."""
+    r = random.Random(seed)
+    lines, total = [], 0
+    while total < n:
+        line = "".join(r.choice("0123456789") for _ in range(r.randint(10, 120))) + "\n"
+        lines.append(line)
+        total += len(line)
+    return "".join(lines).encode()[:n - 1] + b"\n"
+
+
+def feed(proc, data):
+    """Writes data to proc's stdin (a pipe) from a daemon thread; returns the thread."""
+    def run():
+        try:
+            proc.popen.stdin.write(data)
+            proc.popen.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
 
 
 def free_port(family=socket.AF_INET):
