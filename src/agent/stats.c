@@ -25,6 +25,7 @@ size_t proc_fields(const struct proc *p, struct stat_kv *kv)
 	KV("orphan_bytes", p->orphan_bytes);
 	KV("bypassed_conns", p->bypassed_last);
 	KV("unpatched_objs", p->unpatched_last);
+	KV("synthetic_conns", p->synthetic_conns);
 #undef KV
 	return n;
 }
@@ -64,35 +65,6 @@ size_t stats_total(struct agent *a, struct stat_kv *kv)
 	uint64_t lost = 0;
 	for (size_t i = 0; i < a->sinks.n; i++)
 		lost += a->sinks.v[i]->ctr.lost_packets;
-	at = text_add(buf, len, at,
-		 "total processes=%llu conns=%llu c2s_bytes=%llu s2c_bytes=%llu dropped_bytes=%llu "
-		 "gap_bytes=%llu packets=%llu duplicate_conns=%llu bad_records=%llu "
-		 "orphan_records=%llu rejected_attach=%llu sink_lost_packets=%llu uptime_s=%llu "
-		 "h2_conns=%llu h2_streams=%llu h2_errors=%llu h2_fallbacks=%llu "
-		 "open_conns=%llu refused_conns=%llu orphan_bytes=%llu pending_dropped=%llu "
-		 "h2_refused_conns=%llu h2_refused_streams=%llu "
-		 "h2_malformed=%llu h2_flow_errors=%llu synthetic_moved=%llu handed_over=%llu "
-		 "bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu fd_refused=%llu\n",
-		 (unsigned long long)procs, (unsigned long long)conns,
-		 (unsigned long long)b0, (unsigned long long)b1,
-		 (unsigned long long)dropped, (unsigned long long)gap,
-		 (unsigned long long)(fc ? fc->packets : 0),
-		 (unsigned long long)(fc ? fc->flows_duplicate : 0),
-		 (unsigned long long)bad, (unsigned long long)orphan,
-		 (unsigned long long)a->rejected_attach, (unsigned long long)lost,
-		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL),
-		 (unsigned long long)h2c.conns, (unsigned long long)h2c.streams,
-		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks,
-		 (unsigned long long)(fc ? fc->flows_open : 0),
-		 (unsigned long long)(fc ? fc->flows_refused : 0),
-		 (unsigned long long)((fc ? fc->orphan_bytes : 0) + (pc ? pc->orphan_bytes : 0)),
-		 (unsigned long long)a->pending_dropped,
-		 (unsigned long long)h2c.conns_refused, (unsigned long long)h2c.streams_refused,
-		 (unsigned long long)h2c.malformed, (unsigned long long)h2c.flow_errors,
-		 (unsigned long long)(fc ? fc->synthetic_moved : 0),
-		 (unsigned long long)(fc ? fc->flows_handed_over : 0),
-		 (unsigned long long)bypassed, (unsigned long long)unpatched,
-		 (unsigned long long)synthetic, (unsigned long long)a->fd_refused);
 	size_t n = 0;
 #define KV(k, val) kv[n++] = (struct stat_kv){ k, (uint64_t)(val) }
 	KV("processes", procs);
@@ -124,6 +96,8 @@ size_t stats_total(struct agent *a, struct stat_kv *kv)
 	KV("handed_over", fc ? fc->flows_handed_over : 0);
 	KV("bypassed_conns", bypassed);
 	KV("unpatched_objs", unpatched);
+	KV("synthetic_conns", synthetic);
+	KV("fd_refused", a->fd_refused);
 #undef KV
 	return n;
 }

@@ -492,32 +492,13 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 	const struct agent *a = s->priv;
 	for (struct proc *p = a->procs; p; p = p->next) {
 		proc_read_drops(p);
-		at = text_add(buf, len, at,
-			 "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s conns=%llu open=%llu c2s_bytes=%llu s2c_bytes=%llu "
-			 "drop_full_bytes=%llu drop_noring_bytes=%llu drop_busy_bytes=%llu "
-			 "gap_bytes=%llu bad_records=%llu orphan_records=%llu refused_conns=%llu "
-			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu synthetic_conns=%llu\n",
-			 "orphan_bytes=%llu bypassed_conns=%llu unpatched_objs=%llu tls=%s\n",
-			 (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
-			 p->comm[0] ? p->comm : "?", state_name(p->state),
-			 (unsigned long long)p->conns, (unsigned long long)p->open_conns,
-			 (unsigned long long)p->bytes[0], (unsigned long long)p->bytes[1],
-			 (unsigned long long)p->drop_last[RING_DROP_FULL],
-			 (unsigned long long)p->drop_last[RING_DROP_NO_RING],
-			 (unsigned long long)p->drop_last[RING_DROP_BUSY],
-			 (unsigned long long)p->gap_bytes, (unsigned long long)p->bad_records,
-			 (unsigned long long)p->orphan_records, (unsigned long long)p->refused_conns,
-			 (unsigned long long)p->orphan_bytes, (unsigned long long)p->bypassed_last,
-			 (unsigned long long)p->unpatched_last,
-			 (unsigned long long)p->synthetic_conns);
 		char comm[sizeof(p->comm)];
 		text_token(comm, sizeof(comm), p->comm[0] ? p->comm : "?");
-		at = text_add(buf, len, at, "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s",
+		at = text_add(buf, len, at, "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s tls=%s",
 			      (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
-			      comm, proc_state_name(p->state));
+			      comm, proc_state_name(p->state), tls_names(p->tls_last));
 		struct stat_kv kv[STATS_MAX_KV];
 		at = stats_kv_format(kv, proc_fields(p, kv), buf, len, at);
-			 (unsigned long long)p->unpatched_last, tls_names(p->tls_last));
 	}
 	return at;
 }
