@@ -2,6 +2,7 @@
 #include "agent/agent.h"
 #include "common/text.h"
 #include "transforms/h2.h"
+#include "transforms/dedup.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +33,10 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 	}
 	const struct flow_table *ft = pipeline_stage_priv(a->pl, "flows");
 	const struct h2_table *h2 = pipeline_stage_priv(a->pl, "h2");
+	const void *dd = pipeline_stage_priv(a->pl, "dedup");
+	struct dedup_counters dc = { 0 };
+	if (dd)
+		dc = *dedup_counters(dd);
 	const struct pipeline_counters *pc = a->pl ? pipeline_counters(a->pl) : NULL;
 	const struct flow_counters *fc = ft ? flow_counters(ft) : NULL;
 	struct h2_counters h2c = { 0 };
@@ -53,13 +58,13 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 		 (unsigned long long)b0, (unsigned long long)b1,
 		 (unsigned long long)dropped, (unsigned long long)gap,
 		 (unsigned long long)(fc ? fc->packets : 0),
-		 (unsigned long long)(fc ? fc->flows_duplicate : 0),
+		 (unsigned long long)((fc ? fc->flows_duplicate : 0) + dc.duplicates),
 		 (unsigned long long)bad, (unsigned long long)orphan,
 		 (unsigned long long)a->rejected_attach, (unsigned long long)lost,
 		 (unsigned long long)((agent_now_ns() - a->started_ns) / 1000000000ULL),
 		 (unsigned long long)h2c.conns, (unsigned long long)h2c.streams,
 		 (unsigned long long)h2c.errors, (unsigned long long)h2c.fallbacks,
-		 (unsigned long long)(fc ? fc->flows_open : 0),
+		 (unsigned long long)((fc ? fc->flows_open : 0) + dc.dup_open),
 		 (unsigned long long)(fc ? fc->flows_refused : 0),
 		 (unsigned long long)((fc ? fc->orphan_bytes : 0) + (pc ? pc->orphan_bytes : 0)),
 		 (unsigned long long)a->pending_dropped,
