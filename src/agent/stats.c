@@ -3,6 +3,7 @@
 #include "agent/metrics.h"
 #include "common/text.h"
 #include "transforms/h2.h"
+#include "transforms/dedup.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,6 +58,10 @@ size_t stats_total(struct agent *a, struct stat_kv *kv)
 	}
 	const struct flow_table *ft = pipeline_stage_priv(a->pl, "flows");
 	const struct h2_table *h2 = pipeline_stage_priv(a->pl, "h2");
+	const void *dd = pipeline_stage_priv(a->pl, "dedup");
+	struct dedup_counters dc = { 0 };
+	if (dd)
+		dc = *dedup_counters(dd);
 	const struct pipeline_counters *pc = a->pl ? pipeline_counters(a->pl) : NULL;
 	const struct flow_counters *fc = ft ? flow_counters(ft) : NULL;
 	struct h2_counters h2c = { 0 };
@@ -74,7 +79,7 @@ size_t stats_total(struct agent *a, struct stat_kv *kv)
 	KV("dropped_bytes", dropped);
 	KV("gap_bytes", gap);
 	KV("packets", fc ? fc->packets : 0);
-	KV("duplicate_conns", fc ? fc->flows_duplicate : 0);
+	KV("duplicate_conns", (fc ? fc->flows_duplicate : 0) + dc.duplicates);
 	KV("bad_records", bad);
 	KV("orphan_records", orphan);
 	KV("rejected_attach", a->rejected_attach);
@@ -84,7 +89,7 @@ size_t stats_total(struct agent *a, struct stat_kv *kv)
 	KV("h2_streams", h2c.streams);
 	KV("h2_errors", h2c.errors);
 	KV("h2_fallbacks", h2c.fallbacks);
-	KV("open_conns", fc ? fc->flows_open : 0);
+	KV("open_conns", (fc ? fc->flows_open : 0) + dc.dup_open);
 	KV("refused_conns", fc ? fc->flows_refused : 0);
 	KV("orphan_bytes", (fc ? fc->orphan_bytes : 0) + (pc ? pc->orphan_bytes : 0));
 	KV("pending_dropped", a->pending_dropped);

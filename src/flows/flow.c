@@ -87,25 +87,19 @@ struct flow {
  * two indexes (at most 2 x 3 pointers per flow while they double). */
 _Static_assert(sizeof(struct flow) + 16 + 48 <= 256, "a flow outgrew docs/agent.md");
 
-/* A connection the engine emitted and closed recently: its other end, mirrored
- * by another process, may still be announced (the agent drains one process's
- * ring at a time, so a short connection can be opened, filled and closed from
- * one end before the other end's OPEN is read). TCP cannot reuse a 4-tuple
- * that soon (TIME_WAIT), so such an OPEN is the same connection. */
+/* A 4-tuple the engine emitted on and closed recently: an invented flow does
+ * not take it (a sensor would see two connections on one 4-tuple). Whether a
+ * real OPEN on it is the other end of that connection is the dedup stage's
+ * business (transforms/dedup.c), before the engine. */
 #define RECENT_SLOTS 256
 #define LINGER_SLOTS 256         /* released flows waiting for a child; beyond: ended */
 #define FORK_SLOTS 64            /* processes whose last fork is remembered */
-#define RECENT_NS (10ull * 1000000000ull)
 #define RECENT_FILTER 4096       /* recent entries per tuple-hash bucket: most lookups stop at a 0 */
 
 struct recent {
 	struct synth_conn sc;
 	uint64_t tuple_hash;
-	uint64_t proc_key;
-	uint64_t closed_ns;
-	uint8_t side;
 	uint8_t used;
-	uint8_t synthetic;
 };
 
 struct flow_table {
@@ -404,7 +398,7 @@ static void emit_close(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	emit(t, f, a, TCPF_ACK, NULL, NULL, 0, ts_ns);
 }
 
-static void recent_add(struct flow_table *t, const struct flow *f, uint64_t ts_ns)
+static void recent_add(struct flow_table *t, const struct flow *f)
 {
 	struct recent *r = &t->recent[t->recent_next++ % RECENT_SLOTS];
 	if (r->used)
@@ -412,28 +406,7 @@ static void recent_add(struct flow_table *t, const struct flow *f, uint64_t ts_n
 	t->recent_n[f->tuple_hash % RECENT_FILTER]++;
 	r->sc = f->sc;
 	r->tuple_hash = f->tuple_hash;
-	r->proc_key = f->proc_key;
-	r->closed_ns = ts_ns;
-	r->side = f->side;
 	r->used = 1;
-	r->synthetic = f->synthetic;
-}
-
-/* Was g's connection just emitted and closed from its other end? */
-static int recent_other_end(const struct flow_table *t, const struct flow *g, uint64_t ts_ns)
-{
-	if (!t->recent_n[g->tuple_hash % RECENT_FILTER])
-		return 0;
-	for (size_t i = 0; i < RECENT_SLOTS; i++) {
-		const struct recent *r = &t->recent[i];
-		if (!r->used || r->synthetic || r->tuple_hash != g->tuple_hash ||
-		    r->side == g->side || !same_tuple(&r->sc, &g->sc))
-			continue;
-		uint64_t d = ts_ns > r->closed_ns ? ts_ns - r->closed_ns : r->closed_ns - ts_ns;
-		if (d < RECENT_NS)
-			return 1;
-	}
-	return 0;
 }
 
 /* Did one of the last RECENT_SLOTS closed flows have g's 4-tuple? */
@@ -464,7 +437,7 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 		tag_end(t, f, ts_ns, SINK_EV_CLOSE_END);
 		tuple_unlink(t, f);
 		t->ctr.flows_closed++;
-		recent_add(t, f, ts_ns);
+		recent_add(t, f);
 	}
 	id_unlink(t, f);
 	t->count--;
@@ -787,7 +760,7 @@ static void synthetic_move(struct flow_table *t, struct flow *s, uint64_t ts_ns)
 	emit_close(t, s, ts_ns);
 	tag_end(t, s, ts_ns, SINK_EV_CLOSE_MOVED);
 	tuple_unlink(t, s);
-	recent_add(t, s, ts_ns);
+	recent_add(t, s);
 	t->ctr.synthetic_moved++;
 	uint16_t p = s->sc.end[0].port;
 	for (uint32_t n = 0; n <= FLOW_SYNTH_PORT_MAX - FLOW_SYNTH_PORT_MIN; n++) {
@@ -851,7 +824,10 @@ int flow_open(struct flow_table *t, const struct conn_open *info)
 	t->count++;
 	t->ctr.flows_open++;
 	org->st.open++;
-	if (prim || recent_other_end(t, f, info->ts_ns)) {
+	if (prim) {
+		/* the 4-tuple has its emitter: this one shows nothing (the dedup
+		 * stage before the engine decides which end is a duplicate;
+		 * here only a failed inheritance claim gets this far) */
 		f->duplicate = 1;
 		t->ctr.flows_duplicate++;
 		goto out;

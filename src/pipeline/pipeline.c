@@ -21,6 +21,7 @@
  */
 
 const struct stage_def stage_table[] = {
+	{ "dedup", NULL, NULL, NULL, NULL, dedup_stage_init },
 	{ "portmap", "port-map", "P:Q[,..]",
 	  "show clear text of server port P on port Q (443:80,8443:8080)",
 	  portmap_check, portmap_stage_init },
@@ -41,6 +42,7 @@ struct owner {
 	struct owner *next;
 	struct conn_id id;
 	uint8_t stage;
+	uint8_t watch;           /* stages (bit = index) told when it ends (STAGE_WATCH) */
 	uint8_t family, side;
 	uint16_t client_port, server_port;
 	uint8_t client_addr[16], server_addr[16];
@@ -113,13 +115,17 @@ static void own_grow(struct pipeline *pl)
 	free(old);
 }
 
-static int own_add(struct pipeline *pl, const struct conn_open *o, unsigned stage)
+_Static_assert(PIPELINE_MAX_STAGES <= 8, "owner.watch has one bit per stage");
+
+static int own_add(struct pipeline *pl, const struct conn_open *o, unsigned stage,
+		   unsigned watch)
 {
 	struct owner *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	e->id = o->id;
 	e->stage = (uint8_t)stage;
+	e->watch = (uint8_t)watch;
 	e->family = o->family;
 	e->side = o->side;
 	e->client_port = o->client_port;
@@ -143,6 +149,28 @@ static int same_conn(const struct owner *e, const struct conn_open *o)
 	       !memcmp(e->server_addr, o->server_addr, 16);
 }
 
+/* The connection o ended: the stages in `watch` hear it (ended), in chain order. */
+static void tell_ended(struct pipeline *pl, unsigned watch, const struct conn_open *o,
+		       uint64_t ts_ns)
+{
+	struct conn_open g = *o;
+	g.ts_ns = ts_ns;
+	for (unsigned i = 0; watch && i < pl->n; i++, watch >>= 1)
+		if ((watch & 1) && pl->st[i].ops->ended)
+			pl->st[i].ops->ended(&pl->st[i], &g);
+}
+
+/* The same from an owner entry (the open as the source gave it). */
+static void entry_ended(struct pipeline *pl, const struct owner *e, uint64_t ts_ns)
+{
+	unsigned watch = e->watch | 1u << e->stage;
+	struct conn_open o = { .id = e->id, .family = e->family, .side = e->side,
+			       .client_port = e->client_port, .server_port = e->server_port };
+	memcpy(o.client_addr, e->client_addr, 16);
+	memcpy(o.server_addr, e->server_addr, 16);
+	tell_ended(pl, watch, &o, ts_ns);
+}
+
 /* ---- routing ---- */
 
 /* A stage's failure: counted against it. Not failures: refusals the source
@@ -157,17 +185,30 @@ static int counted(struct pipeline *pl, unsigned i, int r)
 	return r;
 }
 
-/* Offers o to the stages from `from` on; returns the taker's index or -errno. */
-static int offer(struct pipeline *pl, unsigned from, struct conn_open *o)
+/* Offers o to the stages from `from` on; returns the taker's index or
+ * -errno. *watch gets the stages that passed it with STAGE_WATCH; on a
+ * refusal they are told at once (given: o as it came in). */
+static int offer(struct pipeline *pl, unsigned from, struct conn_open *o,
+		 const struct conn_open *given, unsigned *watch)
 {
+	int r = -ENOENT; /* nobody takes it: the chain has no last stage */
+	*watch = 0;
 	for (unsigned i = from; i < pl->n; i++) {
-		int r = counted(pl, i, pl->st[i].ops->open(&pl->st[i], o));
-		if (r == 1)
+		int v = counted(pl, i, pl->st[i].ops->open(&pl->st[i], o));
+		if (v == STAGE_WATCH) {
+			*watch |= 1u << i;
+			continue;
+		}
+		if (v == 1)
 			return (int)i;
-		if (r < 0)
-			return r;
+		if (v < 0) {
+			r = v;
+			break;
+		}
 	}
-	return -ENOENT; /* nobody takes it: the chain has no last stage */
+	tell_ended(pl, *watch, given, given->ts_ns);
+	*watch = 0;
+	return r;
 }
 
 static int open_result(struct pipeline *pl, int r)
@@ -187,10 +228,12 @@ static int open_result(struct pipeline *pl, int r)
 static int open_from(struct pipeline *pl, unsigned from, struct conn_open *o)
 {
 	struct conn_open orig = *o; /* the owner entry keeps the 4-tuple as given */
-	int r = offer(pl, from, o);
-	if (r >= 0 && own_add(pl, &orig, (unsigned)r) < 0) {
+	unsigned watch;
+	int r = offer(pl, from, o, &orig, &watch);
+	if (r >= 0 && own_add(pl, &orig, (unsigned)r, watch) < 0) {
 		/* the taker has it, the chain could not note it: end it there */
 		pl->st[r].ops->close(&pl->st[r], &o->id, o->ts_ns, 0);
+		tell_ended(pl, watch | 1u << r, &orig, o->ts_ns);
 		r = -ENOMEM;
 	}
 	return open_result(pl, r);
@@ -206,7 +249,11 @@ int pipeline_open(struct pipeline *pl, struct conn_open *o)
 		unsigned i = e->stage;
 		pl->ctr.replaced++;
 		counted(pl, i, pl->st[i].ops->close(&pl->st[i], &o->id, o->ts_ns, 0));
-		own_del(pl, &o->id);
+		e = own_find(pl, &o->id);
+		if (e) {
+			entry_ended(pl, e, o->ts_ns);
+			own_del(pl, &o->id);
+		}
 	}
 	return open_from(pl, 0, o);
 }
@@ -259,8 +306,10 @@ static int close_from(struct pipeline *pl, unsigned from, const struct conn_id *
 		return i;
 	int r = counted(pl, (unsigned)i, pl->st[i].ops->close(&pl->st[i], id, ts_ns, flags));
 	struct owner *e = own_find(pl, id);
-	if (e && e->stage == (unsigned)i)
+	if (e && e->stage == (unsigned)i) {
+		entry_ended(pl, e, ts_ns);
 		own_del(pl, id);
+	}
 	return r;
 }
 
@@ -298,12 +347,16 @@ int stage_emit_open(struct stage *s, struct conn_open *o)
 	struct owner *e = own_find(pl, &o->id);
 	if (e && e->stage == s->idx) {
 		/* handed on (a fallback): the taker owns it from now on */
-		int r = offer(pl, s->idx + 1, o);
+		unsigned watch;
+		int r = offer(pl, s->idx + 1, o, o, &watch);
 		e = own_find(pl, &o->id);
-		if (r >= 0 && e)
+		if (r >= 0 && e) {
 			e->stage = (uint8_t)r;
-		else
+			e->watch |= (uint8_t)watch;
+		} else if (e) {
+			entry_ended(pl, e, o->ts_ns);
 			own_del(pl, &o->id);
+		}
 		return open_result(pl, r);
 	}
 	if (e || !origin_is(pl, o->id.origin, s->idx)) {

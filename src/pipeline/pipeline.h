@@ -96,6 +96,8 @@ void *pipeline_stage_priv(const struct pipeline *pl, const char *name);
 size_t pipeline_format_stats(const struct pipeline *pl, char *buf, size_t len, size_t at);
 
 /* The stages' init functions (one row each in stage_table). */
+int dedup_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,
+		     const char **why);
 int portmap_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,
 		       const char **why);
 int portmap_check(const char *arg, const char **why);

@@ -27,12 +27,22 @@ enum origin_event {
  * Returns are 0 or a negative errno; -ENOENT from data/gap/close means the
  * stage does not know the connection (an inconsistency: counted).
  */
+#define STAGE_WATCH 2 /* stage_ops.open: pass it on, and call ended when it ends */
+
 struct stage_ops {
 	const char *name;
 	/* A connection appears. 0: pass it on (the stage may rewrite *o for
-	 * the stages after it); 1: take it over (all its events come here);
-	 * -errno: refused (the source counts it; -EEXIST: it is open already). */
+	 * the stages after it); STAGE_WATCH: pass it on and be told (ended)
+	 * when it ends, without owning it (no per-record cost); 1: take it
+	 * over (all its events come here); -errno: refused (the source counts
+	 * it; -EEXIST: it is open already). */
 	int (*open)(struct stage *s, struct conn_open *o);
+	/* A connection this stage watched or owned is gone: closed at its
+	 * owner, replaced (its id reused), or refused by a stage after this
+	 * one. o is the open as the source gave it (id, 4-tuple, side; ts_ns
+	 * the time of the end). Not called for ORIGIN_CLOSED (every stage hears
+	 * that) nor close_all. Optional (required if open returns STAGE_WATCH). */
+	void (*ended)(struct stage *s, const struct conn_open *o);
 	/* Clear text of one direction at stream offset off (*gap: bytes
 	 * skipped before it, shown as a sequence gap). -ERANGE: wholly behind. */
 	int (*data)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,

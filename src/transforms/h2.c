@@ -286,35 +286,10 @@ static void close_streams(struct h2_table *t, struct h2_conn *c)
 
 /* ---- connections ---- */
 
-static int same_tuple(const struct conn_open *a, const struct conn_open *b)
-{
-	if (a->family != b->family)
-		return 0;
-	if (a->client_port == b->client_port && a->server_port == b->server_port &&
-	    !memcmp(a->client_addr, b->client_addr, 16) && !memcmp(a->server_addr, b->server_addr, 16))
-		return 1;
-	return a->client_port == b->server_port && a->server_port == b->client_port &&
-	       !memcmp(a->client_addr, b->server_addr, 16) &&
-	       !memcmp(a->server_addr, b->client_addr, 16);
-}
-
-/* Converted from its other end already (both ends mirrored on this host)? */
-static int converted_elsewhere(const struct h2_table *t, const struct h2_conn *c)
-{
-	for (size_t i = 0; i < H2_BUCKETS; i++)
-		for (const struct h2_conn *o = t->b[i]; o; o = o->next)
-			if (o != c && o->state == H2_CONVERT && same_tuple(&o->info, &c->info) &&
-			    (o->info.id.origin != c->info.id.origin || o->info.side != c->info.side))
-				return 1;
-	return 0;
-}
-
+/* (Both ends of one connection mirrored: the dedup stage before this one
+ * lets only one end through, so a connection is never converted twice.) */
 void h2_conn_is_h2(struct h2_table *t, struct h2_conn *c)
 {
-	if (converted_elsewhere(t, c)) {
-		c->state = H2_DUP;
-		return;
-	}
 	c->state = H2_CONVERT;
 	t->ctr.conns++;
 }
@@ -487,8 +462,6 @@ static int h2_data(struct stage *s, const struct conn_id *id, int dir, uint64_t 
 		return -ENOENT;
 	if (dir != 0 && dir != 1)
 		return -EINVAL;
-	if (c->state == H2_DUP)
-		return 0;
 	struct h2_dir *d = &c->d[dir];
 	c->ts = ts_ns;
 	if (off > d->off) {
@@ -528,8 +501,6 @@ static int h2_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t t
 		return -ENOENT;
 	if (dir != 0 && dir != 1)
 		return -EINVAL;
-	if (c->state == H2_DUP)
-		return 0;
 	c->ts = ts_ns;
 	fallback(t, c, 0);
 	/* what falls in the rest of a DATA frame leave() hides is hidden already */

@@ -411,7 +411,7 @@ int h2_dir_feed(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 	struct h2_dir *d = &c->d[dir];
 	size_t i = 0, k = 0;
 	int err = 0;
-	while (i < n && !err && c->state != H2_DUP) {
+	while (i < n && !err) {
 		switch (d->ps) {
 		case H2_PS_PREFACE:
 		case H2_PS_HDR:

@@ -12,8 +12,7 @@
 
 enum h2_conn_state {
 	H2_DETECT = 0, /* no ALPN: waiting for the client preface */
-	H2_CONVERT,    /* HTTP/2: converted */
-	H2_DUP         /* the same connection converted from its other end: ignored */
+	H2_CONVERT     /* HTTP/2: converted */
 };
 
 enum h2_parse_state {

@@ -10,6 +10,7 @@
 
 #include "flows/flow.h"
 #include "pipeline/pipeline.h"
+#include "transforms/dedup.h"
 #include "sinks/sink.h"
 
 /*
@@ -346,15 +347,17 @@ static int run_event(struct pipeline *t, const struct event *e, uint64_t *ts)
 	return -EINVAL;
 }
 
-/* The flow engine's counters; orphans are the chain's (no owner) and the engine's. */
+/* The flow engine's counters; orphans are the chain's (no owner) and the
+ * engine's, duplicates the dedup stage's and the engine's (a busy 4-tuple). */
 static void print_counters(const struct pipeline *t, const struct sink_set *set)
 {
 	const struct flow_counters *c = flow_counters(pipeline_stage_priv(t, "flows"));
+	const struct dedup_counters *d = dedup_counters(pipeline_stage_priv(t, "dedup"));
 	fprintf(stderr, "flows_opened=%" PRIu64 " flows_closed=%" PRIu64
 		" flows_duplicate=%" PRIu64 " c2s_bytes=%" PRIu64 " s2c_bytes=%" PRIu64
 		" c2s_gap=%" PRIu64 " s2c_gap=%" PRIu64 " packets=%" PRIu64
 		" orphan_records=%" PRIu64 " bad_offsets=%" PRIu64,
-		c->flows_opened, c->flows_closed, c->flows_duplicate, c->bytes[0],
+		c->flows_opened, c->flows_closed, c->flows_duplicate + d->duplicates, c->bytes[0],
 		c->bytes[1], c->gap_bytes[0], c->gap_bytes[1], c->packets,
 		c->orphan_records + pipeline_counters(t)->orphan_records, c->bad_offsets);
 	for (size_t i = 0; i < set->n; i++)

@@ -26,6 +26,12 @@ def test_s_client_s_server(env):
     t1.join(5)
     t2.join(5)
     # both sides are still inside the connection: stats must show both processes
+    # (once the agent has drained both rings: wait for it, not a fixed time)
+    def drained():
+        ps = [proc_stats(agent.stats()[0], p.pid) for p in (srv, cli)]
+        return all(q and stat_int(q, "c2s_bytes") == len(c2s) and
+                   stat_int(q, "s2c_bytes") == len(s2c) for q in ps)
+    wait_until(drained, 15, "both processes' bytes in tlsmirror stats")
     procs, total, raw = agent.stats()
     for p, name in ((srv, "s_server"), (cli, "s_client")):
         ps = proc_stats(procs, p.pid)
@@ -50,3 +56,5 @@ def test_s_client_s_server(env):
           f"{st.name()}: expected a client on 127.0.0.1 connecting to 127.0.0.1:{port}")
     check_stream(st, c2s=c2s, s2c=s2c)
     check(stat_int(total, "dropped_bytes") == 0, f"drops: {total}")
+    # the other end was recognised by the dedup stage, once
+    check(stat_int(total, "duplicate_conns") == 1, f"duplicate_conns: {total}")

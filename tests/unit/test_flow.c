@@ -344,6 +344,9 @@ TEST(flow_midstream_open_shows_no_gap)
 	fx_free(&f);
 }
 
+/* The engine keeps one emitter per 4-tuple: an open on a busy one shows
+ * nothing. Which end is the duplicate (also after the first end closed, and
+ * before the HTTP/2 stage) is the dedup stage's rule: test_pipeline.c. */
 TEST(flow_duplicate_from_other_end_is_silent)
 {
 	struct fx f;
@@ -361,30 +364,6 @@ TEST(flow_duplicate_from_other_end_is_silent)
 	CHECK_EQ(flow_counters(f.t)->flows_closed, 0);
 	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
 	CHECK_EQ(f.cap->n, 5);
-	fx_free(&f);
-}
-
-TEST(flow_duplicate_after_the_first_end_closed)
-{
-	/* the server's whole connection is drained before the client's OPEN */
-	struct fx f;
-	if (!CHECK(fx_init(&f, 0)))
-		return;
-	struct conn_open srv = info4(1, 1, 1), cli = info4(2, 9, 0);
-	flow_open(f.t, &srv);
-	CHECK_EQ(flow_data(f.t, 1, 1, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
-	CHECK_EQ(flow_close(f.t, 1, 1, 0), 0);
-	size_t n = f.cap->n;
-	CHECK_EQ(flow_open(f.t, &cli), 0);
-	CHECK_EQ(flow_counters(f.t)->flows_duplicate, 1);
-	CHECK_EQ(flow_data(f.t, 2, 9, 0, 0, 0, (const uint8_t *)"GET", 3, NULL), 0);
-	CHECK_EQ(flow_close(f.t, 2, 9, 0), 0);
-	CHECK_EQ(f.cap->n, n); /* nothing more emitted */
-	/* the other end of that 4-tuple a minute later is a new connection */
-	struct conn_open again = info4(3, 5, 0);
-	again.ts_ns = 60ull * 1000000000ull;
-	CHECK_EQ(flow_open(f.t, &again), 0);
-	CHECK(f.cap->n > n);
 	fx_free(&f);
 }
 

@@ -566,16 +566,17 @@ TEST(h2_reannounce_and_other_end_once)
 	CHECK_EQ(t_open(&x, &fi, "h2"), -EEXIST); /* the same connection again */
 	fi.id.origin = 2;                              /* its client end, in another process */
 	fi.side = 0;
-	CHECK_EQ(t_open(&x, &fi, "h2"), 1);
+	CHECK_EQ(t_open(&x, &fi, "h2"), 0);            /* the dedup stage's, not converted twice */
+	CHECK(!strcmp(pipeline_owner(x.pl, &fi.id), "dedup"));
 	size_t n = headers_frame(fr, 1, get, sizeof(get));
-	CHECK_EQ(t_data(&x, 2, 1, 0, 2, 0, preface, 24, NULL), 0);
-	CHECK_EQ(t_data(&x, 2, 1, 0, 2, 24, fr, n, NULL), 0);
+	CHECK_EQ(p_data(&x, 2, 1, 0, 2, 0, preface, 24), 0);
+	CHECK_EQ(p_data(&x, 2, 1, 0, 2, 24, fr, n), 0);
 	CHECK(x.cap->n == 0); /* the other end's copy shows nothing */
 	feed(&x, 0, preface, 24);
 	CHECK_EQ(feed(&x, 0, fr, n), 0);
 	CHECK(x.cap->n == 1);
 	CHECK_EQ(h2_counters(x.h2)->conns, 1);
-	CHECK_EQ(t_close(&x, 2, 1, 3), 0);
+	CHECK_EQ(pipeline_close(x.pl, &fi.id, 3, 0), 0);
 out:
 	hx_free(&x);
 }

@@ -1,10 +1,12 @@
 /* Unit tests for pipeline/pipeline.c: who owns a connection, where its events go, origins, and the port map. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/bytes.h"
 #include "pipeline/pipeline.h"
+#include "transforms/dedup.h"
 #include "unit.h"
 
 /*
@@ -343,4 +345,211 @@ TEST(pipeline_flow_stage_real_wins_over_invented)
 	pipeline_close_all(pl, 3);
 	CHECK_EQ(cap.ends, 3);
 	pipeline_free(pl);
+}
+
+/* ---- the dedup stage: both ends of one connection shown once ---- */
+
+struct dx {
+	struct tagcap cap;
+	struct sink sk;
+	struct sink *v[1];
+	struct sink_set set;
+	struct pipeline *pl;
+	const struct dedup_counters *dc;
+	struct flow_table *ft;
+};
+
+static int dx_init(struct dx *x, const char *h2, size_t max_conns)
+{
+	memset(x, 0, sizeof(*x));
+	x->sk.ops = &tagcap_ops;
+	x->sk.priv = &x->cap;
+	x->v[0] = &x->sk;
+	x->set.v = x->v;
+	x->set.n = 1;
+	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = &x->set,
+					      .max_flows = max_conns } };
+	for (size_t i = 0; i < stage_table_len; i++)
+		if (h2 && !strcmp(stage_table[i].name, "h2"))
+			po.arg[i] = h2;
+	const char *why;
+	x->pl = pipeline_new(&po, &why);
+	if (!x->pl)
+		return 0;
+	x->dc = dedup_counters(pipeline_stage_priv(x->pl, "dedup"));
+	x->ft = pipeline_stage_priv(x->pl, "flows");
+	return 1;
+}
+
+static void dx_free(struct dx *x)
+{
+	pipeline_close_all(x->pl, 99);
+	pipeline_free(x->pl);
+}
+
+/* The client end of mkopen's connection, seen from another producer. */
+static struct conn_open other_end(uint64_t origin, uint64_t conn, uint16_t cport)
+{
+	struct conn_open o = mkopen(origin, conn, cport);
+	o.side = 0;
+	return o;
+}
+
+static int owned_by(struct pipeline *pl, const struct conn_open *o, const char *name)
+{
+	const char *s = pipeline_owner(pl, &o->id);
+	return s && !strcmp(s, name);
+}
+
+TEST(dedup_other_end_is_shown_once)
+{
+	struct dx x;
+	if (!CHECK(dx_init(&x, NULL, 0)))
+		return;
+	uint64_t p1 = pipeline_origin_new(x.pl), p2 = pipeline_origin_new(x.pl);
+	struct conn_open srv = mkopen(p1, 1, 40000), cli = other_end(p2, 9, 40000);
+	CHECK_EQ(pipeline_open(x.pl, &srv), 0);
+	CHECK_EQ(pipeline_open(x.pl, &cli), 0);
+	CHECK(owned_by(x.pl, &srv, "flows"));
+	CHECK(owned_by(x.pl, &cli, "dedup"));  /* the flow engine never sees it */
+	CHECK_EQ(x.dc->duplicates, 1);
+	CHECK_EQ(flow_counters(x.ft)->flows_duplicate, 0);
+	CHECK_EQ(x.cap.pkts, 3);
+	CHECK_EQ(pipeline_data(x.pl, &cli.id, 0, 1, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(x.cap.pkts, 3);               /* the duplicate's bytes: nothing */
+	CHECK_EQ(x.dc->dup_bytes, 3);
+	CHECK_EQ(pipeline_data(x.pl, &srv.id, 0, 1, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(x.cap.pkts, 5);
+	CHECK_EQ(pipeline_close(x.pl, &cli.id, 2, 0), 0);
+	CHECK_EQ(x.dc->dup_open, 0);
+	CHECK_EQ(x.cap.ends, 0);               /* the shown end goes on */
+	CHECK_EQ(pipeline_close(x.pl, &srv.id, 2, 0), 0);
+	CHECK_EQ(x.cap.ends, 1);
+	CHECK_EQ(x.dc->tracked, 0);
+	/* swapped tuple (the producer names its own end first): still the other end */
+	struct conn_open a = mkopen(p1, 2, 40001), b = mkopen(p2, 3, 443);
+	memcpy(b.client_addr, a.server_addr, 16);
+	memcpy(b.server_addr, a.client_addr, 16);
+	b.server_port = 40001;
+	CHECK_EQ(pipeline_open(x.pl, &a), 0);
+	CHECK_EQ(pipeline_open(x.pl, &b), 0);
+	CHECK(owned_by(x.pl, &b, "dedup"));
+	/* both ends in one process (client and server of a loopback connection) */
+	struct conn_open s1 = mkopen(p1, 4, 40002), c1 = other_end(p1, 5, 40002);
+	CHECK_EQ(pipeline_open(x.pl, &s1), 0);
+	CHECK_EQ(pipeline_open(x.pl, &c1), 0);
+	CHECK(owned_by(x.pl, &c1, "dedup"));
+	CHECK_EQ(x.dc->duplicates, 3);
+	dx_free(&x);
+}
+
+TEST(dedup_after_the_first_end_closed)
+{
+	/* the server's whole connection is drained before the client's OPEN */
+	struct dx x;
+	if (!CHECK(dx_init(&x, NULL, 0)))
+		return;
+	uint64_t p1 = pipeline_origin_new(x.pl), p2 = pipeline_origin_new(x.pl);
+	uint64_t p3 = pipeline_origin_new(x.pl);
+	struct conn_open srv = mkopen(p1, 1, 40000), cli = other_end(p2, 9, 40000);
+	CHECK_EQ(pipeline_open(x.pl, &srv), 0);
+	CHECK_EQ(pipeline_data(x.pl, &srv.id, 0, 1, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(pipeline_close(x.pl, &srv.id, 1, 0), 0);
+	unsigned n = x.cap.pkts;
+	cli.ts_ns = 2;
+	CHECK_EQ(pipeline_open(x.pl, &cli), 0);
+	CHECK(owned_by(x.pl, &cli, "dedup"));
+	CHECK_EQ(pipeline_data(x.pl, &cli.id, 0, 3, 0, (const uint8_t *)"GET", 3, NULL), 0);
+	CHECK_EQ(pipeline_close(x.pl, &cli.id, 4, 0), 0);
+	CHECK_EQ(x.cap.pkts, n);               /* nothing more emitted */
+	/* the same end again a moment later is a new connection, not a duplicate */
+	struct conn_open again_srv = mkopen(p3, 7, 40000);
+	again_srv.ts_ns = 5;
+	CHECK_EQ(pipeline_open(x.pl, &again_srv), 0);
+	CHECK(owned_by(x.pl, &again_srv, "flows"));
+	CHECK_EQ(pipeline_close(x.pl, &again_srv.id, 6, 0), 0);
+	/* the other end a minute later is a new connection */
+	struct conn_open again = other_end(p3, 5, 40000);
+	again.ts_ns = 60ull * 1000000000ull;
+	CHECK_EQ(pipeline_open(x.pl, &again), 0);
+	CHECK(owned_by(x.pl, &again, "flows"));
+	CHECK_EQ(x.dc->duplicates, 1);
+	dx_free(&x);
+}
+
+static int yes(const struct conn_open *o, void *arg)
+{
+	return 1;
+}
+
+TEST(dedup_rules_reuse_fork_refusal_origin_end)
+{
+	struct dx x;
+	if (!CHECK(dx_init(&x, NULL, 3)))
+		return;
+	uint64_t p1 = pipeline_origin_new(x.pl), p2 = pipeline_origin_new(x.pl);
+	uint64_t kid = pipeline_origin_new(x.pl);
+	/* the same end of one 4-tuple again in one producer: the old one is gone */
+	struct conn_open a = mkopen(p1, 1, 40000), a2 = mkopen(p1, 2, 40000);
+	CHECK_EQ(pipeline_open(x.pl, &a), 0);
+	CHECK_EQ(pipeline_open(x.pl, &a2), 0);
+	CHECK(owned_by(x.pl, &a2, "flows"));
+	CHECK_EQ(x.dc->stale, 1);
+	CHECK_EQ(x.dc->duplicates, 0);
+	/* a child continuing it (fork inheritance claim) passes: the engine adopts */
+	struct conn_open k = mkopen(kid, 2, 40000);
+	k.parent_origin = p1;
+	k.parent_ok = yes;
+	CHECK_EQ(pipeline_open(x.pl, &k), 0);
+	CHECK(owned_by(x.pl, &k, "flows"));
+	CHECK_EQ(flow_counters(x.ft)->flows_handed_over, 1);
+	/* a claim naming another conn id is the other process's copy: a duplicate */
+	struct conn_open liar = mkopen(p2, 3, 40000);
+	liar.parent_origin = p1;
+	CHECK_EQ(pipeline_open(x.pl, &liar), 0);
+	CHECK(owned_by(x.pl, &liar, "dedup"));
+	/* refused after the stage let it through (--max-conns 3, the engine's cap):
+	 * the stage forgets it, so its other end is not a duplicate of nothing */
+	struct conn_open b = mkopen(p2, 4, 40001), c = mkopen(p2, 5, 40002);
+	CHECK_EQ(pipeline_open(x.pl, &b), 0);
+	size_t tracked = x.dc->tracked;
+	CHECK_EQ(pipeline_open(x.pl, &c), -ENFILE);
+	CHECK_EQ(x.dc->tracked, tracked);
+	/* the duplicates count against the cap too */
+	struct conn_open bo = other_end(p1, 6, 40001);
+	CHECK_EQ(pipeline_open(x.pl, &bo), 0);
+	CHECK(owned_by(x.pl, &bo, "dedup"));
+	/* a producer's end: its connections are gone, recent for their other end */
+	pipeline_origin(x.pl, p2, ORIGIN_CLOSED, 10);
+	CHECK_EQ(x.dc->dup_open, 1); /* bo is p1's */
+	pipeline_origin(x.pl, p1, ORIGIN_CLOSED, 11);
+	CHECK_EQ(x.dc->dup_open, 0);
+	CHECK(pipeline_owner(x.pl, &bo.id) == NULL);
+	struct conn_open late = other_end(p2 + 10, 1, 40001);
+	late.ts_ns = 12;
+	CHECK_EQ(pipeline_open(x.pl, &late), 0);
+	CHECK(owned_by(x.pl, &late, "dedup"));
+	dx_free(&x);
+}
+
+TEST(dedup_before_h2_converts_one_end)
+{
+	/* both ends of an HTTP/2 connection: the converter sees one */
+	struct dx x;
+	if (!CHECK(dx_init(&x, "", 0)))
+		return;
+	uint64_t p1 = pipeline_origin_new(x.pl), p2 = pipeline_origin_new(x.pl);
+	struct conn_meta *m = conn_meta_new();
+	if (!CHECK(m))
+		goto out;
+	snprintf(m->alpn, sizeof(m->alpn), "h2");
+	struct conn_open srv = mkopen(p1, 1, 40000), cli = other_end(p2, 1, 40000);
+	srv.meta = cli.meta = m;
+	CHECK_EQ(pipeline_open(x.pl, &srv), 0);
+	CHECK_EQ(pipeline_open(x.pl, &cli), 0);
+	conn_meta_unref(m);
+	CHECK(owned_by(x.pl, &srv, "h2"));
+	CHECK(owned_by(x.pl, &cli, "dedup"));
+out:
+	dx_free(&x);
 }
