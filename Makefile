@@ -72,7 +72,7 @@ SOLIB := $(BUILD)/libtlsmirror.so
 UNIT  := $(BUILD)/unit-tests
 # TLS client programs the integration tests run under the capture library
 TEST_PROGS := $(BUILD)/progs/mtclient $(BUILD)/progs/forkclient $(BUILD)/progs/peekclient \
-              $(BUILD)/progs/forkhand $(BUILD)/progs/closerace
+              $(BUILD)/progs/forkhand $(BUILD)/progs/closerace $(BUILD)/progs/idleclient
 # dbclient loads dbhelper.so with dlopen(RTLD_DEEPBIND), as PHP loads its extensions
 DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 # gtclient: a GnuTLS client (the test program links libgnutls; the capture library never does)

@@ -24,6 +24,13 @@
 #    BENCH_PARTS=veth runs it alone, BENCH_VETH_BYTES, default 2G).
 # f. -t/-C: tunnel throughput agent -> collector into a pcap, per CPU second (part_tunnel
 #    below; BENCH_PARTS=tunnel runs it alone, BENCH_TUNNEL_BYTES, default 2G).
+# g. Small processes (BENCH_PARTS=small runs it alone, ~30 s): BENCH_SMALL_PROCS (200)
+#    tests/progs idleclient processes holding one idle TLS connection each (echo server:
+#    tests/integration/helpers/recserver.py), BENCH_SMALL_PROCS without and as many with
+#    the library, an agent running, all alive at once: mean PSS per process
+#    (/proc/PID/smaps_rollup) side by side; then BENCH_SMALL_RUNS (40) fresh processes of
+#    each kind one after the other, interleaved: median wall-clock and CPU time of the first
+#    TLS calls (SSL_connect + first SSL_write). Targets: <= 1 MiB extra PSS, <= 1 ms extra.
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
@@ -354,7 +361,7 @@ part_b() {
 
 verdict() { # verdict VALUE OP TARGET -> PASS or SHORT
 	awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
-		ok = (op == ">=") ? (v >= t) : (v == t); print ok ? "PASS" : "SHORT" }'
+		ok = (op == ">=") ? (v >= t) : (op == "<=") ? (v <= t) : (v == t); print ok ? "PASS" : "SHORT" }'
 }
 
 # wakeups PID: voluntary context switches so far (how often the agent slept and woke).
@@ -665,6 +672,83 @@ report_tunnel() {
 	done
 }
 
+# g. small processes: PSS of idle TLS processes and the first TLS calls' time, with and
+# without the library, side by side (an agent attached to every one with the library).
+part_small() {
+	local n=${BENCH_SMALL_PROCS:-200} runs=${BENCH_SMALL_RUNS:-40}
+	local idle=$ROOT/$BUILD/progs/idleclient i kind pid f
+	[ -x "$idle" ] || die "missing $idle (run 'make BUILD=$BUILD $BUILD/progs/idleclient')"
+	mkdir -p "$WORK/small/log"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+		-keyout "$WORK/small/key.pem" -out "$WORK/small/cert.pem" 2>/dev/null
+	python3 "$ROOT/tests/integration/helpers/recserver.py" --cert "$WORK/small/cert.pem" \
+		--key "$WORK/small/key.pem" --mode echo --logdir "$WORK/small/log" \
+		>"$WORK/small/srv.out" 2>&1 &
+	local srv=$!
+	PIDS+=("$srv")
+	wait_for 10 grep -q READY "$WORK/small/srv.out" || die "echo server did not start"
+	local port
+	port=$(sed -n 's/.*READY \([0-9]*\).*/\1/p' "$WORK/small/srv.out")
+	start_agent small -w /dev/null
+	say "g. $n idle TLS processes without and $n with the library (agent attached), then $runs fresh ones of each kind"
+	mkfifo "$WORK/small/hold"
+	exec 7<>"$WORK/small/hold"   # their stdin: open until the measurement is done
+	local cpids=()
+	for i in $(seq "$n"); do
+		"$idle" 127.0.0.1 "$port" "$WORK/small/cert.pem" <"$WORK/small/hold" 7>&- >"$WORK/small/plain-$i.out" 2>&1 &
+		cpids+=("plain:$!")
+		LD_PRELOAD=$LIB TLSMIRROR_SOCKET=$SOCK "$idle" 127.0.0.1 "$port" "$WORK/small/cert.pem" \
+			<"$WORK/small/hold" 7>&- >"$WORK/small/lib-$i.out" 2>&1 &
+		cpids+=("lib:$!")
+	done
+	all_ready() { local f; for f in "$WORK"/small/*-*.out; do grep -q '^ready' "$f" || return 1; done; }
+	wait_for 120 all_ready || die "idle clients did not all connect"
+	: >"$WORK/small/pss.txt"
+	for f in "${cpids[@]}"; do
+		kind=${f%%:*}; pid=${f#*:}
+		echo "$kind $(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup")" >>"$WORK/small/pss.txt"
+	done
+	exec 7>&-
+	for f in "${cpids[@]}"; do wait "${f#*:}" 2>/dev/null || true; done
+	: >"$WORK/small/first.txt"
+	for i in $(seq "$runs"); do
+		echo "plain $("$idle" 127.0.0.1 "$port" "$WORK/small/cert.pem" </dev/null)" >>"$WORK/small/first.txt"
+		echo "lib $(LD_PRELOAD=$LIB TLSMIRROR_SOCKET=$SOCK "$idle" 127.0.0.1 "$port" \
+			"$WORK/small/cert.pem" </dev/null)" >>"$WORK/small/first.txt"
+	done
+	stop_agent "$WORK/agent-small.log"
+	kill -TERM "$srv" 2>/dev/null || true
+	wait "$srv" 2>/dev/null || true
+	local pa pb wa wb ca cb
+	pa=$(awk '$1 == "plain" { s += $2; n++ } END { printf "%.0f", s / n }' "$WORK/small/pss.txt")
+	pb=$(awk '$1 == "lib" { s += $2; n++ } END { printf "%.0f", s / n }' "$WORK/small/pss.txt")
+	wa=$(awk '$1 == "plain" { print $3 + $4 }' "$WORK/small/first.txt" | median)
+	wb=$(awk '$1 == "lib" { print $3 + $4 }' "$WORK/small/first.txt" | median)
+	ca=$(awk '$1 == "plain" { print $5 }' "$WORK/small/first.txt" | median)
+	cb=$(awk '$1 == "lib" { print $5 }' "$WORK/small/first.txt" | median)
+	SMALL_ROW="$n $pa $pb $runs $wa $wb $ca $cb"
+}
+
+report_small() {
+	local n pa pb runs wa wb ca cb d
+	read -r n pa pb runs wa wb ca cb <<<"$SMALL_ROW"
+	echo
+	say "g. small processes: $n idle TLS processes each kind; first TLS calls: median of $runs fresh processes"
+	printf '%-34s %12s %12s %10s\n' "" without with extra
+	printf '%-34s %12s %12s %10s\n' "PSS per idle process (KiB)" "$pa" "$pb" "$((pb - pa))"
+	printf '%-34s %12s %12s %10s\n' "first TLS calls, wall clock (us)" "$wa" "$wb" \
+		"$(awk -v a="$wa" -v b="$wb" 'BEGIN { printf "%.0f", b - a }')"
+	printf '%-34s %12s %12s %10s\n' "first TLS calls, CPU (us)" "$ca" "$cb" \
+		"$(awk -v a="$ca" -v b="$cb" 'BEGIN { printf "%.0f", b - a }')"
+	echo
+	row figure measured target result
+	d=$((pb - pa))
+	row "g. extra PSS per idle TLS process (KiB)" "$d" "<= 1024" "$(verdict "$d" "<=" 1024)"
+	d=$(awk -v a="$wa" -v b="$wb" 'BEGIN { printf "%.0f", b - a }')
+	row "g. extra first-call time, wall (us)" "$d" "<= 1000" "$(verdict "$d" "<=" 1000)"
+}
+
 say "build $BUILD, $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg) (other work on the machine skews the ratios)"
 if [ "${BENCH_PARTS:-all}" = veth ]; then
 	part_veth
@@ -674,6 +758,11 @@ fi
 if [ "${BENCH_PARTS:-all}" = tunnel ]; then
 	part_tunnel
 	report_tunnel
+	exit 0
+fi
+if [ "${BENCH_PARTS:-all}" = small ]; then
+	part_small
+	report_small
 	exit 0
 fi
 if [ "${BENCH_PARTS:-all}" = h2 ]; then
@@ -690,3 +779,5 @@ report_h2
 report_veth
 part_tunnel
 report_tunnel
+part_small
+report_small

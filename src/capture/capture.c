@@ -120,6 +120,10 @@ int cap_set_socket(const char *path)
 	return 0;
 }
 
+/* The ring is created only once an agent answers: a process that never
+ * meets one commits no ring memory. Its pages are not pre-faulted either:
+ * only what the records touch is ever allocated (an idle connection costs
+ * a page or two), and the agent maps it without touching more. */
 static struct ring_hdr *create_ring(void)
 {
 	size_t map_len = RING_HDR_SIZE + g.ring_size;
@@ -129,9 +133,7 @@ static struct ring_hdr *create_ring(void)
 	if (ftruncate(fd, (off_t)map_len) < 0 ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		goto fail;
-	/* Pre-fault now: a fresh ring page-faults on first touch otherwise. */
-	void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_POPULATE, fd, 0);
+	void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (m == MAP_FAILED)
 		goto fail;
 	struct ring_hdr *r = m;
@@ -220,11 +222,20 @@ static int send_attach(int fd, const struct ctl_hello *h)
 	return cap_libc.sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -errno : 0;
 }
 
-/* One non-blocking attach attempt: connect (or use the socket our parent
- * connected before fork), send the hello and the memfd. */
-static int try_attach(void)
+/* A socket to the agent: the one our parent connected before fork, else a
+ * fresh non-blocking connection. Returns the fd or -errno. */
+static int agent_socket(int *from_parent)
 {
 	int fd = __atomic_exchange_n(&g.preconn, -1, __ATOMIC_ACQ_REL);
+	*from_parent = fd >= 0;
+	return fd >= 0 ? fd : connect_agent();
+}
+
+/* Sends the hello and the memfd on fd (taken over: kept as the control
+ * socket or closed). A socket our parent connected may lead to an agent
+ * that is gone: then one fresh connection is tried. */
+static int attach_on(int fd, int from_parent)
+{
 	int err = 0;
 	struct ctl_hello h;
 	memset(&h, 0, sizeof(h));
@@ -237,13 +248,11 @@ static int try_attach(void)
 	ssize_t n = readlink("/proc/self/exe", h.exe, sizeof(h.exe) - 1);
 	if (n < 0)
 		h.exe[0] = 0;
-	if (fd >= 0 && send_attach(fd, &h) < 0) {
-		cap_libc.close(fd); /* the agent that socket led to is gone */
-		fd = -1;
-	}
-	if (fd < 0) {
-		fd = connect_agent();
-		if (fd < 0)
+	if ((err = send_attach(fd, &h)) < 0) {
+		cap_libc.close(fd);
+		if (!from_parent)
+			return err;
+		if ((fd = connect_agent()) < 0)
 			return fd;
 		if ((err = send_attach(fd, &h)) < 0)
 			goto out;
@@ -265,6 +274,13 @@ out:
 	if (fd >= 0)
 		cap_libc.close(fd);
 	return err;
+}
+
+/* One non-blocking attach attempt. */
+static int try_attach(void)
+{
+	int from_parent, fd = agent_socket(&from_parent);
+	return fd < 0 ? fd : attach_on(fd, from_parent);
 }
 
 /* Is the agent still there? EOF on the control socket says it is gone. */
@@ -296,16 +312,17 @@ static void maintain(uint64_t now)
 	__atomic_store_n(&g.maint_busy, 0, __ATOMIC_RELEASE);
 }
 
-/* Another thread is creating the ring (a few ms, once per process): wait
- * for it, boundedly, rather than drop the first bytes of every thread. */
+/* Another thread is creating the ring (well under a millisecond, once per
+ * process): wait for it, boundedly, rather than drop the first bytes of
+ * every thread. */
 static struct ring_hdr *wait_ring(uint32_t *epoch)
 {
 	for (int i = 0; i < WAIT_RING_SPINS; i++) {
 		int st = __atomic_load_n(&g.ring_state, __ATOMIC_ACQUIRE);
 		if (st == RS_READY)
 			break;
-		if (st == RS_FAILED)
-			return NULL;
+		if (st != RS_CREATING)
+			return NULL; /* failed, or no agent answered */
 		if (i < 64)
 			sched_yield();
 		else
@@ -316,26 +333,48 @@ static struct ring_hdr *wait_ring(uint32_t *epoch)
 	return r;
 }
 
+/* First use, or no agent so far: an agent answers (at most one try a
+ * second) -> the ring, attached to it. NULL while none answers. */
+static struct ring_hdr *first_ring(uint64_t now, uint32_t *epoch)
+{
+	if (now < __atomic_load_n(&g.next_check_ns, __ATOMIC_RELAXED))
+		return NULL;
+	int expect = RS_NONE;
+	if (!__atomic_compare_exchange_n(&g.ring_state, &expect, RS_CREATING, 0,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return expect == RS_CREATING ? wait_ring(epoch) : NULL;
+	int saved = errno, from_parent;
+	struct ring_hdr *r = NULL;
+	int fd = agent_socket(&from_parent);
+	if (fd < 0) {
+		__atomic_store_n(&g.next_check_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
+		__atomic_store_n(&g.ring_state, RS_NONE, __ATOMIC_RELEASE);
+		errno = saved;
+		return NULL;
+	}
+	r = create_ring();
+	if (!r) {
+		cap_libc.close(fd);
+		__atomic_store_n(&g.ring_state, RS_FAILED, __ATOMIC_RELEASE);
+		errno = saved;
+		return NULL;
+	}
+	attach_on(fd, from_parent); /* failed: re-attached later like after a restart */
+	__atomic_store_n(&g.next_check_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
+	__atomic_store_n(&g.ring, r, __ATOMIC_RELEASE);
+	__atomic_store_n(&g.ring_state, RS_READY, __ATOMIC_RELEASE);
+	errno = saved;
+	*epoch = __atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE);
+	return r;
+}
+
 struct ring_hdr *cap_ring(uint64_t now, uint32_t *epoch)
 {
 	if (g.disabled)
 		return NULL;
 	struct ring_hdr *r = __atomic_load_n(&g.ring, __ATOMIC_ACQUIRE);
-	if (!r) {
-		int expect = RS_NONE;
-		if (!__atomic_compare_exchange_n(&g.ring_state, &expect, RS_CREATING, 0,
-						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			return wait_ring(epoch); /* another thread creates it, or it failed */
-		int saved = errno;
-		r = create_ring();
-		errno = saved;
-		if (!r) {
-			__atomic_store_n(&g.ring_state, RS_FAILED, __ATOMIC_RELEASE);
-			return NULL;
-		}
-		__atomic_store_n(&g.ring, r, __ATOMIC_RELEASE);
-		__atomic_store_n(&g.ring_state, RS_READY, __ATOMIC_RELEASE);
-	}
+	if (!r)
+		return first_ring(now, epoch);
 	if (now >= __atomic_load_n(&g.next_check_ns, __ATOMIC_RELAXED))
 		maintain(now);
 	*epoch = __atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE);
