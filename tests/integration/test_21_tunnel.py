@@ -398,7 +398,7 @@ def test_plaintext_and_config_errors(env):
     rc, _, err = env.run("badaddr", [TLSMIRROR, "--socket", env.path("n3.sock"), "-t",
                                      "collector-without-port", "--insecure-plaintext-tunnel"],
                          timeout_s=20)
-    check(rc == 1 and b"HOST:PORT" in err, f"-t without a port: exit {rc}, stderr {short(err)}")
+    check(rc == 2 and b"HOST:PORT" in err, f"-t without a port: exit {rc}, stderr {short(err)}")
     col = Agent(env, name="collector", args=["-C", "-l", f"127.0.0.1:{port}",
                                              "--insecure-plaintext-tunnel"]).start()
     ag = Agent(env, name="agent1", args=["-t", f"127.0.0.1:{port}",
