@@ -31,6 +31,10 @@
 #    (/proc/PID/smaps_rollup) side by side; then BENCH_SMALL_RUNS (40) fresh processes of
 #    each kind one after the other, interleaved: median wall-clock and CPU time of the first
 #    TLS calls (SSL_connect + first SSL_write). Targets: <= 1 MiB extra PSS, <= 1 ms extra.
+# h. GnuTLS: lighttpd (mod_gnutls, one process, 127.0.0.1) serving 4 KiB and 1 MiB files to
+#    h2load, without and with the capture library, interleaved as in (a), layout split, the
+#    agent writing to /dev/null; median req/s, ratio, dropped and gap bytes (part_gnutls
+#    below; BENCH_PARTS=gnutls runs it alone, BENCH_GNUTLS_PAIRS, default BENCH_PAIRS).
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
@@ -749,6 +753,106 @@ report_small() {
 	row "g. extra first-call time, wall (us)" "$d" "<= 1000" "$(verdict "$d" "<=" 1000)"
 }
 
+# ---- h. a GnuTLS server: lighttpd with mod_gnutls ----
+setup_lighttpd() {
+	LT_PORT=$(free_port)
+	mkdir -p "$WORK/lt/www"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -keyout "$WORK/lt/key.pem" -out "$WORK/lt/cert.pem" 2>/dev/null
+	head -c 1048576 /dev/urandom >"$WORK/lt/www/1m"
+	head -c 4096 /dev/urandom >"$WORK/lt/www/4k"
+	cat >"$WORK/lt/lighttpd.conf" <<-EOF
+	server.document-root = "$WORK/lt/www"
+	server.port = $LT_PORT
+	server.bind = "127.0.0.1"
+	server.modules = ("mod_gnutls")
+	server.errorlog = "$WORK/lt/error.log"
+	server.max-keep-alive-requests = 10000000
+	server.max-keep-alive-idle = 60
+	ssl.engine = "enable"
+	ssl.pemfile = "$WORK/lt/cert.pem"
+	ssl.privkey = "$WORK/lt/key.pem"
+	EOF
+}
+
+start_lighttpd() { # start_lighttpd with|without: sets LIGHTTPD
+	local lt=(lighttpd -D -f "$WORK/lt/lighttpd.conf")
+	if [ "$1" = with ]; then
+		"${APP_PIN[@]}" "$TM" run --socket "$SOCK" -- "${lt[@]}" &
+	else
+		"${APP_PIN[@]}" "${lt[@]}" &
+	fi
+	LIGHTTPD=$!
+	PIDS+=("$LIGHTTPD")
+	wait_for 5 curl -skf -o /dev/null "https://127.0.0.1:$LT_PORT/4k" ||
+		{ cat "$WORK/lt/error.log" >&2; die "lighttpd did not start"; }
+}
+
+run_g() { # run_g SIZE MODE I: appends "SIZE MODE req_s" to $WORK/g.txt
+	local size=$1 mode=$2 i=$3 out="$WORK/h2load-g-$1-$2-$3.txt" r d g p
+	start_lighttpd "$mode"
+	r=$(PORT=$LT_PORT h2load_run "$size" "$out")
+	[ "$r" != ERR ] || die "h2load saw failed requests from lighttpd: $(grep requests: "$out")"
+	if [ "$mode" = with ]; then
+		sleep 0.5
+		"$TM" stats --socket "$SOCK" >"$WORK/stats-g-$size-$i.txt" 2>&1 || true
+		p=$(pgrep -f -n "lighttpd -D -f $WORK/lt/lighttpd.conf" || echo "$LIGHTTPD")
+		read -r d _ < <(loss_of "$WORK/stats-g-$size-$i.txt" "$p")
+		g=$(awk -v p="pid=$p" '$1 == p { for (i = 2; i <= NF; i++) if ($i ~ /^tls=/) print substr($i, 5) }' \
+			"$WORK/stats-g-$size-$i.txt")
+		echo "$d" >>"$WORK/g-dropped.txt"
+		say "  $size with    #$i: $r req/s MB/s; dropped+gap $d B, tls=$g"
+	else
+		say "  $size without #$i: $r req/s MB/s"
+	fi
+	echo "$size $mode $r" >>"$WORK/g.txt"
+	kill -TERM "$LIGHTTPD" 2>/dev/null || true
+	wait "$LIGHTTPD" 2>/dev/null || true
+}
+
+part_gnutls() {
+	local pairs=${BENCH_GNUTLS_PAIRS:-$PAIRS} size i
+	command -v lighttpd >/dev/null && [ -f /usr/lib/lighttpd/mod_gnutls.so ] ||
+		die "missing lighttpd or its mod_gnutls (run 'make deps')"
+	say "h. lighttpd (mod_gnutls) + h2load ($PROTO, -c $CLIENTS -m 1, ${SECS}s + ${WARMUP}s warm-up, $pairs pairs per size), layout split, agent -w /dev/null"
+	setup_lighttpd
+	set_layout split
+	: >"$WORK/g.txt"
+	: >"$WORK/g-dropped.txt"
+	start_agent g -w /dev/null
+	for size in 4k 1m; do
+		for i in $(seq 1 "$pairs"); do
+			run_g "$size" without "$i"
+			run_g "$size" with "$i"
+		done
+	done
+	stop_agent "$WORK/agent-g.log"
+	set_layout none
+}
+
+report_gnutls() {
+	local size ra rb t v
+	echo
+	say "h. lighttpd (mod_gnutls): medians of req/s"
+	printf '%-5s %10s %10s %7s\n' size "req/s w/o" "req/s with" ratio
+	for size in 4k 1m; do
+		ra=$(awk -v s="$size" '$1 == s && $2 == "without" { print $3 }' "$WORK/g.txt" | median)
+		rb=$(awk -v s="$size" '$1 == s && $2 == "with" { print $3 }' "$WORK/g.txt" | median)
+		printf '%-5s %10s %10s %7s\n' "$size" "$ra" "$rb" "$(ratio "$ra" "$rb")"
+		eval "G_RATIO_$size=$(ratio "$ra" "$rb")"
+	done
+	echo
+	row figure measured target result
+	for size in 4k 1m; do
+		t=0.95
+		[ "$size" = 1m ] && t=0.97
+		v=$(eval echo "\$G_RATIO_$size")
+		row "h. lighttpd/GnuTLS $size req/s with/without" "$v" ">= $t" "$(verdict "$v" ">=" "$t")"
+	done
+	v=$(awk '{ s += $1 } END { printf "%.0f", s }' "$WORK/g-dropped.txt")
+	row "   dropped + gap bytes, runs with library" "$v" "= 0" "$(verdict "$v" "==" 0)"
+}
+
 say "build $BUILD, $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg) (other work on the machine skews the ratios)"
 if [ "${BENCH_PARTS:-all}" = veth ]; then
 	part_veth
@@ -763,6 +867,11 @@ fi
 if [ "${BENCH_PARTS:-all}" = small ]; then
 	part_small
 	report_small
+	exit 0
+fi
+if [ "${BENCH_PARTS:-all}" = gnutls ]; then
+	part_gnutls
+	report_gnutls
 	exit 0
 fi
 if [ "${BENCH_PARTS:-all}" = h2 ]; then
@@ -781,3 +890,5 @@ part_tunnel
 report_tunnel
 part_small
 report_small
+part_gnutls
+report_gnutls

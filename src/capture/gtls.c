@@ -25,6 +25,8 @@ typedef int (*gtls_keylog_fn)(void *sess, const char *label, const struct gtls_d
 #define GTLS_SLOTS 16384        /* sessions tracked at once: beyond, not mirrored */
 #define GTLS_PROBES 64          /* slots looked at per session */
 #define GTLS_FD_MAX (1 << 24)   /* a transport "pointer" below this is an fd */
+#define GTLS_EARLY_MAX (64 << 10) /* a client's early data held until its handshake ends */
+#define GTLS_SFLAGS_EARLY_DATA (1u << 10)
 
 /* The versions the functions below were declared for (libgnutls.so.30). */
 #define V34 "GNUTLS_3_4"
@@ -43,6 +45,7 @@ static struct {
 	gtls_keylog_fn (*get_keylog)(void *s);
 	void (*set_keylog)(void *s, gtls_keylog_fn f);
 	int (*packet_get)(void *pkt, struct gtls_datum *data, unsigned char *seq);
+	unsigned (*flags)(void *s);
 	int ok;
 } gt;
 static pthread_once_t gt_once = PTHREAD_ONCE_INIT;
@@ -61,6 +64,7 @@ static void gt_resolve(void)
 	gt.get_keylog = sym_gnutls("gnutls_session_get_keylog_function", "GNUTLS_3_6_13");
 	gt.set_keylog = sym_gnutls("gnutls_session_set_keylog_function", "GNUTLS_3_6_13");
 	gt.packet_get = sym_gnutls("gnutls_packet_get", V34);
+	gt.flags = sym_gnutls("gnutls_session_get_flags", V34);
 	__atomic_store_n(&gt.ok, gt.get_ptr && gt.version && gt.random ? 1 : -1, __ATOMIC_RELEASE);
 }
 
@@ -89,7 +93,10 @@ struct gtls_slot {
 	struct cap_conn *conn;
 	gtls_keylog_fn app_keylog;  /* the function ours chains to (the application's or libgnutls' default) */
 	char *sni;                  /* a client's gnutls_server_name_set (malloc'd), NULL if none */
+	uint8_t *early;             /* a client's early data, sent at the handshake (malloc'd) */
+	size_t early_len;           /* bytes in early; more than GTLS_EARLY_MAX: only counted */
 	int8_t server;              /* from gnutls_init's flags; -1 unknown */
+	uint8_t shaken;             /* a handshake finished: the metadata calls are safe */
 };
 static struct gtls_slot slots[GTLS_SLOTS];
 static uint64_t missed;       /* sessions the table had no room for */
@@ -141,7 +148,10 @@ static struct gtls_slot *slot_add(void *sess, int server)
 		s->conn = c;
 		s->app_keylog = NULL;
 		s->sni = NULL;
+		s->early = NULL;
+		s->early_len = 0;
 		s->server = (int8_t)server;
+		s->shaken = server < 0; /* made at a later call: the handshake is behind */
 		__atomic_store_n(&s->sess, sess, __ATOMIC_RELEASE);
 		return s;
 	}
@@ -192,7 +202,6 @@ static uint16_t wire_version(int v)
 
 static void gt_describe(void *sess, struct ring_open *o)
 {
-	o->tls_version = wire_version(gt.version(sess));
 	/* a server reads the client's name; a client only has the one it set */
 	char name[256];
 	size_t len = sizeof(name);
@@ -200,7 +209,13 @@ static void gt_describe(void *sess, struct ring_open *o)
 	struct gtls_slot *s = slot_find(sess);
 	if (s && s->server != 1 && s->sni)
 		conn_copy_str(o->sni, sizeof(o->sni), s->sni, strlen(s->sni));
-	else if (gt.server_name && gt.server_name(sess, name, &len, &type, 0) == 0 && type == 1)
+	/* before the handshake's end (a client's early data) libgnutls has no
+	 * cipher suite yet, and gnutls_ciphersuite_get() would crash */
+	if (!s || !s->shaken)
+		return;
+	o->tls_version = wire_version(gt.version(sess));
+	if (!o->sni[0] && gt.server_name && gt.server_name(sess, name, &len, &type, 0) == 0 &&
+	    type == 1)
 		conn_copy_str(o->sni, sizeof(o->sni), name, strnlen(name, len));
 	struct gtls_datum a = { 0 };
 	if (gt.alpn && gt.alpn(sess, &a) == 0 && a.data)
@@ -396,7 +411,10 @@ EXPORT ssize_t gnutls_record_send_range(void *session, const void *data, size_t 
 	return finish(&call, top, 1, data, real(session, data, len, range));
 }
 
-/* TLS 1.3 early data (0-RTT): clear text like any other, before the handshake ends. */
+/* TLS 1.3 early data (0-RTT) of a client: libgnutls buffers it and returns 0
+ * (not a count); it goes with the ClientHello, before the session has a
+ * transport or a cipher suite. A copy waits for the handshake's end
+ * (early_flush), to be mirrored if the server took it. */
 EXPORT ssize_t gnutls_record_send_early_data(void *session, const void *data, size_t len)
 {
 	static void *slot;
@@ -404,9 +422,36 @@ EXPORT ssize_t gnutls_record_send_early_data(void *session, const void *data, si
 		real_fn(&slot, "gnutls_record_send_early_data", "GNUTLS_3_6_5");
 	if (!real)
 		return no_real();
-	struct cap_call call;
-	int top = conn_call_begin(&call, &cap_tls_gnutls, session);
-	return finish(&call, top, 1, data, real(session, data, len));
+	ssize_t ret = real(session, data, len);
+	int saved = errno;
+	struct gtls_slot *s = ret >= 0 && data && len && gt_ready() == 0 ? slot_find(session) : NULL;
+	size_t n = ret > 0 ? (size_t)ret : len;
+	if (s && !s->shaken) {
+		uint8_t *p = s->early_len + n <= GTLS_EARLY_MAX ? realloc(s->early, s->early_len + n) : NULL;
+		if (p) {
+			memcpy(p + s->early_len, data, n);
+			s->early = p;
+		}
+		s->early_len += n; /* beyond the cap (or no memory): a gap of that size */
+	}
+	errno = saved;
+	return ret;
+}
+
+/* The handshake ended: the early data the server accepted comes first. */
+static void early_flush(struct cap_call *call, struct gtls_slot *s)
+{
+	size_t n = s->early_len;
+	uint8_t *p = s->early;
+	s->early = NULL;
+	s->early_len = 0;
+	if (n && gt.flags && (gt.flags(call->sess) & GTLS_SFLAGS_EARLY_DATA)) {
+		if (p && n <= GTLS_EARLY_MAX)
+			conn_data(call, 1, p, n);
+		else
+			conn_gap(call, 1, n);
+	}
+	free(p);
 }
 
 EXPORT ssize_t gnutls_record_recv(void *session, void *data, size_t len)
@@ -497,7 +542,12 @@ EXPORT int gnutls_handshake(void *session)
 	int saved = errno;
 	conn_call_end(&call);
 	if (top && ret == 0) {
+		struct gtls_slot *s = slot_find(session);
+		if (s)
+			s->shaken = 1;
 		got_check();
+		if (s && s->early_len)
+			early_flush(&call, s);
 		conn_handshake_done(&call);
 	}
 	errno = saved;
@@ -538,6 +588,9 @@ EXPORT void gnutls_deinit(void *session)
 		s->app_keylog = NULL;
 		free(s->sni);
 		s->sni = NULL;
+		free(s->early);
+		s->early = NULL;
+		s->early_len = 0;
 		__atomic_store_n(&s->sess, SLOT_TOMB, __ATOMIC_RELEASE);
 		if (tl_last == s)
 			tl_last = NULL;

@@ -195,6 +195,50 @@ def test_every_record_call_and_app_keylog(env):
           f"want {TLS13_LABELS}")
 
 
+@timeout(90)
+def test_early_data(env):
+    """TLS 1.3 0-RTT between GnuTLS ends: gnutls-cli -r --earlydata against gnutls-serv
+    --earlydata, each under its own agent. The early data (sent before the client's session
+    has a socket or a cipher suite) comes first in the resumed connection, from both ends."""
+    c = certs()
+    port = free_port()
+    early = b"EARLY-0RTT-" + digits(300, 138)
+    with open(env.path("early.bin"), "wb") as f:
+        f.write(early)
+    a_srv = Agent(env, name="agent-srv").start()
+    a_cli = Agent(env, name="agent-cli", pcap=env.path("cli.pcapng")).start()
+    srv = env.captured("gnutls-serv", a_srv.sock,
+                       [need_tool("gnutls-serv"), "--echo", "--earlydata", "--maxearlydata=4096",
+                        "-p", str(port), "--x509certfile", c["cert"], "--x509keyfile", c["key"], "-a"])
+    wait_listening(port, proc=srv)
+    msg = digits(2000, 139)
+    cli = env.captured("gnutls-cli", a_cli.sock,
+                       [need_tool("gnutls-cli"), "--x509cafile", c["cert"], "-p", str(port), "-r",
+                        "--earlydata=" + env.path("early.bin"), "--waitresumption", "localhost"],
+                       stdin=subprocess.PIPE)
+    t = feed(cli, msg)
+    wait_until(lambda: msg in cli.out() or not cli.alive(), 30, "gnutls-cli to get its line echoed")
+    t.join(5)
+    cli.popen.stdin.close()
+    rc = cli.wait(15)
+    check(rc == 0 and b"This is a resumed session" in cli.out(),
+          f"gnutls-cli -r --earlydata: exit {rc}, {short(cli.out()[-300:])} {short(cli.err())}")
+    srv.signal(signal.SIGTERM)
+    srv.wait(15)
+    a_cli.final_stats()
+    a_srv.final_stats()
+    cli_cap, srv_cap = judge(a_cli.pcap), judge(a_srv.pcap)
+    resumed = [st for st in cli_cap.syn_streams() if st.bytes(0)]
+    check(len(resumed) == 1, f"one client connection with data: {cli_cap.describe()}")
+    st = resumed[0]
+    check_stream(st, c2s=early + msg, s2c=msg, server=("127.0.0.1", port))
+    check_stream(srv_cap.one(client_port=st.client[1]), c2s=early + msg, s2c=msg,
+                 client=st.client, server=st.server)
+    fields = [f for f in comments(a_cli.pcap).values() if f.get("server_port") == str(port)]
+    for f in fields:
+        want(f, side="client", sni="localhost", tls="TLSv1.3")
+
+
 LIGHTTPD_GIT = """server.document-root = "{root}"
 server.port = {port}
 server.bind = "127.0.0.1"
