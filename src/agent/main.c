@@ -173,7 +173,28 @@ static int parse_uint(const char *s, unsigned long long lo, unsigned long long h
 /* Where each element of the agent's argv came from: "FILE:LINE: " for the
  * lines of a --config file, NULL for the command line (config_expand). */
 static const char **arg_origin;
+static char **arg_vec;             /* the expanded argv (config_expand), freed by config_free */
 static int arg_count, cur_arg = -1;
+
+/* The file's elements are the ones with an origin: they and the vectors were malloc'ed. */
+static void config_free_vec(char **v, const char **o, int n)
+{
+	for (int i = 0; v && o && i < n; i++)
+		if (o[i]) {
+			free(v[i]);
+			free((char *)o[i]);
+		}
+	free(v);
+	free((void *)o);
+}
+
+static void config_free(void)
+{
+	config_free_vec(arg_vec, arg_origin, arg_count);
+	arg_vec = NULL;
+	arg_origin = NULL;
+	arg_count = 0;
+}
 
 static const char *where(void)
 {
@@ -275,6 +296,7 @@ static int config_expand(int *argc, char ***argv)
 		if (!strcmp(a, "--config")) {
 			if (i + 1 >= *argc) {
 				fprintf(stderr, "tlsmirror: option --config needs a value\n");
+				config_free_vec(nv, no, n);
 				return 2;
 			}
 			file = (*argv)[++i];
@@ -283,8 +305,10 @@ static int config_expand(int *argc, char ***argv)
 		}
 		if (file) {
 			any = 1;
-			if (config_read(file, &nv, &no, &n) < 0)
+			if (config_read(file, &nv, &no, &n) < 0) {
+				config_free_vec(nv, no, n);
 				return 2;
+			}
 		}
 	}
 	if (!any) {
@@ -304,8 +328,10 @@ static int config_expand(int *argc, char ***argv)
 		const char **o2 = v2 ? realloc(no, sizeof(char *) * (size_t)(n + 2)) : NULL;
 		if (v2)
 			nv = v2;
-		if (!o2)
+		if (!o2) {
+			config_free_vec(nv, no, n);
 			return 2;
+		}
 		no = o2;
 		nv[n] = (*argv)[i];
 		no[n++] = NULL;
@@ -313,6 +339,7 @@ static int config_expand(int *argc, char ***argv)
 	nv[n] = NULL;
 	*argc = n;
 	*argv = nv;
+	arg_vec = nv;
 	arg_origin = no;
 	arg_count = n;
 	return 0;
@@ -637,9 +664,10 @@ static int cmd_agent(int argc, char **argv)
 	if (rc)
 		return rc;
 	rc = parse_agent(argc, argv, &cfg);
-	if (rc >= 0)
-		return rc;
-	return agent_run(&cfg) < 0 ? 1 : 0;
+	if (rc < 0)
+		rc = agent_run(&cfg) < 0 ? 1 : 0;
+	config_free(); /* cfg points into the expanded argv: after the agent */
+	return rc;
 }
 
 /* Takes --socket PATH off the front of a subcommand's arguments. */
