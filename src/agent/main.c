@@ -175,6 +175,8 @@ static int parse_uint(const char *s, unsigned long long lo, unsigned long long h
 static const char **arg_origin;
 static char **arg_vec;             /* the expanded argv (config_expand), freed by config_free */
 static int arg_count, cur_arg = -1;
+/* the outputs of each kind so far came from a --config file (the command line replaces them) */
+static unsigned char cfg_outputs_from_file[AGENT_MAX_SINK_KINDS];
 
 /* The file's elements are the ones with an origin: they and the vectors were malloc'ed. */
 static void config_free_vec(char **v, const char **o, int n)
@@ -484,11 +486,18 @@ static int parse_agent(int argc, char **argv, struct agent_config *cfg)
 			else
 				snprintf(opt, sizeof(opt), "--%s", d->option);
 			const char *why = NULL;
+			/* a once-only output: the command line replaces what a --config file gave */
+			if (d->max == 1 && !*where() && cfg_outputs_from_file[i]) {
+				cfg->n_outputs[i] = 0;
+				cfg_outputs_from_file[i] = 0;
+			}
 			if (cfg->n_outputs[i] >= d->max)
 				return bad_arg(opt, optarg, d->max > 1 ? "given too many times" :
 					       "given twice: one such output at most (see --help)");
 			if (d->check && d->check(optarg, &why) < 0)
 				return bad_arg(opt, optarg, why);
+			if (!cfg->n_outputs[i])
+				cfg_outputs_from_file[i] = *where() != 0;
 			cfg->outputs[i][cfg->n_outputs[i]++] = optarg;
 			break;
 		}

@@ -227,7 +227,10 @@ def test_early_data(env):
     srv.wait(15)
     a_cli.final_stats()
     a_srv.final_stats()
-    cli_cap, srv_cap = judge(a_cli.pcap), judge(a_srv.pcap)
+    # gnutls-cli -r drops its first connection before gnutls-serv ends that
+    # handshake: getpeername fails and the server's copy of it is announced
+    # with synthetic addresses (docs/capture.md); the resumed one is checked
+    cli_cap, srv_cap = judge(a_cli.pcap), judge(a_srv.pcap, synthetic_ok=True)
     resumed = [st for st in cli_cap.syn_streams() if st.bytes(0)]
     check(len(resumed) == 1, f"one client connection with data: {cli_cap.describe()}")
     st = resumed[0]
