@@ -3,11 +3,9 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libssl-dev libnghttp2-dev libzstd-dev liblz4-dev openssl tshark nginx nghttp2-client
       curl python3 iproute2 procps psmisc time util-linux passwd postfix libtsan2
-      php-cli php-curl php-pgsql postgresql nodejs golang-go wget strace)
-      php-cli php-curl php-pgsql postgresql
-      lintian systemd)  # make deb, systemd-analyze verify of the units (tests/integration/test_27_package.py)
-      php-cli php-curl php-pgsql postgresql
-      libgnutls28-dev gnutls-bin wget git lighttpd lighttpd-mod-openssl lighttpd-mod-gnutls)
+      php-cli php-curl php-pgsql postgresql nodejs golang-go wget strace
+      lintian systemd  # make deb, systemd-analyze verify of the units (tests/integration/test_27_package.py)
+      libgnutls28-dev gnutls-bin git lighttpd lighttpd-mod-openssl lighttpd-mod-gnutls)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
