@@ -33,6 +33,9 @@ struct sink_opts {
 	uint64_t rotate_seconds; /* 0: never rotate by time */
 	uint32_t rotate_count;   /* 0: keep every file; N: reuse N files in turn */
 	uint32_t snaplen;        /* pcap header snaplen */
+	/* the clock that decides time rotation and '%' names (NULL: CLOCK_REALTIME):
+	 * the agent's own, never a producer's record timestamps (issue 15) */
+	uint64_t (*clock_ns)(void);
 	/* every sink */
 	uint64_t queue_bytes;    /* --queue-size: bound of a sink's queue (0: default) */
 	/* interfaces and encapsulation */

@@ -263,6 +263,17 @@ static int open_capture(const char *path, int trunc, const char **why)
 	return fd;
 }
 
+/* The agent's clock (sink_opts.clock_ns): rotation and names never follow
+ * the packets' timestamps, which a producer writes. */
+static uint64_t file_now(const struct sink_file *p)
+{
+	if (p->o.clock_ns)
+		return p->o.clock_ns();
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (uint64_t)now.tv_sec * NSEC + (uint64_t)now.tv_nsec;
+}
+
 /* Picks the next file name (see the naming rules at the top). */
 static int next_name(struct sink_file *p, const char *target, uint64_t ts_ns)
 {
@@ -370,8 +381,10 @@ uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, uint
 			   int *err)
 {
 	int ret = 0;
-	if (want_rotate(p, ts_ns, rec))
-		ret = rotate(p, ts_ns);
+	(void)ts_ns; /* a producer's clock: not ours to rotate by */
+	uint64_t now = file_now(p);
+	if (want_rotate(p, now, rec))
+		ret = rotate(p, now);
 	if (rec > SINK_FILE_BUF_SIZE - p->used) {
 		int r = buf_flush(p);
 		ret = ret ? ret : r;
@@ -387,9 +400,10 @@ uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, uint
 
 void sink_file_commit(struct sink_file *p, uint64_t ts_ns, size_t used, uint64_t frame)
 {
+	(void)ts_ns;
 	p->used += used;
 	if (!p->file_pkts)
-		p->file_start_ns = ts_ns;
+		p->file_start_ns = file_now(p);
 	p->file_pkts++;
 	p->file_bytes += used;
 	p->buf_pkts++;
@@ -439,9 +453,7 @@ int sink_file_open(struct sink_file *p, const char *target, const struct sink_op
 		*err_msg = "a file count needs a plain file name, not a '%' pattern";
 		return -EINVAL;
 	}
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	int ret = file_open(p, target, (uint64_t)now.tv_sec * NSEC + (uint64_t)now.tv_nsec);
+	int ret = file_open(p, target, file_now(p));
 	if (ret < 0 && p->open_why)
 		*err_msg = p->open_why;
 	else if (ret == -ENAMETOOLONG)

@@ -235,16 +235,25 @@ TEST(pcap_rotation_count_refuses_patterns)
 	sink_set_close(&set);
 }
 
+/* the agent's clock, driven by the tests below (sink_opts.clock_ns) */
+static uint64_t test_clock;
+static uint64_t test_clock_ns(void)
+{
+	return test_clock;
+}
+
 TEST(pcap_rotation_by_time)
 {
 	struct sink_set set;
-	struct sink_opts o = { .rotate_seconds = 1 };
+	struct sink_opts o = { .rotate_seconds = 1, .clock_ns = test_clock_ns };
+	test_clock = 5000000000ull;
 	const char *path = path_in_tmp("time.pcap");
 	if (!CHECK_EQ(open_one(&set, path, &o), 0))
 		return;
 	static const uint64_t ts[] = { 5000000000ull, 5900000000ull, 6000000000ull, 6100000000ull };
 	for (int i = 0; i < 4; i++) {
 		struct pkt p = mkpkt(ts[i], 1);
+		test_clock = ts[i];
 		sink_set_write(&set, &p, 1);
 	}
 	sink_set_close(&set);
@@ -255,12 +264,13 @@ TEST(pcap_rotation_by_time)
 TEST(pcap_strftime_pattern_names_files)
 {
 	struct sink_set set;
-	struct sink_opts o = { .rotate_bytes = 24 + 16 + 55 };
+	struct sink_opts o = { .rotate_bytes = 24 + 16 + 55, .clock_ns = test_clock_ns };
+	test_clock = 0;
 	if (!CHECK_EQ(open_one(&set, path_in_tmp("pat-%Y.pcap"), &o), 0))
 		return;
 	struct pkt p = mkpkt(0, 1);
 	sink_set_write(&set, &p, 1);
-	p.ts_ns = 2000000000ull * 1000000000ull; /* 2033: a new name */
+	test_clock = 2000000000ull * 1000000000ull; /* 2033 on the agent's clock: a new name */
 	sink_set_write(&set, &p, 1);
 	sink_set_write(&set, &p, 1); /* same name again: gets a suffix */
 	sink_set_close(&set);
@@ -325,4 +335,23 @@ TEST(pcap_stdout_target)
 	fclose(f);
 	CHECK_EQ(r, 0);
 	CHECK_EQ(pcap_records(path, NULL), 2);
+}
+
+/* Issue 15 item 2: a producer's forged timestamps (6 records a second apart,
+ * written within a millisecond) must not rotate a ring of 5 files: rotation
+ * follows the agent's clock (sink_opts.clock_ns, here the real one). */
+TEST(pcap_forged_timestamps_do_not_rotate)
+{
+	struct sink_set set;
+	struct sink_opts o = { .rotate_seconds = 1, .rotate_count = 5 };
+	const char *path = path_in_tmp("forged.pcap");
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	for (int i = 0; i < 6; i++) {
+		struct pkt p = mkpkt(5000000000ull + (uint64_t)i * 1000000000ull, 1);
+		sink_set_write(&set, &p, 1);
+	}
+	sink_set_close(&set);
+	CHECK_EQ(pcap_records(path, NULL), 6);
+	CHECK(access(path_in_tmp("forged.pcap.1"), F_OK) != 0);
 }
