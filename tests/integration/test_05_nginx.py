@@ -10,8 +10,10 @@ from tmlib import (nginx_conf, start_nginx, Agent, Skip, certs, check, free_port
 REQUESTS, CLIENTS, BODY = 2000, 20, 1024
 
 CONF = nginx_conf(2, """    server {{
-        listen 127.0.0.1:{port} ssl http2;
-        listen [::1]:{port} ssl http2;
+        # reuseport: the kernel spreads connections over both workers (without it
+        # one worker of a loaded machine may accept them all)
+        listen 127.0.0.1:{port} ssl http2 reuseport;
+        listen [::1]:{port} ssl http2 reuseport;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         root {prefix}/html;
