@@ -31,6 +31,24 @@ PROGS = os.path.join(BUILD, "progs")
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
 PYTHON = sys.executable
 
+
+def _sanitized():
+    """The build under test was made with SANITIZER=... (its agent links ASan/UBSan)."""
+    if os.environ.get("SANITIZER"):
+        return True
+    try:
+        with open(TLSMIRROR, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return b"__asan_init" in data or b"__ubsan_handle" in data
+
+
+# Figures that sanitizers change by design (ASan's shadow memory and quarantine in
+# the agent's RSS, UBSan's runtime and libstdc++ staying mapped after the capture
+# library's dlclose) are not judged under a sanitizer build.
+SANITIZED = _sanitized()
+
 TSHARK_OPTS = ["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
                "-o", "tcp.relative_sequence_numbers:FALSE"]
 
