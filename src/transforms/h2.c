@@ -570,7 +570,7 @@ static size_t h2_stage_counters(const struct stage *s, struct kv *out, size_t ma
 	size_t n = 0;
 	n = kv_put(out, max, n, "conns", c->conns, 0);
 	n = kv_put(out, max, n, "streams", c->streams, 0);
-	n = kv_put(out, max, n, "errors", c->errors, 0);
+	n = kv_put(out, max, n, "decode_errors", c->errors, 0); /* "errors": the chain's */
 	n = kv_put(out, max, n, "fallbacks", c->fallbacks, 0);
 	n = kv_put(out, max, n, "refused_conns", c->conns_refused, 0);
 	n = kv_put(out, max, n, "refused_streams", c->streams_refused, 0);

@@ -294,7 +294,7 @@ def rows_as_samples(lines, kind, types):
 
 @timeout(120)
 def test_sink_rows_everywhere(env):
-    """Every kind of sink (and the default stages): each counter row of its stats
+    """Every kind of sink and every stage: each counter row of its stats
     line is the same sample, with the same value, in `stats --json` and /metrics,
     and they have no sink or stage sample that its line lacks."""
     from netns import Netns
@@ -310,7 +310,8 @@ def test_sink_rows_everywhere(env):
             agent = Agent(env, args=[
                 "--pcapng", env.path("m.pcapng"), "-o", dev, "--vxlan", f"127.0.0.1:{vport}",
                 "--pcap-over-ip", f"127.0.0.1:{pport}", "-t", f"127.0.0.1:{dead}",
-                "--insecure-plaintext-tunnel", "--metrics", f"127.0.0.1:{mport}"]).start()
+                "--insecure-plaintext-tunnel", "--metrics", f"127.0.0.1:{mport}",
+                "--h2-to-h1", "--port-map", "443:80"]).start()  # every stage too
             reader = env.spawn("poip", [PYTHON, "-c", (
                 "import socket, sys\n"
                 f"s = socket.create_connection(('127.0.0.1', {pport}))\n"
