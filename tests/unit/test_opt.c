@@ -169,6 +169,32 @@ TEST(opt_agent_help_lists_every_option)
 	free(text);
 }
 
+/* tlsmirror(1) names every option of the table (run from the source tree, as tests/run.sh does). */
+TEST(opt_agent_man_page_names_every_option)
+{
+	FILE *f = fopen("man/tlsmirror.1", "r");
+	if (!CHECK(f != NULL))
+		return;
+	static char man[1 << 17];
+	size_t len = fread(man, 1, sizeof(man) - 1, f);
+	fclose(f);
+	man[len] = 0;
+	size_t n;
+	const struct opt_def *r = agent_opts(&n);
+	for (size_t i = 0; i < n; i++) {
+		char want[96] = "\\-\\-";
+		size_t k = strlen(want);
+		for (const char *c = r[i].name; *c && k + 3 < sizeof(want); c++) {
+			if (*c == '-')
+				want[k++] = '\\';
+			want[k++] = *c;
+		}
+		want[k] = 0;
+		if (!CHECK(strstr(man, want)))
+			fprintf(stderr, "  man/tlsmirror.1 lacks %s\n", want);
+	}
+}
+
 /* agent_cli_parse on a --config file of these lines; returns its status, *msg its errors. */
 static int agent_with_config(const char *lines, char **msg, struct agent_config *cfg,
 			     const char *cli_arg)
