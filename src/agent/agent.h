@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "agent/access.h"
+#include "common/text.h"
 #include "pipeline/pipeline.h"
 #include "sinks/sink.h"
 #include "sources/source.h"
@@ -199,21 +200,18 @@ void proc_read_drops(struct proc *p);
 
 /* stats.c: the text `tlsmirror stats` prints. Returns the length written. */
 size_t stats_format(struct agent *a, char *buf, size_t len);
-/* One counter of a line: the text prints " key=value", the metrics
- * (metrics.c) read the same table, so both show the same numbers. */
-struct stat_kv {
-	const char *key;
-	uint64_t v;
-};
 #define STATS_MAX_KV 40
 /* A process's counters, in the order of its line (at most STATS_MAX_KV). */
-size_t proc_fields(const struct proc *p, struct stat_kv *kv);
+size_t proc_fields(const struct proc *p, struct kv *kv);
 /* The total line's counters. */
-size_t stats_total(struct agent *a, struct stat_kv *kv);
+size_t stats_total(struct agent *a, struct kv *kv);
 /* Appends " key=value"... and a newline at buf+at; returns the new length. */
-size_t stats_kv_format(const struct stat_kv *kv, size_t n, char *buf, size_t len, size_t at);
-/* The lines after the total: the chain, access, sinks, tunnel, metrics server. */
+size_t stats_kv_format(const struct kv *kv, size_t n, char *buf, size_t len, size_t at);
+/* The lines after the total: the chain, its stages, access, sinks, tunnel, metrics server. */
 size_t stats_components_format(struct agent *a, char *buf, size_t len, size_t at);
+/* The same without the lines made of rows (stages, sinks: metrics.c takes
+ * those from pipeline_stage_counters and sink_counters). */
+size_t stats_text_lines_format(struct agent *a, char *buf, size_t len, size_t at);
 /* sources/ring.c: "attached", "exited", "rejected". */
 const char *proc_state_name(enum proc_state st);
 /* tunnel/collector.c: appends the tunnel (-t) and collector (-C) counter

@@ -2,14 +2,17 @@
  * The counters as samples (name, labels, value), for Prometheus (--metrics,
  * the text format 0.0.4) and `tlsmirror stats --json`.
  *
- * One source: the processes and the total come from the same key/value
- * tables the text prints (proc_fields, stats_total); every other line of
- * `tlsmirror stats` ("sink name=pcap target=x packets=N ...", "stage ...",
- * "tunnel ...") is turned into samples as it is printed: its first word is
- * the kind, a numeric value is a sample (tlsmirror_KIND_KEY_total, or a
- * gauge for the keys below), a word is a label, state=WORD a gauge of its
- * own. A component that adds a counter to its line gets a metric with no
- * change here. docs/operations.md lists the names.
+ * One source: the processes, the total, the stages and the sinks come
+ * from the same rows (struct kv) the text prints (proc_fields,
+ * stats_total, pipeline_stage_counters, sink_counters: "stage name=h2
+ * ..." is tlsmirror_stage_KEY_total{name="h2"}, "sink name=pcap target=x
+ * ..." tlsmirror_sink_KEY_total{name="pcap",target="x"}); the remaining
+ * lines ("pipeline ...", "tunnel ...", "collector ...", "access ...") are
+ * turned into samples as they are printed: the first word is the kind, a
+ * numeric value is a sample (tlsmirror_KIND_KEY_total, or a gauge for the
+ * keys below), a word is a label, state=WORD a gauge of its own. A
+ * component that adds a counter gets a metric with no change here.
+ * docs/operations.md lists the names.
  *
  * The HTTP server runs in the agent's event loop: non-blocking, at most
  * METRICS_MAX_CLIENTS connections, a bounded request, a deadline for the
@@ -141,7 +144,7 @@ static const struct {
 };
 
 static void add_proc(struct metric_set *set, const char *pid, const char *comm, const char *uid,
-		     int attached, const struct stat_kv *kv, size_t n)
+		     int attached, const struct kv *kv, size_t n)
 {
 	const char *lk[4] = { "pid", "comm", "uid", NULL }, *lv[4] = { pid, comm, uid, NULL };
 	add(set, "tlsmirror_process_attached", 1, 3, lk, lv, (uint64_t)attached);
@@ -168,7 +171,7 @@ static void add_proc(struct metric_set *set, const char *pid, const char *comm, 
 static void collect_procs(struct agent *a, struct metric_set *set)
 {
 	uint64_t now = agent_now_ns();
-	struct stat_kv other[STATS_MAX_KV], kv[STATS_MAX_KV];
+	struct kv other[STATS_MAX_KV], kv[STATS_MAX_KV];
 	size_t n_other = 0, shown = 0;
 	for (struct proc *p = a->procs; p; p = p->next) {
 		proc_read_drops(p);
@@ -178,7 +181,7 @@ static void collect_procs(struct agent *a, struct metric_set *set)
 		if (old || shown >= METRICS_PROC_SERIES) {
 			if (!n_other)
 				for (size_t i = 0; i < n; i++)
-					other[i] = (struct stat_kv){ kv[i].key, 0 };
+					other[i] = (struct kv){ kv[i].key, 0, 0 };
 			n_other = n;
 			for (size_t i = 0; i < n; i++)
 				other[i].v += kv[i].v;
@@ -198,7 +201,7 @@ static void collect_procs(struct agent *a, struct metric_set *set)
 
 static void collect_total(struct agent *a, struct metric_set *set)
 {
-	struct stat_kv kv[STATS_MAX_KV];
+	struct kv kv[STATS_MAX_KV];
 	size_t n = stats_total(a, kv);
 	for (size_t i = 0; i < n; i++) {
 		const char *k = kv[i].key;
@@ -208,6 +211,34 @@ static void collect_total(struct agent *a, struct metric_set *set)
 			add(set, name3(set, "agent", k, 0), 1, 0, NULL, NULL, kv[i].v);
 		else
 			add(set, name3(set, "agent", k, 1), 0, 0, NULL, NULL, kv[i].v);
+	}
+}
+
+/* ---- the components that report rows: stages and sinks ---- */
+
+/* tlsmirror_KIND_KEY_total (a gauge: tlsmirror_KIND_KEY) per row, with the line's labels. */
+static void add_rows(struct metric_set *set, const char *kind, size_t nl, const char *const *lk,
+		     const char *const *lv, const struct kv *kv, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		add(set, name3(set, kind, kv[i].key, !kv[i].gauge), kv[i].gauge, nl, lk, lv, kv[i].v);
+}
+
+static void collect_rows(struct agent *a, struct metric_set *set)
+{
+	for (size_t i = 0; i < pipeline_n_stages(a->pl); i++) {
+		struct kv kv[STAGE_MAX_COUNTERS];
+		const char *lk[1] = { "name" }, *lv[1] = { pipeline_stage_name(a->pl, i) };
+		add_rows(set, "stage", 1, lk, lv, kv, pipeline_stage_counters(a->pl, i, kv,
+									  STAGE_MAX_COUNTERS));
+	}
+	for (size_t i = 0; i < a->sinks.n; i++) {
+		const struct sink *s = a->sinks.v[i];
+		struct kv kv[SINK_MAX_COUNTERS];
+		char target[128];
+		sink_shown_target(s, target, sizeof(target));
+		const char *lk[2] = { "name", "target" }, *lv[2] = { s->ops->name, target };
+		add_rows(set, "sink", 2, lk, lv, kv, sink_counters(s, kv, SINK_MAX_COUNTERS));
 	}
 }
 
@@ -354,7 +385,8 @@ int metrics_collect(struct agent *a, struct metric_set *set)
 		return -ENOMEM;
 	}
 	buf[0] = 0;
-	stats_components_format(a, buf, CTL_STATS_MAX, 0);
+	collect_rows(a, set);
+	stats_text_lines_format(a, buf, CTL_STATS_MAX, 0);
 	metrics_parse_lines(set, buf);
 	free(buf);
 	add(set, "tlsmirror_metrics_truncated", 1, 0, NULL, NULL, set->truncated);

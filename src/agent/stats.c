@@ -8,10 +8,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-size_t proc_fields(const struct proc *p, struct stat_kv *kv)
+size_t proc_fields(const struct proc *p, struct kv *kv)
 {
 	size_t n = 0;
-#define KV(k, val) kv[n++] = (struct stat_kv){ k, (uint64_t)(val) }
+#define KV(k, val) kv[n++] = (struct kv){ k, (uint64_t)(val), 0 }
 	KV("conns", p->conns);
 	KV("open", p->open_conns);
 	KV("c2s_bytes", p->bytes[0]);
@@ -31,14 +31,12 @@ size_t proc_fields(const struct proc *p, struct stat_kv *kv)
 	return n;
 }
 
-size_t stats_kv_format(const struct stat_kv *kv, size_t n, char *buf, size_t len, size_t at)
+size_t stats_kv_format(const struct kv *kv, size_t n, char *buf, size_t len, size_t at)
 {
-	for (size_t i = 0; i < n; i++)
-		at = text_add(buf, len, at, " %s=%llu", kv[i].key, (unsigned long long)kv[i].v);
-	return text_add(buf, len, at, "\n");
+	return text_add(buf, len, text_kv(buf, len, at, kv, n), "\n");
 }
 
-size_t stats_total(struct agent *a, struct stat_kv *kv)
+size_t stats_total(struct agent *a, struct kv *kv)
 {
 	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
 	uint64_t bypassed = 0, unpatched = 0, synthetic = 0;
@@ -71,7 +69,7 @@ size_t stats_total(struct agent *a, struct stat_kv *kv)
 	for (size_t i = 0; i < a->sinks.n; i++)
 		lost += a->sinks.v[i]->ctr.lost_packets;
 	size_t n = 0;
-#define KV(k, val) kv[n++] = (struct stat_kv){ k, (uint64_t)(val) }
+#define KV(k, val) kv[n++] = (struct kv){ k, (uint64_t)(val), 0 }
 	KV("processes", procs);
 	KV("conns", conns);
 	KV("c2s_bytes", b0);
@@ -107,15 +105,27 @@ size_t stats_total(struct agent *a, struct stat_kv *kv)
 	return n;
 }
 
-size_t stats_components_format(struct agent *a, char *buf, size_t len, size_t at)
+/* The lines after the total; rows: with the stages' and the sinks' lines. */
+static size_t components(struct agent *a, char *buf, size_t len, size_t at, int rows)
 {
 	if (a->pl)
-		at = pipeline_format_stats(a->pl, buf, len, at);
+		at = rows ? pipeline_format_stats(a->pl, buf, len, at) :
+		     pipeline_format_summary(a->pl, buf, len, at);
 	at = access_stats_format(&a->access, buf, len, at);
-	at = sink_set_format(&a->sinks, buf, len, at);
+	if (rows)
+		at = sink_set_format(&a->sinks, buf, len, at);
 	at = tunnel_stats_format(a, buf, len, at);
-	at = metrics_stats_format(a, buf, len, at);
-	return at;
+	return metrics_stats_format(a, buf, len, at);
+}
+
+size_t stats_components_format(struct agent *a, char *buf, size_t len, size_t at)
+{
+	return components(a, buf, len, at, 1);
+}
+
+size_t stats_text_lines_format(struct agent *a, char *buf, size_t len, size_t at)
+{
+	return components(a, buf, len, at, 0);
 }
 
 size_t stats_format(struct agent *a, char *buf, size_t len)
@@ -127,7 +137,7 @@ size_t stats_format(struct agent *a, char *buf, size_t len)
 	for (size_t i = 0; i < a->n_src; i++)
 		if (a->src[i].ops->format_stats)
 			at = a->src[i].ops->format_stats(&a->src[i], buf, len, at);
-	struct stat_kv kv[STATS_MAX_KV];
+	struct kv kv[STATS_MAX_KV];
 	size_t n = stats_total(a, kv);
 	at = text_add(buf, len, at, "total");
 	at = stats_kv_format(kv, n, buf, len, at);

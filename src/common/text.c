@@ -58,3 +58,10 @@ void text_token(char *out, size_t len, const char *in)
 		out[k++] = (*in <= ' ' || *in == '=' || *in > '~') ? '_' : *in;
 	out[k] = 0;
 }
+
+size_t text_kv(char *buf, size_t len, size_t at, const struct kv *kv, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		at = text_add(buf, len, at, " %s=%llu", kv[i].key, (unsigned long long)kv[i].v);
+	return at;
+}

@@ -56,20 +56,21 @@ static void fs_tick(struct stage *s, uint64_t now_ns)
 	flow_expire(ft(s), now_ns);
 }
 
-static size_t fs_format(const struct stage *s, char *buf, size_t len, size_t at)
+static size_t fs_counters(const struct stage *s, struct kv *out, size_t max)
 {
 	const struct flow_counters *c = flow_counters(ft(s));
-	return text_add(buf, len, at,
-			" opened=%llu closed=%llu open=%llu duplicate=%llu refused=%llu "
-			"handed_over=%llu synthetic_moved=%llu packets=%llu orphan_records=%llu "
-			"bad_offsets=%llu tag_failures=%llu",
-			(unsigned long long)c->flows_opened, (unsigned long long)c->flows_closed,
-			(unsigned long long)c->flows_open, (unsigned long long)c->flows_duplicate,
-			(unsigned long long)c->flows_refused,
-			(unsigned long long)c->flows_handed_over,
-			(unsigned long long)c->synthetic_moved, (unsigned long long)c->packets,
-			(unsigned long long)c->orphan_records, (unsigned long long)c->bad_offsets,
-			(unsigned long long)c->tag_failures);
+	size_t n = 0;
+	n = kv_put(out, max, n, "opened", c->flows_opened, 0);
+	n = kv_put(out, max, n, "closed", c->flows_closed, 0);
+	n = kv_put(out, max, n, "open", c->flows_open, 1);
+	n = kv_put(out, max, n, "duplicate", c->flows_duplicate, 0);
+	n = kv_put(out, max, n, "refused", c->flows_refused, 0);
+	n = kv_put(out, max, n, "handed_over", c->flows_handed_over, 0);
+	n = kv_put(out, max, n, "synthetic_moved", c->synthetic_moved, 0);
+	n = kv_put(out, max, n, "packets", c->packets, 0);
+	n = kv_put(out, max, n, "orphan_records", c->orphan_records, 0);
+	n = kv_put(out, max, n, "bad_offsets", c->bad_offsets, 0);
+	return kv_put(out, max, n, "tag_failures", c->tag_failures, 0);
 }
 
 static void fs_close_all(struct stage *s, uint64_t ts_ns)
@@ -91,7 +92,7 @@ static const struct stage_ops flow_stage_ops = {
 	.close = fs_close,
 	.origin = fs_origin,
 	.tick = fs_tick,
-	.format_stats = fs_format,
+	.counters = fs_counters,
 	.close_all = fs_close_all,
 	.free = fs_free,
 };

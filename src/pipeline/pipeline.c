@@ -522,26 +522,48 @@ void *pipeline_stage_priv(const struct pipeline *pl, const char *name)
 	return NULL;
 }
 
-size_t pipeline_format_stats(const struct pipeline *pl, char *buf, size_t len, size_t at)
+size_t pipeline_format_summary(const struct pipeline *pl, char *buf, size_t len, size_t at)
 {
 	const struct pipeline_counters *c = &pl->ctr;
 	at = text_add(buf, len, at, "pipeline stages=");
 	for (size_t i = 0; i < pl->n; i++)
 		at = text_add(buf, len, at, "%s%s", i ? "," : "", pl->st[i].ops->name);
-	at = text_add(buf, len, at,
-		      " opens=%llu reannounced=%llu replaced=%llu refused=%llu open_errors=%llu "
-		      "orphan_records=%llu orphan_bytes=%llu emit_errors=%llu owned=%llu\n",
-		      (unsigned long long)c->opens, (unsigned long long)c->reannounced,
-		      (unsigned long long)c->replaced, (unsigned long long)c->refused,
-		      (unsigned long long)c->open_errors, (unsigned long long)c->orphan_records,
-		      (unsigned long long)c->orphan_bytes, (unsigned long long)c->emit_errors,
-		      (unsigned long long)c->owned);
+	return text_add(buf, len, at,
+			" opens=%llu reannounced=%llu replaced=%llu refused=%llu open_errors=%llu "
+			"orphan_records=%llu orphan_bytes=%llu emit_errors=%llu owned=%llu\n",
+			(unsigned long long)c->opens, (unsigned long long)c->reannounced,
+			(unsigned long long)c->replaced, (unsigned long long)c->refused,
+			(unsigned long long)c->open_errors, (unsigned long long)c->orphan_records,
+			(unsigned long long)c->orphan_bytes, (unsigned long long)c->emit_errors,
+			(unsigned long long)c->owned);
+}
+
+size_t pipeline_n_stages(const struct pipeline *pl)
+{
+	return pl ? pl->n : 0;
+}
+
+const char *pipeline_stage_name(const struct pipeline *pl, size_t i)
+{
+	return pl->st[i].ops->name;
+}
+
+size_t pipeline_stage_counters(const struct pipeline *pl, size_t i, struct kv *out, size_t max)
+{
+	const struct stage *s = &pl->st[i];
+	size_t n = kv_put(out, max, 0, "errors", s->errors, 0);
+	if (s->ops->counters && n < max)
+		n += s->ops->counters(s, out + n, max - n);
+	return n;
+}
+
+size_t pipeline_format_stats(const struct pipeline *pl, char *buf, size_t len, size_t at)
+{
+	at = pipeline_format_summary(pl, buf, len, at);
 	for (size_t i = 0; i < pl->n; i++) {
-		const struct stage *s = &pl->st[i];
-		at = text_add(buf, len, at, "stage name=%s errors=%llu", s->ops->name,
-			      (unsigned long long)s->errors);
-		if (s->ops->format_stats)
-			at = s->ops->format_stats(s, buf, len, at);
+		struct kv kv[STAGE_MAX_COUNTERS];
+		at = text_add(buf, len, at, "stage name=%s", pl->st[i].ops->name);
+		at = text_kv(buf, len, at, kv, pipeline_stage_counters(pl, i, kv, STAGE_MAX_COUNTERS));
 		at = text_add(buf, len, at, "\n");
 	}
 	return at;

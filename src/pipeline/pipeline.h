@@ -94,6 +94,14 @@ const char *pipeline_owner(struct pipeline *pl, const struct conn_id *id);
 void *pipeline_stage_priv(const struct pipeline *pl, const char *name);
 /* One line for the chain, one per stage ("stage name=.. k=v ..."). */
 size_t pipeline_format_stats(const struct pipeline *pl, char *buf, size_t len, size_t at);
+/* The chain's own line only ("pipeline stages=.. opens=.. ..."). */
+size_t pipeline_format_summary(const struct pipeline *pl, char *buf, size_t len, size_t at);
+#define STAGE_MAX_COUNTERS 32        /* rows of one stage's counters */
+/* The number of stages, the name of stage i, and its rows: errors (counted
+ * by the chain), then the stage's own (stage_ops.counters). */
+size_t pipeline_n_stages(const struct pipeline *pl);
+const char *pipeline_stage_name(const struct pipeline *pl, size_t i);
+size_t pipeline_stage_counters(const struct pipeline *pl, size_t i, struct kv *out, size_t max);
 
 /* The stages' init functions (one row each in stage_table). */
 int dedup_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/text.h"
 #include "pipeline/conn.h"
 
 struct pipeline;
@@ -58,8 +59,11 @@ struct stage_ops {
 	void (*origin)(struct stage *s, uint64_t origin, int ev, uint64_t ts_ns);
 	/* Every turn of the loop (timers). Optional. */
 	void (*tick)(struct stage *s, uint64_t now_ns);
-	/* Appends " key=value" counters after "stage name=X" (as text_add). Optional. */
-	size_t (*format_stats)(const struct stage *s, char *buf, size_t len, size_t at);
+	/* Its counters as rows (struct kv, at most max at out; returns how
+	 * many): its stats line "stage name=X errors=N" then " key=value" per
+	 * row, and its samples tlsmirror_stage_KEY_total{name="X"} in /metrics
+	 * and `stats --json`, all from these rows. Optional. */
+	size_t (*counters)(const struct stage *s, struct kv *out, size_t max);
 	/* Ends what is open (exit): emits closes downstream. Optional. */
 	void (*close_all)(struct stage *s, uint64_t ts_ns);
 	/* Frees the stage's memory; emits nothing. */

@@ -193,35 +193,49 @@ uint32_t sink_set_mtu(const struct sink_set *set)
 	return mtu;
 }
 
-size_t sink_format_counters(const struct sink *s, char *buf, size_t len, size_t at)
+size_t sink_common_counters(const struct sink *s, struct kv *out, size_t max)
 {
 	const struct sink_counters *c = &s->ctr;
-#define LD(x) (unsigned long long)__atomic_load_n(&c->x, __ATOMIC_RELAXED)
-	return text_add(buf, len, at,
-			" packets=%llu bytes=%llu queue_drops=%llu queue_drop_bytes=%llu errors=%llu "
-			"lost_bytes=%llu failing=%llu loss_episodes=%llu "
-			"peers_dropped=%llu queued_bytes=%llu broken=%llu",
-			LD(packets), LD(bytes), LD(queue_drops), LD(queue_drop_bytes),
-			LD(lost_packets), LD(lost_bytes), LD(failing), LD(loss_episodes),
-			LD(peers_dropped), (unsigned long long)sink_queue_pending_bytes(s), LD(broken));
-#undef LD
+	size_t n = 0;
+#define ROW(k, x, g) n = kv_put(out, max, n, k, __atomic_load_n(&c->x, __ATOMIC_RELAXED), g)
+	ROW("packets", packets, 0);
+	ROW("bytes", bytes, 0);
+	ROW("queue_drops", queue_drops, 0);
+	ROW("queue_drop_bytes", queue_drop_bytes, 0);
+	ROW("errors", lost_packets, 0);
+	ROW("lost_bytes", lost_bytes, 0);
+	ROW("failing", failing, 0);
+	ROW("loss_episodes", loss_episodes, 0);
+	ROW("peers_dropped", peers_dropped, 0);
+	n = kv_put(out, max, n, "queued_bytes", sink_queue_pending_bytes(s), 1);
+	ROW("broken", broken, 1);
+#undef ROW
+	return n;
 }
 
-/* One line per sink: the set names it, the sink reports its counters. */
+size_t sink_counters(const struct sink *s, struct kv *out, size_t max)
+{
+	return s->ops->counters ? s->ops->counters(s, out, max) : sink_common_counters(s, out, max);
+}
+
+void sink_shown_target(const struct sink *s, char *out, size_t len)
+{
+	if (!strcmp(s->target, "-"))
+		snprintf(out, len, "stdout");
+	else
+		text_token(out, len, s->target);
+}
+
+/* One line per sink: the set names it, the sink's rows are its counters. */
 size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t at)
 {
 	for (size_t i = 0; i < set->n; i++) {
 		const struct sink *s = set->v[i];
 		char target[128];
-		size_t k = 0;
-		/* one token: no blanks or '=' in the target as shown */
-		for (const char *t = s->target; *t && k + 1 < sizeof(target); t++)
-			target[k++] = (*t <= ' ' || *t == '=' || *t > '~') ? '_' : *t;
-		target[k] = 0;
-		at = text_add(buf, len, at, "sink name=%s target=%s", s->ops->name,
-			      strcmp(s->target, "-") ? target : "stdout");
-		at = s->ops->format_stats ? s->ops->format_stats(s, buf, len, at) :
-		     sink_format_counters(s, buf, len, at);
+		struct kv kv[SINK_MAX_COUNTERS];
+		sink_shown_target(s, target, sizeof(target));
+		at = text_add(buf, len, at, "sink name=%s target=%s", s->ops->name, target);
+		at = text_kv(buf, len, at, kv, sink_counters(s, kv, SINK_MAX_COUNTERS));
 		at = text_add(buf, len, at, "\n");
 	}
 	return at;

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/text.h"
 #include "pipeline/conn.h"
 
 /*
@@ -103,10 +104,14 @@ struct sink_ops {
 	/* Optional. After the last packet of t (its FIN exchange, or the agent's
 	 * exit). t stays valid until it returns. */
 	void (*conn_end)(struct sink *s, const struct conn_tag *t, uint64_t ts_ns);
-	/* Optional. Appends the sink's counters to its stats line (after
-	 * "sink name=.. target=..", before the newline) at buf[at..len) and
-	 * returns the new end (as text_add). NULL: sink_format_counters. */
-	size_t (*format_stats)(const struct sink *s, char *buf, size_t len, size_t at);
+	/* Optional. The sink's counters as rows (common/text.h struct kv), at
+	 * most max of them at out; returns how many. Its stats line ("sink
+	 * name=.. target=.." then " key=value" per row), its samples in
+	 * `tlsmirror stats --json` and /metrics (tlsmirror_sink_KEY_total
+	 * {name=..,target=..}) are all made from these rows: a new counter is
+	 * one row. NULL: sink_common_counters. Called from the agent's thread
+	 * while the sink runs in its own: read counters atomically. */
+	size_t (*counters)(const struct sink *s, struct kv *out, size_t max);
 };
 
 struct sink_counters {
@@ -195,12 +200,19 @@ int sink_set_blocks(const struct sink_set *set);
 void sink_set_drain(struct sink_set *set);
 /* The smallest mtu the sinks report (0: none limits the packet size). */
 uint32_t sink_set_mtu(const struct sink_set *set);
-/* Appends one line per sink ("sink name=.. target=.. packets=.. ...") to
- * buf[at..len); returns the new end (as stats.c's add()). */
+#define SINK_MAX_COUNTERS 32      /* rows of one sink's counters */
+/* The sink's rows: ops->counters, or sink_common_counters. */
+size_t sink_counters(const struct sink *s, struct kv *out, size_t max);
+/* The counters every sink keeps (struct sink_counters): packets, bytes,
+ * queue_drops, queue_drop_bytes, errors, lost_bytes, failing, loss_episodes,
+ * peers_dropped, queued_bytes (gauge), broken (gauge): the default rows, and
+ * the start of a sink's own. */
+size_t sink_common_counters(const struct sink *s, struct kv *out, size_t max);
+/* The target as its stats line and its metrics' target label show it: one
+ * token (blanks and '=' as '_'), "stdout" for "-". */
+void sink_shown_target(const struct sink *s, char *out, size_t len);
+/* Appends one line per sink ("sink name=.. target=.." and its rows) to
+ * buf[at..len); returns the new end (as text_add). */
 size_t sink_set_format(const struct sink_set *set, char *buf, size_t len, size_t at);
-/* The counters every sink keeps (struct sink_counters), as " packets=.. bytes=..
- * queue_drops=.. errors=.. peers_dropped=.. queued_bytes=.. broken=..": the
- * default format_stats, and the start of a sink's own. */
-size_t sink_format_counters(const struct sink *s, char *buf, size_t len, size_t at);
 
 #endif

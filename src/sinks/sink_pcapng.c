@@ -269,14 +269,14 @@ static int png_flush(struct sink *s)
 	return sink_file_flush(&p->f);
 }
 
-static size_t png_format_stats(const struct sink *s, char *buf, size_t len, size_t at)
+static size_t png_counters(const struct sink *s, struct kv *out, size_t max)
 {
 	const struct png_sink *p = s->priv;
-	at = sink_format_counters(s, buf, len, at);
-	return text_add(buf, len, at, " interfaces=%llu comments=%llu comments_untracked=%llu",
-			(unsigned long long)__atomic_load_n(&p->ifaces, __ATOMIC_RELAXED),
-			(unsigned long long)__atomic_load_n(&p->comments, __ATOMIC_RELAXED),
-			(unsigned long long)__atomic_load_n(&p->untracked, __ATOMIC_RELAXED));
+	size_t n = sink_common_counters(s, out, max);
+	n = kv_put(out, max, n, "interfaces", __atomic_load_n(&p->ifaces, __ATOMIC_RELAXED), 0);
+	n = kv_put(out, max, n, "comments", __atomic_load_n(&p->comments, __ATOMIC_RELAXED), 0);
+	return kv_put(out, max, n, "comments_untracked",
+		      __atomic_load_n(&p->untracked, __ATOMIC_RELAXED), 0);
 }
 
 static void png_close(struct sink *s)
@@ -338,5 +338,5 @@ const struct sink_ops sink_pcapng_ops = {
 	.close = png_close,
 	.conn_begin = png_conn_begin,
 	.conn_end = png_conn_end,
-	.format_stats = png_format_stats,
+	.counters = png_counters,
 };

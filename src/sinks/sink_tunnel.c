@@ -960,12 +960,12 @@ size_t tunnel_sink_stats(char *buf, size_t len, size_t at)
 }
 
 /* The sink line counts events, not packets. */
-static size_t tun_format(const struct sink *s, char *buf, size_t len, size_t at)
+static size_t tun_counters(const struct sink *s, struct kv *out, size_t max)
 {
-	return text_add(buf, len, at, " events=%llu bytes=%llu lost_events=%llu",
-			(unsigned long long)__atomic_load_n(&s->ctr.packets, __ATOMIC_RELAXED),
-			(unsigned long long)__atomic_load_n(&s->ctr.bytes, __ATOMIC_RELAXED),
-			(unsigned long long)__atomic_load_n(&s->ctr.lost_packets, __ATOMIC_RELAXED));
+	size_t n = kv_put(out, max, 0, "events", __atomic_load_n(&s->ctr.packets, __ATOMIC_RELAXED), 0);
+	n = kv_put(out, max, n, "bytes", __atomic_load_n(&s->ctr.bytes, __ATOMIC_RELAXED), 0);
+	return kv_put(out, max, n, "lost_events",
+		      __atomic_load_n(&s->ctr.lost_packets, __ATOMIC_RELAXED), 0);
 }
 
 static const struct sink_event_ops tun_events = {
@@ -979,7 +979,7 @@ const struct sink_ops sink_tunnel_ops = {
 	.name = "tunnel",
 	.flags = SINK_F_OWN_QUEUE,
 	.events = &tun_events,
-	.format_stats = tun_format,
+	.counters = tun_counters,
 	.open = tun_open,
 	.flush = tun_flush,
 	.close = tun_close,

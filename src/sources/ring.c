@@ -497,7 +497,7 @@ static size_t rs_format(const struct source *s, char *buf, size_t len, size_t at
 		at = text_add(buf, len, at, "pid=%d uid=%u auth_pid=%d auth_uid=%u comm=%s state=%s tls=%s",
 			      (int)p->pid, (unsigned)p->uid, (int)p->auth_pid, (unsigned)p->auth_uid,
 			      comm, proc_state_name(p->state), tls_names(p->tls_last));
-		struct stat_kv kv[STATS_MAX_KV];
+		struct kv kv[STATS_MAX_KV];
 		at = stats_kv_format(kv, proc_fields(p, kv), buf, len, at);
 	}
 	return at;

@@ -341,14 +341,16 @@ static void dd_close_all(struct stage *s, uint64_t ts_ns)
 	clear(s->priv);
 }
 
-static size_t dd_format(const struct stage *s, char *buf, size_t len, size_t at)
+static size_t dd_counters(const struct stage *s, struct kv *out, size_t max)
 {
 	const struct dedup_counters *c = dedup_counters(s->priv);
-	return text_add(buf, len, at,
-			" duplicates=%llu open=%llu bytes=%llu stale=%llu refused=%llu tracked=%llu",
-			(unsigned long long)c->duplicates, (unsigned long long)c->dup_open,
-			(unsigned long long)c->dup_bytes, (unsigned long long)c->stale,
-			(unsigned long long)c->refused, (unsigned long long)c->tracked);
+	size_t n = 0;
+	n = kv_put(out, max, n, "duplicates", c->duplicates, 0);
+	n = kv_put(out, max, n, "open", c->dup_open, 1);
+	n = kv_put(out, max, n, "bytes", c->dup_bytes, 0);
+	n = kv_put(out, max, n, "stale", c->stale, 0);
+	n = kv_put(out, max, n, "refused", c->refused, 0);
+	return kv_put(out, max, n, "tracked", c->tracked, 0);
 }
 
 static void dd_free(struct stage *s)
@@ -368,7 +370,7 @@ static const struct stage_ops dedup_ops = {
 	.gap = dd_gap,
 	.close = dd_close,
 	.origin = dd_origin,
-	.format_stats = dd_format,
+	.counters = dd_counters,
 	.close_all = dd_close_all,
 	.free = dd_free,
 };

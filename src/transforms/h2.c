@@ -564,17 +564,18 @@ static int h2_stage_open(struct stage *s, struct conn_open *o)
 	return r == -ENOMEM ? 0 : r; /* without memory: mirrored as it is */
 }
 
-static size_t h2_format(const struct stage *s, char *buf, size_t len, size_t at)
+static size_t h2_stage_counters(const struct stage *s, struct kv *out, size_t max)
 {
 	const struct h2_counters *c = h2_counters(s->priv);
-	return text_add(buf, len, at,
-			" conns=%llu streams=%llu errors=%llu fallbacks=%llu refused_conns=%llu "
-			"refused_streams=%llu malformed=%llu emit_errors=%llu",
-			(unsigned long long)c->conns, (unsigned long long)c->streams,
-			(unsigned long long)c->errors, (unsigned long long)c->fallbacks,
-			(unsigned long long)c->conns_refused,
-			(unsigned long long)c->streams_refused,
-			(unsigned long long)c->malformed, (unsigned long long)c->flow_errors);
+	size_t n = 0;
+	n = kv_put(out, max, n, "conns", c->conns, 0);
+	n = kv_put(out, max, n, "streams", c->streams, 0);
+	n = kv_put(out, max, n, "decode_errors", c->errors, 0); /* "errors": the chain's */
+	n = kv_put(out, max, n, "fallbacks", c->fallbacks, 0);
+	n = kv_put(out, max, n, "refused_conns", c->conns_refused, 0);
+	n = kv_put(out, max, n, "refused_streams", c->streams_refused, 0);
+	n = kv_put(out, max, n, "malformed", c->malformed, 0);
+	return kv_put(out, max, n, "emit_errors", c->flow_errors, 0);
 }
 
 static void h2_stage_free(struct stage *s)
@@ -590,7 +591,7 @@ static const struct stage_ops h2_stage_ops = {
 	.gap = h2_gap,
 	.close = h2_close,
 	.origin = h2_origin,
-	.format_stats = h2_format,
+	.counters = h2_stage_counters,
 	.close_all = h2_close_all,
 	.free = h2_stage_free,
 };

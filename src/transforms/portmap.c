@@ -97,10 +97,10 @@ static int pm_close(struct stage *s, const struct conn_id *id, uint64_t ts_ns, u
 	return -ENOENT;
 }
 
-static size_t pm_format(const struct stage *s, char *buf, size_t len, size_t at)
+static size_t pm_counters(const struct stage *s, struct kv *out, size_t max)
 {
 	const struct portmap *m = s->priv;
-	return text_add(buf, len, at, " mapped=%llu", (unsigned long long)m->mapped);
+	return kv_put(out, max, 0, "mapped", m->mapped, 0);
 }
 
 static void pm_free(struct stage *s)
@@ -115,7 +115,7 @@ static const struct stage_ops portmap_ops = {
 	.data = pm_data,
 	.gap = pm_gap,
 	.close = pm_close,
-	.format_stats = pm_format,
+	.counters = pm_counters,
 	.free = pm_free,
 };
 

@@ -44,7 +44,7 @@
 #define MAX_KV 16
 #define REPLAY_ORIGINS 64 /* origins reserved for the script's proc= values */
 
-struct kv {
+struct field_kv {
 	char key[32];
 	uint8_t *val; /* decoded, NUL-terminated */
 	size_t len;
@@ -52,7 +52,7 @@ struct kv {
 
 struct event {
 	char cmd[32];
-	struct kv kv[MAX_KV];
+	struct field_kv kv[MAX_KV];
 	int n;
 };
 
@@ -122,7 +122,7 @@ static int parse_line(const char *line, struct event *e)
 		const char *eq = strchr(p, '=');
 		if (!eq || eq - p >= (long)sizeof(e->kv[0].key) || e->n == MAX_KV)
 			return -EINVAL;
-		struct kv *kv = &e->kv[e->n++];
+		struct field_kv *kv = &e->kv[e->n++];
 		memcpy(kv->key, p, (size_t)(eq - p));
 		p = eq + 1;
 		kv->val = malloc(strlen(p) + 1);
@@ -142,7 +142,7 @@ static int parse_line(const char *line, struct event *e)
 	}
 }
 
-static const struct kv *get(const struct event *e, const char *key)
+static const struct field_kv *get(const struct event *e, const char *key)
 {
 	for (int i = 0; i < e->n; i++)
 		if (!strcmp(e->kv[i].key, key))
@@ -152,7 +152,7 @@ static const struct kv *get(const struct event *e, const char *key)
 
 static int get_u64(const struct event *e, const char *key, uint64_t *v)
 {
-	const struct kv *kv = get(e, key);
+	const struct field_kv *kv = get(e, key);
 	char *end;
 	if (!kv)
 		return -ENOENT;
@@ -164,7 +164,7 @@ static int get_u64(const struct event *e, const char *key, uint64_t *v)
 /* ts=SEC or SEC.FRAC (up to 9 digits) into nanoseconds. */
 static int get_ts(const struct event *e, uint64_t *ts)
 {
-	const struct kv *kv = get(e, "ts");
+	const struct field_kv *kv = get(e, "ts");
 	if (!kv)
 		return 0;
 	const char *s = (const char *)kv->val;
@@ -188,7 +188,7 @@ static int get_ts(const struct event *e, uint64_t *ts)
 static int get_endpoint(const struct event *e, const char *key, uint8_t addr[16],
 			uint16_t *port, uint8_t *family)
 {
-	const struct kv *kv = get(e, key);
+	const struct field_kv *kv = get(e, key);
 	char host[64];
 	if (!kv)
 		return -ENOENT;
@@ -218,7 +218,7 @@ static int get_endpoint(const struct event *e, const char *key, uint8_t addr[16]
 
 static int get_dir(const struct event *e, int *dir)
 {
-	const struct kv *kv = get(e, "dir");
+	const struct field_kv *kv = get(e, "dir");
 	if (!kv)
 		return -EINVAL;
 	if (!strcmp((const char *)kv->val, "c2s"))
@@ -235,7 +235,7 @@ static int do_open(struct pipeline *t, const struct event *e, uint64_t ts)
 	struct conn_open in = { .ts_ns = ts };
 	uint8_t fam2;
 	uint64_t v = 0;
-	const struct kv *side = get(e, "side"), *alpn = get(e, "alpn");
+	const struct field_kv *side = get(e, "side"), *alpn = get(e, "alpn");
 	if (get_u64(e, "proc", &in.id.origin) || get_u64(e, "conn", &in.id.conn) ||
 	    !in.id.origin || in.id.origin > REPLAY_ORIGINS ||
 	    get_endpoint(e, "client", in.client_addr, &in.client_port, &in.family) ||
@@ -266,7 +266,7 @@ static int do_open(struct pipeline *t, const struct event *e, uint64_t ts)
 static int payload(const struct event *e, uint8_t **buf, size_t *len)
 {
 	static const char pat[] = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ\n";
-	const struct kv *kv;
+	const struct field_kv *kv;
 	uint64_t n;
 	*buf = NULL;
 	if ((kv = get(e, "text"))) {

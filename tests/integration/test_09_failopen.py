@@ -4,9 +4,9 @@ import re
 import signal
 import time
 
-from tmlib import (HELPERS, LIBRARY, PYTHON, TLSMIRROR, Agent, RecServer, assert_bytes, certs,
+from tmlib import (HELPERS, LIBRARY, PYTHON, Agent, RecServer, assert_bytes, certs,
                    check, check_stream, free_port, gen_bytes, judge, need_build, need_tool, prog,
-                   short, timeout, wait_until)
+                   run_three_ways, short, timeout, wait_until)
 
 
 def norm(b):
@@ -42,21 +42,11 @@ def test_no_agent(env):
     cases["mtclient"][2] = str(srv_echo.port)
     for name, argv in cases.items():
         results = []
-        for mode in ("plain", "preload", "run"):
-            a = [x.replace("OUT", env.path(f"{name}-{mode}.out")) for x in argv]
-            if mode == "plain":
-                p = env.spawn(f"{name}-{mode}", a)
-            elif mode == "preload":
-                p = env.spawn(f"{name}-{mode}", a, extra_env={"LD_PRELOAD": LIBRARY,
-                                                             "TLSMIRROR_SOCKET": nosock})
-            else:
-                p = env.spawn(f"{name}-{mode}", [TLSMIRROR, "run", "--socket", nosock, "--"] + a)
-            rc = p.wait(60)
-            out = p.out()
+        for rc, out, err in run_three_ways(env, name, argv, nosock):
             if name == "mtclient":  # local ports and thread interleaving differ run to run
                 out = re.sub(rb"^(conn \d+ \d+) \d+", rb"\1 PORT", out, flags=re.M)
                 out = b"\n".join(sorted(out.splitlines()))
-            results.append((rc, norm(out), norm(p.err())))
+            results.append((rc, norm(out), norm(err)))
         (rc0, o0, e0), (rc1, o1, e1), (rc2, o2, e2) = results
         check((rc1, o1, e1) == (rc0, o0, e0),
               f"{name} with LD_PRELOAD={os.path.basename(LIBRARY)} and no agent differs from "

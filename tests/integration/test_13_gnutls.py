@@ -3,9 +3,9 @@ import os
 import signal
 import subprocess
 
-from tmlib import (LIBRARY, TLSMIRROR, Agent, RecServer, assert_bytes, certs, check,
+from tmlib import (LIBRARY, Agent, RecServer, assert_bytes, certs, check,
                    check_against_server, check_stream, digits, feed, free_port, gen_bytes, judge, need_build,
-                   need_tool, proc_stats, prog, short, stat_int, timeout, tshark_fields,
+                   need_tool, proc_stats, prog, run_three_ways, short, stat_int, timeout, tshark_fields,
                    wait_listening, wait_until)
 
 TLS13_LABELS = {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
@@ -323,21 +323,9 @@ def test_git_clone_https(env):
 
 
 def run_three(env, name, argv, nosock):
-    """argv plain, with LD_PRELOAD of the library and under `tlsmirror run`, no agent anywhere."""
-    res = []
-    for mode in ("plain", "preload", "run"):
-        a = [x.replace("OUT", env.path(f"{name}-{mode}.out")) for x in argv]
-        if mode == "plain":
-            p = env.spawn(f"{name}-{mode}", a)
-        elif mode == "preload":
-            p = env.spawn(f"{name}-{mode}", a, extra_env={"LD_PRELOAD": LIBRARY,
-                                                         "TLSMIRROR_SOCKET": nosock})
-        else:
-            p = env.spawn(f"{name}-{mode}", [TLSMIRROR, "run", "--socket", nosock, "--"] + a)
-        rc = p.wait(60)
-        err = b"\n".join(l for l in p.err().splitlines() if not l.startswith(b"tlsmirror"))
-        res.append((rc, p.out(), err))
-    return res
+    """run_three_ways, the library's own stderr lines left out."""
+    return [(rc, out, b"\n".join(l for l in err.splitlines() if not l.startswith(b"tlsmirror")))
+            for rc, out, err in run_three_ways(env, name, argv, nosock)]
 
 
 @timeout(120)

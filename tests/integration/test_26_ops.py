@@ -73,9 +73,11 @@ def parse_prometheus(text):
     return samples, types
 
 
-def scrape(port, path="/metrics"):
-    r = subprocess.run([need_tool("curl"), "-sS", "-i", "--max-time", "10",
-                        f"http://127.0.0.1:{port}{path}"], capture_output=True, timeout=20)
+def scrape(port, path="/metrics", prefix=()):
+    """GET of the metrics (prefix: e.g. ip netns exec NS, for an agent in a namespace)."""
+    r = subprocess.run(list(prefix) + [need_tool("curl"), "-sS", "-i", "--max-time", "10",
+                                       f"http://127.0.0.1:{port}{path}"], capture_output=True,
+                       timeout=20)
     check(r.returncode == 0, f"curl of the metrics exited {r.returncode}: {short(r.stderr)}")
     head, _, body = r.stdout.partition(b"\r\n\r\n")
     return head.decode(), body.decode()
@@ -261,6 +263,101 @@ def test_metrics_http_limits(env):
         s.close()
     srv.signal(signal.SIGTERM)
     agent.final_stats()
+
+
+def row_lines(text, kind):
+    """'KIND name=.. [target=..] k=N ..' lines of the stats text -> {labels: {key: value}}."""
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith(kind + " "):
+            continue
+        kv = re.findall(r"(\w+)=(\S*)", line)
+        labels = frozenset((k, v) for k, v in kv if k in ("name", "target"))
+        check(labels not in out, f"two stats lines for {sorted(labels)}")
+        out[labels] = [(k, int(v)) for k, v in kv if k not in ("name", "target")]
+    return out
+
+
+def rows_as_samples(lines, kind, types):
+    """The samples the rows of the stats text must be: tlsmirror_KIND_KEY_total
+    (or the gauge tlsmirror_KIND_KEY) with the line's labels."""
+    want = {}
+    for labels, rows in lines.items():
+        for k, v in rows:
+            name = f"tlsmirror_{kind}_{k}"
+            if types.get(name) != "gauge":
+                name += "_total"
+            check((name, labels) not in want, f"{kind} {sorted(labels)}: {k} twice")
+            want[(name, labels)] = v
+    return want
+
+
+@timeout(120)
+def test_sink_rows_everywhere(env):
+    """Every kind of sink and every stage: each counter row of its stats
+    line is the same sample, with the same value, in `stats --json` and /metrics,
+    and they have no sink or stage sample that its line lacks."""
+    from netns import Netns
+    body = gen_bytes(60000, 27)
+    with open(env.path("body.bin"), "wb") as f:
+        f.write(body)
+    with Netns(env) as nets:
+        app, sensor = nets.ns("app"), nets.ns("sensor")
+        dev, _ = nets.veth(app, sensor)  # -o: frames to a namespace that only receives
+        with nets.inside(app):
+            srv = RecServer(env, body=env.path("body.bin"))
+            mport, pport, dead, vport = free_port(), free_port(), free_port(), free_port()
+            agent = Agent(env, args=[
+                "--pcapng", env.path("m.pcapng"), "-o", dev, "--vxlan", f"127.0.0.1:{vport}",
+                "--pcap-over-ip", f"127.0.0.1:{pport}", "-t", f"127.0.0.1:{dead}",
+                "--insecure-plaintext-tunnel", "--metrics", f"127.0.0.1:{mport}",
+                "--h2-to-h1", "--port-map", "443:80"]).start()  # every stage too
+            reader = env.spawn("poip", [PYTHON, "-c", (
+                "import socket, sys\n"
+                f"s = socket.create_connection(('127.0.0.1', {pport}))\n"
+                "print('up', flush=True)\n"
+                "while s.recv(65536): pass\n")])
+            wait_until(lambda: b"up" in reader.out(), 10, "a PCAP-over-IP reader")
+            out = env.path("got.bin")
+            p = env.captured("curl", agent.sock, [need_tool("curl"), "-sS", "--cacert", certs()["cert"],
+                                                  "--resolve", f"localhost:{srv.port}:127.0.0.1",
+                                                  f"https://localhost:{srv.port}/body", "-o", out])
+            check(p.wait(60) == 0, f"curl: {short(p.err())}")
+            wait_until(lambda: stat_int(agent.stats()[1], "packets") > 0 and
+                       stat_int(agent.stats()[1], "open_conns") == 0, 20, "the connection mirrored")
+            kinds = {"pcap", "pcapng", "interface", "vxlan", "pcap-over-ip", "tunnel"}
+
+            def same():
+                _, _, text = agent.stats()
+                js, _ = stats_json(agent)
+                _, body_text = scrape(mport, prefix=nets.argv_in(app, []))
+                prom, types = parse_prometheus(body_text)
+                res = []
+                for kind in ("sink", "stage"):
+                    lines = row_lines(text, kind)
+                    if kind == "sink":
+                        got = {dict(l)["name"] for l in lines}
+                        check(got == kinds, f"sink lines for {sorted(got)}, want {sorted(kinds)}")
+                        pkts = [dict(r)["packets"] for l, r in lines.items()
+                                if dict(l)["name"] != "tunnel"]
+                        check(all(pkts), f"a packet sink wrote nothing: {lines}")
+                    want = rows_as_samples(lines, kind, types)
+                    pre = f"tlsmirror_{kind}_"
+                    for what, got in (("stats --json", js), ("/metrics", prom)):
+                        have = {k: v for k, v in got.items() if k[0].startswith(pre)}
+                        res.append((what, kind, want, have))
+                return res
+            diff = None
+            for _ in range(20):  # the counters may move between the three reads: until they agree
+                res = same()
+                diff = [(w, k, sorted(set(want.items()) ^ set(have.items()))[:6])
+                        for w, k, want, have in res if want != have]
+                if not diff:
+                    break
+                time.sleep(0.3)
+            check(not diff, f"rows of the stats text differ from the samples: {diff}")
+            agent.final_stats()
+            reader.wait(10)
 
 
 @timeout(60)

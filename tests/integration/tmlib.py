@@ -376,6 +376,26 @@ def start_nginx(env, sock, prefix, conf_text, workers):
 
 # ---------------------------------------------------------------- agent
 
+def run_three_ways(env, name, argv, nosock):
+    """Runs argv plain, with LD_PRELOAD of the library and under `tlsmirror run`,
+    with no agent on nosock (fail-open tests). "OUT" in argv becomes a file of
+    each run's own (env.path(NAME-MODE.out)). Returns [(rc, stdout, stderr)] in
+    that order, as the programs printed them."""
+    res = []
+    for mode in ("plain", "preload", "run"):
+        a = [x.replace("OUT", env.path(f"{name}-{mode}.out")) for x in argv]
+        if mode == "plain":
+            p = env.spawn(f"{name}-{mode}", a)
+        elif mode == "preload":
+            p = env.spawn(f"{name}-{mode}", a, extra_env={"LD_PRELOAD": LIBRARY,
+                                                         "TLSMIRROR_SOCKET": nosock})
+        else:
+            p = env.spawn(f"{name}-{mode}", [TLSMIRROR, "run", "--socket", nosock, "--"] + a)
+        rc = p.wait(60)
+        res.append((rc, p.out(), p.err()))
+    return res
+
+
 def parse_stats(text):
     """'pid=.. k=v ..' lines and the 'total k=v ..' line -> (list of dicts, dict or None)."""
     if isinstance(text, bytes):

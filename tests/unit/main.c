@@ -19,7 +19,7 @@ static struct unit_test tests[UNIT_MAX_TESTS];
 static size_t ntests;
 static const char *cur_name;
 static int cur_failed;
-static char tmpdir[64];
+static char tmpdir[512];
 
 void unit_register(const char *name, void (*fn)(void))
 {
@@ -90,7 +90,10 @@ static void rm_tmpdir(void)
 const char *unit_tmpdir(void)
 {
 	if (!tmpdir[0]) {
-		snprintf(tmpdir, sizeof(tmpdir), "/tmp/tlsmirror-unit.XXXXXX");
+		const char *base = getenv("TMPDIR");
+		if (!base || !*base || strlen(base) > sizeof(tmpdir) - 32)
+			base = "/tmp";
+		snprintf(tmpdir, sizeof(tmpdir), "%s/tlsmirror-unit.XXXXXX", base);
 		if (!mkdtemp(tmpdir)) {
 			perror("unit: mkdtemp");
 			exit(2);

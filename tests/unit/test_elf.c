@@ -68,7 +68,8 @@ TEST(elf_not_elf)
 	struct elf_file e;
 	CHECK_EQ(elf_open(&e, "/proc/self/status"), -ENOEXEC); /* not a regular file */
 	elf_close(&e);
-	char path[] = "/tmp/tlsmirror-unit-elf-XXXXXX";
+	char path[600];
+	snprintf(path, sizeof(path), "%s/elf-XXXXXX", unit_tmpdir()); /* under $TMPDIR */
 	int fd = mkstemp(path);
 	if (!CHECK(fd >= 0))
 		return;
@@ -88,7 +89,8 @@ TEST(elf_corrupted_in_bounds)
 	if (!CHECK(orig != NULL && len > 4096))
 		return;
 	unsigned char *b = malloc(len);
-	char path[] = "/tmp/tlsmirror-unit-elf-XXXXXX";
+	char path[600];
+	snprintf(path, sizeof(path), "%s/elf-XXXXXX", unit_tmpdir()); /* under $TMPDIR */
 	int fd = mkstemp(path);
 	if (!CHECK(b && fd >= 0))
 		goto out;

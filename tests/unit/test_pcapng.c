@@ -404,7 +404,7 @@ TEST(pcapng_one_interface_per_agent_host)
 	sink_set_conn_end(&set, tb, ts + 40);
 	CHECK_EQ(set.v[0]->ctr.files, 2);
 	char stats[512] = "";
-	set.v[0]->ops->format_stats(set.v[0], stats, sizeof(stats), 0);
+	sink_set_format(&set, stats, sizeof(stats), 0);
 	CHECK(strstr(stats, " interfaces=3 comments=4 comments_untracked=0"));
 	sink_set_close(&set);
 	conn_tag_unref(ta);
@@ -445,7 +445,7 @@ TEST(pcapng_stdout_and_bad_target)
 	struct pkt k = mkpkt(0, 1, 10, t);
 	sink_set_write(&set, &k, 1);
 	char stats[512] = "";
-	set.v[0]->ops->format_stats(set.v[0], stats, sizeof(stats), 0);
+	sink_set_format(&set, stats, sizeof(stats), 0);
 	CHECK(strstr(stats, " comments=0 comments_untracked=1"));
 	sink_set_close(&set);
 	conn_tag_unref(t);

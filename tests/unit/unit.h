@@ -18,7 +18,8 @@ int unit_check_u64(uint64_t a, uint64_t b, const char *ea, const char *eb,
 int unit_check_mem(const void *a, const void *b, size_t len, const char *ea,
 		   const char *eb, const char *file, int line);
 
-/* A directory for this run's files (created on first use, removed at exit). */
+/* A directory for this run's files under $TMPDIR (default /tmp; created on
+ * first use, removed at exit). */
 const char *unit_tmpdir(void);
 
 #define TEST(name)                                                        \
