@@ -42,6 +42,8 @@ ZSTD_CFLAGS    := $(shell $(PKG_CONFIG) --cflags libzstd 2>/dev/null)
 ZSTD_LIBS      := $(shell $(PKG_CONFIG) --libs libzstd 2>/dev/null || echo -lzstd)
 LZ4_CFLAGS     := $(shell $(PKG_CONFIG) --cflags liblz4 2>/dev/null)
 LZ4_LIBS       := $(shell $(PKG_CONFIG) --libs liblz4 2>/dev/null || echo -llz4)
+# the capture library relocates the prologues of a program's own SSL_read... with Capstone
+CAPSTONE_LIBS   := $(shell $(PKG_CONFIG) --libs capstone 2>/dev/null || echo -lcapstone)
 OPENSSL_CFLAGS += $(ZSTD_CFLAGS) $(LZ4_CFLAGS)
 OPENSSL_LIBS   += $(ZSTD_LIBS) $(LZ4_LIBS)
 
@@ -57,7 +59,8 @@ AGENT_SRC   := $(wildcard src/agent/*.c) $(wildcard src/flows/*.c) \
                $(wildcard src/packets/*.c) $(wildcard src/sinks/*.c) \
                $(wildcard src/transforms/*.c) src/transport/ring.c $(COMMON_SRC) \
                $(wildcard src/tunnel/*.c)
-CAPTURE_SRC := $(wildcard src/capture/*.c) src/transport/ring.c
+# src/common/elf.c: the capture library reads the program's symbol tables (inline.c)
+CAPTURE_SRC := $(wildcard src/capture/*.c) src/transport/ring.c src/common/elf.c
 UNIT_SRC    := $(wildcard tests/unit/*.c)
 # the agent's modules without main(), for unit tests and tools
 LIB_SRC     := $(filter-out src/agent/main.c,$(AGENT_SRC))
@@ -79,7 +82,8 @@ DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 GNUTLS_CFLAGS := $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
 GNUTLS_LIBS   := $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
 TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
-         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS) $(BUILD)/progs/gtclient
+         $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS) $(BUILD)/progs/gtclient \
+         $(BUILD)/progs/staticssl $(BUILD)/progs/staticssl-stripped
 
 .PHONY: all deps test unit run bench bench-compare install clean fuzz tsan-test deb
 all: $(BIN) $(SOLIB)
@@ -101,11 +105,12 @@ $(BIN): $(AGENT_OBJ)
 # The capture library links no libssl: it finds the application's at run time.
 $(SOLIB): $(CAPTURE_OBJ) src/capture/exports.map
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(SO_SAN_LDFLAGS) -shared -Wl,--version-script=src/capture/exports.map -Wl,-z,now -o $@ $(CAPTURE_OBJ) -ldl -lpthread
+	$(Q)$(CC) $(SO_SAN_LDFLAGS) -shared -Wl,--version-script=src/capture/exports.map -Wl,-z,now -o $@ $(CAPTURE_OBJ) $(CAPSTONE_LIBS) -ldl -lpthread
 
-$(UNIT): $(UNIT_OBJ) $(LIB_OBJ)
+# the relocator (src/capture/reloc.c) is unit-tested on sample prologues
+$(UNIT): $(UNIT_OBJ) $(LIB_OBJ) $(BUILD)/obj/src/capture/reloc.o
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS) $(CAPSTONE_LIBS)
 
 $(BUILD)/ringgen: $(BUILD)/obj/bench/ringgen.o $(BUILD)/obj/src/transport/ring.o
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^
@@ -134,6 +139,16 @@ $(BUILD)/progs/recvfault.so: tests/progs/recvfault.c src/transport/ctl.h
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -ldl
 
+# OpenSSL linked into the executable from Debian's libssl.a (libc stays shared:
+# the capture library is preloaded), and the same stripped of .symtab
+$(BUILD)/progs/staticssl: tests/progs/staticssl.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC [static libssl] $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(OPENSSL_CFLAGS) -o $@ $< -Wl,-Bstatic -lssl -lcrypto -Wl,-Bdynamic -ldl -lpthread
+
+$(BUILD)/progs/staticssl-stripped: $(BUILD)/progs/staticssl
+	$(Q)strip -o $@ $<
+
 $(BUILD)/progs/gtclient: tests/progs/gtclient.c tests/progs/gen.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
@@ -150,7 +165,7 @@ $(BUILD)/progs/closerace-tsan: tests/progs/closerace.c $(CAPTURE_SRC) $(wildcard
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC [tsan] $<")
 	$(Q)$(CC) -std=gnu11 $(WARN) -O1 -g -fsanitize=thread -Isrc -D_GNU_SOURCE -DTLSMIRROR_CAPTURE \
-		$(OPENSSL_CFLAGS) -o $@ tests/progs/closerace.c $(CAPTURE_SRC) $(OPENSSL_LIBS) -ldl -lpthread
+		$(OPENSSL_CFLAGS) -o $@ tests/progs/closerace.c $(CAPTURE_SRC) $(OPENSSL_LIBS) $(CAPSTONE_LIBS) -ldl -lpthread
 
 $(BUILD)/progs/dbclient: tests/progs/dbclient.c
 	@mkdir -p $(dir $@)

@@ -35,6 +35,10 @@
 #    h2load, without and with the capture library, interleaved as in (a), layout split, the
 #    agent writing to /dev/null; median req/s, ratio, dropped and gap bytes (part_gnutls
 #    below; BENCH_PARTS=gnutls runs it alone, BENCH_GNUTLS_PAIRS, default BENCH_PAIRS).
+# i. node: an https server (node's http2 module, HTTP/1.1 allowed; OpenSSL linked into
+#    node, hooked in place by the library) serving 4 KiB and 1 MiB from memory to h2load,
+#    as (h); targets 0.95 and 0.97 (part_node below; BENCH_PARTS=node runs it alone,
+#    BENCH_NODE_PAIRS, default BENCH_PAIRS).
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
@@ -754,13 +758,18 @@ report_small() {
 }
 
 # ---- h. a GnuTLS server: lighttpd with mod_gnutls ----
+# srv_files DIR: a key and certificate, and www/1m, www/4k in DIR (parts h and i)
+srv_files() {
+	mkdir -p "$1/www"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+	head -c 1048576 /dev/urandom >"$1/www/1m"
+	head -c 4096 /dev/urandom >"$1/www/4k"
+}
+
 setup_lighttpd() {
 	LT_PORT=$(free_port)
-	mkdir -p "$WORK/lt/www"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-		-subj /CN=localhost -keyout "$WORK/lt/key.pem" -out "$WORK/lt/cert.pem" 2>/dev/null
-	head -c 1048576 /dev/urandom >"$WORK/lt/www/1m"
-	head -c 4096 /dev/urandom >"$WORK/lt/www/4k"
+	srv_files "$WORK/lt"
 	cat >"$WORK/lt/lighttpd.conf" <<-EOF
 	server.document-root = "$WORK/lt/www"
 	server.port = $LT_PORT
@@ -788,70 +797,126 @@ start_lighttpd() { # start_lighttpd with|without: sets LIGHTTPD
 		{ cat "$WORK/lt/error.log" >&2; die "lighttpd did not start"; }
 }
 
-run_g() { # run_g SIZE MODE I: appends "SIZE MODE req_s" to $WORK/g.txt
-	local size=$1 mode=$2 i=$3 out="$WORK/h2load-g-$1-$2-$3.txt" r d g p
-	start_lighttpd "$mode"
-	r=$(PORT=$LT_PORT h2load_run "$size" "$out")
-	[ "$r" != ERR ] || die "h2load saw failed requests from lighttpd: $(grep requests: "$out")"
+# run_srv KIND SIZE MODE I: one h2load run against the one-process server KIND
+# (g: lighttpd/GnuTLS, n: node); appends "SIZE MODE req_s" to $WORK/KIND.txt.
+run_srv() {
+	local kind=$1 size=$2 mode=$3 i=$4 out="$WORK/h2load-$1-$2-$3-$4.txt" r d g port srv
+	"start_$kind" "$mode"
+	port=$SRV_PORT srv=$SRV
+	r=$(PORT=$port h2load_run "$size" "$out")
+	[ "$r" != ERR ] || die "h2load saw failed requests from $kind: $(grep requests: "$out")"
 	if [ "$mode" = with ]; then
 		sleep 0.5
-		"$TM" stats --socket "$SOCK" >"$WORK/stats-g-$size-$i.txt" 2>&1 || true
-		p=$(pgrep -f -n "lighttpd -D -f $WORK/lt/lighttpd.conf" || echo "$LIGHTTPD")
-		read -r d _ < <(loss_of "$WORK/stats-g-$size-$i.txt" "$p")
-		g=$(awk -v p="pid=$p" '$1 == p { for (i = 2; i <= NF; i++) if ($i ~ /^tls=/) print substr($i, 5) }' \
-			"$WORK/stats-g-$size-$i.txt")
-		echo "$d" >>"$WORK/g-dropped.txt"
-		say "  $size with    #$i: $r req/s MB/s; dropped+gap $d B, tls=$g"
+		"$TM" stats --socket "$SOCK" >"$WORK/stats-$kind-$size-$i.txt" 2>&1 || true
+		local p
+		p=$(pgrep -f -n "$SRV_PATTERN" || echo "$srv")
+		read -r d _ < <(loss_of "$WORK/stats-$kind-$size-$i.txt" "$p")
+		g=$(awk -v p="pid=$p" '$1 == p { for (i = 2; i <= NF; i++) if ($i ~ /^(tls|inline_hooks)=/) printf "%s ", $i }' \
+			"$WORK/stats-$kind-$size-$i.txt")
+		echo "$d" >>"$WORK/$kind-dropped.txt"
+		say "  $size with    #$i: $r req/s MB/s; dropped+gap $d B, $g"
 	else
 		say "  $size without #$i: $r req/s MB/s"
 	fi
-	echo "$size $mode $r" >>"$WORK/g.txt"
-	kill -TERM "$LIGHTTPD" 2>/dev/null || true
-	wait "$LIGHTTPD" 2>/dev/null || true
+	echo "$size $mode $r" >>"$WORK/$kind.txt"
+	kill -TERM "$srv" 2>/dev/null || true
+	wait "$srv" 2>/dev/null || true
 }
 
-part_gnutls() {
-	local pairs=${BENCH_GNUTLS_PAIRS:-$PAIRS} size i
-	command -v lighttpd >/dev/null && [ -f /usr/lib/lighttpd/mod_gnutls.so ] ||
-		die "missing lighttpd or its mod_gnutls (run 'make deps')"
-	say "h. lighttpd (mod_gnutls) + h2load ($PROTO, -c $CLIENTS -m 1, ${SECS}s + ${WARMUP}s warm-up, $pairs pairs per size), layout split, agent -w /dev/null"
-	setup_lighttpd
+start_g() { start_lighttpd "$1"; SRV=$LIGHTTPD SRV_PORT=$LT_PORT SRV_PATTERN="lighttpd -D -f $WORK/lt/lighttpd.conf"; }
+
+# pairs_srv KIND PAIRS: without and with the library, interleaved, both sizes, an agent to /dev/null
+pairs_srv() {
+	local kind=$1 pairs=$2 size i
 	set_layout split
-	: >"$WORK/g.txt"
-	: >"$WORK/g-dropped.txt"
-	start_agent g -w /dev/null
+	: >"$WORK/$kind.txt"
+	: >"$WORK/$kind-dropped.txt"
+	start_agent "$kind" -w /dev/null
 	for size in 4k 1m; do
 		for i in $(seq 1 "$pairs"); do
-			run_g "$size" without "$i"
-			run_g "$size" with "$i"
+			run_srv "$kind" "$size" without "$i"
+			run_srv "$kind" "$size" with "$i"
 		done
 	done
-	stop_agent "$WORK/agent-g.log"
+	stop_agent "$WORK/agent-$kind.log"
 	set_layout none
 }
 
-report_gnutls() {
-	local size ra rb t v
+part_gnutls() {
+	command -v lighttpd >/dev/null && [ -f /usr/lib/lighttpd/mod_gnutls.so ] ||
+		die "missing lighttpd or its mod_gnutls (run 'make deps')"
+	say "h. lighttpd (mod_gnutls) + h2load ($PROTO, -c $CLIENTS -m 1, ${SECS}s + ${WARMUP}s warm-up, ${BENCH_GNUTLS_PAIRS:-$PAIRS} pairs per size), layout split, agent -w /dev/null"
+	setup_lighttpd
+	pairs_srv g "${BENCH_GNUTLS_PAIRS:-$PAIRS}"
+}
+
+# report_srv KIND LETTER LABEL: medians of req/s, the ratios against their targets
+report_srv() {
+	local kind=$1 letter=$2 label=$3 size ra rb t v
 	echo
-	say "h. lighttpd (mod_gnutls): medians of req/s"
+	say "$letter. $label: medians of req/s"
 	printf '%-5s %10s %10s %7s\n' size "req/s w/o" "req/s with" ratio
 	for size in 4k 1m; do
-		ra=$(awk -v s="$size" '$1 == s && $2 == "without" { print $3 }' "$WORK/g.txt" | median)
-		rb=$(awk -v s="$size" '$1 == s && $2 == "with" { print $3 }' "$WORK/g.txt" | median)
+		ra=$(awk -v s="$size" '$1 == s && $2 == "without" { print $3 }' "$WORK/$kind.txt" | median)
+		rb=$(awk -v s="$size" '$1 == s && $2 == "with" { print $3 }' "$WORK/$kind.txt" | median)
 		printf '%-5s %10s %10s %7s\n' "$size" "$ra" "$rb" "$(ratio "$ra" "$rb")"
-		eval "G_RATIO_$size=$(ratio "$ra" "$rb")"
+		eval "SRV_RATIO_$size=$(ratio "$ra" "$rb")"
 	done
 	echo
 	row figure measured target result
 	for size in 4k 1m; do
 		t=0.95
 		[ "$size" = 1m ] && t=0.97
-		v=$(eval echo "\$G_RATIO_$size")
-		row "h. lighttpd/GnuTLS $size req/s with/without" "$v" ">= $t" "$(verdict "$v" ">=" "$t")"
+		v=$(eval echo "\$SRV_RATIO_$size")
+		row "$letter. $label $size req/s with/without" "$v" ">= $t" "$(verdict "$v" ">=" "$t")"
 	done
-	v=$(awk '{ s += $1 } END { printf "%.0f", s }' "$WORK/g-dropped.txt")
+	v=$(awk '{ s += $1 } END { printf "%.0f", s }' "$WORK/$kind-dropped.txt")
 	row "   dropped + gap bytes, runs with library" "$v" "= 0" "$(verdict "$v" "==" 0)"
 }
+
+report_gnutls() { report_srv g h "lighttpd/GnuTLS"; }
+
+# ---- i. node (OpenSSL linked into the program, hooked in place: src/capture/inline.c)
+
+setup_node() {
+	NODE_PORT=$(free_port)
+	srv_files "$WORK/node"
+	# one process, files from memory; HTTP/2 with HTTP/1.1 allowed (BENCH_PROTO either way)
+	cat >"$WORK/node/srv.js" <<-'EOF'
+	const http2 = require('http2'), fs = require('fs'), path = require('path');
+	const [dir, port] = process.argv.slice(2);
+	const files = {};
+	for (const f of ['4k', '1m']) files['/' + f] = fs.readFileSync(path.join(dir, 'www', f));
+	http2.createSecureServer({allowHTTP1: true, key: fs.readFileSync(path.join(dir, 'key.pem')),
+	                          cert: fs.readFileSync(path.join(dir, 'cert.pem'))}, (req, res) => {
+	  const b = files[req.url];
+	  if (!b) { res.writeHead(404); res.end(); return; }
+	  res.writeHead(200, {'content-length': b.length});
+	  res.end(b);
+	}).listen(+port, '127.0.0.1');
+	EOF
+}
+
+start_n() {
+	local srv=(node "$WORK/node/srv.js" "$WORK/node" "$NODE_PORT")
+	if [ "$1" = with ]; then
+		"${APP_PIN[@]}" "$TM" run --socket "$SOCK" -- "${srv[@]}" &
+	else
+		"${APP_PIN[@]}" "${srv[@]}" &
+	fi
+	SRV=$! SRV_PORT=$NODE_PORT SRV_PATTERN="node $WORK/node/srv.js"
+	PIDS+=("$SRV")
+	wait_for 10 curl -skf -o /dev/null "https://127.0.0.1:$NODE_PORT/4k" || die "node did not start"
+}
+
+part_node() {
+	command -v node >/dev/null || die "missing node (run 'make deps')"
+	say "i. node https (OpenSSL linked in, hooked in place) + h2load ($PROTO, -c $CLIENTS -m 1, ${SECS}s + ${WARMUP}s warm-up, ${BENCH_NODE_PAIRS:-$PAIRS} pairs per size), layout split, agent -w /dev/null"
+	setup_node
+	pairs_srv n "${BENCH_NODE_PAIRS:-$PAIRS}"
+}
+
+report_node() { report_srv n i "node (static OpenSSL)"; }
 
 say "build $BUILD, $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg) (other work on the machine skews the ratios)"
 if [ "${BENCH_PARTS:-all}" = veth ]; then
@@ -874,6 +939,11 @@ if [ "${BENCH_PARTS:-all}" = gnutls ]; then
 	report_gnutls
 	exit 0
 fi
+if [ "${BENCH_PARTS:-all}" = node ]; then
+	part_node
+	report_node
+	exit 0
+fi
 if [ "${BENCH_PARTS:-all}" = h2 ]; then
 	part_h2
 	report_h2
@@ -892,3 +962,5 @@ part_small
 report_small
 part_gnutls
 report_gnutls
+part_node
+report_node

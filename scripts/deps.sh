@@ -5,7 +5,8 @@ pkgs=(build-essential pkg-config libssl-dev libnghttp2-dev libzstd-dev liblz4-de
       curl python3 iproute2 procps psmisc time util-linux passwd postfix libtsan2
       php-cli php-curl php-pgsql postgresql nodejs golang-go wget strace
       lintian systemd  # make deb, systemd-analyze verify of the units (tests/integration/test_27_package.py)
-      libgnutls28-dev gnutls-bin git lighttpd lighttpd-mod-openssl lighttpd-mod-gnutls)
+      libgnutls28-dev gnutls-bin git lighttpd lighttpd-mod-openssl lighttpd-mod-gnutls
+      libcapstone-dev)  # the capture library relocates prologues of a program's own SSL_read... (src/capture/reloc.c)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

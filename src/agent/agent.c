@@ -322,7 +322,8 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 		log_info("attached pid %d uid %u (%s), ring %zu KiB", (int)p->pid,
 			 (unsigned)p->uid, p->comm, (p->map_len - RING_HDR_SIZE) / 1024);
 	char hooks[1024];
-	scan_summary(p->pid, hooks, sizeof(hooks));
+	proc_read_drops(p); /* the ring's inline_* fields: set before it was shared */
+	scan_summary(p->pid, p->inline_hooks_last > 0, hooks, sizeof(hooks));
 	log_info("pid %d (%s): %s", (int)p->pid, p->comm, hooks);
 	trim_exited(a);
 }

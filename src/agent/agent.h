@@ -113,6 +113,9 @@ struct proc {
 	uint64_t unpatched_last;     /* ring_hdr.unpatched_objs, last value read */
 	uint32_t tls_last;           /* ring_hdr.tls_backends seen so far (RING_TLS_*) */
 	int bypass_logged;
+	uint64_t inline_hooks_last;  /* ring_hdr.inline_hooks: the program's own OpenSSL hooked in place */
+	uint64_t inline_refused_last; /* ring_hdr.inline_refused: found, left alone */
+	int inline_logged;
 	int closing;                 /* its socket closed: drained up to stop_at, then finished */
 	uint64_t stop_at;            /* ring position committed when the socket closed */
 	uint64_t exited_ns;          /* when it left PROC_ATTACHED (metrics fold it later) */

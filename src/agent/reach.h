@@ -11,9 +11,10 @@
 int scan_main(int argc, char **argv, const char *sock);
 
 /* For the agent's log, once per attached process: how the library came in
- * and each TLS stack pid carries, hooked or not. Reads /proc and ELF files
+ * and each TLS stack pid carries, hooked or not (inline_hooked: its ring says
+ * the program's own OpenSSL is hooked in place). Reads /proc and ELF files
  * (bounded). Returns the length written (always NUL-terminated). */
-size_t scan_summary(pid_t pid, char *buf, size_t len);
+size_t scan_summary(pid_t pid, int inline_hooked, char *buf, size_t len);
 
 /* tlsmirror attach PID...: loads lib (an absolute path) into each process
  * and points it at the agent on sock. Exit status: 0 when every PID was

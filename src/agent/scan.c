@@ -31,8 +31,8 @@ static const char *const stack_name[ST_N] = {
 static const char *const other_way[ST_N] = {
 	[ST_NSS] = "NSS is not hooked: SSLKEYLOGFILE (NSS writes it) + passive decryption, "
 		   "or terminate TLS at a broker",
-	[ST_STATIC] = "SSL_read is linked into the program, there is no libssl to hook: a key "
-		      "log (node: --tls-keylog=FILE) + passive decryption, or terminate TLS at a broker",
+	[ST_STATIC] = "a key log (node: --tls-keylog=FILE) + passive decryption, or terminate "
+		      "TLS at a broker",
 	[ST_GO] = "Go's crypto/tls calls no TLS library: tls.Config.KeyLogWriter + passive "
 		  "decryption, or terminate TLS at a broker",
 	[ST_JAVA] = "JSSE runs inside the JVM: a key-log Java agent + passive decryption, or "
@@ -47,6 +47,7 @@ struct file_info {
 	ino_t ino;
 	unsigned stacks;     /* 1 << enum stack */
 	int boring;
+	int stripped;        /* ST_STATIC without SSL_read in any symbol table */
 };
 
 struct proc_scan {
@@ -54,6 +55,7 @@ struct proc_scan {
 	unsigned stacks;
 	char obj[ST_N][PROCMAP_PATH];
 	int boring;
+	int stripped;
 	char lib[PROCMAP_PATH + 32]; /* libtlsmirror.so via /proc/PID/root, "" if not */
 	size_t nobjs;
 	uint64_t seen[SCAN_MAX_OBJS]; /* inodes already looked at */
@@ -63,6 +65,7 @@ static struct {
 	struct file_info files[SCAN_MAX_FILES];
 	size_t nfiles;
 	pid_t agent_pids[SCAN_MAX_AGENT];
+	uint32_t agent_inline[SCAN_MAX_AGENT][2]; /* its inline_hooks, inline_refused */
 	size_t nagent;
 	int agent_up;
 	const char *sock;
@@ -74,7 +77,8 @@ struct sym_hits {
 	int ssl_read, ssl_write, boring, go, go_tls, rustls;
 };
 
-static int sym_cb(const char *name, uint64_t value, int defined, int type, void *arg)
+static int sym_cb(const char *name, uint64_t value, uint64_t size, int defined, int type,
+		  void *arg)
 {
 	struct sym_hits *h = arg;
 	if (!defined)
@@ -108,8 +112,14 @@ static const struct file_info *inspect(const char *path)
 	if (elf_open(&e, path) == 0) {
 		struct sym_hits h = { 0 };
 		elf_symbols(&e, ELF_SYMS_DYN | ELF_SYMS_FULL, sym_cb, &h);
-		if (h.ssl_read && h.ssl_write)
+		if (h.ssl_read && h.ssl_write) {
 			fi.stacks |= 1u << ST_STATIC;
+		} else if (elf_section_contains(&e, ".rodata", "ssl/ssl_lib.c")) {
+			/* OpenSSL's (and BoringSSL's) error strings name their
+			 * source files: libssl is in there, its symbols are not */
+			fi.stacks |= 1u << ST_STATIC;
+			fi.stripped = 1;
+		}
 		fi.boring = h.boring;
 		int go = h.go || elf_has_section(&e, ".go.buildinfo");
 		/* a stripped Go binary keeps function names in .gopclntab */
@@ -198,14 +208,17 @@ static int map_cb(const struct procmap_ent *m, void *arg)
 			found(p, (enum stack)s, m->path);
 	if (fi && fi->boring)
 		p->boring = 1;
+	if (fi && fi->stripped)
+		p->stripped = 1;
 	return 0;
 }
 
-static int agent_has(pid_t pid)
+/* 1 + its index when the agent reads pid's ring, else 0. */
+static size_t agent_has(pid_t pid)
 {
 	for (size_t i = 0; i < sc.nagent; i++)
 		if (sc.agent_pids[i] == pid)
-			return 1;
+			return i + 1;
 	return 0;
 }
 
@@ -226,8 +239,45 @@ static void read_comm(pid_t pid, char *out, size_t len)
 }
 
 /* The verdict on one stack of a process: "yes", "waiting" or "no", and why. */
+static const char *verdict_static(const struct proc_scan *p, char *why, size_t len)
+{
+	if (p->stripped) {
+		snprintf(why, len, "static TLS, stripped: not reachable (SSL_read is in no symbol "
+			 "table, and tlsmirror does not search code by signature): %s",
+			 other_way[ST_STATIC]);
+		return "no";
+	}
+	if (!p->lib[0]) {
+		snprintf(why, len, "started without the capture library: restart it under "
+			 "tlsmirror run (in-place hooks are installed at start only; attach does "
+			 "not patch code), or %s", other_way[ST_STATIC]);
+		return "no";
+	}
+	if (!sc.agent_up) {
+		snprintf(why, len, "library loaded, but no agent answers on %s", sc.sock);
+		return "no";
+	}
+	size_t i = agent_has(p->pid);
+	if (!i) {
+		snprintf(why, len, "library loaded; the agent has not seen it yet (no TLS call since "
+			 "the agent started)");
+		return "waiting";
+	}
+	if (sc.agent_inline[i - 1][0] && !sc.agent_inline[i - 1][1]) {
+		snprintf(why, len, "library loaded, SSL_read/SSL_write... of the program hooked in "
+			 "place, the agent reads its ring");
+		return "yes";
+	}
+	snprintf(why, len, "library loaded, in-place hooks refused (the agent's log says why: "
+		 "code patching off, a prologue that cannot be relocated, loaded late): %s",
+		 other_way[ST_STATIC]);
+	return "no";
+}
+
 static const char *verdict(const struct proc_scan *p, enum stack s, char *why, size_t len)
 {
+	if (s == ST_STATIC)
+		return verdict_static(p, why, len);
 	if (s != ST_OPENSSL && s != ST_GNUTLS) {
 		snprintf(why, len, "%s", other_way[s]);
 		return "no";
@@ -315,7 +365,7 @@ static const char *how_loaded(pid_t pid)
 	return "loaded late (tlsmirror attach)";
 }
 
-size_t scan_summary(pid_t pid, char *buf, size_t len)
+size_t scan_summary(pid_t pid, int inline_hooked, char *buf, size_t len)
 {
 	struct proc_scan *p = calloc(1, sizeof(*p));
 	size_t at = 0;
@@ -331,8 +381,8 @@ size_t scan_summary(pid_t pid, char *buf, size_t len)
 	for (int s = 0; s < ST_N && at < len; s++) {
 		if (!(p->stacks & (1u << s)))
 			continue;
-		int hooked = (s == ST_OPENSSL || s == ST_GNUTLS) && p->lib[0] &&
-			     lib_hooks(p->lib, (enum stack)s);
+		int hooked = ((s == ST_OPENSSL || s == ST_GNUTLS) && p->lib[0] &&
+			      lib_hooks(p->lib, (enum stack)s)) || (s == ST_STATIC && inline_hooked);
 		int n = snprintf(buf + at, len - at, " %s (%s) %s", stack_name[s], p->obj[s],
 				 hooked ? "hooked" : "NOT hooked");
 		at = n < 0 ? at : at + (size_t)n;
@@ -380,8 +430,12 @@ static void ask_agent(const char *path)
 			*next++ = 0;
 		int pid;
 		if (sscanf(line, "pid=%d", &pid) == 1 && strstr(line, " state=attached") &&
-		    sc.nagent < SCAN_MAX_AGENT)
+		    sc.nagent < SCAN_MAX_AGENT) {
+			const char *ih = strstr(line, " inline_hooks="), *ir = strstr(line, " inline_refused=");
+			sc.agent_inline[sc.nagent][0] = ih ? (uint32_t)strtoul(ih + 14, NULL, 10) : 0;
+			sc.agent_inline[sc.nagent][1] = ir ? (uint32_t)strtoul(ir + 16, NULL, 10) : 0;
 			sc.agent_pids[sc.nagent++] = pid;
+		}
 	}
 out:
 	free(buf);

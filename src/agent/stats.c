@@ -27,6 +27,8 @@ size_t proc_fields(const struct proc *p, struct kv *kv)
 	KV("bypassed_conns", p->bypassed_last);
 	KV("unpatched_objs", p->unpatched_last);
 	KV("synthetic_conns", p->synthetic_conns);
+	KV("inline_hooks", p->inline_hooks_last);
+	KV("inline_refused", p->inline_refused_last);
 #undef KV
 	return n;
 }

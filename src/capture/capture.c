@@ -89,9 +89,14 @@ static void preconnect_child(void);
 static void at_fork_count(void);
 
 /* Runs in every process the library is preloaded into: read configuration
- * now, while the environment is there (nginx workers get an empty one). */
-__attribute__((constructor)) static void cap_init(void)
+ * now, while the environment is there (nginx workers get an empty one).
+ * Once, whichever constructor comes first (inline.c's needs it too). */
+void cap_setup(void)
 {
+	static int done;
+	if (done)
+		return;
+	done = 1;
 	sym_init_libc();
 	const char *v = getenv("TLSMIRROR_DISABLE");
 	if (v && *v && strcmp(v, "0") != 0)
@@ -110,6 +115,11 @@ __attribute__((constructor)) static void cap_init(void)
 	pthread_atfork(NULL, NULL, at_fork_child);
 	pthread_atfork(preconnect_prepare, preconnect_parent, preconnect_child);
 	pthread_atfork(at_fork_count, NULL, NULL);
+}
+
+__attribute__((constructor)) static void cap_init(void)
+{
+	cap_setup();
 }
 
 int cap_set_socket(const char *path)
@@ -142,6 +152,7 @@ static struct ring_hdr *create_ring(void)
 	uint64_t nr = __atomic_exchange_n(&g.noring_records, 0, __ATOMIC_RELAXED);
 	r->drop_bytes[RING_DROP_NO_RING] = nb;
 	r->drop_records[RING_DROP_NO_RING] = nr;
+	inl_report(r);
 	g.memfd = fd;
 	return r;
 fail:
@@ -486,7 +497,8 @@ static int uses_tls(uint64_t now)
 	if (now < __atomic_load_n(&next_look_ns, __ATOMIC_RELAXED))
 		return 0;
 	static void *slot, *gslot;
-	if (!sym_real(&slot, "SSL_new") && !sym_real_gnutls(&gslot, "gnutls_init", NULL)) {
+	if (!sym_real(&slot, "SSL_new") && !sym_real_gnutls(&gslot, "gnutls_init", NULL) &&
+	    !inl_active()) {
 		/* no TLS library (yet: it may be dlopen'ed): look again in a second */
 		__atomic_store_n(&next_look_ns, now + CHECK_INTERVAL_NS, __ATOMIC_RELAXED);
 		return 0;

@@ -51,6 +51,9 @@ void sym_init_libc(void);
 
 /* ---- capture.c: process-wide state (the only file that holds any) ---- */
 
+/* Reads the configuration (environment) once; the constructors call it. */
+void cap_setup(void);
+
 /* Current wall-clock time in ns (vDSO, no syscall). */
 uint64_t cap_now_ns(void);
 
@@ -116,6 +119,7 @@ struct cap_conn {
 /* Bits of ring_hdr.tls_backends: the back-ends that announced a connection. */
 #define CAP_TLS_OPENSSL RING_TLS_OPENSSL
 #define CAP_TLS_GNUTLS RING_TLS_GNUTLS
+#define CAP_TLS_OPENSSL_STATIC RING_TLS_OPENSSL_STATIC
 
 /* What the generic connection logic (conn.c) asks of a TLS library. sess is
  * the library's session object (SSL *, ...). None of these set errno. */
@@ -136,6 +140,25 @@ struct cap_tls_ops {
 
 extern const struct cap_tls_ops cap_tls_openssl;   /* ossl.c */
 extern const struct cap_tls_ops cap_tls_gnutls;    /* gtls.c */
+/* OpenSSL/BoringSSL linked into the executable, called through its own symbols (ossl.c, inline.c) */
+extern const struct cap_tls_ops cap_tls_openssl_static;
+
+/* ---- inline.c: OpenSSL linked into the executable, hooked in place ---- */
+
+enum inl_fn {
+	INL_SSL_READ, INL_SSL_READ_EX, INL_SSL_WRITE, INL_SSL_WRITE_EX,
+	INL_SSL_DO_HANDSHAKE, INL_SSL_SHUTDOWN, INL_SSL_FREE, INL_NFN
+};
+/* The original functions (their relocated prologues), NULL where not hooked. */
+extern void *inl_real[INL_NFN];
+/* What the patched entries jump to (ssl_hooks.c). */
+extern void *const inl_hooks[INL_NFN];
+/* A function of the program's own OpenSSL (SSL_get_fd, ...), NULL if it has none. */
+void *inl_sym(const char *name);
+/* 1 once the program's SSL_read/SSL_write... are hooked. */
+int inl_active(void);
+/* The ring's inline_* fields: what was hooked, what was not and why. */
+void inl_report(struct ring_hdr *r);
 
 /* gtls.c: sessions the GnuTLS session table had no room for. */
 uint64_t gtls_missed_sessions(void);

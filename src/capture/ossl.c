@@ -1,4 +1,4 @@
-/* The OpenSSL back-end: per-SSL state in ex-data, the metadata libssl gives (one row of the TLS back-end table). */
+/* The OpenSSL back-end: per-SSL state in ex-data, the metadata libssl gives; two table rows: the shared libssl, and a copy linked into the executable (inline.c). */
 #include "capture/capture.h"
 
 #include <errno.h>
@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* libssl functions the library calls (never hooks). */
-static struct {
+/* The OpenSSL functions the library calls (never hooks), of one OpenSSL copy. */
+struct ossl_fns {
 	int (*get_fd)(const struct ssl_st *s);
 	int (*is_server)(const struct ssl_st *s);
 	const char *(*get_servername)(const struct ssl_st *s, int type);
@@ -20,103 +20,126 @@ static struct {
 	int (*set_ex)(struct ssl_st *s, int idx, void *data);
 	int (*new_index)(int class_index, long argl, void *argp, void *new_func,
 			 void *dup_func, void (*free_func)(void *, void *, void *, int, long, void *));
-} ossl;
+	/* BoringSSL has no CRYPTO_get_ex_new_index, only this (a macro in OpenSSL) */
+	int (*ssl_new_index)(long argl, void *argp, void *new_func, void *dup_func,
+			     void (*free_func)(void *, void *, void *, int, long, void *));
+};
 
-static int ex_idx = -1;
-static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
+struct ossl_be {
+	struct ossl_fns f;
+	int ex_idx;
+	pthread_once_t once;
+	void *(*lookup)(const char *name);
+	const struct cap_tls_ops *ops;
+};
 
 static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void *argp);
 
-static void ossl_resolve(void)
+static void be_resolve(struct ossl_be *b)
 {
-	ossl.get_fd = sym_ssl("SSL_get_fd");
-	ossl.is_server = sym_ssl("SSL_is_server");
-	ossl.get_servername = sym_ssl("SSL_get_servername");
-	ossl.get0_alpn = sym_ssl("SSL_get0_alpn_selected");
-	ossl.version = sym_ssl("SSL_version");
-	ossl.get_cipher = sym_ssl("SSL_get_current_cipher");
-	ossl.cipher_name = sym_ssl("SSL_CIPHER_get_name");
-	ossl.client_random = sym_ssl("SSL_get_client_random");
-	ossl.get_ex = sym_ssl("SSL_get_ex_data");
-	ossl.set_ex = sym_ssl("SSL_set_ex_data");
-	ossl.new_index = sym_ssl("CRYPTO_get_ex_new_index");
-	if (ossl.get_ex && ossl.set_ex && ossl.new_index && ossl.is_server)
-		ex_idx = ossl.new_index(0 /* CRYPTO_EX_INDEX_SSL */, 0, NULL, NULL, NULL, ex_free);
+	struct ossl_fns *f = &b->f;
+	f->get_fd = b->lookup("SSL_get_fd");
+	f->is_server = b->lookup("SSL_is_server");
+	f->get_servername = b->lookup("SSL_get_servername");
+	f->get0_alpn = b->lookup("SSL_get0_alpn_selected");
+	f->version = b->lookup("SSL_version");
+	f->get_cipher = b->lookup("SSL_get_current_cipher");
+	f->cipher_name = b->lookup("SSL_CIPHER_get_name");
+	f->client_random = b->lookup("SSL_get_client_random");
+	f->get_ex = b->lookup("SSL_get_ex_data");
+	f->set_ex = b->lookup("SSL_set_ex_data");
+	f->new_index = b->lookup("CRYPTO_get_ex_new_index");
+	f->ssl_new_index = f->new_index ? NULL : b->lookup("SSL_get_ex_new_index");
+	if (!f->get_ex || !f->set_ex || !f->is_server)
+		return;
+	if (f->new_index)
+		b->ex_idx = f->new_index(0 /* CRYPTO_EX_INDEX_SSL */, 0, NULL, NULL, NULL, ex_free);
+	else if (f->ssl_new_index)
+		b->ex_idx = f->ssl_new_index(0, NULL, NULL, NULL, ex_free);
 }
 
-static int ossl_ready(void)
-{
-	pthread_once(&ossl_once, ossl_resolve);
-	return ex_idx < 0 ? -ENOENT : 0;
-}
-
-static struct cap_conn *ossl_state(void *sess, int create)
+static struct cap_conn *be_state(struct ossl_be *b, void *sess, int create)
 {
 	struct ssl_st *ssl = sess;
-	if (ossl_ready() < 0 || !ssl)
+	if (b->ex_idx < 0 || !ssl)
 		return NULL;
-	struct cap_conn *c = ossl.get_ex(ssl, ex_idx);
+	struct cap_conn *c = b->f.get_ex(ssl, b->ex_idx);
 	if (c || !create)
 		return c;
-	c = conn_new(&cap_tls_openssl);
+	c = conn_new(b->ops);
 	if (!c)
 		return NULL;
-	if (!ossl.set_ex(ssl, ex_idx, c)) {
+	if (!b->f.set_ex(ssl, b->ex_idx, c)) {
 		free(c);
 		return NULL;
 	}
 	return c;
 }
 
-static int ossl_is_server(void *sess)
+static int be_get_fd(struct ossl_be *b, void *sess)
 {
-	return ossl.is_server(sess);
+	return b->f.get_fd ? b->f.get_fd(sess) : -1;
 }
 
-static int ossl_get_fd(void *sess)
+static int be_client_random(struct ossl_be *b, void *sess, uint8_t out[32])
 {
-	return ossl.get_fd ? ossl.get_fd(sess) : -1;
-}
-
-static int ossl_client_random(void *sess, uint8_t out[32])
-{
-	if (!ossl.client_random || ossl.client_random(sess, out, 32) != 32)
+	if (!b->f.client_random || b->f.client_random(sess, out, 32) != 32)
 		return -ENOENT;
 	return 0;
 }
 
-static void ossl_describe(void *sess, struct ring_open *o)
+static void be_describe(struct ossl_be *b, void *sess, struct ring_open *o)
 {
 	struct ssl_st *ssl = sess;
-	o->tls_version = ossl.version ? (uint16_t)ossl.version(ssl) : 0;
-	const char *sni = ossl.get_servername ? ossl.get_servername(ssl, 0) : NULL;
+	const struct ossl_fns *f = &b->f;
+	o->tls_version = f->version ? (uint16_t)f->version(ssl) : 0;
+	const char *sni = f->get_servername ? f->get_servername(ssl, 0) : NULL;
 	conn_copy_str(o->sni, sizeof(o->sni), sni, sni ? strlen(sni) : 0);
 	const unsigned char *alpn = NULL;
 	unsigned int alen = 0;
-	if (ossl.get0_alpn)
-		ossl.get0_alpn(ssl, &alpn, &alen);
+	if (f->get0_alpn)
+		f->get0_alpn(ssl, &alpn, &alen);
 	conn_copy_str(o->alpn, sizeof(o->alpn), (const char *)alpn, alen);
-	const struct ssl_cipher_st *ci = ossl.get_cipher ? ossl.get_cipher(ssl) : NULL;
-	const char *cn = ci && ossl.cipher_name ? ossl.cipher_name(ci) : NULL;
+	const struct ssl_cipher_st *ci = f->get_cipher ? f->get_cipher(ssl) : NULL;
+	const char *cn = ci && f->cipher_name ? f->cipher_name(ci) : NULL;
 	conn_copy_str(o->cipher, sizeof(o->cipher), cn, cn ? strlen(cn) : 0);
 }
 
-/* libssl frees the SSL (after our SSL_free hook, or SSL_free called inside
- * libssl): the ex-data's reference goes. */
+/* OpenSSL frees the SSL (after our SSL_free hook, or SSL_free called inside
+ * it): the ex-data's reference goes. */
 static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void *argp)
 {
 	if (ptr)
 		conn_release(ptr, parent);
 }
 
-const struct cap_tls_ops cap_tls_openssl = {
-	.name = "openssl",
-	.bit = CAP_TLS_OPENSSL,
-	.watch = 1,
-	.resolve = ossl_ready,
-	.state = ossl_state,
-	.is_server = ossl_is_server,
-	.get_fd = ossl_get_fd,
-	.describe = ossl_describe,
-	.client_random = ossl_client_random,
-};
+/* One table row per OpenSSL copy: its functions found by lookup. */
+#define OSSL_BACKEND(NAME, LOOKUP, OPSNAME, BIT, WATCH)                                         \
+	static struct ossl_be NAME = { .ex_idx = -1, .once = PTHREAD_ONCE_INIT,                 \
+				       .lookup = LOOKUP, .ops = &OPSNAME };                      \
+	static void NAME##_resolve(void) { be_resolve(&NAME); }                                  \
+	static int NAME##_ready(void)                                                            \
+	{                                                                                        \
+		pthread_once(&NAME.once, NAME##_resolve);                                        \
+		return NAME.ex_idx < 0 ? -ENOENT : 0;                                            \
+	}                                                                                        \
+	static struct cap_conn *NAME##_state(void *sess, int create)                             \
+	{                                                                                        \
+		return NAME##_ready() < 0 ? NULL : be_state(&NAME, sess, create);                \
+	}                                                                                        \
+	static int NAME##_is_server(void *sess) { return NAME.f.is_server(sess); }               \
+	static int NAME##_get_fd(void *sess) { return be_get_fd(&NAME, sess); }                  \
+	static void NAME##_describe(void *sess, struct ring_open *o) { be_describe(&NAME, sess, o); } \
+	static int NAME##_client_random(void *sess, uint8_t out[32])                             \
+	{                                                                                        \
+		return be_client_random(&NAME, sess, out);                                       \
+	}                                                                                        \
+	const struct cap_tls_ops OPSNAME = {                                                     \
+		.name = #NAME, .bit = BIT, .watch = WATCH, .resolve = NAME##_ready,              \
+		.state = NAME##_state, .is_server = NAME##_is_server, .get_fd = NAME##_get_fd,   \
+		.describe = NAME##_describe, .client_random = NAME##_client_random,              \
+	}
+
+/* bypass detection (watch.c) counts through the shared libssl's BIO functions */
+OSSL_BACKEND(openssl, sym_ssl, cap_tls_openssl, CAP_TLS_OPENSSL, 1);
+OSSL_BACKEND(openssl_static, inl_sym, cap_tls_openssl_static, CAP_TLS_OPENSSL_STATIC, 0);

@@ -120,7 +120,7 @@ int elf_has_section(const struct elf_file *e, const char *name)
 
 /* One symbol table (section index i) and its linked string table. */
 static int one_table(struct elf_file *e, size_t i,
-		     int (*fn)(const char *, uint64_t, int, int, void *), void *arg)
+		     int (*fn)(const char *, uint64_t, uint64_t, int, int, void *), void *arg)
 {
 	const Elf64_Shdr *sh = e->shdr;
 	if (sh[i].sh_entsize != sizeof(Elf64_Sym) || sh[i].sh_link >= e->shnum ||
@@ -137,7 +137,7 @@ static int one_table(struct elf_file *e, size_t i,
 		const Elf64_Sym *s = &syms[k];
 		if (!s->st_name || s->st_name >= st->sh_size)
 			continue; /* str[size] is our NUL: every name ends in bounds */
-		rc = fn(str + s->st_name, s->st_value, s->st_shndx != SHN_UNDEF,
+		rc = fn(str + s->st_name, s->st_value, s->st_size, s->st_shndx != SHN_UNDEF,
 			ELF64_ST_TYPE(s->st_info), arg);
 	}
 	free(syms);
@@ -146,7 +146,8 @@ static int one_table(struct elf_file *e, size_t i,
 }
 
 int elf_symbols(struct elf_file *e, int which,
-		int (*fn)(const char *name, uint64_t value, int defined, int type, void *arg),
+		int (*fn)(const char *name, uint64_t value, uint64_t size, int defined, int type,
+			  void *arg),
 		void *arg)
 {
 	if (!e->is64 || !e->shdr)
@@ -173,7 +174,8 @@ struct find {
 	uint64_t value;
 };
 
-static int find_cb(const char *name, uint64_t value, int defined, int type, void *arg)
+static int find_cb(const char *name, uint64_t value, uint64_t size, int defined, int type,
+		   void *arg)
 {
 	struct find *f = arg;
 	if (!defined || strncmp(name, f->name, f->len) || (name[f->len] && name[f->len] != '@'))

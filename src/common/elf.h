@@ -33,11 +33,12 @@ void elf_close(struct elf_file *e);
 enum { ELF_SYMS_DYN = 1, ELF_SYMS_FULL = 2 };
 
 /* Calls fn for each named symbol of the tables in `which`: name (always
- * NUL-terminated), value, whether it is defined here (not SHN_UNDEF), and
- * ELF64_ST_TYPE. Stops at the first nonzero return of fn and returns it;
+ * NUL-terminated), value, size (st_size), whether it is defined here (not
+ * SHN_UNDEF), and ELF64_ST_TYPE. Stops at the first nonzero return of fn and returns it;
  * 0 when all were seen (tables out of bounds are skipped). */
 int elf_symbols(struct elf_file *e, int which,
-		int (*fn)(const char *name, uint64_t value, int defined, int type, void *arg),
+		int (*fn)(const char *name, uint64_t value, uint64_t size, int defined, int type,
+			  void *arg),
 		void *arg);
 
 /* The value of the defined symbol `name` (a version suffix @... is ignored),

@@ -383,7 +383,31 @@ void proc_read_drops(struct proc *p)
 	if (u > p->unpatched_last)
 		p->unpatched_last = u;
 	p->tls_last |= __atomic_load_n(&p->ring->tls_backends, __ATOMIC_RELAXED) &
-		       (RING_TLS_OPENSSL | RING_TLS_GNUTLS);
+		       (RING_TLS_OPENSSL | RING_TLS_GNUTLS | RING_TLS_OPENSSL_STATIC);
+	uint64_t ih = __atomic_load_n(&p->ring->inline_hooks, __ATOMIC_RELAXED);
+	uint64_t ir = __atomic_load_n(&p->ring->inline_refused, __ATOMIC_RELAXED);
+	if (ih > p->inline_hooks_last)
+		p->inline_hooks_last = ih;
+	if (ir > p->inline_refused_last)
+		p->inline_refused_last = ir;
+	if ((p->inline_hooks_last || p->inline_refused_last) && !p->inline_logged) {
+		/* the producer's text: a private copy, cut, printable only */
+		char why[RING_INLINE_WHY];
+		memcpy(why, (const void *)p->ring->inline_why, sizeof(why));
+		why[sizeof(why) - 1] = 0;
+		for (char *c = why; *c; c++)
+			if (*c < 0x20 || *c > 0x7e)
+				*c = '?';
+		p->inline_logged = 1;
+		if (p->inline_refused_last)
+			log_warn("pid %d (%s): OpenSSL linked into the program NOT hooked "
+				 "(%llu function(s) left alone): %s", (int)p->pid, p->comm,
+				 (unsigned long long)p->inline_refused_last, why[0] ? why : "no reason given");
+		else
+			log_info("pid %d (%s): OpenSSL linked into the program hooked in place "
+				 "(%llu functions)", (int)p->pid, p->comm,
+				 (unsigned long long)p->inline_hooks_last);
+	}
 	if ((p->bypassed_last || p->unpatched_last) && !p->bypass_logged) {
 		p->bypass_logged = 1;
 		log_warn("pid %d (%s): TLS calls bypass the capture hooks (%llu connection(s) "
@@ -480,8 +504,10 @@ const char *proc_state_name(enum proc_state st)
 /* ring_hdr.tls_backends as text: "openssl", "openssl,gnutls", "-" for none yet. */
 static const char *tls_names(uint32_t bits)
 {
-	static const char *const names[] = { "-", "openssl", "gnutls", "openssl,gnutls" };
-	return names[bits & 3];
+	static const char *const names[] = { "-", "openssl", "gnutls", "openssl,gnutls",
+					     "static-openssl", "openssl,static-openssl",
+					     "gnutls,static-openssl", "openssl,gnutls,static-openssl" };
+	return names[bits & 7];
 }
 
 /* One line per process: its identity, then its counters (proc_fields, the

@@ -48,6 +48,8 @@ enum ring_drop_reason {
 	RING_DROP_NREASONS = 3
 };
 
+#define RING_INLINE_WHY 128     /* ring_hdr.inline_why */
+
 struct ring_hdr {
 	uint64_t magic;         /* RING_MAGIC */
 	uint32_t version;       /* RING_VERSION */
@@ -76,6 +78,12 @@ struct ring_hdr {
 	 * loaded objects whose GOT could not be pointed at the hooks. */
 	uint64_t bypassed_conns;
 	uint64_t unpatched_objs;
+	/* Added at the end: OpenSSL linked into the executable (inline.c):
+	 * functions hooked in place, functions found but left alone, and why
+	 * (NUL-terminated text, set before the ring is shared, never changed). */
+	uint64_t inline_hooks;
+	uint64_t inline_refused;
+	char inline_why[RING_INLINE_WHY];
 };
 
 enum ring_rec_type {
@@ -164,7 +172,10 @@ RING_LAYOUT(ring_hdr, drop_records, 216);
 RING_LAYOUT(ring_hdr, doorbells, 240);
 RING_LAYOUT(ring_hdr, bypassed_conns, 248);
 RING_LAYOUT(ring_hdr, unpatched_objs, 256);
-_Static_assert(sizeof(struct ring_hdr) == 264, "struct ring_hdr size: cross-process layout");
+RING_LAYOUT(ring_hdr, inline_hooks, 264);
+RING_LAYOUT(ring_hdr, inline_refused, 272);
+RING_LAYOUT(ring_hdr, inline_why, 280);
+_Static_assert(sizeof(struct ring_hdr) == 280 + RING_INLINE_WHY, "struct ring_hdr size: cross-process layout");
 _Static_assert(sizeof(struct ring_hdr) <= RING_HDR_SIZE, "struct ring_hdr exceeds RING_HDR_SIZE");
 RING_LAYOUT(ring_rec, commit, 0);
 RING_LAYOUT(ring_rec, len, 8);
@@ -197,6 +208,7 @@ _Static_assert(sizeof(struct ring_open) == 448, "struct ring_open size: cross-pr
  * by the producer before the connection's OPEN, never cleared) */
 #define RING_TLS_OPENSSL 0x1u   /* libssl (ssl_hooks.c, bio_hooks.c) */
 #define RING_TLS_GNUTLS 0x2u    /* libgnutls (gtls.c) */
+#define RING_TLS_OPENSSL_STATIC 0x4u /* OpenSSL linked into the executable (inline.c) */
 
 /* ring_open.flags */
 #define RING_OPEN_F_INHERITED 0x0001 /* inherited over fork(): announced by parent_pid first, same conn id */

@@ -38,7 +38,7 @@ static int spew(const char *path, const unsigned char *b, size_t len)
 	return n == (ssize_t)len ? 0 : -1;
 }
 
-static int count_cb(const char *name, uint64_t value, int defined, int type, void *arg)
+static int count_cb(const char *name, uint64_t value, uint64_t size, int defined, int type, void *arg)
 {
 	(*(size_t *)arg) += strlen(name) > 0;
 	return 0;
