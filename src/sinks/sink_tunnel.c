@@ -562,8 +562,8 @@ static int reconnect(struct tun *t, unsigned *backoff_ms)
 	if (try_connect(t, &why) == 0) {
 		SET(&t->connected, 1);
 		ADD(&t->connects, 1);
-		log_info("tunnel to %s: connected%s", t->target, t->ctx ? " (TLS 1.3, verified)" :
-			 " (PLAINTEXT)");
+		log_info("tunnel to %s: connected%s%s%s", t->target, t->ctx ? " (TLS 1.3, " : " (PLAINTEXT)",
+			 t->ssl ? SSL_get_cipher_name(t->ssl) : "", t->ctx ? ", verified)" : "");
 		*backoff_ms = TUN_BACKOFF_MIN_MS;
 		heartbeat(t); /* the collector learns our drop totals at once */
 		if (t->fd >= 0 && reopen_all(t) < 0) {
