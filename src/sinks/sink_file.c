@@ -382,9 +382,11 @@ uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, uint
 {
 	int ret = 0;
 	(void)ts_ns; /* a producer's clock: not ours to rotate by */
-	uint64_t now = file_now(p);
+	/* the clock only where a rule needs it (a time limit, an open to retry):
+	 * not one clock_gettime per packet */
+	uint64_t now = p->o.rotate_seconds || p->fd < 0 ? file_now(p) : 0;
 	if (want_rotate(p, now, rec))
-		ret = rotate(p, now);
+		ret = rotate(p, now ? now : file_now(p));
 	if (rec > SINK_FILE_BUF_SIZE - p->used) {
 		int r = buf_flush(p);
 		ret = ret ? ret : r;

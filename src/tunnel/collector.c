@@ -331,8 +331,9 @@ static int on_hello(struct peer *p, const uint8_t *pl, size_t n, const char **wh
 	snprintf(label, sizeof(label), "agent %s", p->ident);
 	if (ft)
 		flow_origin_label(ft, p->origin, label);
-	log_info("collector: agent %s (host %s) connected from %s%s, vlan %u", p->ident, h.host,
-		 p->addr, p->ssl ? " over TLS 1.3" : " in PLAINTEXT", p->rec->vlan);
+	log_info("collector: agent %s (host %s) connected from %s%s%s%s, vlan %u", p->ident, h.host,
+		 p->addr, p->ssl ? " over TLS 1.3 (" : " in PLAINTEXT",
+		 p->ssl ? SSL_get_cipher_name(p->ssl) : "", p->ssl ? ")" : "", p->rec->vlan);
 	return 0;
 }
 

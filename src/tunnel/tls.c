@@ -44,6 +44,12 @@ static SSL_CTX *ctx_new(const SSL_METHOD *m, const struct sink_opts *o, const ch
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	/* AES-128-GCM first: with AES-NI the cheapest suite per byte (a tenth less
+	 * CPU than AES-256-GCM, which the tunnel spends on every byte twice) */
+	if (SSL_CTX_set_ciphersuites(ctx, TUNNEL_CIPHERSUITES) != 1) {
+		*why = tls_last_error();
+		goto fail;
+	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
 		*why = load_error("--cert", o->cert, "a PEM certificate");
 		goto fail;
@@ -86,6 +92,7 @@ SSL_CTX *tls_server_ctx(const struct sink_opts *o, const char **why)
 	STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca);
 	if (names)
 		SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE); /* ours, also for older agents */
 	SSL_CTX_set_num_tickets(ctx, 0);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	/* the collector reads bulk: records read ahead, many per read() */

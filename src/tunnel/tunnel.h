@@ -21,8 +21,11 @@ extern const struct sink_ops sink_tunnel_ops;
 /* sink_tunnel.c: appends one `tunnel ...` counters line per -t sink. */
 size_t tunnel_sink_stats(char *buf, size_t len, size_t at);
 
-/* tls.c: TLS 1.3 contexts with mutual authentication against o->ca.
+/* tls.c: TLS 1.3 contexts with mutual authentication against o->ca, the
+ * suites in this order of preference (the collector's order decides).
  * Return NULL with *why set (a static string or tls_last_error()). */
+#define TUNNEL_CIPHERSUITES \
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 struct ssl_ctx_st *tls_client_ctx(const struct sink_opts *o, const char **why);
 struct ssl_ctx_st *tls_server_ctx(const struct sink_opts *o, const char **why);
 /* The last OpenSSL error as text (thread-local buffer), clears the queue. */

@@ -120,6 +120,10 @@ def test_tunnel_byte_exact(env):
     col.final_stats()
     check("over TLS 1.3" in col.stderr_text and "agent1" in col.stderr_text,
           f"collector log does not name the TLS agent: {short(col.stderr_text, 600)}")
+    # both ends prefer AES-128-GCM (the cheapest suite per byte with AES-NI) and say so
+    for who, text in (("agent", ag.stderr_text), ("collector", col.stderr_text)):
+        check("TLS_AES_128_GCM_SHA256" in text,
+              f"{who} log does not name the tunnel's cipher AES-128-GCM: {short(text, 600)}")
     theirs = pcap_records(col.pcap)
     check(len(mine) > 200 and mine == theirs,
           f"collector pcap ({len(theirs)} packets) differs from the agent's ({len(mine)})")
