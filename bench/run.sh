@@ -13,6 +13,7 @@
 #    ring of 4 files of 256 MiB (--rotate-count 4: pages overwritten in place). For
 #    reference: new files with old ones deleted (fresh pages), /dev/null (the agent's
 #    own work), user CPU alone, and dd of as many bytes (the kernel's write alone).
+#    BENCH_PARTS=b runs it alone.
 # c. `tlsmirror stats` after every run of (a) with the library: dropped bytes.
 # d. --h2-to-h1: nginx (h2, 1 worker, a 64 KiB file, BENCH_H2_RING (256M) ring) under capture, h2load -c 4
 #    -m 10 for BENCH_H2_SECONDS (5) per run, BENCH_H2_PAIRS (4) pairs, layout split, the agent
@@ -388,6 +389,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (a > 0 ? b / a : 0) }'
 
 row() { printf '%-48s %12s %9s  %s\n' "$@"; }
 
+report_b() {
+	row "b. agent Gbit/s per CPU s, pcap ring on /dev/shm" "$B_GBPS" ">= 20" "$(verdict "$B_GBPS" ">=" 20)"
+	row "   (same, fresh files on /dev/shm)" "$F_GBPS" "" info
+	row "   (kernel alone: dd of as many bytes to /dev/shm)" "$DD_GBPS" "" info
+	row "   (same, pcap to /dev/null: the agent alone)" "$NULL_GBPS" "" info
+	row "   (same run, agent user CPU only)" "$B_USER_GBPS" "" info
+}
+
 report() {
 	local size ra rb ma mb ua ub t v dropped mirrored layout first
 	first=${LAYOUTS%% *}
@@ -419,11 +428,7 @@ report() {
 			fi
 		done
 	done
-	row "b. agent Gbit/s per CPU s, pcap ring on /dev/shm" "$B_GBPS" ">= 20" "$(verdict "$B_GBPS" ">=" 20)"
-	row "   (same, fresh files on /dev/shm)" "$F_GBPS" "" info
-	row "   (kernel alone: dd of as many bytes to /dev/shm)" "$DD_GBPS" "" info
-	row "   (same, pcap to /dev/null: the agent alone)" "$NULL_GBPS" "" info
-	row "   (same run, agent user CPU only)" "$B_USER_GBPS" "" info
+	report_b
 	for layout in $LAYOUTS; do
 		dropped=$(sum_of "$WORK/dropped.txt" "$layout")
 		if [ "$layout" = "$first" ]; then
@@ -922,6 +927,13 @@ say "build $BUILD, $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /
 if [ "${BENCH_PARTS:-all}" = veth ]; then
 	part_veth
 	report_veth
+	exit 0
+fi
+if [ "${BENCH_PARTS:-all}" = b ]; then
+	part_b
+	echo
+	row figure measured target result
+	report_b
 	exit 0
 fi
 if [ "${BENCH_PARTS:-all}" = tunnel ]; then

@@ -532,7 +532,7 @@ static void on_listen(struct agent *a, struct agent_watch *w, uint32_t events)
 		snprintf(p->addr, sizeof(p->addr), "%s", addr);
 		p->start_ns = p->last_ns = agent_now_ns();
 		p->hs_done = !col->ctx;
-		if (col->ctx && (!(p->ssl = SSL_new(col->ctx)) || SSL_set_fd(p->ssl, fd) != 1)) {
+		if (col->ctx && (!(p->ssl = SSL_new(col->ctx)) || tls_set_buffered_fd(p->ssl, fd) < 0)) {
 			ERR_clear_error();
 			if (p->ssl)
 				SSL_free(p->ssl);
@@ -583,7 +583,7 @@ static size_t col_poll(struct source *s, size_t budget)
 	struct peer *next;
 	for (struct peer *p = col->peers; p; p = next) {
 		next = p->next;
-		if (p->more || (p->ssl && SSL_has_pending(p->ssl))) {
+		if (p->more || (p->ssl && tls_pending(p->ssl))) {
 			p->more = 0;
 			work++;
 			peer_read(p, now);
@@ -596,7 +596,7 @@ static int col_prepare_sleep(struct source *s)
 {
 	struct collector *col = s->priv;
 	for (struct peer *p = col->peers; p; p = p->next)
-		if (p->more || (p->ssl && SSL_has_pending(p->ssl)))
+		if (p->more || (p->ssl && tls_pending(p->ssl)))
 			return 1;
 	return 0;
 }

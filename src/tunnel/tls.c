@@ -95,11 +95,34 @@ SSL_CTX *tls_server_ctx(const struct sink_opts *o, const char **why)
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE); /* ours, also for older agents */
 	SSL_CTX_set_num_tickets(ctx, 0);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	/* the collector reads bulk: records read ahead, many per read() */
-	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_default_read_buffer_len(ctx, 256 * 1024);
+	/* no read-ahead: OpenSSL 3.0 moves what it read ahead to the front of its
+	 * buffer before every record (payload alignment), which copied each byte
+	 * eight times in a 256 KiB buffer. Bulk reads come from tls_buffered_bio. */
+	SSL_CTX_set_read_ahead(ctx, 0);
 	ERR_clear_error();
 	return ctx;
+}
+
+int tls_set_buffered_fd(SSL *ssl, int fd)
+{
+	BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
+	BIO *buf = BIO_new(BIO_f_buffer());
+	if (!sock || !buf || BIO_set_read_buffer_size(buf, TLS_READ_BUF) != 1 ||
+	    BIO_up_ref(sock) != 1) {
+		BIO_free(buf);
+		BIO_free(sock);
+		ERR_clear_error();
+		return -ENOMEM;
+	}
+	BIO_push(buf, sock);
+	SSL_set_bio(ssl, buf, sock); /* each holds one reference of sock */
+	return 0;
+}
+
+int tls_pending(SSL *ssl)
+{
+	BIO *r = SSL_get_rbio(ssl);
+	return SSL_has_pending(ssl) || (r && BIO_ctrl_pending(r) > 0);
 }
 
 int tunnel_split_addr(const char *s, char *host, size_t host_len, char *port, size_t port_len)
