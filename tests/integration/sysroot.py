@@ -41,7 +41,13 @@ class SysRoot:
         self.proc = env.spawn(f"sysroot-{mode}", ["bash", SCRIPT, self.dir, mode])
         self.pid = None
         self.cgroup = None
+        try:
+            self._start(mode, boot_timeout)
+        except BaseException:
+            self.close()  # the cgroup too: the runner's cleanup knows only processes
+            raise
 
+    def _start(self, mode, boot_timeout):
         def up():
             if not self.proc.alive():
                 err = short(self.proc.err(), 800)
@@ -130,6 +136,10 @@ class SysRoot:
         return out
 
     def close(self):
+        cgfile = os.path.join(self.dir, "cgroup")
+        if self.cgroup is None and os.path.exists(cgfile):
+            with open(cgfile) as f:
+                self.cgroup = f.read().strip()
         if self.proc.alive():
             self.proc.signal(signal.SIGKILL)  # --kill-child: PID 1, then every process in it
             self.proc.wait(20)
