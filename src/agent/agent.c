@@ -85,6 +85,10 @@ static int listen_on(const struct access_policy *ap, const char *path, const cha
 		return -ENAMETOOLONG;
 	}
 	memcpy(sa.sun_path, path, strlen(path) + 1);
+	/* the packaged units' RuntimeDirectory, made here when no systemd did */
+	if (!strncmp(path, CTL_SERVICE_DIR "/", sizeof(CTL_SERVICE_DIR)) &&
+	    mkdir(CTL_SERVICE_DIR, 0755) == 0)
+		log_info("created %s", CTL_SERVICE_DIR);
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;

@@ -184,6 +184,11 @@ static int cmd_run(int argc, char **argv)
 		fprintf(stderr, "usage: tlsmirror run [--socket PATH] -- CMD [ARGS...]\n");
 		return 2;
 	}
+	if (!path) { /* the packaged agent's socket when only it is there */
+		const char *s = client_socket();
+		if (strcmp(s, default_socket()))
+			path = s;
+	}
 	char lib[PATH_MAX];
 	if (find_lib(lib, sizeof(lib)) < 0) {
 		fprintf(stderr, "tlsmirror: cannot find libtlsmirror.so (set TLSMIRROR_LIB)\n");
@@ -210,7 +215,7 @@ static int cmd_run(int argc, char **argv)
 /* attach and scan (src/agent/attach.c, scan.c): --socket, then their own arguments. */
 static int cmd_reach(int argc, char **argv, int attach)
 {
-	const char *path = default_socket();
+	const char *path = client_socket();
 	char lib[PATH_MAX];
 	if (sub_socket(&argc, &argv, &path) < 0)
 		return 2;

@@ -229,8 +229,11 @@ struct attached {
 	int is_service;
 };
 
-/* The unit of pid from /proc/PID/cgroup (v2 "0::/system.slice/x.service",
- * or v1's name=systemd line). */
+/* The unit of pid from /proc/PID/cgroup: the last .service of the v2 line
+ * ("0::/system.slice/x.service") or of v1's name=systemd line, whichever
+ * names one (a unified systemd under a kernel that also has a name=systemd
+ * hierarchy, as in containers, leaves that one at "/"); else the last part
+ * of the first of them. */
 static void pid_unit(int pid, struct attached *at)
 {
 	char path[64], line[1024];
@@ -239,6 +242,7 @@ static void pid_unit(int pid, struct attached *at)
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return;
+	int have_other = 0;
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = 0;
 		if (strncmp(line, "0::", 3) && !strstr(line, ":name=systemd:"))
@@ -262,10 +266,11 @@ static void pid_unit(int pid, struct attached *at)
 			memcpy(at->unit, best, best_len);
 			at->unit[best_len] = 0;
 			at->is_service = 1;
-		} else {
-			snprintf(at->unit, sizeof(at->unit), "%s", *last ? last : "/");
+			break;
 		}
-		break;
+		if (!have_other)
+			snprintf(at->unit, sizeof(at->unit), "%s", *last ? last : "/");
+		have_other = 1;
 	}
 	fclose(f);
 }

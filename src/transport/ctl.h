@@ -30,8 +30,9 @@
 /* A collector's (-C) default, so that an agent on the same host keeps the other. */
 #define CTL_COLLECTOR_SOCKET "/run/tlsmirror-collector.sock"
 /* The packaged systemd unit's (RuntimeDirectory=tlsmirror, docs/operations.md). */
-#define CTL_SERVICE_SOCKET "/run/tlsmirror/tlsmirror.sock"
-#define CTL_SERVICE_COLLECTOR_SOCKET "/run/tlsmirror/collector.sock"
+#define CTL_SERVICE_DIR "/run/tlsmirror"
+#define CTL_SERVICE_SOCKET CTL_SERVICE_DIR "/tlsmirror.sock"
+#define CTL_SERVICE_COLLECTOR_SOCKET CTL_SERVICE_DIR "/collector.sock"
 #define CTL_MAGIC 0x4c54434dU /* "MCTL" */
 #define CTL_VERSION 1
 

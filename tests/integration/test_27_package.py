@@ -123,7 +123,7 @@ def test_maintainer_scripts(env):
     deb, root, ctl = unpack(env)
     log = env.path("calls.log")
     fb = fake_bin(env, ["getent", "addgroup", "systemctl", "deb-systemd-helper",
-                        "deb-systemd-invoke"], log)
+                        "deb-systemd-invoke", "install"], log)
     base = {"PATH": f"{fb}:/usr/bin:/bin"}
 
     def run(script, *args, path=None, extra=None):
@@ -141,6 +141,8 @@ def test_maintainer_scripts(env):
     check("addgroup --system --quiet tlsmirror" in calls, f"postinst did not create the group:\n{calls}")
     check("deb-systemd-helper enable tlsmirror.service" in calls, f"agent unit not enabled:\n{calls}")
     check("enable tlsmirror-collector" not in calls, "the collector must not be enabled by default")
+    check(os.path.isdir("/var/lib/tlsmirror") or "install -d -m 0750 /var/lib/tlsmirror" in calls,
+          f"postinst did not make the agent's state directory:\n{calls}")
     # the group exists: not created again
     open(env.path("group-exists"), "w").close()
     calls = run("postinst", "configure", "0.0.9")
