@@ -532,7 +532,7 @@ static void on_listen(struct agent *a, struct agent_watch *w, uint32_t events)
 		snprintf(p->addr, sizeof(p->addr), "%s", addr);
 		p->start_ns = p->last_ns = agent_now_ns();
 		p->hs_done = !col->ctx;
-		if (col->ctx && (!(p->ssl = SSL_new(col->ctx)) || tls_set_buffered_fd(p->ssl, fd) < 0)) {
+		if (col->ctx && (!(p->ssl = SSL_new(col->ctx)) || tls_set_buffered_fd(p->ssl, fd, 0) < 0)) {
 			ERR_clear_error();
 			if (p->ssl)
 				SSL_free(p->ssl);
