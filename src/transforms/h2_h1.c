@@ -7,7 +7,7 @@
 
 #include "common/bytes.h"
 
-int h2_buf_put(struct h2_buf *b, const void *data, size_t n)
+int h2_buf_grow(struct h2_buf *b, size_t n)
 {
 	if (n > b->cap || b->len > b->cap - n)
 		return -E2BIG;
@@ -23,9 +23,6 @@ int h2_buf_put(struct h2_buf *b, const void *data, size_t n)
 		b->p = p;
 		b->size = sz;
 	}
-	if (n)
-		memcpy(b->p + b->len, data, n);
-	b->len += n;
 	return 0;
 }
 
@@ -56,15 +53,19 @@ static int hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen,
 	if (add > H2_MAX_HEADER_LIST || h->list_size > H2_MAX_HEADER_LIST - add)
 		return -E2BIG;
 	h->list_size += add;
-	uint8_t l[8];
-	put_be32(l, (uint32_t)nlen);
-	put_be32(l + 4, (uint32_t)vlen);
-	int err = h2_buf_put(&h->buf, l, sizeof(l));
-	if (!err)
-		err = h2_buf_put(&h->buf, name, nlen);
-	if (!err)
-		err = h2_buf_put(&h->buf, value, vlen);
-	return err;
+	size_t n = 8 + nlen + vlen;
+	int err = n > h->buf.size - h->buf.len ? h2_buf_grow(&h->buf, n) : 0;
+	if (err)
+		return err;
+	uint8_t *p = h->buf.p + h->buf.len;
+	put_be32(p, (uint32_t)nlen);
+	put_be32(p + 4, (uint32_t)vlen);
+	if (nlen)
+		memcpy(p + 8, name, nlen);
+	if (vlen)
+		memcpy(p + 8 + nlen, value, vlen);
+	h->buf.len += n;
+	return 0;
 }
 
 int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f)
