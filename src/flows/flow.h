@@ -95,6 +95,11 @@ int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	      int dir, uint64_t ts_ns, uint64_t off, const uint8_t *data,
 	      size_t len, uint64_t *gap);
 
+/* The same for the concatenation of v[0..nv) (a stage's output in pieces):
+ * full segments across the pieces, a segment spanning two is copied. */
+int flow_datav(struct flow_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
+	       uint64_t ts_ns, uint64_t off, const struct piece *v, size_t nv, uint64_t *gap);
+
 /* Bytes the mirror could not show (sendfile): advances like a gap. */
 int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	     int dir, uint64_t ts_ns, uint64_t len);
