@@ -641,9 +641,16 @@ static struct flow *flow_new(struct flow_table *t,
 		memcpy(f->sc.end[f->side].mac, t->host_mac, 6);
 	f->mss = f->sc.family == 6 ? t->mss6 : t->mss4;
 	f->tuple_hash = tuple_hash(&f->sc);
+	/* A connection announced again mid-stream (an agent restart: the new
+	 * agent's OPEN carries the stream offsets) continues the sequence space
+	 * of the first announcement: the ISN is the same (deterministic per
+	 * connection), the new SYN sits just before offset off[d], so merged
+	 * captures place every byte once and never overlap. */
 	for (int d = 0; d < 2; d++) {
-		f->seq[d] = flow_isn(&f->sc, info->isn_seed ? info->isn_seed : info->id.conn, d);
-		f->emitted[d] = info->midstream ? info->off[d] : 0;
+		uint64_t off = info->midstream ? info->off[d] : 0;
+		f->seq[d] = flow_isn(&f->sc, info->isn_seed ? info->isn_seed : info->id.conn, d) +
+			    (uint32_t)off;
+		f->emitted[d] = off;
 	}
 	return f;
 }
