@@ -28,6 +28,7 @@ size_t proc_fields(const struct proc *p, struct stat_kv *kv)
 	KV("unpatched_objs", p->unpatched_last);
 	KV("synthetic_conns", p->synthetic_conns);
 	KV("clamped_ts", p->clamped_ts);
+	KV("duplicate_conns", p->duplicate_conns);
 #undef KV
 	return n;
 }

@@ -199,6 +199,9 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	}
 	p->conns++;
 	p->open_conns++;
+	const char *owner = pipeline_owner(a->pl, &fi.id);
+	if (owner && !strcmp(owner, "dedup"))
+		p->duplicate_conns++; /* the other end's producer shows it */
 	p->synthetic_conns += o.map_method == RING_MAP_SYNTHETIC;
 }
 
