@@ -61,6 +61,7 @@ struct origin {
 	uint64_t proc_key;
 	struct flow_origin_stats st;
 	uint8_t logged;          /* its first refusal was logged */
+	uint8_t logged_unused;   /* its first refusal over the unused cap was logged */
 	char label[ORIGIN_LABEL];
 };
 
@@ -78,6 +79,7 @@ struct flow {
 	uint8_t side;            /* end of the mirrored process */
 	uint8_t duplicate;
 	uint8_t released;        /* emitting flow its own process let go (fork handover) */
+	uint8_t unused;          /* carried nothing yet: counts in origin->st.unused */
 	uint64_t seq_no;         /* t->opens when it opened: older than its process's last fork? */
 	uint32_t holders;        /* emitting flow: processes holding it */
 	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
@@ -528,7 +530,18 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	t->count--;
 	t->ctr.flows_open--;
 	f->origin->st.open--;
+	if (f->unused)
+		f->origin->st.unused--;
 	flow_free(f);
+}
+
+/* f carried something: no longer an unused announcement. */
+static void mark_used(struct flow *f)
+{
+	if (f->unused) {
+		f->unused = 0;
+		f->origin->st.unused--;
+	}
 }
 
 /* ---- fork handover ---- */
@@ -727,9 +740,16 @@ static struct flow *flow_new(struct flow_table *t,
 		memcpy(f->sc.end[f->side].mac, t->host_mac, 6);
 	f->mss = f->sc.family == 6 ? t->mss6 : t->mss4;
 	f->tuple_hash = tuple_hash(&f->sc);
+	/* A connection announced again mid-stream (an agent restart: the new
+	 * agent's OPEN carries the stream offsets) continues the sequence space
+	 * of the first announcement: the ISN is the same (deterministic per
+	 * connection), the new SYN sits just before offset off[d], so merged
+	 * captures place every byte once and never overlap. */
 	for (int d = 0; d < 2; d++) {
-		f->seq[d] = flow_isn(&f->sc, info->isn_seed ? info->isn_seed : info->id.conn, d);
-		f->emitted[d] = info->midstream ? info->off[d] : 0;
+		uint64_t off = info->midstream ? info->off[d] : 0;
+		f->seq[d] = flow_isn(&f->sc, info->isn_seed ? info->isn_seed : info->id.conn, d) +
+			    (uint32_t)off;
+		f->emitted[d] = off;
 	}
 	return f;
 }
@@ -791,10 +811,23 @@ static int admit(struct flow_table *t, const struct conn_open *info, struct orig
 	if (!o)
 		return -ENOMEM;
 	*out = o;
-	if (t->count < t->max_flows && o->st.open < t->max_per_origin)
+	if (t->count < t->max_flows && o->st.open < t->max_per_origin &&
+	    o->st.unused < FLOW_MAX_UNUSED_PER_ORIGIN)
 		return 0;
 	if (id_find(t, info->id.origin, info->id.conn))
 		return 0;
+	if (o->st.unused >= FLOW_MAX_UNUSED_PER_ORIGIN && t->count < t->max_flows &&
+	    o->st.open < t->max_per_origin) {
+		t->ctr.flows_refused++;
+		o->st.refused++;
+		if (!o->logged_unused) {
+			o->logged_unused = 1;
+			log_warn("%s: %d connections announced that carried nothing yet: further "
+				 "ones are not mirrored until they do, only counted (refused_conns)",
+				 o->label, FLOW_MAX_UNUSED_PER_ORIGIN);
+		}
+		return -EMFILE;
+	}
 	return refuse(t, o, t->count >= t->max_flows ? -ENFILE : -EMFILE);
 }
 
@@ -920,6 +953,10 @@ int flow_open(struct flow_table *t, const struct conn_open *info)
 	}
 	tuple_insert(t, f);
 	t->ctr.flows_opened++;
+	if (!f->emitted[0] && !f->emitted[1]) {
+		f->unused = 1;
+		org->st.unused++;
+	}
 	emit_handshake(t, f, info->ts_ns);
 out:
 	batch_flush(t);
@@ -976,6 +1013,8 @@ int flow_datav(struct flow_table *t, uint64_t proc_key, uint64_t conn_id, int di
 	if (f->duplicate)
 		return 0;
 	uint64_t behind = 0;
+	if (len || off > f->emitted[dir])
+		mark_used(f);
 	if (off > f->emitted[dir]) {
 		uint64_t g = off - f->emitted[dir];
 		skip_bytes(t, f, dir, g, ts_ns);
@@ -1015,8 +1054,10 @@ int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 		return -ENOENT;
 	if (f->owner)
 		f = f->owner;
-	if (!f->duplicate)
+	if (!f->duplicate) {
+		mark_used(f);
 		skip_bytes(t, f, dir, len, ts_ns);
+	}
 	return 0;
 }
 
@@ -1073,6 +1114,16 @@ void flow_close_all(struct flow_table *t, uint64_t ts_ns)
 const struct flow_counters *flow_counters(const struct flow_table *t)
 {
 	return &t->ctr;
+}
+
+int flow_used(const struct flow_table *t, uint64_t proc_key, uint64_t conn_id)
+{
+	const struct flow *f = id_find(t, proc_key, conn_id);
+	if (!f)
+		return -1;
+	if (f->owner)
+		f = f->owner;
+	return f->emitted[0] || f->emitted[1] || f->duplicate;
 }
 
 int flow_tuple_busy(const struct flow_table *t, uint8_t family,
