@@ -673,8 +673,10 @@ static int cmd_agent(int argc, char **argv)
 	if (rc)
 		return rc;
 	rc = parse_agent(argc, argv, &cfg);
-	if (rc < 0)
+	if (rc < 0) {
+		outputs_reduce_caps(&cfg);
 		rc = agent_run(&cfg) < 0 ? 1 : 0;
+	}
 	config_free(); /* cfg points into the expanded argv: after the agent */
 	return rc;
 }
