@@ -197,6 +197,8 @@ int agent_add_tick(struct agent *a, struct agent_tick t);
 int outputs_open(struct agent *a);
 /* ADDR:PORT of -l, checked as -t's target (PORT 1..65535). */
 int outputs_check_listen(const char *addr, const char **why);
+/* gives up CAP_NET_RAW and CAP_NET_BIND_SERVICE unless the configuration needs them */
+void outputs_reduce_caps(const struct agent_config *cfg);
 /* CLOCK_REALTIME in ns: the timestamps packets carry. */
 uint64_t agent_now_ns(void);
 

@@ -33,8 +33,10 @@ static int cmd_agent(int argc, char **argv)
 		.idle_ms = 10,
 	};
 	int rc = agent_cli_parse(argc, argv, &cfg, stderr);
-	if (rc < 0)
+	if (rc < 0) {
+		outputs_reduce_caps(&cfg);
 		rc = agent_run(&cfg) < 0 ? 1 : 0;
+	}
 	agent_cli_free(); /* cfg points into the expanded argv: after the agent */
 	return rc;
 }
