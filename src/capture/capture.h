@@ -102,6 +102,8 @@ struct cap_conn {
 	uint8_t family;
 	uint8_t map_method;     /* 0 = not mapped yet */
 	uint8_t closed;         /* atomic: set once, by the thread that emits the CLOSE */
+	uint8_t late;           /* first seen after its handshake (a session older than the
+				 * library: tlsmirror attach): its OPEN says mid-stream */
 	uint16_t cport, sport;
 	uint32_t refs;          /* atomic: the SSL's ex-data and the fd table (fd_conn) */
 	uint32_t pid;           /* process that emitted the last OPEN, 0 = none */

@@ -370,7 +370,7 @@ static void fill_open(struct cap_call *call, struct cap_conn *c, struct ring_ope
 	o->map_method = c->map_method;
 	/* The stream starts where our last record ended: bytes dropped after
 	 * that (ring full, no ring yet) become a gap the agent shows. */
-	o->midstream = (c->committed[0] || c->committed[1]) ? 1 : 0;
+	o->midstream = (c->committed[0] || c->committed[1] || c->late) ? 1 : 0;
 	o->client_port = c->cport;
 	o->server_port = c->sport;
 	memcpy(o->client_addr, c->caddr, 16);

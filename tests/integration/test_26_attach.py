@@ -6,8 +6,9 @@ import time
 
 from tmlib import (HELPERS, PYTHON, SANITIZED, TLSMIRROR, Agent, RecServer, Skip, certs, check,
                    check_stream, free_port, gen_bytes, judge, need_build, need_tool, nginx_conf,
-                   short, stat_int, timeout, wait_until)
+                   prog, short, stat_int, timeout, wait_until)
 from test_05_nginx import check_h1
+from test_13_gnutls import comments
 
 STEPS = 10  # src/agent/attach.c enum step: check .. detach
 REGKEEP = os.path.join(os.path.dirname(TLSMIRROR), "progs", "regkeep")
@@ -303,3 +304,98 @@ def test_attach_fail_each_step(env):
                "regkeep after the attach")
     check(rk.alive() and b"CHANGED" not in rk.out(), f"regkeep: {short(rk.out())}")
     stop_loop(loop, stop)
+
+
+def check_suffix(what, whole, tail):
+    """The mirror of a connection open before the attach: a non-empty suffix
+    of what the server logged (what flowed before the attach is not there)."""
+    check(tail and whole.endswith(tail), f"{what}: the mirror ({len(tail)} bytes) is not a "
+          f"suffix of the {len(whole)} bytes the server logged: {short(tail[:80])}")
+
+
+def check_midstream(cap, port, c, fields):
+    """The connection open before the attach: judged (its handshake, segments,
+    FIN exchange), its bytes the tail of the real stream, and marked mid-stream."""
+    st = cap.one(client_port=port)
+    check(st.client == (c.peer, port) and st.server == (c.local, c.local_port),
+          f"{st.name()}: ends {st.client} {st.server}, want {(c.peer, port)} "
+          f"{(c.local, c.local_port)}")
+    check_suffix(f"{st.name()} c2s", c.c2s, st.bytes(0))
+    check_suffix(f"{st.name()} s2c", c.s2c, st.bytes(1))
+    check(len(st.bytes(0)) < len(c.c2s), f"{st.name()}: the whole stream is there, "
+          "nothing flowed before the attach?")
+    check(fields.get("start") == "midstream", f"{st.name()}: the comment does not say the "
+          f"capture started mid-connection: {fields}")
+
+
+@timeout(120)
+def test_attach_python_open_connection(env):
+    """A Python client with one TLS connection open before the attach, sending
+    in a loop: from the attach on, its bytes are mirrored as the tail of the
+    real stream, judged by tshark, and the pcapng comment says mid-stream."""
+    agent = Agent(env, pcap=env.path("m.pcapng")).start()
+    server = RecServer(env, mode="echo")
+    stop = env.path("stop")
+    p = env.spawn("long", [PYTHON, os.path.join(HELPERS, "longclient.py"), str(server.port),
+                           stop])
+    wait_until(lambda: len(lines(p, b"ok")) >= 5 or not p.alive(), 20, "5 messages")
+    check(p.alive(), f"long client exited: {short(p.out() + p.err())}")
+    port = int(re.search(rb"^conn (\d+)$", p.out(), re.M).group(1))
+    rc, out, err = attach(env, agent.sock, [p.pid])
+    check(rc == 0, f"attach exited {rc}: {out} {err}")
+    n = len(lines(p, b"ok"))
+    wait_until(lambda: len(lines(p, b"ok")) >= n + 10, 30, "10 messages after the attach")
+    stop_loop(p, stop)
+    c = server.conns(1)[0]
+    procs, total = agent.final_stats()
+    cap = judge(agent.pcap)
+    check(len(cap.streams) == 1, f"one connection expected: {cap.describe()}")
+    check_midstream(cap, port, c, comments(agent.pcap)[0])
+    ps = [q for q in procs if q.get("pid") == str(p.pid)]
+    check(ps and stat_int(ps[0], "midstream_conns") == 1, f"agent's line for pid {p.pid}: {ps}")
+
+
+@timeout(120)
+def test_attach_gnutls_client(env):
+    """gtclient (GnuTLS) not started under capture: its first connection is
+    open across the attach (mirrored from then on, marked mid-stream), the
+    ones it opens after the attach are mirrored byte-exact."""
+    c = certs()
+    agent = Agent(env, pcap=env.path("m.pcapng")).start()
+    server = RecServer(env, mode="echo")
+    gt = env.spawn("gtclient", [prog("gtclient"), "127.0.0.1", str(server.port), c["cert"],
+                                "30", "3000", env.path("keylog"), "3", "50"])
+    wait_until(lambda: b"round 5 ok" in gt.out() or not gt.alive(), 20, "gtclient's rounds")
+    check(gt.alive(), f"gtclient exited: {short(gt.out() + gt.err())}")
+    rc, out, err = attach(env, agent.sock, [gt.pid])
+    check(rc == 0, f"attach exited {rc}: {out} {err}")
+    print(f"  attach to gtclient: stopped {stopped_ms(out):.2f} ms")
+    check(gt.wait(60) == 0, f"gtclient: {short(gt.out() + gt.err())}")
+    ports = [int(x) for x in re.findall(rb"^conn \d+ (\d+)$", gt.out(), re.M)]
+    check(len(ports) == 3, f"gtclient's connections: {short(gt.out())}")
+    conns = {x.peer_port: x for x in server.conns(3)}
+    procs, total = agent.final_stats()
+    cap = judge(agent.pcap)
+    check(len(cap.syn_streams()) == 3, f"3 connections expected: {cap.describe()}")
+    cm = comments(agent.pcap)
+    by_port = {st.client[1]: st for st in cap.streams}
+    for i, port in enumerate(ports):
+        st = by_port.get(port)
+        check(st is not None, f"connection {i} (port {port}) not mirrored: {cap.describe()}")
+        fields = cm[st.idx]
+        if i == 0:
+            check_midstream(cap, port, conns[port], fields)
+        else:
+            x = conns[port]
+            check_stream(st, c2s=x.c2s, s2c=x.s2c, client=(x.peer, port),
+                         server=(x.local, x.local_port))
+            check("start" not in fields, f"connection {i} marked {fields}")
+        check(fields.get("side") == "client" and fields.get("process") == "gtclient",
+              f"connection {i}: {fields}")
+    m = re.search(r"pid %d \(gtclient\): (.*)" % gt.pid, agent.stderr_text)
+    check(m and re.search(r"gnutls \(\S*libgnutls\S*\) hooked", m.group(1)),
+          f"the agent's log does not say gnutls is hooked in pid {gt.pid}: "
+          f"{short(agent.stderr_text, 800)}")
+    ps = [q for q in procs if q.get("pid") == str(gt.pid)]
+    check(ps and ps[0].get("tls") == "gnutls" and stat_int(ps[0], "conns") == 3 and
+          stat_int(ps[0], "midstream_conns") == 1, f"agent's line for pid {gt.pid}: {ps}")
