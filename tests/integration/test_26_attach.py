@@ -399,3 +399,111 @@ def test_attach_gnutls_client(env):
     ps = [q for q in procs if q.get("pid") == str(gt.pid)]
     check(ps and ps[0].get("tls") == "gnutls" and stat_int(ps[0], "conns") == 3 and
           stat_int(ps[0], "midstream_conns") == 1, f"agent's line for pid {gt.pid}: {ps}")
+
+
+# A Python process under a seccomp filter: "allow" allows everything, "noexec"
+# kills the process at an mmap with PROT_EXEC (dlopen maps code so).
+SECCOMP_PY = r'''
+import ctypes, ssl, struct, sys, time
+def ins(code, jt, jf, k):
+    return struct.pack("HBBI", code, jt, jf, k)
+ALLOW, KILL = 0x7fff0000, 0x80000000
+if sys.argv[1] == "allow":
+    prog = [ins(0x06, 0, 0, ALLOW)]
+else:  # ld [nr]; jeq mmap; ld [args[2]]; jset PROT_EXEC; ret KILL; ret ALLOW
+    prog = [ins(0x20, 0, 0, 0), ins(0x15, 0, 3, 9), ins(0x20, 0, 0, 32), ins(0x45, 0, 1, 4),
+            ins(0x06, 0, 0, KILL), ins(0x06, 0, 0, ALLOW)]
+buf = ctypes.create_string_buffer(b"".join(prog))
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fp = Fprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(fp), 0, 0):
+    print("prctl failed", ctypes.get_errno(), flush=True)
+    sys.exit(1)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+'''
+
+
+@timeout(120)
+def test_attach_seccomp(env):
+    """A target under a seccomp filter that would kill it at dlopen's mmap is
+    refused (the filter, read with PTRACE_SECCOMP_GET_FILTER, is run on the
+    system calls our calls make) and left untouched; one whose filter allows
+    them is attached."""
+    agent = Agent(env).start()
+    procs = {}
+    for mode in ("noexec", "allow"):
+        p = env.spawn(f"seccomp-{mode}", [PYTHON, "-c", SECCOMP_PY, mode])
+        wait_until(lambda: p.out().startswith(b"ready") or not p.alive(), 10, "seccomp target")
+        check(p.alive() and status(p.pid, "Seccomp") == "2", f"{mode}: {short(p.out())}")
+        procs[mode] = p
+    p = procs["noexec"]
+    before = maps_text(p.pid)
+    rc, out, err = attach(env, agent.sock, [p.pid])
+    check(rc == 1 and "seccomp filter does not allow mmap" in err,
+          f"attach to a process whose seccomp filter kills at mmap(PROT_EXEC): {rc} {err!r}")
+    time.sleep(0.2)
+    check(p.alive(), f"the seccomp target died: {short(p.out() + p.err())}")
+    untouched(p.pid, before, "refused (seccomp)")
+    p = procs["allow"]
+    rc, out, err = attach(env, agent.sock, [p.pid])
+    check(rc == 0 and has_lib(p.pid), f"attach under an allow-all seccomp filter: {rc} {err!r}")
+    time.sleep(0.2)
+    check(p.alive(), f"the allow-all seccomp target died: {short(p.out() + p.err())}")
+
+
+EXITER_PY = r'''
+import os, ssl, sys, threading, time
+def exiter():
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.01)
+    os._exit(7)
+threading.Thread(target=exiter, daemon=True).start()
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+'''
+
+
+@timeout(180)
+def test_attach_target_dies_midway(env):
+    """The target is SIGKILLed, or exits by itself (another of its threads),
+    while tlsmirror attach holds it stopped (TLSMIRROR_ATTACH_PAUSE_STEP: the
+    stack written, the library loaded, hooked): attach ends at once with a
+    clear error, the agent and a bystander client run on unaffected."""
+    agent = Agent(env).start()
+    server = RecServer(env)
+    loop, stop = start_loop(env, server)
+    cases = [(7, "kill"), (9, "kill"), (8, "exit"), (5, "exit")]
+    for step, how in cases:
+        go = env.path(f"go-{step}-{how}")
+        t = env.spawn(f"target-{step}", [PYTHON, "-c", EXITER_PY, go])
+        wait_until(lambda: t.out().startswith(b"ready") or not t.alive(), 10, "target")
+        at = env.spawn(f"attach-{step}", [TLSMIRROR, "attach", "--socket", agent.sock,
+                                          str(t.pid)],
+                       extra_env={"TLSMIRROR_ATTACH_PAUSE_STEP": str(step),
+                                  "TLSMIRROR_ATTACH_PAUSE_MS": "1500"})
+        wait_until(lambda: b"pausing" in at.err() or not at.alive(), 20, "attach to pause")
+        t0 = time.time()
+        if how == "kill":
+            t.signal(signal.SIGKILL)
+        else:
+            with open(go, "w"):
+                pass
+        rc = at.wait(20)
+        took = time.time() - t0
+        err = at.err().decode("utf-8", "replace")
+        check(rc == 1 and f"it ended during step {step} (" in err and took < 10,
+              f"step {step} ({how}): attach exited {rc} after {took:.1f} s: {err!r}")
+        t.wait(10)
+        check(agent.proc.alive(), f"the agent died: {short(agent.proc.err())}")
+        print(f"  target {how} before step {step}: attach ended in {took:.1f} s: "
+              f"{err.strip().splitlines()[-1][:120]}")
+    n = len(lines(loop, b"ok"))
+    wait_until(lambda: len(lines(loop, b"ok")) >= n + 2, 20, "the bystander client")
+    stop_loop(loop, stop)
+    procs, total, raw = agent.stats()
+    check(stat_int(total, "bad_records") == 0, f"agent stats: {raw}")
