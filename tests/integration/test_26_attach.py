@@ -507,3 +507,26 @@ def test_attach_target_dies_midway(env):
     stop_loop(loop, stop)
     procs, total, raw = agent.stats()
     check(stat_int(total, "bad_records") == 0, f"agent stats: {raw}")
+
+
+@timeout(120)
+def test_attach_stop_signal_during_call(env):
+    """SIGSTOP (which no mask blocks) reaches the thread at the start of the
+    injected dlopen: it is held back, the attach completes, and the target
+    stops at detach as the signal asked; SIGCONT resumes it, hooked."""
+    agent = Agent(env).start()
+    t = env.spawn("sleeper", [PYTHON, "-c", "import time, ssl\nprint('ready', flush=True)\n"
+                                         "while True: time.sleep(0.05)"])
+    wait_until(lambda: t.out().startswith(b"ready"), 10, "python with ssl imported")
+    at = env.spawn("attach", [TLSMIRROR, "attach", "--socket", agent.sock, str(t.pid)],
+                   extra_env={"TLSMIRROR_ATTACH_PAUSE_STEP": "7",
+                              "TLSMIRROR_ATTACH_PAUSE_MS": "800"})
+    wait_until(lambda: b"pausing" in at.err() or not at.alive(), 20, "attach to pause")
+    os.kill(t.pid, signal.SIGSTOP)
+    rc = at.wait(20)
+    check(rc == 0, f"attach with a SIGSTOP during its call: {rc} {short(at.err())}")
+    wait_until(lambda: (status(t.pid, "State") or "?")[0] == "T", 5, "the target stopped")
+    check(status(t.pid, "TracerPid") == "0" and has_lib(t.pid), "target left traced or unhooked")
+    os.kill(t.pid, signal.SIGCONT)
+    wait_until(lambda: (status(t.pid, "State") or "?")[0] in "SR", 5, "the target resumed")
+    check(t.alive(), "the target died")
