@@ -133,7 +133,7 @@ struct cap_tls_ops {
 	/* The session's state, created (create 1) with conn_new() if it has none;
 	 * NULL if it can't exist. */
 	struct cap_conn *(*state)(void *sess, int create);
-	int (*is_server)(void *sess);
+	int (*is_server)(void *sess); /* 1, 0, or -1: unknown (a session older than the library) */
 	int (*get_fd)(void *sess);    /* the socket the library was given, or -1 */
 	/* tls_version, sni, alpn, cipher of the OPEN */
 	void (*describe)(void *sess, struct ring_open *o);

@@ -174,10 +174,12 @@ static struct cap_conn *gt_state(void *sess, int create)
 	return s ? s->conn : NULL;
 }
 
+/* -1 for a session made before the library was loaded: libgnutls' API does
+ * not say which end a session is (conn.c asks the socket). */
 static int gt_is_server(void *sess)
 {
 	struct gtls_slot *s = slot_find(sess);
-	return s && s->server == 1;
+	return s ? s->server : 0;
 }
 
 /* gnutls_transport_set_int/_ptr store one pointer: an fd if it is small. */

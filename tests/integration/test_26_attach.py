@@ -6,7 +6,7 @@ import time
 
 from tmlib import (HELPERS, PYTHON, SANITIZED, TLSMIRROR, Agent, RecServer, Skip, certs, check,
                    check_stream, free_port, gen_bytes, judge, need_build, need_tool, nginx_conf,
-                   prog, short, stat_int, timeout, wait_until)
+                   prog, short, stat_int, timeout, wait_listening, wait_until)
 from test_05_nginx import check_h1
 from test_13_gnutls import comments
 
@@ -530,3 +530,76 @@ def test_attach_stop_signal_during_call(env):
     os.kill(t.pid, signal.SIGCONT)
     wait_until(lambda: (status(t.pid, "State") or "?")[0] in "SR", 5, "the target resumed")
     check(t.alive(), "the target died")
+
+
+LINECLIENT_PY = r'''
+import os, socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))),
+                    server_hostname="localhost")
+print("conn %d" % s.getsockname()[1], flush=True)
+n = 0
+while not os.path.exists(sys.argv[3]):
+    line = b"line %d %s\n" % (n, b"x" * (n % 90))
+    s.sendall(line)
+    got = b""
+    while len(got) < len(line):
+        got += s.recv(65536)
+    if got != line:
+        print("bad echo %d: %r" % (n, got), flush=True)
+        sys.exit(1)
+    print("ok %d" % n, flush=True)
+    n += 1
+    time.sleep(0.05)
+s.close()
+'''
+
+
+@timeout(120)
+def test_attach_gnutls_server(env):
+    """gnutls-serv --echo (not under capture) with a Python client connected
+    before the attach and one after: both mirrored as the server's, the old
+    one mid-stream with its ends right (the side of a session older than the
+    library is not known to libgnutls' API: a listening socket on its local
+    port makes it the server), the new one byte-exact."""
+    c = certs()
+    port = free_port()
+    agent = Agent(env, pcap=env.path("m.pcapng")).start()
+    serv = env.spawn("gnutls-serv", [need_tool("gnutls-serv"), "--echo", "-p", str(port),
+                                     "--x509certfile", c["cert"], "--x509keyfile", c["key"]])
+    wait_listening(port, proc=serv)
+    clients = []
+    for i in range(2):
+        stop = env.path(f"stop-{i}")
+        if i == 1:
+            rc, out, err = attach(env, agent.sock, [serv.pid])
+            check(rc == 0, f"attach to gnutls-serv: {rc} {out} {err}")
+        p = env.spawn(f"client-{i}", [PYTHON, "-c", LINECLIENT_PY, str(port), c["cert"], stop])
+        wait_until(lambda: len(lines(p, b"ok")) >= 5 or not p.alive(), 20, f"client {i}")
+        check(p.alive(), f"client {i}: {short(p.out() + p.err())}")
+        clients.append((p, stop))
+    n = len(lines(clients[0][0], b"ok"))
+    wait_until(lambda: len(lines(clients[0][0], b"ok")) >= n + 5, 20, "the old connection")
+    for p, stop in clients:
+        stop_loop(p, stop)
+    procs, total = agent.final_stats()
+    cap = judge(agent.pcap)
+    cm = comments(agent.pcap)
+    for i, (p, stop) in enumerate(clients):
+        cport = int(re.search(rb"^conn (\d+)$", p.out(), re.M).group(1))
+        st = cap.one(client_port=cport)
+        check(st.client == ("127.0.0.1", cport) and st.server == ("127.0.0.1", port),
+              f"client {i}: {st.name()}: ends {st.client} -> {st.server}")
+        fields = cm[st.idx]
+        check(fields.get("side") == "server" and fields.get("process") == "gnutls-serv",
+              f"client {i}: {fields}")
+        check(st.bytes(0) == st.bytes(1) and st.bytes(0).endswith(b"\n"),
+              f"client {i}: the echo differs: {short(st.bytes(0)[-60:])} / {short(st.bytes(1)[-60:])}")
+        if i == 0:
+            check(fields.get("start") == "midstream" and not st.bytes(0).startswith(b"line 0 "),
+                  f"the connection older than the attach: {fields} {short(st.bytes(0)[:40])}")
+        else:
+            sent = b"".join(b"line %d %s\n" % (k, b"x" * (k % 90))
+                            for k in range(len(lines(p, b"ok"))))
+            check_stream(st, c2s=sent, s2c=sent)
+            check("start" not in fields, f"client {i}: {fields}")
