@@ -878,11 +878,25 @@ static int detach(struct target *t)
 
 /* ---- one process ---- */
 
-/* The target exited or was killed (a zombie until its parent reaps it). */
-static int target_gone(pid_t pid)
+/* The target exited or was killed (a zombie until its parent reaps it): the
+ * thread we hold is (a main thread that called pthread_exit is a zombie in
+ * a process that lives on: not that one). */
+static int target_gone(const struct target *t)
 {
-	char st[64];
-	return status_field(pid, "State", st, sizeof(st)) < 0 || st[0] == 'Z' || st[0] == 'X';
+	char path[96], line[128];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)t->pid, (int)t->tid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT || errno == ESRCH;
+	int gone = 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "State:", 6)) {
+			char *v = line + 6 + strspn(line + 6, " \t");
+			gone = *v == 'Z' || *v == 'X';
+			break;
+		}
+	fclose(f);
+	return gone;
 }
 
 static int attach_one(struct target *t, double *stopped_ms)
@@ -918,7 +932,7 @@ static int attach_one(struct target *t, double *stopped_ms)
 	if (rc) {
 		char why[sizeof(t->why)];
 		memcpy(why, t->why, sizeof(why));
-		int gone = at > S_RESOLVE && target_gone(t->pid);
+		int gone = at > S_RESOLVE && t->tid && target_gone(t);
 		if (!gone)
 			undo(t);
 		detach(t);
