@@ -109,6 +109,7 @@ struct proc {
 	uint64_t synthetic_conns;    /* opens whose real socket the library did not find */
 	uint64_t clamped_ts;         /* records whose timestamp was outside the window (ring.c) */
 	uint64_t duplicate_conns;    /* of conns: the other end of one shown for another producer */
+	uint64_t midstream_conns;    /* opens of connections that began before the capture */
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
 	struct conn_meta *spare_meta; /* an OPEN's metadata nobody kept: reused by the next */
 	uint64_t bypassed_last;      /* ring_hdr.bypassed_conns, last value read */

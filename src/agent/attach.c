@@ -10,11 +10,16 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -33,6 +38,10 @@
 #define STACK_MIN (32u << 10)    /* less room than this below it: refused */
 #define XSTATE_MAX 16384          /* FPU/SSE/AVX(-512) registers */
 #define LIBC_DLOPEN_PRIVATE 0x80000000u /* __RTLD_DLOPEN, which __libc_dlopen_mode wants */
+#define SECCOMP_MAX_FILTERS 64    /* filters of a target read; more: refused */
+#ifndef PTRACE_SECCOMP_GET_FILTER
+#define PTRACE_SECCOMP_GET_FILTER 0x420c
+#endif
 
 /* The steps, in order; TLSMIRROR_ATTACH_FAIL_STEP=N fails step N (test hook). */
 enum step {
@@ -71,6 +80,7 @@ struct target {
 };
 
 static int fail_step;  /* TLSMIRROR_ATTACH_FAIL_STEP */
+static int pause_step, pause_ms; /* TLSMIRROR_ATTACH_PAUSE_STEP, _PAUSE_MS */
 
 static int failf(struct target *t, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -83,9 +93,18 @@ static int failf(struct target *t, int err, const char *fmt, ...)
 	return err < 0 ? err : -EINVAL;
 }
 
-/* The test hook: step s fails before it does anything. */
+/* The test hooks: step s pauses (the target may die meanwhile), or fails,
+ * before it does anything. */
 static int injected(struct target *t, enum step s)
 {
+	if (pause_step == (int)s) {
+		fprintf(stderr, "tlsmirror: pid %d: pausing %d ms before step %d (%s) "
+			"(TLSMIRROR_ATTACH_PAUSE_STEP, test hook)\n", (int)t->pid, pause_ms, (int)s,
+			step_name[s]);
+		struct timespec ts = { pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
 	if (fail_step != (int)s)
 		return 0;
 	return failf(t, -ECANCELED, "step %d (%s) failed by TLSMIRROR_ATTACH_FAIL_STEP (test hook)",
@@ -189,6 +208,9 @@ static int check_owner(struct target *t, int cap)
 	    (uids[0] == 'Z' || uids[0] == 'X' || uids[0] == 'T' || uids[0] == 't'))
 		return failf(t, -EINVAL, "it is %s", uids[0] == 'T' || uids[0] == 't' ?
 			     "stopped (resume it first)" : "exiting");
+	if (status_field(t->pid, "Seccomp", uids, sizeof(uids)) == 0 && atoi(uids) == 1)
+		return failf(t, -EPERM, "it runs in strict seccomp mode (only read, write and exit "
+			     "allowed): nothing can be loaded into it; restart it under tlsmirror run");
 	if (status_field(t->pid, "SigIgn", uids, sizeof(uids)) == 0 &&
 	    (strtoull(uids, NULL, 16) >> (SIGSEGV - 1)) & 1)
 		return failf(t, -EINVAL, "it ignores SIGSEGV, which ends our call in it");
@@ -474,6 +496,150 @@ static int stop_thread(struct target *t)
 		     "the program makes itself): try again later", (int)t->tid);
 }
 
+/* ---- step 4 (cont.): a seccomp filter must allow what our calls do ---- */
+
+/* One classic BPF filter run on d (the kernel's seccomp checker admits
+ * only these instructions); 0 and *ret, or -1 on anything else. */
+static int bpf_run(const struct sock_filter *f, size_t n, const struct seccomp_data *d,
+		   uint32_t *ret)
+{
+	uint32_t a = 0, x = 0, mem[BPF_MEMWORDS] = { 0 };
+	for (size_t pc = 0; pc < n; pc++) {
+		const struct sock_filter *i = &f[pc];
+		uint32_t k = i->k, src = BPF_SRC(i->code) == BPF_X ? x : k;
+		switch (BPF_CLASS(i->code)) {
+		case BPF_LD:
+		case BPF_LDX: {
+			uint32_t v;
+			if (i->code == (BPF_LD | BPF_W | BPF_ABS)) {
+				if (k % 4 || k > sizeof(*d) - 4)
+					return -1;
+				memcpy(&v, (const uint8_t *)d + k, 4);
+			} else if (BPF_MODE(i->code) == BPF_LEN) {
+				v = sizeof(*d);
+			} else if (BPF_MODE(i->code) == BPF_IMM) {
+				v = k;
+			} else if (BPF_MODE(i->code) == BPF_MEM && k < BPF_MEMWORDS) {
+				v = mem[k];
+			} else {
+				return -1;
+			}
+			*(BPF_CLASS(i->code) == BPF_LD ? &a : &x) = v;
+			break;
+		}
+		case BPF_ST:
+		case BPF_STX:
+			if (k >= BPF_MEMWORDS)
+				return -1;
+			mem[k] = BPF_CLASS(i->code) == BPF_ST ? a : x;
+			break;
+		case BPF_ALU:
+			switch (BPF_OP(i->code)) {
+			case BPF_ADD: a += src; break;
+			case BPF_SUB: a -= src; break;
+			case BPF_MUL: a *= src; break;
+			case BPF_DIV: if (!src) return -1; a /= src; break;
+			case BPF_MOD: if (!src) return -1; a %= src; break;
+			case BPF_AND: a &= src; break;
+			case BPF_OR: a |= src; break;
+			case BPF_XOR: a ^= src; break;
+			case BPF_LSH: a = src < 32 ? a << src : 0; break;
+			case BPF_RSH: a = src < 32 ? a >> src : 0; break;
+			case BPF_NEG: a = -a; break;
+			default: return -1;
+			}
+			break;
+		case BPF_JMP: {
+			int c;
+			switch (BPF_OP(i->code)) {
+			case BPF_JA: pc += k; continue;
+			case BPF_JEQ: c = a == src; break;
+			case BPF_JGT: c = a > src; break;
+			case BPF_JGE: c = a >= src; break;
+			case BPF_JSET: c = (a & src) != 0; break;
+			default: return -1;
+			}
+			pc += c ? i->jt : i->jf;
+			break;
+		}
+		case BPF_RET:
+			*ret = BPF_RVAL(i->code) == BPF_A ? a : k;
+			return 0;
+		case BPF_MISC:
+			if (BPF_MISCOP(i->code) == BPF_TAX)
+				x = a;
+			else
+				a = x;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return -1; /* ran off the end: the kernel's checker never lets that in */
+}
+
+/* The system calls dlopen and tlsmirror_attached make (strace), with the
+ * arguments a filter may look at (mmap's and mprotect's protections). */
+static const struct { int nr; uint64_t a2, a3; const char *name; } our_calls[] = {
+	{ 0, 0, 0, "read" }, { 3, 0, 0, "close" }, { 5, 0, 0, "fstat" }, { 8, 0, 0, "lseek" },
+	{ 9, PROT_READ, MAP_PRIVATE | MAP_DENYWRITE, "mmap" },
+	{ 9, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_FIXED | MAP_DENYWRITE, "mmap" },
+	{ 9, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_DENYWRITE, "mmap" },
+	{ 9, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, "mmap" },
+	{ 10, PROT_NONE, 0, "mprotect" }, { 10, PROT_READ, 0, "mprotect" },
+	{ 10, PROT_READ | PROT_WRITE, 0, "mprotect" }, { 11, 0, 0, "munmap" }, { 12, 0, 0, "brk" },
+	{ 17, 0, 0, "pread64" }, { 39, 0, 0, "getpid" }, { 186, 0, 0, "gettid" },
+	{ 202, 0, 0, "futex" }, { 257, (uint64_t)O_RDONLY | O_CLOEXEC, 0, "openat" },
+	{ 262, 0, 0, "newfstatat" }, { 332, 0, 0, "statx" },
+};
+
+static int check_seccomp(struct target *t)
+{
+	char mode[32];
+	if (status_field(t->pid, "Seccomp", mode, sizeof(mode)) < 0 || atoi(mode) != 2)
+		return 0;
+	struct sock_filter *f = malloc(BPF_MAXINSNS * sizeof(*f));
+	int rc = 0, nf = 0;
+	if (!f)
+		return failf(t, -ENOMEM, "out of memory");
+	for (;; nf++) {
+		long n = ptrace(PTRACE_SECCOMP_GET_FILTER, t->tid, (void *)(long)nf, NULL);
+		if (n < 0 && errno == ENOENT && nf > 0)
+			break; /* all read */
+		if (n < 0) {
+			rc = failf(t, -EPERM, "it runs under a seccomp filter that cannot be read "
+				   "(%s: reading it needs CAP_SYS_ADMIN): loading the library might "
+				   "kill it; restart it under tlsmirror run", strerror(errno));
+			break;
+		}
+		if (nf >= SECCOMP_MAX_FILTERS || n <= 0 || n > BPF_MAXINSNS ||
+		    ptrace(PTRACE_SECCOMP_GET_FILTER, t->tid, (void *)(long)nf, f) != n) {
+			rc = failf(t, -EPERM, "its seccomp filters cannot be read whole: refused");
+			break;
+		}
+		for (size_t c = 0; c < sizeof(our_calls) / sizeof(our_calls[0]) && !rc; c++) {
+			struct seccomp_data d = { .nr = our_calls[c].nr, .arch = AUDIT_ARCH_X86_64,
+						  .instruction_pointer = t->regs.rip };
+			d.args[2] = our_calls[c].a2;
+			d.args[3] = our_calls[c].a3;
+			uint32_t ret = 0;
+			if (bpf_run(f, (size_t)n, &d, &ret) < 0)
+				rc = failf(t, -EPERM, "its seccomp filter %d has an instruction we do "
+					   "not understand: refused", nf);
+			else if ((ret & SECCOMP_RET_ACTION_FULL) != SECCOMP_RET_ALLOW &&
+				 (ret & SECCOMP_RET_ACTION_FULL) != SECCOMP_RET_LOG)
+				rc = failf(t, -EPERM, "its seccomp filter does not allow %s (action "
+					   "0x%08x), which loading the library needs: refused (it would "
+					   "fail or kill the process); restart it under tlsmirror run",
+					   our_calls[c].name, ret);
+		}
+		if (rc)
+			break;
+	}
+	free(f);
+	return rc;
+}
+
 /* ---- steps 5..9: save, call, restore ---- */
 
 static int mem_rw(struct target *t, uint64_t at, void *buf, size_t len, int write)
@@ -577,9 +743,19 @@ static int call(struct target *t, uint64_t fn, uint64_t a0, uint64_t a1, uint64_
 				return failf(t, -errno, "ptrace(PTRACE_CONT): %s", strerror(errno));
 			continue;
 		}
+		int sig = WSTOPSIG(st);
+		if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+			/* a stop signal (unblockable SIGSTOP) in the middle of dlopen: held
+			 * back until detach, so the call finishes and nothing is left half done */
+			if (!t->pending_sig)
+				t->pending_sig = sig;
+			if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
+				return failf(t, -errno, "ptrace(PTRACE_CONT): %s", strerror(errno));
+			continue;
+		}
 		if (ptrace(PTRACE_GETREGS, t->tid, NULL, &r) < 0)
 			return failf(t, -errno, "ptrace(PTRACE_GETREGS): %s", strerror(errno));
-		if (WSTOPSIG(st) != SIGSEGV || r.rip != 0)
+		if (sig != SIGSEGV || r.rip != 0)
 			return failf(t, -EFAULT, "signal %d at 0x%llx during the call", WSTOPSIG(st),
 				     (unsigned long long)r.rip);
 		*ret = r.rax;
@@ -702,10 +878,31 @@ static int detach(struct target *t)
 
 /* ---- one process ---- */
 
+/* The target exited or was killed (a zombie until its parent reaps it): the
+ * thread we hold is (a main thread that called pthread_exit is a zombie in
+ * a process that lives on: not that one). */
+static int target_gone(const struct target *t)
+{
+	char path[96], line[128];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)t->pid, (int)t->tid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT || errno == ESRCH;
+	int gone = 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "State:", 6)) {
+			char *v = line + 6 + strspn(line + 6, " \t");
+			gone = *v == 'Z' || *v == 'X';
+			break;
+		}
+	fclose(f);
+	return gone;
+}
+
 static int attach_one(struct target *t, double *stopped_ms)
 {
 	int rc = 0;
-	enum step s;
+	enum step s, at = S_CHECK;
 	sigset_t all, old;
 	sigemptyset(&all);
 	sigaddset(&all, SIGINT);
@@ -715,13 +912,14 @@ static int attach_one(struct target *t, double *stopped_ms)
 	/* dying with the thread in the middle of our call would leave it to crash */
 	sigprocmask(SIG_BLOCK, &all, &old);
 	for (s = S_CHECK; s < S_DONE && !rc; s++) {
+		at = s;
 		if ((rc = injected(t, s)))
 			break;
 		switch (s) {
 		case S_CHECK: rc = check_target(t); break;
 		case S_RESOLVE: rc = resolve(t); break;
 		case S_SEIZE: rc = seize(t); break;
-		case S_STOP: rc = stop_thread(t); break;
+		case S_STOP: rc = stop_thread(t); if (!rc) rc = check_seccomp(t); break;
 		case S_SAVE: rc = save_state(t); break;
 		case S_WRITE: rc = write_args(t); break;
 		case S_DLOPEN: rc = do_dlopen(t); break;
@@ -734,9 +932,15 @@ static int attach_one(struct target *t, double *stopped_ms)
 	if (rc) {
 		char why[sizeof(t->why)];
 		memcpy(why, t->why, sizeof(why));
-		undo(t);
+		int gone = at > S_RESOLVE && t->tid && target_gone(t);
+		if (!gone)
+			undo(t);
 		detach(t);
-		memcpy(t->why, why, sizeof(why));
+		if (gone) /* killed or exited meanwhile: nothing is left to undo */
+			snprintf(t->why, sizeof(t->why), "it ended during step %d (%s) (%.400s)", (int)at,
+				 step_name[at], why);
+		else
+			memcpy(t->why, why, sizeof(why));
 	}
 	if (t->t_stop.tv_sec)
 		*stopped_ms = ms_f(&t->t_stop);
@@ -759,6 +963,10 @@ int attach_main(int argc, char **argv, const char *sock, const char *lib)
 	}
 	const char *f = getenv("TLSMIRROR_ATTACH_FAIL_STEP");
 	fail_step = f ? atoi(f) : 0;
+	f = getenv("TLSMIRROR_ATTACH_PAUSE_STEP");
+	pause_step = f ? atoi(f) : 0;
+	f = getenv("TLSMIRROR_ATTACH_PAUSE_MS");
+	pause_ms = f && atoi(f) > 0 ? atoi(f) : 1000;
 	char abs[PATH_MAX];
 	if (!realpath(lib, abs)) {
 		fprintf(stderr, "tlsmirror: %s: %s\n", lib, strerror(errno));

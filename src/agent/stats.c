@@ -27,6 +27,7 @@ size_t proc_fields(const struct proc *p, struct kv *kv)
 	KV("bypassed_conns", p->bypassed_last);
 	KV("unpatched_objs", p->unpatched_last);
 	KV("synthetic_conns", p->synthetic_conns);
+	KV("midstream_conns", p->midstream_conns);
 	KV("inline_hooks", p->inline_hooks_last);
 	KV("inline_refused", p->inline_refused_last);
 	KV("clamped_ts", p->clamped_ts);
@@ -43,7 +44,7 @@ size_t stats_kv_format(const struct kv *kv, size_t n, char *buf, size_t len, siz
 size_t stats_total(struct agent *a, struct kv *kv)
 {
 	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
-	uint64_t bypassed = 0, unpatched = 0, synthetic = 0, clamped = 0;
+	uint64_t bypassed = 0, unpatched = 0, synthetic = 0, clamped = 0, midstream = 0;
 	for (struct proc *p = a->procs; p; p = p->next) {
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
 			dropped += p->drop_last[i];
@@ -52,6 +53,7 @@ size_t stats_total(struct agent *a, struct kv *kv)
 		unpatched += p->unpatched_last;
 		synthetic += p->synthetic_conns;
 		clamped += p->clamped_ts;
+		midstream += p->midstream_conns;
 		conns += p->conns;
 		b0 += p->bytes[0];
 		b1 += p->bytes[1];
@@ -105,6 +107,7 @@ size_t stats_total(struct agent *a, struct kv *kv)
 	KV("bypassed_conns", bypassed);
 	KV("unpatched_objs", unpatched);
 	KV("synthetic_conns", synthetic);
+	KV("midstream_conns", midstream);
 	KV("fd_refused", a->fd_refused);
 	KV("clamped_ts", clamped);
 #undef KV

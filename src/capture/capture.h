@@ -102,6 +102,8 @@ struct cap_conn {
 	uint8_t family;
 	uint8_t map_method;     /* 0 = not mapped yet */
 	uint8_t closed;         /* atomic: set once, by the thread that emits the CLOSE */
+	uint8_t late;           /* first seen after its handshake (a session older than the
+				 * library: tlsmirror attach): its OPEN says mid-stream */
 	uint16_t cport, sport;
 	uint32_t refs;          /* atomic: the SSL's ex-data and the fd table (fd_conn) */
 	uint32_t pid;           /* process that emitted the last OPEN, 0 = none */
@@ -131,7 +133,7 @@ struct cap_tls_ops {
 	/* The session's state, created (create 1) with conn_new() if it has none;
 	 * NULL if it can't exist. */
 	struct cap_conn *(*state)(void *sess, int create);
-	int (*is_server)(void *sess);
+	int (*is_server)(void *sess); /* 1, 0, or -1: unknown (a session older than the library) */
 	int (*get_fd)(void *sess);    /* the socket the library was given, or -1 */
 	/* tls_version, sni, alpn, cipher of the OPEN */
 	void (*describe)(void *sess, struct ring_open *o);

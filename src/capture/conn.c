@@ -2,6 +2,9 @@
 #include "capture/capture.h"
 
 #include <errno.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -21,6 +24,8 @@
 #define HELLO_FREE 0u
 #define HELLO_BUSY 1u       /* being written or read by one thread */
 #define ANNOUNCE_SPINS 1000
+#define DIAG_MAX_READS 64   /* netlink replies read looking for a listener */
+#define TCP_LISTEN_STATE 10
 
 /* Which connection each socket fd carries, for close(): the state itself,
  * so the CLOSE carries the final offsets. An entry holds a reference
@@ -370,7 +375,7 @@ static void fill_open(struct cap_call *call, struct cap_conn *c, struct ring_ope
 	o->map_method = c->map_method;
 	/* The stream starts where our last record ended: bytes dropped after
 	 * that (ring full, no ring yet) become a gap the agent shows. */
-	o->midstream = (c->committed[0] || c->committed[1]) ? 1 : 0;
+	o->midstream = (c->committed[0] || c->committed[1] || c->late) ? 1 : 0;
 	o->client_port = c->cport;
 	o->server_port = c->sport;
 	memcpy(o->client_addr, c->caddr, 16);
@@ -386,10 +391,90 @@ static void fill_open(struct cap_call *call, struct cap_conn *c, struct ring_ope
 	call->ops->describe(call->sess, o);
 }
 
+/* 1 if a TCP socket of family listens on port at addr (or the wildcard
+ * address), 0 if none does, -1 if the kernel can't be asked (sock_diag;
+ * raw system calls: none of our hooks, nothing of the application's). */
+static int listener_on(int family, const uint8_t addr[16], uint16_t port)
+{
+	int nl = (int)syscall(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (nl < 0)
+		return -1;
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 r;
+	} req;
+	memset(&req, 0, sizeof(req));
+	req.nlh.nlmsg_len = sizeof(req);
+	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.r.sdiag_family = (uint8_t)family;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = 1u << TCP_LISTEN_STATE;
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	int found = -1;
+	if (syscall(SYS_sendto, nl, &req, sizeof(req), 0, &kernel, sizeof(kernel)) !=
+	    (long)sizeof(req))
+		goto out;
+	static const uint8_t any[16];
+	size_t alen = family == AF_INET ? 4 : 16;
+	uint32_t buf[2048];
+	for (int reads = 0; reads < DIAG_MAX_READS && found < 0; reads++) {
+		long n = syscall(SYS_recvfrom, nl, buf, sizeof(buf), 0, NULL, NULL);
+		if (n <= 0)
+			break;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned long)n);
+		     h = NLMSG_NEXT(h, n)) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				found = found < 0 ? 0 : found;
+				goto out;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR ||
+			    h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+				goto out;
+			const struct inet_diag_msg *m = NLMSG_DATA(h);
+			if (ntohs(m->id.idiag_sport) == port &&
+			    (!memcmp(m->id.idiag_src, any, alen) || !memcmp(m->id.idiag_src, addr, alen))) {
+				found = 1;
+				goto out;
+			}
+		}
+	}
+out:
+	syscall(SYS_close, nl);
+	return found;
+}
+
+/* A session whose side its TLS library does not know: the server's end is
+ * the one whose local port has a listening socket. */
+static int side_of_socket(struct cap_call *call, struct cap_conn *c)
+{
+	int fd = call->ops->get_fd(call->sess), fam;
+	if (fd < 0 || !inet_stream(fd, &fam))
+		fd = c->io_fd >= 0 ? c->io_fd : call->io_fd;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	uint8_t family, addr[16];
+	uint16_t port;
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    addr_of(&ss, &family, addr, &port) < 0)
+		return 0;
+	uint8_t mapped[16] = { 0,0,0,0,0,0,0,0,0,0,0xff,0xff };
+	memcpy(mapped + 12, addr, 4);
+	/* a v4 connection may have been accepted by a dual-stack [::] listener */
+	int r = listener_on(family == 4 ? AF_INET : AF_INET6, addr, port);
+	if (r <= 0 && family == 4)
+		r = listener_on(AF_INET6, mapped, port) > 0 ? 1 : r;
+	return r > 0;
+}
+
 static void learn_side(struct cap_call *call, struct cap_conn *c)
 {
-	if (!c->map_method)
-		c->side = call->ops->is_server(call->sess) ? RING_SIDE_SERVER : RING_SIDE_CLIENT;
+	if (c->map_method)
+		return;
+	int server = call->ops->is_server(call->sess);
+	if (server < 0)
+		server = side_of_socket(call, c);
+	c->side = server ? RING_SIDE_SERVER : RING_SIDE_CLIENT;
 }
 
 /* Makes sure the agent's current epoch has seen this connection's OPEN. */

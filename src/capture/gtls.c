@@ -151,7 +151,11 @@ static struct gtls_slot *slot_add(void *sess, int server)
 		s->early = NULL;
 		s->early_len = 0;
 		s->server = (int8_t)server;
-		s->shaken = server < 0; /* made at a later call: the handshake is behind */
+		/* made at a later call than gnutls_init (a session older than the
+		 * library: tlsmirror attach): the handshake is behind, the stream
+		 * began before us (gnutls_handshake makes its own, not late) */
+		s->shaken = server < 0;
+		c->late = server < 0;
 		__atomic_store_n(&s->sess, sess, __ATOMIC_RELEASE);
 		return s;
 	}
@@ -170,10 +174,12 @@ static struct cap_conn *gt_state(void *sess, int create)
 	return s ? s->conn : NULL;
 }
 
+/* -1 for a session made before the library was loaded: libgnutls' API does
+ * not say which end a session is (conn.c asks the socket). */
 static int gt_is_server(void *sess)
 {
 	struct gtls_slot *s = slot_find(sess);
-	return s && s->server == 1;
+	return s ? s->server : 0;
 }
 
 /* gnutls_transport_set_int/_ptr store one pointer: an fd if it is small. */
@@ -536,10 +542,20 @@ EXPORT int gnutls_handshake(void *session)
 	int (*real)(void *) = real_fn(&slot, "gnutls_handshake", V34);
 	if (!real)
 		return (int)no_real();
+	int saved = errno;
+	if (gt_ready() == 0 && !slot_find(session)) {
+		/* older than the library, its handshake not done yet: nothing missed */
+		struct gtls_slot *s = slot_add(session, -1);
+		if (s) {
+			s->shaken = 0;
+			s->conn->late = 0;
+		}
+	}
+	errno = saved;
 	struct cap_call call;
 	int top = conn_call_begin(&call, &cap_tls_gnutls, session);
 	int ret = real(session);
-	int saved = errno;
+	saved = errno;
 	conn_call_end(&call);
 	if (top && ret == 0) {
 		struct gtls_slot *s = slot_find(session);

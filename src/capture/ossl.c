@@ -16,6 +16,7 @@ struct ossl_fns {
 	const struct ssl_cipher_st *(*get_cipher)(const struct ssl_st *s);
 	const char *(*cipher_name)(const struct ssl_cipher_st *c);
 	size_t (*client_random)(const struct ssl_st *s, unsigned char *out, size_t outlen);
+	int (*init_finished)(const struct ssl_st *s);
 	void *(*get_ex)(const struct ssl_st *s, int idx);
 	int (*set_ex)(struct ssl_st *s, int idx, void *data);
 	int (*new_index)(int class_index, long argl, void *argp, void *new_func,
@@ -46,6 +47,7 @@ static void be_resolve(struct ossl_be *b)
 	f->get_cipher = b->lookup("SSL_get_current_cipher");
 	f->cipher_name = b->lookup("SSL_CIPHER_get_name");
 	f->client_random = b->lookup("SSL_get_client_random");
+	f->init_finished = b->lookup("SSL_is_init_finished");
 	f->get_ex = b->lookup("SSL_get_ex_data");
 	f->set_ex = b->lookup("SSL_set_ex_data");
 	f->new_index = b->lookup("CRYPTO_get_ex_new_index");
@@ -73,6 +75,9 @@ static struct cap_conn *be_state(struct ossl_be *b, void *sess, int create)
 		free(c);
 		return NULL;
 	}
+	/* every call that handshakes is hooked: a session first seen with its
+	 * handshake done is older than the library (tlsmirror attach) */
+	c->late = b->f.init_finished && b->f.init_finished(ssl) ? 1 : 0;
 	return c;
 }
 

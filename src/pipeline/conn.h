@@ -32,12 +32,17 @@ enum conn_kind {
  * handed it over. Strings are NUL-terminated, validated by the source (no
  * control characters: a sink may print them as they are).
  */
+/* conn_meta.flags: the capture began mid-connection (tlsmirror attach to a
+ * running process, an agent or collector restarted): its first bytes are not
+ * the connection's first, the handshake before them is synthesized. */
+#define CONN_META_MIDSTREAM 0x01
+
 struct conn_meta {
 	uint32_t refs;
 	uint8_t kind;            /* enum conn_kind */
 	uint8_t side;            /* 0: the producer is the client, 1: the server */
 	uint8_t map_method;      /* enum ring_map_method: how the 4-tuple was found */
-	uint8_t _pad;
+	uint8_t flags;           /* CONN_META_* */
 	uint16_t vlan;           /* 802.1Q id its packets carry (collector --tag-agents vlan), 0: none */
 	uint16_t tls_version;    /* 0x0303, 0x0304, ...; 0 unknown */
 	uint16_t real_server_port; /* the server port as seen (a port map may show another) */

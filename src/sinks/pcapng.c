@@ -224,6 +224,8 @@ size_t pcapng_format_meta(char *out, size_t cap, const struct conn_meta *m)
 			      name_of(m->map_method, maps, sizeof(maps) / sizeof(maps[0])));
 	at = text_add(out, cap, at, " source=%s",
 		      name_of(m->kind, kinds, sizeof(kinds) / sizeof(kinds[0])));
+	if (m->flags & CONN_META_MIDSTREAM)
+		at = text_add(out, cap, at, " start=midstream");
 	if (m->kind == CONN_KIND_SYNTHETIC || m->parent.origin || m->parent.conn)
 		at = text_add(out, cap, at, " parent=%llu/%llu",
 			      (unsigned long long)m->parent.origin,

@@ -745,7 +745,7 @@ static void ev_open(struct sink *s, const struct conn_tag *tag, uint64_t ts_ns,
 	struct frame_open o;
 	memset(&o, 0, sizeof(o));
 	o.flags = (m->side ? FRAME_OPEN_SERVER : 0) | (synthetic ? FRAME_OPEN_SYNTHETIC : 0) |
-		  ((off[0] | off[1]) ? FRAME_OPEN_MIDSTREAM : 0);
+		  ((off[0] | off[1] || (m->flags & CONN_META_MIDSTREAM)) ? FRAME_OPEN_MIDSTREAM : 0);
 	o.family = tag->family;
 	o.client_port = tag->client_port;
 	o.server_port = tag->server_port;

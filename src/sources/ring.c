@@ -136,6 +136,7 @@ static struct conn_meta *make_meta(struct proc *p, const struct ring_open *o)
 	meta_str(m->sni, sizeof(m->sni), o->sni);
 	meta_str(m->alpn, sizeof(m->alpn), o->alpn);
 	meta_str(m->cipher, sizeof(m->cipher), o->cipher);
+	m->flags = o->midstream ? CONN_META_MIDSTREAM : 0;
 	return m;
 }
 
@@ -203,6 +204,7 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	if (owner && !strcmp(owner, "dedup"))
 		p->duplicate_conns++; /* the other end's producer shows it */
 	p->synthetic_conns += o.map_method == RING_MAP_SYNTHETIC;
+	p->midstream_conns += o.midstream != 0;
 }
 
 /*

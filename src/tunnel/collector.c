@@ -221,6 +221,7 @@ static struct conn_meta *open_meta(struct peer *p, const struct frame_open *fo)
 	m->kind = fo->kind;
 	m->side = (fo->flags & FRAME_OPEN_SERVER) ? 1 : 0;
 	m->map_method = fo->map_method;
+	m->flags = (fo->flags & FRAME_OPEN_MIDSTREAM) ? CONN_META_MIDSTREAM : 0;
 	m->tls_version = fo->tls_version;
 	m->real_server_port = fo->real_server_port;
 	m->pid = fo->pid;

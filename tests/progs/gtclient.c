@@ -1,19 +1,26 @@
 /* GnuTLS echo client for the tests: every send/recv variant libgnutls has, its own key-log function. */
 /*
- * usage: gtclient HOST PORT CAFILE ROUNDS SIZE KEYLOG
+ * usage: gtclient HOST PORT CAFILE ROUNDS SIZE KEYLOG [CONNS PAUSE_MS]
  * Speaks recserver.py's echo protocol ('LEN n\n' + n bytes -> 'ECHO n\n' +
  * the bytes reversed). Round r sends with gnutls_record_send, _send2 or
  * _send_range (r % 3) and reads with gnutls_record_recv, _recv_seq or
  * _recv_packet. The application's own key-log function writes
  * "LABEL HEXSECRET" lines to KEYLOG. Prints "round R ok" per round.
+ * CONNS connections (default 1) one after the other, ROUNDS rounds each,
+ * PAUSE_MS between rounds (tlsmirror attach tests: one connection open
+ * across the attach, the next ones opened after it); with these, each
+ * connection prints "conn N PORT" once connected, before its handshake.
  */
 #include <gnutls/gnutls.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gen.h"
@@ -134,27 +141,24 @@ static int recv_exact(gnutls_session_t s, unsigned char *buf, size_t n, int vari
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int one_conn(const char *host, const char *port, gnutls_certificate_credentials_t cred,
+		    int n, int rounds, size_t size, long pause_ms, int say_port)
 {
-	if (argc != 7) {
-		fprintf(stderr, "usage: gtclient HOST PORT CAFILE ROUNDS SIZE KEYLOG\n");
-		return 2;
-	}
-	int rounds = atoi(argv[4]);
-	size_t size = strtoul(argv[5], NULL, 10);
-	keylog = fopen(argv[6], "w");
-	int fd = dial(argv[1], argv[2]);
-	if (!keylog || fd < 0) {
-		fprintf(stderr, "gtclient: cannot open %s or connect\n", argv[6]);
+	int fd = dial(host, port);
+	if (fd < 0) {
+		fprintf(stderr, "gtclient: cannot connect\n");
 		return 1;
 	}
-	gnutls_certificate_credentials_t cred;
+	struct sockaddr_storage me;
+	socklen_t ml = sizeof(me);
+	if (say_port && getsockname(fd, (struct sockaddr *)&me, &ml) == 0) {
+		printf("conn %d %u\n", n, ntohs(((struct sockaddr_in *)&me)->sin_port));
+		fflush(stdout);
+	}
 	gnutls_session_t s;
 	gnutls_datum_t alpn = { (unsigned char *)"tm-echo", 7 };
-	gnutls_certificate_allocate_credentials(&cred);
-	if (gnutls_certificate_set_x509_trust_file(cred, argv[3], GNUTLS_X509_FMT_PEM) <= 0 ||
-	    gnutls_init(&s, GNUTLS_CLIENT) < 0) {
-		fprintf(stderr, "gtclient: bad CA file or gnutls_init failed\n");
+	if (gnutls_init(&s, GNUTLS_CLIENT) < 0) {
+		fprintf(stderr, "gtclient: gnutls_init failed\n");
 		return 1;
 	}
 	gnutls_set_default_priority(s);
@@ -192,14 +196,46 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		printf("round %d ok\n", r);
+		fflush(stdout);
+		if (pause_ms > 0) {
+			struct timespec ts = { pause_ms / 1000, (pause_ms % 1000) * 1000000L };
+			nanosleep(&ts, NULL);
+		}
 	}
 	gnutls_bye(s, GNUTLS_SHUT_RDWR);
 	gnutls_deinit(s);
 	close(fd);
-	gnutls_certificate_free_credentials(cred);
 	free(msg);
 	free(back);
 	free(spill);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 7 && argc != 9) {
+		fprintf(stderr, "usage: gtclient HOST PORT CAFILE ROUNDS SIZE KEYLOG [CONNS PAUSE_MS]\n");
+		return 2;
+	}
+	int rounds = atoi(argv[4]);
+	size_t size = strtoul(argv[5], NULL, 10);
+	int conns = argc == 9 ? atoi(argv[7]) : 1;
+	long pause_ms = argc == 9 ? atol(argv[8]) : 0;
+	keylog = fopen(argv[6], "w");
+	if (!keylog) {
+		fprintf(stderr, "gtclient: cannot open %s\n", argv[6]);
+		return 1;
+	}
+	gnutls_certificate_credentials_t cred;
+	gnutls_certificate_allocate_credentials(&cred);
+	if (gnutls_certificate_set_x509_trust_file(cred, argv[3], GNUTLS_X509_FMT_PEM) <= 0) {
+		fprintf(stderr, "gtclient: bad CA file\n");
+		return 1;
+	}
+	for (int n = 0; n < conns; n++)
+		if (one_conn(argv[1], argv[2], cred, n, rounds, size, pause_ms, argc == 9))
+			return 1;
+	gnutls_certificate_free_credentials(cred);
 	fclose(keylog);
 	return 0;
 }
