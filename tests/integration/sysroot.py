@@ -68,13 +68,14 @@ class SysRoot:
             # PID 1 is systemd once chroot has exec'd it
             wait_until(lambda: os.readlink(f"/proc/{self.pid}/exe").endswith("/systemd"), 20,
                        "systemd to be PID 1 of the namespace")
-            # (its bus comes a moment after exec: until then systemctl cannot ask)
+            # (its bus and /run/systemd/system come a moment after exec: until
+            # then systemctl cannot ask, or says "offline")
             deadline = time.monotonic() + boot_timeout
             while True:
                 r = self.run(["systemctl", "is-system-running", "--wait"], timeout_s=boot_timeout,
                              check_rc=False)
                 state = r.stdout.decode().strip()
-                if state or time.monotonic() > deadline:
+                if state not in ("", "offline") or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
             if state not in ("running", "degraded"):

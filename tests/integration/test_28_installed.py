@@ -212,6 +212,20 @@ def nginx_pids(root):
     return [p for p in root.ns_pids() if _exe(p) == "/usr/sbin/nginx"]
 
 
+def nginx_hooked(root, hooked, what):
+    """Waits until nginx runs (master and workers: systemctl returns before
+    the workers are all forked) and every one of its processes, or none,
+    maps the capture library, and nothing else does."""
+    def settled():
+        ngx, mapped = set(nginx_pids(root)), set(root.pids_mapping(LIB))
+        return len(ngx) >= 2 and mapped == (ngx if hooked else set())
+    try:
+        wait_until(settled, 15, what, interval=0.2)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: nginx {nginx_pids(root)}, mapping the library "
+                             f"{root.pids_mapping(LIB)}") from None
+
+
 @timeout(300)
 def test_units_under_systemd(env):
     """systemd as PID 1 of a throwaway copy of this machine: apt install ./x.deb
@@ -237,7 +251,7 @@ def test_units_under_systemd(env):
                     " ssl_certificate_key /etc/nginx/tlsmirror-test/key.pem;\n"
                     " root /etc/nginx/tlsmirror-test;\n access_log off;\n}\n")
         root.run(["systemctl", "restart", "nginx.service"])
-        check(nginx_pids(root) and not root.pids_mapping(LIB), "nginx before the package")
+        nginx_hooked(root, False, "nginx before the package")
         # the README: apt install ./x.deb; the agent starts (postinst)
         root.run(["apt-get", "install", "-y", deb], timeout_s=180)
         files = check_installed(root)
@@ -279,10 +293,7 @@ def test_units_under_systemd(env):
         check(b"systemctl daemon-reload" in r.stdout, f"enable: {short(r.stdout)}")
         root.run(["systemctl", "daemon-reload"])
         root.run(["systemctl", "restart", "nginx.service"])
-        ngx = nginx_pids(root)
-        hooked = root.pids_mapping(LIB)
-        check(ngx and sorted(hooked) == sorted(ngx),
-              f"nginx's processes {ngx}, with the library mapped: {hooked}")
+        nginx_hooked(root, True, "every nginx process with the library after enable + restart")
         r = root.run(["curl", "-sS", "--cacert", "/etc/nginx/tlsmirror-test/cert.pem",
                       "https://localhost:8443/page", "-o", "/tmp/got", "-D", "/tmp/head"])
         with open(root.path("/tmp/got"), "rb") as f:
@@ -337,18 +348,18 @@ def test_units_under_systemd(env):
         check(not os.path.exists(root.path(DROPIN)), f"disable: {short(r.stdout)}")
         root.run(["systemctl", "daemon-reload"])
         root.run(["systemctl", "restart", "nginx.service"])
-        check(nginx_pids(root) and not root.pids_mapping(LIB), "nginx still hooked after disable")
+        nginx_hooked(root, False, "nginx without the library after disable + restart")
         # removal: the drop-ins go, nginx restarts without the library, the agent stops
         root.run(["tlsmirror", "enable", "nginx.service"])
         root.run(["systemctl", "daemon-reload"])
         root.run(["systemctl", "restart", "nginx.service"])
-        check(root.pids_mapping(LIB), "nginx not hooked after the second enable")
+        nginx_hooked(root, True, "nginx hooked after the second enable")
         root.run(["apt-get", "remove", "-y", "tlsmirror"], timeout_s=120)
         check(status_of(root) == "deinstall ok config-files", f"after remove: {status_of(root)}")
         check(not os.path.exists(root.path(DROPIN)), "remove left nginx's drop-in")
         r = root.run(["systemctl", "is-active", "nginx.service", "tlsmirror.service"], check_rc=False)
         check(r.stdout.split() == [b"active", b"inactive"], f"after remove: {r.stdout!r}")
-        check(not root.pids_mapping(LIB), f"after remove, still hooked: {root.pids_mapping(LIB)}")
+        nginx_hooked(root, False, "nginx restarted without the library by the removal")
         # reinstall after remove, then the same package again: running, enabled
         root.run(["dpkg", "-i", deb])
         root.run(["dpkg", "-i", deb])
