@@ -343,6 +343,21 @@ def test_units_under_systemd(env):
             wait_until(replayed, 15, "packets replayed onto mirror0", interval=0.5)
         except AssertionError as e:
             raise AssertionError(f"{e}:\n{root.run(['tlsmirror', 'stats']).stdout.decode()}") from None
+        # the collector's unit, as its collector.conf says to start it
+        root.run(["tlsmirror", "pki", "init", "/etc/tlsmirror/pki"])
+        root.run(["tlsmirror", "pki", "issue", "/etc/tlsmirror/pki", "sensor", "--collector",
+                  "--host", "localhost"])
+        root.run(["systemctl", "enable", "--now", "tlsmirror-collector.service"])
+        wait_until(lambda: root.run(["tlsmirror", "stats", "-C"], check_rc=False).returncode == 0,
+                   15, "the collector's unit to answer")
+        r = root.run(["tlsmirror", "stats", "-C"])
+        check(b"collector listen=0.0.0.0:7443" in r.stdout and b"tls=yes" in r.stdout,
+              f"stats -C: {short(r.stdout)}")
+        ps = proc_status(host_pid(root, "tlsmirror-collector.service"))
+        check(int(ps["CapBnd"], 16) == NET_CAPS and int(ps["CapEff"], 16) == 0 and
+              ps["NoNewPrivs"] == "1", f"the collector: CapBnd {ps['CapBnd']} CapEff {ps['CapEff']}")
+        root.run(["systemctl", "disable", "--now", "tlsmirror-collector.service"])
+        root.run(["rm", "-rf", "/etc/tlsmirror/pki"])  # the admin's keys: purge leaves them
         # disable takes it back
         r = root.run(["tlsmirror", "disable", "nginx.service"])
         check(not os.path.exists(root.path(DROPIN)), f"disable: {short(r.stdout)}")
