@@ -51,8 +51,12 @@ class SysRoot:
         def up():
             if not self.proc.alive():
                 err = short(self.proc.err(), 800)
-                if b"overlay" in self.proc.err() or b"unshare" in self.proc.err():
-                    raise Skip(f"this kernel refuses the overlay namespace: {err}")
+                # a container without the privilege, a kernel without overlayfs
+                # or cgroup v2: this machine cannot make one (say why, skip)
+                if any(w in self.proc.err() for w in (b"not permitted", b"ermission denied",
+                                                      b"unknown filesystem", b"no cgroup v2",
+                                                      b"unshare failed", b"overlay")):
+                    raise Skip(f"this machine cannot make a throwaway root: {err}")
                 raise AssertionError(f"sysroot.sh {mode} exited {self.proc.popen.returncode}: {err}")
             if not os.path.exists(os.path.join(self.dir, "ready")):
                 return False
