@@ -123,7 +123,7 @@ def test_dpkg_into_throwaway_root(env):
             f.write(body)
         srv = root.spawn("s_server", ["sh", "-c", "cd /tmp/tls && exec openssl s_server -quiet "
                                       "-accept 127.0.0.1:4433 -cert cert.pem -key key.pem -WWW "
-                                      "-naccept 1"])
+                                      "-naccept 2"])
         wait_until(lambda: b":1151 " in open(f"/proc/{root.pid}/net/tcp", "rb").read() or
                    not srv.alive(), 10, "openssl s_server listening")
         # as the README says: `tlsmirror run` for a command (LD_PRELOAD, the default socket)
@@ -135,6 +135,12 @@ def test_dpkg_into_throwaway_root(env):
         check(got.endswith(body), f"curl got {len(got)} bytes, not the page")
         r = root.run(["tlsmirror", "stats"])
         check(re.search(rb"comm=curl .*conns=1 ", r.stdout), f"stats: {short(r.stdout)}")
+        # a hand-written LD_PRELOAD alone (no TLSMIRROR_SOCKET) finds the packaged agent too
+        root.run(["curl", "-sS", "--cacert", "/tmp/tls/cert.pem", "https://127.0.0.1:4433/index.html",
+                  "-o", "/dev/null"], env={"LD_PRELOAD": LIB}, timeout_s=30)
+        wait_until(lambda: len(re.findall(rb"^pid=\d+ .*comm=curl .*conns=1 ",
+                                          root.run(["tlsmirror", "stats"]).stdout, re.M)) == 2,
+                   10, "the LD_PRELOAD'ed curl attached to the packaged agent")
         req = root.run(["tlsmirror", "stats", "--json"]).stdout
         check(b'"comm": "curl"' in req or b'"comm":"curl"' in req, f"stats --json: {short(req)}")
         # SIGTERM to the agent itself (nsenter passes on its exit status)
@@ -145,7 +151,7 @@ def test_dpkg_into_throwaway_root(env):
         with open(root.path("/tmp/head"), "rb") as f:
             head = f.read()
         cap = judge(root.path(PCAP))
-        check(len(cap.streams) == 1 and cap.streams[0].bytes(1) == head + got and
+        check(len(cap.streams) == 2 and cap.streams[0].bytes(1) == head + got and
               cap.streams[0].bytes(0).startswith(b"GET /index.html HTTP/1.1\r\n"),
               f"the mirror of curl: {cap.describe()}")
         # `tlsmirror enable` writes its drop-in into the installed tree
