@@ -24,6 +24,7 @@ enum ring_state { RS_NONE = 0, RS_CREATING, RS_READY, RS_FAILED };
 static struct {
 	int disabled;
 	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int sock_default;         /* no $TLSMIRROR_SOCKET: the packaged agent's is tried too */
 	uint64_t ring_size;
 	int ring_state;           /* enum ring_state, atomic */
 	struct ring_hdr *ring;    /* atomic; stays mapped for the process lifetime */
@@ -102,8 +103,10 @@ void cap_setup(void)
 	if (v && *v && strcmp(v, "0") != 0)
 		g.disabled = 1;
 	const char *path = getenv("TLSMIRROR_SOCKET");
-	if (!path || !*path || strlen(path) >= sizeof(g.sock_path))
+	if (!path || !*path || strlen(path) >= sizeof(g.sock_path)) {
 		path = CTL_DEFAULT_SOCKET;
+		g.sock_default = 1;
+	}
 	memcpy(g.sock_path, path, strlen(path) + 1);
 	g.ring_size = RING_DEFAULT_DATA;
 	v = getenv("TLSMIRROR_RING_SIZE");
@@ -127,6 +130,7 @@ int cap_set_socket(const char *path)
 	if (!path || !*path || strlen(path) >= sizeof(g.sock_path))
 		return -ENAMETOOLONG;
 	memcpy(g.sock_path, path, strlen(path) + 1);
+	g.sock_default = 0;
 	return 0;
 }
 
@@ -189,12 +193,15 @@ static int connect_agent(void)
 	if (fd < 0)
 		return -errno;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	memcpy(sa.sun_path, g.sock_path, strlen(g.sock_path) + 1);
+	/* no socket named and none at the usual path: the packaged agent's */
+	const char *path = g.sock_default && access(g.sock_path, F_OK) &&
+			   !access(CTL_SERVICE_SOCKET, F_OK) ? CTL_SERVICE_SOCKET : g.sock_path;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 		return fd;
 	int err = -errno;
 	socklen_t len;
-	if (ctl_abstract_addr(g.sock_path, &sa, &len) == 0) {
+	if (ctl_abstract_addr(path, &sa, &len) == 0) {
 		if (connect(fd, (struct sockaddr *)&sa, len) == 0) {
 			if (agent_trusted(fd))
 				return fd;

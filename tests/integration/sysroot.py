@@ -51,8 +51,12 @@ class SysRoot:
         def up():
             if not self.proc.alive():
                 err = short(self.proc.err(), 800)
-                if b"overlay" in self.proc.err() or b"unshare" in self.proc.err():
-                    raise Skip(f"this kernel refuses the overlay namespace: {err}")
+                # a container without the privilege, a kernel without overlayfs
+                # or cgroup v2: this machine cannot make one (say why, skip)
+                if any(w in self.proc.err() for w in (b"not permitted", b"ermission denied",
+                                                      b"unknown filesystem", b"no cgroup v2",
+                                                      b"unshare failed", b"overlay")):
+                    raise Skip(f"this machine cannot make a throwaway root: {err}")
                 raise AssertionError(f"sysroot.sh {mode} exited {self.proc.popen.returncode}: {err}")
             if not os.path.exists(os.path.join(self.dir, "ready")):
                 return False
@@ -68,13 +72,14 @@ class SysRoot:
             # PID 1 is systemd once chroot has exec'd it
             wait_until(lambda: os.readlink(f"/proc/{self.pid}/exe").endswith("/systemd"), 20,
                        "systemd to be PID 1 of the namespace")
-            # (its bus comes a moment after exec: until then systemctl cannot ask)
+            # (its bus and /run/systemd/system come a moment after exec: until
+            # then systemctl cannot ask, or says "offline")
             deadline = time.monotonic() + boot_timeout
             while True:
                 r = self.run(["systemctl", "is-system-running", "--wait"], timeout_s=boot_timeout,
                              check_rc=False)
                 state = r.stdout.decode().strip()
-                if state or time.monotonic() > deadline:
+                if state not in ("", "offline") or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
             if state not in ("running", "degraded"):

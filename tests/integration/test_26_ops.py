@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from tmlib import (HELPERS, PYTHON, TLSMIRROR, Agent, Fail, RecServer, certs, check, free_port, judge,
+from tmlib import (HELPERS, PYTHON, TLSMIRROR, Agent, Fail, RecServer, Skip, certs, check, free_port, judge,
                    need_tool, nginx_conf, parse_stats, proc_stats, short, start_nginx,
                    stat_int, timeout, wait_listening, wait_until, gen_bytes)
 
@@ -519,3 +519,39 @@ def test_metrics_process_cardinality(env):
     check(all(v == 0 for v in series(prom, "tlsmirror_process_attached")),
           "after exit, a process series still says attached")
     agent.final_stats()
+
+
+def cap_sets(pid):
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(l.split(":\t", 1) for l in f.read().splitlines() if ":\t" in l)
+    return int(st["CapPrm"], 16), int(st["CapEff"], 16)
+
+
+@timeout(60)
+def test_caps_kept_for_outputs(env):
+    """Run by hand as root, the agent gives up CAP_NET_RAW and
+    CAP_NET_BIND_SERVICE unless its outputs need them, and keeps the rest
+    (the packaged units allow only those two: test_28_installed)."""
+    if os.geteuid() != 0:
+        raise Skip("needs root")
+    raw, bind, admin = 1 << 13, 1 << 10, 1 << 21
+    prm0, _ = cap_sets(os.getpid())
+    check(prm0 & raw and prm0 & bind and prm0 & admin, f"the test runs without the capabilities: {prm0:x}")
+    a = Agent(env, "plain").start()
+    prm, eff = cap_sets(a.proc.pid)
+    check(not prm & (raw | bind) and not eff & (raw | bind) and prm & admin and eff & admin,
+          f"-w only: CapPrm {prm:x} CapEff {eff:x}: want NET_RAW and NET_BIND_SERVICE gone, the rest kept")
+    a.final_stats()
+    # a port below 1024 keeps CAP_NET_BIND_SERVICE (and the listener works)
+    for port in range(900, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+    b = Agent(env, "low", args=["--pcap-over-ip", f"127.0.0.1:{port}"]).start()
+    prm, eff = cap_sets(b.proc.pid)
+    check(prm & bind and eff & bind and not prm & raw, f"--pcap-over-ip :{port}: CapPrm {prm:x}")
+    wait_listening(port, proc=b.proc)
+    b.final_stats()

@@ -123,7 +123,7 @@ def test_dpkg_into_throwaway_root(env):
             f.write(body)
         srv = root.spawn("s_server", ["sh", "-c", "cd /tmp/tls && exec openssl s_server -quiet "
                                       "-accept 127.0.0.1:4433 -cert cert.pem -key key.pem -WWW "
-                                      "-naccept 1"])
+                                      "-naccept 2"])
         wait_until(lambda: b":1151 " in open(f"/proc/{root.pid}/net/tcp", "rb").read() or
                    not srv.alive(), 10, "openssl s_server listening")
         # as the README says: `tlsmirror run` for a command (LD_PRELOAD, the default socket)
@@ -135,6 +135,12 @@ def test_dpkg_into_throwaway_root(env):
         check(got.endswith(body), f"curl got {len(got)} bytes, not the page")
         r = root.run(["tlsmirror", "stats"])
         check(re.search(rb"comm=curl .*conns=1 ", r.stdout), f"stats: {short(r.stdout)}")
+        # a hand-written LD_PRELOAD alone (no TLSMIRROR_SOCKET) finds the packaged agent too
+        root.run(["curl", "-sS", "--cacert", "/tmp/tls/cert.pem", "https://127.0.0.1:4433/index.html",
+                  "-o", "/dev/null"], env={"LD_PRELOAD": LIB}, timeout_s=30)
+        wait_until(lambda: len(re.findall(rb"^pid=\d+ .*comm=curl .*conns=1 ",
+                                          root.run(["tlsmirror", "stats"]).stdout, re.M)) == 2,
+                   10, "the LD_PRELOAD'ed curl attached to the packaged agent")
         req = root.run(["tlsmirror", "stats", "--json"]).stdout
         check(b'"comm": "curl"' in req or b'"comm":"curl"' in req, f"stats --json: {short(req)}")
         # SIGTERM to the agent itself (nsenter passes on its exit status)
@@ -145,7 +151,7 @@ def test_dpkg_into_throwaway_root(env):
         with open(root.path("/tmp/head"), "rb") as f:
             head = f.read()
         cap = judge(root.path(PCAP))
-        check(len(cap.streams) == 1 and cap.streams[0].bytes(1) == head + got and
+        check(len(cap.streams) == 2 and cap.streams[0].bytes(1) == head + got and
               cap.streams[0].bytes(0).startswith(b"GET /index.html HTTP/1.1\r\n"),
               f"the mirror of curl: {cap.describe()}")
         # `tlsmirror enable` writes its drop-in into the installed tree
@@ -212,6 +218,20 @@ def nginx_pids(root):
     return [p for p in root.ns_pids() if _exe(p) == "/usr/sbin/nginx"]
 
 
+def nginx_hooked(root, hooked, what):
+    """Waits until nginx runs (master and workers: systemctl returns before
+    the workers are all forked) and every one of its processes, or none,
+    maps the capture library, and nothing else does."""
+    def settled():
+        ngx, mapped = set(nginx_pids(root)), set(root.pids_mapping(LIB))
+        return len(ngx) >= 2 and mapped == (ngx if hooked else set())
+    try:
+        wait_until(settled, 15, what, interval=0.2)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: nginx {nginx_pids(root)}, mapping the library "
+                             f"{root.pids_mapping(LIB)}") from None
+
+
 @timeout(300)
 def test_units_under_systemd(env):
     """systemd as PID 1 of a throwaway copy of this machine: apt install ./x.deb
@@ -237,7 +257,7 @@ def test_units_under_systemd(env):
                     " ssl_certificate_key /etc/nginx/tlsmirror-test/key.pem;\n"
                     " root /etc/nginx/tlsmirror-test;\n access_log off;\n}\n")
         root.run(["systemctl", "restart", "nginx.service"])
-        check(nginx_pids(root) and not root.pids_mapping(LIB), "nginx before the package")
+        nginx_hooked(root, False, "nginx before the package")
         # the README: apt install ./x.deb; the agent starts (postinst)
         root.run(["apt-get", "install", "-y", deb], timeout_s=180)
         files = check_installed(root)
@@ -279,10 +299,7 @@ def test_units_under_systemd(env):
         check(b"systemctl daemon-reload" in r.stdout, f"enable: {short(r.stdout)}")
         root.run(["systemctl", "daemon-reload"])
         root.run(["systemctl", "restart", "nginx.service"])
-        ngx = nginx_pids(root)
-        hooked = root.pids_mapping(LIB)
-        check(ngx and sorted(hooked) == sorted(ngx),
-              f"nginx's processes {ngx}, with the library mapped: {hooked}")
+        nginx_hooked(root, True, "every nginx process with the library after enable + restart")
         r = root.run(["curl", "-sS", "--cacert", "/etc/nginx/tlsmirror-test/cert.pem",
                       "https://localhost:8443/page", "-o", "/tmp/got", "-D", "/tmp/head"])
         with open(root.path("/tmp/got"), "rb") as f:
@@ -332,23 +349,38 @@ def test_units_under_systemd(env):
             wait_until(replayed, 15, "packets replayed onto mirror0", interval=0.5)
         except AssertionError as e:
             raise AssertionError(f"{e}:\n{root.run(['tlsmirror', 'stats']).stdout.decode()}") from None
+        # the collector's unit, as its collector.conf says to start it
+        root.run(["tlsmirror", "pki", "init", "/etc/tlsmirror/pki"])
+        root.run(["tlsmirror", "pki", "issue", "/etc/tlsmirror/pki", "sensor", "--collector",
+                  "--host", "localhost"])
+        root.run(["systemctl", "enable", "--now", "tlsmirror-collector.service"])
+        wait_until(lambda: root.run(["tlsmirror", "stats", "-C"], check_rc=False).returncode == 0,
+                   15, "the collector's unit to answer")
+        r = root.run(["tlsmirror", "stats", "-C"])
+        check(b"collector listen=0.0.0.0:7443" in r.stdout and b"tls=yes" in r.stdout,
+              f"stats -C: {short(r.stdout)}")
+        ps = proc_status(host_pid(root, "tlsmirror-collector.service"))
+        check(int(ps["CapBnd"], 16) == NET_CAPS and int(ps["CapEff"], 16) == 0 and
+              ps["NoNewPrivs"] == "1", f"the collector: CapBnd {ps['CapBnd']} CapEff {ps['CapEff']}")
+        root.run(["systemctl", "disable", "--now", "tlsmirror-collector.service"])
+        root.run(["rm", "-rf", "/etc/tlsmirror/pki"])  # the admin's keys: purge leaves them
         # disable takes it back
         r = root.run(["tlsmirror", "disable", "nginx.service"])
         check(not os.path.exists(root.path(DROPIN)), f"disable: {short(r.stdout)}")
         root.run(["systemctl", "daemon-reload"])
         root.run(["systemctl", "restart", "nginx.service"])
-        check(nginx_pids(root) and not root.pids_mapping(LIB), "nginx still hooked after disable")
+        nginx_hooked(root, False, "nginx without the library after disable + restart")
         # removal: the drop-ins go, nginx restarts without the library, the agent stops
         root.run(["tlsmirror", "enable", "nginx.service"])
         root.run(["systemctl", "daemon-reload"])
         root.run(["systemctl", "restart", "nginx.service"])
-        check(root.pids_mapping(LIB), "nginx not hooked after the second enable")
+        nginx_hooked(root, True, "nginx hooked after the second enable")
         root.run(["apt-get", "remove", "-y", "tlsmirror"], timeout_s=120)
         check(status_of(root) == "deinstall ok config-files", f"after remove: {status_of(root)}")
         check(not os.path.exists(root.path(DROPIN)), "remove left nginx's drop-in")
         r = root.run(["systemctl", "is-active", "nginx.service", "tlsmirror.service"], check_rc=False)
         check(r.stdout.split() == [b"active", b"inactive"], f"after remove: {r.stdout!r}")
-        check(not root.pids_mapping(LIB), f"after remove, still hooked: {root.pids_mapping(LIB)}")
+        nginx_hooked(root, False, "nginx restarted without the library by the removal")
         # reinstall after remove, then the same package again: running, enabled
         root.run(["dpkg", "-i", deb])
         root.run(["dpkg", "-i", deb])

@@ -36,7 +36,7 @@ if [ "${SYSROOT_STAGE:-1}" = 1 ]; then
 fi
 
 # stage 2: PID 1 of the new pid namespace, still in the host's root
-t=/tmp/tlsmirror-sysroot-$$
+t=$dir/mnt  # (the test's directory: removed with it)
 mkdir -p "$t"
 mount -t tmpfs -o mode=0755 tmpfs "$t"
 mkdir "$t/upper" "$t/work" "$t/root"
@@ -58,8 +58,9 @@ ln -s pts/ptmx "$r/dev/ptmx"
 mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
 mount -t tmpfs -o mode=0755 tmpfs "$r/run"
 mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
-# a fresh machine: no docker-style policy-rc.d that forbids starting services
-rm -f "$r/usr/sbin/policy-rc.d"
+# a fresh machine: no docker-style policy-rc.d that forbids starting services;
+# no man-db index rebuilt after each dpkg run (seconds each, nothing tested)
+rm -f "$r/usr/sbin/policy-rc.d" "$r/var/lib/man-db/auto-update"
 echo tlsmirror-sysroot > "$r/etc/hostname"
 hostname tlsmirror-sysroot
 : > "$r/etc/machine-id"
