@@ -61,7 +61,6 @@ struct origin {
 	uint64_t proc_key;
 	struct flow_origin_stats st;
 	uint8_t logged;          /* its first refusal was logged */
-	uint8_t logged_unused;   /* its first refusal over the unused cap was logged */
 	char label[ORIGIN_LABEL];
 };
 
@@ -79,7 +78,6 @@ struct flow {
 	uint8_t side;            /* end of the mirrored process */
 	uint8_t duplicate;
 	uint8_t released;        /* emitting flow its own process let go (fork handover) */
-	uint8_t unused;          /* carried nothing yet: counts in origin->st.unused */
 	uint64_t seq_no;         /* t->opens when it opened: older than its process's last fork? */
 	uint32_t holders;        /* emitting flow: processes holding it */
 	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
@@ -530,18 +528,7 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	t->count--;
 	t->ctr.flows_open--;
 	f->origin->st.open--;
-	if (f->unused)
-		f->origin->st.unused--;
 	flow_free(f);
-}
-
-/* f carried something: no longer an unused announcement. */
-static void mark_used(struct flow *f)
-{
-	if (f->unused) {
-		f->unused = 0;
-		f->origin->st.unused--;
-	}
 }
 
 /* ---- fork handover ---- */
@@ -811,23 +798,10 @@ static int admit(struct flow_table *t, const struct conn_open *info, struct orig
 	if (!o)
 		return -ENOMEM;
 	*out = o;
-	if (t->count < t->max_flows && o->st.open < t->max_per_origin &&
-	    o->st.unused < FLOW_MAX_UNUSED_PER_ORIGIN)
+	if (t->count < t->max_flows && o->st.open < t->max_per_origin)
 		return 0;
 	if (id_find(t, info->id.origin, info->id.conn))
 		return 0;
-	if (o->st.unused >= FLOW_MAX_UNUSED_PER_ORIGIN && t->count < t->max_flows &&
-	    o->st.open < t->max_per_origin) {
-		t->ctr.flows_refused++;
-		o->st.refused++;
-		if (!o->logged_unused) {
-			o->logged_unused = 1;
-			log_warn("%s: %d connections announced that carried nothing yet: further "
-				 "ones are not mirrored until they do, only counted (refused_conns)",
-				 o->label, FLOW_MAX_UNUSED_PER_ORIGIN);
-		}
-		return -EMFILE;
-	}
 	return refuse(t, o, t->count >= t->max_flows ? -ENFILE : -EMFILE);
 }
 
@@ -953,10 +927,6 @@ int flow_open(struct flow_table *t, const struct conn_open *info)
 	}
 	tuple_insert(t, f);
 	t->ctr.flows_opened++;
-	if (!f->emitted[0] && !f->emitted[1]) {
-		f->unused = 1;
-		org->st.unused++;
-	}
 	emit_handshake(t, f, info->ts_ns);
 out:
 	batch_flush(t);
@@ -1013,8 +983,6 @@ int flow_datav(struct flow_table *t, uint64_t proc_key, uint64_t conn_id, int di
 	if (f->duplicate)
 		return 0;
 	uint64_t behind = 0;
-	if (len || off > f->emitted[dir])
-		mark_used(f);
 	if (off > f->emitted[dir]) {
 		uint64_t g = off - f->emitted[dir];
 		skip_bytes(t, f, dir, g, ts_ns);
@@ -1054,10 +1022,8 @@ int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 		return -ENOENT;
 	if (f->owner)
 		f = f->owner;
-	if (!f->duplicate) {
-		mark_used(f);
+	if (!f->duplicate)
 		skip_bytes(t, f, dir, len, ts_ns);
-	}
 	return 0;
 }
 

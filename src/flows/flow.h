@@ -55,13 +55,7 @@ struct flow_origin_stats {
 	uint64_t open;              /* flows open now */
 	uint64_t refused;           /* opens refused over a cap */
 	uint64_t orphan_bytes;      /* clear text for no flow */
-	uint64_t unused;            /* open flows that carried nothing yet (announcements) */
 };
-
-/* Open flows of one origin that have carried nothing yet (announced, never
- * used): past this, its new opens are refused (a producer pre-announcing
- * 4-tuples it does not have; docs/pipeline.md "Pre-announced 4-tuples"). */
-#define FLOW_MAX_UNUSED_PER_ORIGIN 1024
 
 /* Client ports synthetic flows use (and move to): below Linux's ephemeral range. */
 #define FLOW_SYNTH_PORT_MIN 10000

@@ -9,7 +9,7 @@ from tmlib import (HELPERS, PYTHON, TLSMIRROR, Agent, RecServer, certs, check, n
 
 M32 = 0xFFFFFFFF
 SYN = 0x02
-CONNS, DURATION = 6, 11.0
+CONNS, DURATION = 4, 8.0
 
 
 def run_restarts(env, sigs):

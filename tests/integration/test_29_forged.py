@@ -54,9 +54,8 @@ def test_forged_timestamps_are_clamped(env):
 @timeout(180)
 def test_preannounced_tuples_do_not_hide_connections(env):
     """A producer pre-announces 2000 4-tuples (127.0.0.1:40000-41999 -> the server, OPEN
-    only, never used): 1024 are taken (the cap on unused announcements per producer), the
-    rest refused and counted. Then curl makes 3 requests from ports among the taken ones:
-    every request is in the capture, byte-exact; the announcements give way (evicted)."""
+    only, never used); then curl makes 3 requests from ports in that range: every request
+    is in the capture, byte-exact; the announcements give way (evicted)."""
     from test_23_caps import wait_holding
     from tmlib import RecServer, certs, check_stream, need_tool, TLSMIRROR
     c = certs()
@@ -69,7 +68,7 @@ def test_preannounced_tuples_do_not_hide_connections(env):
     time.sleep(2.5)  # its announcements are old by now
     for i in range(3):
         rc, out, err = env.run(f"curl{i}", [TLSMIRROR, "run", "--socket", agent.sock, "--",
-                                            need_tool("curl"), "-sS", "--local-port", "40000-41023",
+                                            need_tool("curl"), "-sS", "--local-port", "40000-41999",
                                             "--cacert", c["cert"], "--resolve",
                                             f"localhost:{srv.port}:127.0.0.1",
                                             f"https://localhost:{srv.port}/size/{1000 + i}",
@@ -84,15 +83,12 @@ def test_preannounced_tuples_do_not_hide_connections(env):
     ports = len({cn.peer_port for cn in conns})  # curl may reuse a port of the range
     check(re.search(rf"\bevicted={ports}\b", raw), f"want {ports} unused announcements evicted "
           f"(dedup stage), one per port curl used: {raw}")
-    bad = [p for p in procs if p.get("comm") == "ringgen"]
-    check(len(bad) == 1 and stat_int(bad[0], "refused_conns") == 2000 - 1024,
-          f"want 2000 - 1024 of the hostile announcements refused (unused cap): {raw}")
     hostile.popen.stdin.close()
     hostile.wait(30)
     agent.final_stats()
     cap = read_capture(agent.pcap)
     for cn in conns:
-        check(40000 <= cn.peer_port <= 41023, f"curl used port {cn.peer_port}, outside the range")
+        check(40000 <= cn.peer_port <= 41999, f"curl used port {cn.peer_port}, outside the range")
         streams = [st for st in cap.streams if st.client[1] == cn.peer_port and st.bytes(0)]
         check(len(streams) == 1, f"curl's connection from port {cn.peer_port} is hidden "
               f"({len(streams)} streams with its clear text): {cap.describe(6)}\n{raw}")

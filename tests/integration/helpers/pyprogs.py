@@ -20,7 +20,7 @@ holdserver --addr A --cert C --key K --conns N --port-file F
     serves them all; the chosen port is written to F.
 stream --addr A --port P --cert C --conns N --duration S
     N threads, each one TLS connection kept open for the whole duration,
-    echo exchanges of 1..40000 bytes back to back (a long-lived load across
+    echo exchanges of 1..4000 bytes back to back (a long-lived load across
     agent restarts); prints 'conn CLIENT_PORT SENT RECEIVED' per connection.
 many --addr A --port P --cert C --conns N --out FILE
     N concurrent asyncio TLS echo connections from this one process; writes
@@ -303,9 +303,9 @@ def cmd_stream(args):
             port, sent, got = s.getsockname()[1], 0, 0
             k = 0
             while time.time() < end:
-                req, resp = echo_exchange(s, gen_bytes(rnd.randint(1, 40000), i * 100003 + k))
+                req, resp = echo_exchange(s, gen_bytes(rnd.randint(1, 4000), i * 100003 + k))
                 sent, got, k = sent + len(req), got + len(resp), k + 1
-                time.sleep(0.002)
+                time.sleep(0.02)
             s.close()
             out.append((port, sent, got))
         except Exception as e:
