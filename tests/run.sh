@@ -59,7 +59,7 @@ if [ -f tests/fuzz/run.sh ]; then
 	run_suite fuzz 150 bash tests/fuzz/run.sh
 fi
 
-run_suite integration 780 "$PYTHON" tests/integration/run.py "$@"
+run_suite integration 1080 "$PYTHON" tests/integration/run.py "$@"
 
 echo
 for n in "${notes[@]+"${notes[@]}"}"; do
