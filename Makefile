@@ -42,8 +42,8 @@ ZSTD_CFLAGS    := $(shell $(PKG_CONFIG) --cflags libzstd 2>/dev/null)
 ZSTD_LIBS      := $(shell $(PKG_CONFIG) --libs libzstd 2>/dev/null || echo -lzstd)
 LZ4_CFLAGS     := $(shell $(PKG_CONFIG) --cflags liblz4 2>/dev/null)
 LZ4_LIBS       := $(shell $(PKG_CONFIG) --libs liblz4 2>/dev/null || echo -llz4)
-# the capture library relocates the prologues of a program's own SSL_read... with Capstone
-CAPSTONE_LIBS   := $(shell $(PKG_CONFIG) --libs capstone 2>/dev/null || echo -lcapstone)
+# the capture library relocates the prologues of a program's own SSL_read... with
+# Capstone (libcapstone-dev: the headers; libcapstone.so.N is loaded at run time, only then)
 OPENSSL_CFLAGS += $(ZSTD_CFLAGS) $(LZ4_CFLAGS)
 OPENSSL_LIBS   += $(ZSTD_LIBS) $(LZ4_LIBS)
 
@@ -105,12 +105,12 @@ $(BIN): $(AGENT_OBJ)
 # The capture library links no libssl: it finds the application's at run time.
 $(SOLIB): $(CAPTURE_OBJ) src/capture/exports.map
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(SO_SAN_LDFLAGS) -shared -Wl,--version-script=src/capture/exports.map -Wl,-z,now -o $@ $(CAPTURE_OBJ) $(CAPSTONE_LIBS) -ldl -lpthread
+	$(Q)$(CC) $(SO_SAN_LDFLAGS) -shared -Wl,--version-script=src/capture/exports.map -Wl,-z,now -o $@ $(CAPTURE_OBJ) -ldl -lpthread
 
 # the relocator (src/capture/reloc.c) is unit-tested on sample prologues
 $(UNIT): $(UNIT_OBJ) $(LIB_OBJ) $(BUILD)/obj/src/capture/reloc.o
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS) $(CAPSTONE_LIBS)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS) -ldl
 
 $(BUILD)/ringgen: $(BUILD)/obj/bench/ringgen.o $(BUILD)/obj/src/transport/ring.o
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^
@@ -165,7 +165,7 @@ $(BUILD)/progs/closerace-tsan: tests/progs/closerace.c $(CAPTURE_SRC) $(wildcard
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC [tsan] $<")
 	$(Q)$(CC) -std=gnu11 $(WARN) -O1 -g -fsanitize=thread -Isrc -D_GNU_SOURCE -DTLSMIRROR_CAPTURE \
-		$(OPENSSL_CFLAGS) -o $@ tests/progs/closerace.c $(CAPTURE_SRC) $(OPENSSL_LIBS) $(CAPSTONE_LIBS) -ldl -lpthread
+		$(OPENSSL_CFLAGS) -o $@ tests/progs/closerace.c $(CAPTURE_SRC) $(OPENSSL_LIBS) -ldl -lpthread
 
 $(BUILD)/progs/dbclient: tests/progs/dbclient.c
 	@mkdir -p $(dir $@)

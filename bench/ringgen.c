@@ -43,7 +43,10 @@ struct opts {
 	uint16_t server_port;
 	int dir;                /* 0 c2s, 1 s2c, 2 both (alternating chunks) */
 	int hold;               /* --hold: never close */
+	long long ts_offset;    /* --ts-offset SECONDS: forged record timestamps */
 };
+
+static long long ts_offset_ns; /* o->ts_offset in ns, added to every record's timestamp */
 
 struct gen {
 	struct ring_hdr *ring;
@@ -89,16 +92,24 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* A record's timestamp: the real time, moved by --ts-offset. */
+static uint64_t rec_ts(void)
+{
+	return (uint64_t)((long long)now_ns(CLOCK_REALTIME) + ts_offset_ns);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: ringgen [--socket PATH] [--bytes N] [--conns K] [--chunk N]\n"
 		"               [--ring-size N] [--rate BYTES_PER_S] [--dir c2s|s2c|both]\n"
-		"               [--port-base P] [--server-port P] [--hold]\n"
+		"               [--port-base P] [--server-port P] [--hold] [--ts-offset S]\n"
 		"Attaches to a tlsmirror agent like the capture library and pushes N bytes\n"
 		"of clear text over K connections (sizes accept K/M/G suffixes).\n"
 		"--hold: K connections that are never closed, --chunk bytes each while N\n"
-		"last; stays attached until stdin ends.\n");
+		"last; stays attached until stdin ends.\n"
+		"--ts-offset S: every record's timestamp S seconds (may be negative) away\n"
+		"from the real time (a producer forging its clock).\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -107,11 +118,19 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{"socket", 1, 0, 's'}, {"bytes", 1, 0, 'b'}, {"conns", 1, 0, 'c'},
 		{"chunk", 1, 0, 'k'}, {"ring-size", 1, 0, 'r'}, {"rate", 1, 0, 'R'},
 		{"dir", 1, 0, 'd'}, {"port-base", 1, 0, 'p'}, {"server-port", 1, 0, 'P'},
-		{"hold", 0, 0, 'H'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+		{"hold", 0, 0, 'H'}, {"ts-offset", 1, 0, 'T'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	uint64_t v;
 	int c;
-	while ((c = getopt_long(argc, argv, "s:b:c:k:r:R:d:p:P:hH", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:c:k:r:R:d:p:P:hHT:", lo, NULL)) != -1) {
 		if (c == 's') { o->socket = optarg; continue; }
+		if (c == 'T') {
+			char *end;
+			o->ts_offset = strtoll(optarg, &end, 10);
+			if (*end || o->ts_offset < -3000000000LL || o->ts_offset > 3000000000LL)
+				return -EINVAL;
+			ts_offset_ns = o->ts_offset * 1000000000LL;
+			continue;
+		}
 		if (c == 'H') { o->hold = 1; continue; }
 		if (c == 'h') { usage(stdout); exit(0); }
 		if (c == 'd') {
@@ -290,7 +309,7 @@ static int emit_open(struct gen *g, const struct opts *o, uint32_t c)
 	snprintf(op.alpn, sizeof(op.alpn), "http/1.1");
 	snprintf(op.cipher, sizeof(op.cipher), "TLS_AES_128_GCM_SHA256");
 	memcpy(res.data, &op, sizeof(op));
-	ring_commit(&res, RING_REC_OPEN, 0, c + 1, now_ns(CLOCK_REALTIME), 0, sizeof(op));
+	ring_commit(&res, RING_REC_OPEN, 0, c + 1, rec_ts(), 0, sizeof(op));
 	g->records++;
 	doorbell(g);
 	return 0;
@@ -305,8 +324,7 @@ static int emit_data(struct gen *g, uint32_t c, int d, uint32_t len)
 	if (err)
 		return err;
 	memcpy(res.data, src, len);
-	ring_commit(&res, RING_REC_DATA, d ? RING_F_DIR_S2C : 0, c + 1,
-		    now_ns(CLOCK_REALTIME), off, len);
+	ring_commit(&res, RING_REC_DATA, d ? RING_F_DIR_S2C : 0, c + 1, rec_ts(), off, len);
 	g->off[c][d] += len;
 	g->sent += len;
 	g->records++;
@@ -320,7 +338,7 @@ static int emit_close(struct gen *g, uint32_t c)
 	int err = reserve(g, 0, NULL, &res);
 	if (err)
 		return err;
-	ring_commit(&res, RING_REC_CLOSE, 0, c + 1, now_ns(CLOCK_REALTIME), 0, 0);
+	ring_commit(&res, RING_REC_CLOSE, 0, c + 1, rec_ts(), 0, 0);
 	g->records++;
 	doorbell(g);
 	return 0;

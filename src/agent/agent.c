@@ -309,6 +309,8 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 			*c = '?';
 	p->fd = fd;
 	p->state = PROC_ATTACHED;
+	if (h->attach_gen > 0)
+		proc_reattached(p, agent_now_ns());
 	epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
 	if (watch(a, fd, TAG_PROC) < 0) {
 		munmap(p->ring, p->map_len);

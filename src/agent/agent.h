@@ -107,6 +107,8 @@ struct proc {
 	uint64_t orphan_bytes;       /* their clear text (refused or never opened) */
 	uint64_t refused_conns;      /* opens refused over a cap */
 	uint64_t synthetic_conns;    /* opens whose real socket the library did not find */
+	uint64_t clamped_ts;         /* records whose timestamp was outside the window (ring.c) */
+	uint64_t duplicate_conns;    /* of conns: the other end of one shown for another producer */
 	uint64_t midstream_conns;    /* opens of connections that began before the capture */
 	uint64_t drop_last[RING_DROP_NREASONS]; /* last values read, kept after unmap */
 	struct conn_meta *spare_meta; /* an OPEN's metadata nobody kept: reused by the next */
@@ -120,6 +122,15 @@ struct proc {
 	int closing;                 /* its socket closed: drained up to stop_at, then finished */
 	uint64_t stop_at;            /* ring position committed when the socket closed */
 	uint64_t exited_ns;          /* when it left PROC_ATTACHED (metrics fold it later) */
+	/* attached to an agent before (a restart): records of connections
+	 * written before the library noticed come ahead of their OPEN again */
+	uint64_t reannounce_wait_ns; /* until then the drain waits for such an OPEN */
+	uint64_t reannounce_scan_ns; /* until then it looks ahead for one */
+	uint64_t lookahead_left;     /* records it may still read ahead (a bound) */
+	uint64_t continued_conns;    /* connections opened at records before their OPEN */
+	int waiting;                 /* the drain waits for the OPEN of the record at the tail */
+	uint64_t wait_pos;           /* scanned up to here for it (the record at the tail) */
+	uint64_t wait_first[2];      /* the first stream offsets seen for it so far */
 };
 
 struct agent;
@@ -187,6 +198,8 @@ int agent_add_tick(struct agent *a, struct agent_tick t);
 int outputs_open(struct agent *a);
 /* ADDR:PORT of -l, checked as -t's target (PORT 1..65535). */
 int outputs_check_listen(const char *addr, const char **why);
+/* gives up CAP_NET_RAW and CAP_NET_BIND_SERVICE unless the configuration needs them */
+void outputs_reduce_caps(const struct agent_config *cfg);
 /* CLOCK_REALTIME in ns: the timestamps packets carry. */
 uint64_t agent_now_ns(void);
 
@@ -199,12 +212,15 @@ void proc_finish(struct agent *a, struct proc *p, enum proc_state why);
  * moment is drained in the loop's budgeted turns (records committed later
  * are not read), then proc_finish. */
 void proc_closing(struct agent *a, struct proc *p);
+/* It attached to an agent before (hello attach_gen > 0, a claim that only
+ * decides whether its drain looks ahead for re-announcements, docs/ring.md). */
+void proc_reattached(struct proc *p, uint64_t now_ns);
 /* Refreshes drop counters from the ring header. */
 void proc_read_drops(struct proc *p);
 
 /* stats.c: the text `tlsmirror stats` prints. Returns the length written. */
 size_t stats_format(struct agent *a, char *buf, size_t len);
-#define STATS_MAX_KV 40
+#define STATS_MAX_KV 64
 /* A process's counters, in the order of its line (at most STATS_MAX_KV). */
 size_t proc_fields(const struct proc *p, struct kv *kv);
 /* The total line's counters. */

@@ -296,6 +296,8 @@ void agent_usage(FILE *f)
 "                                           processes (ptrace; docs/capture.md)\n"
 "       tlsmirror scan [--socket PATH] [PID...]   list each process's TLS stacks and\n"
 "                                           whether they are mirrored\n"
+"       tlsmirror repair [--check] FILE...  cut a pcap/pcapng file to its last whole\n"
+"                                           record (an agent killed while writing)\n"
 "       tlsmirror pki init DIR | pki issue DIR NAME --agent|--collector ...\n"
 "                                           make a CA and the tunnel's certificates\n"
 "%s"

@@ -1,6 +1,7 @@
 /* tlsmirror command line: the agent (options: cli.c), `tlsmirror stats`, `run`, `enable`... */
 #include "agent/agent.h"
 #include "agent/cli.h"
+#include "sinks/repair.h"
 #include "agent/metrics.h"
 #include "agent/units.h"
 #include "agent/pki.h"
@@ -32,8 +33,10 @@ static int cmd_agent(int argc, char **argv)
 		.idle_ms = 10,
 	};
 	int rc = agent_cli_parse(argc, argv, &cfg, stderr);
-	if (rc < 0)
+	if (rc < 0) {
+		outputs_reduce_caps(&cfg);
 		rc = agent_run(&cfg) < 0 ? 1 : 0;
+	}
 	agent_cli_free(); /* cfg points into the expanded argv: after the agent */
 	return rc;
 }
@@ -260,8 +263,55 @@ static int cmd_status(int argc, char **argv)
 	return rc;
 }
 
+/* tlsmirror repair [--check] FILE...: each capture cut to its last whole
+ * record (an agent killed while writing leaves a partial one). Exit 0 when
+ * every file is a capture (repaired or whole), 1 if one is not, 2: usage. */
+static int cmd_repair(int argc, char **argv)
+{
+	int check_only = 0, rc = 0, files = 0;
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--check")) {
+			check_only = 1;
+			continue;
+		}
+		if (argv[i][0] == '-' && argv[i][1]) {
+			fprintf(stderr, "tlsmirror repair: unknown option %s\n"
+				"usage: tlsmirror repair [--check] FILE...\n", argv[i]);
+			return 2;
+		}
+	}
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--check"))
+			continue;
+		files++;
+		struct repair_result r;
+		const char *why;
+		int err = capture_repair(argv[i], check_only, &r, &why);
+		if (err < 0) {
+			fprintf(stderr, "tlsmirror repair: %s: %s\n", argv[i], why ? why : strerror(-err));
+			rc = 1;
+		} else if (r.keep < r.size) {
+			printf("%s: %s, %llu whole record%s; %s the last %llu byte%s (a partial record "
+			       "from offset %llu)\n", argv[i], r.format, (unsigned long long)r.records,
+			       r.records == 1 ? "" : "s", check_only ? "would cut" : "cut",
+			       (unsigned long long)(r.size - r.keep), r.size - r.keep == 1 ? "" : "s",
+			       (unsigned long long)r.keep);
+		} else {
+			printf("%s: %s, %llu whole record%s, nothing to cut\n", argv[i], r.format,
+			       (unsigned long long)r.records, r.records == 1 ? "" : "s");
+		}
+	}
+	if (!files) {
+		fprintf(stderr, "usage: tlsmirror repair [--check] FILE...\n");
+		return 2;
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 1 && !strcmp(argv[1], "repair"))
+		return cmd_repair(argc - 2, argv + 2);
 	if (argc > 1 && (!strcmp(argv[1], "attach") || !strcmp(argv[1], "scan")))
 		return cmd_reach(argc - 2, argv + 2, argv[1][0] == 'a');
 	if (argc > 1 && !strcmp(argv[1], "enable"))

@@ -7,10 +7,14 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* Parse-time checks of the targets (sink_def.check): a bad one is refused
  * before anything is opened, so a refused command line creates no file. */
@@ -155,4 +159,50 @@ int outputs_open(struct agent *a)
 			if ((err = add(a, &sink_table[i], c->outputs[i][k])) < 0)
 				return err;
 	return err;
+}
+
+/* The port of "[ADDR:]PORT", "HOST:PORT" or "[V6]:PORT"; 0 if none. */
+static long addr_port(const char *s)
+{
+	if (!s)
+		return 0;
+	const char *b = strrchr(s, ']'), *c = strrchr(b ? b : s, ':');
+	return strtol(c ? c + 1 : s, NULL, 10);
+}
+
+static int low_port(const char *s)
+{
+	long p = addr_port(s);
+	return p > 0 && p < 1024;
+}
+
+/*
+ * Of the two capabilities the packaged units allow (CapabilityBoundingSet=
+ * CAP_NET_RAW CAP_NET_BIND_SERVICE), keeps only what the configuration
+ * needs: CAP_NET_RAW for -o IFACE, CAP_NET_BIND_SERVICE for --metrics, -l or
+ * --pcap-over-ip on a port below 1024. Called before anything is opened;
+ * the other capabilities are left as they are (root run by hand keeps them).
+ */
+void outputs_reduce_caps(const struct agent_config *cfg)
+{
+	int raw = 0, bind_low = low_port(cfg->metrics_addr) || low_port(cfg->listen_addr);
+	for (size_t i = 0; i < sink_table_len; i++) {
+		if (sink_table[i].ops == &sink_afpacket_ops && cfg->n_outputs[i])
+			raw = 1;
+		if (sink_table[i].ops == &sink_poip_ops)
+			for (size_t k = 0; k < cfg->n_outputs[i]; k++)
+				bind_low |= low_port(cfg->outputs[i][k]);
+	}
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d) < 0)
+		return;
+	uint32_t drop = (raw ? 0 : 1u << CAP_NET_RAW) | (bind_low ? 0 : 1u << CAP_NET_BIND_SERVICE);
+	if (!(d[0].permitted & drop))
+		return;
+	d[0].effective &= ~drop;
+	d[0].permitted &= ~drop;
+	d[0].inheritable &= ~drop;
+	if (syscall(SYS_capset, &h, d) < 0)
+		log_warn("could not give up CAP_NET_RAW/CAP_NET_BIND_SERVICE: %s", strerror(errno));
 }

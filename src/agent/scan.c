@@ -239,6 +239,8 @@ static void read_comm(pid_t pid, char *out, size_t len)
 }
 
 /* The verdict on one stack of a process: "yes", "waiting" or "no", and why. */
+static const char *how_loaded(pid_t pid);
+
 static const char *verdict_static(const struct proc_scan *p, char *why, size_t len)
 {
 	if (p->stripped) {
@@ -251,6 +253,11 @@ static const char *verdict_static(const struct proc_scan *p, char *why, size_t l
 		snprintf(why, len, "started without the capture library: restart it under "
 			 "tlsmirror run (in-place hooks are installed at start only; attach does "
 			 "not patch code), or %s", other_way[ST_STATIC]);
+		return "no";
+	}
+	if (!strncmp(how_loaded(p->pid), "loaded late", 11)) {
+		snprintf(why, len, "library loaded late (tlsmirror attach), which patches no code: "
+			 "restart it under tlsmirror run, or %s", other_way[ST_STATIC]);
 		return "no";
 	}
 	if (!sc.agent_up) {

@@ -30,6 +30,8 @@ size_t proc_fields(const struct proc *p, struct kv *kv)
 	KV("midstream_conns", p->midstream_conns);
 	KV("inline_hooks", p->inline_hooks_last);
 	KV("inline_refused", p->inline_refused_last);
+	KV("clamped_ts", p->clamped_ts);
+	KV("duplicate_conns", p->duplicate_conns);
 #undef KV
 	return n;
 }
@@ -42,7 +44,7 @@ size_t stats_kv_format(const struct kv *kv, size_t n, char *buf, size_t len, siz
 size_t stats_total(struct agent *a, struct kv *kv)
 {
 	uint64_t procs = 0, conns = 0, b0 = 0, b1 = 0, dropped = 0, gap = 0, bad = 0, orphan = 0;
-	uint64_t bypassed = 0, unpatched = 0, synthetic = 0, midstream = 0;
+	uint64_t bypassed = 0, unpatched = 0, synthetic = 0, clamped = 0, midstream = 0;
 	for (struct proc *p = a->procs; p; p = p->next) {
 		for (int i = 0; i < RING_DROP_NREASONS; i++)
 			dropped += p->drop_last[i];
@@ -50,6 +52,7 @@ size_t stats_total(struct agent *a, struct kv *kv)
 		bypassed += p->bypassed_last;
 		unpatched += p->unpatched_last;
 		synthetic += p->synthetic_conns;
+		clamped += p->clamped_ts;
 		midstream += p->midstream_conns;
 		conns += p->conns;
 		b0 += p->bytes[0];
@@ -106,6 +109,7 @@ size_t stats_total(struct agent *a, struct kv *kv)
 	KV("synthetic_conns", synthetic);
 	KV("midstream_conns", midstream);
 	KV("fd_refused", a->fd_refused);
+	KV("clamped_ts", clamped);
 #undef KV
 	return n;
 }

@@ -100,7 +100,16 @@ static int sym_cb(const char *name, uint64_t value, uint64_t size, int defined, 
 struct main_obj {
 	uintptr_t bias, lo, hi;     /* load bias; executable code range */
 	int found;
+	const uint32_t *gnu_hash;   /* its dynamic symbols, as the loader sees them */
+	const ElfW(Sym) *symtab;
+	const char *strtab;
 };
+
+static uintptr_t dyn_ptr(uintptr_t bias, uintptr_t p)
+{
+	/* glibc stores most d_ptr relocated; some loaders do not */
+	return bias && p < bias ? p + bias : p;
+}
 
 static int main_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -118,7 +127,69 @@ static int main_cb(struct dl_phdr_info *info, size_t size, void *arg)
 			m->hi = s + p->p_memsz;
 	}
 	m->found = m->lo < m->hi;
+	for (size_t i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *p = &info->dlpi_phdr[i];
+		if (p->p_type != PT_DYNAMIC)
+			continue;
+		for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + p->p_vaddr);
+		     d->d_tag != DT_NULL; d++) {
+			uintptr_t v = dyn_ptr(info->dlpi_addr, d->d_un.d_ptr);
+			if (d->d_tag == DT_GNU_HASH)
+				m->gnu_hash = (const uint32_t *)v;
+			else if (d->d_tag == DT_SYMTAB)
+				m->symtab = (const ElfW(Sym) *)v;
+			else if (d->d_tag == DT_STRTAB)
+				m->strtab = (const char *)v;
+		}
+	}
 	return 1; /* the first object is the program */
+}
+
+/* The program's exported definition of name through the loader's own GNU
+ * hash table (dladdr would scan every symbol of node per call): its
+ * symbol, or NULL. */
+static const ElfW(Sym) *gnu_lookup(const struct main_obj *m, const char *name)
+{
+	const uint32_t *gh = m->gnu_hash;
+	if (!gh || !m->symtab || !m->strtab)
+		return NULL;
+	uint32_t nb = gh[0], off = gh[1], bloom = gh[2];
+	if (!nb)
+		return NULL;
+	const uint32_t *buckets = (const uint32_t *)((const uint64_t *)(gh + 4) + bloom);
+	const uint32_t *chain = buckets + nb;
+	uint32_t h = 5381;
+	for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+		h = h * 33 + *c;
+	uint32_t i = buckets[h % nb];
+	if (i < off)
+		return NULL;
+	for (;; i++) {
+		uint32_t h2 = chain[i - off];
+		const ElfW(Sym) *s = &m->symtab[i];
+		if ((h | 1) == (h2 | 1) && s->st_shndx != SHN_UNDEF && !strcmp(name, m->strtab + s->st_name))
+			return s;
+		if (h2 & 1)
+			return NULL;
+	}
+}
+
+/* The program's exported definitions (node): no file to read. */
+static void mem_symbols(const struct main_obj *m)
+{
+	for (int i = 0; i < INL_NFN; i++) {
+		const ElfW(Sym) *s = gnu_lookup(m, hooked_names[i]);
+		if (!s || ELF64_ST_TYPE(s->st_info) != STT_FUNC)
+			continue;
+		inl.addr[i] = m->bias + s->st_value;
+		inl.size[i] = s->st_size;
+		inl.found++;
+	}
+	for (size_t i = 0; i < NHELPERS; i++) {
+		const ElfW(Sym) *s = gnu_lookup(m, helper_names[i]);
+		if (s && ELF64_ST_TYPE(s->st_info) == STT_FUNC)
+			inl.helper[i] = m->bias + s->st_value;
+	}
 }
 
 /* ---- trampolines and patching ---- */
@@ -255,16 +326,20 @@ static void install(const char *off)
 	dl_iterate_phdr(main_cb, &m);
 	if (!m.found)
 		return;
-	struct elf_file e;
-	if (elf_open(&e, "/proc/self/exe") < 0) {
+	/* exported (node): the loader's hash tables, no file to read */
+	mem_symbols(&m);
+	if (!inl.addr[INL_SSL_READ] || !inl.addr[INL_SSL_WRITE]) {
+		struct elf_file e;
+		if (elf_open(&e, "/proc/self/exe") < 0) {
+			elf_close(&e);
+			return;
+		}
+		struct want w = { .bias = e.type == ET_DYN ? m.bias : 0 };
+		if (inl.found)
+			memset(inl.addr, 0, sizeof(inl.addr)), inl.found = 0;
+		elf_symbols(&e, ELF_SYMS_DYN | ELF_SYMS_FULL, sym_cb, &w);
 		elf_close(&e);
-		return;
 	}
-	struct want w = { .bias = e.type == ET_DYN ? m.bias : 0 };
-	elf_symbols(&e, ELF_SYMS_DYN, sym_cb, &w);
-	if (!inl.addr[INL_SSL_READ] || !inl.addr[INL_SSL_WRITE])
-		elf_symbols(&e, ELF_SYMS_FULL, sym_cb, &w);
-	elf_close(&e);
 	if (!inl.addr[INL_SSL_READ] && !inl.addr[INL_SSL_WRITE])
 		return; /* no TLS library in the program: the usual case */
 	if (!inl.addr[INL_SSL_READ] || !inl.addr[INL_SSL_WRITE]) {

@@ -2,9 +2,63 @@
 #include "capture/reloc.h"
 
 #include <capstone/capstone.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #if defined(__x86_64__)
+
+/*
+ * Capstone is loaded only when a program carries its own OpenSSL: linked
+ * into the library it would cost every process its relocated tables (more
+ * than a MiB of private memory each). The soname of the headers' major
+ * version only: the structures differ between majors.
+ */
+static struct {
+	cs_err (*open)(cs_arch, cs_mode, csh *);
+	cs_err (*option)(csh, cs_opt_type, size_t);
+	bool (*disasm_iter)(csh, const uint8_t **, size_t *, uint64_t *, cs_insn *);
+	cs_insn *(*malloc)(csh);
+	void (*free)(cs_insn *, size_t);
+	cs_err (*close)(csh *);
+	bool (*insn_group)(csh, const cs_insn *, unsigned int);
+	int ok;
+} cs;
+static pthread_once_t cs_once = PTHREAD_ONCE_INIT;
+
+static void cs_load(void)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "libcapstone.so.%d", CS_API_MAJOR);
+	void *h = dlopen(name, RTLD_LAZY | RTLD_LOCAL);
+	if (!h) {
+		dlerror();
+		return;
+	}
+	cs.open = (cs_err (*)(cs_arch, cs_mode, csh *))dlsym(h, "cs_open");
+	cs.option = (cs_err (*)(csh, cs_opt_type, size_t))dlsym(h, "cs_option");
+	cs.disasm_iter = (bool (*)(csh, const uint8_t **, size_t *, uint64_t *, cs_insn *))
+		dlsym(h, "cs_disasm_iter");
+	cs.malloc = (cs_insn *(*)(csh))dlsym(h, "cs_malloc");
+	cs.free = (void (*)(cs_insn *, size_t))dlsym(h, "cs_free");
+	cs.close = (cs_err (*)(csh *))dlsym(h, "cs_close");
+	cs.insn_group = (bool (*)(csh, const cs_insn *, unsigned int))dlsym(h, "cs_insn_group");
+	dlerror();
+	cs.ok = cs.open && cs.option && cs.disasm_iter && cs.malloc && cs.free && cs.close &&
+		cs.insn_group;
+}
+
+#define cs_open cs.open
+#define cs_option cs.option
+#define cs_disasm_iter cs.disasm_iter
+#define cs_malloc cs.malloc
+#define cs_free cs.free
+#define cs_close cs.close
+#define cs_insn_group cs.insn_group
+
+#define CS_STR2(x) #x
+#define CS_STR(x) CS_STR2(x)
 
 static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
 
@@ -31,6 +85,9 @@ static uint64_t branch_target(csh h, const cs_insn *in)
 
 static int open_cs(csh *h)
 {
+	pthread_once(&cs_once, cs_load);
+	if (!cs.ok)
+		return -1;
 	if (cs_open(CS_ARCH_X86, CS_MODE_64, h) != CS_ERR_OK)
 		return -1;
 	if (cs_option(*h, CS_OPT_DETAIL, CS_OPT_ON) != CS_ERR_OK) {
@@ -199,7 +256,7 @@ int reloc_prologue(const uint8_t *code, size_t avail, uint64_t from, uint64_t to
 	memset(r, 0, sizeof(*r));
 	csh h;
 	if (open_cs(&h) < 0) {
-		r->why = "capstone could not start";
+		r->why = "no libcapstone.so." CS_STR(CS_API_MAJOR) " (Capstone) to relocate prologues";
 		return -1;
 	}
 	if (avail > RELOC_MAX_IN)
@@ -271,7 +328,7 @@ int reloc_check_body(const uint8_t *code, size_t size, uint64_t from, uint64_t l
 {
 	csh h;
 	if (open_cs(&h) < 0) {
-		*why = "capstone could not start";
+		*why = "no libcapstone.so." CS_STR(CS_API_MAJOR) " (Capstone) to relocate prologues";
 		return -1;
 	}
 	if (size > RELOC_MAX_BODY)

@@ -35,7 +35,9 @@
  *
  * Packets of one public call are collected in t->batch (headers in t->hdr,
  * payload pointing into the caller's data) and handed to the sinks before
- * the call returns, FLOW_BATCH at a time.
+ * the call returns, FLOW_BATCH at a time. A segment of a vectored write
+ * (flow_datav) that spans pieces is copied into t->scratch, which the batch
+ * it is in keeps until it is handed on.
  */
 
 #define FLOW_BATCH 64
@@ -46,6 +48,8 @@
 #define FLOW_DEFAULT_MSS 1460
 #define FLOW_MIN_MSS 88          /* IPv6 then still carries 68 bytes */
 #define FLOW_MAX_MSS 65495       /* 65535 - IPv4 20 - TCP 20 */
+#define FLOW_SCRATCH_SEGS 32     /* segments t->scratch holds (at most 256 KiB) */
+#define FLOW_SCRATCH_MAX (256u * 1024)
 
 /* One origin (proc_key): its open flows against the per-origin cap, and
  * what it was refused. In a fixed hash; lives until flow_origin_forget. */
@@ -57,6 +61,7 @@ struct origin {
 	uint64_t proc_key;
 	struct flow_origin_stats st;
 	uint8_t logged;          /* its first refusal was logged */
+	uint8_t logged_unused;   /* its first refusal over the unused cap was logged */
 	char label[ORIGIN_LABEL];
 };
 
@@ -74,6 +79,7 @@ struct flow {
 	uint8_t side;            /* end of the mirrored process */
 	uint8_t duplicate;
 	uint8_t released;        /* emitting flow its own process let go (fork handover) */
+	uint8_t unused;          /* carried nothing yet: counts in origin->st.unused */
 	uint64_t seq_no;         /* t->opens when it opened: older than its process's last fork? */
 	uint32_t holders;        /* emitting flow: processes holding it */
 	struct flow *owner;      /* handover entry: the flow that emits, else NULL */
@@ -125,6 +131,8 @@ struct flow_table {
 	size_t nbatch;
 	struct pkt batch[FLOW_BATCH];
 	uint8_t hdr[FLOW_BATCH][SYNTH_HDR_MAX];
+	uint8_t *scratch;        /* segments spanning pieces (flow_datav), NULL until one */
+	size_t scratch_size, scratch_used;
 };
 
 /* ---- hashing ---- */
@@ -368,21 +376,100 @@ static void emit_handshake(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	emit(t, f, 0, TCPF_ACK, NULL, NULL, 0, ts_ns);
 }
 
-/* Segments to the MSS; PSH on the last segment; each segment ACKed by the peer. */
-static void emit_data(struct flow_table *t, struct flow *f, int dir,
-		      const uint8_t *data, size_t len, uint64_t ts_ns)
+/* Room for a segment of n bytes spanning pieces, valid until the batch is
+ * handed on; NULL without memory. */
+static uint8_t *scratch_get(struct flow_table *t, size_t n)
 {
-	if (f->tag && len && t->sinks)
-		sink_set_ev_data(t->sinks, f->tag, dir, ts_ns, f->emitted[dir], data, len);
+	if (!t->scratch) {
+		size_t sz = (size_t)t->mss4 * FLOW_SCRATCH_SEGS;
+		sz = sz > FLOW_SCRATCH_MAX ? FLOW_SCRATCH_MAX : sz;
+		t->scratch = malloc(sz);
+		if (!t->scratch)
+			return NULL;
+		t->scratch_size = sz;
+	}
+	/* emit() may hand the batch on when it is full: before the copy, not after */
+	if (n > t->scratch_size - t->scratch_used || t->nbatch + 2 > FLOW_BATCH) {
+		batch_flush(t);
+		t->scratch_used = 0;
+	}
+	uint8_t *p = t->scratch + t->scratch_used;
+	t->scratch_used += n;
+	return p;
+}
+
+/* One data segment of end dir, ACKed by the peer; PSH on the last. Inlined:
+ * it is the per-segment path of every record. */
+static inline __attribute__((always_inline)) void
+emit_seg(struct flow_table *t, struct flow *f, int dir, const uint8_t *p, size_t n, int last,
+	 uint64_t ts_ns)
+{
+	emit(t, f, dir, TCPF_ACK | (last ? TCPF_PSH : 0), NULL, p, n, ts_ns);
+	f->seq[dir] += (uint32_t)n;
+	emit(t, f, !dir, TCPF_ACK, NULL, NULL, 0, ts_ns);
+}
+
+/*
+ * Segments to the MSS; PSH on the last segment; each segment ACKed by the
+ * peer. The bytes are the concatenation of v[0..nv), the first skip of them
+ * left out (len remain). A segment inside one piece points into it; one
+ * spanning pieces is copied (scratch_get), or without memory cut where the
+ * piece ends.
+ */
+static void emit_data(struct flow_table *t, struct flow *f, int dir, const struct piece *v,
+		      size_t nv, uint64_t skip, size_t len, uint64_t ts_ns)
+{
+	size_t i = 0, at;
+	while (i < nv && skip >= v[i].n)
+		skip -= v[i++].n;
+	at = (size_t)skip;
+	if (f->tag && len && t->sinks) {
+		uint64_t off = f->emitted[dir];
+		for (size_t k = i, o = at; k < nv; k++, o = 0) {
+			if (v[k].n > o)
+				sink_set_ev_data(t->sinks, f->tag, dir, ts_ns, off, v[k].p + o,
+						 v[k].n - o);
+			off += v[k].n - o;
+		}
+	}
 	if (!packets_wanted(t))
 		return;
+	if (i + 1 == nv) { /* one piece (every record of a source) */
+		for (const uint8_t *p = v[i].p + at; len;) {
+			size_t n = len < f->mss ? len : f->mss;
+			emit_seg(t, f, dir, p, n, n == len, ts_ns);
+			p += n;
+			len -= n;
+		}
+		return;
+	}
 	while (len) {
-		size_t n = len < f->mss ? len : f->mss;
-		uint8_t flags = TCPF_ACK | (n == len ? TCPF_PSH : 0);
-		emit(t, f, dir, flags, NULL, data, n, ts_ns);
-		f->seq[dir] += (uint32_t)n;
-		emit(t, f, !dir, TCPF_ACK, NULL, NULL, 0, ts_ns);
-		data += n;
+		size_t n = len < f->mss ? len : f->mss, avail = v[i].n - at;
+		const uint8_t *p = v[i].p + at;
+		uint8_t *cp;
+		if (!avail) {
+			i++;
+			at = 0;
+			continue;
+		}
+		if (avail >= n) {
+			at += n;
+		} else if ((cp = scratch_get(t, n)) != NULL) {
+			for (size_t got = 0;; i++, at = 0) {
+				size_t k = v[i].n - at < n - got ? v[i].n - at : n - got;
+				memcpy(cp + got, v[i].p + at, k);
+				got += k;
+				if (got == n) {
+					at += k;
+					break;
+				}
+			}
+			p = cp;
+		} else {
+			n = avail; /* without memory: a short segment */
+			at = v[i].n;
+		}
+		emit_seg(t, f, dir, p, n, n == len, ts_ns);
 		len -= n;
 	}
 }
@@ -443,7 +530,18 @@ static void flow_end(struct flow_table *t, struct flow *f, uint64_t ts_ns)
 	t->count--;
 	t->ctr.flows_open--;
 	f->origin->st.open--;
+	if (f->unused)
+		f->origin->st.unused--;
 	flow_free(f);
+}
+
+/* f carried something: no longer an unused announcement. */
+static void mark_used(struct flow *f)
+{
+	if (f->unused) {
+		f->unused = 0;
+		f->origin->st.unused--;
+	}
 }
 
 /* ---- fork handover ---- */
@@ -619,6 +717,7 @@ void flow_table_free(struct flow_table *t)
 		flow_free(t->linger[i]);
 	free(t->by_id);
 	free(t->by_tuple);
+	free(t->scratch);
 	free(t);
 }
 
@@ -641,9 +740,16 @@ static struct flow *flow_new(struct flow_table *t,
 		memcpy(f->sc.end[f->side].mac, t->host_mac, 6);
 	f->mss = f->sc.family == 6 ? t->mss6 : t->mss4;
 	f->tuple_hash = tuple_hash(&f->sc);
+	/* A connection announced again mid-stream (an agent restart: the new
+	 * agent's OPEN carries the stream offsets) continues the sequence space
+	 * of the first announcement: the ISN is the same (deterministic per
+	 * connection), the new SYN sits just before offset off[d], so merged
+	 * captures place every byte once and never overlap. */
 	for (int d = 0; d < 2; d++) {
-		f->seq[d] = flow_isn(&f->sc, info->isn_seed ? info->isn_seed : info->id.conn, d);
-		f->emitted[d] = info->midstream ? info->off[d] : 0;
+		uint64_t off = info->midstream ? info->off[d] : 0;
+		f->seq[d] = flow_isn(&f->sc, info->isn_seed ? info->isn_seed : info->id.conn, d) +
+			    (uint32_t)off;
+		f->emitted[d] = off;
 	}
 	return f;
 }
@@ -705,10 +811,23 @@ static int admit(struct flow_table *t, const struct conn_open *info, struct orig
 	if (!o)
 		return -ENOMEM;
 	*out = o;
-	if (t->count < t->max_flows && o->st.open < t->max_per_origin)
+	if (t->count < t->max_flows && o->st.open < t->max_per_origin &&
+	    o->st.unused < FLOW_MAX_UNUSED_PER_ORIGIN)
 		return 0;
 	if (id_find(t, info->id.origin, info->id.conn))
 		return 0;
+	if (o->st.unused >= FLOW_MAX_UNUSED_PER_ORIGIN && t->count < t->max_flows &&
+	    o->st.open < t->max_per_origin) {
+		t->ctr.flows_refused++;
+		o->st.refused++;
+		if (!o->logged_unused) {
+			o->logged_unused = 1;
+			log_warn("%s: %d connections announced that carried nothing yet: further "
+				 "ones are not mirrored until they do, only counted (refused_conns)",
+				 o->label, FLOW_MAX_UNUSED_PER_ORIGIN);
+		}
+		return -EMFILE;
+	}
 	return refuse(t, o, t->count >= t->max_flows ? -ENFILE : -EMFILE);
 }
 
@@ -834,6 +953,10 @@ int flow_open(struct flow_table *t, const struct conn_open *info)
 	}
 	tuple_insert(t, f);
 	t->ctr.flows_opened++;
+	if (!f->emitted[0] && !f->emitted[1]) {
+		f->unused = 1;
+		org->st.unused++;
+	}
 	emit_handshake(t, f, info->ts_ns);
 out:
 	batch_flush(t);
@@ -870,14 +993,16 @@ static void skip_bytes(struct flow_table *t, struct flow *f, int dir, uint64_t n
 	t->ctr.gap_bytes[dir] += n;
 }
 
-int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
-	      int dir, uint64_t ts_ns, uint64_t off, const uint8_t *data,
-	      size_t len, uint64_t *gap)
+int flow_datav(struct flow_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
+	       uint64_t ts_ns, uint64_t off, const struct piece *v, size_t nv, uint64_t *gap)
 {
 	if (gap)
 		*gap = 0;
 	if (dir != 0 && dir != 1)
 		return -EINVAL;
+	size_t len = 0;
+	for (size_t i = 0; i < nv; i++)
+		len += v[i].n;
 	struct flow *f = event_flow(t, proc_key, conn_id);
 	if (!f) {
 		orphan_data(t, proc_key, len);
@@ -887,25 +1012,36 @@ int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 		f = f->owner;
 	if (f->duplicate)
 		return 0;
+	uint64_t behind = 0;
+	if (len || off > f->emitted[dir])
+		mark_used(f);
 	if (off > f->emitted[dir]) {
 		uint64_t g = off - f->emitted[dir];
 		skip_bytes(t, f, dir, g, ts_ns);
 		if (gap)
 			*gap = g;
 	} else if (off < f->emitted[dir]) {
-		uint64_t behind = f->emitted[dir] - off;
+		behind = f->emitted[dir] - off;
 		if (behind >= len) {
 			t->ctr.bad_offsets++;
 			return -ERANGE;
 		}
-		data += behind;
 		len -= (size_t)behind;
 	}
-	emit_data(t, f, dir, data, len, ts_ns);
+	emit_data(t, f, dir, v, nv, behind, len, ts_ns);
 	f->emitted[dir] += len;
 	t->ctr.bytes[dir] += len;
 	batch_flush(t);
+	t->scratch_used = 0;
 	return 0;
+}
+
+int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
+	      int dir, uint64_t ts_ns, uint64_t off, const uint8_t *data,
+	      size_t len, uint64_t *gap)
+{
+	struct piece v = { data, len };
+	return flow_datav(t, proc_key, conn_id, dir, ts_ns, off, &v, 1, gap);
 }
 
 int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
@@ -918,8 +1054,10 @@ int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 		return -ENOENT;
 	if (f->owner)
 		f = f->owner;
-	if (!f->duplicate)
+	if (!f->duplicate) {
+		mark_used(f);
 		skip_bytes(t, f, dir, len, ts_ns);
+	}
 	return 0;
 }
 
@@ -976,6 +1114,16 @@ void flow_close_all(struct flow_table *t, uint64_t ts_ns)
 const struct flow_counters *flow_counters(const struct flow_table *t)
 {
 	return &t->ctr;
+}
+
+int flow_used(const struct flow_table *t, uint64_t proc_key, uint64_t conn_id)
+{
+	const struct flow *f = id_find(t, proc_key, conn_id);
+	if (!f)
+		return -1;
+	if (f->owner)
+		f = f->owner;
+	return f->emitted[0] || f->emitted[1] || f->duplicate;
 }
 
 int flow_tuple_busy(const struct flow_table *t, uint8_t family,

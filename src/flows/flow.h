@@ -55,7 +55,13 @@ struct flow_origin_stats {
 	uint64_t open;              /* flows open now */
 	uint64_t refused;           /* opens refused over a cap */
 	uint64_t orphan_bytes;      /* clear text for no flow */
+	uint64_t unused;            /* open flows that carried nothing yet (announcements) */
 };
+
+/* Open flows of one origin that have carried nothing yet (announced, never
+ * used): past this, its new opens are refused (a producer pre-announcing
+ * 4-tuples it does not have; docs/pipeline.md "Pre-announced 4-tuples"). */
+#define FLOW_MAX_UNUSED_PER_ORIGIN 1024
 
 /* Client ports synthetic flows use (and move to): below Linux's ephemeral range. */
 #define FLOW_SYNTH_PORT_MIN 10000
@@ -94,6 +100,11 @@ int flow_open(struct flow_table *t, const struct conn_open *info);
 int flow_data(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
 	      int dir, uint64_t ts_ns, uint64_t off, const uint8_t *data,
 	      size_t len, uint64_t *gap);
+
+/* The same for the concatenation of v[0..nv) (a stage's output in pieces):
+ * full segments across the pieces, a segment spanning two is copied. */
+int flow_datav(struct flow_table *t, uint64_t proc_key, uint64_t conn_id, int dir,
+	       uint64_t ts_ns, uint64_t off, const struct piece *v, size_t nv, uint64_t *gap);
 
 /* Bytes the mirror could not show (sendfile): advances like a gap. */
 int flow_gap(struct flow_table *t, uint64_t proc_key, uint64_t conn_id,
@@ -140,6 +151,11 @@ int flow_origin_label(struct flow_table *t, uint64_t proc_key, const char *label
 struct flow_origin_stats flow_origin_stats(const struct flow_table *t, uint64_t proc_key);
 /* Forgets an origin with no open flow (-EBUSY if it has some). */
 int flow_origin_forget(struct flow_table *t, uint64_t proc_key);
+
+/* Has the connection (proc_key, conn_id) carried clear text (or a gap, or
+ * is it a duplicate)? 1 yes, 0 not yet (an announcement never used), -1 no
+ * such flow. */
+int flow_used(const struct flow_table *t, uint64_t proc_key, uint64_t conn_id);
 
 /*
  * 1 if a flow that emits packets has this 4-tuple (in either orientation),

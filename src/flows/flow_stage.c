@@ -22,6 +22,12 @@ static int fs_data(struct stage *s, const struct conn_id *id, int dir, uint64_t 
 	return flow_data(ft(s), id->origin, id->conn, dir, ts_ns, off, p, n, gap);
 }
 
+static int fs_datav(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		    uint64_t off, const struct piece *v, size_t nv, uint64_t *gap)
+{
+	return flow_datav(ft(s), id->origin, id->conn, dir, ts_ns, off, v, nv, gap);
+}
+
 static int fs_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns, uint64_t n)
 {
 	return flow_gap(ft(s), id->origin, id->conn, dir, ts_ns, n);
@@ -88,6 +94,7 @@ static const struct stage_ops flow_stage_ops = {
 	.name = "flows",
 	.open = fs_open,
 	.data = fs_data,
+	.datav = fs_datav,
 	.gap = fs_gap,
 	.close = fs_close,
 	.origin = fs_origin,

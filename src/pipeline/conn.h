@@ -88,6 +88,13 @@ struct conn_open {
 	const struct conn_meta *meta; /* never NULL from a source; may be NULL in tests */
 };
 
+/* A run of bytes: one of the pieces of a vectored write (stage_emit_datav,
+ * flow_datav), which stands for their concatenation. */
+struct piece {
+	const uint8_t *p;
+	size_t n;
+};
+
 /*
  * What a sink sees of a connection: its 4-tuple as the packets show it and
  * its metadata. Made by the flow engine once per emitted flow (a synthetic

@@ -372,6 +372,31 @@ int stage_emit_data(struct stage *s, const struct conn_id *id, int dir, uint64_t
 	return data_from(s->pl, s->idx + 1, id, dir, ts_ns, off, p, n, gap);
 }
 
+int stage_emit_datav(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		     uint64_t off, const struct piece *v, size_t nv, uint64_t *gap)
+{
+	struct pipeline *pl = s->pl;
+	size_t len = 0;
+	for (size_t k = 0; k < nv; k++)
+		len += v[k].n;
+	int i = owner_of(pl, id, s->idx + 1, len);
+	if (i < 0) {
+		if (gap)
+			*gap = 0;
+		return i;
+	}
+	struct stage *o = &pl->st[i];
+	if (o->ops->datav)
+		return counted(pl, (unsigned)i, o->ops->datav(o, id, dir, ts_ns, off, v, nv, gap));
+	int err = 0;
+	for (size_t k = 0; k < nv && !err; k++) {
+		err = counted(pl, (unsigned)i, o->ops->data(o, id, dir, ts_ns, off, v[k].p, v[k].n,
+							    k ? NULL : gap));
+		off += v[k].n;
+	}
+	return err;
+}
+
 int stage_emit_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		   uint64_t n)
 {

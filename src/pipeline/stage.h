@@ -48,6 +48,11 @@ struct stage_ops {
 	 * skipped before it, shown as a sequence gap). -ERANGE: wholly behind. */
 	int (*data)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		    uint64_t off, const uint8_t *p, size_t n, uint64_t *gap);
+	/* The same for the concatenation of v[0..nv) (a stage's output in
+	 * pieces: one write, so segments run across them). Optional: without
+	 * it the chain calls data once per piece. */
+	int (*datav)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		     uint64_t off, const struct piece *v, size_t nv, uint64_t *gap);
 	/* n bytes that cannot be shown (sendfile). */
 	int (*gap)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		   uint64_t n);
@@ -88,6 +93,9 @@ struct stage {
 int stage_emit_open(struct stage *s, struct conn_open *o);
 int stage_emit_data(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		    uint64_t off, const uint8_t *p, size_t n, uint64_t *gap);
+/* Data in pieces (the owner's datav, else its data per piece). */
+int stage_emit_datav(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		     uint64_t off, const struct piece *v, size_t nv, uint64_t *gap);
 int stage_emit_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		   uint64_t n);
 int stage_emit_close(struct stage *s, const struct conn_id *id, uint64_t ts_ns, unsigned flags);

@@ -1,6 +1,7 @@
 /* Capture files shared by the pcap and pcapng sinks: buffering, stdout, rotation, naming, write errors. */
 #include "sinks/sink_file.h"
 #include "common/log.h"
+#include "sinks/repair.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +32,9 @@
  *     appended, so a file is never overwritten by its successor.
  * With rotate_count N (targets without '%'), the sink keeps N files and
  * reuses them in turn: TARGET, TARGET.1, ... TARGET.<N-1>, then TARGET again,
- * like tcpdump -W. A reused file is overwritten in place, not truncated
+ * like tcpdump -W; a new agent goes on after the newest file of the ring it
+ * finds, cut to its last whole record (resume_ring). A reused file is
+ * overwritten in place, not truncated
  * first, and cut to its new length when it is closed: on tmpfs that reuses
  * its pages, which costs the kernel a third of writing fresh ones. (After a
  * SIGKILL the current file may end with bytes of its previous lap.)
@@ -431,6 +434,51 @@ void sink_file_close(struct sink_file *p)
 	p->base = p->path = NULL;
 }
 
+/*
+ * A ring of files (rotate_count) that an earlier agent wrote: the sink goes
+ * on after its newest file (latest mtime) instead of overwriting TARGET
+ * first, and cuts that file to its last whole record (an agent killed while
+ * writing leaves a partial one), saying what it cut. A newest file that is
+ * no pcap/pcapng: the ring starts at TARGET as without an earlier agent.
+ */
+static void resume_ring(struct sink_file *p, const char *target)
+{
+	struct timespec newest = { 0, 0 };
+	int found = -1;
+	for (unsigned i = 0; i < p->o.rotate_count; i++) {
+		char *name = NULL;
+		if (i ? asprintf(&name, "%s.%u", target, i) < 0 : !(name = strdup(target)))
+			return;
+		struct stat st;
+		if (lstat(name, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+		    (found < 0 || st.st_mtim.tv_sec > newest.tv_sec ||
+		     (st.st_mtim.tv_sec == newest.tv_sec && st.st_mtim.tv_nsec > newest.tv_nsec))) {
+			newest = st.st_mtim;
+			found = (int)i;
+		}
+		free(name);
+	}
+	char *name = NULL;
+	if (found < 0 || (found ? asprintf(&name, "%s.%d", target, found) < 0 :
+			  !(name = strdup(target))))
+		return;
+	struct repair_result r;
+	const char *why = NULL;
+	int err = capture_repair(name, 0, &r, &why);
+	if (err < 0) {
+		free(name); /* no capture of ours: the ring starts at TARGET, as always */
+		return;
+	}
+	if (r.keep < r.size)
+		log_warn("%s: ended mid-record (the previous agent stopped while writing): cut the "
+			 "last %llu bytes from offset %llu, %llu whole records kept", name,
+			 (unsigned long long)(r.size - r.keep), (unsigned long long)r.keep,
+			 (unsigned long long)r.records);
+	free(name);
+	p->base = strdup(target); /* the next name is the one after it */
+	p->seq = p->base ? (unsigned)found : 0;
+}
+
 int sink_file_open(struct sink_file *p, const char *target, const struct sink_opts *o,
 		   const char **err_msg)
 {
@@ -455,6 +503,8 @@ int sink_file_open(struct sink_file *p, const char *target, const struct sink_op
 		*err_msg = "a file count needs a plain file name, not a '%' pattern";
 		return -EINVAL;
 	}
+	if (p->o.rotate_count)
+		resume_ring(p, target);
 	int ret = file_open(p, target, file_now(p));
 	if (ret < 0 && p->open_why)
 		*err_msg = p->open_why;

@@ -293,7 +293,9 @@ static void disconnect(struct tun *t)
 	SET(&t->connected, 0);
 }
 
-/* Writes all of buf on the connection. Returns 0 or -EIO (why logged by caller). */
+/* Writes all of buf on the connection; with TLS, records collect in a 256 KiB
+ * buffer (one write() for 16 records, not one each) until flush_out. Returns 0
+ * or -EIO (why logged by caller). */
 static int send_all(struct tun *t, const uint8_t *buf, size_t len)
 {
 	while (len) {
@@ -319,14 +321,24 @@ static int send_all(struct tun *t, const uint8_t *buf, size_t len)
 	return 0;
 }
 
+/* What TLS left in its write buffer goes out. Returns 0 or -EIO. */
+static int flush_out(struct tun *t)
+{
+	if (t->ssl && BIO_flush(SSL_get_wbio(t->ssl)) <= 0) {
+		ERR_clear_error();
+		return -EIO;
+	}
+	return 0;
+}
+
 static int send_frame(struct tun *t, uint8_t type, const uint8_t *payload, uint32_t len)
 {
 	uint8_t hdr[FRAME_HDR_SIZE];
 	struct frame_hdr h = { .type = type, .len = len, .raw_len = len };
 	frame_hdr_put(hdr, &h);
-	if (send_all(t, hdr, sizeof(hdr)) < 0)
+	if (send_all(t, hdr, sizeof(hdr)) < 0 || (len && send_all(t, payload, len) < 0))
 		return -EIO;
-	return len ? send_all(t, payload, len) : 0;
+	return flush_out(t);
 }
 
 static int tcp_connect(struct tun *t, const char **why)
@@ -367,7 +379,7 @@ static int tcp_connect(struct tun *t, const char **why)
 static int tls_connect(struct tun *t, const char **why)
 {
 	t->ssl = SSL_new(t->ctx);
-	if (!t->ssl || SSL_set_fd(t->ssl, t->fd) != 1) {
+	if (!t->ssl || tls_set_buffered_fd(t->ssl, t->fd, 1) < 0) {
 		*why = tls_last_error();
 		return -ENOMEM;
 	}
@@ -431,7 +443,7 @@ static int send_chunk(struct tun *t, struct chunk *c)
 		err = send_all(t, c->data, FRAME_HDR_SIZE + h.len);
 	else
 		err = send_all(t, c->data, FRAME_HDR_SIZE) ?: send_all(t, body, h.len);
-	if (err)
+	if (err || (err = flush_out(t)))
 		return err;
 	ADD(&t->sent_frames, 1);
 	ADD(&t->sent_events, c->count);

@@ -200,6 +200,9 @@ static void on_open(struct agent *a, struct proc *p, const struct ring_view *v)
 	}
 	p->conns++;
 	p->open_conns++;
+	const char *owner = pipeline_owner(a->pl, &fi.id);
+	if (owner && !strcmp(owner, "dedup"))
+		p->duplicate_conns++; /* the other end's producer shows it */
 	p->synthetic_conns += o.map_method == RING_MAP_SYNTHETIC;
 	p->midstream_conns += o.midstream != 0;
 }
@@ -295,6 +298,125 @@ static void on_record(struct agent *a, struct proc *p, const struct ring_view *v
 	}
 }
 
+/*
+ * Record timestamps are the producer's word: kept within TS_PAST_NS before
+ * and TS_FUTURE_NS after the agent's clock (now: the drain's start), the
+ * ones outside moved to the nearest edge and counted (clamped_ts), the
+ * first of each process logged. Records older than an hour can be genuine
+ * (a ring that waited for an agent that long): they are shown at the edge.
+ */
+#define TS_PAST_NS (3600ull * 1000000000)
+#define TS_FUTURE_NS (2ull * 1000000000)
+
+static uint64_t clamp_ts(struct proc *p, uint64_t ts, uint64_t now, int count)
+{
+	uint64_t lo = now > TS_PAST_NS ? now - TS_PAST_NS : 0, hi = now + TS_FUTURE_NS;
+	if (ts >= lo && ts <= hi)
+		return ts;
+	if (count && !p->clamped_ts++)
+		log_warn("pid %d (%s): a ring record's timestamp is %.0f s %s the agent's clock: "
+			 "shown at the edge of the window (1 h before, 2 s after), counted as "
+			 "clamped_ts", (int)p->pid, p->comm,
+			 ts < lo ? ((double)now - (double)ts) / 1e9 : ((double)ts - (double)now) / 1e9,
+			 ts < lo ? "behind" : "ahead of");
+	return ts < lo ? lo : hi;
+}
+
+/*
+ * Agent restarts. The library notices that its agent is gone at its next
+ * check (at most a second later) and only then announces every connection
+ * again (a midstream OPEN with its stream offsets); what it wrote between
+ * the old agent's last read and that moment comes first in the ring, ahead
+ * of the OPEN. Those records are not orphans: the drain of a ring attached
+ * before looks ahead for the connection's OPEN and opens the connection at
+ * the first offset of its records before it, so they are delivered. While
+ * the OPEN may still come (REANNOUNCE_WAIT_NS after the attach, the ring
+ * less than half full, the process still attached) the drain waits for it
+ * rather than count the records as orphans.
+ */
+#define REANNOUNCE_WAIT_NS (2500ull * 1000000)  /* the library checks once a second */
+#define REANNOUNCE_SCAN_NS (30ull * 1000000000)  /* look-aheads only this long after attach */
+#define LOOKAHEAD_RECORDS (1u << 20)             /* records read ahead per attachment */
+
+void proc_reattached(struct proc *p, uint64_t now_ns)
+{
+	p->reannounce_wait_ns = now_ns + REANNOUNCE_WAIT_NS;
+	p->reannounce_scan_ns = now_ns + REANNOUNCE_SCAN_NS;
+	p->lookahead_left = LOOKAHEAD_RECORDS;
+}
+
+/* v (DATA, GAP or CLOSE, the record at the tail) belongs to a connection the
+ * chain does not know: finds its OPEN further on, before end. Returns 1 when
+ * the connection was opened from it, 0 when not (v is an orphan), -EAGAIN
+ * when the drain should wait for it (p->waiting: a later call goes on where
+ * this one stopped, no record is read ahead twice). */
+static int reannounce_ahead(struct agent *a, struct proc *p, const struct ring_view *v,
+			    uint64_t end, uint64_t now)
+{
+	int resume = p->waiting;
+	p->waiting = 0;
+	if (now >= p->reannounce_scan_ns || !p->lookahead_left) {
+		p->reannounce_scan_ns = 0;
+		return 0;
+	}
+	struct conn_id id = { p->key, v->conn_id };
+	if (pipeline_owner(a->pl, &id))
+		return 0; /* known: the usual case */
+	uint64_t first[2] = { UINT64_MAX, UINT64_MAX };
+	struct ring_view w = *v;
+	uint64_t pos = p->cons.tail, next = p->cons.tail + p->cons.pending;
+	if (resume) {
+		first[0] = p->wait_first[0];
+		first[1] = p->wait_first[1];
+		next = p->wait_pos;
+		w.conn_id = 0; /* seen already */
+	}
+	for (;;) {
+		if (w.conn_id == v->conn_id && (w.type == RING_REC_DATA || w.type == RING_REC_GAP)) {
+			int d = (w.flags & RING_F_DIR_S2C) ? 1 : 0;
+			if (w.stream_off < first[d])
+				first[d] = w.stream_off;
+		}
+		if (w.conn_id == v->conn_id && w.type == RING_REC_CLOSE)
+			return 0; /* closed before it was announced again */
+		pos = next;
+		if (pos >= end || !p->lookahead_left)
+			break;
+		if (ring_peek_at(&p->cons, pos, &w, &next) < 0)
+			break; /* not committed yet, or bad: the drain meets it in turn */
+		p->lookahead_left--;
+		if (w.conn_id != v->conn_id || w.type != RING_REC_OPEN)
+			continue;
+		struct ring_open o;
+		if (w.data_len != sizeof(o))
+			return 0;
+		memcpy(&o, w.data, sizeof(o)); /* one copy: on_open checks it */
+		w.ts_ns = clamp_ts(p, w.ts_ns, now, 0); /* counted when the drain gets there */
+		for (int d = 0; d < 2; d++) {
+			if (first[d] < o.off[d]) {
+				o.off[d] = first[d];
+				o.midstream = 1;
+			}
+		}
+		w.data = (const uint8_t *)&o;
+		uint64_t before = p->conns;
+		on_open(a, p, &w);
+		if (!pipeline_owner(a->pl, &id))
+			return 0;
+		p->continued_conns += p->conns > before;
+		return 1;
+	}
+	if (now < p->reannounce_wait_ns && p->state == PROC_ATTACHED && !p->closing &&
+	    end - p->cons.tail < p->cons.size / 2 && p->lookahead_left) {
+		p->waiting = 1;
+		p->wait_pos = pos;
+		p->wait_first[0] = first[0];
+		p->wait_first[1] = first[1];
+		return -EAGAIN;
+	}
+	return 0;
+}
+
 #define DRAIN_BYTES (4u << 20) /* payload bytes per ring per turn (a budgeted drain): fairness */
 
 /* Where a drain stops: what was committed when it began (a producer that
@@ -318,7 +440,7 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 	int idle = 0;
 	if (!p->ring)
 		return 0;
-	uint64_t end = drain_end(p);
+	uint64_t end = drain_end(p), now = agent_now_ns();
 	if (n_draining < DRAIN_NEST_MAX)
 		draining[n_draining++] = p;
 	while (p->ring && n < budget) {
@@ -338,6 +460,12 @@ size_t proc_drain(struct agent *a, struct proc *p, size_t budget)
 				    "detaching it (what came before was mirrored)", (int)p->pid,
 				    p->comm, (unsigned long long)p->cons.tail);
 			proc_finish(a, p, PROC_REJECTED);
+			break;
+		}
+		v.ts_ns = clamp_ts(p, v.ts_ns, now, 1);
+		if (p->reannounce_scan_ns && v.type != RING_REC_OPEN && v.type != RING_REC_FORK &&
+		    reannounce_ahead(a, p, &v, end, now) == -EAGAIN) {
+			idle = 0; /* its OPEN may still come: wait, records stay in the ring */
 			break;
 		}
 		on_record(a, p, &v);
@@ -476,8 +604,8 @@ static int rs_prepare_sleep(struct source *s)
 			continue;
 		__atomic_store_n(&p->ring->consumer_sleeping, 1, __ATOMIC_SEQ_CST);
 		struct ring_view v;
-		if (ring_peek(&p->cons, &v) != -EAGAIN)
-			work = 1;
+		if (!p->waiting && ring_peek(&p->cons, &v) != -EAGAIN)
+			work = 1; /* (a ring waiting for a re-announcement sleeps) */
 	}
 	return work;
 }

@@ -1,6 +1,7 @@
 /* Duplicates: both ends of one connection mirrored (two processes, or client and server in one) shown once. */
 #include "transforms/dedup.h"
 #include "common/text.h"
+#include "flows/flow.h"
 #include "pipeline/pipeline.h"
 
 #include <errno.h>
@@ -22,6 +23,16 @@
  * duplicate: the stage takes it and drops its events. Every stage after it
  * (HTTP/2, the flow engine) sees each connection once.
  *
+ * Pre-announced 4-tuples: a producer may announce connections it does not
+ * have, to make a real one of another producer look like a duplicate (hidden
+ * while its process's stats count it). An entry of another origin whose
+ * connection has carried nothing yet (flow_used) and was announced
+ * DEDUP_UNUSED_NS or more before the new open gives way: the chain closes it
+ * (its producer's later events are orphans) and the new open is let through
+ * (evicted). Both ends of a real connection announce themselves within
+ * milliseconds of each other, so they stay one shown connection; an entry
+ * announced again by its producer keeps the time of its first announcement.
+ *
  * Synthetic opens (invented by a stage) pass untouched: they come from
  * after this stage anyway, and the flow engine moves them off real 4-tuples.
  */
@@ -30,6 +41,8 @@
 #define DEDUP_RECENT 256         /* recently ended connections, reused in turn */
 #define DEDUP_RECENT_NS (10ull * 1000000000ull)
 #define DEDUP_FILTER 4096        /* recent entries per hash bucket: most look-ups stop at a 0 */
+#define DEDUP_UNUSED_NS (1000ull * 1000000) /* an unused announcement this old gives way */
+#define DEDUP_EVICT_MAX 8        /* entries one open may make give way */
 
 struct tuple {
 	uint8_t family, side;
@@ -42,6 +55,7 @@ struct dentry {
 	struct conn_id id;
 	uint32_t hash;
 	uint8_t dup;             /* a duplicate this stage owns (its events dropped) */
+	uint64_t since_ns;       /* first announced (kept over a re-announcement) */
 	struct tuple t;
 };
 
@@ -61,6 +75,7 @@ struct dedup {
 	struct recent recent[DEDUP_RECENT];
 	size_t recent_next;
 	uint16_t recent_n[DEDUP_FILTER];
+	int evicting;            /* closing entries that gave way: not recent ends */
 };
 
 static void tuple_of(struct tuple *t, const struct conn_open *o)
@@ -145,7 +160,7 @@ static void grow(struct dedup *d)
 }
 
 static int add(struct dedup *d, const struct conn_open *o, const struct tuple *t,
-	       uint32_t hash, int dup)
+	       uint32_t hash, int dup, uint64_t since_ns)
 {
 	struct dentry *e = malloc(sizeof(*e));
 	if (!e)
@@ -153,6 +168,7 @@ static int add(struct dedup *d, const struct conn_open *o, const struct tuple *t
 	e->id = o->id;
 	e->hash = hash;
 	e->dup = (uint8_t)dup;
+	e->since_ns = since_ns;
 	e->t = *t;
 	if (d->count >= d->mask + 1)
 		grow(d);
@@ -183,7 +199,7 @@ static void drop(struct dedup *d, struct dentry **pp, uint64_t ts_ns)
 	*pp = e->next;
 	if (e->dup)
 		d->ctr.dup_open--;
-	else
+	else if (!d->evicting)
 		recent_add(d, e, ts_ns);
 	d->count--;
 	d->ctr.tracked = d->count;
@@ -219,6 +235,15 @@ static int inherited(const struct dentry *e, const struct tuple *t, int swapped,
 	return !o->parent_ok || o->parent_ok(o, o->parent_arg);
 }
 
+/* Has e's connection carried nothing and been announced long enough before
+ * ts_ns to be a pre-announcement (the flow engine knows what it carried)? */
+static int unused_announcement(const struct stage *s, const struct dentry *e, uint64_t ts_ns)
+{
+	const struct flow_table *ft = pipeline_stage_priv(s->pl, "flows");
+	return ft && ts_ns >= e->since_ns && ts_ns - e->since_ns >= DEDUP_UNUSED_NS &&
+	       flow_used(ft, e->id.origin, e->id.conn) == 0;
+}
+
 static int dd_open(struct stage *s, struct conn_open *o)
 {
 	struct dedup *d = s->priv;
@@ -228,6 +253,9 @@ static int dd_open(struct stage *s, struct conn_open *o)
 	tuple_of(&t, o);
 	uint32_t hash = tuple_hash(&t);
 	int other = 0, claim = 0;
+	uint64_t since = o->ts_ns;
+	struct conn_id evict[DEDUP_EVICT_MAX];
+	size_t n_evict = 0;
 	for (struct dentry **pp = bucket(d, hash); *pp;) {
 		struct dentry *e = *pp;
 		int sw;
@@ -238,18 +266,32 @@ static int dd_open(struct stage *s, struct conn_open *o)
 		if (e->id.origin == o->id.origin && (e->t.side ^ sw) == t.side) {
 			/* the same end of one 4-tuple twice in one producer: the
 			 * old connection is gone (its close was missed) */
+			if (e->since_ns < since)
+				since = e->since_ns;
 			drop(d, pp, o->ts_ns);
 			d->ctr.stale++;
 			continue;
 		}
 		if (inherited(e, &t, sw, o))
 			claim = 1;
+		else if (n_evict < DEDUP_EVICT_MAX && unused_announcement(s, e, o->ts_ns))
+			evict[n_evict++] = e->id;
 		else
 			other = 1;
 		pp = &e->next;
 	}
+	if (!other && n_evict) {
+		/* unused announcements of others give way to a connection */
+		d->evicting = 1;
+		for (size_t i = 0; i < n_evict; i++)
+			if (pipeline_close(s->pl, &evict[i], o->ts_ns, 0) == 0)
+				d->ctr.evicted++;
+		d->evicting = 0;
+	} else if (n_evict) {
+		other = 1;
+	}
 	if (claim || (!other && !recent_other_end(d, &t, hash, o->ts_ns))) {
-		int err = add(d, o, &t, hash, 0);
+		int err = add(d, o, &t, hash, 0, since);
 		return err < 0 ? err : STAGE_WATCH;
 	}
 	/* the other end of a connection shown already */
@@ -257,7 +299,7 @@ static int dd_open(struct stage *s, struct conn_open *o)
 		d->ctr.refused++;
 		return -ENFILE;
 	}
-	int err = add(d, o, &t, hash, 1);
+	int err = add(d, o, &t, hash, 1, since);
 	if (err < 0)
 		return err;
 	d->ctr.duplicates++;
@@ -350,7 +392,8 @@ static size_t dd_counters(const struct stage *s, struct kv *out, size_t max)
 	n = kv_put(out, max, n, "bytes", c->dup_bytes, 0);
 	n = kv_put(out, max, n, "stale", c->stale, 0);
 	n = kv_put(out, max, n, "refused", c->refused, 0);
-	return kv_put(out, max, n, "tracked", c->tracked, 0);
+	n = kv_put(out, max, n, "tracked", c->tracked, 0);
+	return kv_put(out, max, n, "evicted", c->evicted, 0);
 }
 
 static void dd_free(struct stage *s)

@@ -11,6 +11,7 @@ struct dedup_counters {
 	uint64_t stale;          /* the same end of a 4-tuple again in one producer: old one gone */
 	uint64_t refused;        /* duplicates over the cap (--max-conns) */
 	uint64_t tracked;        /* connections the stage knows now */
+	uint64_t evicted;        /* unused announcements of another producer that gave way */
 };
 
 /* The counters of the stage whose private data is priv (pipeline_stage_priv(pl, "dedup")). */

@@ -17,16 +17,19 @@
  *
  * Connections the converter owns are in a hash by (origin, conn). Each
  * direction has its own frame reader and HPACK inflater (h2_frames.c). Output
- * for one (stream, direction) is collected in c->out and handed to the flow
- * engine when another target is written, when it reaches H2_OUT_FLUSH, and
- * at the end of every ring record, so segments are full-sized and nothing
- * waits for the next record. A connection that leaves the converter
+ * for one (stream, direction) is collected as pieces: body bytes where they
+ * are in the record (no copy), heads and chunk lines written into c->out.
+ * The pieces are handed to the flow engine as one write (stage_emit_datav)
+ * when another target is written, when H2_OUT_PIECES are pending, and at the
+ * end of every ring record, so the DATA frames of a record become full
+ * segments (as plain mirroring makes of the record) and nothing waits for
+ * the next record. A connection that leaves the converter
  * (fallback, or not HTTP/2 after all) is freed; the stage after it owns it.
  */
 
 #define H2_BUCKETS 1024
-#define H2_OUT_FLUSH (64u * 1024)
-#define H2_OUT_CAP (H2_OUT_FLUSH + 4 * H2_MAX_HEADER_LIST)
+/* c->out: the heads and chunk lines of H2_OUT_PIECES pieces at most */
+#define H2_OUT_CAP (64u * 1024 + 4 * H2_MAX_HEADER_LIST)
 
 struct h2_table {
 	struct stage *st;                 /* ours in the chain */
@@ -135,45 +138,66 @@ static int flow_ret(struct h2_table *t, int err)
 void h2_out_flush(struct h2_table *t, struct h2_conn *c)
 {
 	struct h2_stream *st = c->out_st;
-	if (!st || !c->out.len)
+	struct piece v[H2_OUT_PIECES];
+	size_t len = 0, n = c->npieces;
+	if (!st || !n)
 		return;
+	for (size_t i = 0; i < n; i++) {
+		const struct h2_piece *q = &c->piece[i];
+		v[i].p = q->p ? q->p : c->out.p + q->at;
+		v[i].n = q->n;
+		len += q->n;
+	}
 	int d = c->out_dir;
 	struct conn_id id = { t->origin, st->conn_id };
-	flow_ret(t, stage_emit_data(t->st, &id, d, c->ts, st->off[d], c->out.p, c->out.len,
-				    NULL));
-	st->off[d] += c->out.len;
+	flow_ret(t, stage_emit_datav(t->st, &id, d, c->ts, st->off[d], v, n, NULL));
+	st->off[d] += len;
+	c->npieces = 0;
 	c->out.len = 0;
 }
 
 void h2_out_select(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir)
 {
-	if (c->out_st == st && c->out_dir == dir)
-		return;
-	h2_out_flush(t, c);
+	if (c->out_st != st || c->out_dir != dir || c->npieces == H2_OUT_PIECES)
+		h2_out_flush(t, c);
 	c->out_st = st;
 	c->out_dir = dir;
+}
+
+void h2_out_wrote(struct h2_conn *c, size_t mark)
+{
+	size_t n = c->out.len - mark;
+	struct h2_piece *last = c->npieces ? &c->piece[c->npieces - 1] : NULL;
+	if (!n)
+		return;
+	if (last && !last->p && last->at + last->n == mark)
+		last->n += n;
+	else
+		c->piece[c->npieces++] = (struct h2_piece){ NULL, mark, n };
 }
 
 int h2_out_put(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
 	       const void *data, size_t n)
 {
 	h2_out_select(t, c, st, dir);
-	if (c->out.len + n > H2_OUT_FLUSH)
-		h2_out_flush(t, c);
-	if (n <= H2_OUT_FLUSH)
-		return h2_buf_put(&c->out, data, n);
-	h2_out_direct(t, c, st, dir, data, n);
-	return 0;
+	size_t mark = c->out.len;
+	int err = h2_buf_put(&c->out, data, n);
+	if (!err)
+		h2_out_wrote(c, mark);
+	return err;
 }
 
-void h2_out_direct(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
-		   const void *data, size_t n)
+void h2_out_ref(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+		const uint8_t *data, size_t n)
 {
 	h2_out_select(t, c, st, dir);
-	h2_out_flush(t, c);
-	struct conn_id id = { t->origin, st->conn_id };
-	flow_ret(t, stage_emit_data(t->st, &id, dir, c->ts, st->off[dir], data, n, NULL));
-	st->off[dir] += n;
+	struct h2_piece *last = c->npieces ? &c->piece[c->npieces - 1] : NULL;
+	if (!n)
+		return;
+	if (last && last->p && last->p + last->n == data)
+		last->n += n;
+	else
+		c->piece[c->npieces++] = (struct h2_piece){ data, 0, n };
 }
 
 struct h2_stream *h2_stream_find(struct h2_conn *c, uint32_t id)

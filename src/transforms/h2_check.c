@@ -37,20 +37,47 @@ static const struct name hop_names[] = {
 	NAME("transfer-encoding"), NAME("upgrade")
 };
 
-static int is_alpha(uint8_t c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+/* Character classes, one table look-up per byte. */
+enum {
+	C_ALPHA = 1, C_DIGIT = 2,
+	C_TCHAR = 4,      /* RFC 9110 §5.6.2 tchar */
+	C_NAME = 8,       /* tchar but upper case: a regular field name (§8.2.1) */
+	C_BADVAL = 16,    /* NUL, CR, LF: never in a value */
+	C_SCHEME = 32,    /* RFC 3986 scheme after its first letter */
+	C_AUTH = 64       /* host [":" port] without userinfo */
+};
+#define UPPER ['A' ... 'Z'] = C_ALPHA | C_TCHAR | C_SCHEME | C_AUTH
+#define LOWER ['a' ... 'z'] = C_ALPHA | C_TCHAR | C_NAME | C_SCHEME | C_AUTH
+#define DIGIT ['0' ... '9'] = C_DIGIT | C_TCHAR | C_NAME | C_SCHEME | C_AUTH
+#define T C_TCHAR | C_NAME
+static const uint8_t cls[256] = {
+	[0] = C_BADVAL, ['\r'] = C_BADVAL, ['\n'] = C_BADVAL,
+	UPPER, LOWER, DIGIT,
+	['!'] = T | C_AUTH, ['#'] = T, ['$'] = T | C_AUTH, ['%'] = T | C_AUTH,
+	['&'] = T | C_AUTH, ['\''] = T | C_AUTH, ['*'] = T | C_AUTH,
+	['+'] = T | C_SCHEME | C_AUTH, ['-'] = T | C_SCHEME | C_AUTH,
+	['.'] = T | C_SCHEME | C_AUTH, ['^'] = T, ['_'] = T | C_AUTH, ['`'] = T, ['|'] = T,
+	['~'] = T | C_AUTH,
+	['('] = C_AUTH, [')'] = C_AUTH, [','] = C_AUTH, [';'] = C_AUTH, ['='] = C_AUTH,
+	[':'] = C_AUTH, ['['] = C_AUTH, [']'] = C_AUTH,
+};
+#undef UPPER
+#undef LOWER
+#undef DIGIT
+#undef T
 
 static int is_digit(uint8_t c)
 {
-	return c >= '0' && c <= '9';
+	return cls[c] & C_DIGIT;
 }
 
-/* RFC 9110 §5.6.2 tchar */
-static int is_tchar(uint8_t c)
+/* Every byte of p[0..n) in class want. */
+static int all_in(const uint8_t *p, size_t n, uint8_t want)
 {
-	return is_alpha(c) || is_digit(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+	uint8_t all = want;
+	for (size_t i = 0; i < n; i++)
+		all &= cls[p[i]];
+	return all == want;
 }
 
 static int eq(const uint8_t *p, size_t n, const char *s)
@@ -65,31 +92,23 @@ static int is_name(const uint8_t *p, size_t n, const struct name *nm)
 
 static int token_ok(const uint8_t *p, size_t n)
 {
-	if (!n)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!is_tchar(p[i]))
-			return 0;
-	return 1;
+	return n && all_in(p, n, C_TCHAR);
 }
 
 /* A regular field name: a non-empty token without upper case (§8.2.1). */
 static int name_ok(const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (p[i] >= 'A' && p[i] <= 'Z')
-			return 0;
-	return token_ok(p, n);
+	return n && all_in(p, n, C_NAME);
 }
 
 static int value_ok(const uint8_t *p, size_t n)
 {
+	uint8_t any = 0;
 	if (n && (p[0] == ' ' || p[0] == '\t' || p[n - 1] == ' ' || p[n - 1] == '\t'))
 		return 0;
 	for (size_t i = 0; i < n; i++)
-		if (p[i] == 0 || p[i] == '\r' || p[i] == '\n')
-			return 0;
-	return 1;
+		any |= cls[p[i]];
+	return !(any & C_BADVAL);
 }
 
 static int connection_specific(const struct h2_field *f)
@@ -176,24 +195,15 @@ static int check_fields(const struct h2_hdrs *h, unsigned allowed, struct seen *
 /* RFC 3986 scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
 static int scheme_ok(const struct h2_field *f)
 {
-	if (!f->vlen || !is_alpha(f->value[0]))
-		return 0;
-	for (size_t i = 1; i < f->vlen; i++)
-		if (!is_alpha(f->value[i]) && !is_digit(f->value[i]) && !strchr("+-.", f->value[i]))
-			return 0;
-	return 1;
+	return f->vlen && (cls[f->value[0]] & C_ALPHA) &&
+	       all_in(f->value + 1, f->vlen - 1, C_SCHEME);
 }
 
 /* host [":" port] of RFC 3986 without userinfo (§8.3.1): no "@", "/", "?",
  * "#", white space or control characters (empty: no authority). */
 static int authority_ok(const struct h2_field *f)
 {
-	for (size_t i = 0; i < f->vlen; i++) {
-		uint8_t c = f->value[i];
-		if (!is_alpha(c) && !is_digit(c) && !strchr("-._~!$&'()*+,;=:[]%", c))
-			return 0;
-	}
-	return 1;
+	return all_in(f->value, f->vlen, C_AUTH);
 }
 
 /* An origin-form target ("/..." without white space or controls), or "*"

@@ -48,14 +48,14 @@ static int body(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 		st->left[dir] -= n;
 	}
 	if (!st->chunked[dir]) {
-		h2_out_direct(t, c, st, dir, p, n); /* no copy */
+		h2_out_ref(t, c, st, dir, p, n); /* no copy */
 		return 0;
 	}
 	char line[24];
 	int k = snprintf(line, sizeof(line), "%zx\r\n", n);
 	int err = h2_out_put(t, c, st, dir, line, (size_t)k);
 	if (!err)
-		err = h2_out_put(t, c, st, dir, p, n);
+		h2_out_ref(t, c, st, dir, p, n);
 	if (!err)
 		err = h2_out_put(t, c, st, dir, "\r\n", 2);
 	return err;
@@ -81,6 +81,7 @@ static int pushed_request(struct h2_table *t, struct h2_conn *c, struct h2_dir *
 		c->out.len = mark;
 		return err;
 	}
+	h2_out_wrote(c, mark);
 	st->head_done[0] = 1;
 	st->head_req = (uint8_t)hi.head_method;
 	msg_end(t, c, st, 0, 0);
@@ -103,8 +104,14 @@ static int trailers(struct h2_table *t, struct h2_conn *c, struct h2_stream *st,
 	int err = h2_check_trailers(&d->hdrs);
 	if (!err)
 		err = sized_end(st, dir);
-	if (!err && st->chunked[dir])
+	size_t mark = c->out.len;
+	if (!err && st->chunked[dir]) {
 		err = h2_h1_trailers(&d->hdrs, &c->out);
+		if (err)
+			c->out.len = mark;
+		else
+			h2_out_wrote(c, mark);
+	}
 	if (!err)
 		msg_end(t, c, st, dir, st->chunked[dir]);
 	return err;
@@ -140,8 +147,10 @@ static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h
 		c->out.len = mark;
 		return err;
 	}
-	if (hi.informational)
+	if (hi.informational) {
+		h2_out_wrote(c, mark);
 		return 0; /* the final response follows */
+	}
 	st->head_done[dir] = 1;
 	st->chunked[dir] = (uint8_t)hi.chunked;
 	st->sized[dir] = clen >= 0 || hi.bodyless;
@@ -152,6 +161,7 @@ static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h
 		c->out.len = mark; /* a response without the body it announces */
 		return err;
 	}
+	h2_out_wrote(c, mark);
 	if (es)
 		msg_end(t, c, st, dir, 0);
 	return 0;

@@ -7,7 +7,7 @@
 
 #include "common/bytes.h"
 
-int h2_buf_put(struct h2_buf *b, const void *data, size_t n)
+int h2_buf_grow(struct h2_buf *b, size_t n)
 {
 	if (n > b->cap || b->len > b->cap - n)
 		return -E2BIG;
@@ -23,9 +23,6 @@ int h2_buf_put(struct h2_buf *b, const void *data, size_t n)
 		b->p = p;
 		b->size = sz;
 	}
-	if (n)
-		memcpy(b->p + b->len, data, n);
-	b->len += n;
 	return 0;
 }
 
@@ -56,15 +53,19 @@ static int hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen,
 	if (add > H2_MAX_HEADER_LIST || h->list_size > H2_MAX_HEADER_LIST - add)
 		return -E2BIG;
 	h->list_size += add;
-	uint8_t l[8];
-	put_be32(l, (uint32_t)nlen);
-	put_be32(l + 4, (uint32_t)vlen);
-	int err = h2_buf_put(&h->buf, l, sizeof(l));
-	if (!err)
-		err = h2_buf_put(&h->buf, name, nlen);
-	if (!err)
-		err = h2_buf_put(&h->buf, value, vlen);
-	return err;
+	size_t n = 8 + nlen + vlen;
+	int err = n > h->buf.size - h->buf.len ? h2_buf_grow(&h->buf, n) : 0;
+	if (err)
+		return err;
+	uint8_t *p = h->buf.p + h->buf.len;
+	put_be32(p, (uint32_t)nlen);
+	put_be32(p + 4, (uint32_t)vlen);
+	if (nlen)
+		memcpy(p + 8, name, nlen);
+	if (vlen)
+		memcpy(p + 8 + nlen, value, vlen);
+	h->buf.len += n;
+	return 0;
 }
 
 int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f)
@@ -105,23 +106,27 @@ int h2_hpack_feed(nghttp2_hd_inflater *inf, struct h2_hdrs *h, const uint8_t *in
 	}
 }
 
-static int is(const struct h2_field *f, const char *name)
-{
-	size_t n = strlen(name);
-	return f->nlen == n && !memcmp(f->name, name, n);
-}
+/* f's name is the literal lit (its length compared first) */
+#define IS(f, lit) ((f)->nlen == sizeof(lit) - 1 && !memcmp((f)->name, lit, sizeof(lit) - 1))
 
 static int put_field(struct h2_buf *out, const uint8_t *name, size_t nlen,
 		     const uint8_t *value, size_t vlen)
 {
-	int err = h2_buf_put(out, name, nlen);
-	if (!err)
-		err = h2_buf_put(out, ": ", 2);
-	if (!err)
-		err = h2_buf_put(out, value, vlen);
-	if (!err)
-		err = h2_buf_put(out, "\r\n", 2);
-	return err;
+	size_t n = nlen + vlen + 4;
+	int err = n > out->size - out->len ? h2_buf_grow(out, n) : 0;
+	if (err)
+		return err;
+	uint8_t *p = out->p + out->len;
+	if (nlen)
+		memcpy(p, name, nlen);
+	p[nlen] = ':';
+	p[nlen + 1] = ' ';
+	if (vlen)
+		memcpy(p + nlen + 2, value, vlen);
+	p[nlen + 2 + vlen] = '\r';
+	p[nlen + 3 + vlen] = '\n';
+	out->len += n;
+	return 0;
 }
 
 /* Regular fields (no pseudo-headers), cookie crumbs joined into one field
@@ -135,11 +140,11 @@ static int put_fields(const struct h2_hdrs *h, struct h2_buf *out, int *has_cl,
 	while (!err && h2_hdrs_next(h, &pos, &f)) {
 		if (f.nlen && f.name[0] == ':')
 			continue;
-		if (is(&f, "content-length"))
+		if (IS(&f, "content-length"))
 			*has_cl = 1;
-		if (is(&f, "host"))
+		if (IS(&f, "host"))
 			*has_host = 1;
-		if (!is(&f, "cookie")) {
+		if (!IS(&f, "cookie")) {
 			err = put_field(out, f.name, f.nlen, f.value, f.vlen);
 			continue;
 		}
@@ -151,7 +156,7 @@ static int put_fields(const struct h2_hdrs *h, struct h2_buf *out, int *has_cl,
 		size_t cpos = 0;
 		int first = 1;
 		while (!err && h2_hdrs_next(h, &cpos, &c)) {
-			if (!is(&c, "cookie"))
+			if (!IS(&c, "cookie"))
 				continue;
 			if (!first)
 				err = h2_buf_put(out, "; ", 2);
@@ -170,37 +175,63 @@ static const struct h2_field *pseudo(const struct h2_hdrs *h, const char *name,
 				     struct h2_field *f)
 {
 	size_t pos = 0;
+	size_t n = strlen(name);
 	while (h2_hdrs_next(h, &pos, f))
-		if (is(f, name))
+		if (f->nlen == n && !memcmp(f->name, name, n))
 			return f;
 	return NULL;
+}
+
+/* The first field of each name a request head is made from, in one pass. */
+struct req_fields {
+	struct h2_field m, p, a;
+	int have_m, have_p, have_a, have_host;
+};
+
+static void req_fields(const struct h2_hdrs *h, struct req_fields *r)
+{
+	struct h2_field f;
+	size_t pos = 0;
+	memset(r, 0, sizeof(*r));
+	while (h2_hdrs_next(h, &pos, &f)) {
+		if (!r->have_m && IS(&f, ":method")) {
+			r->m = f;
+			r->have_m = 1;
+		} else if (!r->have_p && IS(&f, ":path")) {
+			r->p = f;
+			r->have_p = 1;
+		} else if (!r->have_a && IS(&f, ":authority")) {
+			r->a = f;
+			r->have_a = 1;
+		} else if (IS(&f, "host")) {
+			r->have_host = 1;
+		}
+	}
 }
 
 int h2_h1_request(const struct h2_hdrs *h, int end_stream, struct h2_buf *out,
 		  struct h2_head_info *hi)
 {
-	struct h2_field m, p, a;
+	struct req_fields r;
 	memset(hi, 0, sizeof(*hi));
-	if (!pseudo(h, ":method", &m))
+	req_fields(h, &r);
+	const struct h2_field *m = &r.m, *p = &r.p, *a = &r.a;
+	if (!r.have_m)
 		return -EPROTO;
-	int connect = m.vlen == 7 && !memcmp(m.value, "CONNECT", 7);
-	int have_a = pseudo(h, ":authority", &a) != NULL;
-	if (!connect && !pseudo(h, ":path", &p))
+	int connect = m->vlen == 7 && !memcmp(m->value, "CONNECT", 7);
+	if ((!connect && !r.have_p) || (connect && !r.have_a))
 		return -EPROTO;
-	if (connect && !have_a)
-		return -EPROTO;
-	hi->head_method = m.vlen == 4 && !memcmp(m.value, "HEAD", 4);
-	int err = h2_buf_put(out, m.value, m.vlen);
+	hi->head_method = m->vlen == 4 && !memcmp(m->value, "HEAD", 4);
+	int err = h2_buf_put(out, m->value, m->vlen);
 	if (!err)
 		err = h2_buf_put(out, " ", 1);
 	if (!err)
-		err = connect ? h2_buf_put(out, a.value, a.vlen) : h2_buf_put(out, p.value, p.vlen);
+		err = connect ? h2_buf_put(out, a->value, a->vlen) : h2_buf_put(out, p->value, p->vlen);
 	if (!err)
 		err = h2_buf_str(out, " HTTP/1.1\r\n");
 	int has_cl = 0, has_host = 0;
-	struct h2_field hf;
-	if (!err && have_a && !pseudo(h, "host", &hf))
-		err = put_field(out, (const uint8_t *)"Host", 4, a.value, a.vlen);
+	if (!err && r.have_a && !r.have_host)
+		err = put_field(out, (const uint8_t *)"Host", 4, a->value, a->vlen);
 	if (!err)
 		err = put_fields(h, out, &has_cl, &has_host);
 	if (!err && !end_stream && !has_cl) {

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -13,8 +14,23 @@ struct h2_buf {
 	size_t len, size, cap;
 };
 
-/* Appends n bytes. Returns 0, -E2BIG past the cap, -ENOMEM. */
-int h2_buf_put(struct h2_buf *b, const void *data, size_t n);
+/* Makes room for n more bytes. Returns 0, -E2BIG past the cap, -ENOMEM. */
+int h2_buf_grow(struct h2_buf *b, size_t n);
+
+/* Appends n bytes. Returns 0, -E2BIG past the cap, -ENOMEM. Inline: heads
+ * are written a few bytes at a time. */
+static inline int h2_buf_put(struct h2_buf *b, const void *data, size_t n)
+{
+	if (n > b->size - b->len) {
+		int err = h2_buf_grow(b, n);
+		if (err)
+			return err;
+	}
+	if (n)
+		memcpy(b->p + b->len, data, n);
+	b->len += n;
+	return 0;
+}
 int h2_buf_str(struct h2_buf *b, const char *s);
 void h2_buf_free(struct h2_buf *b);
 

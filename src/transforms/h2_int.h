@@ -47,6 +47,14 @@ struct h2_dir {
 	uint8_t blk_type, blk_end_stream, in_block;
 };
 
+/* A piece of the output for (out_st, out_dir): bytes of the record being
+ * read (p), or bytes the converter wrote into c->out (p NULL, at c->out.p + at). */
+#define H2_OUT_PIECES 64
+struct h2_piece {
+	const uint8_t *p;
+	size_t at, n;
+};
+
 struct h2_conn {
 	struct h2_conn *next;
 	struct conn_open info;      /* the original connection (holds a reference to its meta) */
@@ -56,7 +64,9 @@ struct h2_conn {
 	struct h2_stream *streams;
 	size_t nstreams;
 	uint64_t ts;                /* timestamp of the record being handled */
-	struct h2_buf out;          /* pending bytes for (out_st, out_dir) */
+	struct h2_buf out;          /* bytes written for (out_st, out_dir): heads, chunk lines */
+	struct h2_piece piece[H2_OUT_PIECES]; /* the output pending for (out_st, out_dir) */
+	size_t npieces;
 	struct h2_stream *out_st;
 	int out_dir;
 };
@@ -65,14 +75,20 @@ struct h2_conn {
 struct h2_stream *h2_stream_find(struct h2_conn *c, uint32_t id);
 int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_stream **out);
 void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st);
-/* Makes (st, dir) the target of c->out (flushing another target first). */
+/* Makes (st, dir) the target of the pending output (handing on what is
+ * pending for another target first), with room for one more piece. */
 void h2_out_select(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir);
+/* Bytes written for (st, dir): copied into c->out. Returns 0, -E2BIG or -ENOMEM. */
 int h2_out_put(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
 	       const void *data, size_t n);
-/* Bytes handed to the flow engine at once, after what is pending for st
- * (no copy: bodies of known length). */
-void h2_out_direct(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
-		   const void *data, size_t n);
+/* Bytes of the record being read for (st, dir), not copied: valid until the
+ * flush at the end of the record at the latest. */
+void h2_out_ref(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
+		const uint8_t *data, size_t n);
+/* What was written into c->out from mark on (after h2_out_select: a head)
+ * is output. */
+void h2_out_wrote(struct h2_conn *c, size_t mark);
+/* Hands the pending output to the flow engine, as one write. */
 void h2_out_flush(struct h2_table *t, struct h2_conn *c);
 /* The client preface was seen: the connection is HTTP/2. */
 void h2_conn_is_h2(struct h2_table *t, struct h2_conn *c);

@@ -177,13 +177,16 @@ int ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring, size_t ma
 	return 0;
 }
 
-int ring_peek(struct ring_consumer *c, struct ring_view *v)
+/* The record at *pos (PADs before it skipped: *pos moves past them), each
+ * field copied once and validated; *len is its whole length. */
+static int peek_at(const struct ring_consumer *c, uint64_t *pos, struct ring_view *v,
+		   uint32_t *reclen)
 {
 	for (;;) {
-		uint64_t at = c->tail & (c->size - 1);
+		uint64_t at = *pos & (c->size - 1);
 		const struct ring_rec *r = (const struct ring_rec *)(c->base + at);
 		uint64_t commit = __atomic_load_n(&r->commit, __ATOMIC_ACQUIRE);
-		if (commit != ring_commit_word(c->tail))
+		if (commit != ring_commit_word(*pos))
 			return -EAGAIN;
 		/* Copy every field once: the producer may still scribble on it. */
 		uint32_t len = __atomic_load_n(&r->len, __ATOMIC_RELAXED);
@@ -195,7 +198,7 @@ int ring_peek(struct ring_consumer *c, struct ring_view *v)
 		if (type == RING_REC_PAD) {
 			if (at + len != c->size)
 				return -EBADMSG;
-			c->tail += len;
+			*pos += len;
 			continue;
 		}
 		if (type >= RING_REC_NTYPES || doff < sizeof(*r) || doff > len ||
@@ -208,9 +211,30 @@ int ring_peek(struct ring_consumer *c, struct ring_view *v)
 		v->stream_off = __atomic_load_n(&r->stream_off, __ATOMIC_RELAXED);
 		v->data = (const uint8_t *)r + doff;
 		v->data_len = dlen;
-		c->pending = len;
+		*reclen = len;
 		return 0;
 	}
+}
+
+int ring_peek(struct ring_consumer *c, struct ring_view *v)
+{
+	uint32_t len = 0;
+	int err = peek_at(c, &c->tail, v, &len);
+	if (!err)
+		c->pending = len;
+	return err;
+}
+
+int ring_peek_at(const struct ring_consumer *c, uint64_t pos, struct ring_view *v,
+		 uint64_t *next)
+{
+	uint32_t len = 0;
+	if (pos < c->tail || pos - c->tail >= c->size || (pos & (RING_ALIGN - 1)))
+		return -EINVAL;
+	int err = peek_at(c, &pos, v, &len);
+	if (!err)
+		*next = pos + len;
+	return err;
 }
 
 void ring_release(struct ring_consumer *c)

@@ -307,6 +307,17 @@ int ring_consumer_init(struct ring_consumer *c, struct ring_hdr *ring, size_t ma
  */
 int ring_peek(struct ring_consumer *c, struct ring_view *v);
 
+/*
+ * Looks at a record further on without consuming anything: pos is where a
+ * record starts (c->tail + the length of the one ring_peek returned, then
+ * each *next in turn), at most one ring ahead of the tail. Same checks and
+ * returns as ring_peek, -EINVAL for a pos outside that window; *next is
+ * where the following record starts. The payload stays valid while the
+ * record is not released.
+ */
+int ring_peek_at(const struct ring_consumer *c, uint64_t pos, struct ring_view *v,
+		 uint64_t *next);
+
 /* Consumes the record returned by the last ring_peek. The shared tail (the
  * space producers see as free) is published in batches: */
 void ring_release(struct ring_consumer *c);

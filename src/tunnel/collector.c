@@ -33,13 +33,21 @@
  * a reconnected agent announces them again mid-stream. Timeouts
  * (a tick): the handshake and HELLO within COL_HELLO_MS, then some bytes at
  * least every COL_IDLE_MS (agents send a HEARTBEAT every second).
+ * Unauthenticated connections (before HELLO) cannot lock agents out: one
+ * source address holds at most COL_UNAUTH_PER_ADDR of them, all of them at
+ * most --max-peers less a reserve (a sixteenth, at least one) kept for peers
+ * that authenticate; past either bound a new connection closes the oldest
+ * unauthenticated one (of its address, or of all) rather than being refused,
+ * so a flood of idle connections gives way to a real agent, whose handshake
+ * takes milliseconds (unauth_evicted).
  * Counters are kept per agent identity (the certificate's CN, or the HELLO
  * name on a plaintext collector) across reconnects.
  */
 
 #define COL_MAX_PEERS 256      /* default of --max-peers */
 #define COL_MAX_AGENTS 4094   /* also the VLAN id range */
-#define COL_HELLO_MS 5000
+#define COL_HELLO_MS 5000       /* the TLS handshake and HELLO: unauthenticated until then */
+#define COL_UNAUTH_PER_ADDR 32   /* unauthenticated connections of one source address */
 #define COL_IDLE_MS 15000
 #define COL_READS_PER_EVENT 64
 #define COL_BATCH 256
@@ -63,6 +71,7 @@ struct peer {
 	SSL *ssl;
 	int hs_done, hello, more;
 	char addr[64];
+	char host[INET6_ADDRSTRLEN]; /* addr without the port */
 	char ident[FRAME_MAX_NAME + 1];
 	struct agent_rec *rec;
 	uint64_t origin;             /* its origin in the chain, from HELLO on */
@@ -84,7 +93,7 @@ struct collector {
 	size_t n_peers;
 	struct agent_rec *recs;
 	size_t n_recs, cap_recs;
-	uint64_t accepted, rejected, bad_frames;
+	uint64_t accepted, rejected, bad_frames, unauth_evicted;
 	struct log_limit lim;
 	uint64_t log_window_ns, log_lines;
 };
@@ -489,21 +498,51 @@ static void on_peer(struct agent *a, struct agent_watch *w, uint32_t events)
 		peer_read(p, now);
 }
 
-static void peer_addr(const struct sockaddr_storage *ss, char *out, size_t len)
+static void peer_addr(const struct sockaddr_storage *ss, char *out, size_t len,
+		      char h[INET6_ADDRSTRLEN])
 {
-	char h[INET6_ADDRSTRLEN] = "?";
+	snprintf(h, INET6_ADDRSTRLEN, "?");
 	unsigned port = 0;
 	if (ss->ss_family == AF_INET) {
 		const struct sockaddr_in *s = (const void *)ss;
-		inet_ntop(AF_INET, &s->sin_addr, h, sizeof(h));
+		inet_ntop(AF_INET, &s->sin_addr, h, INET6_ADDRSTRLEN);
 		port = ntohs(s->sin_port);
 		snprintf(out, len, "%s:%u", h, port);
 	} else {
 		const struct sockaddr_in6 *s = (const void *)ss;
-		inet_ntop(AF_INET6, &s->sin6_addr, h, sizeof(h));
+		inet_ntop(AF_INET6, &s->sin6_addr, h, INET6_ADDRSTRLEN);
 		port = ntohs(s->sin6_port);
 		snprintf(out, len, "[%s]:%u", h, port);
 	}
+}
+
+/* Room for one more unauthenticated connection from host: closes the oldest
+ * unauthenticated one of host when it has its share, or the oldest of all
+ * when they fill what is not reserved for authenticated peers. */
+static void make_unauth_room(struct collector *col, const char *host, size_t max)
+{
+	size_t reserve = max / 16 ? max / 16 : 1, all = 0, mine = 0;
+	struct peer *oldest = NULL, *oldest_mine = NULL;
+	for (struct peer *p = col->peers; p; p = p->next) {
+		if (p->hello)
+			continue;
+		int same = !strcmp(p->host, host);
+		all++;
+		mine += same;
+		if (!oldest || p->start_ns < oldest->start_ns)
+			oldest = p;
+		if (same && (!oldest_mine || p->start_ns < oldest_mine->start_ns))
+			oldest_mine = p;
+	}
+	struct peer *victim = mine >= COL_UNAUTH_PER_ADDR ? oldest_mine :
+			      all + reserve >= max ? oldest : NULL;
+	if (!victim)
+		return;
+	col->unauth_evicted++;
+	if (!victim->hs_done)
+		col->rejected++;
+	peer_close(victim, "closed: unauthenticated connections fill their share "
+		   "(the oldest gives way to a new one)", NULL);
 }
 
 static void on_listen(struct agent *a, struct agent_watch *w, uint32_t events)
@@ -515,9 +554,10 @@ static void on_listen(struct agent *a, struct agent_watch *w, uint32_t events)
 		int fd = accept4(col->lw.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
-		char addr[64];
-		peer_addr(&ss, addr, sizeof(addr));
+		char addr[64], host[INET6_ADDRSTRLEN];
+		peer_addr(&ss, addr, sizeof(addr), host);
 		size_t max = a->cfg.max_peers ? a->cfg.max_peers : COL_MAX_PEERS;
+		make_unauth_room(col, host, max);
 		struct peer *p = col->n_peers < max ? calloc(1, sizeof(*p)) : NULL;
 		if (!p) {
 			col->rejected++;
@@ -531,9 +571,10 @@ static void on_listen(struct agent *a, struct agent_watch *w, uint32_t events)
 		p->w.arg = p;
 		p->col = col;
 		snprintf(p->addr, sizeof(p->addr), "%s", addr);
+		snprintf(p->host, sizeof(p->host), "%s", host);
 		p->start_ns = p->last_ns = agent_now_ns();
 		p->hs_done = !col->ctx;
-		if (col->ctx && (!(p->ssl = SSL_new(col->ctx)) || tls_set_buffered_fd(p->ssl, fd) < 0)) {
+		if (col->ctx && (!(p->ssl = SSL_new(col->ctx)) || tls_set_buffered_fd(p->ssl, fd, 0) < 0)) {
 			ERR_clear_error();
 			if (p->ssl)
 				SSL_free(p->ssl);
@@ -736,9 +777,10 @@ static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
 {
 	int n = snprintf(buf + at, len - at,
 			 "collector listen=%s tls=%s peers=%zu agents=%zu accepted=%llu "
-			 "rejected=%llu bad_frames=%llu\n", col->listen, col->ctx ? "yes" : "NO",
-			 col->n_peers, col->n_recs, (unsigned long long)col->accepted,
-			 (unsigned long long)col->rejected, (unsigned long long)col->bad_frames);
+			 "rejected=%llu bad_frames=%llu unauth_evicted=%llu\n", col->listen,
+			 col->ctx ? "yes" : "NO", col->n_peers, col->n_recs,
+			 (unsigned long long)col->accepted, (unsigned long long)col->rejected,
+			 (unsigned long long)col->bad_frames, (unsigned long long)col->unauth_evicted);
 	if (n > 0)
 		at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
 	for (size_t i = 0; i < col->n_recs && at < len; i++) {

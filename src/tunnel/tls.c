@@ -97,25 +97,30 @@ SSL_CTX *tls_server_ctx(const struct sink_opts *o, const char **why)
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	/* no read-ahead: OpenSSL 3.0 moves what it read ahead to the front of its
 	 * buffer before every record (payload alignment), which copied each byte
-	 * eight times in a 256 KiB buffer. Bulk reads come from tls_buffered_bio. */
+	 * eight times in a 256 KiB buffer. Bulk reads come from tls_set_buffered_fd. */
 	SSL_CTX_set_read_ahead(ctx, 0);
 	ERR_clear_error();
 	return ctx;
 }
 
-int tls_set_buffered_fd(SSL *ssl, int fd)
+int tls_set_buffered_fd(SSL *ssl, int fd, int writes)
 {
 	BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
 	BIO *buf = BIO_new(BIO_f_buffer());
-	if (!sock || !buf || BIO_set_read_buffer_size(buf, TLS_READ_BUF) != 1 ||
-	    BIO_up_ref(sock) != 1) {
+	if (!sock || !buf || BIO_up_ref(sock) != 1 ||
+	    (writes ? BIO_set_write_buffer_size(buf, TLS_BIO_BUF) :
+		      BIO_set_read_buffer_size(buf, TLS_BIO_BUF)) != 1) {
 		BIO_free(buf);
 		BIO_free(sock);
 		ERR_clear_error();
 		return -ENOMEM;
 	}
 	BIO_push(buf, sock);
-	SSL_set_bio(ssl, buf, sock); /* each holds one reference of sock */
+	/* each holds one reference of sock */
+	if (writes)
+		SSL_set_bio(ssl, sock, buf);
+	else
+		SSL_set_bio(ssl, buf, sock);
 	return 0;
 }
 

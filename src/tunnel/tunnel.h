@@ -28,12 +28,14 @@ size_t tunnel_sink_stats(char *buf, size_t len, size_t at);
 	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 struct ssl_ctx_st *tls_client_ctx(const struct sink_opts *o, const char **why);
 struct ssl_ctx_st *tls_server_ctx(const struct sink_opts *o, const char **why);
-/* Reads of ssl (a server end: no read-ahead) from fd go through a buffer of
- * TLS_READ_BUF bytes, one read() filling it for many records; writes go to
- * fd directly. Returns 0 or -ENOMEM. */
-#define TLS_READ_BUF (256 * 1024)
+/* ssl on fd, one direction through a buffer of TLS_BIO_BUF bytes: reads
+ * (writes 0; a server end: no read-ahead), one read() filling it for many
+ * records, or writes (writes 1), many records in one write() once the
+ * buffer is full or BIO_flush(SSL_get_wbio(ssl)) is called; the other
+ * direction goes to fd directly. Returns 0 or -ENOMEM. */
+#define TLS_BIO_BUF (256 * 1024)
 struct ssl_st;
-int tls_set_buffered_fd(struct ssl_st *ssl, int fd);
+int tls_set_buffered_fd(struct ssl_st *ssl, int fd, int writes);
 /* Bytes of ssl to be read without waiting for the socket: in a record or in the buffer. */
 int tls_pending(struct ssl_st *ssl);
 /* The last OpenSSL error as text (thread-local buffer), clears the queue. */

@@ -761,3 +761,41 @@ def test_collector_caps_each_peer(env):
     srv_conn = [c for c in conns if c.peer_port == st.client[1]]
     check(len(srv_conn) == 1 and st.bytes(0) == srv_conn[0].c2s and st.bytes(1) == srv_conn[0].s2c,
           "the admitted connection is not byte-exact")
+
+
+@timeout(120)
+def test_unauthenticated_flood_does_not_lock_out_an_agent(env):
+    """300 idle TCP connections to the collector (more than --max-peers 256, all from
+    127.0.0.1, never a byte sent), held open: a certified agent connects within 3 s (the
+    handshake timeout alone would take 5 s) and its connection is mirrored; the flood
+    holds at most the per-address share of unauthenticated slots; stats -C answers."""
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port)
+    flood = []
+    for _ in range(300):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        flood.append(s)
+    time.sleep(0.3)
+    _, _, raw = col.stats()
+    c = stat_line(raw, "collector ")
+    check(c and int(c["peers"]) <= 32, f"the flood holds {c and c['peers']} peers, want at most "
+          f"32 unauthenticated ones from one address: {raw}")
+    t0 = time.monotonic()
+    ag = tunnel_agent(env, d, port)
+    wait_connected(env, ag)
+    dt = time.monotonic() - t0
+    check(dt < 3, f"the agent got through the flood after {dt:.1f} s")
+    srv = RecServer(env)
+    p = curl(env, ag, srv, "/size/20000", env.path("got.bin"))
+    check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
+    srv.conns(1)
+    ag.final_stats()
+    wait_collected(col, "agent1", int(agent_sent(ag.stderr_text)["sent_events"]))
+    _, _, raw = col.stats()
+    c = stat_line(raw, "collector ")
+    check(int(c.get("unauth_evicted", 0)) >= 268, f"want the flood's oldest connections "
+          f"evicted (unauth_evicted): {raw}")
+    for s in flood:
+        s.close()
+    col.final_stats()

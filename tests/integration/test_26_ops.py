@@ -463,3 +463,59 @@ def test_enable_disable_status(env):
     hold.popen.stdin.close()
     check(hold.wait(20) == 0, f"the held client: {short(hold.err())}")
     agent.final_stats()
+
+
+@timeout(120)
+def test_metrics_process_cardinality(env):
+    """More processes than the metrics show one by one (docs/operations.md,
+    "Cardinality": the newest 64): the others are folded into pid="other",
+    and a sum over pid stays the agent's total, while they run and after
+    they exited."""
+    from tmlib import prog
+    fc = prog("forkclient")
+    nchild, shown = 80, 64
+    mport = free_port()
+    srv = RecServer(env, mode="echo")
+    agent = Agent(env, args=["--metrics", f"127.0.0.1:{mport}"]).start()
+    p = env.captured("forkclient", agent.sock,
+                     [fc, "127.0.0.1", str(srv.port), certs()["cert"], str(nchild), "1000"],
+                     stdin=subprocess.PIPE)
+    wait_until(lambda: b"READY" in p.out() or not p.alive(), 60, "forkclient READY")
+    check(p.alive(), f"forkclient exited early: {short(p.err())}")
+    pids = {int(x) for x in re.findall(rb"^conn (\d+) ", p.out(), re.M)}
+    check(len(pids) == nchild + 1, f"{len(pids)} processes made connections, want {nchild + 1}")
+
+    def check_folded(when):
+        def settled():
+            procs, total, _ = agent.stats()
+            return stat_int(total, "conns") == 2 * (nchild + 1) and stat_int(total, "open_conns") == 0
+        wait_until(settled, 30, f"every connection seen and closed ({when})")
+        head, text = scrape(mport)
+        prom, types = parse_prometheus(text)
+        procs, total, raw = agent.stats()
+        att = {dict(ls)["pid"]: v for (n, ls), v in prom.items() if n == "tlsmirror_process_attached"}
+        check(len(att) == shown + 1 and "other" in att,
+              f"{when}: {len(att)} process series ({sorted(att)[:5]}...), want {shown} + other")
+        check(one(prom, "tlsmirror_process_attached", pid="other", comm="other", uid="other") == 0,
+              f"{when}: the folded series is no process's")
+        stat_pids = {int(x["pid"]) for x in procs if x.get("comm") == "forkclient"}
+        check(stat_pids == pids, f"{when}: `tlsmirror stats` still lists every process")
+        for k, d in (("c2s_bytes", "c2s"), ("s2c_bytes", "s2c")):
+            s = sum(series(prom, "tlsmirror_process_bytes_total", direction=d))
+            check(s == stat_int(total, k) == one(prom, f"tlsmirror_agent_{k}_total") and s > 0,
+                  f"{when}: sum over pid of {d} bytes {s}, the agent's total {stat_int(total, k)}")
+        s = sum(series(prom, "tlsmirror_process_conns_total"))
+        check(s == 2 * (nchild + 1), f"{when}: sum over pid of conns {s}")
+        folded = pids - {int(x) for x in att if x != "other"}
+        check(len(folded) == nchild + 1 - shown, f"{when}: folded {sorted(folded)}")
+        return prom
+    check_folded("running")
+    p.popen.stdin.write(b"go\n")
+    p.popen.stdin.close()
+    check(p.wait(30) == 0, f"forkclient: {short(p.err())}")
+    wait_until(lambda: all(x.get("state") != "attached" for x in agent.stats()[0]
+                           if x.get("comm") == "forkclient"), 20, "every forkclient process gone")
+    prom = check_folded("after exit")
+    check(all(v == 0 for v in series(prom, "tlsmirror_process_attached")),
+          "after exit, a process series still says attached")
+    agent.final_stats()

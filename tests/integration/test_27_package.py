@@ -98,7 +98,8 @@ def test_units_verify(env):
     text = open(units[0]).read()
     for line in ("ExecStart=/usr/bin/tlsmirror --config /etc/tlsmirror/agent.conf",
                  "Restart=on-failure", "RuntimeDirectory=tlsmirror", "ProtectSystem=strict",
-                 "NoNewPrivileges=yes", "CapabilityBoundingSet=\n", "StateDirectory=tlsmirror"):
+                 "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_BIND_SERVICE\n",
+                 "StateDirectory=tlsmirror"):
         check(line in text, f"tlsmirror.service lacks {line!r}")
     text = open(units[1]).read()
     check("ExecStart=/usr/bin/tlsmirror --config /etc/tlsmirror/collector.conf" in text,

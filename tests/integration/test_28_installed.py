@@ -9,6 +9,7 @@ from sysroot import SysRoot
 LIB = "/usr/lib/tlsmirror/libtlsmirror.so"
 DROPIN = "/etc/systemd/system/nginx.service.d/tlsmirror.conf"
 PCAP = "/var/lib/tlsmirror/mirror.pcap"
+NET_CAPS = (1 << 10) | (1 << 13)  # CAP_NET_BIND_SERVICE, CAP_NET_RAW
 
 
 def put_deb(root):
@@ -251,7 +252,7 @@ def test_units_under_systemd(env):
                              "ProtectHome", "PrivateTmp", "PrivateDevices", "RestrictNamespaces",
                              "MemoryDenyWriteExecute", "Restart", "RuntimeDirectory",
                              "StateDirectory", "SupplementaryGroups", "ExecStart"])
-        want = {"CapabilityBoundingSet": "", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+        want = {"CapabilityBoundingSet": "cap_net_bind_service cap_net_raw", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                 "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
                 "RestrictNamespaces": "yes", "MemoryDenyWriteExecute": "yes",
                 "Restart": "on-failure", "RuntimeDirectory": "tlsmirror",
@@ -259,10 +260,15 @@ def test_units_under_systemd(env):
         bad = {k: sh.get(k) for k, v in want.items() if sh.get(k) != v}
         check(not bad and "/etc/tlsmirror/agent.conf" in sh.get("ExecStart", ""),
               f"systemctl show tlsmirror: {bad} {sh.get('ExecStart')}")
+        wait_until(lambda: root.run(["tlsmirror", "stats"], check_rc=False).returncode == 0, 15,
+                   "the packaged agent to answer")
         agent = host_pid(root, "tlsmirror.service")
         ps = proc_status(agent)
-        check(int(ps["CapBnd"], 16) == 0 and int(ps["CapEff"], 16) == 0 and ps["NoNewPrivs"] == "1"
-              and ps["Seccomp"] == "2", f"the running agent: CapBnd {ps['CapBnd']} CapEff "
+        # the unit allows CAP_NET_RAW and CAP_NET_BIND_SERVICE; the default
+        # configuration (a file, --metrics on 9848) needs neither: none left
+        check(int(ps["CapBnd"], 16) == NET_CAPS and int(ps["CapEff"], 16) == 0 and
+              int(ps["CapPrm"], 16) == 0 and ps["NoNewPrivs"] == "1" and ps["Seccomp"] == "2",
+              f"the running agent: CapBnd {ps['CapBnd']} CapPrm {ps['CapPrm']} CapEff "
               f"{ps['CapEff']} NoNewPrivs {ps['NoNewPrivs']} Seccomp {ps['Seccomp']}")
         with open(f"/proc/{agent}/mountinfo") as f:
             mi = f.read()
@@ -300,7 +306,32 @@ def test_units_under_systemd(env):
         cap = judge(root.path(PCAP))
         check(any(st.bytes(1) == head + body and st.bytes(0).startswith(b"GET /page HTTP/1.1\r\n")
                   for st in cap.streams), f"nginx's answer not mirrored: {cap.describe()}")
+        # -o IFACE in agent.conf, a restart, and it works: CAP_NET_RAW kept, only it
+        root.sh("ip link add mirror0 type veth peer name mirror1 && ip link set mirror0 up && "
+                "ip link set mirror1 up")
+        with open(root.path("/etc/tlsmirror/agent.conf"), "a") as f:
+            f.write("output-interface mirror0\n")
         root.run(["systemctl", "start", "tlsmirror.service"])
+        # (Type=simple: started is forked; ready is its socket answering)
+        wait_until(lambda: root.run(["tlsmirror", "stats"], check_rc=False).returncode == 0, 15,
+                   "the restarted agent")
+        ps = proc_status(host_pid(root, "tlsmirror.service"))
+        check(int(ps["CapEff"], 16) == int(ps["CapPrm"], 16) == 1 << 13,
+              f"with -o: CapPrm {ps['CapPrm']} CapEff {ps['CapEff']}, want CAP_NET_RAW alone")
+        # workers that re-attach on their own (as www-data) are refused: a reload
+        # forks new ones on the master's connection (docs/security.md, "Limits")
+        root.run(["systemctl", "reload", "nginx.service"])
+
+        def replayed():
+            root.run(["curl", "-sS", "--cacert", "/etc/nginx/tlsmirror-test/cert.pem",
+                      "https://localhost:8443/page", "-o", "/dev/null"])
+            out = root.run(["tlsmirror", "stats"]).stdout.decode()
+            m = re.search(r"^sink name=interface target=mirror0 packets=(\d+) .*errors=0 ", out, re.M)
+            return m and int(m.group(1)) > 0
+        try:
+            wait_until(replayed, 15, "packets replayed onto mirror0", interval=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{root.run(['tlsmirror', 'stats']).stdout.decode()}") from None
         # disable takes it back
         r = root.run(["tlsmirror", "disable", "nginx.service"])
         check(not os.path.exists(root.path(DROPIN)), f"disable: {short(r.stdout)}")

@@ -348,3 +348,28 @@ def test_node_h1_h2_under_h2load(env):
     reqs, resps, s2c2 = check_h2(h2, body)
     check(reqs == n and resps == n, f"h2: {reqs} requests, {resps} responses in the capture, want {n}")
     check(s2c1 + s2c2 == stat_int(ps, "s2c_bytes"), f"capture s2c {s2c1 + s2c2} vs stats {ps}")
+
+
+@timeout(120)
+def test_static_attach_patches_no_code(env):
+    """tlsmirror attach to a running libssl.a program: the library loads, patches
+    no code (late: other threads could be anywhere), says so; the program works on."""
+    c = certs()
+    port = free_port()
+    c2s, s2c = digits(40_000, 294), digits(30_000, 295)
+    agent = Agent(env).start()
+    srv = static_server(env, None, port)
+    wait_until(lambda: b"LISTEN" in srv.err() or not srv.alive(), 15, "staticssl LISTEN")
+    r = subprocess.run([TLSMIRROR, "attach", "--socket", agent.sock, str(srv.pid)],
+                       capture_output=True, timeout=60)
+    check(r.returncode == 0, f"attach to the static program: exit {r.returncode}: {short(r.stderr)}")
+    out = scan(env, agent.sock, srv.pid)
+    check("stack=static-openssl" in out and "mirrored=no" in out and "loaded late (tlsmirror attach)" in out,
+          f"scan of the attached static program: want mirrored=no, loaded late: {out}")
+    cli = env.spawn("s_client", [need_tool("openssl"), "s_client", "-quiet", "-connect",
+                                 f"127.0.0.1:{port}", "-servername", "localhost", "-CAfile",
+                                 c["cert"]], stdin=subprocess.PIPE)
+    exchange(env, srv, cli, c2s, s2c, srv.out, cli.out)
+    check(srv.out() == c2s and cli.out() == s2c, "payloads changed after attach")
+    procs, total = agent.final_stats()
+    check(stat_int(total, "conns") == 0, f"no code patched, nothing mirrored: {total}")

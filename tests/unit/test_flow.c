@@ -225,6 +225,104 @@ TEST(flow_data_segments_at_mss_with_acks)
 	fx_free(&f);
 }
 
+/* Pieces cut out of d at the given lengths, skip bytes apart (as DATA
+ * payloads between frame headers in one record). */
+static size_t cut(const uint8_t *d, const size_t *lens, size_t n, size_t skip,
+		  struct piece *v)
+{
+	size_t at = 0;
+	for (size_t i = 0; i < n; i++) {
+		v[i] = (struct piece){ d + at, lens[i] };
+		at += lens[i] + skip;
+	}
+	return at;
+}
+
+TEST(flow_datav_full_segments_across_pieces)
+{
+	struct fx f;
+	uint8_t *d = pattern(8000), *want = malloc(8000);
+	if (!CHECK(fx_init(&f, 1000) && d && want))
+		return;
+	struct conn_open in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	uint32_t cseq = pkt_at(&f, 2).seq;
+	/* 2500 + 10 + 1 + 0 + 1489 bytes: 4000 in segments of 1000, the 2nd
+	 * and the 3rd and 4th span pieces (the 3rd spans four of them) */
+	static const size_t lens[] = { 2500, 10, 1, 0, 1489 };
+	struct piece v[5];
+	cut(d, lens, 5, 9, v);
+	size_t n = 0;
+	for (int i = 0; i < 5; i++) {
+		memcpy(want + n, v[i].p, v[i].n);
+		n += v[i].n;
+	}
+	CHECK_EQ(flow_datav(f.t, 1, 1, 0, 2000, 0, v, 5, NULL), 0);
+	CHECK_EQ(f.cap->n, 3 + 8);
+	for (int i = 0; i < 4; i++) {
+		struct seg s = pkt_at(&f, 3 + 2 * i);
+		CHECK_EQ(s.len, 1000);
+		CHECK_EQ(s.seq, cseq + 1000 * (uint32_t)i);
+		CHECK_EQ(s.flags, TCPF_ACK | (i == 3 ? TCPF_PSH : 0));
+		CHECK_MEM(s.payload, want + 1000 * i, 1000);
+		CHECK(s.csum_ok);
+		CHECK_EQ(pkt_at(&f, 4 + 2 * i).ack, cseq + 1000 * (uint32_t)(i + 1));
+	}
+	CHECK_EQ(flow_counters(f.t)->bytes[0], 4000);
+	/* a write of 4500 bytes at 2600: its first 1400 were shown (the first
+	 * piece and 100 bytes of the second), 3100 follow */
+	static const size_t lens2[] = { 1300, 1300, 1900 };
+	cut(d, lens2, 3, 0, v);
+	CHECK_EQ(flow_datav(f.t, 1, 1, 0, 3000, 2600, v, 3, NULL), 0);
+	CHECK_EQ(f.cap->n, 3 + 8 + 2 * 4); /* 1000, 1000, 1000, 100 */
+	struct seg s = pkt_at(&f, 3 + 8);
+	CHECK_EQ(s.len, 1000);
+	CHECK_EQ(s.seq, cseq + 4000);
+	CHECK_MEM(s.payload, d + 1400, 1000);
+	s = pkt_at(&f, 3 + 8 + 6);
+	CHECK_EQ(s.len, 100);
+	CHECK_MEM(s.payload, d + 4400, 100);
+	CHECK_EQ(flow_counters(f.t)->bytes[0], 7100);
+	CHECK_EQ(flow_datav(f.t, 1, 1, 0, 3000, 0, v, 3, NULL), -ERANGE);
+	free(d);
+	free(want);
+	fx_free(&f);
+}
+
+TEST(flow_datav_many_spanning_segments_in_one_write)
+{
+	/* more spanning segments than one batch of packets and one scratch
+	 * area hold: each is handed on before its copy is overwritten */
+	struct fx f;
+	enum { PIECES = 160, LEN = 150 }; /* 240 segments of 100 */
+	uint8_t *d = pattern(PIECES * (LEN + 3));
+	struct piece *v = calloc(PIECES, sizeof(*v));
+	size_t lens[PIECES];
+	if (!CHECK(fx_init(&f, 100) && d && v))
+		return;
+	struct conn_open in = info4(1, 1, 1);
+	flow_open(f.t, &in);
+	for (int i = 0; i < PIECES; i++)
+		lens[i] = LEN;
+	cut(d, lens, PIECES, 3, v);
+	CHECK_EQ(flow_datav(f.t, 1, 1, 1, 2000, 0, v, PIECES, NULL), 0);
+	size_t segs = PIECES * LEN / 100;
+	CHECK_EQ(f.cap->n, 3 + 2 * segs);
+	int ok = 1;
+	for (size_t k = 0; k < segs; k++) {
+		struct seg s = pkt_at(&f, 3 + 2 * k);
+		for (size_t b = 0; b < 100; b++) {
+			size_t o = k * 100 + b; /* stream offset: piece o / LEN, byte o % LEN */
+			ok &= s.len == 100 && s.payload[b] == d[(o / LEN) * (LEN + 3) + o % LEN];
+		}
+		ok &= s.csum_ok;
+	}
+	CHECK(ok);
+	free(d);
+	free(v);
+	fx_free(&f);
+}
+
 TEST(flow_ipv6_uses_mss_minus_20)
 {
 	struct fx f;

@@ -120,3 +120,30 @@ TEST(flow_default_caps_hold_many_origins)
 	CHECK(!bad);
 	flow_table_free(t);
 }
+
+TEST(flow_cap_on_unused_announcements_per_origin)
+{
+	struct flow_table *t = capped(100000, 10000);
+	if (!CHECK(t))
+		return;
+	/* a producer announces connections that never carry anything */
+	for (uint64_t c = 1; c <= FLOW_MAX_UNUSED_PER_ORIGIN; c++)
+		if (!CHECK_EQ(open_conn(t, 1, c), 0))
+			break;
+	CHECK_EQ(flow_origin_stats(t, 1).unused, FLOW_MAX_UNUSED_PER_ORIGIN);
+	CHECK_EQ(open_conn(t, 1, 5000), -EMFILE);
+	CHECK_EQ(flow_origin_stats(t, 1).refused, 1);
+	CHECK_EQ(open_conn(t, 2, 1), 0); /* another origin is not held back */
+	/* one carries data: room for one more; a closed unused one makes room too */
+	CHECK_EQ(flow_data(t, 1, 7, 0, 0, 0, (const uint8_t *)"x", 1, NULL), 0);
+	CHECK_EQ(flow_origin_stats(t, 1).unused, FLOW_MAX_UNUSED_PER_ORIGIN - 1);
+	CHECK_EQ(open_conn(t, 1, 5000), 0);
+	CHECK_EQ(open_conn(t, 1, 5001), -EMFILE);
+	CHECK_EQ(flow_close(t, 1, 9, 0), 0);
+	CHECK_EQ(flow_origin_stats(t, 1).unused, FLOW_MAX_UNUSED_PER_ORIGIN - 1);
+	CHECK_EQ(open_conn(t, 1, 5001), 0);
+	/* a gap counts as use as well */
+	CHECK_EQ(flow_gap(t, 1, 11, 1, 0, 100), 0);
+	CHECK_EQ(flow_origin_stats(t, 1).unused, FLOW_MAX_UNUSED_PER_ORIGIN - 1);
+	flow_table_free(t);
+}

@@ -16,11 +16,14 @@
 #define DIR_MAX (64 * 1024)
 
 /* A sink that reassembles each TCP connection's two directions (IPv4). */
+#define SEGS_MAX 128
 struct hconn {
 	uint16_t cport;
 	int syn, fin;
 	size_t len[2];
 	uint8_t data[2][DIR_MAX];
+	size_t nseg[2];            /* data segments per direction, and their lengths */
+	uint16_t seg[2][SEGS_MAX];
 };
 
 struct hcap {
@@ -51,7 +54,11 @@ static int hcap_write(struct sink *s, const struct pkt *pkts, size_t n)
 			continue;
 		c->syn += !!(tcp[13] & 0x02) && !dir;
 		c->fin += !!(tcp[13] & 0x01);
-		size_t k = pkts[i].payload_len;
+		size_t k = pkts[i].hdr_len + pkts[i].payload_len - (size_t)(tcp - pkts[i].hdr) -
+			   (size_t)(tcp[12] >> 4) * 4;
+		if (k && c->nseg[dir] < SEGS_MAX)
+			c->seg[dir][c->nseg[dir]++] = (uint16_t)k;
+		k = pkts[i].payload_len;
 		if (k && c->len[dir] + k <= DIR_MAX) {
 			memcpy(c->data[dir] + c->len[dir], pkts[i].payload, k);
 			c->len[dir] += k;
@@ -305,6 +312,118 @@ static size_t headers_frame(uint8_t *p, uint32_t sid, const uint8_t *blk, size_t
 	put_be32(p + 5, sid);
 	memcpy(p + 9, blk, n);
 	return 9 + n;
+}
+
+/* A DATA frame header (no flags but flags) on stream sid, n bytes of payload. */
+static size_t data_hdr(uint8_t *p, uint32_t sid, size_t n, uint8_t flags)
+{
+	p[0] = (uint8_t)(n >> 16);
+	p[1] = (uint8_t)(n >> 8);
+	p[2] = (uint8_t)n;
+	p[3] = 0x00;
+	p[4] = flags;
+	put_be32(p + 5, sid);
+	return 9;
+}
+
+/* Segments of c's direction dir: all full (1460) but the last of each of
+ * the n records whose output ended at the given byte counts. */
+static int full_segments(const struct hconn *c, int dir, const size_t *ends, size_t n)
+{
+	size_t at = 0, k = 0;
+	if (!c)
+		return 0;
+	for (size_t r = 0; r < n; r++) {
+		while (at < ends[r]) {
+			size_t want = ends[r] - at < 1460 ? ends[r] - at : 1460;
+			if (k == c->nseg[dir] || c->seg[dir][k] != want)
+				return 0;
+			at += c->seg[dir][k++];
+		}
+	}
+	return k == c->nseg[dir];
+}
+
+/*
+ * The DATA frames of one record become full segments, however the record
+ * cuts them (the frame headers between the payloads are not shown): one
+ * short segment per record at most, as plain mirroring makes of a record.
+ */
+static void body_in_full_segments(int chunked)
+{
+	struct hx x;
+	static uint8_t rec[3][20000], body[30000], want[40000];
+	size_t rn[3] = { 0 }, ends[3], wn = 0;
+	static const size_t frames[] = { 3000, 2000, 4000, 100, 5000, 7000, 1 };
+	static const int rec_of[] = { 1, 1, 1, 1, 2, 2, 2 }; /* head alone in record 0 */
+	size_t total = 0;
+	if (!CHECK(hx_init(&x, "h2")))
+		goto out;
+	for (size_t i = 0; i < sizeof(body); i++)
+		body[i] = (uint8_t)(i * 13 + 5);
+	for (size_t i = 0; i < sizeof(frames) / sizeof(frames[0]); i++)
+		total += frames[i];
+	static const uint8_t get[] = {
+		0x00, 0x00, 0x06, 0x01, 0x05, 0x00, 0x00, 0x00, 0x01, /* HEADERS, END_STREAM|END_HEADERS */
+		0x82, 0x87, 0x84, 0x01, 0x01, 'h',                    /* GET https / :authority h */
+	};
+	char head[128];
+	uint8_t *r0 = rec[0];
+	r0[9] = 0x88;                                 /* :status 200 */
+	size_t hl = 1;
+	if (!chunked) {
+		int k = snprintf(head, sizeof(head), "%zu", total);
+		r0[9 + hl++] = 0x0f;                  /* content-length, literal */
+		r0[9 + hl++] = 0x0d;
+		r0[9 + hl++] = (uint8_t)k;
+		memcpy(r0 + 9 + hl, head, (size_t)k);
+		hl += (size_t)k;
+	}
+	headers_frame(r0, 1, r0 + 9, hl);
+	r0[4] = 0x04;                                 /* END_HEADERS: the body follows */
+	rn[0] = 9 + hl;
+	wn = (size_t)snprintf((char *)want, sizeof(want), "HTTP/1.1 200 OK\r\n%s%s\r\n\r\n",
+			      chunked ? "transfer-encoding: chunked" : "content-length: ",
+			      chunked ? "" : head);
+	ends[0] = wn;
+	size_t at = 0, nf = sizeof(frames) / sizeof(frames[0]);
+	for (size_t i = 0; i < nf; i++) {
+		int r = rec_of[i];
+		rn[r] += data_hdr(rec[r] + rn[r], 1, frames[i], i + 1 == nf ? 0x01 : 0);
+		memcpy(rec[r] + rn[r], body + at, frames[i]);
+		rn[r] += frames[i];
+		if (chunked)
+			wn += (size_t)snprintf((char *)want + wn, sizeof(want) - wn, "%zx\r\n",
+					       frames[i]);
+		memcpy(want + wn, body + at, frames[i]);
+		wn += frames[i];
+		at += frames[i];
+		if (chunked)
+			wn += (size_t)snprintf((char *)want + wn, sizeof(want) - wn, "\r\n%s",
+					       i + 1 == nf ? "0\r\n\r\n" : "");
+		ends[r] = wn;
+	}
+	feed(&x, 0, preface, 24);
+	CHECK_EQ(feed(&x, 0, get, sizeof(get)), 0);
+	for (int r = 0; r < 3; r++)
+		CHECK_EQ(feed(&x, 1, rec[r], rn[r]), 0);
+	struct hconn *c = syn_conn(&x, 0);
+	CHECK(c && c->len[1] == wn && !memcmp(c->data[1], want, wn));
+	CHECK(full_segments(c, 1, ends, 3));
+	CHECK(c && c->fin == 2);
+	CHECK_EQ(h2_counters(x.h2)->errors, 0);
+out:
+	hx_free(&x);
+}
+
+TEST(h2_body_of_a_record_in_full_segments)
+{
+	body_in_full_segments(0);
+}
+
+TEST(h2_chunked_body_of_a_record_in_full_segments)
+{
+	body_in_full_segments(1);
 }
 
 TEST(h2_dynamic_table_eviction)

@@ -227,6 +227,44 @@ TEST(pcap_rotation_count_reuses_files_in_place)
 	CHECK(access(path_in_tmp("ring.pcap.3"), F_OK) != 0);
 }
 
+TEST(pcap_rotation_count_resumes_after_a_killed_agent)
+{
+	struct sink_set set;
+	size_t rec = 16 + 54 + 100;
+	struct sink_opts o = { .rotate_bytes = 24 + 3 * rec, .rotate_count = 3 };
+	const char *path = path_in_tmp("resume.pcap");
+	char name[300];
+	/* a first agent fills resume.pcap and resume.pcap.1 ... */
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	for (int i = 0; i < 5; i++) {
+		struct pkt p = mkpkt((uint64_t)i, 100);
+		sink_set_write(&set, &p, 1);
+	}
+	sink_set_close(&set);
+	snprintf(name, sizeof(name), "%s.1", path);
+	/* ... and is killed while writing a record of .1: 7 bytes of it */
+	FILE *f = fopen(name, "ab");
+	if (!CHECK(f != NULL))
+		return;
+	fwrite("\x01\x02\x03\x04\x05\x06\x07", 1, 7, f);
+	fclose(f);
+	size_t size = 0;
+	CHECK_EQ(pcap_records(path, &size), 3);
+	/* the next agent cuts .1 back to its 2 whole records, leaves resume.pcap
+	 * alone and goes on in .2 */
+	if (!CHECK_EQ(open_one(&set, path, &o), 0))
+		return;
+	struct pkt p = mkpkt(100, 100);
+	sink_set_write(&set, &p, 1);
+	sink_set_close(&set);
+	CHECK_EQ(pcap_records(path, &size), 3);
+	CHECK_EQ(pcap_records(name, &size), 2);
+	CHECK_EQ(size, 24 + 2 * rec);
+	snprintf(name, sizeof(name), "%s.2", path);
+	CHECK_EQ(pcap_records(name, &size), 1);
+}
+
 TEST(pcap_rotation_count_refuses_patterns)
 {
 	struct sink_set set;

@@ -18,6 +18,10 @@ holdserver --addr A --cert C --key K --conns N --port-file F
     Echo server (not meant to run under capture) that holds every TLS
     handshake until N connections have their ClientHello waiting unread, then
     serves them all; the chosen port is written to F.
+stream --addr A --port P --cert C --conns N --duration S
+    N threads, each one TLS connection kept open for the whole duration,
+    echo exchanges of 1..40000 bytes back to back (a long-lived load across
+    agent restarts); prints 'conn CLIENT_PORT SENT RECEIVED' per connection.
 many --addr A --port P --cert C --conns N --out FILE
     N concurrent asyncio TLS echo connections from this one process; writes
     one JSON line per connection (client port, bytes sent and received).
@@ -286,6 +290,38 @@ def cmd_fetch(args):
         print(status.decode(), len(body), hashlib.sha256(body).hexdigest())
 
 
+def cmd_stream(args):
+    ctx = client_ctx(args.cert)
+    end = time.time() + args.duration
+    out, errors = [], []
+
+    def one(i):
+        rnd = random.Random(1000 + i)
+        try:
+            raw = socket.create_connection((args.addr, args.port), timeout=30)
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            port, sent, got = s.getsockname()[1], 0, 0
+            k = 0
+            while time.time() < end:
+                req, resp = echo_exchange(s, gen_bytes(rnd.randint(1, 40000), i * 100003 + k))
+                sent, got, k = sent + len(req), got + len(resp), k + 1
+                time.sleep(0.002)
+            s.close()
+            out.append((port, sent, got))
+        except Exception as e:
+            errors.append(f"connection {i}: {type(e).__name__}: {e}")
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for port, sent, got in sorted(out):
+        print(f"conn {port} {sent} {got}")
+    for e in errors[:20]:
+        print(e, file=sys.stderr)
+    sys.exit(1 if errors else 0)
+
+
 def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -426,6 +462,12 @@ def main():
     q.add_argument("--key", required=True)
     q.add_argument("--conns", type=int, required=True)
     q.add_argument("--port-file", required=True)
+    q = sub.add_parser("stream")
+    q.add_argument("--addr", default="127.0.0.1")
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--cert", required=True)
+    q.add_argument("--conns", type=int, required=True)
+    q.add_argument("--duration", type=float, required=True)
     q = sub.add_parser("many")
     q.add_argument("--addr", default="127.0.0.1")
     q.add_argument("--port", type=int, required=True)
@@ -434,7 +476,7 @@ def main():
     q.add_argument("--out", required=True)
     args = ap.parse_args()
     {"pair": cmd_pair, "periodic": cmd_periodic, "hold": cmd_hold,
-     "fetch": cmd_fetch, "holdserver": cmd_holdserver, "many": cmd_many}[args.cmd](args)
+     "fetch": cmd_fetch, "stream": cmd_stream, "holdserver": cmd_holdserver, "many": cmd_many}[args.cmd](args)
 
 
 if __name__ == "__main__":
