@@ -417,7 +417,7 @@ static int listener_on(int family, const uint8_t addr[16], uint16_t port)
 		goto out;
 	static const uint8_t any[16];
 	size_t alen = family == AF_INET ? 4 : 16;
-	uint32_t buf[2048];
+	uint32_t buf[1024]; /* > NLMSG_GOODSIZE, what a dump message fills */
 	for (int reads = 0; reads < DIAG_MAX_READS && found < 0; reads++) {
 		long n = syscall(SYS_recvfrom, nl, buf, sizeof(buf), 0, NULL, NULL);
 		if (n <= 0)

@@ -364,7 +364,7 @@ def test_attach_gnutls_client(env):
     agent = Agent(env, pcap=env.path("m.pcapng")).start()
     server = RecServer(env, mode="echo")
     gt = env.spawn("gtclient", [prog("gtclient"), "127.0.0.1", str(server.port), c["cert"],
-                                "30", "3000", env.path("keylog"), "3", "50"])
+                                "20", "3000", env.path("keylog"), "3", "50"])
     wait_until(lambda: b"round 5 ok" in gt.out() or not gt.alive(), 20, "gtclient's rounds")
     check(gt.alive(), f"gtclient exited: {short(gt.out() + gt.err())}")
     rc, out, err = attach(env, agent.sock, [gt.pid])
@@ -485,7 +485,7 @@ def test_attach_target_dies_midway(env):
         at = env.spawn(f"attach-{step}", [TLSMIRROR, "attach", "--socket", agent.sock,
                                           str(t.pid)],
                        extra_env={"TLSMIRROR_ATTACH_PAUSE_STEP": str(step),
-                                  "TLSMIRROR_ATTACH_PAUSE_MS": "1500"})
+                                  "TLSMIRROR_ATTACH_PAUSE_MS": "800"})
         wait_until(lambda: b"pausing" in at.err() or not at.alive(), 20, "attach to pause")
         t0 = time.time()
         if how == "kill":
