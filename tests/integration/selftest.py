@@ -51,9 +51,10 @@ def frame(p):
     return b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02" + struct.pack("!H", eth_type) + ip + tcp
 
 
-def conversation(family, client, server, c2s, s2c, mss=1460, t0=1_700_000_000 * 10**9):
+def conversation(family, client, server, c2s, s2c, mss=1460, t0=1_700_000_000 * 10**9,
+                 isn=(1000, 5000000)):
     seg_mss = mss if family == 4 else mss - 20
-    isn = [1000, 5000000]
+    isn = list(isn)
     pos = [0, 0]
     ends = [client, server]
     pkts = []
@@ -149,6 +150,16 @@ def main():
     case("synthetic_addr", p, True, "synthetic address")
     p = base4(); p[20]["ts"] = p[19]["ts"]; p[21]["ts"] = p[19]["ts"] - 5000
     case("ts_backwards", p, True, "timestamp goes backwards", sort=False)
+    # a kernel reusing a client port: a second connection, same ports, after the first ended
+    again = lambda: conversation(4, ("127.0.0.1", 40000), ("127.0.0.1", 4433), c2s, s2c,
+                                 t0=1_700_000_001 * 10**9, isn=(7000000, 9000000))
+    case("port_reuse", base4() + again(), True, "same ports as an earlier session")
+    case("port_reuse_allowed", base4() + again(), False, allow_port_reuse=True)
+    p = again(); p.insert(8, dict(p[7], ts=p[7]["ts"] + 1))
+    case("port_reuse_retransmission", base4() + p, True, "retransmission",
+         allow_port_reuse=True)
+    p = base4()[:-4]
+    case("port_reuse_unended", p + again(), True, "had not ended", allow_port_reuse=True)
     # byte-exactness: content one byte off must fail check_stream
     p = conversation(4, ("127.0.0.1", 40000), ("127.0.0.1", 4433), c2s, s2c[:-1] + b"!")
     case("content_differs", p, True, "first difference")

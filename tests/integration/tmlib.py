@@ -808,8 +808,42 @@ def read_capture(path):
 CAPTURE_FMT = "classic pcap or pcapng, nanosecond timestamps, Ethernet"
 
 
+REUSED_PORTS = "A new tcp session is started with the same ports as an earlier session"
+SYN_CHAT = "Connection establish request (SYN)"  # chat-level, on every SYN; shown with a flag
+
+
+def _port_reuse_problems(path, cap):
+    """For judge(allow_port_reuse=True): the frames tshark flags
+    tcp.analysis.reused_ports, each checked to be a real kernel reuse: the
+    opening SYN of its own tcp.stream, with an earlier stream of the same
+    address/port pair that ended (FIN both ways) before it. Returns (frames
+    whose reuse message is excused, problems)."""
+    flagged = {int(r[0]) for r in tshark_fields(path, ["frame.number"],
+                                                display_filter="tcp.analysis.reused_ports")}
+    first = {st.segs[0].frame: st for st in cap.streams}
+    excused, problems = set(), []
+    for frame in sorted(flagged):
+        st = first.get(frame)
+        if st is None or st.segs[0].flags & (SYN | ACK | FIN | RST) != SYN:
+            problems.append(f"frame {frame}: ports reused by a packet that is not the opening "
+                            f"SYN of a new tcp.stream")
+            continue
+        ends = {(st.client, st.server), (st.server, st.client)}
+        earlier = [e for e in cap.streams if e.idx < st.idx
+                   and (e.client, e.server) in ends]
+        done = [e for e in earlier
+                if all(any(s.flags & FIN and e.side(s) == d for s in e.segs) for d in (0, 1))
+                and max(s.ts for s in e.segs) <= st.segs[0].ts]
+        if not earlier or len(done) != len(earlier):
+            problems.append(f"{st.name()}: SYN in frame {frame} reuses the ports of a "
+                            f"connection that had not ended (FIN both ways) before it")
+            continue
+        excused.add(frame)
+    return excused, problems
+
+
 def judge(path, mss=1460, allow_analysis=(), allow_gaps=False, binary=None,
-          ts_window=None, synthetic_ok=False):
+          ts_window=None, synthetic_ok=False, allow_port_reuse=False):
     """Reads and judges a capture produced by the agent. Checks the whole
     file: pcap format, checksums, frame lengths, and per stream: 3-way
     handshake with MSS/wscale/SACK-permitted, segments <= MSS, every data
@@ -818,7 +852,12 @@ def judge(path, mss=1460, allow_analysis=(), allow_gaps=False, binary=None,
     (except streams for which binary(stream) is true), no tcp.analysis flags
     other than the expert messages containing a string of allow_analysis,
     no sequence gaps unless allow_gaps, no synthetic 198.18.0.0/15 address
-    (every test connection has a real socket) unless synthetic_ok. Returns the Capture; raises Fail
+    (every test connection has a real socket) unless synthetic_ok. With
+    allow_port_reuse, tshark's "same ports as an earlier session" is not an
+    anomaly where it is a kernel reusing a client port: the frame is the
+    opening SYN of a new tcp.stream and every earlier stream of that pair
+    had ended (FIN both ways); any other flag on that frame still counts,
+    and every stream is still judged on its own. Returns the Capture; raises Fail
     listing every problem found (up to 30)."""
     cap = read_capture(path)
     nano, linktype, snaplen = cap.header
@@ -849,7 +888,16 @@ def judge(path, mss=1460, allow_analysis=(), allow_gaps=False, binary=None,
         if not synthetic_ok and any(a.startswith(("198.18.", "198.19.")) for a in
                                     (st.client[0], st.server[0])):
             problems.append(f"{st.name()}: synthetic address: the real socket was not found")
+    excused = set()
+    if allow_port_reuse:
+        excused, reuse = _port_reuse_problems(path, cap)
+        problems += reuse
     for frame, stream, msg in cap.analysis:
+        if frame in excused:
+            msg = ",".join(m for m in msg.split(",")
+                           if not m.startswith((REUSED_PORTS, SYN_CHAT)))
+            if not msg:
+                continue
         if not any(a in msg for a in allow_analysis):
             problems.append(f"frame {frame} (stream {stream}): tshark analysis flag: {msg}")
     if problems:
