@@ -339,7 +339,9 @@ def test_flipping_producer(env):
                         % srv.port], capture_output=True, timeout=120)
     tmlib.check(r.returncode == 0, "tshark could not filter the capture: %s"
                 % tmlib.short(r.stderr))
-    cap = tmlib.judge(good)
+    # ~100 curl connections from 127.0.0.1 to one port: the kernel may hand a
+    # client port out again within the trace (check_against_server pairs them)
+    cap = tmlib.judge(good, allow_port_reuse=True)
     tmlib.check_against_server(cap, conns)
     print("flip: %s; %d curl transfers byte-exact" % (out, len(conns)))
 

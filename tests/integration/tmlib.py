@@ -1028,9 +1028,23 @@ def check_stream(st, c2s=None, s2c=None, client=None, server=None):
 
 def check_against_server(cap, conns, exact_count=True):
     """Each server-logged connection must be one stream with the real
-    addresses and exactly the bytes the server received and sent."""
+    addresses and exactly the bytes the server received and sent. A client
+    port the kernel handed out again (judge(allow_port_reuse=True)) is
+    several server connections and as many streams of that pair: paired in
+    order (server accept order, tcp.stream order)."""
+    pair = {}
     for c in conns:
-        st = cap.one(client_port=c.peer_port, server_port=c.local_port)
+        pair.setdefault((c.peer_port, c.local_port), []).append(c)
+    for c in conns:
+        same = pair[(c.peer_port, c.local_port)]
+        if len(same) == 1:
+            st = cap.one(client_port=c.peer_port, server_port=c.local_port)
+        else:
+            sts = cap.find(client_port=c.peer_port, server_port=c.local_port)
+            check(len(sts) == len(same), f"the server saw {len(same)} connections from port "
+                  f"{c.peer_port} to {c.local_port}, the capture has {len(sts)} streams of "
+                  f"that pair: {[s.name() for s in sts]}")
+            st = sts[next(i for i, o in enumerate(same) if o is c)]
         check_stream(st, c2s=c.c2s, s2c=c.s2c, client=(c.peer, c.peer_port),
                      server=(c.local, c.local_port))
     if exact_count:
