@@ -3,7 +3,7 @@ import os
 import re
 
 from test_27_package import build_deb
-from tmlib import Skip, check, gen_bytes, judge, short, timeout, wait_until
+from tmlib import SANITIZED, Skip, check, gen_bytes, judge, short, timeout, wait_until
 from sysroot import SysRoot
 
 LIB = "/usr/lib/tlsmirror/libtlsmirror.so"
@@ -246,6 +246,14 @@ def test_units_under_systemd(env):
         root.sh("if getent group tlsmirror >/dev/null; then groupdel tlsmirror; fi; "
                 "rm -rf /etc/tlsmirror /etc/systemd/system/*.d/tlsmirror.conf; "
                 "! dpkg-query -W tlsmirror >/dev/null 2>&1 || dpkg --purge tlsmirror")
+        if SANITIZED:
+            # LeakSanitizer's exit check traces the agent (ptrace), which the unit's
+            # SystemCallFilter=@system-service refuses: the agent would exit 1 and the
+            # unit end "failed" on every stop. The leak check is the suite's elsewhere.
+            for unit in ("tlsmirror.service", "tlsmirror-collector.service"):
+                os.makedirs(root.path(f"/etc/systemd/system/{unit}.d"), exist_ok=True)
+                with open(root.path(f"/etc/systemd/system/{unit}.d/sanitizer.conf"), "w") as f:
+                    f.write("[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n")
         # nginx with a TLS site, running before the package comes
         make_cert(root, "/etc/nginx/tlsmirror-test")
         body = gen_bytes(30000, 281)
