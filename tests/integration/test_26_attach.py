@@ -464,7 +464,7 @@ def exiter():
 threading.Thread(target=exiter, daemon=True).start()
 print("ready", flush=True)
 while True:
-    time.sleep(0.05)
+    time.sleep(3600)  # held by attach without the GIL, so the exiter thread can run
 '''
 
 
