@@ -6,6 +6,7 @@ pkgs=(build-essential pkg-config libssl-dev libnghttp2-dev libzstd-dev liblz4-de
       php-cli php-curl php-pgsql postgresql nodejs golang-go wget strace
       lintian systemd  # make deb, systemd-analyze verify of the units (tests/integration/test_27_package.py)
       libgnutls28-dev gnutls-bin git lighttpd lighttpd-mod-openssl lighttpd-mod-gnutls
+      faketime  # an agent with a clock a day ahead (tests/integration/test_21_tunnel.py)
       libcapstone-dev)  # the capture library relocates prologues of a program's own SSL_read... (src/capture/reloc.c)
 missing=()
 for p in "${pkgs[@]}"; do

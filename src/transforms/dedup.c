@@ -32,6 +32,16 @@
  * (evicted). Both ends of a real connection announce themselves within
  * milliseconds of each other, so they stay one shown connection; an entry
  * announced again by its producer keeps the time of its first announcement.
+ * One still unused DEDUP_EXPIRE_NS after its announcement expires: the stage
+ * forgets it (expired; the connection itself stays open at the flow engine,
+ * within --max-conns-per-proc, so nothing its producer sends later is lost),
+ * so it can mark nothing a duplicate any more.
+ *
+ * A recently ended connection marks a new open of its 4-tuple (the other
+ * end) a duplicate only if both were announced within DEDUP_PAIR_NS of each
+ * other: the two ends of one real connection announce themselves within
+ * milliseconds, while a producer that announces and closes tuples in turn
+ * cannot hide a connection opened later.
  *
  * Synthetic opens (invented by a stage) pass untouched: they come from
  * after this stage anyway, and the flow engine moves them off real 4-tuples.
@@ -43,6 +53,9 @@
 #define DEDUP_FILTER 4096        /* recent entries per hash bucket: most look-ups stop at a 0 */
 #define DEDUP_UNUSED_NS (1000ull * 1000000) /* an unused announcement this old gives way */
 #define DEDUP_EVICT_MAX 8        /* entries one open may make give way */
+#define DEDUP_EXPIRE_NS (10ull * 1000000000ull) /* an unused announcement this old is forgotten */
+#define DEDUP_PAIR_NS DEDUP_UNUSED_NS /* the two ends of one connection announce within this */
+#define DEDUP_SWEEP_NS 1000000000ull /* expiry sweep interval */
 
 struct tuple {
 	uint8_t family, side;
@@ -64,6 +77,7 @@ struct recent {
 	uint32_t hash;
 	uint8_t used;
 	uint64_t closed_ns;
+	uint64_t since_ns;       /* announced */
 };
 
 struct dedup {
@@ -76,6 +90,7 @@ struct dedup {
 	size_t recent_next;
 	uint16_t recent_n[DEDUP_FILTER];
 	int evicting;            /* closing entries that gave way: not recent ends */
+	uint64_t next_sweep_ns;  /* expiry of unused announcements */
 };
 
 static void tuple_of(struct tuple *t, const struct conn_open *o)
@@ -190,6 +205,7 @@ static void recent_add(struct dedup *d, const struct dentry *e, uint64_t ts_ns)
 	r->hash = e->hash;
 	r->used = 1;
 	r->closed_ns = ts_ns;
+	r->since_ns = e->since_ns;
 }
 
 /* Unlinks and frees *pp; a connection it let through is remembered as recent. */
@@ -219,7 +235,8 @@ static int recent_other_end(const struct dedup *d, const struct tuple *t, uint32
 		    (r->t.side ^ sw) == t->side)
 			continue;
 		uint64_t dt = ts_ns > r->closed_ns ? ts_ns - r->closed_ns : r->closed_ns - ts_ns;
-		if (dt < DEDUP_RECENT_NS)
+		uint64_t da = ts_ns > r->since_ns ? ts_ns - r->since_ns : r->since_ns - ts_ns;
+		if (dt < DEDUP_RECENT_NS && da < DEDUP_PAIR_NS)
 			return 1;
 	}
 	return 0;
@@ -237,11 +254,17 @@ static int inherited(const struct dentry *e, const struct tuple *t, int swapped,
 
 /* Has e's connection carried nothing and been announced long enough before
  * ts_ns to be a pre-announcement (the flow engine knows what it carried)? */
-static int unused_announcement(const struct stage *s, const struct dentry *e, uint64_t ts_ns)
+static int unused_for(const struct stage *s, const struct dentry *e, uint64_t ts_ns,
+		      uint64_t age_ns)
 {
 	const struct flow_table *ft = pipeline_stage_priv(s->pl, "flows");
-	return ft && ts_ns >= e->since_ns && ts_ns - e->since_ns >= DEDUP_UNUSED_NS &&
+	return ft && ts_ns >= e->since_ns && ts_ns - e->since_ns >= age_ns &&
 	       flow_used(ft, e->id.origin, e->id.conn) == 0;
+}
+
+static int unused_announcement(const struct stage *s, const struct dentry *e, uint64_t ts_ns)
+{
+	return unused_for(s, e, ts_ns, DEDUP_UNUSED_NS);
 }
 
 static int dd_open(struct stage *s, struct conn_open *o)
@@ -348,6 +371,30 @@ static int dd_close(struct stage *s, const struct conn_id *id, uint64_t ts_ns, u
 	return 0;
 }
 
+/* Once a second: unused announcements DEDUP_EXPIRE_NS old are forgotten
+ * (not remembered as recent ends: they carried nothing). */
+static void dd_tick(struct stage *s, uint64_t now_ns)
+{
+	struct dedup *d = s->priv;
+	if (now_ns < d->next_sweep_ns)
+		return;
+	d->next_sweep_ns = now_ns + DEDUP_SWEEP_NS;
+	if (!d->count)
+		return;
+	d->evicting = 1;
+	for (size_t i = 0; i <= d->mask; i++) {
+		for (struct dentry **pp = &d->b[i]; *pp;) {
+			if (!(*pp)->dup && unused_for(s, *pp, now_ns, DEDUP_EXPIRE_NS)) {
+				drop(d, pp, now_ns);
+				d->ctr.expired++;
+			} else {
+				pp = &(*pp)->next;
+			}
+		}
+	}
+	d->evicting = 0;
+}
+
 /* The producer is gone: its connections end (the chain forgets their owners). */
 static void dd_origin(struct stage *s, uint64_t origin, int ev, uint64_t ts_ns)
 {
@@ -393,7 +440,8 @@ static size_t dd_counters(const struct stage *s, struct kv *out, size_t max)
 	n = kv_put(out, max, n, "stale", c->stale, 0);
 	n = kv_put(out, max, n, "refused", c->refused, 0);
 	n = kv_put(out, max, n, "tracked", c->tracked, 0);
-	return kv_put(out, max, n, "evicted", c->evicted, 0);
+	n = kv_put(out, max, n, "evicted", c->evicted, 0);
+	return kv_put(out, max, n, "expired", c->expired, 0);
 }
 
 static void dd_free(struct stage *s)
@@ -413,6 +461,7 @@ static const struct stage_ops dedup_ops = {
 	.gap = dd_gap,
 	.close = dd_close,
 	.origin = dd_origin,
+	.tick = dd_tick,
 	.counters = dd_counters,
 	.close_all = dd_close_all,
 	.free = dd_free,

@@ -12,6 +12,7 @@ struct dedup_counters {
 	uint64_t refused;        /* duplicates over the cap (--max-conns) */
 	uint64_t tracked;        /* connections the stage knows now */
 	uint64_t evicted;        /* unused announcements of another producer that gave way */
+	uint64_t expired;        /* unused announcements forgotten after 10 s */
 };
 
 /* The counters of the stage whose private data is priv (pipeline_stage_priv(pl, "dedup")). */

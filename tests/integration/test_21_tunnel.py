@@ -799,3 +799,44 @@ def test_unauthenticated_flood_does_not_lock_out_an_agent(env):
     for s in flood:
         s.close()
     col.final_stats()
+
+
+@timeout(90)
+def test_collector_clamps_an_agents_clock(env):
+    """An agent whose clock runs a day ahead (faketime +1d): its events reach the collector
+    stamped ~23 h in the future (the agent's own window is 1 h behind its clock). The
+    collector keeps every packet within 1 h before and 10 s after its own clock, counts the
+    events it moved (clamped_ts on the agent's collector_agent line), logs it once, and the
+    clear text is still byte-exact."""
+    need_tool("faketime")  # the package; its library is preloaded into the agent directly
+    ft = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port)
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    prefix = ["env", f"ASAN_OPTIONS={asan + ':' if asan else ''}verify_asan_link_order=0",
+              f"LD_PRELOAD={ft}", "FAKETIME=+1d"]
+    ag = Agent(env, name="agent1", prefix=prefix,
+               args=["-t", f"127.0.0.1:{port}"] + tls_args(d, "agent1")).start()
+    wait_connected(env, ag)
+    t0 = time.time()
+    srv = RecServer(env)
+    p = curl(env, ag, srv, "/size/50000", env.path("got.bin"))
+    check(p.wait(60) == 0, f"curl failed: {short(p.err())}")
+    conns = srv.conns(1)
+    ag.final_stats()
+    wait_collected(col, "agent1", int(agent_sent(ag.stderr_text)["sent_events"]))
+    _, _, raw = col.stats()
+    a = stat_line(raw, "collector_agent ")
+    check(a is not None and int(a.get("clamped_ts", 0)) >= 3,
+          f"want the agent's events counted as clamped_ts (OPEN, DATA, CLOSE at least): {raw}")
+    col.final_stats()
+    t1 = time.time()
+    recs = pcap_records(col.pcap)
+    check(len(recs) > 10, f"collector pcap has {len(recs)} packets")
+    lo, hi = (t0 - 3600 - 2) * 1e9, (t1 + 10 + 1) * 1e9
+    bad = [i for i, (ts, _) in enumerate(recs) if not lo <= ts <= hi]
+    check(not bad, f"packets {bad[:10]} outside 1 h before .. 10 s after the collector's clock")
+    check(col.stderr_text.count("counted as clamped_ts") == 1,
+          f"want one warning naming the agent: {short(col.stderr_text, 800)}")
+    check_against_server(judge(col.pcap), conns)
