@@ -60,7 +60,7 @@ struct agent_rec {
 	uint16_t vlan;
 	int online;
 	uint64_t connects, frames, events, conns, open_conns, refused_conns, bytes;
-	uint64_t orphan_events, bad_frames;
+	uint64_t orphan_events, bad_frames, clamped_ts;
 	uint64_t agent_dropped_events, agent_dropped_bytes;
 };
 
@@ -275,9 +275,33 @@ static void on_open_ev(struct peer *p, const struct frame_event *ev, const struc
 	p->open_conns++;
 }
 
+/*
+ * An agent's timestamps are its word (and its producers'): as the agent
+ * does for ring records, kept within 1 h before and 2 s after the
+ * collector's clock, the ones outside moved to the nearest edge, counted
+ * per agent (clamped_ts) and the first of each agent logged.
+ */
+#define COL_TS_PAST_NS (3600ull * 1000000000)
+#define COL_TS_FUTURE_NS (2ull * 1000000000)
+
+static uint64_t col_clamp_ts(struct peer *p, uint64_t ts, uint64_t now)
+{
+	uint64_t lo = now > COL_TS_PAST_NS ? now - COL_TS_PAST_NS : 0, hi = now + COL_TS_FUTURE_NS;
+	if (ts >= lo && ts <= hi)
+		return ts;
+	if (!p->rec->clamped_ts++)
+		log_warn("collector: agent %s (%s): an event's timestamp is %.0f s %s the collector's "
+			 "clock: shown at the edge of the window (1 h before, 2 s after), counted as "
+			 "clamped_ts", p->rec->name, p->addr,
+			 ts < lo ? ((double)now - (double)ts) / 1e9 : ((double)ts - (double)now) / 1e9,
+			 ts < lo ? "behind" : "ahead of");
+	return ts < lo ? lo : hi;
+}
+
 /* Hands the events of a checked EVENTS payload to the chain. */
 static void apply(struct peer *p, const uint8_t *pl, size_t n)
 {
+	uint64_t now = agent_now_ns();
 	struct pipeline *chain = p->col->a->pl;
 	struct frame_open fo;
 	struct frame_event ev = { .open = &fo };
@@ -288,6 +312,7 @@ static void apply(struct peer *p, const uint8_t *pl, size_t n)
 		uint64_t gap = 0;
 		int err = 0;
 		p->rec->events++;
+		ev.ts_ns = col_clamp_ts(p, ev.ts_ns, now);
 		switch (ev.type) {
 		case FRAME_EV_OPEN:
 			on_open_ev(p, &ev, &fo);
@@ -788,7 +813,7 @@ static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
 		n = snprintf(buf + at, len - at,
 			     "collector_agent name=%s host=%s state=%s peer=%s vlan=%u connects=%llu "
 			     "frames=%llu events=%llu conns=%llu open_conns=%llu refused_conns=%llu "
-			     "bytes=%llu orphan_events=%llu bad_frames=%llu "
+			     "bytes=%llu orphan_events=%llu bad_frames=%llu clamped_ts=%llu "
 			     "agent_dropped_events=%llu agent_dropped_bytes=%llu\n",
 			     r->name, r->host[0] ? r->host : "?", r->online ? "connected" : "gone",
 			     r->peer, r->vlan, (unsigned long long)r->connects,
@@ -796,7 +821,7 @@ static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
 			     (unsigned long long)r->conns, (unsigned long long)r->open_conns,
 			     (unsigned long long)r->refused_conns,
 			     (unsigned long long)r->bytes, (unsigned long long)r->orphan_events,
-			     (unsigned long long)r->bad_frames,
+			     (unsigned long long)r->bad_frames, (unsigned long long)r->clamped_ts,
 			     (unsigned long long)r->agent_dropped_events,
 			     (unsigned long long)r->agent_dropped_bytes);
 		if (n > 0)
