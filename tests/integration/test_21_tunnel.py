@@ -840,3 +840,28 @@ def test_collector_clamps_an_agents_clock(env):
     check(col.stderr_text.count("counted as clamped_ts") == 1,
           f"want one warning naming the agent: {short(col.stderr_text, 800)}")
     check_against_server(judge(col.pcap), conns)
+
+
+@timeout(60)
+def test_collector_clamps_forged_timestamps(env):
+    """An authenticated agent sends events stamped 1970 and 1 day ahead (DATA and CLOSE of
+    a connection it never opened): the collector counts each as clamped_ts (per agent
+    identity, once logged) besides orphan_events, and survives."""
+    d, _ = pki(env)
+    port = free_port()
+    col = collector(env, d, port)
+    now = time.time_ns()
+    evs = [struct.pack(">BQQBQI", 2, 7, 5, 0, 0, 4) + b"abcd",           # DATA, 1970
+           struct.pack(">BQQB", 4, 7, now + 86400 * 10**9, 0)]           # CLOSE, 1 day ahead
+    s = tls_client(d, "agent1", port)
+    s.sendall(hello(b"agent1") + frame(5, struct.pack(">I", len(evs)) + b"".join(evs)))
+    wait_until(lambda: b"counted as clamped_ts" in col.proc.err(), 10,
+               "the collector to log a clamped timestamp")
+    _, _, raw = col.stats()
+    a = stat_line(raw, "collector_agent ")
+    s.close()
+    check(col.proc.alive(), f"collector died: {short(col.proc.err())}")
+    col.final_stats()
+    check(int(a["clamped_ts"]) == 2 and int(a["orphan_events"]) == 2, f"collector_agent: {a}")
+    check(col.stderr_text.count("counted as clamped_ts") == 1,
+          f"want one warning per agent: {short(col.stderr_text, 800)}")
