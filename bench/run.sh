@@ -24,7 +24,12 @@
 # e. -o IFACE: replay onto a veth at MTU 1500, Gbit/s per agent CPU second (part_veth below;
 #    BENCH_PARTS=veth runs it alone, BENCH_VETH_BYTES, default 2G).
 # f. -t/-C: tunnel throughput agent -> collector into a pcap, per CPU second (part_tunnel
-#    below; BENCH_PARTS=tunnel runs it alone, BENCH_TUNNEL_BYTES, default 2G).
+#    below; BENCH_PARTS=tunnel runs it alone, BENCH_TUNNEL_BYTES, default 2G). With it, in
+#    the same run, the floor (bench/floor.py, info rows): CPU s per GB that no collector
+#    avoids on this machine, AES-128-GCM decryption (openssl speed -decrypt, 16 KiB), the
+#    loopback socket's recv copy (256 KiB reads) and the tmpfs write (256 KiB writes into a
+#    ring of 256 MiB files), as Gbit/s per CPU s = 8 / their sum, and the uncompressed
+#    collector's fraction of it (the pcap adds ~10 % of headers and ACKs to the write).
 # g. Small processes (BENCH_PARTS=small runs it alone, ~30 s): BENCH_SMALL_PROCS (200)
 #    tests/progs idleclient processes holding one idle TLS connection each (echo server:
 #    tests/integration/helpers/recserver.py), BENCH_SMALL_PROCS without and as many with
@@ -669,10 +674,15 @@ part_tunnel() {
 		say "  agent: sent_bytes=$sent wire_bytes=$wire dropped_events=$drops; collector: $(grep -o ' \(frames\|events\|bytes\|refused_conns\|orphan_events\)=[0-9]*' <<<"$cline" | tr -d '\n')"
 		TUN_ROWS+=("$mode $ag $cg $drops")
 	done
+	# the floor, same run: what decryption, the socket's copy out and the tmpfs write
+	# of these bytes cost this machine now (bench/floor.py)
+	TUN_FLOOR=$(python3 "$ROOT/bench/floor.py" "$SHM" "$(numfmt --from=iec "$bytes")") ||
+		die "bench/floor.py failed"
+	say "  floor: $TUN_FLOOR"
 }
 
 report_tunnel() {
-	local r mode ag cg drops low
+	local r mode ag cg drops low floor none_cg=
 	echo
 	row figure measured target result
 	for r in "${TUN_ROWS[@]}"; do
@@ -682,7 +692,14 @@ report_tunnel() {
 		row "f. tunnel ($mode) collector Gbit/s per CPU s" "$cg" ">= 10" "$(verdict "$cg" ">=" 10)"
 		row "f. tunnel ($mode) agent drops (events)" "$drops" "0" "$(verdict "$drops" "==" 0)"
 		: "$low"
+		[ "$mode" = none ] && none_cg=$cg
 	done
+	floor=$(sed -n 's/.*floor_gbit=\([0-9.]*\).*/\1/p' <<<"${TUN_FLOOR:-}")
+	if [ -n "$floor" ]; then
+		row "f. floor: 8/(decrypt+recv+write s per GB)" "$floor" "" info
+		row "   collector (none) / floor" \
+			"$(awk -v c="${none_cg:-0}" -v f="$floor" 'BEGIN { printf "%.2f", (f > 0 ? c / f : 0) }')" "" info
+	fi
 }
 
 # g. small processes: PSS of idle TLS processes and the first TLS calls' time, with and

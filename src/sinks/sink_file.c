@@ -390,7 +390,7 @@ uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, uint
 	uint64_t now = p->o.rotate_seconds || p->fd < 0 ? file_now(p) : 0;
 	if (want_rotate(p, now, rec))
 		ret = rotate(p, now ? now : file_now(p));
-	if (rec > SINK_FILE_BUF_SIZE - p->used) {
+	if (rec > SINK_FILE_BUF_SIZE - p->used || (p->used && p->used + rec > SINK_FILE_FLUSH_AT)) {
 		int r = buf_flush(p);
 		ret = ret ? ret : r;
 	}
