@@ -32,11 +32,6 @@ endif
 
 OPENSSL_CFLAGS := $(shell $(PKG_CONFIG) --cflags openssl 2>/dev/null)
 OPENSSL_LIBS   := $(shell $(PKG_CONFIG) --libs openssl 2>/dev/null || echo -lssl -lcrypto)
-# the agent (not the capture library) decodes HPACK with nghttp2 (--h2-to-h1)
-NGHTTP2_CFLAGS := $(shell $(PKG_CONFIG) --cflags libnghttp2 2>/dev/null)
-NGHTTP2_LIBS   := $(shell $(PKG_CONFIG) --libs libnghttp2 2>/dev/null || echo -lnghttp2)
-OPENSSL_CFLAGS += $(NGHTTP2_CFLAGS)
-OPENSSL_LIBS   += $(NGHTTP2_LIBS)
 # the tunnel (-t/-C --compress zstd|lz4) compresses with libzstd or liblz4
 ZSTD_CFLAGS    := $(shell $(PKG_CONFIG) --cflags libzstd 2>/dev/null)
 ZSTD_LIBS      := $(shell $(PKG_CONFIG) --libs libzstd 2>/dev/null || echo -lzstd)
@@ -214,8 +209,16 @@ $(BUILD)/fuzz/replay_frame: $(BUILD)/obj/tests/fuzz/fuzz_frame.o $(BUILD)/obj/te
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
+$(BUILD)/fuzz/fuzz_hpack: $(BUILD)/fuzzobj/tests/fuzz/fuzz_hpack.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
+
+$(BUILD)/fuzz/replay_hpack: $(BUILD)/obj/tests/fuzz/fuzz_hpack.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
 fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring $(BUILD)/fuzz/fuzz_h2 $(BUILD)/fuzz/replay_h2 \
-      $(BUILD)/fuzz/fuzz_frame $(BUILD)/fuzz/replay_frame
+      $(BUILD)/fuzz/fuzz_frame $(BUILD)/fuzz/replay_frame $(BUILD)/fuzz/fuzz_hpack $(BUILD)/fuzz/replay_hpack
 	$(Q)BUILD=$(BUILD) ./tests/fuzz/run.sh --fuzz $(FUZZ_SECONDS)
 
 # Debian packages the build, the demo, the tests and the benchmarks need.

@@ -96,8 +96,8 @@ static void conn_free(struct h2_conn *c)
 	for (int d = 0; d < 2; d++) {
 		h2_buf_free(&c->d[d].raw);
 		h2_buf_free(&c->d[d].hdrs.buf);
-		if (c->d[d].inf)
-			nghttp2_hd_inflate_del(c->d[d].inf);
+		h2_buf_free(&c->d[d].blk);
+		hpack_free(&c->d[d].hp);
 	}
 	h2_buf_free(&c->out);
 	conn_meta_unref(c->info.meta);
@@ -324,8 +324,10 @@ static int dir_init(struct h2_dir *d, uint64_t off, enum h2_parse_state ps)
 	d->ps = ps;
 	d->raw.cap = 9 + H2_MAX_FRAME_BUF;
 	d->table_max = d->table_want = 4096;
+	d->blk.cap = H2_MAX_HEADER_LIST;
 	h2_hdrs_reset(&d->hdrs);
-	return nghttp2_hd_inflate_new(&d->inf) ? -ENOMEM : 0;
+	hpack_init(&d->hp, 4096);
+	return 0;
 }
 
 /* 1: taken over, 0: passed on (not HTTP/2, midstream, inherited, over the

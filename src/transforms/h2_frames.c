@@ -171,8 +171,19 @@ static int block_frag(struct h2_table *t, struct h2_conn *c, int dir, const uint
 		      size_t n, int final)
 {
 	struct h2_dir *d = &c->d[dir];
-	int err = h2_hpack_feed(d->inf, &d->hdrs, p, n, final);
-	if (err || !final)
+	int err;
+	if (!final || d->blk.len) {
+		/* fragments are kept until the block is whole (then decoded at once) */
+		if ((err = h2_buf_put(&d->blk, p, n)))
+			return err;
+		if (!final)
+			return 0;
+		p = d->blk.p;
+		n = d->blk.len;
+	}
+	err = hpack_decode(&d->hp, p, n, &d->hdrs);
+	d->blk.len = 0;
+	if (err)
 		return err;
 	d->in_block = 0;
 	if (d->blk_type == F_PUSH_PROMISE)
@@ -187,7 +198,7 @@ static int block_start(struct h2_table *t, struct h2_conn *c, int dir, struct re
 	if (pad > r->left)
 		return -EPROTO;
 	if (d->table_want != d->table_max) {
-		if (nghttp2_hd_inflate_change_table_size(d->inf, d->table_want))
+		if (hpack_set_limit(&d->hp, d->table_want))
 			return -EPROTO;
 		d->table_max = d->table_want;
 	}

@@ -46,28 +46,6 @@ void h2_hdrs_reset(struct h2_hdrs *h)
 	h->buf.cap = 2 * H2_MAX_HEADER_LIST;
 }
 
-static int hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen,
-		    const uint8_t *value, size_t vlen)
-{
-	size_t add = nlen + vlen + 32;
-	if (add > H2_MAX_HEADER_LIST || h->list_size > H2_MAX_HEADER_LIST - add)
-		return -E2BIG;
-	h->list_size += add;
-	size_t n = 8 + nlen + vlen;
-	int err = n > h->buf.size - h->buf.len ? h2_buf_grow(&h->buf, n) : 0;
-	if (err)
-		return err;
-	uint8_t *p = h->buf.p + h->buf.len;
-	put_be32(p, (uint32_t)nlen);
-	put_be32(p + 4, (uint32_t)vlen);
-	if (nlen)
-		memcpy(p + 8, name, nlen);
-	if (vlen)
-		memcpy(p + 8 + nlen, value, vlen);
-	h->buf.len += n;
-	return 0;
-}
-
 int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f)
 {
 	if (!h->buf.p || h->buf.len - *pos < 8)
@@ -79,31 +57,6 @@ int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f)
 	f->value = f->name + f->nlen;
 	*pos += 8 + f->nlen + f->vlen;
 	return 1;
-}
-
-int h2_hpack_feed(nghttp2_hd_inflater *inf, struct h2_hdrs *h, const uint8_t *in,
-		  size_t len, int final)
-{
-	for (;;) {
-		nghttp2_nv nv;
-		int flags = 0;
-		ssize_t n = nghttp2_hd_inflate_hd2(inf, &nv, &flags, in, len, final);
-		if (n < 0)
-			return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
-		in += n;
-		len -= (size_t)n;
-		if (flags & NGHTTP2_HD_INFLATE_EMIT) {
-			int err = hdrs_add(h, nv.name, nv.namelen, nv.value, nv.valuelen);
-			if (err)
-				return err;
-		}
-		if (flags & NGHTTP2_HD_INFLATE_FINAL) {
-			nghttp2_hd_inflate_end_headers(inf);
-			return 0;
-		}
-		if (!(flags & NGHTTP2_HD_INFLATE_EMIT) && len == 0)
-			return 0;
-	}
 }
 
 /* f's name is the literal lit (its length compared first) */

@@ -6,8 +6,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <nghttp2/nghttp2.h>
-
 /* A growable byte buffer that never grows beyond cap. */
 struct h2_buf {
 	uint8_t *p;
@@ -53,14 +51,6 @@ struct h2_field {
 void h2_hdrs_reset(struct h2_hdrs *h);
 /* Iterates: *pos starts at 0. Returns 1 with *f filled, 0 at the end. */
 int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f);
-
-/*
- * Feeds a header block fragment to the inflater, appending every field to h.
- * final: this is the block's last fragment (END_HEADERS). Returns 0,
- * -EPROTO on an HPACK error, -E2BIG when the list exceeds the cap, -ENOMEM.
- */
-int h2_hpack_feed(nghttp2_hd_inflater *inf, struct h2_hdrs *h, const uint8_t *in,
-		  size_t len, int final);
 
 /*
  * h2_check.c: RFC 9113 §8.2-8.3 rules for a decoded block before it is

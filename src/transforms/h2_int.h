@@ -5,10 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <nghttp2/nghttp2.h>
-
 #include "transforms/h2.h"
 #include "transforms/h2_h1.h"
+#include "transforms/hpack.h"
 
 enum h2_conn_state {
 	H2_DETECT = 0, /* no ALPN: waiting for the client preface */
@@ -32,15 +31,16 @@ struct h2_stream {
 	uint64_t left[2];       /* sized: body bytes still to come */
 };
 
-/* One direction of a connection: frame reader and HPACK inflater. */
+/* One direction of a connection: frame reader and HPACK decoder. */
 struct h2_dir {
 	uint64_t off;           /* stream offset of the next byte */
 	enum h2_parse_state ps;
 	struct h2_buf raw;      /* bytes of the frame being read (never DATA payload) */
 	uint32_t flen, fsid, left, pad;
 	uint8_t ftype, fflags;
-	nghttp2_hd_inflater *inf;
-	size_t table_max;       /* header table size the inflater allows */
+	struct hpack_dec hp;    /* HPACK decoder */
+	struct h2_buf blk;      /* a block's fragments so far (CONTINUATION) */
+	size_t table_max;       /* header table size the decoder allows */
 	size_t table_want;      /* announced by the peer's SETTINGS: applied before the next block */
 	struct h2_hdrs hdrs;    /* fields of the block in progress */
 	uint32_t blk_sid, blk_promised;
