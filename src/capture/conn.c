@@ -539,7 +539,7 @@ void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len
 		err = ring_reserve(r, n, p, &res);
 		if (err)
 			break;
-		memcpy(res.data, p, n);
+		ring_copy(&res, p, n);
 		ring_commit(&res, RING_REC_DATA, dir ? RING_F_DIR_S2C : 0, c->id, now,
 			    c->off[dir], n);
 		c->off[dir] += n;

@@ -4,6 +4,10 @@
 #include <errno.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
 static inline uint64_t load_acq(const uint64_t *p)
 {
 	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
@@ -111,6 +115,32 @@ int ring_reserve_ctrl(struct ring_hdr *ring, uint32_t data_len,
 		      struct ring_reservation *res)
 {
 	return reserve(ring, data_len, NULL, 0, res);
+}
+
+void ring_copy(struct ring_reservation *res, const void *src, uint32_t n)
+{
+	uint8_t *d = res->data;
+	const uint8_t *s = src;
+#if defined(__x86_64__)
+	/* res->data is 64-byte aligned (records and payload offsets are) */
+	if (n >= RING_NT_MIN && !((uintptr_t)d & 15)) {
+		uint32_t i = 0;
+		for (; i + 64 <= n; i += 64) {
+			__m128i a = _mm_loadu_si128((const __m128i *)(s + i));
+			__m128i b = _mm_loadu_si128((const __m128i *)(s + i + 16));
+			__m128i c = _mm_loadu_si128((const __m128i *)(s + i + 32));
+			__m128i e = _mm_loadu_si128((const __m128i *)(s + i + 48));
+			_mm_stream_si128((__m128i *)(d + i), a);
+			_mm_stream_si128((__m128i *)(d + i + 16), b);
+			_mm_stream_si128((__m128i *)(d + i + 32), c);
+			_mm_stream_si128((__m128i *)(d + i + 48), e);
+		}
+		memcpy(d + i, s + i, n - i);
+		_mm_sfence();
+		return;
+	}
+#endif
+	memcpy(d, s, n);
 }
 
 void ring_commit(struct ring_reservation *res, uint16_t type, uint16_t flags,

@@ -248,6 +248,14 @@ int ring_reserve(struct ring_hdr *ring, uint32_t data_len, const void *src,
 int ring_reserve_ctrl(struct ring_hdr *ring, uint32_t data_len,
 		      struct ring_reservation *res);
 
+/* Copies a payload of n bytes into res->data (n <= the reserved length).
+ * From RING_NT_MIN bytes on, with non-temporal stores: the ring's pages are
+ * cold in the application's cache, and a plain copy first reads each line
+ * in (a second memory pass on the application's core). Ends with a store
+ * fence, so ring_commit's release store orders after the payload. */
+#define RING_NT_MIN 4096u
+void ring_copy(struct ring_reservation *res, const void *src, uint32_t n);
+
 /* Fills type/flags/ids and publishes the record (release store of commit). */
 void ring_commit(struct ring_reservation *res, uint16_t type, uint16_t flags,
 		 uint64_t conn_id, uint64_t ts_ns, uint64_t stream_off,

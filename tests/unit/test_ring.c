@@ -359,3 +359,37 @@ TEST(ring_consumer_ignores_nonsense_tail)
 	CHECK_EQ(c.tail, r->head);
 	free(r);
 }
+
+TEST(ring_copy_is_byte_exact_at_every_size)
+{
+	struct ring_hdr *r = ring_new();
+	uint8_t *src = malloc(20001);
+	if (!CHECK(r) || !CHECK(src))
+		goto out;
+	for (uint32_t i = 0; i < 20001; i++)
+		src[i] = (uint8_t)(i * 131 + 7);
+	/* below, at and above RING_NT_MIN; odd tails; unaligned sources */
+	static const uint32_t lens[] = { 1, 63, 4095, RING_NT_MIN, 4097, 16384, 20000 };
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+		for (uint32_t skew = 0; skew < 2; skew++) {
+			struct ring_consumer c;
+			struct ring_view v;
+			memset((uint8_t *)r + RING_HDR_SIZE, 0xee, DATA);
+			ring_init(r, DATA, 42);
+			CHECK_EQ(ring_consumer_init(&c, r, RING_HDR_SIZE + DATA), 0);
+			struct ring_reservation res;
+			if (!CHECK_EQ(ring_reserve(r, lens[k], src + skew, &res), 0))
+				continue;
+			ring_copy(&res, src + skew, lens[k]);
+			CHECK_EQ(res.data[lens[k]], 0xee); /* nothing written past the end */
+			ring_commit(&res, RING_REC_DATA, 0, 1, 0, 0, lens[k]);
+			if (CHECK_EQ(ring_peek(&c, &v), 0)) {
+				CHECK_EQ(v.data_len, lens[k]);
+				CHECK_MEM(v.data, src + skew, lens[k]);
+			}
+		}
+	}
+out:
+	free(src);
+	free(r);
+}
