@@ -172,8 +172,34 @@ static void put_syn_opts(uint8_t *o, const struct synth_syn_opts *syn)
 	o[11] = syn->wscale;
 }
 
+/*
+ * Header checksums are summed from the values, not read back from the bytes
+ * just stored: reading a 32-bit word over two fresh 16-bit stores stalls on
+ * store forwarding, which cost a packet more than building its headers. A sum
+ * of 32-bit big-endian values folds to the same one's complement sum as their
+ * 16-bit halves (2^16 = 1 modulo 0xffff).
+ */
+static inline uint64_t sum_addr(const uint8_t *a, int family)
+{
+	uint64_t s = get_be32(a);
+	if (family == 6)
+		s += (uint64_t)get_be32(a + 4) + get_be32(a + 8) + get_be32(a + 12);
+	return s;
+}
+
+/* The folded 16-bit sum as a host-order value, not complemented. */
+static inline uint16_t fold16(uint64_t s)
+{
+	s = (s & 0xffffffffu) + (s >> 32);
+	s = (s & 0xffffffffu) + (s >> 32);
+	s = (s & 0xffffu) + (s >> 16);
+	s = (s & 0xffffu) + (s >> 16);
+	return (uint16_t)s;
+}
+
 /* Writes the IP header; returns its length. */
-static size_t put_ip(uint8_t *ip, struct synth_conn *c, int from, size_t tcp_total)
+static size_t put_ip(uint8_t *ip, struct synth_conn *c, int from, size_t tcp_total,
+		     uint64_t addr_sum)
 {
 	const struct synth_end *src = &c->end[from], *dst = &c->end[!from];
 	if (c->family == 6) {
@@ -185,17 +211,18 @@ static size_t put_ip(uint8_t *ip, struct synth_conn *c, int from, size_t tcp_tot
 		memcpy(ip + 24, dst->addr, 16);
 		return IP6_LEN;
 	}
+	uint16_t total = (uint16_t)(IP4_LEN + tcp_total), id = c->ip_id[from]++;
 	ip[0] = 0x45;
 	ip[1] = 0;
-	put_be16(ip + 2, (uint16_t)(IP4_LEN + tcp_total));
-	put_be16(ip + 4, c->ip_id[from]++);
+	put_be16(ip + 2, total);
+	put_be16(ip + 4, id);
 	put_be16(ip + 6, 0x4000); /* DF */
 	ip[8] = IP_TTL;
 	ip[9] = IPPROTO_TCP_NUM;
-	put_be16(ip + 10, 0);
 	memcpy(ip + 12, src->addr, 4);
 	memcpy(ip + 16, dst->addr, 4);
-	put_be16(ip + 10, csum_fold(csum_add(0, ip, IP4_LEN)));
+	uint64_t s = addr_sum + 0x4500u + total + id + 0x4000u + (IP_TTL << 8 | IPPROTO_TCP_NUM);
+	put_be16(ip + 10, (uint16_t)~fold16(s));
 	return IP4_LEN;
 }
 
@@ -212,35 +239,39 @@ size_t synth_tcp(uint8_t *hdr, struct synth_conn *c, int from, uint32_t seq,
 	if (payload_len > 65535 - tcp_hlen - (c->family == 6 ? 0 : IP4_LEN))
 		return 0;
 	size_t tcp_total = tcp_hlen + payload_len;
+	const struct synth_end *src = &c->end[from], *dst = &c->end[!from];
+	uint64_t addr_sum = sum_addr(src->addr, c->family) + sum_addr(dst->addr, c->family);
 
-	memcpy(hdr, c->end[!from].mac, 6);
-	memcpy(hdr + 6, c->end[from].mac, 6);
+	memcpy(hdr, dst->mac, 6);
+	memcpy(hdr + 6, src->mac, 6);
 	put_be16(hdr + 12, c->family == 6 ? 0x86dd : 0x0800);
 	uint8_t *ip = hdr + ETH_LEN;
-	put_ip(ip, c, from, tcp_total);
+	put_ip(ip, c, from, tcp_total, addr_sum);
 
 	uint8_t *tcp = ip + iphdr;
-	put_be16(tcp, c->end[from].port);
-	put_be16(tcp + 2, c->end[!from].port);
+	uint32_t ports = (uint32_t)src->port << 16 | dst->port;
+	uint32_t offwin = (uint32_t)((tcp_hlen / 4) << 12 | flags) << 16 | window;
+	put_be32(tcp, ports);
 	put_be32(tcp + 4, seq);
 	put_be32(tcp + 8, ack);
-	tcp[12] = (uint8_t)((tcp_hlen / 4) << 4);
-	tcp[13] = flags;
-	put_be16(tcp + 14, window);
-	put_be16(tcp + 16, 0);
-	put_be16(tcp + 18, 0);
-	if (optlen)
+	put_be32(tcp + 12, offwin);
+	put_be32(tcp + 16, 0); /* checksum (below), urgent pointer */
+	/* pseudo-header (addresses, protocol, length), then the header's words */
+	uint64_t s = addr_sum + IPPROTO_TCP_NUM + tcp_total + ports + seq + ack + offwin;
+	if (optlen) {
 		put_syn_opts(tcp + TCP_LEN, syn);
-
-	/* pseudo-header: addresses (from the IP header), length, protocol */
-	uint8_t ph[8];
-	put_be32(ph, (uint32_t)tcp_total);
-	put_be32(ph + 4, IPPROTO_TCP_NUM);
-	uint64_t sum = c->family == 6 ? csum_add(0, ip + 8, 32) : csum_add(0, ip + 12, 8);
-	sum = csum_add(sum, ph, sizeof(ph));
-	sum = csum_add(sum, tcp, tcp_hlen);
-	if (payload_len)
-		sum = csum_add(sum, payload, payload_len);
-	put_be16(tcp + 16, csum_fold(sum));
+		s += (2u << 24 | 4u << 16 | syn->mss) +
+		     (syn->sack_ok ? 0x01010402u : 0x01010101u) +
+		     (1u << 24 | 3u << 16 | 3u << 8 | syn->wscale);
+	}
+	if (payload_len) {
+		/* csum_add sums in native order: its fold is the host value byte-swapped */
+		uint16_t p = fold16(csum_add(0, payload, payload_len));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		p = (uint16_t)(p >> 8 | p << 8);
+#endif
+		s += p;
+	}
+	put_be16(tcp + 16, (uint16_t)~fold16(s));
 	return ETH_LEN + iphdr + tcp_hlen;
 }
