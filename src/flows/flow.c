@@ -299,10 +299,11 @@ static int packets_wanted(const struct flow_table *t)
 	return t->sinks && t->sinks->n > t->sinks->n_event;
 }
 
-/* One segment from end `from` with the current sequence numbers of both ends. */
-static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
-		 const struct synth_syn_opts *syn, const uint8_t *payload,
-		 size_t len, uint64_t ts_ns)
+/* One segment from end `from` with the current sequence numbers of both ends;
+ * its payload payload[0..len) then more[0..more_len). */
+static void emit2(struct flow_table *t, struct flow *f, int from, uint8_t flags,
+		  const struct synth_syn_opts *syn, const uint8_t *payload, size_t len,
+		  const uint8_t *more, size_t more_len, uint64_t ts_ns)
 {
 	if (!packets_wanted(t))
 		return;
@@ -311,8 +312,11 @@ static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
 	uint8_t *h = t->hdr[t->nbatch];
 	uint32_t ack = (flags & TCPF_ACK) ? f->seq[!from] : 0;
 	uint16_t win = (flags & TCPF_SYN) ? FLOW_SYN_WINDOW : FLOW_WINDOW;
-	size_t hl = synth_tcp(h, &f->sc, from, f->seq[from], ack, flags, win,
-			      syn, payload, len);
+	uint16_t sum = len ? synth_payload_sum(payload, len) : 0;
+	if (more_len)
+		sum = synth_sum_join(sum, len, synth_payload_sum(more, more_len));
+	size_t hl = synth_tcp_sum(h, &f->sc, from, f->seq[from], ack, flags, win, syn,
+				  len + more_len, sum);
 	if (t->has_dst_mac)
 		memcpy(h, t->dst_mac, 6);
 	if (f->meta && f->meta->vlan && hl + 4 <= SYNTH_HDR_MAX) {
@@ -328,8 +332,17 @@ static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
 	k->hdr_len = (uint32_t)hl;
 	k->payload = len ? payload : NULL;
 	k->payload_len = (uint32_t)len;
+	k->more = more_len ? more : NULL;
+	k->more_len = (uint32_t)more_len;
 	k->conn = f->tag;
 	t->ctr.packets++;
+}
+
+static void emit(struct flow_table *t, struct flow *f, int from, uint8_t flags,
+		 const struct synth_syn_opts *syn, const uint8_t *payload,
+		 size_t len, uint64_t ts_ns)
+{
+	emit2(t, f, from, flags, syn, payload, len, NULL, 0, ts_ns);
 }
 
 /* The flow starts emitting on its current 4-tuple: a tag for the sinks,
@@ -407,11 +420,21 @@ emit_seg(struct flow_table *t, struct flow *f, int dir, const uint8_t *p, size_t
 	emit(t, f, !dir, TCPF_ACK, NULL, NULL, 0, ts_ns);
 }
 
+/* The same for a segment in two parts: p[0..n) then q[0..m). */
+static void emit_seg2(struct flow_table *t, struct flow *f, int dir, const uint8_t *p, size_t n,
+		      const uint8_t *q, size_t m, int last, uint64_t ts_ns)
+{
+	emit2(t, f, dir, TCPF_ACK | (last ? TCPF_PSH : 0), NULL, p, n, q, m, ts_ns);
+	f->seq[dir] += (uint32_t)(n + m);
+	emit(t, f, !dir, TCPF_ACK, NULL, NULL, 0, ts_ns);
+}
+
 /*
  * Segments to the MSS; PSH on the last segment; each segment ACKed by the
  * peer. The bytes are the concatenation of v[0..nv), the first skip of them
  * left out (len remain). A segment inside one piece points into it; one
- * spanning pieces is copied (scratch_get), or without memory cut where the
+ * spanning two pieces is handed on as its two parts (struct pkt's more), one
+ * spanning more is copied (scratch_get), or without memory cut where the
  * piece ends.
  */
 static void emit_data(struct flow_table *t, struct flow *f, int dir, const struct piece *v,
@@ -452,6 +475,13 @@ static void emit_data(struct flow_table *t, struct flow *f, int dir, const struc
 		}
 		if (avail >= n) {
 			at += n;
+		} else if (i + 1 < nv && v[i + 1].n >= n - avail) {
+			/* two parts: the end of this piece, the start of the next */
+			emit_seg2(t, f, dir, p, avail, v[i + 1].p, n - avail, n == len, ts_ns);
+			len -= n;
+			at = n - avail;
+			i++;
+			continue;
 		} else if ((cp = scratch_get(t, n)) != NULL) {
 			for (size_t got = 0;; i++, at = 0) {
 				size_t k = v[i].n - at < n - got ? v[i].n - at : n - got;

@@ -226,11 +226,37 @@ static size_t put_ip(uint8_t *ip, struct synth_conn *c, int from, size_t tcp_tot
 	return IP4_LEN;
 }
 
-/* Returns 0 (nothing written) when the segment cannot fit in one IP packet. */
+uint16_t synth_payload_sum(const uint8_t *p, size_t len)
+{
+	/* csum_add sums in native order: its fold is the host value byte-swapped */
+	uint16_t s = fold16(csum_add(0, p, len));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	s = (uint16_t)(s >> 8 | s << 8);
+#endif
+	return s;
+}
+
+uint16_t synth_sum_join(uint16_t a, size_t alen, uint16_t b)
+{
+	/* after an odd length b's bytes sit one place on: its sum byte-swapped */
+	if (alen & 1)
+		b = (uint16_t)(b >> 8 | b << 8);
+	return fold16((uint64_t)a + b);
+}
+
 size_t synth_tcp(uint8_t *hdr, struct synth_conn *c, int from, uint32_t seq,
 		 uint32_t ack, uint8_t flags, uint16_t window,
 		 const struct synth_syn_opts *syn, const uint8_t *payload,
 		 size_t payload_len)
+{
+	return synth_tcp_sum(hdr, c, from, seq, ack, flags, window, syn, payload_len,
+			     payload_len ? synth_payload_sum(payload, payload_len) : 0);
+}
+
+/* Returns 0 (nothing written) when the segment cannot fit in one IP packet. */
+size_t synth_tcp_sum(uint8_t *hdr, struct synth_conn *c, int from, uint32_t seq,
+		     uint32_t ack, uint8_t flags, uint16_t window,
+		     const struct synth_syn_opts *syn, size_t payload_len, uint16_t payload_sum)
 {
 	from = from ? 1 : 0;
 	size_t optlen = (flags & TCPF_SYN) && syn ? SYN_OPT_LEN : 0;
@@ -264,14 +290,7 @@ size_t synth_tcp(uint8_t *hdr, struct synth_conn *c, int from, uint32_t seq,
 		     (syn->sack_ok ? 0x01010402u : 0x01010101u) +
 		     (1u << 24 | 3u << 16 | 3u << 8 | syn->wscale);
 	}
-	if (payload_len) {
-		/* csum_add sums in native order: its fold is the host value byte-swapped */
-		uint16_t p = fold16(csum_add(0, payload, payload_len));
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-		p = (uint16_t)(p >> 8 | p << 8);
-#endif
-		s += p;
-	}
+	s += payload_sum;
 	put_be16(tcp + 16, (uint16_t)~fold16(s));
 	return ETH_LEN + iphdr + tcp_hlen;
 }

@@ -55,6 +55,20 @@ size_t synth_tcp(uint8_t *hdr, struct synth_conn *c, int from, uint32_t seq,
 		 size_t payload_len);
 
 /*
+ * The same with the payload's sum given (synth_payload_sum, joined with
+ * synth_sum_join when the payload is in two parts): for a segment whose bytes
+ * are not in one piece of memory.
+ */
+size_t synth_tcp_sum(uint8_t *hdr, struct synth_conn *c, int from, uint32_t seq,
+		     uint32_t ack, uint8_t flags, uint16_t window,
+		     const struct synth_syn_opts *syn, size_t payload_len, uint16_t payload_sum);
+
+/* The one's complement sum of p[0..len) as big-endian 16-bit words (not
+ * complemented); synth_sum_join: the sum of a[0..alen) followed by b's bytes. */
+uint16_t synth_payload_sum(const uint8_t *p, size_t len);
+uint16_t synth_sum_join(uint16_t a, size_t alen, uint16_t b);
+
+/*
  * Internet checksum helpers (RFC 1071), exposed for tests.
  * csum_add adds len bytes to a running sum; when a buffer is summed in
  * pieces, every piece but the last must have an even length. csum_fold

@@ -133,13 +133,15 @@ size_t pcapng_epb_len(uint32_t caplen, size_t comment_len)
 
 size_t pcapng_put_epb(uint8_t *dst, size_t room, uint32_t ifidx, uint64_t ts_ns,
 		      const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen,
-		      uint32_t orig_len, const char *comment, size_t comment_len)
+		      const uint8_t *c, uint32_t clen, uint32_t orig_len, const char *comment, size_t comment_len)
 {
-	uint32_t caplen = alen + blen;
+	if ((uint64_t)alen + blen + clen > UINT32_MAX - 3)
+		return 0;
+	uint32_t caplen = alen + blen + clen;
 	if (comment_len > PCAPNG_MAX_OPT)
 		comment_len = PCAPNG_MAX_OPT;
 	size_t len = pcapng_epb_len(caplen, comment_len);
-	if (len > room || caplen < alen)
+	if (len > room)
 		return 0;
 	put32(dst + 8, ifidx);
 	put32(dst + 12, (uint32_t)(ts_ns >> 32));
@@ -151,6 +153,8 @@ size_t pcapng_put_epb(uint8_t *dst, size_t room, uint32_t ifidx, uint64_t ts_ns,
 		memcpy(p, a, alen);
 	if (blen)
 		memcpy(p + alen, b, blen);
+	if (clen)
+		memcpy(p + alen + blen, c, clen);
 	memset(p + caplen, 0, pad4(caplen) - caplen);
 	p += pad4(caplen);
 	put_opt(p, OPT_COMMENT, comment, comment_len);

@@ -39,12 +39,12 @@ size_t pcapng_idb_len(const char *name, const char *description);
 size_t pcapng_epb_len(uint32_t caplen, size_t comment_len);
 
 /* Enhanced Packet Block on interface ifidx, timestamp ts_ns (nanoseconds,
- * as if_tsresol = 9 says), captured bytes a[0..alen) then b[0..blen),
+ * as if_tsresol = 9 says), captured bytes a[0..alen), b[0..blen), c[0..clen),
  * original length orig_len, and an opt_comment of comment[0..comment_len)
  * (comment_len 0: no options). */
 size_t pcapng_put_epb(uint8_t *dst, size_t room, uint32_t ifidx, uint64_t ts_ns,
 		      const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen,
-		      uint32_t orig_len, const char *comment, size_t comment_len);
+		      const uint8_t *c, uint32_t clen, uint32_t orig_len, const char *comment, size_t comment_len);
 
 /* The connection's metadata as one line, Wireshark's frame.comment:
  * "tlsmirror: process=nginx pid=123 uid=33 side=server sni=example.com

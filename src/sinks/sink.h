@@ -11,8 +11,11 @@
 /*
  * A packet handed to sinks: a complete Ethernet frame split in two parts so
  * the payload need not be copied before the sink copies it. The frame on the
- * wire is hdr[0..hdr_len) followed by payload[0..payload_len). Both parts are
- * valid only during the sink's write call. conn is the connection the
+ * wire is hdr[0..hdr_len), payload[0..payload_len), then more[0..more_len):
+ * a segment whose bytes span two pieces of the stream (an HTTP/2 stream's
+ * DATA bodies, say) is handed on as its two parts instead of gathered into
+ * a copy (more_len is 0 otherwise). The parts are valid only during the
+ * sink's write call. conn is the connection the
  * packet belongs to (conn.h; NULL for frames without one, such as frames a
  * collector replays): valid during the write call; keep it longer only with
  * conn_tag_ref.
@@ -23,8 +26,26 @@ struct pkt {
 	uint32_t hdr_len;
 	uint32_t payload_len;
 	const uint8_t *payload;
+	const uint8_t *more;
+	uint32_t more_len;
 	const struct conn_tag *conn;
 };
+
+/* The frame's length on the wire: headers and both parts of the payload. */
+static inline uint64_t pkt_frame_len(const struct pkt *k)
+{
+	return (uint64_t)k->hdr_len + k->payload_len + k->more_len;
+}
+
+/* Copies the first n bytes of the payload (both parts) to dst. */
+static inline void pkt_copy_payload(uint8_t *dst, const struct pkt *k, size_t n)
+{
+	size_t a = n < k->payload_len ? n : k->payload_len;
+	if (a)
+		__builtin_memcpy(dst, k->payload, a);
+	if (n > a)
+		__builtin_memcpy(dst + a, k->more, n - a);
+}
 
 struct sink;
 

@@ -134,12 +134,12 @@ static int afp_write(struct sink *s, const struct pkt *pkts, size_t n)
 {
 	struct afp_sink *a = s->priv;
 	struct mmsghdr mm[AFP_BATCH];
-	struct iovec iov[AFP_BATCH][2];
+	struct iovec iov[AFP_BATCH][3];
 	uint32_t len[AFP_BATCH];
 	int ret = 0;
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		uint32_t l = pkts[i].hdr_len + pkts[i].payload_len;
+		uint64_t l = pkt_frame_len(&pkts[i]);
 		if (l > a->max_frame) {
 			sink_ctr_add(&s->ctr.lost_packets, 1);
 			ret = -EMSGSIZE;
@@ -147,10 +147,11 @@ static int afp_write(struct sink *s, const struct pkt *pkts, size_t n)
 		}
 		iov[k][0] = (struct iovec){ (void *)pkts[i].hdr, pkts[i].hdr_len };
 		iov[k][1] = (struct iovec){ (void *)pkts[i].payload, pkts[i].payload_len };
+		iov[k][2] = (struct iovec){ (void *)pkts[i].more, pkts[i].more_len };
 		memset(&mm[k], 0, sizeof(mm[k]));
 		mm[k].msg_hdr.msg_iov = iov[k];
-		mm[k].msg_hdr.msg_iovlen = pkts[i].payload_len ? 2 : 1;
-		len[k++] = l;
+		mm[k].msg_hdr.msg_iovlen = pkts[i].more_len ? 3 : pkts[i].payload_len ? 2 : 1;
+		len[k++] = (uint32_t)l;
 		if (k == AFP_BATCH) {
 			int r = send_batch(s, a, mm, len, k);
 			ret = r < 0 ? r : ret;

@@ -54,7 +54,7 @@ static void put_rec(uint8_t *r, const struct pkt *k, uint32_t cap, uint64_t fram
 	uint32_t h = k->hdr_len < cap ? k->hdr_len : cap;
 	memcpy(r, k->hdr, h);
 	if (cap > h)
-		memcpy(r + h, k->payload, cap - h);
+		pkt_copy_payload(r + h, k, cap - h);
 }
 
 static int pcap_write(struct sink *s, const struct pkt *pkts, size_t n)
@@ -63,7 +63,7 @@ static int pcap_write(struct sink *s, const struct pkt *pkts, size_t n)
 	int ret = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct pkt *k = &pkts[i];
-		uint64_t frame = (uint64_t)k->hdr_len + k->payload_len;
+		uint64_t frame = pkt_frame_len(k);
 		uint32_t cap = frame < f->o.snaplen ? (uint32_t)frame : f->o.snaplen;
 		int r;
 		uint8_t *rec = sink_file_reserve(f, k->ts_ns, PCAP_REC_HDR + cap, frame, &r);

@@ -212,7 +212,7 @@ static int wants_comment(const struct png_sink *p, const struct png_conn *c,
 /* Writes one packet (after the IDB of a new interface); 0 or -errno. */
 static int put_pkt(struct png_sink *p, const struct pkt *k)
 {
-	uint64_t frame = (uint64_t)k->hdr_len + k->payload_len;
+	uint64_t frame = pkt_frame_len(k);
 	uint32_t cap = frame < p->f.o.snaplen ? (uint32_t)frame : p->f.o.snaplen;
 	struct png_conn *c = k->conn ? conn_slot(p, k->conn, 0) : NULL;
 	const struct conn_meta *m = k->conn ? k->conn->meta : NULL;
@@ -240,9 +240,10 @@ static int put_pkt(struct png_sink *p, const struct pkt *k)
 	}
 	for (ilen = 0; p->ifs_in_section <= ifidx; p->ifs_in_section++)
 		ilen += put_idb(p, p->ifs_in_section, dst + ilen, room - ilen);
-	uint32_t h = k->hdr_len < cap ? k->hdr_len : cap;
+	uint32_t h = k->hdr_len < cap ? k->hdr_len : cap, rest = cap - h;
+	uint32_t a = rest < k->payload_len ? rest : k->payload_len;
 	size_t n = pcapng_put_epb(dst + ilen, room - ilen, ifidx, k->ts_ns, k->hdr, h,
-				  k->payload, cap - h, frame > UINT32_MAX ? UINT32_MAX : (uint32_t)frame,
+				  k->payload, a, k->more, rest - a, frame > UINT32_MAX ? UINT32_MAX : (uint32_t)frame,
 				  comment, clen);
 	sink_file_commit(&p->f, k->ts_ns, ilen + n, frame);
 	if (clen) {

@@ -209,9 +209,8 @@ static void append(struct poip_client *c, const uint8_t *rec, const struct pkt *
 {
 	memcpy(c->buf + c->used, rec, 16);
 	memcpy(c->buf + c->used + 16, pk->hdr, pk->hdr_len);
-	if (pk->payload_len)
-		memcpy(c->buf + c->used + 16 + pk->hdr_len, pk->payload, pk->payload_len);
-	c->used += 16 + pk->hdr_len + pk->payload_len;
+	pkt_copy_payload(c->buf + c->used + 16 + pk->hdr_len, pk, pk->payload_len + pk->more_len);
+	c->used += 16 + (uint32_t)pkt_frame_len(pk);
 }
 
 static int poip_write(struct sink *s, const struct pkt *pkts, size_t n)
@@ -222,7 +221,7 @@ static int poip_write(struct sink *s, const struct pkt *pkts, size_t n)
 		return 0;
 	for (size_t k = 0; k < n; k++) {
 		const struct pkt *pk = &pkts[k];
-		uint32_t len = pk->hdr_len + pk->payload_len;
+		uint32_t len = (uint32_t)pkt_frame_len(pk);
 		uint8_t rec[16];
 		put32(rec, (uint32_t)(pk->ts_ns / 1000000000ull));
 		put32(rec + 4, (uint32_t)(pk->ts_ns % 1000000000ull));

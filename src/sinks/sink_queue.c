@@ -146,6 +146,8 @@ static int consume(struct sink_queue *q)
 		pk[n].hdr_len = len;
 		pk[n].payload = NULL;
 		pk[n].payload_len = 0;
+		pk[n].more = NULL;
+		pk[n].more_len = 0;
 		if (kind & REC_REF)
 			refs[nrefs++] = pk[n].conn;
 		n++;
@@ -360,14 +362,13 @@ void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n)
 			last = NULL;
 			run = p->conn;
 		}
-		uint32_t len = p->hdr_len + p->payload_len;
+		uint32_t len = (uint32_t)pkt_frame_len(p);
 		uint8_t *r = reserve(q, &head, &tail, len, CONN_RESERVE);
 		if (!r)
 			continue;
 		put_hdr(r, len, 0, p->ts_ns, p->conn);
 		memcpy(r + REC_HDR, p->hdr, p->hdr_len);
-		if (p->payload_len)
-			memcpy(r + REC_HDR + p->hdr_len, p->payload, p->payload_len);
+		pkt_copy_payload(r + REC_HDR + p->hdr_len, p, p->payload_len + p->more_len);
 		last = r;
 	}
 	end_run(last, run);

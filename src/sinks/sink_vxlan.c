@@ -120,7 +120,7 @@ static int vxlan_write(struct sink *s, const struct pkt *pkts, size_t n)
 {
 	struct vxlan_sink *v = s->priv;
 	struct mmsghdr mm[VXLAN_BATCH];
-	struct iovec iov[VXLAN_BATCH][3];
+	struct iovec iov[VXLAN_BATCH][4];
 	int ret = 0;
 	while (n) {
 		size_t k = n < VXLAN_BATCH ? n : VXLAN_BATCH;
@@ -128,9 +128,10 @@ static int vxlan_write(struct sink *s, const struct pkt *pkts, size_t n)
 			iov[i][0] = (struct iovec){ v->vxh, VXLAN_HDR };
 			iov[i][1] = (struct iovec){ (void *)pkts[i].hdr, pkts[i].hdr_len };
 			iov[i][2] = (struct iovec){ (void *)pkts[i].payload, pkts[i].payload_len };
+			iov[i][3] = (struct iovec){ (void *)pkts[i].more, pkts[i].more_len };
 			memset(&mm[i], 0, sizeof(mm[i]));
 			mm[i].msg_hdr.msg_iov = iov[i];
-			mm[i].msg_hdr.msg_iovlen = pkts[i].payload_len ? 3 : 2;
+			mm[i].msg_hdr.msg_iovlen = pkts[i].more_len ? 4 : pkts[i].payload_len ? 3 : 2;
 		}
 		size_t done = 0;
 		while (done < k) {
@@ -145,7 +146,7 @@ static int vxlan_write(struct sink *s, const struct pkt *pkts, size_t n)
 			}
 			for (size_t i = done; i < done + (size_t)r; i++) {
 				sink_ctr_add(&s->ctr.packets, 1);
-				sink_ctr_add(&s->ctr.bytes, pkts[i].hdr_len + pkts[i].payload_len);
+				sink_ctr_add(&s->ctr.bytes, pkt_frame_len(&pkts[i]));
 			}
 			done += (size_t)r;
 		}

@@ -18,6 +18,7 @@ struct cap {
 	size_t calls;
 	uint64_t ts[CAP_MAX];
 	size_t len[CAP_MAX];
+	int parts[CAP_MAX]; /* payload parts of the struct pkt (1 or 2) */
 	uint8_t frame[CAP_MAX][FRAME_MAX];
 };
 
@@ -26,13 +27,14 @@ static int cap_write(struct sink *s, const struct pkt *pkts, size_t n)
 	struct cap *c = s->priv;
 	c->calls++;
 	for (size_t i = 0; i < n && c->n < CAP_MAX; i++, c->n++) {
-		size_t len = pkts[i].hdr_len + pkts[i].payload_len;
+		size_t len = pkt_frame_len(&pkts[i]);
 		if (len > FRAME_MAX)
 			len = FRAME_MAX;
 		memcpy(c->frame[c->n], pkts[i].hdr, pkts[i].hdr_len);
 		if (len > pkts[i].hdr_len)
-			memcpy(c->frame[c->n] + pkts[i].hdr_len, pkts[i].payload,
-			       len - pkts[i].hdr_len);
+			pkt_copy_payload(c->frame[c->n] + pkts[i].hdr_len, &pkts[i],
+					 len - pkts[i].hdr_len);
+		c->parts[c->n] = pkts[i].more_len ? 2 : 1;
 		c->len[c->n] = len;
 		c->ts[c->n] = pkts[i].ts_ns;
 	}
@@ -269,6 +271,7 @@ TEST(flow_datav_full_segments_across_pieces)
 		CHECK_EQ(pkt_at(&f, 4 + 2 * i).ack, cseq + 1000 * (uint32_t)(i + 1));
 	}
 	CHECK_EQ(flow_counters(f.t)->bytes[0], 4000);
+	CHECK_EQ(f.cap->parts[3 + 2 * 2], 1); /* over four pieces: gathered into one */
 	/* a write of 4500 bytes at 2600: its first 1400 were shown (the first
 	 * piece and 100 bytes of the second), 3100 follow */
 	static const size_t lens2[] = { 1300, 1300, 1900 };
@@ -279,6 +282,12 @@ TEST(flow_datav_full_segments_across_pieces)
 	CHECK_EQ(s.len, 1000);
 	CHECK_EQ(s.seq, cseq + 4000);
 	CHECK_MEM(s.payload, d + 1400, 1000);
+	/* 200 bytes of the second piece and 800 of the third: two parts, one frame */
+	s = pkt_at(&f, 3 + 8 + 2);
+	CHECK_EQ(f.cap->parts[3 + 8 + 2], 2);
+	CHECK_EQ(s.len, 1000);
+	CHECK_MEM(s.payload, d + 2400, 1000);
+	CHECK(s.csum_ok);
 	s = pkt_at(&f, 3 + 8 + 6);
 	CHECK_EQ(s.len, 100);
 	CHECK_MEM(s.payload, d + 4400, 100);

@@ -54,13 +54,13 @@ static int hcap_write(struct sink *s, const struct pkt *pkts, size_t n)
 			continue;
 		c->syn += !!(tcp[13] & 0x02) && !dir;
 		c->fin += !!(tcp[13] & 0x01);
-		size_t k = pkts[i].hdr_len + pkts[i].payload_len - (size_t)(tcp - pkts[i].hdr) -
+		size_t k = pkt_frame_len(&pkts[i]) - (size_t)(tcp - pkts[i].hdr) -
 			   (size_t)(tcp[12] >> 4) * 4;
 		if (k && c->nseg[dir] < SEGS_MAX)
 			c->seg[dir][c->nseg[dir]++] = (uint16_t)k;
-		k = pkts[i].payload_len;
+		k = pkts[i].payload_len + pkts[i].more_len;
 		if (k && c->len[dir] + k <= DIR_MAX) {
-			memcpy(c->data[dir] + c->len[dir], pkts[i].payload, k);
+			pkt_copy_payload(c->data[dir] + c->len[dir], &pkts[i], k);
 			c->len[dir] += k;
 		}
 	}

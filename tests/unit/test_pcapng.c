@@ -141,7 +141,7 @@ TEST(pcapng_epb_bytes)
 	static const uint8_t hdr[3] = { 1, 2, 3 }, pay[2] = { 4, 5 };
 	uint8_t b[128];
 	uint64_t ts = 0x0000000123456789ull;
-	size_t n = pcapng_put_epb(b, sizeof(b), 7, ts, hdr, 3, pay, 2, 9, "hi", 2);
+	size_t n = pcapng_put_epb(b, sizeof(b), 7, ts, hdr, 3, pay, 2, NULL, 0, 9, "hi", 2);
 	/* 32 fixed + 5 bytes padded to 8 + comment 4+4 + endofopt 4 */
 	if (!CHECK_EQ(n, 32 + 8 + 8 + 4) || !CHECK_EQ(n, pcapng_epb_len(5, 2)))
 		return;
@@ -158,9 +158,9 @@ TEST(pcapng_epb_bytes)
 	CHECK_EQ(host32(b + 44), 0);
 	CHECK_EQ(host32(b + n - 4), n);
 	/* without a comment: no options at all */
-	CHECK_EQ(pcapng_put_epb(b, sizeof(b), 0, ts, hdr, 3, pay, 1, 4, NULL, 0), 32 + 4);
+	CHECK_EQ(pcapng_put_epb(b, sizeof(b), 0, ts, hdr, 3, pay, 1, NULL, 0, 4, NULL, 0), 32 + 4);
 	CHECK_EQ(host32(b + 32), 36);
-	CHECK_EQ(pcapng_put_epb(b, 35, 0, ts, hdr, 3, pay, 1, 4, NULL, 0), 0);
+	CHECK_EQ(pcapng_put_epb(b, 35, 0, ts, hdr, 3, pay, 1, NULL, 0, 4, NULL, 0), 0);
 }
 
 TEST(pcapng_comment_every_field)
