@@ -24,6 +24,7 @@ make -s -j2 all build/ringgen >/dev/null
 # bench/run.sh of this tree, pointed at each side's build (BUILD is relative to ROOT
 # of the script's tree, so the old side runs a copy placed in its own tree)
 cp bench/run.sh "$OLD/bench/run-compare.sh"
+cp bench/floor.py "$OLD/bench/floor.py" # run.sh's helper, looked up beside it
 for r in $(seq 1 "$ROUNDS"); do
 	say "round $r/$ROUNDS: $REV"
 	bash "$OLD/bench/run-compare.sh" >"$OUT/old.$r" 2>&1 || say "(old side exited $?)"

@@ -223,12 +223,17 @@ out:
 	return err;
 }
 
-/* Rings the doorbell if the agent went to sleep (flag cleared first). */
+/* Rings the doorbell if the agent went to sleep (flag cleared first) and the
+ * ring is an eighth full: the capture library's policy (cap_doorbell; the
+ * agent wakes by itself every few ms), so the agent wakes as often as it
+ * would for a real application. */
 static void doorbell(struct gen *g)
 {
 	/* Order our commit before reading the flag (the agent does the mirror image). */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (!__atomic_load_n(&g->ring->consumer_sleeping, __ATOMIC_RELAXED))
+		return;
+	if (ring_used(g->ring) < g->ring->data_size / 8)
 		return;
 	if (!__atomic_exchange_n(&g->ring->consumer_sleeping, 0, __ATOMIC_ACQ_REL))
 		return;

@@ -29,7 +29,8 @@
 #    avoids on this machine, AES-128-GCM decryption (openssl speed -decrypt, 16 KiB), the
 #    loopback socket's recv copy (256 KiB reads) and the tmpfs write (256 KiB writes into a
 #    ring of 256 MiB files), as Gbit/s per CPU s = 8 / their sum, and the uncompressed
-#    collector's fraction of it (the pcap adds ~10 % of headers and ACKs to the write).
+#    collector's fraction of it (the pcap adds ~10 % of headers and ACKs to the write);
+#    the agent's floor, AES-128-GCM encryption and the socket's send copy, and its fraction.
 # g. Small processes (BENCH_PARTS=small runs it alone, ~30 s): BENCH_SMALL_PROCS (200)
 #    tests/progs idleclient processes holding one idle TLS connection each (echo server:
 #    tests/integration/helpers/recserver.py), BENCH_SMALL_PROCS without and as many with
@@ -674,15 +675,16 @@ part_tunnel() {
 		say "  agent: sent_bytes=$sent wire_bytes=$wire dropped_events=$drops; collector: $(grep -o ' \(frames\|events\|bytes\|refused_conns\|orphan_events\)=[0-9]*' <<<"$cline" | tr -d '\n')"
 		TUN_ROWS+=("$mode $ag $cg $drops")
 	done
-	# the floor, same run: what decryption, the socket's copy out and the tmpfs write
-	# of these bytes cost this machine now (bench/floor.py)
+	# the floors, same run: what decryption, the socket's copy out and the tmpfs write
+	# of these bytes cost this machine now; for the agent encryption and the socket's
+	# copy in (bench/floor.py)
 	TUN_FLOOR=$(python3 "$ROOT/bench/floor.py" "$SHM" "$(numfmt --from=iec "$bytes")") ||
 		die "bench/floor.py failed"
 	say "  floor: $TUN_FLOOR"
 }
 
 report_tunnel() {
-	local r mode ag cg drops low floor none_cg=
+	local r mode ag cg drops low floor afloor none_cg= none_ag=
 	echo
 	row figure measured target result
 	for r in "${TUN_ROWS[@]}"; do
@@ -692,13 +694,19 @@ report_tunnel() {
 		row "f. tunnel ($mode) collector Gbit/s per CPU s" "$cg" ">= 10" "$(verdict "$cg" ">=" 10)"
 		row "f. tunnel ($mode) agent drops (events)" "$drops" "0" "$(verdict "$drops" "==" 0)"
 		: "$low"
-		[ "$mode" = none ] && none_cg=$cg
+		[ "$mode" = none ] && none_cg=$cg none_ag=$ag
 	done
-	floor=$(sed -n 's/.*floor_gbit=\([0-9.]*\).*/\1/p' <<<"${TUN_FLOOR:-}")
+	floor=$(sed -n 's/.* floor_gbit=\([0-9.]*\).*/\1/p' <<<"${TUN_FLOOR:-}")
 	if [ -n "$floor" ]; then
 		row "f. floor: 8/(decrypt+recv+write s per GB)" "$floor" "" info
 		row "   collector (none) / floor" \
 			"$(awk -v c="${none_cg:-0}" -v f="$floor" 'BEGIN { printf "%.2f", (f > 0 ? c / f : 0) }')" "" info
+	fi
+	afloor=$(sed -n 's/.*agent_floor_gbit=\([0-9.]*\).*/\1/p' <<<"${TUN_FLOOR:-}")
+	if [ -n "$afloor" ]; then
+		row "f. agent floor: 8/(encrypt+send s per GB)" "$afloor" "" info
+		row "   agent (none) / agent floor" \
+			"$(awk -v c="${none_ag:-0}" -v f="$afloor" 'BEGIN { printf "%.2f", (f > 0 ? c / f : 0) }')" "" info
 	fi
 }
 
