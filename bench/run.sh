@@ -434,7 +434,7 @@ report() {
 			fi
 		done
 	done
-	report_b
+	[ "${BENCH_PARTS:-all}" = a ] || report_b
 	for layout in $LAYOUTS; do
 		dropped=$(sum_of "$WORK/dropped.txt" "$layout")
 		if [ "$layout" = "$first" ]; then
@@ -448,7 +448,7 @@ report() {
 	v=PASS
 	[ "$mirrored" != 0 ] || v=SHORT
 	row "   bytes mirrored s2c (library active)" "$mirrored" "> 0" "$v"
-	row "   idle agent CPU %" "$IDLE_PCT" "" info
+	[ -z "${IDLE_PCT:-}" ] || row "   idle agent CPU %" "$IDLE_PCT" "" info
 }
 
 # ---- d. HTTP/2 -> HTTP/1.1 conversion cost (part_h2, report_h2)
@@ -960,6 +960,11 @@ say "build $BUILD, $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /
 if [ "${BENCH_PARTS:-all}" = veth ]; then
 	part_veth
 	report_veth
+	exit 0
+fi
+if [ "${BENCH_PARTS:-all}" = a ]; then
+	part_a
+	report
 	exit 0
 fi
 if [ "${BENCH_PARTS:-all}" = b ]; then
