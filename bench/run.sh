@@ -46,6 +46,9 @@
 #    node, hooked in place by the library) serving 4 KiB and 1 MiB from memory to h2load,
 #    as (h); targets 0.95 and 0.97 (part_node below; BENCH_PARTS=node runs it alone,
 #    BENCH_NODE_PAIRS, default BENCH_PAIRS).
+# j. attach latency: `tlsmirror attach` into a running nginx (master + worker) under h2load,
+#    BENCH_ATTACH_RUNS (5) fresh nginx: how long each process is stopped (median, max) and
+#    h2load's failed requests (must be 0). BENCH_PARTS=attach runs it alone (~30 s).
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
@@ -957,6 +960,53 @@ part_node() {
 report_node() { report_srv n i "node (static OpenSSL)"; }
 
 say "build $BUILD, $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg) (other work on the machine skews the ratios)"
+# ---- j. attach latency (tlsmirror attach): how long a running target is stopped
+
+# nginx (master + 1 worker) started without the library, h2load on it; during the load
+# `tlsmirror attach` loads the library into the master and the worker: its stopped_ms
+# per process, BENCH_ATTACH_RUNS (5) fresh nginx each; h2load must see no failed request.
+part_attach() {
+	local runs=${BENCH_ATTACH_RUNS:-5} i out h2 master pids
+	say "j. attach latency: nginx master + worker under h2load ($PROTO, -c $CLIENTS, 4k), attached $runs times (fresh nginx each)"
+	setup_nginx
+	: >"$WORK/attach.txt"
+	ATTACH_FAILED=0
+	start_agent attach -w /dev/null
+	for i in $(seq 1 "$runs"); do
+		start_nginx without
+		master=$(cat "$WORK/ngx/nginx.pid")
+		pids=$(echo "$master" $(pgrep -P "$master"))
+		h2=$WORK/h2load-attach-$i.txt
+		local flag=()
+		[ "$PROTO" = h1 ] && flag=(--h1)
+		h2load "${flag[@]}" -c "$CLIENTS" -m 1 -D 4 "https://127.0.0.1:$PORT/4k" >"$h2" 2>&1 &
+		local hp=$!
+		sleep 1.5
+		# shellcheck disable=SC2086
+		out=$("$TM" attach --socket "$SOCK" $pids 2>&1) || say "  attach #$i exited $?: $out"
+		sed -n 's/.*stopped_ms=\([0-9.]*\).*/\1/p' <<<"$out" >>"$WORK/attach.txt"
+		wait "$hp" || true
+		local failed
+		failed=$(awk '/^requests:/ { print $2 - $8 }' "$h2")
+		ATTACH_FAILED=$((ATTACH_FAILED + ${failed:-1}))
+		say "  #$i: $(tr '\n' ' ' <<<"$out")h2load failed requests ${failed:-?}"
+		stop_nginx
+	done
+	stop_agent "$WORK/agent-attach.log"
+}
+
+report_attach() {
+	local med max n
+	n=$(wc -l <"$WORK/attach.txt")
+	med=$(median <"$WORK/attach.txt")
+	max=$(sort -g "$WORK/attach.txt" | tail -n 1)
+	echo
+	row figure measured target result
+	row "j. attach: target stopped, median ms ($n procs)" "${med:-0}" "" info
+	row "   attach: target stopped, max ms" "${max:-0}" "" info
+	row "   attach: failed requests under h2load" "$ATTACH_FAILED" "= 0" "$(verdict "$ATTACH_FAILED" "==" 0)"
+}
+
 if [ "${BENCH_PARTS:-all}" = veth ]; then
 	part_veth
 	report_veth
@@ -994,6 +1044,11 @@ if [ "${BENCH_PARTS:-all}" = node ]; then
 	report_node
 	exit 0
 fi
+if [ "${BENCH_PARTS:-all}" = attach ]; then
+	part_attach
+	report_attach
+	exit 0
+fi
 if [ "${BENCH_PARTS:-all}" = h2 ]; then
 	part_h2
 	report_h2
@@ -1014,3 +1069,5 @@ part_gnutls
 report_gnutls
 part_node
 report_node
+part_attach
+report_attach
