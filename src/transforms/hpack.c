@@ -207,9 +207,37 @@ long hpack_huff_decode(const uint8_t *in, size_t n, uint8_t *out)
 	return (long)(o - out);
 }
 
+static struct hpack_memo *memo_slot(struct hpack_dec *d, const uint8_t *p, size_t len)
+{
+	uint32_t x = (uint32_t)len * 0x9e3779b1u ^ p[0] * 0x85ebca6bu ^ p[len - 1] * 0xc2b2ae35u;
+	return &d->memo[(x ^ x >> 15) % HPACK_MEMO_N];
+}
+
+/* Huffman-decodes p[0..len) into out, through the memo (hpack.h). */
+static long huff_memo(struct hpack_dec *d, const uint8_t *p, size_t len, uint8_t *out)
+{
+	if (!len || len > HPACK_MEMO_ENC)
+		return hpack_huff_decode(p, len, out);
+	struct hpack_memo *m = memo_slot(d, p, len);
+	if (m->elen == len && !memcmp(m->enc, p, len)) {
+		memcpy(out, m->dec, m->dlen);
+		d->memo_hits++;
+		return m->dlen;
+	}
+	long r = hpack_huff_decode(p, len, out);
+	if (r >= 0 && r <= HPACK_MEMO_DEC) {
+		m->elen = (uint8_t)len;
+		m->dlen = (uint8_t)r;
+		memcpy(m->enc, p, len);
+		memcpy(m->dec, out, (size_t)r);
+	}
+	return r;
+}
+
 /* A string literal (RFC 7541 5.2) appended to h->buf (its room checked
  * against the cap). *n gets its decoded length. */
-static int rd_str(const uint8_t **p, const uint8_t *end, struct h2_hdrs *h, size_t *n)
+static int rd_str(struct hpack_dec *d, const uint8_t **p, const uint8_t *end, struct h2_hdrs *h,
+		  size_t *n)
 {
 	if (*p >= end)
 		return -EPROTO;
@@ -226,7 +254,7 @@ static int rd_str(const uint8_t **p, const uint8_t *end, struct h2_hdrs *h, size
 	if (room > h->buf.size - h->buf.len && (err = h2_buf_grow(&h->buf, room)))
 		return err;
 	if (huff) {
-		long r = hpack_huff_decode(*p, (size_t)len, h->buf.p + h->buf.len);
+		long r = huff_memo(d, *p, (size_t)len, h->buf.p + h->buf.len);
 		if (r < 0)
 			return (int)r;
 		*n = (size_t)r;
@@ -298,10 +326,10 @@ static int decode(struct hpack_dec *d, const uint8_t *p, const uint8_t *end, str
 				return err;
 			memcpy(h->buf.p + h->buf.len, name, nlen);
 			h->buf.len += nlen;
-		} else if ((err = rd_str(&p, end, h, &nlen))) {
+		} else if ((err = rd_str(d, &p, end, h, &nlen))) {
 			return err;
 		}
-		if ((err = rd_str(&p, end, h, &vlen)))
+		if ((err = rd_str(d, &p, end, h, &vlen)))
 			return err;
 		size_t add = nlen + vlen + 32;
 		if (add > H2_MAX_HEADER_LIST || h->list_size > H2_MAX_HEADER_LIST - add)

@@ -94,6 +94,34 @@ TEST(hpack_c4_requests_huffman)
 	hpack_free(&d);
 }
 
+/* Huffman literals without indexing, again and again (as nginx sends
+ * server, date, etag): the memo of the decoded strings serves the repeats,
+ * each one exactly, also when strings alternate in the memo's slots. */
+TEST(hpack_huffman_memo)
+{
+	struct hpack_dec d;
+	hpack_init(&d, 4096);
+	/* :path (static 4) = "www.example.com", then "custom-key" and "custom-value" */
+	const char *a = "8286 048c f1e3 c2e5 f23a 6ba0 ab90 f4ff";
+	const char *b = "8286 0488 25a8 49e9 5ba9 7d7f";
+	const char *c = "8286 0489 25a8 49e9 5bb8 e8b4 bf";
+	const char *ea = ":method: GET\n:scheme: http\n:path: www.example.com\n";
+	const char *eb = ":method: GET\n:scheme: http\n:path: custom-key\n";
+	const char *ec = ":method: GET\n:scheme: http\n:path: custom-value\n";
+	CHECK(block_is(&d, a, ea, 0));
+	CHECK_EQ(d.memo_hits, 0);
+	CHECK(block_is(&d, a, ea, 0));
+	CHECK_EQ(d.memo_hits, 1);
+	/* hits or not (slots may collide), every decode is exact */
+	for (int i = 0; i < 3; i++) {
+		CHECK(block_is(&d, a, ea, 0));
+		CHECK(block_is(&d, b, eb, 0));
+		CHECK(block_is(&d, c, ec, 0));
+	}
+	CHECK(d.memo_hits > 1);
+	hpack_free(&d);
+}
+
 static const char *resp1 = ":status: 302\ncache-control: private\n"
 			   "date: Mon, 21 Oct 2013 20:13:21 GMT\nlocation: https://www.example.com\n";
 static const char *resp2 = ":status: 307\ncache-control: private\n"
