@@ -94,13 +94,19 @@ uint64_t csum_add(uint64_t sum, const uint8_t *p, size_t len)
 	return sum;
 }
 
+/* The sum folded to 16 bits, not complemented. */
+static inline uint16_t fold16(uint64_t s)
+{
+	s = (s & 0xffffffffu) + (s >> 32);
+	s = (s & 0xffffffffu) + (s >> 32);
+	s = (s & 0xffffu) + (s >> 16);
+	s = (s & 0xffffu) + (s >> 16);
+	return (uint16_t)s;
+}
+
 uint16_t csum_fold(uint64_t sum)
 {
-	sum = (sum & 0xffffffffu) + (sum >> 32);
-	sum = (sum & 0xffffffffu) + (sum >> 32);
-	sum = (sum & 0xffffu) + (sum >> 16);
-	sum = (sum & 0xffffu) + (sum >> 16);
-	uint16_t folded = (uint16_t)~sum;
+	uint16_t folded = (uint16_t)~fold16(sum);
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	folded = (uint16_t)((folded >> 8) | (folded << 8));
 #endif
@@ -187,16 +193,6 @@ static inline uint64_t sum_addr(const uint8_t *a, int family)
 	return s;
 }
 
-/* The folded 16-bit sum as a host-order value, not complemented. */
-static inline uint16_t fold16(uint64_t s)
-{
-	s = (s & 0xffffffffu) + (s >> 32);
-	s = (s & 0xffffffffu) + (s >> 32);
-	s = (s & 0xffffu) + (s >> 16);
-	s = (s & 0xffffu) + (s >> 16);
-	return (uint16_t)s;
-}
-
 /* Writes the IP header; returns its length. */
 static size_t put_ip(uint8_t *ip, struct synth_conn *c, int from, size_t tcp_total,
 		     uint64_t addr_sum)
@@ -228,12 +224,8 @@ static size_t put_ip(uint8_t *ip, struct synth_conn *c, int from, size_t tcp_tot
 
 uint16_t synth_payload_sum(const uint8_t *p, size_t len)
 {
-	/* csum_add sums in native order: its fold is the host value byte-swapped */
-	uint16_t s = fold16(csum_add(0, p, len));
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	s = (uint16_t)(s >> 8 | s << 8);
-#endif
-	return s;
+	/* csum_fold gives the complement in host order: undone, the sum */
+	return (uint16_t)~csum_fold(csum_add(0, p, len));
 }
 
 uint16_t synth_sum_join(uint16_t a, size_t alen, uint16_t b)

@@ -133,7 +133,8 @@ size_t pcapng_epb_len(uint32_t caplen, size_t comment_len)
 
 size_t pcapng_put_epb(uint8_t *dst, size_t room, uint32_t ifidx, uint64_t ts_ns,
 		      const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen,
-		      const uint8_t *c, uint32_t clen, uint32_t orig_len, const char *comment, size_t comment_len)
+		      const uint8_t *c, uint32_t clen, uint32_t orig_len, const char *comment,
+		      size_t comment_len)
 {
 	if ((uint64_t)alen + blen + clen > UINT32_MAX - 3)
 		return 0;
