@@ -495,8 +495,14 @@ run_h2() {
 	wait_for 5 curl -skf --http2 -o /dev/null "https://127.0.0.1:$H2PORT/64k" ||
 		die "nginx (h2) did not start: $(tail -n 3 "$WORK/h2/logs/error.log")"
 	t0=$(cpu_ns "$AGENT")
+	local perf=
+	if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=PREFIX: perf record of the agent, PREFIX.MODE.I
+		perf record -q -o "$BENCH_PERF.$mode.$2" -p "$AGENT" ${BENCH_PERF_ARGS:-} 2>/dev/null &
+		perf=$!
+	fi
 	"${APP_PIN[@]}" h2load -c 4 -m 10 -D "$H2_SECS" "https://127.0.0.1:$H2PORT/64k" >"$out" 2>&1 ||
 		die "h2load failed: $(tail -n 3 "$out")"
+	[ -z "$perf" ] || { kill -INT "$perf"; wait "$perf" || true; }
 	prev=-1
 	t1=$(cpu_ns "$AGENT")
 	# until the agent is idle (under 1 ms of CPU in 0.3 s), for at most 6 s: an agent

@@ -207,27 +207,46 @@ long hpack_huff_decode(const uint8_t *in, size_t n, uint8_t *out)
 	return (long)(o - out);
 }
 
-static struct hpack_memo *memo_slot(struct hpack_dec *d, const uint8_t *p, size_t len)
+/* The set of p[0..len) (1 <= len <= HPACK_MEMO_ENC): a hash of every byte,
+ * so strings of one length and alike at both ends (nginx's last-modified and
+ * etag, a date and the next) do not share a set by their ends alone. */
+static struct hpack_memo *memo_set(struct hpack_dec *d, const uint8_t *p, size_t len)
 {
-	uint32_t x = (uint32_t)len * 0x9e3779b1u ^ p[0] * 0x85ebca6bu ^ p[len - 1] * 0xc2b2ae35u;
-	return &d->memo[(x ^ x >> 15) % HPACK_MEMO_N];
+	uint64_t h = len * 0x9e3779b97f4a7c15ull;
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t w = 0;
+		memcpy(&w, p + i, len - i < 8 ? len - i : 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+	}
+	h ^= h >> 29;
+	return &d->memo[((h >> 32) % (HPACK_MEMO_N / 2)) * 2];
 }
 
-/* Huffman-decodes p[0..len) into out, through the memo (hpack.h). */
+/* Huffman-decodes p[0..len) into out, through the memo (hpack.h): two ways
+ * per set, a miss replaces the one used least recently. */
 static long huff_memo(struct hpack_dec *d, const uint8_t *p, size_t len, uint8_t *out)
 {
 	if (!len || len > HPACK_MEMO_ENC)
 		return hpack_huff_decode(p, len, out);
-	struct hpack_memo *m = memo_slot(d, p, len);
-	if (m->elen == len && !memcmp(m->enc, p, len)) {
-		memcpy(out, m->dec, m->dlen);
-		d->memo_hits++;
-		return m->dlen;
+	struct hpack_memo *set = memo_set(d, p, len);
+	d->memo_clock++;
+	for (int w = 0; w < 2; w++) {
+		struct hpack_memo *m = &set[w];
+		if (m->elen == len && !memcmp(m->enc, p, len)) {
+			memcpy(out, m->dec, m->dlen);
+			m->used = d->memo_clock;
+			d->memo_hits++;
+			return m->dlen;
+		}
 	}
 	long r = hpack_huff_decode(p, len, out);
 	if (r >= 0 && r <= HPACK_MEMO_DEC) {
+		/* the older way (clock differences survive wrap-around) */
+		struct hpack_memo *m = d->memo_clock - set[0].used >= d->memo_clock - set[1].used
+			? &set[0] : &set[1];
 		m->elen = (uint8_t)len;
 		m->dlen = (uint8_t)r;
+		m->used = d->memo_clock;
 		memcpy(m->enc, p, len);
 		memcpy(m->dec, out, (size_t)r);
 	}

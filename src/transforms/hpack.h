@@ -24,18 +24,20 @@ struct hpack_ent {
  * content-type, last-modified, etag, the date of this second), so a hit
  * saves decoding them again. Decoding is a function of the bytes alone.
  */
-#define HPACK_MEMO_N 16
+#define HPACK_MEMO_N 16  /* 8 sets of 2 ways, by a hash of all the bytes */
 #define HPACK_MEMO_ENC 40 /* encoded bytes at most */
 #define HPACK_MEMO_DEC 64 /* decoded bytes at most (40 * 8 / 5) */
 struct hpack_memo {
 	uint8_t elen, dlen; /* elen 0: empty */
 	uint8_t enc[HPACK_MEMO_ENC];
 	uint8_t dec[HPACK_MEMO_DEC];
+	uint32_t used;      /* the decoder's memo_clock when last hit or filled */
 };
 
 struct hpack_dec {
 	struct hpack_memo memo[HPACK_MEMO_N];
 	uint64_t memo_hits;
+	uint32_t memo_clock;
 	size_t limit;       /* SETTINGS_HEADER_TABLE_SIZE: what a size update may ask */
 	size_t max;         /* the table's current maximum size */
 	size_t size;        /* its size: name + value + 32 per entry */

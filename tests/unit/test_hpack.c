@@ -226,6 +226,67 @@ TEST(hpack_huffman_table)
 	CHECK_EQ(hpack_huff_decode(ok, 0, dec), 0);
 }
 
+/* Appends a literal without indexing (6.2.2), name static table idx >= 15,
+ * value v Huffman-coded. */
+static size_t put_unindexed(uint8_t *out, unsigned idx, const char *v)
+{
+	uint16_t syms[64];
+	size_t n = strlen(v), o = 0;
+	for (size_t i = 0; i < n; i++)
+		syms[i] = (uint8_t)v[i];
+	uint8_t enc[128];
+	size_t e = huff_encode(syms, n, enc);
+	out[o++] = 0x0f;
+	out[o++] = (uint8_t)(idx - 15);
+	out[o++] = (uint8_t)(0x80 | e);
+	memcpy(out + o, enc, e);
+	return o + e;
+}
+
+/* nginx's response heads: server, content-type, last-modified and etag the
+ * same on every response, date once a second. last-modified and a date
+ * have one length and share their ends, and so may etag and another
+ * string: the memo must keep them all, so after the first response only a
+ * new date is decoded again, and every decode is exact. */
+TEST(hpack_huffman_memo_nginx)
+{
+	struct hpack_dec d;
+	hpack_init(&d, 4096);
+	char date[64];
+	uint64_t strings = 0, dates = 0;
+	for (int round = 0; round < 60; round++) {
+		uint8_t in[1024];
+		size_t n = 0;
+		snprintf(date, sizeof(date), "Thu, 03 Dec 2026 09:%02d:%02d GMT", 36 + round / 10 % 20,
+			 round / 10 % 60);
+		n += put_unindexed(in + n, 54, "nginx/1.22.1");
+		n += put_unindexed(in + n, 33, date);
+		n += put_unindexed(in + n, 31, "text/plain");
+		n += put_unindexed(in + n, 44, "Thu, 03 Dec 2026 09:36:46 GMT");
+		n += put_unindexed(in + n, 34, "\"6b11382e-10000\"");
+		n += put_unindexed(in + n, 34, "\"6b11382e-10001\"");
+		strings += 6;
+		dates += round % 10 == 0;
+		struct h2_hdrs h = { 0 };
+		h2_hdrs_reset(&h);
+		CHECK_EQ(hpack_decode(&d, in, n, &h), 0);
+		size_t pos = 0, k = 0;
+		struct h2_field f;
+		const char *want[] = { "nginx/1.22.1", date, "text/plain", "Thu, 03 Dec 2026 09:36:46 GMT",
+				       "\"6b11382e-10000\"", "\"6b11382e-10001\"" };
+		while (h2_hdrs_next(&h, &pos, &f) && k < 6) {
+			CHECK_EQ(f.vlen, strlen(want[k]));
+			CHECK(!memcmp(f.value, want[k], f.vlen));
+			k++;
+		}
+		CHECK_EQ(k, 6);
+		h2_buf_free(&h.buf);
+	}
+	/* decoded: the five constant strings once, each new date once */
+	CHECK_EQ(strings - d.memo_hits, 5 + dates);
+	hpack_free(&d);
+}
+
 static int bad(struct hpack_dec *d, const uint8_t *in, size_t n)
 {
 	struct h2_hdrs h = { 0 };
