@@ -53,6 +53,7 @@
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
 # BENCH_LAYOUTS ("split shared"), BENCH_A_SINK (shm or null: the agent's output in part a).
+# BENCH_PERF=PREFIX (part d: perf record of the agent into PREFIX.MODE.PAIR, BENCH_PERF_ARGS added).
 # About 5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
