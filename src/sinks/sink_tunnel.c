@@ -4,6 +4,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "tunnel/frame.h"
+#include "tunnel/record.h"
 #include "tunnel/tunnel.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -90,6 +92,9 @@ struct tun {
 	/* sender thread */
 	int fd;
 	SSL *ssl;
+	struct tls13w rw;              /* records sealed here after the handshake (record.h) */
+	uint64_t records_per_key;      /* 0: TLS13W_RECORDS_PER_KEY */
+	int own_records;               /* rw in use, SSL_write otherwise */
 	uint8_t *zbuf;
 	struct log_limit lim;
 	struct live **live;            /* connections open on the collector, by id */
@@ -101,6 +106,8 @@ struct tun {
 	uint64_t buffered_bytes;
 	uint64_t dropped_events, dropped_bytes;
 	uint64_t reopened, live_conns;
+	uint64_t key_updates;
+	int records_mode;              /* own_records, for the stats thread */
 };
 
 /* A connection the collector knows (sender thread): its OPEN as sent. */
@@ -277,9 +284,16 @@ static void live_apply(struct tun *t, const struct chunk *c, int delivered)
 
 static void disconnect(struct tun *t)
 {
-	if (t->ssl) {
+	if (t->own_records) {
 		if (GET(&t->connected))
-			SSL_shutdown(t->ssl);
+			tls13w_close(&t->rw);
+		tls13w_free(&t->rw);
+		t->own_records = 0;
+		SET(&t->records_mode, 0);
+	} else if (t->ssl && GET(&t->connected)) {
+		SSL_shutdown(t->ssl);
+	}
+	if (t->ssl) {
 		ERR_clear_error();
 		SSL_free(t->ssl);
 		t->ssl = NULL;
@@ -298,6 +312,16 @@ static void disconnect(struct tun *t)
  * or -EIO (why logged by caller). */
 static int send_all(struct tun *t, const uint8_t *buf, size_t len)
 {
+	if (t->own_records) {
+		uint64_t ku = t->rw.key_updates;
+		int err = tls13w_write(&t->rw, buf, len);
+		if (t->rw.key_updates != ku)
+			ADD(&t->key_updates, t->rw.key_updates - ku);
+		if (err < 0)
+			return -EIO;
+		ADD(&t->wire_bytes, (uint64_t)len);
+		return 0;
+	}
 	while (len) {
 		int n;
 		if (t->ssl) {
@@ -324,6 +348,8 @@ static int send_all(struct tun *t, const uint8_t *buf, size_t len)
 /* What TLS left in its write buffer goes out. Returns 0 or -EIO. */
 static int flush_out(struct tun *t)
 {
+	if (t->own_records)
+		return tls13w_flush(&t->rw) < 0 ? -EIO : 0;
 	if (t->ssl && BIO_flush(SSL_get_wbio(t->ssl)) <= 0) {
 		ERR_clear_error();
 		return -EIO;
@@ -376,6 +402,25 @@ static int tcp_connect(struct tun *t, const char **why)
 	return err;
 }
 
+/* After the handshake: the sending direction to the record writer when the
+ * secret was captured and the suite is one it seals (record.h); SSL_write
+ * otherwise, as before. */
+static void own_records(struct tun *t)
+{
+	uint8_t secret[TLS13W_MAX_SECRET];
+	size_t len = 0;
+	const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+	const char *suite = c ? SSL_CIPHER_standard_name(c) : NULL;
+	BIO *wb = SSL_get_wbio(t->ssl);
+	if (tls_take_client_secret(t->ssl, secret, sizeof(secret), &len) == 0 && suite &&
+	    SSL_version(t->ssl) == TLS1_3_VERSION && BIO_flush(wb) == 1 && BIO_wpending(wb) == 0 &&
+	    tls13w_init(&t->rw, suite, secret, len, t->fd, t->records_per_key) == 0)
+		t->own_records = 1;
+	SET(&t->records_mode, t->own_records);
+	ERR_clear_error();
+	OPENSSL_cleanse(secret, sizeof(secret));
+}
+
 static int tls_connect(struct tun *t, const char **why)
 {
 	t->ssl = SSL_new(t->ctx);
@@ -400,6 +445,7 @@ static int tls_connect(struct tun *t, const char **why)
 		}
 		return -EPROTO;
 	}
+	own_records(t);
 	return 0;
 }
 
@@ -968,7 +1014,7 @@ size_t tunnel_sink_stats(char *buf, size_t len, size_t at)
 				 "tunnel target=%s state=%s tls=%s compress=%s connects=%llu "
 				 "sent_frames=%llu sent_events=%llu sent_bytes=%llu wire_bytes=%llu "
 				 "buffered_bytes=%llu dropped_events=%llu dropped_bytes=%llu "
-				 "live_conns=%llu reopened=%llu\n",
+				 "live_conns=%llu reopened=%llu records=%s key_updates=%llu\n",
 				 t->target, GET(&t->connected) ? "connected" : "disconnected",
 				 t->ctx ? "yes" : "NO", t->zstd == FRAME_F_ZSTD ? "zstd" :
 				 t->zstd == FRAME_F_LZ4 ? "lz4" : "none",
@@ -981,7 +1027,9 @@ size_t tunnel_sink_stats(char *buf, size_t len, size_t at)
 				 (unsigned long long)GET(&t->dropped_events),
 				 (unsigned long long)GET(&t->dropped_bytes),
 				 (unsigned long long)GET(&t->live_conns),
-				 (unsigned long long)GET(&t->reopened));
+				 (unsigned long long)GET(&t->reopened),
+				 !t->ctx ? "none" : GET(&t->records_mode) ? "own" : "openssl",
+				 (unsigned long long)GET(&t->key_updates));
 		if (n > 0)
 			at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
 	}

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -75,11 +76,63 @@ fail:
 	return NULL;
 }
 
+/* The client's application traffic secret of the handshake this thread ran
+ * last (OpenSSL hands secrets only to the key-log callback, which runs
+ * inside SSL_connect on the calling thread). Taken once, then wiped. */
+static __thread struct {
+	const SSL *ssl;
+	size_t len;
+	uint8_t secret[48];
+} tl_secret;
+
+static int unhex_nibble(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+	static const char pfx[] = "CLIENT_TRAFFIC_SECRET_0 ";
+	if (strncmp(line, pfx, sizeof(pfx) - 1))
+		return;
+	const char *hex = strchr(line + sizeof(pfx) - 1, ' ');
+	if (!hex)
+		return;
+	hex++;
+	size_t n = strlen(hex);
+	if (n % 2 || n / 2 > sizeof(tl_secret.secret))
+		return;
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = unhex_nibble(hex[2 * i]), lo = unhex_nibble(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			OPENSSL_cleanse(&tl_secret, sizeof(tl_secret));
+			return;
+		}
+		tl_secret.secret[i] = (uint8_t)(hi << 4 | lo);
+	}
+	tl_secret.ssl = ssl;
+	tl_secret.len = n / 2;
+}
+
+int tls_take_client_secret(const SSL *ssl, uint8_t *out, size_t cap, size_t *len)
+{
+	int ok = tl_secret.ssl == ssl && tl_secret.len && tl_secret.len <= cap;
+	if (ok) {
+		memcpy(out, tl_secret.secret, tl_secret.len);
+		*len = tl_secret.len;
+	}
+	OPENSSL_cleanse(&tl_secret, sizeof(tl_secret));
+	return ok ? 0 : -ENOENT;
+}
+
 SSL_CTX *tls_client_ctx(const struct sink_opts *o, const char **why)
 {
 	SSL_CTX *ctx = ctx_new(TLS_client_method(), o, why);
-	if (ctx)
+	if (ctx) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+		SSL_CTX_set_keylog_callback(ctx, keylog_cb); /* kept in memory only: record.h */
+	}
 	return ctx;
 }
 

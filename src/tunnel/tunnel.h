@@ -3,6 +3,7 @@
 #define TLSMIRROR_TUNNEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sinks/sink.h"
 
@@ -36,6 +37,10 @@ struct ssl_ctx_st *tls_server_ctx(const struct sink_opts *o, const char **why);
 #define TLS_BIO_BUF (256 * 1024)
 struct ssl_st;
 int tls_set_buffered_fd(struct ssl_st *ssl, int fd, int writes);
+/* The client application traffic secret of ssl's handshake, just finished
+ * on this thread (a client context of tls_client_ctx), into out; wiped from
+ * where it was kept. 0 or -ENOENT. */
+int tls_take_client_secret(const struct ssl_st *ssl, uint8_t *out, size_t cap, size_t *len);
 /* Bytes of ssl to be read without waiting for the socket: in a record or in the buffer. */
 int tls_pending(struct ssl_st *ssl);
 /* The last OpenSSL error as text (thread-local buffer), clears the queue. */

@@ -1,0 +1,62 @@
+/* The agent's side of the tunnel after the handshake: TLS 1.3 records sealed straight into one send buffer. */
+#ifndef TLSMIRROR_TUNNEL_RECORD_H
+#define TLSMIRROR_TUNNEL_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * OpenSSL's SSL_write copies each byte into its record buffer, encrypts it
+ * there, and the buffering BIO copies the record again to batch write()s:
+ * two copies the agent's sender pays on every byte (a sixth of its CPU,
+ * perf, bench part f). After OpenSSL has done the handshake (and verified
+ * the collector), the writer seals the application-data records itself:
+ * the plaintext is read once by the AEAD, which writes the ciphertext
+ * straight into a 256 KiB buffer sent with one write(). The records are
+ * RFC 8446 section 5.2 records with the keys of section 7.3, derived from
+ * the client's application traffic secret (OpenSSL hands it to the
+ * key-log callback, tls.c); the collector reads them with OpenSSL as any
+ * records. After TLS13W_RECORDS_PER_KEY records the writer sends a
+ * KeyUpdate (section 4.6.3, no update requested) and moves to the next
+ * secret, well inside AES-GCM's limit of 2^24.5 records per key (5.5).
+ * Only the sending direction is ours: the agent reads nothing after the
+ * handshake, and OpenSSL's SSL object never writes again (no
+ * SSL_shutdown: close_notify is sealed here).
+ */
+#define TLS13W_RECORDS_PER_KEY (1u << 23)
+#define TLS13W_BUF (256 * 1024)
+#define TLS13W_MAX_SECRET 48
+
+struct evp_cipher_ctx_st;
+struct tls13w {
+	struct evp_cipher_ctx_st *ctx;
+	const char *md;                 /* "SHA256" or "SHA384" */
+	uint8_t secret[TLS13W_MAX_SECRET];
+	size_t secret_len, key_len;
+	uint8_t iv[12];
+	uint64_t seq, records_per_key;
+	uint64_t records, key_updates;
+	int fd;
+	uint8_t *buf;
+	size_t used;
+};
+
+/* Takes over ssl's sending direction on fd (ssl: a finished TLS 1.3
+ * handshake with one of the tunnel's three suites, nothing written since,
+ * its write buffer flushed; secret: its client application traffic secret).
+ * records_per_key: TLS13W_RECORDS_PER_KEY (tests: fewer). Returns 0, or
+ * -ENOTSUP (another suite: keep SSL_write) or -ENOMEM, w then empty. */
+int tls13w_init(struct tls13w *w, const char *suite, const uint8_t *secret, size_t secret_len,
+		int fd, uint64_t records_per_key);
+/* Seals p[0..n) as application data into records of up to 16 KiB, writing
+ * the buffer to fd whenever it is full. 0 or -EIO (fd failed: the
+ * connection is lost). */
+int tls13w_write(struct tls13w *w, const void *p, size_t n);
+/* Writes what is buffered. 0 or -EIO. */
+int tls13w_flush(struct tls13w *w);
+/* A close_notify alert, flushed (best effort). */
+void tls13w_close(struct tls13w *w);
+/* Frees the buffer and wipes the keys. */
+void tls13w_free(struct tls13w *w);
+
+#endif
