@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -538,6 +539,24 @@ static int reopen_all(struct tun *t)
 	return err;
 }
 
+/* The collector sends nothing after the handshake (no tickets, no key
+ * updates), so a readable socket is its end: EOF or a reset (a killed
+ * collector's kernel closes it at once). A send into it would still
+ * succeed once, so an idle agent would only notice at its second
+ * heartbeat; this notices at the first. Bytes waiting (never expected)
+ * are left alone. */
+static int peer_gone(struct tun *t)
+{
+	struct pollfd pfd = { .fd = t->fd, .events = POLLIN | POLLRDHUP };
+	if (poll(&pfd, 1, 0) <= 0)
+		return 0;
+	if (pfd.revents & (POLLERR | POLLHUP | POLLRDHUP))
+		return 1;
+	uint8_t b;
+	ssize_t n = recv(t->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void heartbeat(struct tun *t)
 {
 	uint8_t b[FRAME_HEARTBEAT_LEN];
@@ -675,6 +694,13 @@ static void *sender(void *arg)
 			send_frame(t, FRAME_GOODBYE, NULL, 0);
 			break;
 		} else if (mono_ms() - last_send >= TUN_HEARTBEAT_MS) {
+			if (peer_gone(t)) {
+				log_warn("tunnel to %s: the collector closed the connection; reconnecting",
+					 t->target);
+				SET(&t->connected, 0);
+				disconnect(t);
+				continue;
+			}
 			heartbeat(t);
 			last_send = mono_ms();
 		}
