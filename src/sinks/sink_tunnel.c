@@ -410,11 +410,10 @@ static void own_records(struct tun *t)
 {
 	uint8_t secret[TLS13W_MAX_SECRET];
 	size_t len = 0;
-	const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
-	const char *suite = c ? SSL_CIPHER_standard_name(c) : NULL;
+	const char *suite;
 	BIO *wb = SSL_get_wbio(t->ssl);
-	if (tls_take_client_secret(t->ssl, secret, sizeof(secret), &len) == 0 && suite &&
-	    SSL_version(t->ssl) == TLS1_3_VERSION && BIO_flush(wb) == 1 && BIO_wpending(wb) == 0 &&
+	if (tls_record_keys(t->ssl, secret, sizeof(secret), &len, &suite) == 0 &&
+	    BIO_flush(wb) == 1 && BIO_wpending(wb) == 0 &&
 	    tls13w_init(&t->rw, suite, secret, len, t->fd, t->records_per_key) == 0)
 		t->own_records = 1;
 	SET(&t->records_mode, t->own_records);

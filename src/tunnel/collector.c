@@ -5,6 +5,7 @@
 #include "sources/source.h"
 #include "common/bytes.h"
 #include "tunnel/frame.h"
+#include "tunnel/record.h"
 #include "tunnel/tunnel.h"
 
 #include <arpa/inet.h>
@@ -16,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -69,6 +71,8 @@ struct peer {
 	struct collector *col;
 	struct peer *next;
 	SSL *ssl;
+	struct tls13r rr;            /* the agent's records opened here after the handshake */
+	int own_records;             /* rr in use, SSL_read otherwise */
 	int hs_done, hello, more;
 	char addr[64];
 	char host[INET6_ADDRSTRLEN]; /* addr without the port */
@@ -94,6 +98,8 @@ struct collector {
 	struct agent_rec *recs;
 	size_t n_recs, cap_recs;
 	uint64_t accepted, rejected, bad_frames, unauth_evicted;
+	uint64_t own_records;        /* connections whose records the collector opened itself */
+	uint64_t key_updates;        /* KeyUpdates of closed connections */
 	struct log_limit lim;
 	uint64_t log_window_ns, log_lines;
 };
@@ -134,6 +140,10 @@ static void peer_close(struct peer *p, const char *fmt, const char *why)
 	close(p->w.fd);
 	if (p->ssl)
 		SSL_free(p->ssl);
+	if (p->own_records) {
+		col->key_updates += p->rr.key_updates;
+		tls13r_free(&p->rr);
+	}
 	if (p->rec)
 		p->rec->online = 0;
 	for (struct peer **pp = &col->peers; *pp; pp = &(*pp)->next) {
@@ -444,7 +454,14 @@ static int peer_read(struct peer *p, uint64_t now)
 			p->cap = need;
 		}
 		int n;
-		if (p->ssl) {
+		if (p->own_records) {
+			long r = tls13r_read(&p->rr, p->buf + p->used, need - p->used);
+			if (r == -EAGAIN)
+				return 0;
+			n = r > 0 ? (int)r : 0;
+			if (r <= 0)
+				why = p->rr.why ? p->rr.why : "connection lost";
+		} else if (p->ssl) {
 			n = SSL_read(p->ssl, p->buf + p->used, (int)(need - p->used));
 			if (n <= 0) {
 				int e = SSL_get_error(p->ssl, n);
@@ -489,6 +506,39 @@ static int peer_read(struct peer *p, uint64_t now)
 	return 0;
 }
 
+/* After the handshake: the reading direction to the record reader when the
+ * secret was kept and the suite is one it opens (record.h), starting with
+ * what the buffering BIO read ahead; SSL_read otherwise, as before.
+ * Returns -1 if the connection cannot go on (the BIO's bytes half moved). */
+static int own_records(struct peer *p)
+{
+	uint8_t secret[TLS13W_MAX_SECRET];
+	size_t len = 0;
+	const char *suite;
+	BIO *rb = SSL_get_rbio(p->ssl);
+	size_t pre = rb ? BIO_ctrl_pending(rb) : 0;
+	int ok = tls_record_keys(p->ssl, secret, sizeof(secret), &len, &suite) == 0 &&
+		 !SSL_has_pending(p->ssl) && pre <= TLS13R_BUF &&
+		 tls13r_init(&p->rr, suite, secret, len, p->w.fd, NULL, 0) == 0;
+	OPENSSL_cleanse(secret, sizeof(secret));
+	int rc = 0;
+	if (ok) {
+		p->own_records = 1;
+		p->col->own_records++;
+		if (pre && BIO_read(rb, p->rr.raw, (int)pre) != (int)pre)
+			rc = -1;
+		else
+			p->rr.hi = pre;
+	}
+	ERR_clear_error();
+	return rc;
+}
+
+static int peer_pending(const struct peer *p)
+{
+	return p->own_records ? tls13r_pending(&p->rr) : p->ssl && tls_pending(p->ssl);
+}
+
 static void peer_handshake(struct peer *p, uint64_t now)
 {
 	int r = SSL_accept(p->ssl);
@@ -511,6 +561,10 @@ static void peer_handshake(struct peer *p, uint64_t now)
 	}
 	p->hs_done = 1;
 	p->last_ns = now;
+	if (own_records(p) < 0) {
+		peer_close(p, "closed: ", "could not move its records to the record reader");
+		return;
+	}
 	peer_read(p, now);
 }
 
@@ -651,7 +705,7 @@ static size_t col_poll(struct source *s, size_t budget)
 	struct peer *next;
 	for (struct peer *p = col->peers; p; p = next) {
 		next = p->next;
-		if (p->more || (p->ssl && tls_pending(p->ssl))) {
+		if (p->more || peer_pending(p)) {
 			p->more = 0;
 			work++;
 			peer_read(p, now);
@@ -664,7 +718,7 @@ static int col_prepare_sleep(struct source *s)
 {
 	struct collector *col = s->priv;
 	for (struct peer *p = col->peers; p; p = p->next)
-		if (p->more || (p->ssl && tls_pending(p->ssl)))
+		if (p->more || peer_pending(p))
 			return 1;
 	return 0;
 }
@@ -803,10 +857,12 @@ static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
 {
 	int n = snprintf(buf + at, len - at,
 			 "collector listen=%s tls=%s peers=%zu agents=%zu accepted=%llu "
-			 "rejected=%llu bad_frames=%llu unauth_evicted=%llu\n", col->listen,
+			 "rejected=%llu bad_frames=%llu unauth_evicted=%llu own_records=%llu "
+			 "key_updates=%llu\n", col->listen,
 			 col->ctx ? "yes" : "NO", col->n_peers, col->n_recs,
 			 (unsigned long long)col->accepted, (unsigned long long)col->rejected,
-			 (unsigned long long)col->bad_frames, (unsigned long long)col->unauth_evicted);
+			 (unsigned long long)col->bad_frames, (unsigned long long)col->unauth_evicted,
+			 (unsigned long long)col->own_records, (unsigned long long)col->key_updates);
 	if (n > 0)
 		at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
 	for (size_t i = 0; i < col->n_recs && at < len; i++) {

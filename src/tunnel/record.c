@@ -54,18 +54,62 @@ static int expand_label(const char *md, const uint8_t *secret, size_t secret_len
 	return ok ? 0 : -EINVAL;
 }
 
-/* Keys of the current secret into the cipher context. */
-static int set_keys(struct tls13w *w)
+/* key and iv of a traffic secret (RFC 8446 7.3). */
+static int derive(const char *md, const uint8_t *secret, size_t secret_len, size_t key_len,
+		  uint8_t key[32], uint8_t iv[12])
+{
+	return expand_label(md, secret, secret_len, "key", key, key_len) ?:
+	       expand_label(md, secret, secret_len, "iv", iv, 12);
+}
+
+/* The keys of a traffic secret into a cipher context set up for either
+ * direction (EVP_CipherInit_ex's -1 keeps it), iv out. */
+static int load_keys(EVP_CIPHER_CTX *ctx, const char *md, const uint8_t *secret,
+		     size_t secret_len, size_t key_len, uint8_t iv[12])
 {
 	uint8_t key[32];
-	int err = expand_label(w->md, w->secret, w->secret_len, "key", key, w->key_len);
-	if (!err)
-		err = expand_label(w->md, w->secret, w->secret_len, "iv", w->iv, sizeof(w->iv));
-	if (!err && EVP_EncryptInit_ex(w->ctx, NULL, NULL, key, NULL) != 1)
+	int err = derive(md, secret, secret_len, key_len, key, iv);
+	if (!err && EVP_CipherInit_ex(ctx, NULL, NULL, key, NULL, -1) != 1)
 		err = -EINVAL;
 	OPENSSL_cleanse(key, sizeof(key));
-	w->seq = 0;
 	return err;
+}
+
+static int set_keys(struct tls13w *w)
+{
+	w->seq = 0;
+	return load_keys(w->ctx, w->md, w->secret, w->secret_len, w->key_len, w->iv);
+}
+
+/* The tunnel's suites: cipher, hash and key length; -ENOTSUP for others or a
+ * secret that is not of the hash's length. */
+static int suite_params(const char *suite, size_t secret_len, const EVP_CIPHER **c,
+			const char **md, size_t *key_len)
+{
+	if (!strcmp(suite, "TLS_AES_128_GCM_SHA256")) {
+		*c = EVP_aes_128_gcm();
+		*md = "SHA256";
+		*key_len = 16;
+	} else if (!strcmp(suite, "TLS_AES_256_GCM_SHA384")) {
+		*c = EVP_aes_256_gcm();
+		*md = "SHA384";
+		*key_len = 32;
+	} else if (!strcmp(suite, "TLS_CHACHA20_POLY1305_SHA256")) {
+		*c = EVP_chacha20_poly1305();
+		*md = "SHA256";
+		*key_len = 32;
+	} else {
+		return -ENOTSUP;
+	}
+	return secret_len == (!strcmp(*md, "SHA384") ? 48u : 32u) ? 0 : -ENOTSUP;
+}
+
+/* The nonce of record seq (RFC 8446 5.3). */
+static void make_nonce(const uint8_t iv[12], uint64_t seq, uint8_t nonce[12])
+{
+	memcpy(nonce, iv, 12);
+	for (int i = 0; i < 8; i++)
+		nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
 }
 
 int tls13w_init(struct tls13w *w, const char *suite, const uint8_t *secret, size_t secret_len,
@@ -74,24 +118,9 @@ int tls13w_init(struct tls13w *w, const char *suite, const uint8_t *secret, size
 	memset(w, 0, sizeof(*w));
 	w->fd = -1;
 	const EVP_CIPHER *c;
-	if (!strcmp(suite, "TLS_AES_128_GCM_SHA256")) {
-		c = EVP_aes_128_gcm();
-		w->md = "SHA256";
-		w->key_len = 16;
-	} else if (!strcmp(suite, "TLS_AES_256_GCM_SHA384")) {
-		c = EVP_aes_256_gcm();
-		w->md = "SHA384";
-		w->key_len = 32;
-	} else if (!strcmp(suite, "TLS_CHACHA20_POLY1305_SHA256")) {
-		c = EVP_chacha20_poly1305();
-		w->md = "SHA256";
-		w->key_len = 32;
-	} else {
-		return -ENOTSUP;
-	}
-	size_t hash_len = !strcmp(w->md, "SHA384") ? 48 : 32;
-	if (secret_len != hash_len)
-		return -ENOTSUP;
+	int serr = suite_params(suite, secret_len, &c, &w->md, &w->key_len);
+	if (serr)
+		return serr;
 	memcpy(w->secret, secret, secret_len);
 	w->secret_len = secret_len;
 	w->records_per_key = records_per_key ? records_per_key : TLS13W_RECORDS_PER_KEY;
@@ -137,9 +166,7 @@ static int seal(struct tls13w *w, uint8_t type, const uint8_t *p, size_t n)
 	r[3] = (uint8_t)(clen >> 8);
 	r[4] = (uint8_t)clen;
 	uint8_t nonce[12];
-	memcpy(nonce, w->iv, sizeof(nonce));
-	for (int i = 0; i < 8; i++)
-		nonce[4 + i] ^= (uint8_t)(w->seq >> (56 - 8 * i));
+	make_nonce(w->iv, w->seq, nonce);
 	int l;
 	if (EVP_EncryptInit_ex(w->ctx, NULL, NULL, NULL, nonce) != 1 ||
 	    EVP_EncryptUpdate(w->ctx, NULL, &l, r, REC_HDR) != 1 ||
@@ -177,6 +204,13 @@ static int key_update(struct tls13w *w)
 	}
 	OPENSSL_cleanse(next, sizeof(next));
 	return err ? -EIO : 0;
+}
+
+int tls13w_seal(struct tls13w *w, uint8_t type, const void *p, size_t n)
+{
+	if (n > REC_MAX_PLAIN)
+		return -EINVAL;
+	return room(w) ?: seal(w, type, p, n);
 }
 
 int tls13w_write(struct tls13w *w, const void *data, size_t n)
@@ -219,4 +253,227 @@ void tls13w_free(struct tls13w *w)
 	w->buf = NULL;
 	w->used = 0;
 	w->fd = -1;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static long fail(struct tls13r *r, long err, const char *why)
+{
+	r->why = why;
+	ERR_clear_error();
+	return err;
+}
+
+static int set_read_keys(struct tls13r *r)
+{
+	r->seq = 0;
+	return load_keys(r->ctx, r->md, r->secret, r->secret_len, r->key_len, r->iv);
+}
+
+int tls13r_init(struct tls13r *r, const char *suite, const uint8_t *secret, size_t secret_len,
+		int fd, const uint8_t *pre, size_t pre_len)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+	const EVP_CIPHER *c;
+	int err = suite_params(suite, secret_len, &c, &r->md, &r->key_len);
+	if (err)
+		return err;
+	if (pre_len > TLS13R_BUF)
+		return -ENOMEM;
+	memcpy(r->secret, secret, secret_len);
+	r->secret_len = secret_len;
+	r->raw = malloc(TLS13R_BUF);
+	r->plain = malloc(REC_MAX_PLAIN + 256);
+	r->ctx = EVP_CIPHER_CTX_new();
+	err = -ENOMEM;
+	if (r->raw && r->plain && r->ctx && EVP_DecryptInit_ex(r->ctx, c, NULL, NULL, NULL) == 1 &&
+	    EVP_CIPHER_CTX_ctrl(r->ctx, EVP_CTRL_AEAD_SET_IVLEN, sizeof(r->iv), NULL) == 1)
+		err = set_read_keys(r);
+	if (err) {
+		ERR_clear_error();
+		tls13r_free(r);
+		return err;
+	}
+	if (pre_len)
+		memcpy(r->raw, pre, pre_len);
+	r->hi = pre_len;
+	r->fd = fd;
+	return 0;
+}
+
+/* The length of the whole record at raw[lo] (header included), 0 if its
+ * header is not all there yet, -1 if the header is bad (why set). */
+static long rec_len(struct tls13r *r)
+{
+	if (r->hi - r->lo < REC_HDR)
+		return 0;
+	const uint8_t *h = r->raw + r->lo;
+	size_t len = (size_t)h[3] << 8 | h[4];
+	if (h[0] != CT_APPDATA) {
+		r->why = "a record that is not application data after the handshake";
+		return -1;
+	}
+	if (h[1] != 3 || h[2] != 3) {
+		r->why = "a record with a version other than 0x0303";
+		return -1;
+	}
+	if (len < 1 + REC_TAG || len > REC_MAX_PLAIN + 256) {
+		r->why = "a record of a length TLS 1.3 does not allow";
+		return -1;
+	}
+	return (long)(REC_HDR + len);
+}
+
+int tls13r_pending(const struct tls13r *r)
+{
+	if (r->phi > r->plo)
+		return 1;
+	if (r->hi - r->lo < REC_HDR)
+		return 0;
+	const uint8_t *h = r->raw + r->lo;
+	return r->hi - r->lo >= REC_HDR + ((size_t)h[3] << 8 | h[4]);
+}
+
+/* More ciphertext from fd: 1 got some, 0 the peer closed, -EAGAIN, -EIO. */
+static int fill(struct tls13r *r)
+{
+	if (r->lo && (r->lo == r->hi || TLS13R_BUF - r->hi < REC_MAX)) {
+		memmove(r->raw, r->raw + r->lo, r->hi - r->lo); /* at most one partial record */
+		r->hi -= r->lo;
+		r->lo = 0;
+	}
+	if (r->hi == TLS13R_BUF) { /* cannot be: a whole record would be there */
+		r->why = "record buffer full";
+		return -EIO;
+	}
+	for (;;) {
+		ssize_t n = recv(r->fd, r->raw + r->hi, TLS13R_BUF - r->hi, MSG_DONTWAIT);
+		if (n > 0) {
+			r->hi += (size_t)n;
+			return 1;
+		}
+		if (n == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return -EAGAIN;
+		r->why = "connection lost";
+		return -EIO;
+	}
+}
+
+/* KeyUpdate (RFC 8446 4.6.3): the next secret for what follows. */
+static long key_update_in(struct tls13r *r, const uint8_t *m, size_t n)
+{
+	if (n != 5 || m[0] != 24 || m[1] || m[2] || m[3] != 1)
+		return fail(r, -EPROTO, "a handshake message other than KeyUpdate after the handshake");
+	if (m[4] != 0)
+		return fail(r, -EPROTO, m[4] == 1 ? "a KeyUpdate asking for an update (agents never do)"
+					       : "a KeyUpdate with a bad request field");
+	uint8_t next[TLS13W_MAX_SECRET];
+	int err = expand_label(r->md, r->secret, r->secret_len, "traffic upd", next, r->secret_len);
+	if (!err) {
+		memcpy(r->secret, next, r->secret_len);
+		err = set_read_keys(r);
+	}
+	OPENSSL_cleanse(next, sizeof(next));
+	if (err)
+		return fail(r, -EIO, "deriving the next key failed");
+	r->key_updates++;
+	return 0;
+}
+
+long tls13r_read(struct tls13r *r, void *out, size_t n)
+{
+	for (;;) {
+		if (r->phi > r->plo) {
+			size_t k = r->phi - r->plo < n ? r->phi - r->plo : n;
+			memcpy(out, r->plain + r->plo, k);
+			r->plo += k;
+			return (long)k;
+		}
+		if (r->closed)
+			return 0;
+		long len = rec_len(r);
+		if (len < 0)
+			return fail(r, -EPROTO, r->why);
+		if (!len || r->hi - r->lo < (size_t)len) {
+			int got = fill(r);
+			if (got == 0) {
+				if (r->hi > r->lo)
+					return fail(r, -EPROTO, "connection ended inside a record");
+				r->why = "closed without close_notify";
+				return 0;
+			}
+			if (got < 0)
+				return got;
+			continue;
+		}
+		const uint8_t *rec = r->raw + r->lo;
+		size_t clen = (size_t)len - REC_HDR - REC_TAG; /* inner plaintext */
+		if (clen > REC_MAX_PLAIN + 1) /* RFC 8446 5.4 */
+			return fail(r, -EPROTO, "a record over 2^14 + 1 bytes of inner plaintext");
+		/* straight into the caller's buffer when the whole record fits */
+		uint8_t *dst = n >= clen ? out : r->plain;
+		uint8_t nonce[12];
+		make_nonce(r->iv, r->seq, nonce);
+		int l;
+		if (EVP_DecryptInit_ex(r->ctx, NULL, NULL, NULL, nonce) != 1 ||
+		    EVP_DecryptUpdate(r->ctx, NULL, &l, rec, REC_HDR) != 1 ||
+		    EVP_DecryptUpdate(r->ctx, dst, &l, rec + REC_HDR, (int)clen) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(r->ctx, EVP_CTRL_AEAD_SET_TAG, REC_TAG,
+					(void *)(rec + REC_HDR + clen)) != 1 ||
+		    EVP_DecryptFinal_ex(r->ctx, dst + clen, &l) != 1)
+			return fail(r, -EPROTO, "a record that does not decrypt (bad record MAC)");
+		r->lo += (size_t)len;
+		r->seq++;
+		r->records++;
+		size_t k = clen;
+		while (k && !dst[k - 1])
+			k--;
+		if (!k)
+			return fail(r, -EPROTO, "a record without a content type");
+		uint8_t type = dst[k - 1];
+		size_t content = k - 1;
+		if (type == CT_APPDATA) {
+			if (!content)
+				continue;
+			if (dst == out)
+				return (long)content;
+			r->plo = 0;
+			r->phi = content;
+			continue;
+		}
+		if (type == CT_ALERT) {
+			if (content != 2)
+				return fail(r, -EPROTO, "a malformed alert");
+			if (dst[1] != 0)
+				return fail(r, -EPROTO, "an alert from the peer");
+			r->closed = 1;
+			r->why = "closed (close_notify)";
+			return 0;
+		}
+		if (type == CT_HANDSHAKE) {
+			long e = key_update_in(r, dst, content);
+			if (e)
+				return e;
+			continue;
+		}
+		return fail(r, -EPROTO, "a record of an unknown content type");
+	}
+}
+
+void tls13r_free(struct tls13r *r)
+{
+	EVP_CIPHER_CTX_free(r->ctx);
+	if (r->plain)
+		OPENSSL_cleanse(r->plain, REC_MAX_PLAIN + 256);
+	free(r->raw);
+	free(r->plain);
+	OPENSSL_cleanse(r->secret, sizeof(r->secret));
+	OPENSSL_cleanse(r->iv, sizeof(r->iv));
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
 }

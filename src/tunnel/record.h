@@ -52,11 +52,62 @@ int tls13w_init(struct tls13w *w, const char *suite, const uint8_t *secret, size
  * the buffer to fd whenever it is full. 0 or -EIO (fd failed: the
  * connection is lost). */
 int tls13w_write(struct tls13w *w, const void *p, size_t n);
+/* One record of inner content type `type` (21 alert, 22 handshake, 23
+ * data; n <= 16 KiB), buffered: what the agent never sends otherwise, for
+ * the tests of the reader. 0, -EINVAL or -EIO. */
+int tls13w_seal(struct tls13w *w, uint8_t type, const void *p, size_t n);
 /* Writes what is buffered. 0 or -EIO. */
 int tls13w_flush(struct tls13w *w);
 /* A close_notify alert, flushed (best effort). */
 void tls13w_close(struct tls13w *w);
 /* Frees the buffer and wipes the keys. */
 void tls13w_free(struct tls13w *w);
+
+/*
+ * The collector's side: the agent's records read and opened here after
+ * OpenSSL's handshake, where SSL_read copied each record out of the
+ * buffering BIO into its own buffer and then the plaintext into the frame
+ * buffer. The AEAD opens a record straight into the caller's buffer when
+ * it has room for it (the frame buffer: almost always), else into a record
+ * buffer of its own. Everything from the network is checked before use:
+ * outer type application_data, version 0x0303, ciphertext length 17 ..
+ * 2^14 + 256, the tag (before a byte of it is delivered), inner plaintext
+ * at most 2^14 + 1 with a non-zero content type; inner types: application
+ * data, a close_notify alert (the end), a KeyUpdate without a requested
+ * update (the next secret); anything else ends the connection with a reason.
+ */
+#define TLS13R_BUF (256 * 1024)
+
+struct tls13r {
+	struct evp_cipher_ctx_st *ctx;
+	const char *md;
+	uint8_t secret[TLS13W_MAX_SECRET];
+	size_t secret_len, key_len;
+	uint8_t iv[12];
+	uint64_t seq, records, key_updates;
+	int fd, closed;
+	const char *why;                /* the reason of the last error (static) */
+	uint8_t *raw;                   /* ciphertext from the socket: [lo, hi) */
+	size_t lo, hi;
+	uint8_t *plain;                 /* an opened record not yet delivered: [plo, phi) */
+	size_t plo, phi;
+};
+
+/* Takes over ssl's reading direction on fd (ssl: a finished TLS 1.3
+ * handshake, nothing read since, no record pending in it; secret: the
+ * client's application traffic secret); pre[0..pre_len): the bytes its BIO
+ * read ahead from fd, the first of the records. 0, -ENOTSUP or -ENOMEM (r
+ * then empty). */
+int tls13r_init(struct tls13r *r, const char *suite, const uint8_t *secret, size_t secret_len,
+		int fd, const uint8_t *pre, size_t pre_len);
+/* Up to n bytes of clear text into out: > 0 bytes; 0 the end (close_notify,
+ * or the peer closed between records: why says which); -EAGAIN nothing
+ * yet (fd would block); -EPROTO or -EIO: the connection is bad or lost
+ * (why says why). */
+long tls13r_read(struct tls13r *r, void *out, size_t n);
+/* 1 if tls13r_read can deliver without waiting for fd (an opened record,
+ * or a whole one buffered). */
+int tls13r_pending(const struct tls13r *r);
+void tls13r_free(struct tls13r *r);
 
 #endif

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <openssl/crypto.h>
@@ -76,14 +78,32 @@ fail:
 	return NULL;
 }
 
-/* The client's application traffic secret of the handshake this thread ran
- * last (OpenSSL hands secrets only to the key-log callback, which runs
- * inside SSL_connect on the calling thread). Taken once, then wiped. */
-static __thread struct {
-	const SSL *ssl;
+/* The client's application traffic secret of a handshake, kept with its SSL
+ * (ex_data) from the key-log callback (OpenSSL hands secrets only to it)
+ * until taken, then wiped; freed with the SSL. A collector runs many
+ * handshakes at once, so the secret must stay with its own connection. */
+struct secret {
 	size_t len;
-	uint8_t secret[48];
-} tl_secret;
+	uint8_t b[48];
+};
+
+static int secret_idx = -1;
+static pthread_once_t secret_once = PTHREAD_ONCE_INIT;
+
+static void secret_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (ptr) {
+		OPENSSL_cleanse(ptr, sizeof(struct secret));
+		free(ptr);
+	}
+}
+
+static void secret_init(void)
+{
+	secret_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, secret_free);
+}
 
 static int unhex_nibble(char c)
 {
@@ -91,39 +111,71 @@ static int unhex_nibble(char c)
 	       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-static void keylog_cb(const SSL *ssl, const char *line)
+static void keylog_cb(const SSL *cssl, const char *line)
 {
 	static const char pfx[] = "CLIENT_TRAFFIC_SECRET_0 ";
-	if (strncmp(line, pfx, sizeof(pfx) - 1))
+	SSL *ssl = (SSL *)cssl; /* the callback's SSL is the connection's own */
+	if (secret_idx < 0 || strncmp(line, pfx, sizeof(pfx) - 1))
 		return;
 	const char *hex = strchr(line + sizeof(pfx) - 1, ' ');
 	if (!hex)
 		return;
 	hex++;
 	size_t n = strlen(hex);
-	if (n % 2 || n / 2 > sizeof(tl_secret.secret))
+	struct secret *s = SSL_get_ex_data(ssl, secret_idx);
+	if (n % 2 || n / 2 > sizeof(s->b))
 		return;
+	if (!s && (!(s = calloc(1, sizeof(*s))) || !SSL_set_ex_data(ssl, secret_idx, s))) {
+		free(s);
+		ERR_clear_error();
+		return;
+	}
+	s->len = 0;
 	for (size_t i = 0; i < n / 2; i++) {
 		int hi = unhex_nibble(hex[2 * i]), lo = unhex_nibble(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
-			OPENSSL_cleanse(&tl_secret, sizeof(tl_secret));
+			OPENSSL_cleanse(s, sizeof(*s));
 			return;
 		}
-		tl_secret.secret[i] = (uint8_t)(hi << 4 | lo);
+		s->b[i] = (uint8_t)(hi << 4 | lo);
 	}
-	tl_secret.ssl = ssl;
-	tl_secret.len = n / 2;
+	s->len = n / 2;
 }
 
-int tls_take_client_secret(const SSL *ssl, uint8_t *out, size_t cap, size_t *len)
+int tls_take_client_secret(const SSL *cssl, uint8_t *out, size_t cap, size_t *len)
 {
-	int ok = tl_secret.ssl == ssl && tl_secret.len && tl_secret.len <= cap;
+	SSL *ssl = (SSL *)cssl;
+	struct secret *s = secret_idx >= 0 ? SSL_get_ex_data(ssl, secret_idx) : NULL;
+	int ok = s && s->len && s->len <= cap;
 	if (ok) {
-		memcpy(out, tl_secret.secret, tl_secret.len);
-		*len = tl_secret.len;
+		memcpy(out, s->b, s->len);
+		*len = s->len;
 	}
-	OPENSSL_cleanse(&tl_secret, sizeof(tl_secret));
+	if (s) {
+		SSL_set_ex_data(ssl, secret_idx, NULL);
+		OPENSSL_cleanse(s, sizeof(*s));
+		free(s);
+	}
 	return ok ? 0 : -ENOENT;
+}
+
+int tls_record_keys(SSL *ssl, uint8_t *secret, size_t cap, size_t *len, const char **suite)
+{
+	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+	*suite = c ? SSL_CIPHER_standard_name(c) : NULL;
+	int err = tls_take_client_secret(ssl, secret, cap, len);
+	if (!err && (!*suite || SSL_version(ssl) != TLS1_3_VERSION)) {
+		OPENSSL_cleanse(secret, cap);
+		err = -ENOTSUP;
+	}
+	return err;
+}
+
+/* Both ends keep the client's traffic secret for their own record layer (record.h). */
+static void keep_secrets(SSL_CTX *ctx)
+{
+	pthread_once(&secret_once, secret_init);
+	SSL_CTX_set_keylog_callback(ctx, keylog_cb); /* in memory only: record.h */
 }
 
 SSL_CTX *tls_client_ctx(const struct sink_opts *o, const char **why)
@@ -131,7 +183,7 @@ SSL_CTX *tls_client_ctx(const struct sink_opts *o, const char **why)
 	SSL_CTX *ctx = ctx_new(TLS_client_method(), o, why);
 	if (ctx) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-		SSL_CTX_set_keylog_callback(ctx, keylog_cb); /* kept in memory only: record.h */
+		keep_secrets(ctx);
 	}
 	return ctx;
 }
@@ -152,6 +204,7 @@ SSL_CTX *tls_server_ctx(const struct sink_opts *o, const char **why)
 	 * buffer before every record (payload alignment), which copied each byte
 	 * eight times in a 256 KiB buffer. Bulk reads come from tls_set_buffered_fd. */
 	SSL_CTX_set_read_ahead(ctx, 0);
+	keep_secrets(ctx);
 	ERR_clear_error();
 	return ctx;
 }

@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 CORPUS=tests/fuzz/corpus
-TARGETS=(ring h2 frame hpack)
+TARGETS=(ring h2 frame hpack record)
 MAX_LEN=${FUZZ_MAX_LEN:-16384}
 
 build() {
@@ -29,7 +29,8 @@ seeds() {
 	cc -std=gnu11 -O1 -Isrc -D_GNU_SOURCE -o "$tmp/mkseeds" tests/fuzz/mkseeds.c \
 		src/transport/ring.c && mkdir -p "$CORPUS/ring" && "$tmp/mkseeds" "$CORPUS/ring" &&
 		python3 tests/fuzz/mkseeds_h2.py "$CORPUS/h2" &&
-		python3 tests/fuzz/mkseeds_frame.py "$CORPUS/frame"
+		python3 tests/fuzz/mkseeds_frame.py "$CORPUS/frame" &&
+		python3 tests/fuzz/mkseeds_record.py "$CORPUS/record"
 	local rc=$?
 	rm -rf "$tmp"
 	return $rc
