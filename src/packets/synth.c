@@ -17,7 +17,9 @@
  * On x86-64 GCC also makes an AVX2 copy, picked at load time where the CPU
  * has it: twice as fast as the baseline's SSE2 (the payload sum is a twentieth
  * of a collector's CPU). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+/* (not under ThreadSanitizer: the clone's resolver runs at relocation,
+ * before TSan's runtime is up, and its instrumented code crashes there) */
 #define SYNTH_VECTORIZE __attribute__((optimize("tree-vectorize"), target_clones("avx2", "default")))
 #elif defined(__GNUC__) && !defined(__clang__)
 #define SYNTH_VECTORIZE __attribute__((optimize("tree-vectorize")))
