@@ -22,7 +22,9 @@ def test_many_threads(env):
           f"want {THREADS * CONNS}")
     conns = srv.conns(THREADS * CONNS)
     procs, total = agent.final_stats()
-    cap = judge(agent.pcap)
+    # 200 connections in a second: the kernel may give a client port again once
+    # its earlier connection ended (excused only then, by the judge)
+    cap = judge(agent.pcap, allow_port_reuse=True)
     check_against_server(cap, conns)
     ps = proc_stats(procs, p.pid)
     check(ps is not None and stat_int(ps, "conns") == THREADS * CONNS,
