@@ -314,10 +314,10 @@ static void disconnect(struct tun *t)
 static int send_all(struct tun *t, const uint8_t *buf, size_t len)
 {
 	if (t->own_records) {
-		uint64_t ku = t->rw.key_updates;
+		uint64_t ku = t->rw.k.key_updates;
 		int err = tls13w_write(&t->rw, buf, len);
-		if (t->rw.key_updates != ku)
-			ADD(&t->key_updates, t->rw.key_updates - ku);
+		if (t->rw.k.key_updates != ku)
+			ADD(&t->key_updates, t->rw.k.key_updates - ku);
 		if (err < 0)
 			return -EIO;
 		ADD(&t->wire_bytes, (uint64_t)len);

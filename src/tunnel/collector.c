@@ -141,7 +141,7 @@ static void peer_close(struct peer *p, const char *fmt, const char *why)
 	if (p->ssl)
 		SSL_free(p->ssl);
 	if (p->own_records) {
-		col->key_updates += p->rr.key_updates;
+		col->key_updates += p->rr.k.key_updates;
 		tls13r_free(&p->rr);
 	}
 	if (p->rec)
@@ -519,7 +519,7 @@ static int own_records(struct peer *p)
 	size_t pre = rb ? BIO_ctrl_pending(rb) : 0;
 	int ok = tls_record_keys(p->ssl, secret, sizeof(secret), &len, &suite) == 0 &&
 		 !SSL_has_pending(p->ssl) && pre <= TLS13R_BUF &&
-		 tls13r_init(&p->rr, suite, secret, len, p->w.fd, NULL, 0) == 0;
+		 tls13r_init(&p->rr, suite, secret, len, p->w.fd) == 0;
 	OPENSSL_cleanse(secret, sizeof(secret));
 	int rc = 0;
 	if (ok) {

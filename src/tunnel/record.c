@@ -54,33 +54,6 @@ static int expand_label(const char *md, const uint8_t *secret, size_t secret_len
 	return ok ? 0 : -EINVAL;
 }
 
-/* key and iv of a traffic secret (RFC 8446 7.3). */
-static int derive(const char *md, const uint8_t *secret, size_t secret_len, size_t key_len,
-		  uint8_t key[32], uint8_t iv[12])
-{
-	return expand_label(md, secret, secret_len, "key", key, key_len) ?:
-	       expand_label(md, secret, secret_len, "iv", iv, 12);
-}
-
-/* The keys of a traffic secret into a cipher context set up for either
- * direction (EVP_CipherInit_ex's -1 keeps it), iv out. */
-static int load_keys(EVP_CIPHER_CTX *ctx, const char *md, const uint8_t *secret,
-		     size_t secret_len, size_t key_len, uint8_t iv[12])
-{
-	uint8_t key[32];
-	int err = derive(md, secret, secret_len, key_len, key, iv);
-	if (!err && EVP_CipherInit_ex(ctx, NULL, NULL, key, NULL, -1) != 1)
-		err = -EINVAL;
-	OPENSSL_cleanse(key, sizeof(key));
-	return err;
-}
-
-static int set_keys(struct tls13w *w)
-{
-	w->seq = 0;
-	return load_keys(w->ctx, w->md, w->secret, w->secret_len, w->key_len, w->iv);
-}
-
 /* The tunnel's suites: cipher, hash and key length; -ENOTSUP for others or a
  * secret that is not of the hash's length. */
 static int suite_params(const char *suite, size_t secret_len, const EVP_CIPHER **c,
@@ -104,12 +77,69 @@ static int suite_params(const char *suite, size_t secret_len, const EVP_CIPHER *
 	return secret_len == (!strcmp(*md, "SHA384") ? 48u : 32u) ? 0 : -ENOTSUP;
 }
 
-/* The nonce of record seq (RFC 8446 5.3). */
-static void make_nonce(const uint8_t iv[12], uint64_t seq, uint8_t nonce[12])
+/* The key and iv of the current secret (RFC 8446 7.3) into the context;
+ * records count from 0 again. */
+static int keys_load(struct tls13_keys *k)
 {
-	memcpy(nonce, iv, 12);
+	uint8_t key[32];
+	int err = expand_label(k->md, k->secret, k->secret_len, "key", key, k->key_len) ?:
+		  expand_label(k->md, k->secret, k->secret_len, "iv", k->iv, sizeof(k->iv));
+	if (!err && EVP_CipherInit_ex(k->ctx, NULL, NULL, key, NULL, -1) != 1)
+		err = -EINVAL;
+	OPENSSL_cleanse(key, sizeof(key));
+	k->seq = 0;
+	return err;
+}
+
+/* Keys of secret for one direction (enc: 1 sealing, 0 opening). 0, -ENOTSUP,
+ * -ENOMEM or -EINVAL (k then empty). */
+static int keys_init(struct tls13_keys *k, const char *suite, const uint8_t *secret,
+		     size_t secret_len, int enc)
+{
+	memset(k, 0, sizeof(*k));
+	const EVP_CIPHER *c;
+	int err = suite_params(suite, secret_len, &c, &k->md, &k->key_len);
+	if (err)
+		return err;
+	memcpy(k->secret, secret, secret_len);
+	k->secret_len = secret_len;
+	err = -ENOMEM;
+	if ((k->ctx = EVP_CIPHER_CTX_new()) && EVP_CipherInit_ex(k->ctx, c, NULL, NULL, NULL, enc) == 1 &&
+	    EVP_CIPHER_CTX_ctrl(k->ctx, EVP_CTRL_AEAD_SET_IVLEN, sizeof(k->iv), NULL) == 1)
+		err = keys_load(k);
+	ERR_clear_error();
+	return err;
+}
+
+/* The next secret (KeyUpdate, RFC 8446 7.2) and its keys. 0 or -EIO. */
+static int keys_next(struct tls13_keys *k)
+{
+	uint8_t next[TLS13W_MAX_SECRET];
+	int err = expand_label(k->md, k->secret, k->secret_len, "traffic upd", next, k->secret_len);
+	if (!err) {
+		memcpy(k->secret, next, k->secret_len);
+		err = keys_load(k);
+	}
+	OPENSSL_cleanse(next, sizeof(next));
+	ERR_clear_error();
+	if (err)
+		return -EIO;
+	k->key_updates++;
+	return 0;
+}
+
+/* The nonce of the next record (RFC 8446 5.3). */
+static void keys_nonce(const struct tls13_keys *k, uint8_t nonce[12])
+{
+	memcpy(nonce, k->iv, 12);
 	for (int i = 0; i < 8; i++)
-		nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
+		nonce[4 + i] ^= (uint8_t)(k->seq >> (56 - 8 * i));
+}
+
+static void keys_free(struct tls13_keys *k)
+{
+	EVP_CIPHER_CTX_free(k->ctx);
+	OPENSSL_cleanse(k, sizeof(*k));
 }
 
 int tls13w_init(struct tls13w *w, const char *suite, const uint8_t *secret, size_t secret_len,
@@ -117,24 +147,14 @@ int tls13w_init(struct tls13w *w, const char *suite, const uint8_t *secret, size
 {
 	memset(w, 0, sizeof(*w));
 	w->fd = -1;
-	const EVP_CIPHER *c;
-	int serr = suite_params(suite, secret_len, &c, &w->md, &w->key_len);
-	if (serr)
-		return serr;
-	memcpy(w->secret, secret, secret_len);
-	w->secret_len = secret_len;
-	w->records_per_key = records_per_key ? records_per_key : TLS13W_RECORDS_PER_KEY;
-	w->buf = malloc(TLS13W_BUF);
-	w->ctx = EVP_CIPHER_CTX_new();
-	int err = -ENOMEM;
-	if (w->buf && w->ctx && EVP_EncryptInit_ex(w->ctx, c, NULL, NULL, NULL) == 1 &&
-	    EVP_CIPHER_CTX_ctrl(w->ctx, EVP_CTRL_AEAD_SET_IVLEN, sizeof(w->iv), NULL) == 1)
-		err = set_keys(w);
+	int err = keys_init(&w->k, suite, secret, secret_len, 1);
+	if (!err && !(w->buf = malloc(TLS13W_BUF)))
+		err = -ENOMEM;
 	if (err) {
-		ERR_clear_error();
 		tls13w_free(w);
 		return err;
 	}
+	w->records_per_key = records_per_key ? records_per_key : TLS13W_RECORDS_PER_KEY;
 	w->fd = fd;
 	return 0;
 }
@@ -166,19 +186,20 @@ static int seal(struct tls13w *w, uint8_t type, const uint8_t *p, size_t n)
 	r[3] = (uint8_t)(clen >> 8);
 	r[4] = (uint8_t)clen;
 	uint8_t nonce[12];
-	make_nonce(w->iv, w->seq, nonce);
+	keys_nonce(&w->k, nonce);
+	EVP_CIPHER_CTX *ctx = w->k.ctx;
 	int l;
-	if (EVP_EncryptInit_ex(w->ctx, NULL, NULL, NULL, nonce) != 1 ||
-	    EVP_EncryptUpdate(w->ctx, NULL, &l, r, REC_HDR) != 1 ||
-	    (n && EVP_EncryptUpdate(w->ctx, r + REC_HDR, &l, p, (int)n) != 1) ||
-	    EVP_EncryptUpdate(w->ctx, r + REC_HDR + n, &l, &type, 1) != 1 ||
-	    EVP_EncryptFinal_ex(w->ctx, r + REC_HDR + n + 1, &l) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(w->ctx, EVP_CTRL_AEAD_GET_TAG, REC_TAG, r + REC_HDR + n + 1) != 1) {
+	if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1 ||
+	    EVP_EncryptUpdate(ctx, NULL, &l, r, REC_HDR) != 1 ||
+	    (n && EVP_EncryptUpdate(ctx, r + REC_HDR, &l, p, (int)n) != 1) ||
+	    EVP_EncryptUpdate(ctx, r + REC_HDR + n, &l, &type, 1) != 1 ||
+	    EVP_EncryptFinal_ex(ctx, r + REC_HDR + n + 1, &l) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, REC_TAG, r + REC_HDR + n + 1) != 1) {
 		ERR_clear_error();
 		return -EIO;
 	}
 	w->used += REC_HDR + clen;
-	w->seq++;
+	w->k.seq++;
 	w->records++;
 	return 0;
 }
@@ -193,17 +214,7 @@ static int room(struct tls13w *w)
 static int key_update(struct tls13w *w)
 {
 	static const uint8_t msg[] = { 24, 0, 0, 1, 0 };
-	uint8_t next[TLS13W_MAX_SECRET];
-	int err = room(w) ?: seal(w, CT_HANDSHAKE, msg, sizeof(msg));
-	if (!err)
-		err = expand_label(w->md, w->secret, w->secret_len, "traffic upd", next, w->secret_len);
-	if (!err) {
-		memcpy(w->secret, next, w->secret_len);
-		err = set_keys(w);
-		w->key_updates++;
-	}
-	OPENSSL_cleanse(next, sizeof(next));
-	return err ? -EIO : 0;
+	return room(w) ?: seal(w, CT_HANDSHAKE, msg, sizeof(msg)) ?: keys_next(&w->k);
 }
 
 int tls13w_seal(struct tls13w *w, uint8_t type, const void *p, size_t n)
@@ -218,7 +229,7 @@ int tls13w_write(struct tls13w *w, const void *data, size_t n)
 	const uint8_t *p = data;
 	while (n) {
 		int err;
-		if (w->seq >= w->records_per_key && (err = key_update(w)))
+		if (w->k.seq >= w->records_per_key && (err = key_update(w)))
 			return err;
 		size_t k = n < REC_MAX_PLAIN ? n : REC_MAX_PLAIN;
 		if ((err = room(w)) || (err = seal(w, CT_APPDATA, p, k)))
@@ -237,7 +248,7 @@ int tls13w_flush(struct tls13w *w)
 void tls13w_close(struct tls13w *w)
 {
 	static const uint8_t close_notify[] = { 1, 0 }; /* warning, close_notify */
-	if (!w->ctx || w->fd < 0)
+	if (!w->k.ctx || w->fd < 0)
 		return;
 	if (!room(w) && !seal(w, CT_ALERT, close_notify, sizeof(close_notify)))
 		(void)write_out(w);
@@ -245,11 +256,8 @@ void tls13w_close(struct tls13w *w)
 
 void tls13w_free(struct tls13w *w)
 {
-	EVP_CIPHER_CTX_free(w->ctx);
+	keys_free(&w->k);
 	free(w->buf);
-	OPENSSL_cleanse(w->secret, sizeof(w->secret));
-	OPENSSL_cleanse(w->iv, sizeof(w->iv));
-	w->ctx = NULL;
 	w->buf = NULL;
 	w->used = 0;
 	w->fd = -1;
@@ -264,40 +272,18 @@ static long fail(struct tls13r *r, long err, const char *why)
 	return err;
 }
 
-static int set_read_keys(struct tls13r *r)
-{
-	r->seq = 0;
-	return load_keys(r->ctx, r->md, r->secret, r->secret_len, r->key_len, r->iv);
-}
-
 int tls13r_init(struct tls13r *r, const char *suite, const uint8_t *secret, size_t secret_len,
-		int fd, const uint8_t *pre, size_t pre_len)
+		int fd)
 {
 	memset(r, 0, sizeof(*r));
 	r->fd = -1;
-	const EVP_CIPHER *c;
-	int err = suite_params(suite, secret_len, &c, &r->md, &r->key_len);
-	if (err)
-		return err;
-	if (pre_len > TLS13R_BUF)
-		return -ENOMEM;
-	memcpy(r->secret, secret, secret_len);
-	r->secret_len = secret_len;
-	r->raw = malloc(TLS13R_BUF);
-	r->plain = malloc(REC_MAX_PLAIN + 256);
-	r->ctx = EVP_CIPHER_CTX_new();
-	err = -ENOMEM;
-	if (r->raw && r->plain && r->ctx && EVP_DecryptInit_ex(r->ctx, c, NULL, NULL, NULL) == 1 &&
-	    EVP_CIPHER_CTX_ctrl(r->ctx, EVP_CTRL_AEAD_SET_IVLEN, sizeof(r->iv), NULL) == 1)
-		err = set_read_keys(r);
+	int err = keys_init(&r->k, suite, secret, secret_len, 0);
+	if (!err && (!(r->raw = malloc(TLS13R_BUF)) || !(r->plain = malloc(REC_MAX_PLAIN + 256))))
+		err = -ENOMEM;
 	if (err) {
-		ERR_clear_error();
 		tls13r_free(r);
 		return err;
 	}
-	if (pre_len)
-		memcpy(r->raw, pre, pre_len);
-	r->hi = pre_len;
 	r->fd = fd;
 	return 0;
 }
@@ -372,17 +358,7 @@ static long key_update_in(struct tls13r *r, const uint8_t *m, size_t n)
 	if (m[4] != 0)
 		return fail(r, -EPROTO, m[4] == 1 ? "a KeyUpdate asking for an update (agents never do)"
 					       : "a KeyUpdate with a bad request field");
-	uint8_t next[TLS13W_MAX_SECRET];
-	int err = expand_label(r->md, r->secret, r->secret_len, "traffic upd", next, r->secret_len);
-	if (!err) {
-		memcpy(r->secret, next, r->secret_len);
-		err = set_read_keys(r);
-	}
-	OPENSSL_cleanse(next, sizeof(next));
-	if (err)
-		return fail(r, -EIO, "deriving the next key failed");
-	r->key_updates++;
-	return 0;
+	return keys_next(&r->k) ? fail(r, -EIO, "deriving the next key failed") : 0;
 }
 
 long tls13r_read(struct tls13r *r, void *out, size_t n)
@@ -418,17 +394,18 @@ long tls13r_read(struct tls13r *r, void *out, size_t n)
 		/* straight into the caller's buffer when the whole record fits */
 		uint8_t *dst = n >= clen ? out : r->plain;
 		uint8_t nonce[12];
-		make_nonce(r->iv, r->seq, nonce);
+		keys_nonce(&r->k, nonce);
+		EVP_CIPHER_CTX *ctx = r->k.ctx;
 		int l;
-		if (EVP_DecryptInit_ex(r->ctx, NULL, NULL, NULL, nonce) != 1 ||
-		    EVP_DecryptUpdate(r->ctx, NULL, &l, rec, REC_HDR) != 1 ||
-		    EVP_DecryptUpdate(r->ctx, dst, &l, rec + REC_HDR, (int)clen) != 1 ||
-		    EVP_CIPHER_CTX_ctrl(r->ctx, EVP_CTRL_AEAD_SET_TAG, REC_TAG,
+		if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1 ||
+		    EVP_DecryptUpdate(ctx, NULL, &l, rec, REC_HDR) != 1 ||
+		    EVP_DecryptUpdate(ctx, dst, &l, rec + REC_HDR, (int)clen) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, REC_TAG,
 					(void *)(rec + REC_HDR + clen)) != 1 ||
-		    EVP_DecryptFinal_ex(r->ctx, dst + clen, &l) != 1)
+		    EVP_DecryptFinal_ex(ctx, dst + clen, &l) != 1)
 			return fail(r, -EPROTO, "a record that does not decrypt (bad record MAC)");
 		r->lo += (size_t)len;
-		r->seq++;
+		r->k.seq++;
 		r->records++;
 		size_t k = clen;
 		while (k && !dst[k - 1])
@@ -467,13 +444,11 @@ long tls13r_read(struct tls13r *r, void *out, size_t n)
 
 void tls13r_free(struct tls13r *r)
 {
-	EVP_CIPHER_CTX_free(r->ctx);
+	keys_free(&r->k);
 	if (r->plain)
 		OPENSSL_cleanse(r->plain, REC_MAX_PLAIN + 256);
 	free(r->raw);
 	free(r->plain);
-	OPENSSL_cleanse(r->secret, sizeof(r->secret));
-	OPENSSL_cleanse(r->iv, sizeof(r->iv));
 	memset(r, 0, sizeof(*r));
 	r->fd = -1;
 }

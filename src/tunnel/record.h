@@ -1,4 +1,4 @@
-/* The agent's side of the tunnel after the handshake: TLS 1.3 records sealed straight into one send buffer. */
+/* The tunnel after the handshake: TLS 1.3 records the agent seals straight into its send buffer and the collector opens straight into its frame buffer. */
 #ifndef TLSMIRROR_TUNNEL_RECORD_H
 #define TLSMIRROR_TUNNEL_RECORD_H
 
@@ -28,14 +28,21 @@
 #define TLS13W_MAX_SECRET 48
 
 struct evp_cipher_ctx_st;
-struct tls13w {
+/* One direction's keys: the traffic secret, its key and iv in an AEAD
+ * context, the record sequence number. */
+struct tls13_keys {
 	struct evp_cipher_ctx_st *ctx;
 	const char *md;                 /* "SHA256" or "SHA384" */
 	uint8_t secret[TLS13W_MAX_SECRET];
 	size_t secret_len, key_len;
 	uint8_t iv[12];
-	uint64_t seq, records_per_key;
-	uint64_t records, key_updates;
+	uint64_t seq;
+	uint64_t key_updates;           /* secrets moved on from the first */
+};
+
+struct tls13w {
+	struct tls13_keys k;
+	uint64_t records_per_key, records;
 	int fd;
 	uint8_t *buf;
 	size_t used;
@@ -79,12 +86,8 @@ void tls13w_free(struct tls13w *w);
 #define TLS13R_BUF (256 * 1024)
 
 struct tls13r {
-	struct evp_cipher_ctx_st *ctx;
-	const char *md;
-	uint8_t secret[TLS13W_MAX_SECRET];
-	size_t secret_len, key_len;
-	uint8_t iv[12];
-	uint64_t seq, records, key_updates;
+	struct tls13_keys k;
+	uint64_t records;
 	int fd, closed;
 	const char *why;                /* the reason of the last error (static) */
 	uint8_t *raw;                   /* ciphertext from the socket: [lo, hi) */
@@ -95,11 +98,12 @@ struct tls13r {
 
 /* Takes over ssl's reading direction on fd (ssl: a finished TLS 1.3
  * handshake, nothing read since, no record pending in it; secret: the
- * client's application traffic secret); pre[0..pre_len): the bytes its BIO
- * read ahead from fd, the first of the records. 0, -ENOTSUP or -ENOMEM (r
- * then empty). */
+ * client's application traffic secret). Bytes read from fd before (what
+ * the handshake's buffering BIO read ahead: the first records) go into
+ * raw[hi..TLS13R_BUF) with hi moved past them, before the first read.
+ * 0, -ENOTSUP or -ENOMEM (r then empty). */
 int tls13r_init(struct tls13r *r, const char *suite, const uint8_t *secret, size_t secret_len,
-		int fd, const uint8_t *pre, size_t pre_len);
+		int fd);
 /* Up to n bytes of clear text into out: > 0 bytes; 0 the end (close_notify,
  * or the peer closed between records: why says which); -EAGAIN nothing
  * yet (fd would block); -EPROTO or -EIO: the connection is bad or lost

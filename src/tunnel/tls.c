@@ -105,46 +105,31 @@ static void secret_init(void)
 	secret_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, secret_free);
 }
 
-static int unhex_nibble(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-	       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 static void keylog_cb(const SSL *cssl, const char *line)
 {
 	static const char pfx[] = "CLIENT_TRAFFIC_SECRET_0 ";
 	SSL *ssl = (SSL *)cssl; /* the callback's SSL is the connection's own */
 	if (secret_idx < 0 || strncmp(line, pfx, sizeof(pfx) - 1))
 		return;
-	const char *hex = strchr(line + sizeof(pfx) - 1, ' ');
+	const char *hex = strchr(line + sizeof(pfx) - 1, ' '); /* after the client random */
 	if (!hex)
 		return;
-	hex++;
-	size_t n = strlen(hex);
 	struct secret *s = SSL_get_ex_data(ssl, secret_idx);
-	if (n % 2 || n / 2 > sizeof(s->b))
-		return;
 	if (!s && (!(s = calloc(1, sizeof(*s))) || !SSL_set_ex_data(ssl, secret_idx, s))) {
 		free(s);
 		ERR_clear_error();
 		return;
 	}
-	s->len = 0;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = unhex_nibble(hex[2 * i]), lo = unhex_nibble(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0) {
-			OPENSSL_cleanse(s, sizeof(*s));
-			return;
-		}
-		s->b[i] = (uint8_t)(hi << 4 | lo);
-	}
-	s->len = n / 2;
+	size_t n = 0;
+	if (OPENSSL_hexstr2buf_ex(s->b, sizeof(s->b), &n, hex + 1, '\0') != 1)
+		n = 0; /* never expected of OpenSSL's own line: no secret then */
+	s->len = n;
+	ERR_clear_error();
 }
 
-int tls_take_client_secret(const SSL *cssl, uint8_t *out, size_t cap, size_t *len)
+/* The secret kept with ssl, once: wiped and freed as it is taken. */
+static int take_client_secret(SSL *ssl, uint8_t *out, size_t cap, size_t *len)
 {
-	SSL *ssl = (SSL *)cssl;
 	struct secret *s = secret_idx >= 0 ? SSL_get_ex_data(ssl, secret_idx) : NULL;
 	int ok = s && s->len && s->len <= cap;
 	if (ok) {
@@ -163,7 +148,7 @@ int tls_record_keys(SSL *ssl, uint8_t *secret, size_t cap, size_t *len, const ch
 {
 	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
 	*suite = c ? SSL_CIPHER_standard_name(c) : NULL;
-	int err = tls_take_client_secret(ssl, secret, cap, len);
+	int err = take_client_secret(ssl, secret, cap, len);
 	if (!err && (!*suite || SSL_version(ssl) != TLS1_3_VERSION)) {
 		OPENSSL_cleanse(secret, cap);
 		err = -ENOTSUP;

@@ -37,13 +37,11 @@ struct ssl_ctx_st *tls_server_ctx(const struct sink_opts *o, const char **why);
 #define TLS_BIO_BUF (256 * 1024)
 struct ssl_st;
 int tls_set_buffered_fd(struct ssl_st *ssl, int fd, int writes);
-/* The client application traffic secret of ssl's finished handshake (a
- * context of tls_client_ctx or tls_server_ctx kept it with ssl), into out;
- * wiped from where it was kept, so it is taken once. 0 or -ENOENT. */
-int tls_take_client_secret(const struct ssl_st *ssl, uint8_t *out, size_t cap, size_t *len);
-/* For a record layer of our own after ssl's handshake (tunnel/record.h): its
- * client traffic secret (taken as above) and its suite's standard name,
- * when ssl runs TLS 1.3. 0, -ENOENT or -ENOTSUP (secret then wiped). */
+/* For a record layer of our own after ssl's finished handshake
+ * (tunnel/record.h; ssl of a context of tls_client_ctx or tls_server_ctx,
+ * which keep the secret with each SSL): its client application traffic
+ * secret, taken once (wiped where it was kept), and its suite's standard
+ * name, when ssl runs TLS 1.3. 0, -ENOENT or -ENOTSUP (secret then wiped). */
 int tls_record_keys(struct ssl_st *ssl, uint8_t *secret, size_t cap, size_t *len,
 		    const char **suite);
 /* Bytes of ssl to be read without waiting for the socket: in a record or in the buffer. */

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct tls13w w;
 	struct tls13r r;
 	if (tls13w_init(&w, "TLS_AES_128_GCM_SHA256", secret, sizeof(secret), sv[0], 3) ||
-	    tls13r_init(&r, "TLS_AES_128_GCM_SHA256", secret, sizeof(secret), sv[1], NULL, 0)) {
+	    tls13r_init(&r, "TLS_AES_128_GCM_SHA256", secret, sizeof(secret), sv[1])) {
 		close(sv[0]);
 		close(sv[1]);
 		return 0;

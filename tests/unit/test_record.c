@@ -49,19 +49,96 @@ static int make_cert(const char *dir, char *cert, char *key, size_t len)
 	return ok ? 0 : -1;
 }
 
+/* A finished handshake over a socket pair: the client's own writer (sealing
+ * with a KeyUpdate every per_key records, 0: the default) or its SSL, the
+ * server's reader or its SSL. */
+struct pair {
+	char dir[32], cert[64], key[64];
+	SSL_CTX *cc, *sc;
+	SSL *c, *s;
+	int sv[2];
+	struct tls13w w;
+	struct tls13r r;
+};
+
+static void *accept_thread(void *arg)
+{
+	SSL *s = arg;
+	return (void *)(long)(SSL_accept(s) == 1);
+}
+
+static int pair_open(struct pair *p, const char *suites, int own_writer, int own_reader,
+		     uint64_t per_key)
+{
+	memset(p, 0, sizeof(*p));
+	p->sv[0] = p->sv[1] = -1;
+	snprintf(p->dir, sizeof(p->dir), "/tmp/tlsmirror-rec.XXXXXX"); /* mkdtemp's template */
+	if (!mkdtemp(p->dir) || make_cert(p->dir, p->cert, p->key, sizeof(p->cert)))
+		return -1;
+	struct sink_opts o = { .cert = p->cert, .key = p->key, .ca = p->cert };
+	const char *why;
+	p->cc = tls_client_ctx(&o, &why);
+	p->sc = tls_server_ctx(&o, &why);
+	if (!p->cc || !p->sc || SSL_CTX_set_ciphersuites(p->cc, suites) != 1 ||
+	    SSL_CTX_set_ciphersuites(p->sc, suites) != 1 ||
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, p->sv))
+		return -1;
+	/* a writer whose reader gave up fails instead of hanging */
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(p->sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	p->c = SSL_new(p->cc);
+	p->s = SSL_new(p->sc);
+	if (tls_set_buffered_fd(p->c, p->sv[0], 1) || tls_set_buffered_fd(p->s, p->sv[1], 0))
+		return -1;
+	pthread_t th;
+	pthread_create(&th, NULL, accept_thread, p->s);
+	int ok = SSL_connect(p->c) == 1 && BIO_flush(SSL_get_wbio(p->c)) == 1;
+	void *acc;
+	pthread_join(th, &acc);
+	if (!ok || !acc)
+		return -1;
+	uint8_t secret[TLS13W_MAX_SECRET];
+	size_t len;
+	const char *suite;
+	if (own_writer && (tls_record_keys(p->c, secret, sizeof(secret), &len, &suite) ||
+			   tls13w_init(&p->w, suite, secret, len, p->sv[0], per_key)))
+		return -1;
+	if (own_reader && (tls_record_keys(p->s, secret, sizeof(secret), &len, &suite) ||
+			   tls13r_init(&p->r, suite, secret, len, p->sv[1])))
+		return -1;
+	return 0;
+}
+
+static void pair_close(struct pair *p)
+{
+	tls13w_free(&p->w);
+	tls13r_free(&p->r);
+	SSL_free(p->c);
+	SSL_free(p->s);
+	SSL_CTX_free(p->cc);
+	SSL_CTX_free(p->sc);
+	if (p->sv[0] >= 0)
+		close(p->sv[0]);
+	if (p->sv[1] >= 0)
+		close(p->sv[1]);
+	unlink(p->cert);
+	unlink(p->key);
+	rmdir(p->dir);
+	ERR_clear_error();
+}
+
 struct server {
 	SSL *ssl;
 	size_t want;
 	uint8_t *got;
 	size_t have;
-	int accepted, closed;
+	int closed;
 };
 
 static void *serve(void *arg)
 {
 	struct server *s = arg;
-	s->accepted = SSL_accept(s->ssl) == 1;
-	while (s->accepted && s->have < s->want) {
+	while (s->have < s->want) {
 		int n = SSL_read(s->ssl, s->got + s->have, (int)(s->want - s->have));
 		if (n <= 0)
 			break;
@@ -74,46 +151,28 @@ static void *serve(void *arg)
 	}
 	/* then the close_notify: a clean end of the stream */
 	uint8_t b;
-	s->closed = s->accepted && SSL_read(s->ssl, &b, 1) == 0 &&
-		    SSL_get_error(s->ssl, 0) == SSL_ERROR_ZERO_RETURN;
+	s->closed = SSL_read(s->ssl, &b, 1) == 0 && SSL_get_error(s->ssl, 0) == SSL_ERROR_ZERO_RETURN;
 	return NULL;
 }
 
 /* total bytes of a pattern through the writer with key updates every
- * per_key records, in writes of the sizes in `sizes` (cycled), on `suite`. */
+ * per_key records, in writes of the sizes in `sizes` (cycled), on `suite`,
+ * read by OpenSSL. */
 static void one_run(const char *suites, size_t total, uint64_t per_key)
 {
-	char dir[] = "/tmp/tlsmirror-rec.XXXXXX", cert[64], key[64];
-	if (!CHECK(mkdtemp(dir) != NULL) || !CHECK_EQ(make_cert(dir, cert, key, sizeof(cert)), 0))
+	struct pair p;
+	if (!CHECK_EQ(pair_open(&p, suites, 1, 0, per_key), 0)) {
+		pair_close(&p);
 		return;
-	struct sink_opts o = { .cert = cert, .key = key, .ca = cert };
-	const char *why = NULL;
-	SSL_CTX *cc = tls_client_ctx(&o, &why), *sc = tls_server_ctx(&o, &why);
-	CHECK(cc && sc);
-	CHECK_EQ(SSL_CTX_set_ciphersuites(cc, suites), 1);
-	CHECK_EQ(SSL_CTX_set_ciphersuites(sc, suites), 1);
-	int sv[2];
-	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct timeval tv = { .tv_sec = 5 };
-	setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	SSL *c = SSL_new(cc);
-	struct server s = { .ssl = SSL_new(sc), .want = total, .got = malloc(total) };
-	CHECK_EQ(tls_set_buffered_fd(c, sv[0], 1), 0);
-	CHECK_EQ(tls_set_buffered_fd(s.ssl, sv[1], 0), 0);
+	}
+	/* the secret is taken once: wiped after */
+	uint8_t again[TLS13W_MAX_SECRET];
+	size_t alen;
+	const char *suite;
+	CHECK_EQ(tls_record_keys(p.c, again, sizeof(again), &alen, &suite), -ENOENT);
+	struct server s = { .ssl = p.s, .want = total, .got = malloc(total) };
 	pthread_t th;
 	pthread_create(&th, NULL, serve, &s);
-	CHECK_EQ(SSL_connect(c), 1);
-	CHECK_EQ(BIO_flush(SSL_get_wbio(c)), 1);
-
-	uint8_t secret[TLS13W_MAX_SECRET];
-	size_t slen = 0;
-	CHECK_EQ(tls_take_client_secret(c, secret, sizeof(secret), &slen), 0);
-	/* taken once: wiped after */
-	size_t again;
-	CHECK_EQ(tls_take_client_secret(c, secret + 0, sizeof(secret), &again), -ENOENT);
-	struct tls13w w;
-	const char *suite = SSL_CIPHER_standard_name(SSL_get_current_cipher(c));
-	CHECK_EQ(tls13w_init(&w, suite, secret, slen, sv[0], per_key), 0);
 
 	uint8_t *src = malloc(total);
 	for (size_t i = 0; i < total; i++)
@@ -124,17 +183,16 @@ static void one_run(const char *suites, size_t total, uint64_t per_key)
 		size_t n = sizes[k % 8];
 		if (n > total - at)
 			n = total - at;
-		if (!CHECK_EQ(tls13w_write(&w, src + at, n), 0))
+		if (!CHECK_EQ(tls13w_write(&p.w, src + at, n), 0))
 			break;
 		at += n;
 		if (k % 5 == 0)
-			CHECK_EQ(tls13w_flush(&w), 0);
+			CHECK_EQ(tls13w_flush(&p.w), 0);
 	}
-	CHECK_EQ(tls13w_flush(&w), 0);
-	uint64_t records = w.records, updates = w.key_updates;
-	tls13w_close(&w);
+	CHECK_EQ(tls13w_flush(&p.w), 0);
+	uint64_t records = p.w.records, updates = p.w.k.key_updates;
+	tls13w_close(&p.w);
 	pthread_join(th, NULL);
-	CHECK(s.accepted);
 	CHECK_EQ(s.have, total);
 	CHECK(s.have == total && !memcmp(s.got, src, total));
 	CHECK(s.closed);
@@ -142,19 +200,9 @@ static void one_run(const char *suites, size_t total, uint64_t per_key)
 		CHECK(updates >= (records - 1) / (per_key + 1));
 	else
 		CHECK_EQ(updates, 0);
-	tls13w_free(&w);
 	free(src);
 	free(s.got);
-	SSL_free(c);
-	SSL_free(s.ssl);
-	SSL_CTX_free(cc);
-	SSL_CTX_free(sc);
-	close(sv[0]);
-	close(sv[1]);
-	unlink(cert);
-	unlink(key);
-	rmdir(dir);
-	ERR_clear_error();
+	pair_close(&p);
 }
 
 TEST(tunnel_records_read_by_openssl)
@@ -179,62 +227,6 @@ TEST(tunnel_records_refuse_unknown)
 
 /* ---------------------------------------------------------------- the reader */
 
-/* A finished handshake over a socket pair: the client's writer or SSL, the
- * server's reader taking over what its BIO read ahead. */
-struct pair {
-	char dir[32], cert[64], key[64];
-	SSL_CTX *cc, *sc;
-	SSL *c, *s;
-	int sv[2];
-	struct tls13w w;
-	struct tls13r r;
-};
-
-static void *accept_thread(void *arg)
-{
-	SSL *s = arg;
-	return (void *)(long)(SSL_accept(s) == 1);
-}
-
-static int pair_open(struct pair *p, const char *suites, int own_writer)
-{
-	memset(p, 0, sizeof(*p));
-	snprintf(p->dir, sizeof(p->dir), "/tmp/tlsmirror-rec.XXXXXX");
-	if (!mkdtemp(p->dir) || make_cert(p->dir, p->cert, p->key, sizeof(p->cert)))
-		return -1;
-	struct sink_opts o = { .cert = p->cert, .key = p->key, .ca = p->cert };
-	const char *why;
-	p->cc = tls_client_ctx(&o, &why);
-	p->sc = tls_server_ctx(&o, &why);
-	if (!p->cc || !p->sc || SSL_CTX_set_ciphersuites(p->cc, suites) != 1 ||
-	    SSL_CTX_set_ciphersuites(p->sc, suites) != 1 ||
-	    socketpair(AF_UNIX, SOCK_STREAM, 0, p->sv))
-		return -1;
-	struct timeval tv = { .tv_sec = 5 };
-	setsockopt(p->sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	p->c = SSL_new(p->cc);
-	p->s = SSL_new(p->sc);
-	if (tls_set_buffered_fd(p->c, p->sv[0], 1) || tls_set_buffered_fd(p->s, p->sv[1], 0))
-		return -1;
-	pthread_t th;
-	pthread_create(&th, NULL, accept_thread, p->s);
-	int ok = SSL_connect(p->c) == 1 && BIO_flush(SSL_get_wbio(p->c)) == 1;
-	void *acc;
-	pthread_join(th, &acc);
-	if (!ok || !acc)
-		return -1;
-	uint8_t secret[TLS13W_MAX_SECRET];
-	size_t len;
-	const char *suite = SSL_CIPHER_standard_name(SSL_get_current_cipher(p->c));
-	if (own_writer && (tls_take_client_secret(p->c, secret, sizeof(secret), &len) ||
-			   tls13w_init(&p->w, suite, secret, len, p->sv[0], 2)))
-		return -1;
-	if (tls_take_client_secret(p->s, secret, sizeof(secret), &len) ||
-	    tls13r_init(&p->r, suite, secret, len, p->sv[1], NULL, 0))
-		return -1;
-	return 0;
-}
-
 /* What the server's BIO holds moves to the reader (as the collector does). */
 static void pair_take_ahead(struct pair *p)
 {
@@ -243,22 +235,6 @@ static void pair_take_ahead(struct pair *p)
 	if (pre)
 		CHECK_EQ(BIO_read(rb, p->r.raw + p->r.hi, (int)pre), (int)pre);
 	p->r.hi += pre;
-}
-
-static void pair_close(struct pair *p)
-{
-	tls13w_free(&p->w);
-	tls13r_free(&p->r);
-	SSL_free(p->c);
-	SSL_free(p->s);
-	SSL_CTX_free(p->cc);
-	SSL_CTX_free(p->sc);
-	close(p->sv[0]);
-	close(p->sv[1]);
-	unlink(p->cert);
-	unlink(p->key);
-	rmdir(p->dir);
-	ERR_clear_error();
 }
 
 /* Reads until want bytes, the end or an error; returns the last result. */
@@ -308,8 +284,10 @@ TEST(tunnel_records_writer_to_reader)
 	static const size_t steps[] = { 1000, 16384, 1 << 20 };
 	for (int i = 0; i < 3; i++) {
 		struct pair p;
-		if (!CHECK_EQ(pair_open(&p, suites[i], 1), 0))
+		if (!CHECK_EQ(pair_open(&p, suites[i], 1, 1, 2), 0)) {
+			pair_close(&p);
 			return;
+		}
 		pair_take_ahead(&p);
 		size_t total = 700000;
 		uint8_t *src = malloc(total), *dst = malloc(total);
@@ -331,8 +309,8 @@ TEST(tunnel_records_writer_to_reader)
 		CHECK_EQ(j.err, 0);
 		CHECK_EQ(end, 0);
 		CHECK(p.r.why && strstr(p.r.why, "close_notify"));
-		CHECK(p.r.key_updates > 10);
-		CHECK_EQ(p.r.key_updates, p.w.key_updates);
+		CHECK(p.r.k.key_updates > 10);
+		CHECK_EQ(p.r.k.key_updates, p.w.k.key_updates);
 		free(src);
 		free(dst);
 		pair_close(&p);
@@ -343,8 +321,10 @@ TEST(tunnel_records_openssl_writer_to_reader)
 {
 	/* an agent on SSL_write (a suite or an agent without our writer) is read as well */
 	struct pair p;
-	if (!CHECK_EQ(pair_open(&p, "TLS_AES_128_GCM_SHA256", 0), 0))
+	if (!CHECK_EQ(pair_open(&p, "TLS_AES_128_GCM_SHA256", 0, 1, 0), 0)) {
+		pair_close(&p);
 		return;
+	}
 	uint8_t msg[50000];
 	for (size_t k = 0; k < sizeof(msg); k++)
 		msg[k] = (uint8_t)(k ^ 0x5a);
@@ -376,8 +356,10 @@ TEST(tunnel_records_openssl_writer_to_reader)
 static void hostile(const char *name, void (*make)(struct pair *), const char *why, int want_end)
 {
 	struct pair p;
-	if (!CHECK_EQ(pair_open(&p, "TLS_AES_128_GCM_SHA256", 1), 0))
+	if (!CHECK_EQ(pair_open(&p, "TLS_AES_128_GCM_SHA256", 1, 1, 2), 0)) {
+		pair_close(&p);
 		return;
+	}
 	CHECK_EQ(tls13w_write(&p.w, "good", 4), 0);
 	CHECK_EQ(tls13w_flush(&p.w), 0);
 	make(&p);
