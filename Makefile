@@ -52,7 +52,7 @@ COMMON_SRC  := $(wildcard src/common/*.c)
 AGENT_SRC   := $(wildcard src/agent/*.c) $(wildcard src/flows/*.c) \
                $(wildcard src/pipeline/*.c) $(wildcard src/sources/*.c) \
                $(wildcard src/packets/*.c) $(wildcard src/sinks/*.c) \
-               $(wildcard src/transforms/*.c) src/transport/ring.c $(COMMON_SRC) \
+               $(wildcard src/transforms/*.c) $(wildcard src/http/*.c) src/transport/ring.c $(COMMON_SRC) \
                $(wildcard src/tunnel/*.c)
 # src/common/elf.c: the capture library reads the program's symbol tables (inline.c)
 CAPTURE_SRC := $(wildcard src/capture/*.c) src/transport/ring.c src/common/elf.c
@@ -225,9 +225,17 @@ $(BUILD)/fuzz/replay_record: $(BUILD)/obj/tests/fuzz/fuzz_record.o $(BUILD)/obj/
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
+$(BUILD)/fuzz/fuzz_http1: $(BUILD)/fuzzobj/tests/fuzz/fuzz_http1.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
+
+$(BUILD)/fuzz/replay_http1: $(BUILD)/obj/tests/fuzz/fuzz_http1.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
 fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring $(BUILD)/fuzz/fuzz_h2 $(BUILD)/fuzz/replay_h2 \
       $(BUILD)/fuzz/fuzz_frame $(BUILD)/fuzz/replay_frame $(BUILD)/fuzz/fuzz_hpack $(BUILD)/fuzz/replay_hpack \
-      $(BUILD)/fuzz/fuzz_record $(BUILD)/fuzz/replay_record
+      $(BUILD)/fuzz/fuzz_record $(BUILD)/fuzz/replay_record $(BUILD)/fuzz/fuzz_http1 $(BUILD)/fuzz/replay_http1
 	$(Q)BUILD=$(BUILD) ./tests/fuzz/run.sh --fuzz $(FUZZ_SECONDS)
 
 # Debian packages the build, the demo, the tests and the benchmarks need.

@@ -21,6 +21,7 @@ SOCK=$T/agent.sock
 PCAP=$T/demo.pcap
 PCAPNG=$T/demo.pcapng
 COLNG=$T/collector.pcapng
+HTTPLOG=$T/http.jsonl
 AGENT='' NGINX='' COLLECTOR=''
 cleanup() {
 	[ -z "$NGINX" ] || { kill -QUIT "$NGINX" 2>/dev/null || true; wait "$NGINX" 2>/dev/null || true; }
@@ -58,12 +59,12 @@ COLLECTOR=$!
 wait_for 5 test -S "$T/collector.sock" || { cat "$T/collector.log" >&2; die "the collector did not start"; }
 echo "    $TM -C -l 127.0.0.1:$CPORT --ca ca.pem --cert sensor.pem --key sensor.key -w $COLNG"
 
-say "Starting the agent: it listens on $SOCK, writes $PCAP (pcap) and $PCAPNG (pcapng), and sends the connections to the collector (-t)"
-"$TM" --socket "$SOCK" -w "$PCAP" --pcapng "$PCAPNG" -t "127.0.0.1:$CPORT" --ca "$T/pki/ca.pem" \
-	--cert "$T/pki/web-1.pem" --key "$T/pki/web-1.key" 2>"$T/agent.log" &
+say "Starting the agent: it listens on $SOCK, writes $PCAP (pcap), $PCAPNG (pcapng) and $HTTPLOG (HTTP records), and sends the connections to the collector (-t)"
+"$TM" --socket "$SOCK" -w "$PCAP" --pcapng "$PCAPNG" --http-log "$HTTPLOG" -t "127.0.0.1:$CPORT" \
+	--ca "$T/pki/ca.pem" --cert "$T/pki/web-1.pem" --key "$T/pki/web-1.key" 2>"$T/agent.log" &
 AGENT=$!
 wait_for 5 test -S "$SOCK" || { cat "$T/agent.log" >&2; die "the agent did not start"; }
-echo "    $TM --socket $SOCK -w $PCAP --pcapng $PCAPNG -t 127.0.0.1:$CPORT --ca ca.pem --cert web-1.pem --key web-1.key"
+echo "    $TM --socket $SOCK -w $PCAP --pcapng $PCAPNG --http-log $HTTPLOG -t 127.0.0.1:$CPORT --ca ca.pem --cert web-1.pem --key web-1.key"
 
 say "Starting nginx on https://127.0.0.1:$PORT under the capture library (self-signed certificate)"
 mkdir -p "$T/www" "$T/logs"
@@ -132,6 +133,24 @@ tshark -r "$PCAP" -q -z follow,tcp,ascii,0 2>/dev/null | sed 's/^/    /'
 say "Who saw each connection: the pcapng comment on its first packet (tshark -r demo.pcapng -Y frame.comment)"
 tshark -r "$PCAPNG" -Y frame.comment -T fields -e frame.number -e tcp.stream -e frame.comment 2>/dev/null |
 	sed 's/^/    /'
+
+say "The same exchanges as JSON records, one line each, for API-security and WAF tools (--http-log; docs/http.md)"
+python3 - "$HTTPLOG" <<'PY' | sed 's/^/    /'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+for r in recs:
+    rs = r["response"] or {}
+    print(f'{r["method"]:5} {r["path"]:10} -> {rs.get("status")}  {rs.get("body_bytes")} body bytes  '
+          f'process={r["conn"].get("process")} pid={r["conn"].get("pid")} side={r["conn"]["side"]} '
+          f'tls={r["conn"].get("tls_version")} end={r["end"]}')
+post = [r for r in recs if r["method"] == "POST"][:1]
+if post:
+    r = post[0]
+    print("the POST, some of its fields:")
+    print(json.dumps({k: r[k] for k in ("time_request_ns", "client", "server", "method", "path")}))
+    print(json.dumps({"request": {k: r["request"][k] for k in ("headers", "body", "body_bytes")},
+                      "response": {k: r["response"][k] for k in ("status", "body")}}))
+PY
 
 say "At the collector: the same connections, synthesized from the agent's connection events, on the agent's own interface (tshark -r collector.pcapng)"
 kill -TERM "$COLLECTOR"

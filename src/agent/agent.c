@@ -676,7 +676,7 @@ static int outputs_gone(const struct agent *a)
 	for (size_t i = 0; i < a->sinks.n; i++)
 		if (!__atomic_load_n(&a->sinks.v[i]->ctr.broken, __ATOMIC_RELAXED))
 			return 0;
-	return a->sinks.n > 0;
+	return (a->sinks.n || a->records.n) && records_gone(a);
 }
 
 static void loop(struct agent *a)
@@ -697,6 +697,7 @@ static void loop(struct agent *a)
 			continue;
 		}
 		sink_set_flush(&a->sinks);
+		records_flush(a);
 		if (ready_to_sleep(a))
 			handle_events(a, (int)a->cfg.idle_ms);
 		else
@@ -780,6 +781,8 @@ static int chain_setup(struct agent *a)
 	po.flow.max_flows_per_origin = cfg->max_conns_per_proc;
 	po.max_h2_conns = cfg->max_h2_conns;
 	po.max_h2_streams = cfg->max_h2_streams;
+	po.records = a->rec;
+	po.max_http_conns = cfg->max_http_conns;
 	memcpy(po.arg, cfg->stage_arg, sizeof(po.arg));
 	const char *why = NULL;
 	a->pl = pipeline_new(&po, &why);
@@ -838,6 +841,8 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 		log_err("cannot start the output queues: %s", strerror(-err));
 		return err;
 	}
+	if ((err = records_open(a)) < 0)
+		return err;
 	if ((err = chain_setup(a)) < 0)
 		return err;
 	if (cfg->metrics_addr && (err = metrics_open(a, cfg->metrics_addr)) < 0)
@@ -884,6 +889,7 @@ static void teardown(struct agent *a, int ran)
 	if (a->pl)
 		pipeline_close_all(a->pl, agent_now_ns());
 	sink_set_drain(&a->sinks);
+	records_drain(a);
 	char *buf = ran ? malloc(CTL_STATS_MAX) : NULL;
 	if (buf) {
 		size_t n = stats_format(a, buf, CTL_STATS_MAX);
@@ -916,6 +922,7 @@ static void teardown(struct agent *a, int ran)
 		if (a->src[i].ops->close)
 			a->src[i].ops->close(&a->src[i]);
 	pipeline_free(a->pl);
+	records_close(a); /* after the chain: a stage's last exchanges end there */
 	if (a->sig_fd >= 0)
 		close(a->sig_fd);
 	if (a->spare_fd >= 0)

@@ -62,6 +62,14 @@ struct agent_config {
 	size_t max_peers;            /* --max-peers: collector's agent connections */
 	struct access_policy access; /* --allow-user/--allow-group (access.c adds the defaults) */
 	const char *metrics_addr;    /* --metrics ADDR:PORT: Prometheus text over HTTP (metrics.c) */
+	/* HTTP records (records_out.c, docs/http.md) */
+	const char *http_log[AGENT_MAX_OUTPUTS]; /* --http-log FILE|- */
+	size_t n_http_log;
+	uint64_t http_body_max;      /* --http-body-max (http_body_max_set: given) */
+	int http_body_max_set;
+	const char *http_format;     /* --http-format tlsmirror|akto */
+	const char *http_headers_only; /* --http-headers-only TYPE[,TYPE] */
+	size_t max_http_conns;       /* --max-http-conns: connections followed at once */
 };
 
 #define AGENT_DEFAULT_MAX_PROCS 1024
@@ -163,6 +171,9 @@ struct agent {
 	struct source src[AGENT_MAX_SOURCES];
 	size_t n_src;
 	struct sink_set sinks;
+	struct sink_set records;     /* --http-log: where HTTP records go (records_out.c) */
+	struct rec_builder *rec;     /* NULL without --http-log */
+	char *headers_only_copy;
 	struct access_policy access; /* who may attach (access.c) */
 	struct proc *procs;          /* newest first */
 	uint64_t started_ns;
@@ -178,6 +189,15 @@ struct agent {
 	size_t n_ticks;
 	struct metrics_server *metrics; /* --metrics, NULL if not asked */
 };
+
+/* records_out.c: --http-log */
+int records_open(struct agent *a);
+void records_flush(struct agent *a);
+void records_drain(struct agent *a);
+void records_close(struct agent *a);
+/* 1 if every record sink's reader is gone (or there is none) */
+int records_gone(const struct agent *a);
+extern const struct sink_ops sink_jsonl_ops;
 
 /* agent.c */
 int agent_run(const struct agent_config *cfg);
@@ -198,6 +218,8 @@ int agent_add_tick(struct agent *a, struct agent_tick t);
 int outputs_open(struct agent *a);
 /* ADDR:PORT of -l, checked as -t's target (PORT 1..65535). */
 int outputs_check_listen(const char *addr, const char **why);
+/* A file target (-w, --pcapng, --http-log): '-', a name or a '%' pattern. */
+int outputs_check_file(const char *t, const char **why);
 /* gives up CAP_NET_RAW and CAP_NET_BIND_SERVICE unless the configuration needs them */
 void outputs_reduce_caps(const struct agent_config *cfg);
 /* CLOCK_REALTIME in ns: the timestamps packets carry. */

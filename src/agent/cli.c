@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/opt.h"
 #include "common/version.h"
+#include "http/records.h"
 #include "transport/ctl.h"
 
 #include <errno.h>
@@ -34,10 +35,11 @@ struct agent_cli {
 };
 
 /* --help's sections, in order */
-enum { SEC_OUTPUTS = 1, SEC_AGENT, SEC_STAGES, SEC_CAPS, SEC_DELIVERY, SEC_MISC, SEC_N };
+enum { SEC_OUTPUTS = 1, SEC_RECORDS, SEC_AGENT, SEC_STAGES, SEC_CAPS, SEC_DELIVERY, SEC_MISC, SEC_N };
 
 static const char *const section_head[SEC_N] = {
 	[SEC_OUTPUTS] = "outputs (at least one; docs/pipeline.md):",
+	[SEC_RECORDS] = "HTTP records (with or without packets; docs/http.md):",
 	[SEC_AGENT] = "agent options:",
 	[SEC_STAGES] = "stages (in this order; docs/pipeline.md):",
 	[SEC_CAPS] = "memory caps (docs/agent.md \"Memory\"; over a cap: counted in tlsmirror stats, "
@@ -176,6 +178,39 @@ static int p_sink(const struct opt_def *d, void *c, const char *arg, struct opt_
 	return 0;
 }
 
+/* --http-log FILE (repeatable) */
+static int p_http_log(const struct opt_def *d, void *c, const char *arg, struct opt_ctx *ctx,
+		      const char **why)
+{
+	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
+	(void)d;
+	(void)ctx;
+	if (cfg->n_http_log >= AGENT_MAX_OUTPUTS) {
+		*why = "given too many times";
+		return -EINVAL;
+	}
+	if (outputs_check_file(arg, why) < 0)
+		return -EINVAL;
+	cfg->http_log[cfg->n_http_log++] = arg;
+	return 0;
+}
+
+static int p_http_body_max(const struct opt_def *d, void *c, const char *arg,
+			   struct opt_ctx *ctx, const char **why)
+{
+	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
+	uint64_t v;
+	(void)d;
+	(void)ctx;
+	if (opt_parse_size(arg, &v) < 0 || v > REC_MAX_BODY_MAX) {
+		*why = "a size from 0 (headers only) to 256K, like 64K";
+		return -EINVAL;
+	}
+	cfg->http_body_max = v;
+	cfg->http_body_max_set = 1;
+	return 0;
+}
+
 /* ---- the table ---- */
 
 #define NUM(name, sh, mv, help, sec, field, lo, hi, want) \
@@ -223,6 +258,8 @@ static const struct opt_def fixed_opts[] = {
 	CAP("max-h2-conns", "connections converted by --h2-to-h1 at once (default 128)", max_h2_conns),
 	CAP("max-h2-streams", "HTTP/2 streams open at once, in total (default 16384)", max_h2_streams),
 	CAP("max-peers", "agents connected to a collector (-C) at once (default 256)", max_peers),
+	CAP("max-http-conns", "connections followed for --http-log at once (default 10000)",
+	    max_http_conns),
 	STR("interface", 'I', "IFACE", "the host's interface: its addresses for the synthesized frames",
 	    SEC_DELIVERY, sink.src_iface),
 	CUSTOM("dst-mac", 0, "MAC", "destination MAC of replayed frames", SEC_DELIVERY, p_mac, NULL),
@@ -243,6 +280,14 @@ static const struct opt_def fixed_opts[] = {
 	       "collector", SEC_DELIVERY, tag_agents, "vlan|vni", "vlan or vni"),
 	FLAG("insecure-plaintext-tunnel", 0, "no TLS on the tunnel (testing only)", SEC_DELIVERY,
 	     sink.insecure_plaintext),
+	CUSTOM("http-log", 0, "FILE", "write each HTTP exchange as a JSON line ('-': stdout;\n"
+	       "repeatable; docs/http.md)", SEC_RECORDS, p_http_log, NULL),
+	CUSTOM("http-body-max", 0, "SIZE", "body bytes kept per direction, 0..256K (default 64K)",
+	       SEC_RECORDS, p_http_body_max, NULL),
+	CHOICE("http-format", "tlsmirror|akto", "the records' fields: ours (default) or Akto's",
+	       SEC_RECORDS, http_format, "tlsmirror|akto", "tlsmirror or akto"),
+	STR("http-headers-only", 0, "TYPE[,..]", "content types whose bodies are never kept\n"
+	    "(prefixes: image/,application/x-www-form-urlencoded)", SEC_RECORDS, http_headers_only),
 	CUSTOM("quiet", 'q', NULL, "log errors only", SEC_MISC, p_quiet, NULL),
 	CUSTOM("help", 'h', NULL, "this text", SEC_MISC, p_help, NULL),
 	CUSTOM("version", 'V', NULL, "print the version", SEC_MISC, p_version, NULL),
@@ -512,9 +557,29 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 			strcmp(paths[0], "-") ? paths[0] : "stdout");
 		return 2;
 	}
-	if (!n_outputs) {
+	if (!n_outputs && !cfg->n_http_log) {
 		fprintf(err, "tlsmirror: nothing to do: give an output: -w FILE (or -w - for "
-			"stdout), --pcapng FILE, -o IFACE, -t HOST:PORT, --vxlan HOST or --pcap-over-ip PORT\n");
+			"stdout), --pcapng FILE, -o IFACE, -t HOST:PORT, --vxlan HOST, --pcap-over-ip PORT "
+			"or --http-log FILE\n");
+		return 2;
+	}
+	for (size_t i = 0; i < cfg->n_http_log; i++) {
+		int dup = !strcmp(cfg->http_log[i], "-") ? to_stdout : 0;
+		for (size_t k = 0; k < 2 && !dup; k++)
+			dup = paths[k] && !strcmp(paths[k], cfg->http_log[i]);
+		for (size_t k = 0; k < i && !dup; k++)
+			dup = !strcmp(cfg->http_log[k], cfg->http_log[i]);
+		if (dup) {
+			fprintf(err, "tlsmirror: --http-log %s: written by another output already: "
+				"give each its own\n", strcmp(cfg->http_log[i], "-") ? cfg->http_log[i] :
+				"stdout");
+			return 2;
+		}
+	}
+	if ((cfg->http_format || cfg->http_body_max_set || cfg->http_headers_only) &&
+	    !cfg->n_http_log) {
+		fprintf(err, "tlsmirror: --http-format, --http-body-max and --http-headers-only "
+			"shape the records of --http-log: add --http-log FILE\n");
 		return 2;
 	}
 	/* A collector has a default socket of its own (stats, and local capture

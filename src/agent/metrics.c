@@ -232,8 +232,8 @@ static void collect_rows(struct agent *a, struct metric_set *set)
 		add_rows(set, "stage", 1, lk, lv, kv, pipeline_stage_counters(a->pl, i, kv,
 									  STAGE_MAX_COUNTERS));
 	}
-	for (size_t i = 0; i < a->sinks.n; i++) {
-		const struct sink *s = a->sinks.v[i];
+	for (size_t i = 0; i < a->sinks.n + a->records.n; i++) {
+		const struct sink *s = i < a->sinks.n ? a->sinks.v[i] : a->records.v[i - a->sinks.n];
 		struct kv kv[SINK_MAX_COUNTERS];
 		char target[128];
 		sink_shown_target(s, target, sizeof(target));

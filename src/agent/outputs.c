@@ -22,7 +22,7 @@
 /* -w/--pcapng FILE: stdout, a file name, or an strftime pattern; never a
  * directory or a kernel file (/proc, /sys), never a pattern without a
  * conversion (-w % would make a file named "%"). */
-static int check_file(const char *t, const char **why)
+int outputs_check_file(const char *t, const char **why)
 {
 	if (!strcmp(t, "-"))
 		return 0;
@@ -104,9 +104,9 @@ int outputs_check_listen(const char *addr, const char **why)
 
 const struct sink_def sink_table[] = {
 	{ "write", 'w', "FILE", "pcap output; '-' writes to stdout (FILE.pcapng: pcapng)",
-	  &sink_pcap_ops, 1, check_file },
+	  &sink_pcap_ops, 1, outputs_check_file },
 	{ "pcapng", 0, "FILE", "pcapng output, connection metadata as comments; '-': stdout",
-	  &sink_pcapng_ops, 1, check_file },
+	  &sink_pcapng_ops, 1, outputs_check_file },
 	{ "output-interface", 'o', "IFACE", "replay onto an interface (repeatable)",
 	  &sink_afpacket_ops, AGENT_MAX_OUTPUTS, NULL },
 	{ "vxlan", 0, "HOST[:PORT]", "send VXLAN (UDP 4789) to a sensor (repeatable); --vni N",

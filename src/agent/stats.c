@@ -62,7 +62,7 @@ size_t stats_total(struct agent *a, struct kv *kv)
 		orphan += p->orphan_records;
 	}
 	const struct flow_table *ft = pipeline_stage_priv(a->pl, "flows");
-	const struct h2_table *h2 = pipeline_stage_priv(a->pl, "h2");
+	const struct h2_table *h2 = pipeline_stage_priv(a->pl, "http");
 	const void *dd = pipeline_stage_priv(a->pl, "dedup");
 	struct dedup_counters dc = { 0 };
 	if (dd)
@@ -121,8 +121,10 @@ static size_t components(struct agent *a, char *buf, size_t len, size_t at, int 
 		at = rows ? pipeline_format_stats(a->pl, buf, len, at) :
 		     pipeline_format_summary(a->pl, buf, len, at);
 	at = access_stats_format(&a->access, buf, len, at);
-	if (rows)
+	if (rows) {
 		at = sink_set_format(&a->sinks, buf, len, at);
+		at = sink_set_format(&a->records, buf, len, at);
+	}
 	at = tunnel_stats_format(a, buf, len, at);
 	return metrics_stats_format(a, buf, len, at);
 }

@@ -73,3 +73,18 @@ void conn_tag_unref(const struct conn_tag *t)
 		free((struct conn_tag *)t);
 	}
 }
+
+const char *conn_kind_name(unsigned kind)
+{
+	static const char *const kinds[] = {
+		[CONN_KIND_CAPTURE] = "capture", [CONN_KIND_TUNNEL] = "tunnel",
+		[CONN_KIND_DECRYPT] = "decrypt", [CONN_KIND_PROXY] = "proxy",
+		[CONN_KIND_SYNTHETIC] = "synthetic" };
+	return kind < sizeof(kinds) / sizeof(kinds[0]) && kinds[kind] ? kinds[kind] : "unknown";
+}
+
+const char *conn_tls_name(unsigned v)
+{
+	static const char *const minor[] = { "SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3" };
+	return v >= 0x0300 && v <= 0x0304 ? minor[v - 0x0300] : NULL;
+}

@@ -116,7 +116,11 @@ struct conn_tag {
 	const struct conn_meta *meta; /* a reference held by the tag; never NULL */
 };
 
-/* conn.c. A new metadata block, zeroed, refs 1 (NULL on ENOMEM). */
+/* conn.c. Names shown in metadata: "capture", "tunnel", ... ("unknown");
+ * "TLSv1.2", ... (NULL for 0 or a version without a name). */
+const char *conn_kind_name(unsigned kind);
+const char *conn_tls_name(unsigned version);
+/* A new metadata block, zeroed, refs 1 (NULL on ENOMEM). */
 struct conn_meta *conn_meta_new(void);
 const struct conn_meta *conn_meta_ref(const struct conn_meta *m);
 /* 1 if the caller holds the only reference (nobody kept it: it may be reused). */

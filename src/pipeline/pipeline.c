@@ -21,14 +21,14 @@
  */
 
 const struct stage_def stage_table[] = {
-	{ "dedup", NULL, NULL, NULL, NULL, dedup_stage_init },
+	{ "dedup", NULL, NULL, NULL, NULL, dedup_stage_init, NULL },
 	{ "portmap", "port-map", "P:Q[,..]",
 	  "show clear text of server port P on port Q (443:80,8443:8080)",
-	  portmap_check, portmap_stage_init },
-	{ "h2", "h2-to-h1", NULL,
+	  portmap_check, portmap_stage_init, NULL },
+	{ "http", "h2-to-h1", NULL,
 	  "mirror HTTP/2 connections as HTTP/1.1 (one TCP connection per stream)",
-	  NULL, h2_stage_init },
-	{ "flows", NULL, NULL, NULL, NULL, flow_stage_init },
+	  NULL, h2_stage_init, h2_stage_wanted },
+	{ "flows", NULL, NULL, NULL, NULL, flow_stage_init, NULL },
 };
 const size_t stage_table_len = sizeof(stage_table) / sizeof(stage_table[0]);
 
@@ -43,7 +43,9 @@ struct owner {
 	struct conn_id id;
 	uint8_t stage;
 	uint8_t watch;           /* stages (bit = index) told when it ends (STAGE_WATCH) */
+	uint8_t tap;             /* of those, stages that read its data too (STAGE_TAP) */
 	uint8_t family, side;
+	uint8_t _pad[3];
 	uint16_t client_port, server_port;
 	uint8_t client_addr[16], server_addr[16];
 };
@@ -118,7 +120,7 @@ static void own_grow(struct pipeline *pl)
 _Static_assert(PIPELINE_MAX_STAGES <= 8, "owner.watch has one bit per stage");
 
 static int own_add(struct pipeline *pl, const struct conn_open *o, unsigned stage,
-		   unsigned watch)
+		   unsigned watch, unsigned tap)
 {
 	struct owner *e = calloc(1, sizeof(*e));
 	if (!e)
@@ -126,6 +128,7 @@ static int own_add(struct pipeline *pl, const struct conn_open *o, unsigned stag
 	e->id = o->id;
 	e->stage = (uint8_t)stage;
 	e->watch = (uint8_t)watch;
+	e->tap = (uint8_t)tap;
 	e->family = o->family;
 	e->side = o->side;
 	e->client_port = o->client_port;
@@ -186,17 +189,22 @@ static int counted(struct pipeline *pl, unsigned i, int r)
 }
 
 /* Offers o to the stages from `from` on; returns the taker's index or
- * -errno. *watch gets the stages that passed it with STAGE_WATCH; on a
- * refusal they are told at once (given: o as it came in). */
+ * -errno. *watch gets the stages that passed it with STAGE_WATCH or
+ * STAGE_TAP, *tap those with STAGE_TAP; on a refusal they are told at once
+ * (given: o as it came in). */
 static int offer(struct pipeline *pl, unsigned from, struct conn_open *o,
-		 const struct conn_open *given, unsigned *watch)
+		 const struct conn_open *given, unsigned *watch, unsigned *tap)
 {
 	int r = -ENOENT; /* nobody takes it: the chain has no last stage */
-	*watch = 0;
+	*watch = *tap = 0;
 	for (unsigned i = from; i < pl->n; i++) {
 		int v = counted(pl, i, pl->st[i].ops->open(&pl->st[i], o));
-		if (v == STAGE_WATCH) {
+		if (v == STAGE_TAP && !pl->st[i].ops->tap_data)
+			v = STAGE_WATCH; /* cannot read: watches */
+		if (v == STAGE_WATCH || v == STAGE_TAP) {
 			*watch |= 1u << i;
+			if (v == STAGE_TAP)
+				*tap |= 1u << i;
 			continue;
 		}
 		if (v == 1)
@@ -207,7 +215,7 @@ static int offer(struct pipeline *pl, unsigned from, struct conn_open *o,
 		}
 	}
 	tell_ended(pl, *watch, given, given->ts_ns);
-	*watch = 0;
+	*watch = *tap = 0;
 	return r;
 }
 
@@ -228,9 +236,9 @@ static int open_result(struct pipeline *pl, int r)
 static int open_from(struct pipeline *pl, unsigned from, struct conn_open *o)
 {
 	struct conn_open orig = *o; /* the owner entry keeps the 4-tuple as given */
-	unsigned watch;
-	int r = offer(pl, from, o, &orig, &watch);
-	if (r >= 0 && own_add(pl, &orig, (unsigned)r, watch) < 0) {
+	unsigned watch, tap;
+	int r = offer(pl, from, o, &orig, &watch, &tap);
+	if (r >= 0 && own_add(pl, &orig, (unsigned)r, watch, tap) < 0) {
 		/* the taker has it, the chain could not note it: end it there */
 		pl->st[r].ops->close(&pl->st[r], &o->id, o->ts_ns, 0);
 		tell_ended(pl, watch | 1u << r, &orig, o->ts_ns);
@@ -258,10 +266,13 @@ int pipeline_open(struct pipeline *pl, struct conn_open *o)
 	return open_from(pl, 0, o);
 }
 
-/* The owner of id for an event from stage index `from` (sources: 0). */
-static int owner_of(struct pipeline *pl, const struct conn_id *id, unsigned from, size_t n)
+/* The owner of id for an event from stage index `from` (sources: 0);
+ * *tap gets the stages from `from` on that read its data before it. */
+static int owner_of(struct pipeline *pl, const struct conn_id *id, unsigned from, size_t n,
+		    unsigned *tap)
 {
 	struct owner *e = own_find(pl, id);
+	*tap = 0;
 	if (!e) {
 		pl->ctr.orphan_records++;
 		pl->ctr.orphan_bytes += n;
@@ -271,18 +282,37 @@ static int owner_of(struct pipeline *pl, const struct conn_id *id, unsigned from
 		pl->ctr.emit_errors++;
 		return -EINVAL;
 	}
+	*tap = e->tap & ~((1u << from) - 1);
 	return e->stage;
+}
+
+/* The taps in `tap` read the bytes (or a gap of n: p NULL), in chain order. */
+static void tell_taps(struct pipeline *pl, unsigned tap, const struct conn_id *id, int dir,
+		      uint64_t ts_ns, uint64_t off, const uint8_t *p, size_t n, uint64_t gap)
+{
+	for (unsigned i = 0; tap && i < pl->n; i++, tap >>= 1) {
+		struct stage *s = &pl->st[i];
+		if (!(tap & 1))
+			continue;
+		if (p || !gap)
+			s->ops->tap_data(s, id, dir, ts_ns, off, p, n);
+		else if (s->ops->tap_gap)
+			s->ops->tap_gap(s, id, dir, ts_ns, gap);
+	}
 }
 
 static int data_from(struct pipeline *pl, unsigned from, const struct conn_id *id, int dir,
 		     uint64_t ts_ns, uint64_t off, const uint8_t *p, size_t n, uint64_t *gap)
 {
-	int i = owner_of(pl, id, from, n);
+	unsigned tap;
+	int i = owner_of(pl, id, from, n, &tap);
 	if (i < 0) {
 		if (gap)
 			*gap = 0;
 		return i;
 	}
+	if (tap)
+		tell_taps(pl, tap, id, dir, ts_ns, off, p, n, 0);
 	return counted(pl, (unsigned)i,
 		       pl->st[i].ops->data(&pl->st[i], id, dir, ts_ns, off, p, n, gap));
 }
@@ -290,9 +320,12 @@ static int data_from(struct pipeline *pl, unsigned from, const struct conn_id *i
 static int gap_from(struct pipeline *pl, unsigned from, const struct conn_id *id, int dir,
 		    uint64_t ts_ns, uint64_t n)
 {
-	int i = owner_of(pl, id, from, 0);
+	unsigned tap;
+	int i = owner_of(pl, id, from, 0, &tap);
 	if (i < 0)
 		return i;
+	if (tap)
+		tell_taps(pl, tap, id, dir, ts_ns, 0, NULL, 0, n);
 	return counted(pl, (unsigned)i, pl->st[i].ops->gap(&pl->st[i], id, dir, ts_ns, n));
 }
 
@@ -301,7 +334,8 @@ static int gap_from(struct pipeline *pl, unsigned from, const struct conn_id *id
 static int close_from(struct pipeline *pl, unsigned from, const struct conn_id *id,
 		      uint64_t ts_ns, unsigned flags)
 {
-	int i = owner_of(pl, id, from, 0);
+	unsigned tap;
+	int i = owner_of(pl, id, from, 0, &tap);
 	if (i < 0)
 		return i;
 	int r = counted(pl, (unsigned)i, pl->st[i].ops->close(&pl->st[i], id, ts_ns, flags));
@@ -341,18 +375,23 @@ static int origin_is(const struct pipeline *pl, uint64_t origin, unsigned stage)
 	return 0;
 }
 
-int stage_emit_open(struct stage *s, struct conn_open *o)
+static int emit_open(struct stage *s, struct conn_open *o, int keep_tap)
 {
 	struct pipeline *pl = s->pl;
 	struct owner *e = own_find(pl, &o->id);
 	if (e && e->stage == s->idx) {
 		/* handed on (a fallback): the taker owns it from now on */
-		unsigned watch;
-		int r = offer(pl, s->idx + 1, o, o, &watch);
+		unsigned watch, tap;
+		int r = offer(pl, s->idx + 1, o, o, &watch, &tap);
 		e = own_find(pl, &o->id);
 		if (r >= 0 && e) {
 			e->stage = (uint8_t)r;
 			e->watch |= (uint8_t)watch;
+			e->tap |= (uint8_t)tap;
+			if (keep_tap && s->ops->tap_data) {
+				e->watch |= (uint8_t)(1u << s->idx);
+				e->tap |= (uint8_t)(1u << s->idx);
+			}
 		} else if (e) {
 			entry_ended(pl, e, o->ts_ns);
 			own_del(pl, &o->id);
@@ -364,6 +403,16 @@ int stage_emit_open(struct stage *s, struct conn_open *o)
 		return -EPERM; /* not its own connection to invent */
 	}
 	return open_from(pl, s->idx + 1, o);
+}
+
+int stage_emit_open(struct stage *s, struct conn_open *o)
+{
+	return emit_open(s, o, 0);
+}
+
+int stage_hand_on_tapped(struct stage *s, struct conn_open *o)
+{
+	return emit_open(s, o, 1);
 }
 
 int stage_emit_data(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
@@ -379,12 +428,15 @@ int stage_emit_datav(struct stage *s, const struct conn_id *id, int dir, uint64_
 	size_t len = 0;
 	for (size_t k = 0; k < nv; k++)
 		len += v[k].n;
-	int i = owner_of(pl, id, s->idx + 1, len);
+	unsigned tap;
+	int i = owner_of(pl, id, s->idx + 1, len, &tap);
 	if (i < 0) {
 		if (gap)
 			*gap = 0;
 		return i;
 	}
+	for (size_t k = 0, at = 0; tap && k < nv; at += v[k++].n)
+		tell_taps(pl, tap, id, dir, ts_ns, off + at, v[k].p, v[k].n, 0);
 	struct stage *o = &pl->st[i];
 	if (o->ops->datav)
 		return counted(pl, (unsigned)i, o->ops->datav(o, id, dir, ts_ns, off, v, nv, gap));
@@ -492,13 +544,15 @@ struct pipeline *pipeline_new_from(const struct stage_def *table, size_t n,
 		goto fail;
 	for (size_t i = 0; i < n && i < PIPELINE_MAX_STAGES; i++) {
 		const struct stage_def *d = &table[i];
-		if (d->option && !o->arg[i])
+		int wanted = d->wanted && d->wanted(o);
+		if (d->option && !o->arg[i] && !wanted)
 			continue;
 		struct stage *s = &pl->st[pl->n];
 		s->pl = pl;
 		s->idx = (unsigned)pl->n;
 		*why = NULL;
-		if (d->init(s, o->arg[i] ? o->arg[i] : "", o, why) < 0) {
+		const char *arg = o->arg[i] ? o->arg[i] : d->option && wanted ? NULL : "";
+		if (d->init(s, arg, o, why) < 0) {
 			if (!*why)
 				*why = d->name;
 			goto fail;

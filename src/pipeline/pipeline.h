@@ -21,6 +21,8 @@ struct pipeline_opts {
 	struct flow_config flow;     /* the flow engine (mss, sinks, MACs, caps) */
 	size_t max_h2_conns;         /* --max-h2-conns, --max-h2-streams (0: defaults) */
 	size_t max_h2_streams;
+	struct rec_builder *records; /* --http-log: HTTP records are written (NULL: none) */
+	size_t max_http_conns;       /* --max-http-conns (0: default) */
 	const char *arg[PIPELINE_MAX_STAGES];
 };
 
@@ -34,6 +36,9 @@ struct stage_def {
 	/* Sets s->ops and s->priv. Returns 0 or -errno (*why: a message). */
 	int (*init)(struct stage *s, const char *arg, const struct pipeline_opts *o,
 		    const char **why);
+	/* Optional: the stage is wanted without its option (init then gets arg
+	 * NULL), for what another option asks of it. */
+	int (*wanted)(const struct pipeline_opts *o);
 };
 
 extern const struct stage_def stage_table[];
@@ -53,6 +58,7 @@ struct pipeline_counters {
 };
 
 struct pipeline;
+struct rec_builder;
 
 /* Builds the stages enabled in o. NULL on error (*why says which stage and why). */
 struct pipeline *pipeline_new(const struct pipeline_opts *o, const char **why);
@@ -109,6 +115,7 @@ int dedup_stage_init(struct stage *s, const char *arg, const struct pipeline_opt
 int portmap_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,
 		       const char **why);
 int portmap_check(const char *arg, const char **why);
+int h2_stage_wanted(const struct pipeline_opts *o);
 int h2_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,
 		  const char **why);
 int flow_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,

@@ -29,6 +29,8 @@ enum origin_event {
  * stage does not know the connection (an inconsistency: counted).
  */
 #define STAGE_WATCH 2 /* stage_ops.open: pass it on, and call ended when it ends */
+#define STAGE_TAP 3   /* stage_ops.open: pass it on, read its data (tap_data,
+		       * tap_gap) before its owner does, and call ended */
 
 struct stage_ops {
 	const char *name;
@@ -53,6 +55,15 @@ struct stage_ops {
 	 * it the chain calls data once per piece. */
 	int (*datav)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		     uint64_t off, const struct piece *v, size_t nv, uint64_t *gap);
+	/* A connection the stage taps (STAGE_TAP): the clear text its owner
+	 * gets, before the owner, read only (the bytes may be behind or ahead of
+	 * what the tap had: it keeps its own offsets), and the gaps. Whatever
+	 * the tap does, the owner gets the event as it came. Required for
+	 * STAGE_TAP (a stage without it only watches); tap_gap optional. */
+	void (*tap_data)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+			 uint64_t off, const uint8_t *p, size_t n);
+	void (*tap_gap)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+			uint64_t n);
 	/* n bytes that cannot be shown (sendfile). */
 	int (*gap)(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		   uint64_t n);
@@ -91,6 +102,10 @@ struct stage {
  * close go to the connection's owner, which must be after s.
  */
 int stage_emit_open(struct stage *s, struct conn_open *o);
+/* Hands on a connection s owns, as stage_emit_open does, and s goes on
+ * reading it as a tap (its tap_data and ended), as if its open had returned
+ * STAGE_TAP. */
+int stage_hand_on_tapped(struct stage *s, struct conn_open *o);
 int stage_emit_data(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
 		    uint64_t off, const uint8_t *p, size_t n, uint64_t *gap);
 /* Data in pieces (the owner's datav, else its data per piece). */

@@ -195,20 +195,15 @@ static const char *name_of(unsigned v, const char *const *names, size_t n)
 
 static size_t add_tls(char *out, size_t cap, size_t at, uint16_t v)
 {
-	static const char *const minor[] = { "SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3" };
 	if (!v)
 		return at;
-	if (v >= 0x0300 && v <= 0x0304)
-		return text_add(out, cap, at, " tls=%s", minor[v - 0x0300]);
+	if (conn_tls_name(v))
+		return text_add(out, cap, at, " tls=%s", conn_tls_name(v));
 	return text_add(out, cap, at, " tls=0x%04x", v);
 }
 
 size_t pcapng_format_meta(char *out, size_t cap, const struct conn_meta *m)
 {
-	static const char *const kinds[] = {
-		[CONN_KIND_CAPTURE] = "capture", [CONN_KIND_TUNNEL] = "tunnel",
-		[CONN_KIND_DECRYPT] = "decrypt", [CONN_KIND_PROXY] = "proxy",
-		[CONN_KIND_SYNTHETIC] = "synthetic" };
 	static const char *const maps[] = {
 		[RING_MAP_FD] = "fd", [RING_MAP_IO] = "io", [RING_MAP_RANDOM] = "random",
 		[RING_MAP_SYNTHETIC] = "synthetic" };
@@ -227,8 +222,7 @@ size_t pcapng_format_meta(char *out, size_t cap, const struct conn_meta *m)
 	if (m->map_method)
 		at = text_add(out, cap, at, " map=%s",
 			      name_of(m->map_method, maps, sizeof(maps) / sizeof(maps[0])));
-	at = text_add(out, cap, at, " source=%s",
-		      name_of(m->kind, kinds, sizeof(kinds) / sizeof(kinds[0])));
+	at = text_add(out, cap, at, " source=%s", conn_kind_name(m->kind));
 	if (m->flags & CONN_META_MIDSTREAM)
 		at = text_add(out, cap, at, " start=midstream");
 	if (m->kind == CONN_KIND_SYNTHETIC || m->parent.origin || m->parent.conn)

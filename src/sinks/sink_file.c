@@ -514,3 +514,42 @@ int sink_file_open(struct sink_file *p, const char *target, const struct sink_op
 		*err_msg = "cannot create the capture file (does the directory exist and is it writable?)";
 	return ret;
 }
+
+int sink_file_sink_open(struct sink *s, const struct sink_opts *o,
+			size_t (*header)(void *arg, uint8_t *dst, size_t room),
+			uint32_t max_snaplen, const char **err_msg)
+{
+	struct sink_file *f = calloc(1, sizeof(*f));
+	*err_msg = "out of memory";
+	if (!f)
+		return -ENOMEM;
+	s->priv = f;
+	f->ctr = &s->ctr;
+	f->cancel = &s->cancel;
+	f->header = header;
+	f->arg = f;
+	struct sink_opts so = *o;
+	if (!so.snaplen || so.snaplen > max_snaplen)
+		so.snaplen = max_snaplen;
+	int ret = sink_file_open(f, s->target, &so, err_msg);
+	if (ret < 0)
+		sink_file_sink_close(s);
+	else
+		s->blocks = (uint8_t)f->pipe;
+	return ret;
+}
+
+int sink_file_sink_flush(struct sink *s)
+{
+	return sink_file_flush(s->priv);
+}
+
+void sink_file_sink_close(struct sink *s)
+{
+	struct sink_file *f = s->priv;
+	if (!f)
+		return;
+	sink_file_close(f);
+	free(f);
+	s->priv = NULL;
+}

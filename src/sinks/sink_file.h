@@ -83,4 +83,15 @@ int sink_file_flush(struct sink_file *f);
 /* Flushes, closes the file and frees what sink_file_open allocated. */
 void sink_file_close(struct sink_file *f);
 
+/* For a sink whose priv is a struct sink_file of its own (pcap, JSON
+ * Lines): allocates and opens it for s->target (header called with the
+ * sink_file as arg; a snaplen of 0 or above max_snaplen becomes
+ * max_snaplen) and sets s->blocks. 0 or -errno (*err_msg), nothing left
+ * allocated on error. Its ops' flush and close are the two after it. */
+int sink_file_sink_open(struct sink *s, const struct sink_opts *o,
+			size_t (*header)(void *arg, uint8_t *dst, size_t room),
+			uint32_t max_snaplen, const char **err_msg);
+int sink_file_sink_flush(struct sink *s);
+void sink_file_sink_close(struct sink *s);
+
 #endif

@@ -77,48 +77,17 @@ static int pcap_write(struct sink *s, const struct pkt *pkts, size_t n)
 	return ret;
 }
 
-static int pcap_flush(struct sink *s)
-{
-	return sink_file_flush(s->priv);
-}
-
-static void pcap_close(struct sink *s)
-{
-	struct sink_file *f = s->priv;
-	if (!f)
-		return;
-	sink_file_close(f);
-	free(f);
-	s->priv = NULL;
-}
-
 static int pcap_open(struct sink *s, const char *target,
 		     const struct sink_opts *o, const char **err_msg)
 {
-	struct sink_file *f = calloc(1, sizeof(*f));
-	*err_msg = "out of memory";
-	if (!f)
-		return -ENOMEM;
-	s->priv = f;
-	f->ctr = &s->ctr;
-	f->cancel = &s->cancel;
-	f->header = put_file_hdr;
-	f->arg = f;
-	struct sink_opts so = *o;
-	if (!so.snaplen || so.snaplen > PCAP_DEFAULT_SNAPLEN)
-		so.snaplen = PCAP_DEFAULT_SNAPLEN;
-	int ret = sink_file_open(f, s->target, &so, err_msg);
-	if (ret < 0)
-		pcap_close(s);
-	else
-		s->blocks = (uint8_t)f->pipe;
-	return ret;
+	(void)target;
+	return sink_file_sink_open(s, o, put_file_hdr, PCAP_DEFAULT_SNAPLEN, err_msg);
 }
 
 const struct sink_ops sink_pcap_ops = {
 	.name = "pcap",
 	.open = pcap_open,
 	.write = pcap_write,
-	.flush = pcap_flush,
-	.close = pcap_close,
+	.flush = sink_file_sink_flush,
+	.close = sink_file_sink_close,
 };

@@ -2,6 +2,7 @@
 #include "transforms/h2_int.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "http/records.h"
 #include "pipeline/pipeline.h"
 
 #include <errno.h>
@@ -39,7 +40,12 @@ struct h2_table {
 	uint32_t next_port;
 	size_t nconns, nstreams;          /* converter's connections, open streams */
 	size_t max_conns, max_streams;
+	int convert;                      /* --h2-to-h1 */
+	struct rec_builder *rec;          /* --http-log: the records (NULL: none) */
+	size_t ntaps, max_taps;           /* connections tapped for records */
 	struct h2_counters ctr;
+	struct h1_counters h1;
+	uint64_t taps, taps_refused, taps_midstream;
 };
 
 static size_t bucket(uint64_t proc_key, uint64_t conn_id)
@@ -88,6 +94,7 @@ static void over_cap(uint64_t *ctr, const char *what, size_t cap)
 
 static void conn_free(struct h2_conn *c)
 {
+	h1_free(c->h1, c->ts);
 	while (c->streams) {
 		struct h2_stream *st = c->streams;
 		c->streams = st->next;
@@ -245,16 +252,30 @@ int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_
 				 t->max_streams);
 		return -ENOSPC;
 	}
-	if (!t->origin && !(t->origin = stage_origin(t->st)))
-		return -ENOSPC; /* the chain's stage origins are used up: cannot happen */
-	struct conn_open fi = c->info;
 	struct h2_stream *st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
 	st->id = id;
-	st->conn_id = ++t->next_id;
+	st->conn = c;
+	st->x.stream = id;
+	st->x.version = 20;
+	st->x.conn = &c->ci;
+	st->next = c->streams;
+	c->streams = st;
+	c->nstreams++;
+	t->nstreams++;
+	*out = st;
+	return 0;
+}
+
+int h2_stream_open(struct h2_table *t, struct h2_conn *c, struct h2_stream *st)
+{
+	if (!t->origin && !(t->origin = stage_origin(t->st)))
+		return -ENOSPC; /* the chain's stage origins are used up: cannot happen */
+	struct conn_open fi = c->info;
+	uint64_t conn_id = ++t->next_id;
 	fi.id.origin = t->origin;
-	fi.id.conn = st->conn_id;
+	fi.id.conn = conn_id;
 	fi.charge_origin = c->info.id.origin; /* counts against the real producer's caps */
 	fi.ts_ns = c->ts;
 	fi.midstream = 0;
@@ -270,27 +291,33 @@ int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_
 	}
 	if (err == -ENFILE || err == -EMFILE) /* over --max-conns(-per-proc) */
 		t->ctr.streams_refused++;
-	if (flow_ret(t, err)) {
-		free(st);
+	if (flow_ret(t, err))
 		return err;
-	}
-	st->next = c->streams;
-	c->streams = st;
-	c->nstreams++;
-	t->nstreams++;
+	st->conn_id = conn_id;
 	t->ctr.streams++;
-	*out = st;
 	return 0;
 }
 
-void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st)
+void h2_stream_closed(struct h2_table *t, struct h2_conn *c, struct h2_stream *st)
 {
+	struct conn_id sid = { t->origin, st->conn_id };
+	flow_ret(t, stage_emit_close(t->st, &sid, c->ts, 0));
+	st->conn_id = 0;
+}
+
+#define EACH(c, call)                                                      \
+	for (size_t i_ = 0; i_ < (c)->ncons; i_++)                         \
+		if ((c)->cons[i_].ops->call)                               \
+			(c)->cons[i_].ops->call
+
+void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st,
+		     enum http_end why)
+{
+	EACH(c, txn_end)(c->cons[i_].arg, &st->x, c->ts, why);
 	if (c->out_st == st) {
 		h2_out_flush(t, c);
 		c->out_st = NULL;
 	}
-	struct conn_id sid = { t->origin, st->conn_id };
-	flow_ret(t, stage_emit_close(t->st, &sid, c->ts, 0));
 	struct h2_stream **pp = &c->streams;
 	while (*pp && *pp != st)
 		pp = &(*pp)->next;
@@ -301,11 +328,11 @@ void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st
 	free(st);
 }
 
-static void close_streams(struct h2_table *t, struct h2_conn *c)
+static void close_streams(struct h2_table *t, struct h2_conn *c, enum http_end why)
 {
 	h2_out_flush(t, c);
 	while (c->streams)
-		h2_stream_close(t, c, c->streams);
+		h2_stream_close(t, c, c->streams, why);
 }
 
 /* ---- connections ---- */
@@ -315,7 +342,8 @@ static void close_streams(struct h2_table *t, struct h2_conn *c)
 void h2_conn_is_h2(struct h2_table *t, struct h2_conn *c)
 {
 	c->state = H2_CONVERT;
-	t->ctr.conns++;
+	if (c->owned)
+		t->ctr.conns++;
 }
 
 static int dir_init(struct h2_dir *d, uint64_t off, enum h2_parse_state ps)
@@ -330,20 +358,104 @@ static int dir_init(struct h2_dir *d, uint64_t off, enum h2_parse_state ps)
 	return 0;
 }
 
-/* 1: taken over, 0: passed on (not HTTP/2, midstream, inherited, over the
- * cap), -EEXIST: announced again, -ENOMEM. */
+/* The consumers of c's messages: the writer when the stage converts it,
+ * then the records. */
+static void set_consumers(struct h2_table *t, struct h2_conn *c)
+{
+	c->ncons = 0;
+	c->ci.open = &c->info;
+	if (c->owned)
+		c->cons[c->ncons++] = (struct http_consumer){ &h2_writer_ops, t, 0 };
+	if (t->rec)
+		c->cons[c->ncons++] = rec_consumer(t->rec, 1);
+}
+
+static struct h2_conn *conn_new(struct h2_table *t, const struct conn_open *info, int owned)
+{
+	struct h2_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->info = *info;
+	c->info.parent_ok = NULL;
+	c->info.parent_arg = NULL;
+	conn_meta_ref(c->info.meta);
+	c->ts = info->ts_ns;
+	c->out.cap = H2_OUT_CAP;
+	c->owned = (uint8_t)owned;
+	set_consumers(t, c);
+	dir_init(&c->d[0], info->off[0], H2_PS_PREFACE);
+	dir_init(&c->d[1], info->off[1], H2_PS_HDR);
+	c->state = H2_DETECT;
+	return c;
+}
+
+/* A tapped connection that turned out to be HTTP/1.x. */
+static int to_http1(struct h2_table *t, struct h2_conn *c)
+{
+	c->state = H2_HTTP1;
+	for (int d = 0; d < 2; d++) {
+		hpack_free(&c->d[d].hp);
+		h2_buf_free(&c->d[d].blk);
+		h2_buf_free(&c->d[d].hdrs.buf);
+	}
+	c->h1 = h1_new(&c->ci, c->cons, c->ncons, &t->h1);
+	if (!c->h1) {
+		c->state = H2_OFF;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Records only (the stage passes it on): STAGE_TAP, or 0 when it is not
+ * followed (midstream, not HTTP, over the cap). */
+static int tap_open(struct h2_table *t, const struct conn_open *info, const char *alpn)
+{
+	if (!t->rec || info->parent_origin)
+		return 0;
+	if (info->synthetic)
+		alpn = "http/1.1"; /* a stream an agent converted: HTTP/1.1 whatever its ALPN */
+	if (alpn[0] && strcmp(alpn, "h2") && strcmp(alpn, "http/1.1") && strcmp(alpn, "http/1.0"))
+		return 0;
+	if (info->midstream) {
+		t->taps_midstream++; /* where its messages begin is unknown */
+		return 0;
+	}
+	if (t->ntaps >= t->max_taps) {
+		over_cap(&t->taps_refused, "connections followed for records at --max-http-conns",
+			 t->max_taps);
+		return 0;
+	}
+	struct h2_conn **pp = find_link(t, info->id.origin, info->id.conn);
+	if (*pp)
+		return -EEXIST;
+	struct h2_conn *c = conn_new(t, info, 0);
+	if (!c)
+		return 0;
+	*pp = c;
+	t->ntaps++;
+	t->taps++;
+	if (!strcmp(alpn, "h2"))
+		h2_conn_is_h2(t, c);
+	else if (alpn[0] && to_http1(t, c) < 0)
+		c->state = H2_OFF;
+	return STAGE_TAP;
+}
+
+/* 1: taken over, STAGE_TAP: tapped for records, 0: passed on (not HTTP/2,
+ * midstream, inherited, over the cap), -EEXIST: announced again, -ENOMEM. */
 static int h2_open(struct h2_table *t, const struct conn_open *info)
 {
 	const char *alpn = info->meta ? info->meta->alpn : "";
 	int is_h2 = !strcmp(alpn, "h2");
-	if ((alpn[0] && !is_h2) || info->parent_origin || info->synthetic)
-		return 0; /* an inherited connection continues its parent's flow as it is; a
-			   * synthetic one (a stream an agent converted already) is HTTP/1.1 */
+	if (!t->convert || (alpn[0] && !is_h2) || info->parent_origin || info->synthetic)
+		return tap_open(t, info, alpn); /* an inherited connection continues its
+			   * parent's flow as it is; a synthetic one (a stream an agent
+			   * converted already) is HTTP/1.1 */
 	if (info->midstream || info->off[0] || info->off[1]) {
 		/* the HPACK tables' state is unknown: mirrored as it is */
 		if (is_h2)
 			t->ctr.fallbacks++;
-		return 0;
+		return tap_open(t, info, alpn);
 	}
 	struct h2_conn **pp = find_link(t, info->id.origin, info->id.conn);
 	if (*pp)
@@ -351,22 +463,12 @@ static int h2_open(struct h2_table *t, const struct conn_open *info)
 	if (t->nconns >= t->max_conns) {
 		over_cap(&t->ctr.conns_refused, "connections converted at --max-h2-conns",
 			 t->max_conns);
-		return 0;
+		return tap_open(t, info, alpn);
 	}
-	struct h2_conn *c = calloc(1, sizeof(*c));
+	struct h2_conn *c = conn_new(t, info, 1);
 	if (!c)
 		return -ENOMEM;
-	c->info = *info;
-	c->info.parent_ok = NULL;
-	c->info.parent_arg = NULL;
-	conn_meta_ref(c->info.meta);
-	c->ts = info->ts_ns;
-	c->out.cap = H2_OUT_CAP;
-	if (dir_init(&c->d[0], 0, H2_PS_PREFACE) || dir_init(&c->d[1], 0, H2_PS_HDR)) {
-		conn_free(c);
-		return -ENOMEM;
-	}
-	c->state = H2_DETECT;
+	c->d[0].off = c->d[1].off = 0;
 	if (is_h2)
 		h2_conn_is_h2(t, c);
 	*pp = c;
@@ -379,7 +481,10 @@ static void unlink_conn(struct h2_table *t, struct h2_conn *c)
 	struct h2_conn **pp = find_link(t, c->info.id.origin, c->info.id.conn);
 	if (*pp == c) {
 		*pp = c->next;
-		t->nconns--;
+		if (c->owned)
+			t->nconns--;
+		else
+			t->ntaps--;
 	}
 }
 
@@ -425,20 +530,25 @@ static void leave_feed(struct h2_table *t, const struct conn_open *fi, int dir,
 	free(one);
 }
 
+static void tap_data(struct h2_table *t, struct h2_conn *c, int dir, uint64_t ts,
+		     uint64_t off, const uint8_t *p, size_t n);
+
 /*
  * The connection leaves the converter: its streams' connections end, it is
  * handed on to the next stage (opened there (midstream at the offsets of the unconverted
  * bytes, or as announced if it never was HTTP/2), the bytes of the frame
  * being read are fed raw, then the rest of the current record (at off).
  * Inside a DATA payload already partly converted, the rest of that frame is
- * a gap.
+ * a gap. One that never was HTTP/2 stays with the stage as a tap when there
+ * are records: its HTTP/1.x is parsed from its first byte.
  */
 static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
-		  const uint8_t *rest, size_t n, uint64_t *gap)
+		  const uint8_t *rest, size_t n, uint64_t *gap, enum http_end why)
 {
 	struct conn_open fi = c->info;
 	uint64_t skip[2];
-	close_streams(t, c);
+	int keep = c->state == H2_DETECT && t->rec;
+	close_streams(t, c, why);
 	unlink_conn(t, c);
 	if (c->state == H2_CONVERT) {
 		fi.midstream = 1;
@@ -448,7 +558,8 @@ static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
 		fi.off[d] = c->d[d].off - c->d[d].raw.len;
 		skip[d] = data_rest(&c->d[d]);
 	}
-	if (flow_ret(t, stage_emit_open(t->st, &fi)) == 0) {
+	int err = keep ? stage_hand_on_tapped(t->st, &fi) : stage_emit_open(t->st, &fi);
+	if (flow_ret(t, err) == 0) {
 		fi.ts_ns = c->ts;
 		for (int d = 0; d < 2; d++) {
 			if (skip[d])
@@ -461,20 +572,43 @@ static void leave(struct h2_table *t, struct h2_conn *c, int dir, uint64_t off,
 			n = 0; /* wholly inside the frame not shown */
 		leave_feed(t, &fi, dir, &c->d[dir].raw, off, rest, n, gap);
 	}
-	conn_free(c);
+	if (!keep || err) {
+		conn_free(c);
+		return;
+	}
+	/* a tap now: the client's bytes so far (held for the preface) first */
+	struct h2_conn **pp = find_link(t, c->info.id.origin, c->info.id.conn);
+	c->next = *pp;
+	*pp = c;
+	c->owned = 0;
+	t->ntaps++;
+	t->taps++;
+	set_consumers(t, c);
+	struct h2_buf held = c->d[0].raw;
+	uint64_t held_off = c->d[0].off - held.len;
+	memset(&c->d[0].raw, 0, sizeof(c->d[0].raw));
+	if (to_http1(t, c) == 0) {
+		c->d[0].off = c->d[1].off = 0;
+		tap_data(t, c, 0, c->ts, held_off, held.p, held.len);
+		tap_data(t, c, dir, c->ts, off, rest, n);
+	}
+	h2_buf_free(&held);
 }
 
 /* error: 0 (a gap), or why the HTTP/2 could not be converted (-EBADMSG:
  * a message breaking RFC 9113 §8, see h2_check_request()). */
-static void fallback(struct h2_table *t, struct h2_conn *c, int error)
+static enum http_end fallback(struct h2_table *t, struct h2_conn *c, int error)
 {
 	if (c->state != H2_CONVERT)
-		return;
-	t->ctr.fallbacks++;
+		return HTTP_END_CLOSED;
+	if (c->owned)
+		t->ctr.fallbacks++;
 	if (error)
 		t->ctr.errors++;
 	if (error == -EBADMSG)
 		t->ctr.malformed++;
+	return error == -ENOSPC || error == -E2BIG ? HTTP_END_LIMIT :
+	       error ? HTTP_END_ERROR : HTTP_END_GAP;
 }
 
 static int h2_data(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
@@ -484,7 +618,7 @@ static int h2_data(struct stage *s, const struct conn_id *id, int dir, uint64_t 
 	if (gap)
 		*gap = 0;
 	struct h2_conn *c = *find_link(t, id->origin, id->conn);
-	if (!c)
+	if (!c || !c->owned)
 		return -ENOENT;
 	if (dir != 0 && dir != 1)
 		return -EINVAL;
@@ -492,8 +626,7 @@ static int h2_data(struct stage *s, const struct conn_id *id, int dir, uint64_t 
 	c->ts = ts_ns;
 	if (off > d->off) {
 		/* bytes we never get: HTTP/2 cannot be followed past them */
-		fallback(t, c, 0);
-		leave(t, c, dir, off, data, len, gap);
+		leave(t, c, dir, off, data, len, gap, fallback(t, c, 0));
 		return 0;
 	}
 	if (off < d->off) {
@@ -504,7 +637,7 @@ static int h2_data(struct stage *s, const struct conn_id *id, int dir, uint64_t 
 		len -= (size_t)behind;
 	}
 	if (c->state == H2_DETECT && dir == 1 && len) {
-		leave(t, c, dir, d->off, data, len, gap); /* the server spoke first */
+		leave(t, c, dir, d->off, data, len, gap, HTTP_END_CLOSED); /* the server spoke first */
 		return 0;
 	}
 	size_t used = 0;
@@ -513,8 +646,8 @@ static int h2_data(struct stage *s, const struct conn_id *id, int dir, uint64_t 
 		h2_out_flush(t, c);
 		return 0;
 	}
-	fallback(t, c, err);
-	leave(t, c, dir, d->off, data + used, len - used, gap);
+	enum http_end why = fallback(t, c, err);
+	leave(t, c, dir, d->off, data + used, len - used, gap, why);
 	return 0;
 }
 
@@ -523,18 +656,122 @@ static int h2_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t t
 {
 	struct h2_table *t = s->priv;
 	struct h2_conn *c = *find_link(t, id->origin, id->conn);
-	if (!c)
+	if (!c || !c->owned)
 		return -ENOENT;
 	if (dir != 0 && dir != 1)
 		return -EINVAL;
 	c->ts = ts_ns;
-	fallback(t, c, 0);
+	enum http_end why = fallback(t, c, 0);
 	/* what falls in the rest of a DATA frame leave() hides is hidden already */
 	uint64_t hidden = data_rest(&c->d[dir]);
-	leave(t, c, dir, c->d[dir].off, NULL, 0, NULL);
+	leave(t, c, dir, c->d[dir].off, NULL, 0, NULL, why);
 	if (len > hidden)
 		flow_ret(t, stage_emit_gap(t->st, id, dir, ts_ns, len - hidden));
 	return 0;
+}
+
+/* ---- tapped connections: records only ---- */
+
+/* Nothing more of c is followed: its exchanges end (why). */
+static void tap_stop(struct h2_table *t, struct h2_conn *c, enum http_end why)
+{
+	close_streams(t, c, why);
+	if (c->h1) {
+		if (why == HTTP_END_GAP)
+			h1_gap(c->h1, 0, c->ts);
+		h1_free(c->h1, c->ts);
+		c->h1 = NULL;
+	}
+	for (int d = 0; d < 2; d++) {
+		hpack_free(&c->d[d].hp);
+		h2_buf_free(&c->d[d].raw);
+		h2_buf_free(&c->d[d].blk);
+		h2_buf_free(&c->d[d].hdrs.buf);
+	}
+	c->state = H2_OFF;
+}
+
+static void tap_data(struct h2_table *t, struct h2_conn *c, int dir, uint64_t ts,
+		     uint64_t off, const uint8_t *p, size_t n)
+{
+	struct h2_dir *d = &c->d[dir];
+	c->ts = ts;
+	if (c->state == H2_OFF || !n)
+		return;
+	if (off > d->off) {
+		tap_stop(t, c, HTTP_END_GAP); /* bytes we never get */
+		return;
+	}
+	if (off < d->off) {
+		uint64_t behind = d->off - off;
+		if (behind >= n)
+			return;
+		p += behind;
+		n -= (size_t)behind;
+	}
+	if (c->state == H2_DETECT) {
+		/* which HTTP: the client's first bytes say (the HTTP/2 preface, whose
+		 * rest the decoder checks, or anything else: HTTP/1.x) */
+		static const char pre[] = "PRI * HTTP/2.0";
+		size_t k = n < sizeof(pre) - 1 ? n : sizeof(pre) - 1;
+		if (dir == 0 && !memcmp(p, pre, k))
+			h2_conn_is_h2(t, c);
+		else if (to_http1(t, c) < 0)
+			return;
+	}
+	if (c->state == H2_HTTP1) {
+		d->off += n;
+		if (h1_feed(c->h1, dir, ts, p, n) < 0)
+			c->state = H2_OFF;
+		return;
+	}
+	size_t used = 0;
+	int err = h2_dir_feed(t, c, dir, p, n, &used);
+	if (err) {
+		enum http_end why = fallback(t, c, err);
+		tap_stop(t, c, why == HTTP_END_GAP ? HTTP_END_ERROR : why);
+	}
+}
+
+static void h2_tap_data(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+			uint64_t off, const uint8_t *p, size_t n)
+{
+	struct h2_table *t = s->priv;
+	struct h2_conn *c = *find_link(t, id->origin, id->conn);
+	if (c && !c->owned && (dir == 0 || dir == 1))
+		tap_data(t, c, dir, ts_ns, off, p, n);
+}
+
+static void h2_tap_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t ts_ns,
+		       uint64_t n)
+{
+	struct h2_table *t = s->priv;
+	struct h2_conn *c = *find_link(t, id->origin, id->conn);
+	(void)dir;
+	(void)n;
+	if (c && !c->owned && c->state != H2_OFF) {
+		c->ts = ts_ns;
+		tap_stop(t, c, HTTP_END_GAP);
+	}
+}
+
+/* A tapped connection ended: a response read until the close is complete. */
+static void tap_end(struct h2_table *t, struct h2_conn *c, uint64_t ts_ns)
+{
+	c->ts = ts_ns;
+	if (c->h1)
+		h1_close(c->h1, ts_ns);
+	close_streams(t, c, HTTP_END_CLOSED);
+	unlink_conn(t, c);
+	conn_free(c);
+}
+
+static void h2_ended(struct stage *s, const struct conn_open *o)
+{
+	struct h2_table *t = s->priv;
+	struct h2_conn *c = *find_link(t, o->id.origin, o->id.conn);
+	if (c && !c->owned)
+		tap_end(t, c, o->ts_ns);
 }
 
 /* The connection ended: its streams get their FIN. One that never showed
@@ -542,12 +779,16 @@ static int h2_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t t
 static int conn_close(struct h2_table *t, struct h2_conn *c, uint64_t ts_ns, unsigned flags)
 {
 	c->ts = ts_ns;
+	if (!c->owned) {
+		tap_end(t, c, ts_ns);
+		return 0;
+	}
 	if (c->state == H2_DETECT) {
 		struct conn_id id = c->info.id;
-		leave(t, c, 0, c->d[0].off, NULL, 0, NULL);
+		leave(t, c, 0, c->d[0].off, NULL, 0, NULL, HTTP_END_CLOSED);
 		return flow_ret(t, stage_emit_close(t->st, &id, ts_ns, flags));
 	}
-	close_streams(t, c);
+	close_streams(t, c, HTTP_END_CLOSED);
 	unlink_conn(t, c);
 	conn_free(c);
 	return 0;
@@ -557,7 +798,7 @@ static int h2_close(struct stage *s, const struct conn_id *id, uint64_t ts_ns, u
 {
 	struct h2_table *t = s->priv;
 	struct h2_conn *c = *find_link(t, id->origin, id->conn);
-	return c ? conn_close(t, c, ts_ns, flags) : -ENOENT;
+	return c && c->owned ? conn_close(t, c, ts_ns, flags) : -ENOENT;
 }
 
 /* Ends the connections of one origin (all: every one). */
@@ -592,7 +833,8 @@ static int h2_stage_open(struct stage *s, struct conn_open *o)
 
 static size_t h2_stage_counters(const struct stage *s, struct kv *out, size_t max)
 {
-	const struct h2_counters *c = h2_counters(s->priv);
+	const struct h2_table *t = s->priv;
+	const struct h2_counters *c = h2_counters(t);
 	size_t n = 0;
 	n = kv_put(out, max, n, "conns", c->conns, 0);
 	n = kv_put(out, max, n, "streams", c->streams, 0);
@@ -601,7 +843,24 @@ static size_t h2_stage_counters(const struct stage *s, struct kv *out, size_t ma
 	n = kv_put(out, max, n, "refused_conns", c->conns_refused, 0);
 	n = kv_put(out, max, n, "refused_streams", c->streams_refused, 0);
 	n = kv_put(out, max, n, "malformed", c->malformed, 0);
-	return kv_put(out, max, n, "emit_errors", c->flow_errors, 0);
+	n = kv_put(out, max, n, "emit_errors", c->flow_errors, 0);
+	if (!t->rec)
+		return n;
+	const struct rec_counters *r = rec_counters(t->rec);
+	n = kv_put(out, max, n, "followed", t->taps, 0);
+	n = kv_put(out, max, n, "followed_now", t->ntaps, 1);
+	n = kv_put(out, max, n, "refused_followed", t->taps_refused, 0);
+	n = kv_put(out, max, n, "midstream", t->taps_midstream, 0);
+	n = kv_put(out, max, n, "h1_requests", t->h1.requests, 0);
+	n = kv_put(out, max, n, "h1_responses", t->h1.responses, 0);
+	n = kv_put(out, max, n, "h1_errors", t->h1.errors, 0);
+	n = kv_put(out, max, n, "h1_limits", t->h1.limits, 0);
+	n = kv_put(out, max, n, "h1_upgrades", t->h1.upgrades, 0);
+	n = kv_put(out, max, n, "records", r->records, 0);
+	n = kv_put(out, max, n, "records_complete", r->complete, 0);
+	n = kv_put(out, max, n, "records_incomplete", r->incomplete, 0);
+	n = kv_put(out, max, n, "records_truncated", r->truncated, 0);
+	return kv_put(out, max, n, "records_nomem", r->nomem, 0);
 }
 
 static void h2_stage_free(struct stage *s)
@@ -611,9 +870,12 @@ static void h2_stage_free(struct stage *s)
 }
 
 static const struct stage_ops h2_stage_ops = {
-	.name = "h2",
+	.name = "http",
 	.open = h2_stage_open,
+	.ended = h2_ended,
 	.data = h2_data,
+	.tap_data = h2_tap_data,
+	.tap_gap = h2_tap_gap,
 	.gap = h2_gap,
 	.close = h2_close,
 	.origin = h2_origin,
@@ -621,6 +883,11 @@ static const struct stage_ops h2_stage_ops = {
 	.close_all = h2_close_all,
 	.free = h2_stage_free,
 };
+
+int h2_stage_wanted(const struct pipeline_opts *o)
+{
+	return o->records != NULL;
+}
 
 int h2_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *o,
 		  const char **why)
@@ -631,6 +898,9 @@ int h2_stage_init(struct stage *s, const char *arg, const struct pipeline_opts *
 		return -ENOMEM;
 	}
 	h2_set_limits(t, o->max_h2_conns, o->max_h2_streams);
+	t->convert = arg != NULL;
+	t->rec = o->records;
+	t->max_taps = o->max_http_conns ? o->max_http_conns : H2_DEFAULT_MAX_TAPS;
 	s->priv = t;
 	s->ops = &h2_stage_ops;
 	return 0;

@@ -43,6 +43,7 @@ struct h2_counters {
 
 #define H2_DEFAULT_MAX_CONNS 128       /* converted at once (--max-h2-conns) */
 #define H2_DEFAULT_MAX_STREAMS 16384   /* open streams in total (--max-h2-streams) */
+#define H2_DEFAULT_MAX_TAPS 10000      /* followed for records at once (--max-http-conns) */
 
 const struct h2_counters *h2_counters(const struct h2_table *t);
 

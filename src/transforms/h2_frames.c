@@ -23,22 +23,81 @@ static const uint8_t preface[24] = {
 	'\r', '\n', 'S', 'M', '\r', '\n', '\r', '\n'
 };
 
+/* The request's :method is HEAD (its response has no body). */
+static uint8_t head_method(const struct h2_hdrs *h)
+{
+	size_t pos = 0;
+	struct h2_field f;
+	while (h2_hdrs_next(h, &pos, &f) && f.nlen && f.name[0] == ':')
+		if (f.nlen == 7 && !memcmp(f.name, ":method", 7))
+			return f.vlen == 4 && !memcmp(f.value, "HEAD", 4);
+	return 0;
+}
+
+/* :status of a response block h2_check_response accepted (3 digits). */
+static unsigned h2_status(const struct h2_hdrs *h)
+{
+	size_t pos = 0;
+	struct h2_field f;
+	while (h2_hdrs_next(h, &pos, &f) && f.nlen && f.name[0] == ':')
+		if (f.nlen == 7 && !memcmp(f.name, ":status", 7) && f.vlen == 3)
+			return (unsigned)(f.value[0] - '0') * 100 + (unsigned)(f.value[1] - '0') * 10 +
+			       (unsigned)(f.value[2] - '0');
+	return 0;
+}
+
+/* ---- message events to the connection's consumers (http/msg.h) ---- */
+
+#define EACH(c, call)                                                      \
+	for (size_t i_ = 0; i_ < (c)->ncons; i_++)                         \
+		if ((c)->cons[i_].ops->call)                               \
+			(c)->cons[i_].ops->call
+
+/* Each returns c->werr: the writer could not write it (the connection falls back). */
+static int ev_head(struct h2_conn *c, struct h2_stream *st, int dir, const struct h2_hdrs *h,
+		   int es, int end, int64_t clen, unsigned status)
+{
+	struct http_head hd = { .version = 20, .request = dir == 0, .end = (uint8_t)end,
+				.end_stream = (uint8_t)es,
+				.informational = dir == 1 && status < 200,
+				.status = (uint16_t)status, .content_length = clen, .fields = h };
+	if (dir == 0) {
+		size_t pos = 0;
+		struct h2_field f;
+		while (h2_hdrs_next(h, &pos, &f) && f.nlen && f.name[0] == ':') {
+			struct http_str v = { f.value, f.vlen };
+			if (f.nlen == 7 && !memcmp(f.name, ":method", 7))
+				hd.method = v;
+			else if (f.nlen == 5 && !memcmp(f.name, ":path", 5))
+				hd.target = v;
+			else if (f.nlen == 7 && !memcmp(f.name, ":scheme", 7))
+				hd.scheme = v;
+			else if (f.nlen == 10 && !memcmp(f.name, ":authority", 10))
+				hd.authority = v;
+		}
+		if (!hd.target.p)
+			hd.target = hd.authority; /* CONNECT */
+	}
+	EACH(c, head)(c->cons[i_].arg, &st->x, dir, c->ts, &hd);
+	return c->werr;
+}
+
 /* The message of one direction of a stream is complete. */
-static void msg_end(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
-		    int last_chunk_written)
+static int msg_end(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir)
 {
 	if (st->ended[dir])
-		return;
-	if (st->chunked[dir] && !last_chunk_written)
-		h2_out_put(t, c, st, dir, "0\r\n\r\n", 5);
+		return 0;
 	st->ended[dir] = 1;
+	EACH(c, msg_end)(c->cons[i_].arg, &st->x, dir, c->ts);
 	if (st->ended[0] && st->ended[1])
-		h2_stream_close(t, c, st);
+		h2_stream_close(t, c, st, HTTP_END_DONE);
+	return c->werr;
 }
 
 static int body(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p, size_t n)
 {
 	struct h2_stream *st = h2_stream_find(c, c->d[dir].fsid);
+	(void)t;
 	if (!n || !st || !st->head_done[dir] || st->ended[dir])
 		return 0;
 	if (st->sized[dir]) {
@@ -47,25 +106,14 @@ static int body(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 			return -EBADMSG;
 		st->left[dir] -= n;
 	}
-	if (!st->chunked[dir]) {
-		h2_out_ref(t, c, st, dir, p, n); /* no copy */
-		return 0;
-	}
-	char line[24];
-	int k = snprintf(line, sizeof(line), "%zx\r\n", n);
-	int err = h2_out_put(t, c, st, dir, line, (size_t)k);
-	if (!err)
-		h2_out_ref(t, c, st, dir, p, n);
-	if (!err)
-		err = h2_out_put(t, c, st, dir, "\r\n", 2);
-	return err;
+	EACH(c, body)(c->cons[i_].arg, &st->x, dir, c->ts, p, n);
+	return c->werr;
 }
 
 /* A PUSH_PROMISE's request: a stream of its own, request without body. */
 static int pushed_request(struct h2_table *t, struct h2_conn *c, struct h2_dir *d)
 {
 	struct h2_stream *st;
-	struct h2_head_info hi;
 	int64_t clen;
 	if (h2_stream_find(c, d->blk_promised))
 		return -EPROTO;
@@ -74,18 +122,11 @@ static int pushed_request(struct h2_table *t, struct h2_conn *c, struct h2_dir *
 		err = h2_stream_new(t, c, d->blk_promised, &st);
 	if (err)
 		return err;
-	h2_out_select(t, c, st, 0);
-	size_t mark = c->out.len;
-	err = h2_h1_request(&d->hdrs, 1, &c->out, &hi);
-	if (err) {
-		c->out.len = mark;
-		return err;
-	}
-	h2_out_wrote(c, mark);
 	st->head_done[0] = 1;
-	st->head_req = (uint8_t)hi.head_method;
-	msg_end(t, c, st, 0, 0);
-	return 0;
+	st->head_req = head_method(&d->hdrs);
+	if ((err = ev_head(c, st, 0, &d->hdrs, 1, 1, clen, 0)))
+		return err;
+	return msg_end(t, c, st, 0);
 }
 
 /* The message of (st, dir) ends: a body shorter than its content-length is
@@ -95,7 +136,7 @@ static int sized_end(const struct h2_stream *st, int dir)
 	return st->sized[dir] && st->left[dir] ? -EBADMSG : 0;
 }
 
-/* Trailers: checked, written after a chunked body, the message ends. */
+/* Trailers: checked, handed on, the message ends. */
 static int trailers(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir,
 		    struct h2_dir *d)
 {
@@ -104,67 +145,46 @@ static int trailers(struct h2_table *t, struct h2_conn *c, struct h2_stream *st,
 	int err = h2_check_trailers(&d->hdrs);
 	if (!err)
 		err = sized_end(st, dir);
-	size_t mark = c->out.len;
-	if (!err && st->chunked[dir]) {
-		err = h2_h1_trailers(&d->hdrs, &c->out);
-		if (err)
-			c->out.len = mark;
-		else
-			h2_out_wrote(c, mark);
-	}
-	if (!err)
-		msg_end(t, c, st, dir, st->chunked[dir]);
-	return err;
+	if (err)
+		return err;
+	EACH(c, trailers)(c->cons[i_].arg, &st->x, dir, c->ts, &d->hdrs);
+	if (c->werr)
+		return c->werr;
+	return msg_end(t, c, st, dir);
 }
 
 /* A complete header block of a HEADERS frame: request, response, 1xx or trailers. */
 static int headers_done(struct h2_table *t, struct h2_conn *c, int dir, struct h2_dir *d)
 {
-	struct h2_head_info hi;
 	struct h2_stream *st = h2_stream_find(c, d->blk_sid);
 	int err = 0, es = d->blk_end_stream;
 	int64_t clen = -1;
 	if (st ? st->ended[dir] : dir != 0)
 		return 0; /* a stream we do not follow: decoded for the table only */
-	if (st && st->head_done[dir]) {
-		h2_out_select(t, c, st, dir);
+	if (st && st->head_done[dir])
 		return trailers(t, c, st, dir, d);
-	}
 	err = dir == 0 ? h2_check_request(&d->hdrs, &clen) : h2_check_response(&d->hdrs, &clen);
 	if (!err && dir == 0 && es && clen > 0)
 		err = -EBADMSG; /* ends before the body it announces (§8.1.1) */
+	unsigned status = dir == 1 ? h2_status(&d->hdrs) : 0;
+	int info = dir == 1 && status < 200;
+	int bodyless = dir == 1 && (info || status == 204 || status == 304 || st->head_req);
+	if (!err && dir == 1 && es && !bodyless && clen > 0)
+		err = -EBADMSG; /* a response without the body it announces */
 	if (!err && !st)
 		err = h2_stream_new(t, c, d->blk_sid, &st);
 	if (err)
 		return err;
-	h2_out_select(t, c, st, dir);
-	size_t mark = c->out.len;
 	if (dir == 0)
-		err = h2_h1_request(&d->hdrs, es, &c->out, &hi);
-	else
-		err = h2_h1_response(&d->hdrs, es, st->head_req, &c->out, &hi);
-	if (err) {
-		c->out.len = mark;
+		st->head_req = head_method(&d->hdrs);
+	if ((err = ev_head(c, st, dir, &d->hdrs, es, es || bodyless, clen, status)))
 		return err;
-	}
-	if (hi.informational) {
-		h2_out_wrote(c, mark);
+	if (info)
 		return 0; /* the final response follows */
-	}
 	st->head_done[dir] = 1;
-	st->chunked[dir] = (uint8_t)hi.chunked;
-	st->sized[dir] = clen >= 0 || hi.bodyless;
-	st->left[dir] = hi.bodyless || clen < 0 ? 0 : (uint64_t)clen;
-	if (dir == 0)
-		st->head_req = (uint8_t)hi.head_method;
-	if (es && (err = sized_end(st, dir)) != 0) {
-		c->out.len = mark; /* a response without the body it announces */
-		return err;
-	}
-	h2_out_wrote(c, mark);
-	if (es)
-		msg_end(t, c, st, dir, 0);
-	return 0;
+	st->sized[dir] = clen >= 0 || bodyless;
+	st->left[dir] = bodyless || clen < 0 ? 0 : (uint64_t)clen;
+	return es ? msg_end(t, c, st, dir) : 0;
 }
 
 static int block_frag(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p,
@@ -265,7 +285,7 @@ static int on_goaway(struct h2_table *t, struct h2_conn *c, int dir, struct read
 	for (; st; st = next) {
 		next = st->next;
 		if (st->id > last && (int)(st->id & 1) == dir)
-			h2_stream_close(t, c, st);
+			h2_stream_close(t, c, st, HTTP_END_RESET);
 	}
 	return 0;
 }
@@ -289,7 +309,7 @@ static int frame_done(struct h2_table *t, struct h2_conn *c, int dir)
 			return -EPROTO;
 		st = h2_stream_find(c, d->fsid);
 		if (st)
-			h2_stream_close(t, c, st);
+			h2_stream_close(t, c, st, HTTP_END_RESET);
 		return 0;
 	case F_SETTINGS:
 		return on_settings(c, dir, &r);
@@ -330,7 +350,7 @@ static int data_end(struct h2_table *t, struct h2_conn *c, int dir)
 			int err = sized_end(st, dir);
 			if (err)
 				return err;
-			msg_end(t, c, st, dir, 0);
+			return msg_end(t, c, st, dir);
 		}
 	}
 	return 0;

@@ -46,6 +46,26 @@ void h2_hdrs_reset(struct h2_hdrs *h)
 	h->buf.cap = 2 * H2_MAX_HEADER_LIST;
 }
 
+int h2_hdrs_add(struct h2_hdrs *h, const void *name, size_t nlen, const void *value,
+		size_t vlen)
+{
+	size_t add = nlen + vlen + 32;
+	if (nlen > H2_MAX_HEADER_LIST || vlen > H2_MAX_HEADER_LIST ||
+	    h->list_size > H2_MAX_HEADER_LIST - add)
+		return -E2BIG;
+	int err = h2_buf_grow(&h->buf, 8 + nlen + vlen);
+	if (err)
+		return err;
+	uint8_t *o = h->buf.p + h->buf.len;
+	put_be32(o, (uint32_t)nlen);
+	put_be32(o + 4, (uint32_t)vlen);
+	memcpy(o + 8, name, nlen);
+	memcpy(o + 8 + nlen, value, vlen);
+	h->buf.len += 8 + nlen + vlen;
+	h->list_size += add;
+	return 0;
+}
+
 int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f)
 {
 	if (!h->buf.p || h->buf.len - *pos < 8)
@@ -196,7 +216,7 @@ int h2_h1_request(const struct h2_hdrs *h, int end_stream, struct h2_buf *out,
 	return err;
 }
 
-static const char *reason(unsigned status)
+const char *http_reason(unsigned status)
 {
 	switch (status) {
 	case 100: return "Continue";
@@ -241,7 +261,7 @@ int h2_h1_response(const struct h2_hdrs *h, int end_stream, int head_req,
 	if (!err)
 		err = h2_buf_put(out, " ", 1);
 	if (!err)
-		err = h2_buf_str(out, reason(status));
+		err = h2_buf_str(out, http_reason(status));
 	if (!err)
 		err = h2_buf_put(out, "\r\n", 2);
 	if (!err)

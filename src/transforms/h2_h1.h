@@ -49,6 +49,9 @@ struct h2_field {
 };
 
 void h2_hdrs_reset(struct h2_hdrs *h);
+/* Appends a field (copied). Returns 0, -E2BIG past the list cap, -ENOMEM. */
+int h2_hdrs_add(struct h2_hdrs *h, const void *name, size_t nlen, const void *value,
+		size_t vlen);
 /* Iterates: *pos starts at 0. Returns 1 with *f filled, 0 at the end. */
 int h2_hdrs_next(const struct h2_hdrs *h, size_t *pos, struct h2_field *f);
 
@@ -96,6 +99,9 @@ int h2_h1_request(const struct h2_hdrs *h, int end_stream, struct h2_buf *out,
 /* The same for a response (:status). head_req: the request was HEAD. */
 int h2_h1_response(const struct h2_hdrs *h, int end_stream, int head_req,
 		   struct h2_buf *out, struct h2_head_info *hi);
+
+/* The standard reason phrase of a status ("OK"; "" for one without). */
+const char *http_reason(unsigned status);
 
 /* Trailer fields after the last chunk: "0\r\n" fields "\r\n". */
 int h2_h1_trailers(const struct h2_hdrs *h, struct h2_buf *out);

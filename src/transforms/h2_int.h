@@ -5,13 +5,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/h1.h"
+#include "http/msg.h"
 #include "transforms/h2.h"
 #include "transforms/h2_h1.h"
 #include "transforms/hpack.h"
 
 enum h2_conn_state {
 	H2_DETECT = 0, /* no ALPN: waiting for the client preface */
-	H2_CONVERT     /* HTTP/2: converted */
+	H2_CONVERT,    /* HTTP/2: decoded (converted when the stage owns it) */
+	H2_HTTP1,      /* tapped: HTTP/1.x, parsed for records (c->h1) */
+	H2_OFF         /* tapped: not followed any more (error, upgrade, gap) */
 };
 
 enum h2_parse_state {
@@ -20,11 +24,14 @@ enum h2_parse_state {
 
 struct h2_stream {
 	struct h2_stream *next;
+	struct http_txn x;      /* what the message consumers know of it */
+	struct h2_conn *conn;
 	uint32_t id;
-	uint64_t conn_id;       /* its connection: (the stage's origin, conn_id) */
-	uint64_t off[2];        /* bytes written to it per direction */
-	uint8_t head_done[2];   /* final head written (request, response) */
-	uint8_t chunked[2];
+	uint64_t conn_id;       /* writer: its connection (the stage's origin, conn_id); 0 none yet */
+	uint64_t off[2];        /* writer: bytes written to it per direction */
+	uint8_t head_done[2];   /* final head seen (request, response) */
+	uint8_t chunked[2];     /* writer: its HTTP/1.1 body is chunked */
+	uint8_t last_chunk[2];  /* writer: the last chunk is written (trailers) */
 	uint8_t ended[2];
 	uint8_t head_req;       /* the request was HEAD */
 	uint8_t sized[2];       /* the body's length is known (content-length, or none allowed) */
@@ -60,6 +67,12 @@ struct h2_conn {
 	struct conn_open info;      /* the original connection (holds a reference to its meta) */
 	struct conn_meta *smeta;    /* its streams' metadata (kind synthetic), NULL until one */
 	enum h2_conn_state state;
+	uint8_t owned;              /* the stage owns it (converts it); 0: taps it for records */
+	int werr;                   /* the writer failed: the connection falls back */
+	struct http_conn_info ci;   /* for the consumers: info */
+	struct http_consumer cons[HTTP_MAX_CONSUMERS]; /* the writer (owned), the records */
+	size_t ncons;
+	struct h1_conn *h1;         /* H2_HTTP1 */
 	struct h2_dir d[2];
 	struct h2_stream *streams;
 	size_t nstreams;
@@ -73,8 +86,16 @@ struct h2_conn {
 
 /* h2.c, for the frame reader */
 struct h2_stream *h2_stream_find(struct h2_conn *c, uint32_t id);
+/* A new stream (within the caps), known to the consumers as st->x. */
 int h2_stream_new(struct h2_table *t, struct h2_conn *c, uint32_t id, struct h2_stream **out);
-void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st);
+/* The stream is over: its consumers hear txn_end (why), then it is freed. */
+void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st,
+		     enum http_end why);
+/* Writer: opens the stream's synthetic connection (0 or -errno), closes it. */
+int h2_stream_open(struct h2_table *t, struct h2_conn *c, struct h2_stream *st);
+void h2_stream_closed(struct h2_table *t, struct h2_conn *c, struct h2_stream *st);
+/* h2_write.c: the HTTP/2 -> HTTP/1.1 writer, a message consumer whose arg is the table. */
+extern const struct http_consumer_ops h2_writer_ops;
 /* Makes (st, dir) the target of the pending output (handing on what is
  * pending for another target first), with room for one more piece. */
 void h2_out_select(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, int dir);

@@ -1,5 +1,6 @@
 /* Fuzz target: input bytes are ring records of one HTTP/2 connection; the chain with the --h2-to-h1 stage must survive them. */
 #include "common/log.h"
+#include "http/records.h"
 #include "pipeline/pipeline.h"
 #include "sinks/sink.h"
 
@@ -10,7 +11,9 @@
 /*
  * Input layout:
  *   byte 0               bit 0: ALPN "h2" (else empty: detection by preface);
- *                        bit 1: the mirrored process is the server
+ *                        bit 1: the mirrored process is the server;
+ *                        bit 2: HTTP records too (--http-log, 16-byte bodies);
+ *                        bit 3: no --h2-to-h1 (the stage only taps, for the records)
  *   then records         [op: 1 byte][len: 2 bytes big-endian][len bytes]
  *                        op bit 0: direction (1 s2c); op bits 1-2: 0 DATA at
  *                        the next offset, 1 DATA after skipping 7 bytes (a
@@ -52,12 +55,24 @@ static void record(struct pipeline *pl, int op, const uint8_t *p, size_t n, uint
 	off[dir] += n;
 }
 
-/* A chain of the h2 stage and the flow engine, writing to sinks. */
-static struct pipeline *h2_chain(struct sink_set *sinks)
+/* A record is one line without a control byte but its newline. */
+static void check_line(void *arg, const uint8_t *line, size_t n, uint64_t ts)
 {
-	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = sinks } };
+	(void)arg;
+	(void)ts;
+	if (!n || line[n - 1] != '\n')
+		abort();
+	for (size_t i = 0; i + 1 < n; i++)
+		if (line[i] < 0x20)
+			abort();
+}
+
+/* A chain of the http stage and the flow engine, writing to sinks. */
+static struct pipeline *h2_chain(struct sink_set *sinks, struct rec_builder *rec, int convert)
+{
+	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = sinks }, .records = rec };
 	for (size_t i = 0; i < stage_table_len; i++)
-		if (!strcmp(stage_table[i].name, "h2"))
+		if (!strcmp(stage_table[i].name, "http") && convert)
 			po.arg[i] = "";
 	const char *why;
 	struct pipeline *pl = pipeline_new(&po, &why);
@@ -69,7 +84,9 @@ static struct pipeline *h2_chain(struct sink_set *sinks)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sink_set *sinks = fuzz_sinks();
-	struct pipeline *pl = h2_chain(sinks);
+	struct rec_config rc = { .body_max = 16, .emit = check_line };
+	struct rec_builder *rec = size && (data[0] & 4) ? rec_new(&rc) : NULL;
+	struct pipeline *pl = h2_chain(sinks, rec, !size || !(data[0] & 8));
 	struct conn_meta *m = conn_meta_new();
 	uint64_t off[2] = { 0, 0 };
 	if (!pl || !m || !size)
@@ -103,5 +120,6 @@ out:
 	sink_set_flush(sinks);
 	conn_meta_unref(m);
 	pipeline_free(pl);
+	rec_free(rec);
 	return 0;
 }

@@ -84,6 +84,16 @@ def seeds():
                      lit(b":path", b"*"))) + \
         rec(0, frame(1, 5, 5, lit(b":method", b"GET") + lit(b":scheme", b"https") +
                      lit(b":path", b"/") + lit(b":authority", b"u@h")))
+    # the same with HTTP records: converted and recorded (byte 0 bit 2), and
+    # only tapped for the records (bit 3)
+    for name in ("continuation-padding", "push-1xx-rst-goaway", "detect-preface-split", "not-h2",
+                 "bad-frame-fallback", "gap-and-exit", "path-crlf", "body-past-length",
+                 "response-rules", "trailers-pseudo"):
+        d = s[name]
+        s[name + "-records"] = bytes([d[0] | 4]) + d[1:]
+        s[name + "-records-tap"] = bytes([d[0] | 12]) + d[1:]
+    s["h1-records-tap"] = bytes([12]) + rec(0, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") + \
+        rec(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     return s
 
 

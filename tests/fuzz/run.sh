@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 CORPUS=tests/fuzz/corpus
-TARGETS=(ring h2 frame hpack record)
+TARGETS=(ring h2 frame hpack record http1)
 MAX_LEN=${FUZZ_MAX_LEN:-16384}
 
 build() {
@@ -30,7 +30,8 @@ seeds() {
 		src/transport/ring.c && mkdir -p "$CORPUS/ring" && "$tmp/mkseeds" "$CORPUS/ring" &&
 		python3 tests/fuzz/mkseeds_h2.py "$CORPUS/h2" &&
 		python3 tests/fuzz/mkseeds_frame.py "$CORPUS/frame" &&
-		python3 tests/fuzz/mkseeds_record.py "$CORPUS/record"
+		python3 tests/fuzz/mkseeds_record.py "$CORPUS/record" &&
+		python3 tests/fuzz/mkseeds_http1.py "$CORPUS/http1"
 	local rc=$?
 	rm -rf "$tmp"
 	return $rc

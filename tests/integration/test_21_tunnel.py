@@ -582,7 +582,7 @@ def test_h2_to_h1_at_the_collector(env):
     check(resp == [["HTTP/1.1", "200"]] * 2, f"tshark's responses: {resp}")
     for st in syn:
         check(st.bytes(1).endswith(body), f"{st.name()}: the response does not end with the body")
-    h2 = stat_line(raw, "stage name=h2")
+    h2 = stat_line(raw, "stage name=http")
     check(h2 is not None, f"no h2 stage at the collector: {short(raw, 800)}")
 
 

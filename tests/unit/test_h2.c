@@ -95,13 +95,13 @@ static int t_open(struct hx *x, struct conn_open *fi, const char *alpn)
 	if (err)
 		return err;
 	const char *o = pipeline_owner(x->pl, &fi->id);
-	return o && !strcmp(o, "h2") ? 1 : 0;
+	return o && !strcmp(o, "http") ? 1 : 0;
 }
 
 static int owned_by_h2(struct hx *x, uint64_t origin, uint64_t conn)
 {
 	const char *o = pipeline_owner(x->pl, &(struct conn_id){ origin, conn });
-	return o && !strcmp(o, "h2");
+	return o && !strcmp(o, "http");
 }
 
 /* Events through the chain; -ENOENT (as the converter said before the
@@ -152,14 +152,14 @@ static int hx_init_caps(struct hx *x, const char *alpn, size_t max_conns, size_t
 	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = &x->set },
 				    .max_h2_conns = max_conns, .max_h2_streams = max_streams };
 	for (size_t i = 0; i < stage_table_len; i++)
-		if (!strcmp(stage_table[i].name, "h2"))
+		if (!strcmp(stage_table[i].name, "http"))
 			po.arg[i] = "";
 	const char *why;
 	x->pl = pipeline_new(&po, &why);
 	if (!x->cap || !x->pl)
 		return 0;
 	x->flows = pipeline_stage_priv(x->pl, "flows");
-	x->h2 = pipeline_stage_priv(x->pl, "h2");
+	x->h2 = pipeline_stage_priv(x->pl, "http");
 	if (pipeline_origin_new(x->pl) != 1 || pipeline_origin_new(x->pl) != 2)
 		return 0;
 	struct conn_open fi = { .id = { 1, 1 }, .ts_ns = 1, .family = 4,

@@ -79,9 +79,9 @@ static int rec_init(struct stage *s, const char *arg, const struct pipeline_opts
 }
 
 static const struct stage_def three[] = {
-	{ "a", NULL, NULL, NULL, NULL, rec_init },
-	{ "b", NULL, NULL, NULL, NULL, rec_init },
-	{ "c", NULL, NULL, NULL, NULL, rec_init },
+	{ "a", NULL, NULL, NULL, NULL, rec_init, NULL },
+	{ "b", NULL, NULL, NULL, NULL, rec_init, NULL },
+	{ "c", NULL, NULL, NULL, NULL, rec_init, NULL },
 };
 
 static struct pipeline *chain3(void)
@@ -370,7 +370,7 @@ static int dx_init(struct dx *x, const char *h2, size_t max_conns)
 	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = &x->set,
 					      .max_flows = max_conns } };
 	for (size_t i = 0; i < stage_table_len; i++)
-		if (h2 && !strcmp(stage_table[i].name, "h2"))
+		if (h2 && !strcmp(stage_table[i].name, "http"))
 			po.arg[i] = h2;
 	const char *why;
 	x->pl = pipeline_new(&po, &why);
@@ -548,7 +548,7 @@ TEST(dedup_before_h2_converts_one_end)
 	CHECK_EQ(pipeline_open(x.pl, &srv), 0);
 	CHECK_EQ(pipeline_open(x.pl, &cli), 0);
 	conn_meta_unref(m);
-	CHECK(owned_by(x.pl, &srv, "h2"));
+	CHECK(owned_by(x.pl, &srv, "http"));
 	CHECK(owned_by(x.pl, &cli, "dedup"));
 out:
 	dx_free(&x);

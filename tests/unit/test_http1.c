@@ -1,0 +1,367 @@
+/* Unit tests: the HTTP/1.x parser (src/http/h1.c) as a transcript of its message events, fed whole and a byte at a time; JSON text (src/http/json.c). */
+#include "unit.h"
+
+#include "http/h1.h"
+#include "http/json.h"
+#include "pipeline/conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The events as text: "H0 GET /a 11 host=h|" "B0 3|" "E0|" "H1 200|" "X done|" */
+struct tr {
+	char s[8192];
+	size_t n;
+	int last_body;   /* the last event was a body of direction last_body - 1 */
+};
+
+static void add(struct tr *t, const char *fmt, const void *p, size_t n)
+{
+	(void)p;
+	(void)n;
+	t->n += (size_t)snprintf(t->s + t->n, sizeof(t->s) - t->n, "%s", fmt);
+	t->last_body = 0;
+}
+
+static void t_head(void *arg, struct http_txn *x, int dir, uint64_t ts, const struct http_head *h)
+{
+	struct tr *t = arg;
+	char b[512];
+	(void)ts;
+	(void)x;
+	if (dir == 0)
+		snprintf(b, sizeof(b), "H0 %.*s %.*s %u%s|", (int)h->method.n, h->method.p,
+			 (int)h->target.n, h->target.p, h->version, h->end ? " end" : "");
+	else
+		snprintf(b, sizeof(b), "H1 %u%s%s|", h->status, h->informational ? " info" : "",
+			 h->end ? " end" : "");
+	add(t, b, NULL, 0);
+}
+
+static void t_body(void *arg, struct http_txn *x, int dir, uint64_t ts, const uint8_t *p, size_t n)
+{
+	struct tr *t = arg;
+	(void)x;
+	(void)ts;
+	if (t->n + n + 8 >= sizeof(t->s))
+		return;
+	/* consecutive body events of one direction are merged: feeding in pieces
+	 * must give the same transcript */
+	if (t->last_body == dir + 1)
+		t->n--; /* its '|' */
+	else
+		t->n += (size_t)snprintf(t->s + t->n, sizeof(t->s) - t->n, "B%d ", dir);
+	memcpy(t->s + t->n, p, n);
+	t->n += n;
+	t->s[t->n++] = '|';
+	t->s[t->n] = 0;
+	t->last_body = dir + 1;
+}
+
+static void t_trailers(void *arg, struct http_txn *x, int dir, uint64_t ts, const struct h2_hdrs *h)
+{
+	struct tr *t = arg;
+	size_t pos = 0, k = 0;
+	struct h2_field f;
+	(void)x;
+	(void)ts;
+	while (h2_hdrs_next(h, &pos, &f))
+		k++;
+	char b[32];
+	snprintf(b, sizeof(b), "T%d %zu|", dir, k);
+	add(t, b, NULL, 0);
+}
+
+static void t_end(void *arg, struct http_txn *x, int dir, uint64_t ts)
+{
+	char b[8];
+	(void)x;
+	(void)ts;
+	snprintf(b, sizeof(b), "E%d|", dir);
+	add(arg, b, NULL, 0);
+}
+
+static void t_txn(void *arg, struct http_txn *x, uint64_t ts, enum http_end why)
+{
+	char b[48];
+	(void)ts;
+	snprintf(b, sizeof(b), "X%u %s|", x->stream, http_end_name(why));
+	add(arg, b, NULL, 0);
+}
+
+static const struct http_consumer_ops tr_ops = { t_head, t_body, t_trailers, t_end, t_txn };
+
+struct run {
+	struct tr t;
+	struct h1_counters ctr;
+	struct h1_conn *c;
+	struct conn_open o;
+	struct http_conn_info ci;
+};
+
+static void run_init(struct run *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->ci.open = &r->o;
+	struct http_consumer c = { &tr_ops, &r->t, 0 };
+	r->c = h1_new(&r->ci, &c, 1, &r->ctr);
+}
+
+/* Feeds steps "0:bytes" / "1:bytes" in order, each whole (step 0) or a byte
+ * at a time (step 1); then closes. Returns the transcript. */
+static const char *play(struct run *r, const char *const *steps, size_t n, int bytewise,
+			int close_at_end)
+{
+	run_init(r);
+	for (size_t i = 0; i < n; i++) {
+		int dir = steps[i][0] - '0';
+		const char *p = steps[i] + 2;
+		size_t len = strlen(p);
+		if (!strcmp(p, "<gap>")) {
+			h1_gap(r->c, dir, 1);
+			continue;
+		}
+		if (bytewise)
+			for (size_t k = 0; k < len; k++)
+				h1_feed(r->c, dir, 1, (const uint8_t *)p + k, 1);
+		else
+			h1_feed(r->c, dir, 1, (const uint8_t *)p, len);
+	}
+	if (close_at_end)
+		h1_close(r->c, 2);
+	h1_free(r->c, 3);
+	return r->t.s;
+}
+
+/* Both ways of feeding give want. */
+static int same(const char *const *steps, size_t n, const char *want, int close_at_end)
+{
+	static struct run a, b;
+	const char *x = play(&a, steps, n, 0, close_at_end);
+	int ok = CHECK(!strcmp(x, want));
+	if (!ok)
+		fprintf(stderr, "  whole: %s\n  want:  %s\n", x, want);
+	const char *y = play(&b, steps, n, 1, close_at_end);
+	int ok2 = CHECK(!strcmp(y, want));
+	if (!ok2)
+		fprintf(stderr, "  bytes: %s\n  want:  %s\n", y, want);
+	return ok && ok2;
+}
+
+#define N(a) (sizeof(a) / sizeof(a[0]))
+
+TEST(h1_get_keepalive_and_length)
+{
+	const char *s[] = {
+		"0:GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"1:HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"0:POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nwxyz",
+		"1:HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+	};
+	same(s, N(s), "H0 GET /a?x=1 11 end|E0|H1 200|B1 abc|E1|X1 done|"
+		      "H0 POST /p 11|B0 wxyz|E0|H1 201 end|E1|X2 done|", 1);
+}
+
+TEST(h1_pipelined_requests_answered_in_order)
+{
+	const char *s[] = {
+		"0:GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+		"HEAD /3 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"1:HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nbb"
+		"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", /* HEAD: no body */
+	};
+	same(s, N(s), "H0 GET /1 11 end|E0|H0 GET /2 11 end|E0|H0 HEAD /3 11 end|E0|"
+		      "H1 200|B1 a|E1|X1 done|H1 404|B1 bb|E1|X2 done|H1 200 end|E1|X3 done|", 1);
+}
+
+TEST(h1_chunked_with_extensions_and_trailers)
+{
+	const char *s[] = {
+		"0:PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+		"3;name=\"v a\"\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 5\r\nX-B: 1\r\n\r\n",
+		"1:HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+	};
+	same(s, N(s), "H0 PUT /u 11|B0 abcde|T0 2|E0|H1 200|B1 z|E1|X1 done|", 1);
+}
+
+TEST(h1_bodyless_statuses_and_continue)
+{
+	const char *s[] = {
+		"0:POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+		"1:HTTP/1.1 100 Continue\r\n\r\n",
+		"0:ok",
+		"1:HTTP/1.1 204 No Content\r\n\r\n",
+		"0:GET /c HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\n\r\n",
+		"1:HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n",
+	};
+	same(s, N(s), "H0 POST /e 11|H1 100 info end|B0 ok|E0|H1 204 end|E1|X1 done|"
+		      "H0 GET /c 11 end|E0|H1 304 end|E1|X2 done|", 1);
+}
+
+TEST(h1_response_until_close)
+{
+	const char *s[] = {
+		"0:GET / HTTP/1.0\r\n\r\n",
+		"1:HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ",
+		"1:it",
+	};
+	same(s, N(s), "H0 GET / 10 end|E0|H1 200|B1 all of it|E1|X1 done|", 1);
+	/* without the close: it is not known to be complete */
+	static struct run r;
+	CHECK(strstr(play(&r, s, N(s), 0, 0), "X1 closed|") != NULL);
+}
+
+TEST(h1_upgrade_ends_http_parsing)
+{
+	/* the WebSocket frames carry a request line: never an exchange */
+	const char *s[] = {
+		"0:GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+		"1:HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+		"0:GET /admin HTTP/1.1\r\nHost: h\r\n\r\n",
+		"1:HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	};
+	same(s, N(s), "H0 GET /ws 11 end|E0|H1 101 end|E1|X1 upgrade|", 1);
+	/* CONNECT and its 2xx */
+	const char *c[] = {
+		"0:CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+		"1:HTTP/1.1 200 Connection established\r\n\r\n",
+		"0:\x16\x03\x01 not http",
+	};
+	same(c, N(c), "H0 CONNECT h:443 11 end|E0|H1 200 end|E1|X1 upgrade|", 1);
+}
+
+TEST(h1_refused_upgrade_goes_on_in_http)
+{
+	/* the next request was sent before the answer: held, then parsed */
+	const char *s[] = {
+		"0:GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n"
+		"GET /next HTTP/1.1\r\nHost: h\r\n\r\n",
+		"1:HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nno!",
+		"1:HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ny",
+	};
+	same(s, N(s), "H0 GET /ws 11 end|E0|H1 400|B1 no!|E1|X1 done|"
+		      "H0 GET /next 11 end|E0|H1 200|B1 y|E1|X2 done|", 1);
+}
+
+/* A hostile request after a good one: the good one is recorded, then the
+ * parsing stops with an error and nothing after it becomes an exchange. */
+static void hostile_n(const char *bad, size_t n, const char *then)
+{
+	static struct run r[2];
+	char want[512];
+	snprintf(want, sizeof(want), "H0 GET /ok 11 end|E0|H1 200 end|E1|X1 done|%s", then);
+	for (int bytewise = 0; bytewise < 2; bytewise++) {
+		struct run *x = &r[bytewise];
+		run_init(x);
+		const char *ok = "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n";
+		const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+		const char *after = "GET /after HTTP/1.1\r\nHost: h\r\n\r\n";
+		h1_feed(x->c, 0, 1, (const uint8_t *)ok, strlen(ok));
+		h1_feed(x->c, 1, 1, (const uint8_t *)resp, strlen(resp));
+		for (size_t k = 0; k < n; k += bytewise ? 1 : n)
+			h1_feed(x->c, 0, 1, (const uint8_t *)bad + k, bytewise ? 1 : n);
+		h1_feed(x->c, 0, 1, (const uint8_t *)after, strlen(after));
+		h1_feed(x->c, 1, 1, (const uint8_t *)resp, strlen(resp));
+		h1_close(x->c, 2);
+		h1_free(x->c, 3);
+		if (!CHECK(!strcmp(x->t.s, want)))
+			fprintf(stderr, "  got:  %s\n  want: %s\n  for %.*s\n", x->t.s, want, (int)n, bad);
+		CHECK_EQ(x->ctr.errors, 1);
+	}
+}
+
+#define hostile(lit) hostile_n(lit, sizeof(lit) - 1, "")
+
+TEST(h1_hostile_requests_stop_parsing)
+{
+	hostile("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n");                 /* space in the target */
+	hostile("GET /a HTTP/1.1\r\nHost: h\r\nX: 1\nGET /admin HTTP/1.1\r\n\r\n"); /* bare LF */
+	hostile("GET /a HTTP/1.1\r\nHost: h\r\nX: 1\rY: 2\r\n\r\n");     /* bare CR */
+	hostile("GET /a HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n");        /* NUL */
+	hostile("GET /a HTTP/1.1\r\nHost: h\r\nX: 1\r\n folded\r\n\r\n"); /* obs-fold */
+	hostile("GET /a HTTP/1.1\r\nHost: h\r\nX : 1\r\n\r\n");          /* space before ':' */
+	hostile("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+	hostile("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
+	hostile("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n");
+	hostile("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+	/* a good head and a broken chunk: that exchange is written, with its error */
+	static const char bad_chunk[] = "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+	hostile_n(bad_chunk, sizeof(bad_chunk) - 1, "H0 POST /a 11|X2 error|");
+	hostile("GET /a HTTP/1.1\r\nUser-Agent: x\r\n\r\n");              /* 1.1 without Host */
+	hostile("GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");         /* two Hosts */
+	hostile("GET /a HTTP/2.0\r\nHost: h\r\n\r\n");
+	hostile("G\x01T /a HTTP/1.1\r\nHost: h\r\n\r\n");
+	hostile("GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n");
+}
+
+TEST(h1_hostile_responses_stop_parsing)
+{
+	const char *s[] = {
+		"0:GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+		"1:HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX: y\nHTTP/1.1 200 OK\r\n\r\na",
+	};
+	same(s, N(s), "H0 GET /a 11 end|E0|H0 GET /b 11 end|E0|X1 error|X2 error|", 1);
+	/* a response nobody asked for */
+	const char *t[] = { "1:HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" };
+	same(t, N(t), "", 1);
+	/* 101 without an Upgrade request */
+	const char *u[] = { "0:GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+			    "1:HTTP/1.1 101 Switching Protocols\r\n\r\n" };
+	same(u, N(u), "H0 GET /a 11 end|E0|X1 error|", 1);
+}
+
+TEST(h1_limits_gaps_and_close)
+{
+	static struct run r;
+	/* a head over the cap */
+	run_init(&r);
+	char *big = malloc(H1_MAX_HEAD + 100);
+	memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+	memset(big + 19, 'a', H1_MAX_HEAD);
+	h1_feed(r.c, 0, 1, (const uint8_t *)big, H1_MAX_HEAD + 19);
+	CHECK(h1_stopped(r.c));
+	CHECK_EQ(r.ctr.limits, 1);
+	h1_free(r.c, 2);
+	free(big);
+	/* more requests waiting than the cap */
+	run_init(&r);
+	const char *req = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+	for (int i = 0; i <= H1_MAX_PIPELINE; i++)
+		h1_feed(r.c, 0, 1, (const uint8_t *)req, strlen(req));
+	CHECK(h1_stopped(r.c));
+	CHECK_EQ(r.ctr.limits, 1);
+	CHECK_EQ(r.ctr.requests, H1_MAX_PIPELINE);
+	h1_free(r.c, 2);
+	/* a gap in a body, the close in the middle of one */
+	const char *g[] = { "0:GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+			    "1:HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab", "1:<gap>",
+			    "1:cdefghij" };
+	same(g, N(g), "H0 GET /a 11 end|E0|H1 200|B1 ab|X1 gap|", 1);
+	const char *c[] = { "0:GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+			    "1:HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab" };
+	same(c, N(c), "H0 GET /a 11 end|E0|H1 200|B1 ab|X1 closed|", 1);
+}
+
+TEST(json_strings_utf8_and_base64)
+{
+	struct h2_buf b = { .cap = 4096 };
+	json_str(&b, "a\"b\\c\n\x01\xc3\xa9\xff", 10);
+	/* é stays UTF-8; the lone 0xff becomes U+00FF */
+	const char want[] = "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xc3\xbf\"";
+	CHECK_EQ(b.len, sizeof(want) - 1);
+	CHECK_MEM(b.p, want, sizeof(want) - 1);
+	b.len = 0;
+	json_base64(&b, "any carnal pleas", 16);
+	CHECK_MEM(b.p, "\"YW55IGNhcm5hbCBwbGVhcw==\"", 26);
+	b.len = 0;
+	json_base64(&b, "ab", 2);
+	CHECK_MEM(b.p, "\"YWI=\"", 6);
+	CHECK(json_is_utf8((const uint8_t *)"caf\xc3\xa9", 5));
+	CHECK(!json_is_utf8((const uint8_t *)"\xc0\xaf", 2));      /* overlong */
+	CHECK(!json_is_utf8((const uint8_t *)"\xed\xa0\x80", 3));  /* surrogate */
+	CHECK(!json_is_utf8((const uint8_t *)"a\0b", 3));
+	CHECK(!json_is_utf8((const uint8_t *)"\xe2\x82", 2));      /* cut */
+	h2_buf_free(&b);
+}
