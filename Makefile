@@ -39,8 +39,11 @@ LZ4_CFLAGS     := $(shell $(PKG_CONFIG) --cflags liblz4 2>/dev/null)
 LZ4_LIBS       := $(shell $(PKG_CONFIG) --libs liblz4 2>/dev/null || echo -llz4)
 # the capture library relocates the prologues of a program's own SSL_read... with
 # Capstone (libcapstone-dev: the headers; libcapstone.so.N is loaded at run time, only then)
-OPENSSL_CFLAGS += $(ZSTD_CFLAGS) $(LZ4_CFLAGS)
-OPENSSL_LIBS   += $(ZSTD_LIBS) $(LZ4_LIBS)
+# --kafka: records to Kafka through librdkafka (its mock cluster in the tests)
+RDKAFKA_CFLAGS := $(shell $(PKG_CONFIG) --cflags rdkafka 2>/dev/null)
+RDKAFKA_LIBS   := $(shell $(PKG_CONFIG) --libs rdkafka 2>/dev/null || echo -lrdkafka)
+OPENSSL_CFLAGS += $(ZSTD_CFLAGS) $(LZ4_CFLAGS) $(RDKAFKA_CFLAGS)
+OPENSSL_LIBS   += $(ZSTD_LIBS) $(LZ4_LIBS) $(RDKAFKA_LIBS)
 
 ifeq ($(V),1)
   Q :=
@@ -76,7 +79,7 @@ DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 # gtclient: a GnuTLS client (the test program links libgnutls; the capture library never does)
 GNUTLS_CFLAGS := $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
 GNUTLS_LIBS   := $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
-TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
+TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/progs/kafkamock $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
          $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS) $(BUILD)/progs/gtclient \
          $(BUILD)/progs/staticssl $(BUILD)/progs/staticssl-stripped
 
@@ -148,6 +151,12 @@ $(BUILD)/progs/gtclient: tests/progs/gtclient.c tests/progs/gen.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) $(SO_SAN_CFLAGS) $(GNUTLS_CFLAGS) -o $@ $< $(GNUTLS_LIBS)
+
+# kafkamock: librdkafka's mock cluster, the tests' Kafka (tests/integration/test_30_http_records.py)
+$(BUILD)/progs/kafkamock: tests/progs/kafkamock.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(RDKAFKA_CFLAGS) -o $@ $< $(RDKAFKA_LIBS)
 
 $(TEST_PROGS): $(BUILD)/progs/%: tests/progs/%.c tests/progs/tlsprog.h tests/progs/gen.h
 	@mkdir -p $(dir $@)

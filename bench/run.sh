@@ -49,6 +49,14 @@
 # j. attach latency: `tlsmirror attach` into a running nginx (master + worker) under h2load,
 #    BENCH_ATTACH_RUNS (5) fresh nginx: how long each process is stopped (median, max) and
 #    h2load's failed requests (must be 0). BENCH_PARTS=attach runs it alone (~30 s).
+# k. --http-log: nginx (HTTP/1.1 keep-alive, 1 worker, BENCH_H2_RING ring) under capture
+#    serving 4 KiB (an API's JSON answer; and random bytes, base64 in the records, for
+#    information) and 1 MiB (random) to h2load --h1 -c 8 for
+#    BENCH_H2_SECONDS per run, BENCH_HTTP_PAIRS (4) pairs per size, layout split, the agent
+#    writing pcap to /dev/null plain and also records to /dev/null (default 64 KiB body
+#    cap): agent CPU (every thread: the records' queue worker too) per Gbit/s of clear
+#    text, median of the pairs' ratios; records per agent CPU second at 4 KiB.
+#    Targets <= 1.3 (4 KiB), <= 1.1 (1 MiB), >= 200k records/s. BENCH_PARTS=http alone.
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
@@ -484,49 +492,64 @@ setup_h2() {
 	EOF
 }
 
-# run_h2 plain|convert I: one h2load run; appends "MODE agent_cpu_s bytes req_s streams" to $WORK/h2.txt.
-run_h2() {
-	local mode=$1 out="$WORK/h2load-h2-$1-$2.txt" args=() t0 t1 prev master cpu bytes streams rps fb drop
-	[ "$mode" = convert ] && args=(--h2-to-h1)
-	start_agent "h2$mode" "${args[@]}" -w /dev/null
-	"${APP_PIN[@]}" env TLSMIRROR_RING_SIZE=${BENCH_H2_RING:-256M} "$TM" run --socket "$SOCK" -- nginx -p "$WORK/h2" -e "$WORK/h2/logs/error.log" \
-		-c "$WORK/h2/nginx.conf" -g 'daemon off;' &
+# load_nginx DIR PORT PROBE NAME OUT -- H2LOAD-ARGS...: nginx (DIR/nginx.conf) under capture with the
+# agent started already, h2load with those arguments into OUT once PROBE answers; then waits until
+# the agent is idle, saves `tlsmirror stats` in $LOAD_STATS, stops nginx and the agent
+# (its log agent-NAME.log). LOAD_CPU: the agent's CPU seconds (every thread) during the load.
+load_nginx() {
+	local dir=$1 port=$2 probe=$3 name=$4 out=$5 t0 t1 prev master perf=
+	shift 6
+	"${APP_PIN[@]}" env TLSMIRROR_RING_SIZE=${BENCH_H2_RING:-256M} "$TM" run --socket "$SOCK" -- nginx -p "$dir" -e "$dir/logs/error.log" \
+		-c "$dir/nginx.conf" -g 'daemon off;' &
 	NGINX=$!
 	PIDS+=("$NGINX")
-	wait_for 5 curl -skf --http2 -o /dev/null "https://127.0.0.1:$H2PORT/64k" ||
-		die "nginx (h2) did not start: $(tail -n 3 "$WORK/h2/logs/error.log")"
-	t0=$(cpu_ns "$AGENT")
-	local perf=
-	if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=PREFIX: perf record of the agent, PREFIX.MODE.I
-		perf record -q -o "$BENCH_PERF.$mode.$2" -p "$AGENT" ${BENCH_PERF_ARGS:-} 2>/dev/null &
+	wait_for 5 curl -skf --http2 -o /dev/null "https://127.0.0.1:$port/$probe" ||
+		die "nginx ($name) did not start: $(tail -n 3 "$dir/logs/error.log")"
+	t0=$(cpu_all_ns "$AGENT")
+	if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=PREFIX: perf record of the agent, PREFIX.NAME
+		perf record -q -o "$BENCH_PERF.$name" -p "$AGENT" ${BENCH_PERF_ARGS:-} 2>/dev/null &
 		perf=$!
 	fi
-	"${APP_PIN[@]}" h2load -c 4 -m 10 -D "$H2_SECS" "https://127.0.0.1:$H2PORT/64k" >"$out" 2>&1 ||
-		die "h2load failed: $(tail -n 3 "$out")"
+	"${APP_PIN[@]}" h2load "$@" >"$out" 2>&1 || die "h2load failed: $(tail -n 3 "$out")"
 	[ -z "$perf" ] || { kill -INT "$perf"; wait "$perf" || true; }
 	prev=-1
-	t1=$(cpu_ns "$AGENT")
+	t1=$(cpu_all_ns "$AGENT")
 	# until the agent is idle (under 1 ms of CPU in 0.3 s), for at most 6 s: an agent
 	# whose idle wake-ups cost more than that must not hang the benchmark
 	local settle=0
 	while [ $((t1 - prev)) -gt 1000000 ] && [ $settle -lt 20 ]; do
-		prev=$t1; sleep 0.3; t1=$(cpu_ns "$AGENT"); settle=$((settle + 1))
+		prev=$t1; sleep 0.3; t1=$(cpu_all_ns "$AGENT"); settle=$((settle + 1))
 	done
-	"$TM" stats --socket "$SOCK" >"$WORK/h2stats-$mode-$2.txt" 2>&1 || true
-	master=$(cat "$WORK/h2/nginx.pid" 2>/dev/null || echo "$NGINX")
+	LOAD_STATS="$WORK/stats-$name.txt"
+	"$TM" stats --socket "$SOCK" >"$LOAD_STATS" 2>&1 || true
+	master=$(cat "$dir/nginx.pid" 2>/dev/null || echo "$NGINX")
 	kill -QUIT "$master" 2>/dev/null || true
 	wait "$NGINX" 2>/dev/null || true
-	stop_agent "$WORK/agent-h2$mode.log"
-	cpu=$(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t / 1e9 }')
-	read -r bytes streams fb drop < <(awk '/^total/ { for (i = 2; i <= NF; i++) { split($i, kv, "=");
-		if (kv[1] == "c2s_bytes" || kv[1] == "s2c_bytes") b += kv[2]; if (kv[1] == "h2_streams") s = kv[2]
-		if (kv[1] == "h2_fallbacks") f = kv[2]; if (kv[1] == "dropped_bytes") d = kv[2] } }
-		END { printf "%.0f %.0f %.0f %.0f\n", b, s, f, d }' "$WORK/h2stats-$mode-$2.txt")
-	rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$out")
+	stop_agent "$WORK/agent-$name.log"
+	LOAD_CPU=$(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t / 1e9 }')
 	grep -q "0 failed" "$out" || die "h2load saw failed requests: $(grep requests: "$out")"
-	echo "$mode $cpu $bytes $rps $streams $drop $2" >>"$WORK/h2.txt"
-	say "  $mode #$2: $rps req/s, $bytes B clear text, agent CPU ${cpu}s," \
-		"$(gbit "$bytes" "$cpu") Gbit/s per CPU s, h2_streams $streams, h2_fallbacks $fb, dropped $drop B"
+}
+
+# "KEY KEY..." of the total line of a stats file: their values (c2s+s2c bytes as one "bytes").
+total_of() {
+	awk -v want="$2" '/^total/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+		END { n = split(want, w, " "); for (i = 1; i <= n; i++) {
+			x = w[i] == "bytes" ? v["c2s_bytes"] + v["s2c_bytes"] : v[w[i]]; printf "%.0f ", x }
+		print "" }' "$1"
+}
+
+# run_h2 plain|convert I: one h2load run; appends "MODE agent_cpu_s bytes req_s streams" to $WORK/h2.txt.
+run_h2() {
+	local mode=$1 out="$WORK/h2load-h2-$1-$2.txt" args=() bytes streams rps fb drop
+	[ "$mode" = convert ] && args=(--h2-to-h1)
+	start_agent "h2$mode" "${args[@]}" -w /dev/null
+	load_nginx "$WORK/h2" "$H2PORT" 64k "h2$mode.$2" "$out" -- -c 4 -m 10 -D "$H2_SECS" \
+		"https://127.0.0.1:$H2PORT/64k"
+	read -r bytes streams fb drop < <(total_of "$LOAD_STATS" "bytes h2_streams h2_fallbacks dropped_bytes")
+	rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$out")
+	echo "$mode $LOAD_CPU $bytes $rps $streams $drop $2" >>"$WORK/h2.txt"
+	say "  $mode #$2: $rps req/s, $bytes B clear text, agent CPU ${LOAD_CPU}s," \
+		"$(gbit "$bytes" "$LOAD_CPU") Gbit/s per CPU s, h2_streams $streams, h2_fallbacks $fb, dropped $drop B"
 }
 
 part_h2() {
@@ -571,6 +594,108 @@ report_h2() {
 	row "d. agent CPU per Gbit/s, --h2-to-h1 / plain, median of pairs" "$r" "<= 1.25" \
 		"$(awk -v v="$r" -v n="$((np * nc))" 'BEGIN { print (n == 0) ? "NO DATA" : (v <= 1.25) ? "PASS" : "SHORT" }')"
 	row "   conversion throughput, Gbit/s per CPU s" "$gc" "" info
+}
+
+# ---- k. HTTP records: --http-log cost (part_http, report_http)
+
+cpu_all_ns() { # every thread of PID, on CPU, ns
+	local t=0 f
+	for f in /proc/"$1"/task/*/schedstat; do t=$((t + $(cut -d' ' -f1 "$f" 2>/dev/null || echo 0))); done
+	echo "$t"
+}
+
+setup_http() {
+	HTTPPORT=$(free_port)
+	mkdir -p "$WORK/http/www" "$WORK/http/logs"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -keyout "$WORK/http/key.pem" -out "$WORK/http/cert.pem" 2>/dev/null
+	# 4k: an API's JSON answer (text in the records); 4kbin: random bytes (base64 in the
+	# records); 1m: random bytes, of which the records keep the first 64 KiB
+	python3 -c 'import json, random; r = random.Random(1); s = json.dumps([{"id": i, "name": "user%d" % r.randrange(10**6), "email": "u%d@example.com" % i, "active": bool(i % 2), "score": r.random()} for i in range(60)]); print(s[:4095])' >"$WORK/http/www/4k"
+	head -c 4096 /dev/urandom >"$WORK/http/www/4kbin"
+	head -c 1048576 /dev/urandom >"$WORK/http/www/1m"
+	cat >"$WORK/http/nginx.conf" <<-EOF
+	worker_processes 1;
+	user root;
+	pid $WORK/http/nginx.pid;
+	error_log $WORK/http/logs/error.log warn;
+	events { worker_connections 1024; }
+	http {
+	    access_log off;
+	    keepalive_requests 10000000;
+	    server {
+	        listen 127.0.0.1:$HTTPPORT ssl;
+	        ssl_certificate $WORK/http/cert.pem;
+	        ssl_certificate_key $WORK/http/key.pem;
+	        root $WORK/http/www;
+	    }
+	}
+	EOF
+}
+
+# run_http plain|records SIZE I: one h2load --h1 run; appends
+# "MODE SIZE agent_cpu_s bytes req_s records drop I" to $WORK/http.txt.
+run_http() {
+	local mode=$1 size=$2 out="$WORK/h2load-http-$1-$2-$3.txt" args=() bytes recs rps drop
+	[ "$mode" = records ] && args=(--http-log /dev/null)
+	start_agent "http$mode" "${args[@]}" -w /dev/null
+	load_nginx "$WORK/http" "$HTTPPORT" 4k "http$mode.$size.$3" "$out" -- --h1 -c 8 -D "$H2_SECS" \
+		"https://127.0.0.1:$HTTPPORT/$size"
+	read -r bytes drop < <(total_of "$LOAD_STATS" "bytes dropped_bytes")
+	recs=$(awk '/^stage name=http/ { for (i = 2; i <= NF; i++) { split($i, kv, "=");
+		if (kv[1] == "records") r = kv[2] } } END { printf "%.0f\n", r }' "$LOAD_STATS")
+	rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$out")
+	echo "$mode $size $LOAD_CPU $bytes $rps $recs $drop $3" >>"$WORK/http.txt"
+	say "  $mode $size #$3: $rps req/s, $bytes B clear text, agent CPU ${LOAD_CPU}s," \
+		"$(gbit "$bytes" "$LOAD_CPU") Gbit/s per CPU s, records $recs, dropped $drop B"
+}
+
+part_http() {
+	local pairs=${BENCH_HTTP_PAIRS:-4} i size
+	say "k. --http-log: nginx HTTP/1.1, h2load --h1 -c 8, ${H2_SECS}s per run, $pairs pairs per size, agent to /dev/null"
+	set_layout split
+	setup_http
+	: >"$WORK/http.txt"
+	for i in $(seq 1 "$pairs"); do
+		for size in 4k 4kbin 1m; do
+			run_http plain "$size" "$i"
+			run_http records "$size" "$i"
+		done
+	done
+	set_layout none
+}
+
+report_http() {
+	local size r rps n
+	echo
+	say "k. HTTP/1.1 load, agent to /dev/null: plain mirroring vs --http-log (runs without drops)"
+	row figure measured target result
+	for size in 4k 4kbin 1m; do
+		# per pair: (records CPU/byte) / (plain CPU/byte), median
+		r=$(awk -v s="$size" '$2 == s && $7 == 0 { c[$8 " " $1] = $3 / $4 } END { for (k in c) {
+			split(k, a, " "); if (a[2] == "plain" && (a[1] " records") in c) print c[a[1] " records"] / c[k] } }' \
+			"$WORK/http.txt" | median)
+		n=$(awk -v s="$size" '$2 == s && $7 == 0' "$WORK/http.txt" | wc -l)
+		r=$(awk -v v="${r:-0}" 'BEGIN { printf "%.3f", v }')
+		local t=1.3 res
+		[ "$size" = 1m ] && t=1.1
+		res=$(awk -v v="$r" -v t="$t" -v n="$n" 'BEGIN { print (n < 2 || v == 0) ? "NO DATA" : (v <= t) ? "PASS" : "SHORT" }')
+		if [ "$size" = 4kbin ]; then
+			row "   the same, 4 KiB of random bytes (base64)" "$r" "" info
+		else
+			row "k. agent CPU per Gbit/s, --http-log / plain, $size" "$r" "<= $t" "$res"
+		fi
+	done
+	for size in 4k 4kbin; do
+		rps=$(awk -v s="$size" '$1 == "records" && $2 == s && $7 == 0 && $3 > 0 { print $6 / $3 }' "$WORK/http.txt" | median)
+		rps=$(awk -v v="${rps:-0}" 'BEGIN { printf "%.0f", v }')
+		if [ "$size" = 4k ]; then
+			row "k. records per agent CPU second, 4k (median)" "$rps" ">= 200000" \
+				"$(awk -v v="$rps" 'BEGIN { print (v == 0) ? "NO DATA" : (v >= 200000) ? "PASS" : "SHORT" }')"
+		else
+			row "   the same, 4 KiB of random bytes" "$rps" "" info
+		fi
+	done
 }
 
 # ---- e. interface replay: -o onto a veth at MTU 1500 (part_veth, report_veth)
@@ -1061,6 +1186,11 @@ if [ "${BENCH_PARTS:-all}" = h2 ]; then
 	report_h2
 	exit 0
 fi
+if [ "${BENCH_PARTS:-all}" = http ]; then
+	part_http
+	report_http
+	exit 0
+fi
 part_a
 part_b
 part_h2
@@ -1078,3 +1208,5 @@ part_node
 report_node
 part_attach
 report_attach
+part_http
+report_http

@@ -7,6 +7,7 @@ pkgs=(build-essential pkg-config libssl-dev libzstd-dev liblz4-dev openssl tshar
       lintian systemd  # make deb, systemd-analyze verify of the units (tests/integration/test_27_package.py)
       libgnutls28-dev gnutls-bin git lighttpd lighttpd-mod-openssl lighttpd-mod-gnutls
       faketime  # an agent with a clock a day ahead (tests/integration/test_21_tunnel.py)
+      librdkafka-dev kcat  # --kafka (src/sinks/sink_kafka.c); kcat reads it back in the tests
       libcapstone-dev)  # the capture library relocates prologues of a program's own SSL_read... (src/capture/reloc.c)
 missing=()
 for p in "${pkgs[@]}"; do

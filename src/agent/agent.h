@@ -15,6 +15,7 @@
 
 #define AGENT_MAX_OUTPUTS 8
 #define AGENT_MAX_SINK_KINDS 8
+#define AGENT_MAX_KAFKA_CONF 32
 
 /*
  * The kinds of output, one row each (outputs.c): the option that asks for
@@ -70,6 +71,13 @@ struct agent_config {
 	const char *http_format;     /* --http-format tlsmirror|akto */
 	const char *http_headers_only; /* --http-headers-only TYPE[,TYPE] */
 	size_t max_http_conns;       /* --max-http-conns: connections followed at once */
+	const char *http_post[AGENT_MAX_OUTPUTS]; /* --http-post URL */
+	size_t n_http_post;
+	const char *http_post_ca;    /* --http-post-ca FILE */
+	const char *kafka;           /* --kafka BROKERS */
+	const char *kafka_topic;     /* --kafka-topic T */
+	const char *kafka_conf[AGENT_MAX_KAFKA_CONF]; /* --kafka-conf KEY=VALUE */
+	size_t n_kafka_conf;
 };
 
 #define AGENT_DEFAULT_MAX_PROCS 1024
@@ -190,7 +198,8 @@ struct agent {
 	struct metrics_server *metrics; /* --metrics, NULL if not asked */
 };
 
-/* records_out.c: --http-log */
+/* records_out.c: --http-log, --http-post, --kafka */
+int records_wanted(const struct agent_config *c);
 int records_open(struct agent *a);
 void records_flush(struct agent *a);
 void records_drain(struct agent *a);
@@ -198,6 +207,8 @@ void records_close(struct agent *a);
 /* 1 if every record sink's reader is gone (or there is none) */
 int records_gone(const struct agent *a);
 extern const struct sink_ops sink_jsonl_ops;
+extern const struct sink_ops sink_kafka_ops;
+extern const struct sink_ops sink_httppost_ops;
 
 /* agent.c */
 int agent_run(const struct agent_config *cfg);

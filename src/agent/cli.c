@@ -178,21 +178,59 @@ static int p_sink(const struct opt_def *d, void *c, const char *arg, struct opt_
 	return 0;
 }
 
-/* --http-log FILE (repeatable) */
+/* A repeatable option: arg appended to v[*n] (at most max) once check (NULL: any) takes it. */
+static int push_arg(const char **v, size_t *n, size_t max, const char *arg,
+		    int (*check)(const char *arg, const char **why), const char **why)
+{
+	if (*n >= max) {
+		*why = "given too many times";
+		return -EINVAL;
+	}
+	if (check && check(arg, why) < 0)
+		return -EINVAL;
+	v[(*n)++] = arg;
+	return 0;
+}
+
+static int check_url(const char *arg, const char **why)
+{
+	if (strncmp(arg, "http://", 7) && strncmp(arg, "https://", 8)) {
+		*why = "a URL: http://HOST[:PORT][/PATH] or https://...";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_kv(const char *arg, const char **why)
+{
+	const char *eq = strchr(arg, '=');
+	if (!eq || eq == arg) {
+		*why = "KEY=VALUE, a librdkafka property (acks=all, security.protocol=ssl...)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* --http-log FILE, --http-post URL, --kafka-conf KEY=VALUE (repeatable) */
 static int p_http_log(const struct opt_def *d, void *c, const char *arg, struct opt_ctx *ctx,
 		      const char **why)
 {
 	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
-	(void)d;
-	(void)ctx;
-	if (cfg->n_http_log >= AGENT_MAX_OUTPUTS) {
-		*why = "given too many times";
-		return -EINVAL;
-	}
-	if (outputs_check_file(arg, why) < 0)
-		return -EINVAL;
-	cfg->http_log[cfg->n_http_log++] = arg;
-	return 0;
+	return push_arg(cfg->http_log, &cfg->n_http_log, AGENT_MAX_OUTPUTS, arg, outputs_check_file, why);
+}
+
+static int p_http_post(const struct opt_def *d, void *c, const char *arg, struct opt_ctx *ctx,
+		       const char **why)
+{
+	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
+	return push_arg(cfg->http_post, &cfg->n_http_post, AGENT_MAX_OUTPUTS, arg, check_url, why);
+}
+
+static int p_kafka_conf(const struct opt_def *d, void *c, const char *arg, struct opt_ctx *ctx,
+			const char **why)
+{
+	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
+	return push_arg(cfg->kafka_conf, &cfg->n_kafka_conf, AGENT_MAX_KAFKA_CONF, arg, check_kv, why);
 }
 
 static int p_http_body_max(const struct opt_def *d, void *c, const char *arg,
@@ -288,6 +326,15 @@ static const struct opt_def fixed_opts[] = {
 	       SEC_RECORDS, http_format, "tlsmirror|akto", "tlsmirror or akto"),
 	STR("http-headers-only", 0, "TYPE[,..]", "content types whose bodies are never kept\n"
 	    "(prefixes: image/,application/x-www-form-urlencoded)", SEC_RECORDS, http_headers_only),
+	CUSTOM("http-post", 0, "URL", "POST the records in batches to URL (http:// or https://,\n"
+	       "verified; repeatable)", SEC_RECORDS, p_http_post, NULL),
+	STR("http-post-ca", 0, "FILE", "the CAs that sign --http-post's server (default: the system's)",
+	    SEC_RECORDS, http_post_ca),
+	STR("kafka", 0, "BROKERS", "produce the records to Kafka (host:port[,host:port])", SEC_RECORDS,
+	    kafka),
+	STR("kafka-topic", 0, "TOPIC", "the topic of --kafka", SEC_RECORDS, kafka_topic),
+	CUSTOM("kafka-conf", 0, "KEY=VALUE", "a librdkafka property for --kafka (repeatable)",
+	       SEC_RECORDS, p_kafka_conf, NULL),
 	CUSTOM("quiet", 'q', NULL, "log errors only", SEC_MISC, p_quiet, NULL),
 	CUSTOM("help", 'h', NULL, "this text", SEC_MISC, p_help, NULL),
 	CUSTOM("version", 'V', NULL, "print the version", SEC_MISC, p_version, NULL),
@@ -557,13 +604,15 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 			strcmp(paths[0], "-") ? paths[0] : "stdout");
 		return 2;
 	}
-	if (!n_outputs && !cfg->n_http_log) {
+	if (!n_outputs && !records_wanted(cfg)) {
 		fprintf(err, "tlsmirror: nothing to do: give an output: -w FILE (or -w - for "
 			"stdout), --pcapng FILE, -o IFACE, -t HOST:PORT, --vxlan HOST, --pcap-over-ip PORT "
-			"or --http-log FILE\n");
+			"or --http-log FILE (--http-post URL, --kafka BROKERS)\n");
 		return 2;
 	}
 	for (size_t i = 0; i < cfg->n_http_log; i++) {
+		if (!strcmp(cfg->http_log[i], "/dev/null"))
+			continue; /* as often as one likes */
 		int dup = !strcmp(cfg->http_log[i], "-") ? to_stdout : 0;
 		for (size_t k = 0; k < 2 && !dup; k++)
 			dup = paths[k] && !strcmp(paths[k], cfg->http_log[i]);
@@ -576,10 +625,20 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 			return 2;
 		}
 	}
-	if ((cfg->http_format || cfg->http_body_max_set || cfg->http_headers_only) &&
-	    !cfg->n_http_log) {
-		fprintf(err, "tlsmirror: --http-format, --http-body-max and --http-headers-only "
-			"shape the records of --http-log: add --http-log FILE\n");
+	if ((cfg->http_format || cfg->http_body_max_set || cfg->http_headers_only ||
+	     cfg->max_http_conns) && !records_wanted(cfg)) {
+		fprintf(err, "tlsmirror: --http-format, --http-body-max, --http-headers-only and "
+			"--max-http-conns shape the HTTP records: add --http-log FILE, --http-post URL "
+			"or --kafka BROKERS\n");
+		return 2;
+	}
+	if (!cfg->kafka != !cfg->kafka_topic || (cfg->n_kafka_conf && !cfg->kafka)) {
+		fprintf(err, "tlsmirror: --kafka BROKERS and --kafka-topic TOPIC go together "
+			"(--kafka-conf with them)\n");
+		return 2;
+	}
+	if (cfg->http_post_ca && !cfg->n_http_post) {
+		fprintf(err, "tlsmirror: --http-post-ca is for --http-post URL: add it\n");
 		return 2;
 	}
 	/* A collector has a default socket of its own (stats, and local capture

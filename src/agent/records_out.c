@@ -33,25 +33,52 @@ static size_t split_list(const char *s, const char **v, size_t max, char **keep)
 	return n;
 }
 
+/* Opens one record sink, saying why not. */
+static int add(struct agent *a, const char *opt, const struct sink_ops *ops, const char *target,
+	       const struct sink_opts *o)
+{
+	const char *why = NULL;
+	int err = sink_set_add(&a->records, ops, target, o, &why);
+	if (err < 0)
+		log_err("%s %s: %s%s%s", opt, strcmp(target, "-") ? target : "(stdout)",
+			why ? why : "", why && ops == &sink_jsonl_ops ? ": " : "",
+			ops == &sink_jsonl_ops || !why ? strerror(-err) : "");
+	return err;
+}
+
+int records_wanted(const struct agent_config *c)
+{
+	return c->n_http_log || c->n_http_post || c->kafka;
+}
+
 int records_open(struct agent *a)
 {
 	const struct agent_config *c = &a->cfg;
-	if (!c->n_http_log)
+	int err;
+	if (!records_wanted(c))
 		return 0;
-	for (size_t i = 0; i < c->n_http_log; i++) {
-		const char *why = NULL;
-		int err = sink_set_add(&a->records, &sink_jsonl_ops, c->http_log[i], &c->sink, &why);
-		if (err < 0) {
-			log_err("--http-log %s: %s%s%s", strcmp(c->http_log[i], "-") ? c->http_log[i] :
-				"(stdout)", why ? why : "", why ? ": " : "", strerror(-err));
+	struct sink_opts so = c->sink;
+	so.kafka_topic = c->kafka_topic;
+	so.kafka_conf = c->kafka_conf;
+	so.n_kafka_conf = c->n_kafka_conf;
+	so.post_ca = c->http_post_ca;
+	so.post_akto = c->http_format && !strcmp(c->http_format, "akto");
+	for (size_t i = 0; i < c->n_http_log; i++)
+		if ((err = add(a, "--http-log", &sink_jsonl_ops, c->http_log[i], &so)) < 0)
 			return err;
-		}
-	}
-	/* always queued: a record sink never makes the agent wait */
+	for (size_t i = 0; i < c->n_http_post; i++)
+		if ((err = add(a, "--http-post", &sink_httppost_ops, c->http_post[i], &so)) < 0)
+			return err;
+	if (c->kafka && (err = add(a, "--kafka", &sink_kafka_ops, c->kafka, &so)) < 0)
+		return err;
+	/* always queued: a record sink never makes the agent wait; its worker
+	 * comes by itself at least every 50 ms (sink_queue.c) */
+	for (size_t i = 0; i < a->records.n; i++)
+		a->records.v[i]->lazy = 1;
 	struct sink_opts qo = c->sink;
 	if (qo.queue_bytes < SINK_QUEUE_DEFAULT)
 		qo.queue_bytes = SINK_QUEUE_DEFAULT;
-	int err = sink_set_start_queues(&a->records, &qo);
+	err = sink_set_start_queues(&a->records, &qo);
 	if (err < 0) {
 		log_err("cannot start the record queues: %s", strerror(-err));
 		return err;
@@ -74,7 +101,7 @@ int records_open(struct agent *a)
 
 void records_flush(struct agent *a)
 {
-	sink_set_flush(&a->records);
+	(void)a; /* lazy sinks: their workers flush by themselves every 50 ms */
 }
 
 void records_drain(struct agent *a)

@@ -630,6 +630,7 @@ struct h1_conn *h1_new(const struct http_conn_info *ci, const struct http_consum
 	if (!c)
 		return NULL;
 	c->ci = *ci;
+	memset(&c->ci.cache, 0, sizeof(c->ci.cache)); /* its own */
 	if (ncons > HTTP_MAX_CONSUMERS)
 		ncons = HTTP_MAX_CONSUMERS;
 	memcpy(c->cons, cons, ncons * sizeof(*cons));
@@ -680,5 +681,6 @@ void h1_free(struct h1_conn *c, uint64_t ts_ns)
 		return;
 	if (!c->stopped)
 		stop(c, ts_ns, HTTP_END_CLOSED);
+	h2_buf_free(&c->ci.cache);
 	free(c);
 }

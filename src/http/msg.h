@@ -84,13 +84,14 @@ struct http_consumer {
 struct http_txn {
 	uint32_t stream;           /* HTTP/2 stream id; HTTP/1.x: 1, 2, ... on the connection */
 	uint8_t version;           /* of its request head (10, 11, 20) */
-	const struct http_conn_info *conn;
+	struct http_conn_info *conn;
 	void *priv[HTTP_MAX_CONSUMERS];
 };
 
 /* The connection an exchange belongs to: as the stage saw it opened. */
 struct http_conn_info {
 	const struct conn_open *open;  /* the 4-tuple (as given to the stage), id, meta */
+	struct h2_buf cache;           /* the records' JSON of it (made once; its owner frees it) */
 };
 
 #endif

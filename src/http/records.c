@@ -30,7 +30,10 @@ struct rec_txn {
 	uint16_t status;
 	uint16_t info[4];          /* informational statuses, in order */
 	uint8_t ninfo, version;
+	struct rec_txn *next_spare;
 };
+
+#define REC_SPARES 32              /* exchanges' states kept for reuse */
 
 struct rec_builder {
 	struct rec_config cfg;
@@ -38,6 +41,8 @@ struct rec_builder {
 	size_t buffered;           /* body bytes kept by open exchanges */
 	struct h2_buf line;        /* the record being written */
 	struct h2_buf tmp;         /* a part of it (Akto's header objects) */
+	struct rec_txn *spare;     /* states kept for reuse */
+	size_t nspare;
 	unsigned slot;
 };
 
@@ -99,12 +104,16 @@ static void copy_fields(struct rec_builder *b, struct rec_dir *d, const struct h
 	}
 }
 
+/* An exchange's state: a spare one (its buffers kept) or a new one. */
 static struct rec_txn *txn_of(struct rec_builder *b, struct http_txn *x, int make)
 {
 	struct rec_txn *t = x->priv[b->slot];
 	if (!t && make) {
-		t = calloc(1, sizeof(*t));
-		if (!t) {
+		if (b->spare) {
+			t = b->spare;
+			b->spare = t->next_spare;
+			b->nspare--;
+		} else if (!(t = calloc(1, sizeof(*t)))) {
 			b->ctr.nomem++;
 			return NULL;
 		}
@@ -207,15 +216,15 @@ static int put_fields(struct h2_buf *o, const struct h2_hdrs *h)
 	int err;
 	size_t pos = 0;
 	struct h2_field f;
-	PUT(json_raw(o, "["));
+	PUT(JSON_LIT(o, "["));
 	for (int first = 1; h2_hdrs_next(h, &pos, &f); first = 0) {
 		PUT(json_raw(o, first ? "[" : ",["));
 		PUT(json_str(o, f.name, f.nlen));
-		PUT(json_raw(o, ","));
+		PUT(JSON_LIT(o, ","));
 		PUT(json_str(o, f.value, f.vlen));
-		PUT(json_raw(o, "]"));
+		PUT(JSON_LIT(o, "]"));
 	}
-	return json_raw(o, "]");
+	return JSON_LIT(o, "]");
 }
 
 static int put_addr(struct h2_buf *o, const char *key, int family, const uint8_t *a,
@@ -225,39 +234,39 @@ static int put_addr(struct h2_buf *o, const char *key, int family, const uint8_t
 	int err;
 	inet_ntop(family == 6 ? AF_INET6 : AF_INET, a, s, sizeof(s));
 	PUT(json_raw(o, key));
-	PUT(json_raw(o, "{\"addr\":"));
+	PUT(JSON_LIT(o, "{\"addr\":"));
 	PUT(json_cstr(o, s));
-	PUT(json_raw(o, ",\"port\":"));
+	PUT(JSON_LIT(o, ",\"port\":"));
 	PUT(json_u64(o, port));
-	return json_raw(o, "}");
+	return JSON_LIT(o, "}");
 }
 
 static int put_body(struct h2_buf *o, const struct rec_dir *d)
 {
 	int err;
 	int text = json_is_utf8(d->body.p ? d->body.p : (const uint8_t *)"", d->body.len);
-	PUT(json_raw(o, ",\"body\":"));
+	PUT(JSON_LIT(o, ",\"body\":"));
 	if (d->skip)
-		PUT(json_raw(o, "null"));
+		PUT(JSON_LIT(o, "null"));
 	else if (text)
 		PUT(json_str(o, d->body.p, d->body.len));
 	else
 		PUT(json_base64(o, d->body.p, d->body.len));
-	PUT(json_raw(o, ",\"body_encoding\":"));
+	PUT(JSON_LIT(o, ",\"body_encoding\":"));
 	PUT(json_raw(o, d->skip ? "\"omitted\"" : text ? "\"text\"" : "\"base64\""));
-	PUT(json_raw(o, ",\"body_bytes\":"));
+	PUT(JSON_LIT(o, ",\"body_bytes\":"));
 	PUT(json_u64(o, d->seen));
-	PUT(json_raw(o, ",\"body_length\":"));
+	PUT(JSON_LIT(o, ",\"body_length\":"));
 	/* what the message says it carries: content-length, or all of it once complete */
 	if (d->clen >= 0)
 		PUT(json_i64(o, d->clen));
 	else if (d->ended)
 		PUT(json_u64(o, d->seen));
 	else
-		PUT(json_raw(o, "null"));
-	PUT(json_raw(o, ",\"body_truncated\":"));
+		PUT(JSON_LIT(o, "null"));
+	PUT(JSON_LIT(o, ",\"body_truncated\":"));
 	PUT(json_raw(o, d->truncated || (d->skip && d->seen) ? "true" : "false"));
-	PUT(json_raw(o, ",\"complete\":"));
+	PUT(JSON_LIT(o, ",\"complete\":"));
 	return json_raw(o, d->ended ? "true" : "false");
 }
 
@@ -292,7 +301,7 @@ static int put_opt_str(struct h2_buf *o, const char *key, const char *s)
 	return json_cstr(o, s);
 }
 
-static int put_conn(struct h2_buf *o, const struct http_txn *x)
+static int put_conn_json(struct h2_buf *o, const struct http_txn *x)
 {
 	const struct conn_open *c = x->conn->open;
 	const struct conn_meta *m = c->meta;
@@ -303,18 +312,18 @@ static int put_conn(struct h2_buf *o, const struct http_txn *x)
 	unsigned sport = m && m->real_server_port ? m->real_server_port : c->server_port;
 	PUT(put_addr(o, ",\"client\":", c->family, c->client_addr, c->client_port));
 	PUT(put_addr(o, ",\"server\":", c->family, c->server_addr, sport));
-	PUT(json_raw(o, ",\"conn\":{\"id\":"));
+	PUT(JSON_LIT(o, ",\"conn\":{\"id\":"));
 	PUT(json_cstr(o, id));
 	if (m) {
-		PUT(json_raw(o, ",\"source\":"));
+		PUT(JSON_LIT(o, ",\"source\":"));
 		PUT(json_cstr(o, conn_kind_name(m->kind)));
-		PUT(json_raw(o, ",\"side\":"));
+		PUT(JSON_LIT(o, ",\"side\":"));
 		PUT(json_raw(o, m->side ? "\"server\"" : "\"client\""));
 		PUT(put_opt_str(o, ",\"process\":", m->comm));
 		if (m->pid) {
-			PUT(json_raw(o, ",\"pid\":"));
+			PUT(JSON_LIT(o, ",\"pid\":"));
 			PUT(json_u64(o, m->pid));
-			PUT(json_raw(o, ",\"uid\":"));
+			PUT(JSON_LIT(o, ",\"uid\":"));
 			PUT(json_u64(o, m->uid));
 		}
 		PUT(put_opt_str(o, ",\"agent_host\":", m->host));
@@ -323,16 +332,31 @@ static int put_conn(struct h2_buf *o, const struct http_txn *x)
 		PUT(put_opt_str(o, ",\"tls_version\":", conn_tls_name(m->tls_version)));
 		PUT(put_opt_str(o, ",\"cipher\":", m->cipher));
 		if (m->flags & CONN_META_MIDSTREAM)
-			PUT(json_raw(o, ",\"midstream\":true"));
+			PUT(JSON_LIT(o, ",\"midstream\":true"));
 	}
-	return json_raw(o, "}");
+	return JSON_LIT(o, "}");
+}
+
+/* The connection's part of the record: made at its first record, then copied. */
+static int put_conn(struct h2_buf *o, const struct http_txn *x)
+{
+	struct h2_buf *c = &x->conn->cache;
+	if (!c->len) {
+		c->cap = 64u * 1024;
+		int err = put_conn_json(c, x);
+		if (err) {
+			c->len = 0;
+			return err;
+		}
+	}
+	return h2_buf_put(o, c->p, c->len);
 }
 
 static int put_time(struct h2_buf *o, const char *key, uint64_t ts)
 {
 	int err;
 	PUT(json_raw(o, key));
-	return ts ? json_u64(o, ts) : json_raw(o, "null");
+	return ts ? json_u64(o, ts) : JSON_LIT(o, "null");
 }
 
 static int write_tlsmirror(struct rec_builder *b, struct h2_buf *o, const struct http_txn *x,
@@ -345,78 +369,77 @@ static int write_tlsmirror(struct rec_builder *b, struct h2_buf *o, const struct
 	(void)b;
 	PUT(put_time(o, "{\"time_request_ns\":", rq->ts_head));
 	PUT(put_time(o, ",\"time_response_ns\":", rs->ts_head));
-	PUT(json_raw(o, ",\"duration_ns\":"));
+	PUT(JSON_LIT(o, ",\"duration_ns\":"));
 	uint64_t last = rs->ts_end ? rs->ts_end : rs->ts_head;
 	if (rq->ts_head && last >= rq->ts_head)
 		PUT(json_u64(o, last - rq->ts_head));
 	else
-		PUT(json_raw(o, "null"));
+		PUT(JSON_LIT(o, "null"));
 	PUT(put_conn(o, x));
 	if (x->version == 20) {
-		PUT(json_raw(o, ",\"stream_id\":"));
+		PUT(JSON_LIT(o, ",\"stream_id\":"));
 		PUT(json_u64(o, x->stream));
 	}
-	PUT(json_raw(o, ",\"http_version\":"));
+	PUT(JSON_LIT(o, ",\"http_version\":"));
 	PUT(json_raw(o, t->version == 20 ? "\"HTTP/2\"" : t->version == 10 ? "\"HTTP/1.0\"" :
 			"\"HTTP/1.1\""));
-	PUT(json_raw(o, ",\"method\":"));
+	PUT(JSON_LIT(o, ",\"method\":"));
 	PUT(json_str(o, t->method.p, t->method.len));
-	PUT(json_raw(o, ",\"scheme\":"));
+	PUT(JSON_LIT(o, ",\"scheme\":"));
 	if (t->scheme.len)
 		PUT(json_str(o, t->scheme.p, t->scheme.len));
 	else
-		PUT(json_raw(o, "\"https\"")); /* clear text of TLS */
-	PUT(json_raw(o, ",\"authority\":"));
+		PUT(JSON_LIT(o, "\"https\"")); /* clear text of TLS */
+	PUT(JSON_LIT(o, ",\"authority\":"));
 	if (t->authority.len)
 		PUT(json_str(o, t->authority.p, t->authority.len));
 	else
-		PUT(json_raw(o, "null"));
-	PUT(json_raw(o, ",\"path\":"));
+		PUT(JSON_LIT(o, "null"));
+	PUT(JSON_LIT(o, ",\"path\":"));
 	PUT(json_str(o, path.p, path.n));
-	PUT(json_raw(o, ",\"query\":"));
+	PUT(JSON_LIT(o, ",\"query\":"));
 	if (query.p)
 		PUT(json_str(o, query.p, query.n));
 	else
-		PUT(json_raw(o, "null"));
-	PUT(json_raw(o, ",\"request\":{\"headers\":"));
+		PUT(JSON_LIT(o, "null"));
+	PUT(JSON_LIT(o, ",\"request\":{\"headers\":"));
 	PUT(put_fields(o, &rq->hdrs));
 	if (rq->trailers.buf.len) {
-		PUT(json_raw(o, ",\"trailers\":"));
+		PUT(JSON_LIT(o, ",\"trailers\":"));
 		PUT(put_fields(o, &rq->trailers));
 	}
 	PUT(put_body(o, rq));
-	PUT(json_raw(o, "},\"response\":"));
+	PUT(JSON_LIT(o, "},\"response\":"));
 	if (rs->head) {
-		PUT(json_raw(o, "{\"status\":"));
+		PUT(JSON_LIT(o, "{\"status\":"));
 		PUT(json_u64(o, t->status));
-		PUT(json_raw(o, ",\"headers\":"));
+		PUT(JSON_LIT(o, ",\"headers\":"));
 		PUT(put_fields(o, &rs->hdrs));
 		if (rs->trailers.buf.len) {
-			PUT(json_raw(o, ",\"trailers\":"));
+			PUT(JSON_LIT(o, ",\"trailers\":"));
 			PUT(put_fields(o, &rs->trailers));
 		}
 		PUT(put_body(o, rs));
-		PUT(json_raw(o, "}"));
+		PUT(JSON_LIT(o, "}"));
 	} else {
-		PUT(json_raw(o, "null"));
+		PUT(JSON_LIT(o, "null"));
 	}
 	if (t->ninfo) {
-		PUT(json_raw(o, ",\"informational\":["));
+		PUT(JSON_LIT(o, ",\"informational\":["));
 		for (unsigned i = 0; i < t->ninfo; i++) {
 			PUT(json_raw(o, i ? "," : ""));
 			PUT(json_u64(o, t->info[i]));
 		}
-		PUT(json_raw(o, "]"));
+		PUT(JSON_LIT(o, "]"));
 	}
-	PUT(json_raw(o, ",\"end\":"));
+	PUT(JSON_LIT(o, ",\"end\":"));
 	PUT(json_cstr(o, http_end_name(why)));
-	return json_raw(o, "}\n");
+	return JSON_LIT(o, "}\n");
 }
 
-static void txn_release(struct rec_builder *b, struct http_txn *x, struct rec_txn *t)
+static void txn_free(struct rec_txn *t)
 {
 	for (int i = 0; i < 2; i++) {
-		b->buffered -= t->d[i].body.len;
 		h2_buf_free(&t->d[i].body);
 		h2_buf_free(&t->d[i].hdrs.buf);
 		h2_buf_free(&t->d[i].trailers.buf);
@@ -426,7 +449,36 @@ static void txn_release(struct rec_builder *b, struct http_txn *x, struct rec_tx
 	h2_buf_free(&t->scheme);
 	h2_buf_free(&t->authority);
 	free(t);
+}
+
+/* The exchange is written: its state is kept for the next one (at most
+ * REC_SPARES, buffers emptied but allocated), or freed. */
+static void txn_release(struct rec_builder *b, struct http_txn *x, struct rec_txn *t)
+{
 	x->priv[b->slot] = NULL;
+	b->buffered -= t->d[0].body.len + t->d[1].body.len;
+	if (b->nspare >= REC_SPARES) {
+		txn_free(t);
+		return;
+	}
+	struct rec_txn keep = *t;
+	memset(t, 0, sizeof(*t));
+	for (int i = 0; i < 2; i++) {
+		t->d[i].body = keep.d[i].body;
+		t->d[i].body.len = 0;
+		t->d[i].hdrs.buf = keep.d[i].hdrs.buf;
+		t->d[i].trailers.buf = keep.d[i].trailers.buf;
+		h2_hdrs_reset(&t->d[i].hdrs);
+		h2_hdrs_reset(&t->d[i].trailers);
+	}
+	t->method = keep.method;
+	t->target = keep.target;
+	t->scheme = keep.scheme;
+	t->authority = keep.authority;
+	t->method.len = t->target.len = t->scheme.len = t->authority.len = 0;
+	t->next_spare = b->spare;
+	b->spare = t;
+	b->nspare++;
 }
 
 /* Headers as Akto reads them: a JSON object in a string, names in lower
@@ -439,7 +491,7 @@ static int akto_headers(struct h2_buf *o, struct h2_buf *tmp, const struct h2_hd
 	struct h2_field f;
 	tmp->len = 0;
 	tmp->cap = REC_MAX_LINE;
-	PUT(json_raw(tmp, "{"));
+	PUT(JSON_LIT(tmp, "{"));
 	if (authority && authority->len) {
 		/* HTTP/2 has no host field: Akto finds the host there */
 		int has_host = 0;
@@ -447,7 +499,7 @@ static int akto_headers(struct h2_buf *o, struct h2_buf *tmp, const struct h2_hd
 			has_host |= f.nlen == 4 && ieq_prefix(f.name, 4, "host");
 		pos = 0;
 		if (!has_host) {
-			PUT(json_raw(tmp, "\"host\":"));
+			PUT(JSON_LIT(tmp, "\"host\":"));
 			PUT(json_str(tmp, authority->p, authority->len));
 			n++;
 		}
@@ -468,7 +520,7 @@ static int akto_headers(struct h2_buf *o, struct h2_buf *tmp, const struct h2_hd
 			lname[i] = (char)(f.name[i] >= 'A' && f.name[i] <= 'Z' ? f.name[i] | 0x20 : f.name[i]);
 		PUT(json_raw(tmp, n++ ? "," : ""));
 		PUT(json_str(tmp, lname, ln));
-		PUT(json_raw(tmp, ":"));
+		PUT(JSON_LIT(tmp, ":"));
 		/* the value: this field's and every later one's of the name */
 		struct h2_buf v = { .cap = REC_MAX_LINE };
 		size_t p3 = pos - 8 - f.nlen - f.vlen;
@@ -488,7 +540,7 @@ static int akto_headers(struct h2_buf *o, struct h2_buf *tmp, const struct h2_hd
 		if (err)
 			return err;
 	}
-	PUT(json_raw(tmp, "}"));
+	PUT(JSON_LIT(tmp, "}"));
 	return json_str(o, tmp->p, tmp->len);
 }
 
@@ -516,33 +568,33 @@ static int write_akto(struct rec_builder *b, struct h2_buf *o, const struct http
 	const struct conn_open *c = x->conn->open;
 	char ip[INET6_ADDRSTRLEN] = "", st[64];
 	inet_ntop(c->family == 6 ? AF_INET6 : AF_INET, c->client_addr, ip, sizeof(ip));
-	PUT(json_raw(o, "{\"path\":"));
+	PUT(JSON_LIT(o, "{\"path\":"));
 	PUT(json_str(o, t->target.p, t->target.len));
-	PUT(json_raw(o, ",\"requestHeaders\":"));
+	PUT(JSON_LIT(o, ",\"requestHeaders\":"));
 	PUT(akto_headers(o, &b->tmp, &t->d[0].hdrs, t->version == 20 ? &t->authority : NULL));
-	PUT(json_raw(o, ",\"responseHeaders\":"));
+	PUT(JSON_LIT(o, ",\"responseHeaders\":"));
 	PUT(akto_headers(o, &b->tmp, &t->d[1].hdrs, NULL));
-	PUT(json_raw(o, ",\"method\":"));
+	PUT(JSON_LIT(o, ",\"method\":"));
 	PUT(json_str(o, t->method.p, t->method.len));
-	PUT(json_raw(o, ",\"requestPayload\":"));
+	PUT(JSON_LIT(o, ",\"requestPayload\":"));
 	PUT(akto_body(o, &t->d[0]));
-	PUT(json_raw(o, ",\"responsePayload\":"));
+	PUT(JSON_LIT(o, ",\"responsePayload\":"));
 	PUT(akto_body(o, &t->d[1]));
-	PUT(json_raw(o, ",\"ip\":"));
+	PUT(JSON_LIT(o, ",\"ip\":"));
 	PUT(json_cstr(o, ip));
 	PUT(akto_u64(o, ",\"time\":", t->d[0].ts_head / 1000000000u));
 	PUT(akto_u64(o, ",\"statusCode\":", t->status));
-	PUT(json_raw(o, ",\"type\":"));
+	PUT(JSON_LIT(o, ",\"type\":"));
 	PUT(json_raw(o, t->version == 20 ? "\"HTTP/2\"" : t->version == 10 ? "\"HTTP/1.0\"" :
 			"\"HTTP/1.1\""));
 	snprintf(st, sizeof(st), "%u %s", t->status, t->d[1].head ? http_reason(t->status) : "");
-	PUT(json_raw(o, ",\"status\":"));
+	PUT(JSON_LIT(o, ",\"status\":"));
 	PUT(json_cstr(o, t->d[1].head ? st : ""));
 	PUT(akto_u64(o, ",\"akto_account_id\":", b->cfg.akto_account));
 	PUT(akto_u64(o, ",\"akto_vxlan_id\":", b->cfg.akto_vxlan));
-	PUT(json_raw(o, ",\"is_pending\":"));
+	PUT(JSON_LIT(o, ",\"is_pending\":"));
 	PUT(json_raw(o, why == HTTP_END_DONE || why == HTTP_END_UPGRADE ? "\"false\"" : "\"true\""));
-	PUT(json_raw(o, ",\"source\":\"MIRRORING\"}\n"));
+	PUT(JSON_LIT(o, ",\"source\":\"MIRRORING\"}\n"));
 	return 0;
 }
 
@@ -610,6 +662,11 @@ void rec_free(struct rec_builder *b)
 		return;
 	h2_buf_free(&b->line);
 	h2_buf_free(&b->tmp);
+	while (b->spare) {
+		struct rec_txn *t = b->spare;
+		b->spare = t->next_spare;
+		txn_free(t);
+	}
 	free(b);
 }
 

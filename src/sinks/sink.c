@@ -213,6 +213,15 @@ size_t sink_common_counters(const struct sink *s, struct kv *out, size_t max)
 	return n;
 }
 
+size_t sink_record_counters(const struct sink *s, struct kv *out, size_t max)
+{
+	size_t n = sink_common_counters(s, out, max);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(out[i].key, "packets"))
+			out[i].key = "records";
+	return n;
+}
+
 size_t sink_counters(const struct sink *s, struct kv *out, size_t max)
 {
 	return s->ops->counters ? s->ops->counters(s, out, max) : sink_common_counters(s, out, max);

@@ -71,6 +71,13 @@ struct sink_opts {
 	const char *ca;          /* --ca: the CA that signs the peers (PEM) */
 	uint8_t insecure_plaintext; /* --insecure-plaintext-tunnel */
 	const char *compress;    /* --compress zstd|lz4|none (NULL: none) */
+	/* Kafka (--kafka) */
+	const char *kafka_topic; /* --kafka-topic */
+	const char *const *kafka_conf; /* --kafka-conf KEY=VALUE, n_kafka_conf of them */
+	size_t n_kafka_conf;
+	/* HTTP POST (--http-post) */
+	const char *post_ca;     /* --http-post-ca: CAs that sign the collector (NULL: the system's) */
+	uint8_t post_akto;       /* --http-format akto: {"batchData": [...]} */
 };
 
 /* sink_ops.flags */
@@ -166,6 +173,10 @@ struct sink {
 	struct sink_queue *queue; /* the generic per-sink queue (sink_queue.c), or NULL */
 	uint8_t blocks;          /* set by open: a write may wait for a reader (a pipe,
 				  * stdout): the sink always gets a queue, never blocks the agent */
+	uint8_t lazy;            /* its queue's worker is not woken for each push, only
+				  * when the queue is an eighth full (or every 50 ms,
+				  * or kicked): HTTP records, where latency of a few tens
+				  * of ms costs nothing and a wake-up per record a lot */
 	int cancel;              /* set (atomic) when the agent gives up waiting for the
 				  * sink at exit: a blocked write stops, the rest is lost */
 };
@@ -229,6 +240,8 @@ size_t sink_counters(const struct sink *s, struct kv *out, size_t max);
  * peers_dropped, queued_bytes (gauge), broken (gauge): the default rows, and
  * the start of a sink's own. */
 size_t sink_common_counters(const struct sink *s, struct kv *out, size_t max);
+/* The same for a sink of HTTP records: "records" where packets are counted. */
+size_t sink_record_counters(const struct sink *s, struct kv *out, size_t max);
 /* The target as its stats line and its metrics' target label show it: one
  * token (blanks and '=' as '_'), "stdout" for "-". */
 void sink_shown_target(const struct sink *s, char *out, size_t len);

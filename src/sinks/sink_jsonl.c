@@ -50,22 +50,11 @@ static int jsonl_open(struct sink *s, const char *target, const struct sink_opts
 	return sink_file_sink_open(s, o, no_header, UINT32_MAX, err_msg);
 }
 
-/* Its rows name records, not packets. */
-static size_t jsonl_counters(const struct sink *s, struct kv *out, size_t max)
-{
-	size_t n = sink_common_counters(s, out, max);
-	for (size_t i = 0; i < n; i++) {
-		if (!strcmp(out[i].key, "packets"))
-			out[i].key = "records";
-	}
-	return n;
-}
-
 const struct sink_ops sink_jsonl_ops = {
 	.name = "http-log",
 	.open = jsonl_open,
 	.write = jsonl_write,
 	.flush = sink_file_sink_flush,
 	.close = sink_file_sink_close,
-	.counters = jsonl_counters,
+	.counters = sink_record_counters,
 };

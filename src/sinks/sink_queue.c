@@ -373,7 +373,10 @@ void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n)
 	}
 	end_run(last, run);
 	__atomic_store_n(&q->head, head, __ATOMIC_SEQ_CST);
-	wake(q, 0);
+	/* a lazy sink's worker comes by itself (every IDLE_FLUSH_NS) unless
+	 * the queue fills up: no wake-up, no context switch, per record */
+	if (!q->s->lazy || head - tail > q->cap / 8)
+		wake(q, 0);
 }
 
 void sink_queue_push_conn(struct sink *s, const struct conn_tag *t, uint64_t ts_ns, int end)

@@ -107,6 +107,7 @@ static void conn_free(struct h2_conn *c)
 		hpack_free(&c->d[d].hp);
 	}
 	h2_buf_free(&c->out);
+	h2_buf_free(&c->ci.cache);
 	conn_meta_unref(c->info.meta);
 	conn_meta_unref(c->smeta);
 	free(c);

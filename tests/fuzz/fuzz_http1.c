@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct conn_meta *m = conn_meta_new();
 	struct conn_open o = { .id = { 1, 1 }, .family = 4, .client_port = 40000,
 			       .server_port = 443, .meta = m };
-	struct http_conn_info ci = { &o };
+	struct http_conn_info ci = { .open = &o };
 	struct h1_counters ctr = { 0 };
 	if (!b || !m) {
 		rec_free(b);

@@ -365,3 +365,42 @@ TEST(json_strings_utf8_and_base64)
 	CHECK(!json_is_utf8((const uint8_t *)"\xe2\x82", 2));      /* cut */
 	h2_buf_free(&b);
 }
+
+TEST(json_base64_vector_equals_scalar)
+{
+	/* every length to 200 and some long ones, random bytes: the SSSE3 code's
+	 * output is the scalar code's */
+	uint8_t in[4200];
+	uint32_t x = 12345;
+	for (size_t i = 0; i < sizeof(in); i++) {
+		x = x * 1103515245u + 12345u;
+		in[i] = (uint8_t)(x >> 16);
+	}
+	struct h2_buf a = { .cap = 1 << 20 }, b = { .cap = 1 << 20 };
+	int bad = 0;
+	for (size_t n = 0; n <= 4200 && !bad; n += n < 200 ? 1 : 997) {
+		a.len = b.len = 0;
+		json_base64_scalar = 0;
+		json_base64(&a, in, n);
+		json_base64_scalar = 1;
+		json_base64(&b, in, n);
+		json_base64_scalar = 0;
+		bad = a.len != b.len || memcmp(a.p, b.p, a.len);
+		if (bad)
+			fprintf(stderr, "  base64 differs at length %zu\n", n);
+	}
+	CHECK(!bad);
+	/* and text: escapes found 16 bytes at a time as one by one */
+	char t[100];
+	memset(t, 'a', sizeof(t));
+	t[37] = '"';
+	t[70] = '\x01';
+	t[90] = (char)0xe9;
+	a.len = 0;
+	json_str(&a, t, sizeof(t));
+	CHECK_EQ(a.len, 2 + 100 + 1 + 5 + 1);
+	CHECK(json_is_utf8((const uint8_t *)"0123456789abcdef0123456789abcdef\xc3\xa9", 34));
+	CHECK(!json_is_utf8((const uint8_t *)"0123456789abcdef0123456789abcde\xe9", 32));
+	h2_buf_free(&a);
+	h2_buf_free(&b);
+}
