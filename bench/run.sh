@@ -638,6 +638,7 @@ setup_http() {
 run_http() {
 	local mode=$1 size=$2 out="$WORK/h2load-http-$1-$2-$3.txt" args=() bytes recs rps drop
 	[ "$mode" = records ] && args=(--http-log /dev/null)
+	[ "$mode" = headers ] && args=(--http-log /dev/null --http-body-max 0)
 	start_agent "http$mode" "${args[@]}" -w /dev/null
 	load_nginx "$WORK/http" "$HTTPPORT" 4k "http$mode.$size.$3" "$out" -- --h1 -c 8 -D "$H2_SECS" \
 		"https://127.0.0.1:$HTTPPORT/$size"
@@ -660,6 +661,7 @@ part_http() {
 		for size in 4k 4kbin 1m; do
 			run_http plain "$size" "$i"
 			run_http records "$size" "$i"
+			[ "$size" != 4k ] || run_http headers "$size" "$i"
 		done
 	done
 	set_layout none
@@ -686,6 +688,10 @@ report_http() {
 			row "k. agent CPU per Gbit/s, --http-log / plain, $size" "$r" "<= $t" "$res"
 		fi
 	done
+	r=$(awk '$2 == "4k" && $7 == 0 { c[$8 " " $1] = $3 / $4 } END { for (k in c) {
+		split(k, a, " "); if (a[2] == "plain" && (a[1] " headers") in c) print c[a[1] " headers"] / c[k] } }' \
+		"$WORK/http.txt" | median)
+	row "   the same, 4k, headers only (--http-body-max 0)" "$(awk -v v="${r:-0}" 'BEGIN { printf "%.3f", v }')" "" info
 	for size in 4k 4kbin; do
 		rps=$(awk -v s="$size" '$1 == "records" && $2 == s && $7 == 0 && $3 > 0 { print $6 / $3 }' "$WORK/http.txt" | median)
 		rps=$(awk -v v="${rps:-0}" 'BEGIN { printf "%.0f", v }')

@@ -161,11 +161,20 @@ static int msg_end(struct h1_conn *c, struct h1_txn *t, int dir, uint64_t ts)
 
 /* ---- the grammar (RFC 9110 5.6.2, RFC 9112) ---- */
 
-static int tchar(uint8_t b)
+/* tchar (RFC 9110 5.6.2) by table */
+static uint8_t tchar_tab[256];
+
+__attribute__((constructor)) static void tchar_init(void)
 {
 	static const char extra[] = "!#$%&'*+-.^_`|~";
-	return (b >= '0' && b <= '9') || ((b | 0x20) >= 'a' && (b | 0x20) <= 'z') ||
-	       (b && strchr(extra, b));
+	for (unsigned b = 0; b < 256; b++)
+		tchar_tab[b] = (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') ||
+			       (b >= 'A' && b <= 'Z') || (b && memchr(extra, (int)b, sizeof(extra) - 1));
+}
+
+static int tchar(uint8_t b)
+{
+	return tchar_tab[b];
 }
 
 /* field-vchar, SP and HTAB: no CTL (NUL, CR, LF, DEL...) */
@@ -461,19 +470,22 @@ static int chunk_line(const uint8_t *p, size_t n, uint64_t *size)
 }
 
 /*
- * Collects bytes into d->buf until the terminator: CRLF CRLF (heads,
- * trailers; an empty trailer section is a lone CRLF), or CRLF (a chunk
- * line). Returns how many bytes of p were taken, *done set when complete.
+ * Collects bytes until the terminator: CRLF CRLF (heads, trailers; an empty
+ * trailer section is a lone CRLF), or CRLF (a chunk line). Returns how many
+ * bytes of p were taken; *done set when complete, with *whole, *wlen the
+ * complete text: in p itself when nothing was kept from before (no copy),
+ * else in d->buf.
  */
 static size_t collect(struct h1_dir *d, const uint8_t *p, size_t n, int line, int *done,
-		      int *err)
+		      int *err, const uint8_t **whole, size_t *wlen)
 {
 	size_t want = line ? 2 : 4, cap = line ? 4096 : H1_MAX_HEAD, take = n;
+	const uint8_t *nl = p;
 	*done = 0;
 	*err = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] != '\n')
-			continue;
+	while ((nl = memchr(nl, '\n', (size_t)(p + n - nl))) != NULL) {
+		size_t i = (size_t)(nl - p);
+		nl++;
 		size_t have = d->buf.len + i + 1, need = want;
 		if (!line && d->st == S_TRAILER && have == 2)
 			need = 2;
@@ -495,10 +507,17 @@ static size_t collect(struct h1_dir *d, const uint8_t *p, size_t n, int line, in
 		*err = -E2BIG;
 		return 0;
 	}
+	if (*done && !d->buf.len) {
+		*whole = p;
+		*wlen = take;
+		return take;
+	}
 	if (h2_buf_put(&d->buf, p, take)) {
 		*err = -ENOMEM;
 		return 0;
 	}
+	*whole = d->buf.p;
+	*wlen = d->buf.len;
 	return take;
 }
 
@@ -508,7 +527,8 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 	size_t i = 0;
 	int err = 0, done;
 	while (i < n && !err) {
-		size_t k = 0;
+		size_t k = 0, wn = 0;
+		const uint8_t *w = NULL;
 		struct h1_txn *t;
 		switch (d->st) {
 		case S_STOP:
@@ -532,11 +552,11 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 				d->skipped = 0;
 				d->ts_first = ts;
 			}
-			k = collect(d, p + i, n - i, 0, &done, &err);
+			k = collect(d, p + i, n - i, 0, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
-			err = dir == 0 ? request_head(c, d->buf.p, d->buf.len, d->ts_first) :
-					 response_head(c, d->buf.p, d->buf.len, d->ts_first);
+			err = dir == 0 ? request_head(c, w, wn, d->ts_first) :
+					 response_head(c, w, wn, d->ts_first);
 			if (d->st != S_STOP)
 				d->buf.len = 0;
 			break;
@@ -561,10 +581,10 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			}
 			break;
 		case S_CHUNK_CRLF:
-			k = collect(d, p + i, n - i, 1, &done, &err);
+			k = collect(d, p + i, n - i, 1, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
-			if (d->buf.len != 2) {
+			if (wn != 2) {
 				err = -EBADMSG; /* chunk data longer than its size */
 				break;
 			}
@@ -573,10 +593,10 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			break;
 		case S_CHUNK_LINE: {
 			uint64_t size;
-			k = collect(d, p + i, n - i, 1, &done, &err);
+			k = collect(d, p + i, n - i, 1, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
-			err = chunk_line(d->buf.p, d->buf.len - 2, &size);
+			err = chunk_line(w, wn - 2, &size);
 			d->buf.len = 0;
 			if (err)
 				break;
@@ -585,7 +605,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			break;
 		}
 		case S_TRAILER: {
-			k = collect(d, p + i, n - i, 0, &done, &err);
+			k = collect(d, p + i, n - i, 0, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
 			t = cur(c, dir);
@@ -593,9 +613,9 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 				err = -EBADMSG;
 				break;
 			}
-			if (d->buf.len > 2) {
+			if (wn > 2) {
 				struct framing f;
-				err = parse_fields(c, d->buf.p, d->buf.len - 2, &f);
+				err = parse_fields(c, w, wn - 2, &f);
 				if (err)
 					break;
 				EACH(c, trailers)(c->cons[i_].arg, &t->x, dir, ts, &c->fields);

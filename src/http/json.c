@@ -2,6 +2,7 @@
 #include "http/json.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #if defined(__x86_64__) && defined(__SSE2__)
@@ -10,24 +11,6 @@
 #endif
 
 #ifdef JSON_X86
-/* Bytes at p, 16 at a time, that JSON text takes as they are: printable
- * ASCII but '"' and '\\' (a byte < 0x20 or >= 0x80 compares below 0x20 as
- * a signed byte). Returns how many from the start. */
-static size_t plain_run(const uint8_t *p, size_t n)
-{
-	size_t i = 0;
-	const __m128i sp = _mm_set1_epi8(0x20), q = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\');
-	for (; i + 16 <= n; i += 16) {
-		__m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-		__m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, sp),
-					   _mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, bs)));
-		int m = _mm_movemask_epi8(bad);
-		if (m)
-			return i + (size_t)__builtin_ctz((unsigned)m);
-	}
-	return i;
-}
-
 /* ASCII without NUL, 16 bytes at a time: how many from the start. */
 static size_t ascii_run(const uint8_t *p, size_t n)
 {
@@ -42,13 +25,6 @@ static size_t ascii_run(const uint8_t *p, size_t n)
 	return i;
 }
 #else
-static size_t plain_run(const uint8_t *p, size_t n)
-{
-	(void)p;
-	(void)n;
-	return 0;
-}
-
 static size_t ascii_run(const uint8_t *p, size_t n)
 {
 	(void)p;
@@ -107,52 +83,137 @@ int json_is_utf8(const uint8_t *p, size_t n)
 	return 1;
 }
 
+static int plain(uint8_t c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+#ifdef JSON_X86
+static int have_ssse3(void)
+{
+	static int v = -1;
+	if (v < 0)
+		v = __builtin_cpu_supports("ssse3") ? 1 : 0;
+	return v;
+}
+
+/* For 8 bytes whose '"' and '\\' are the bits of m (the rest printable
+ * ASCII): which source byte each output byte is (8: a backslash), and how
+ * many output bytes there are. */
+static uint8_t esc_shuf[256][16] __attribute__((aligned(16)));
+static uint8_t esc_len[256];
+
+__attribute__((constructor)) static void esc_init(void)
+{
+	for (unsigned m = 0; m < 256; m++) {
+		unsigned k = 0;
+		memset(esc_shuf[m], 0x80, 16);
+		for (unsigned j = 0; j < 8; j++) {
+			if ((m >> j) & 1)
+				esc_shuf[m][k++] = 8;
+			esc_shuf[m][k++] = (uint8_t)j;
+		}
+		esc_len[m] = (uint8_t)k;
+	}
+}
+
+/* 16 bytes of v, a backslash before each one in m, at o (16 bytes may be
+ * written past the end: the caller made room). */
+__attribute__((target("ssse3"))) static uint8_t *esc16(__m128i v, unsigned m, uint8_t *o)
+{
+	const __m128i bsl = _mm_set1_epi8('\\');
+	__m128i lo = _mm_unpacklo_epi64(v, bsl), hi = _mm_unpackhi_epi64(v, bsl);
+	_mm_storeu_si128((__m128i *)o, _mm_shuffle_epi8(lo, _mm_load_si128((const __m128i *)esc_shuf[m & 255])));
+	o += esc_len[m & 255];
+	_mm_storeu_si128((__m128i *)o, _mm_shuffle_epi8(hi, _mm_load_si128((const __m128i *)esc_shuf[m >> 8])));
+	return o + esc_len[m >> 8];
+}
+#endif
+
+/* The character at p[0] (of n) as JSON text at o; returns the bytes of p it took. */
+static size_t one_char(const uint8_t *p, size_t n, uint8_t **out)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t *o = *out, c = p[0];
+	size_t used = 1;
+	if (plain(c)) {
+		*o++ = c;
+	} else if (c == '"' || c == '\\') {
+		*o++ = '\\';
+		*o++ = c;
+	} else if (c < 0x20) {
+		*o++ = '\\';
+		if (c == '\n' || c == '\r' || c == '\t') {
+			*o++ = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+		} else {
+			memcpy(o, "u00", 3);
+			o[3] = (uint8_t)hex[c >> 4];
+			o[4] = (uint8_t)hex[c & 15];
+			o += 5;
+		}
+	} else if ((used = utf8_len(p, n)) != 0) {
+		memcpy(o, p, used);
+		o += used;
+	} else {
+		/* not UTF-8: the Latin-1 code point of the byte, in UTF-8 */
+		*o++ = (uint8_t)(0xc0 | c >> 6);
+		*o++ = (uint8_t)(0x80 | (c & 0x3f));
+		used = 1;
+	}
+	*out = o;
+	return used;
+}
+
 int json_str(struct h2_buf *b, const void *data, size_t n)
 {
 	const uint8_t *p = data;
-	int err = h2_buf_grow(b, n + 2);
+	/* room for the worst case (every byte a \u00XX) at once: no check per byte */
+	if (n > (SIZE_MAX - 2) / 6)
+		return -E2BIG;
+	int err = h2_buf_grow(b, 6 * n + 2);
 	if (err)
 		return err;
-	b->p[b->len++] = '"';
-	for (size_t i = 0; i < n;) {
-		size_t run = i + plain_run(p + i, n - i);
-		/* plain ASCII runs are copied at once */
-		while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
-			run++;
-		if (run > i) {
-			if ((err = h2_buf_put(b, p + i, run - i)))
-				return err;
-			i = run;
-			continue;
-		}
-		uint8_t c = p[i];
-		char esc[8];
-		size_t k = 0;
-		if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			k = 2;
-		} else if (c < 0x20) {
-			k = (size_t)snprintf(esc, sizeof(esc), c == '\n' ? "\\n" : c == '\r' ? "\\r" :
-					     c == '\t' ? "\\t" : "\\u%04x", c);
-		} else {
-			size_t u = utf8_len(p + i, n - i);
-			if (u) {
-				if ((err = h2_buf_put(b, p + i, u)))
-					return err;
-				i += u;
+	uint8_t *o = b->p + b->len;
+	*o++ = '"';
+	size_t i = 0;
+	while (i < n) {
+#ifdef JSON_X86
+		/* 16 bytes at a time: printable ASCII is stored as it is; where the
+		 * only others are '"' and '\\' (JSON text in a body: one every few
+		 * bytes), each byte is written with a backslash before it or not,
+		 * without a branch; a control or non-ASCII byte goes one by one */
+		if (i + 16 <= n) {
+			const __m128i sp = _mm_set1_epi8(0x20), q = _mm_set1_epi8('"');
+			const __m128i bs = _mm_set1_epi8('\\');
+			__m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+			int ctl = _mm_movemask_epi8(_mm_cmplt_epi8(v, sp));
+			int esc = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, bs)));
+			if (!ctl && !esc) {
+				_mm_storeu_si128((__m128i *)o, v);
+				o += 16;
+				i += 16;
 				continue;
 			}
-			/* not UTF-8: the Latin-1 code point of the byte, in UTF-8 */
-			esc[0] = (char)(0xc0 | c >> 6);
-			esc[1] = (char)(0x80 | (c & 0x3f));
-			k = 2;
+			if (!ctl && have_ssse3()) {
+				o = esc16(v, (unsigned)esc, o);
+				i += 16;
+				continue;
+			}
+			if (!ctl)
+				ctl = 1 << 15 << 1; /* no SSSE3: one by one */
+			size_t stop = i + (ctl & 0xffff ? (size_t)__builtin_ctz((unsigned)ctl) : 16);
+			while (i < stop)
+				i += one_char(p + i, n - i, &o);
 		}
-		if ((err = h2_buf_put(b, esc, k)))
-			return err;
-		i++;
+#endif
+		while (i < n && plain(p[i]))
+			*o++ = p[i++];
+		if (i < n)
+			i += one_char(p + i, n - i, &o);
 	}
-	return h2_buf_put(b, "\"", 1);
+	*o++ = '"';
+	b->len = (size_t)(o - b->p);
+	return 0;
 }
 
 int json_cstr(struct h2_buf *b, const char *s)
@@ -237,13 +298,6 @@ __attribute__((target("ssse3"))) static size_t b64_ssse3(const uint8_t *in, size
 	return i;
 }
 
-static int have_ssse3(void)
-{
-	static int v = -1;
-	if (v < 0)
-		v = __builtin_cpu_supports("ssse3") ? 1 : 0;
-	return v;
-}
 #endif
 
 int json_base64_scalar; /* tests: 1 forces the scalar code */

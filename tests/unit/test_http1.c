@@ -404,3 +404,57 @@ TEST(json_base64_vector_equals_scalar)
 	h2_buf_free(&a);
 	h2_buf_free(&b);
 }
+
+/* The JSON text of p[0..n) one byte at a time, as RFC 8259 wants it (the reference). */
+static size_t ref_str(const uint8_t *p, size_t n, uint8_t *o)
+{
+	size_t k = 0;
+	o[k++] = '"';
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = p[i];
+		if (c == '"' || c == '\\') {
+			o[k++] = '\\';
+			o[k++] = c;
+		} else if (c == '\n' || c == '\r' || c == '\t') {
+			o[k++] = '\\';
+			o[k++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+		} else if (c < 0x20) {
+			k += (size_t)sprintf((char *)o + k, "\\u%04x", c);
+		} else if (c < 0x80) {
+			o[k++] = c;
+		} else if (c == 0xc3 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] < 0xc0) {
+			o[k++] = c; /* the only multi-byte sequences the generator makes: U+00C0.. */
+			o[k++] = p[++i];
+		} else {
+			o[k++] = (uint8_t)(0xc0 | c >> 6);
+			o[k++] = (uint8_t)(0x80 | (c & 0x3f));
+		}
+	}
+	o[k++] = '"';
+	return k;
+}
+
+TEST(json_str_blocks_equal_one_by_one)
+{
+	static const uint8_t alpha[] = "abcXYZ019 {}:,\"\\\n\t\x01\x1f\x7f\xc3\xa9\xff";
+	uint8_t in[300], want[2000];
+	struct h2_buf b = { .cap = 1 << 20 };
+	uint32_t x = 99;
+	int bad = 0;
+	for (int round = 0; round < 3000 && !bad; round++) {
+		size_t n = (size_t)(round % 300);
+		for (size_t i = 0; i < n; i++) {
+			x = x * 1103515245u + 12345u;
+			/* mostly plain text, sometimes one of the others */
+			in[i] = (x >> 24) % 4 ? (uint8_t)('a' + (x >> 16) % 26) : alpha[(x >> 16) % (sizeof(alpha) - 1)];
+		}
+		b.len = 0;
+		json_str(&b, in, n);
+		size_t k = ref_str(in, n, want);
+		bad = b.len != k || memcmp(b.p, want, k);
+		if (bad)
+			fprintf(stderr, "  json_str differs from the reference at round %d (length %zu)\n", round, n);
+	}
+	CHECK(!bad);
+	h2_buf_free(&b);
+}
