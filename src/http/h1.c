@@ -59,6 +59,26 @@ struct h1_conn {
 	int stopped;
 };
 
+/* ---- buffers, within the budget every connection shares ---- */
+
+/* Appends to one of c's buffers: -E2BIG past its cap or when the
+ * connections together would hold more than H1_MAX_BUFFERED. */
+static int buf_put(struct h1_conn *c, struct h2_buf *b, const void *p, size_t n)
+{
+	size_t before = b->size;
+	if (b->len + n > b->size && c->ctr->buffered + 2 * (b->len + n) > H1_MAX_BUFFERED)
+		return -E2BIG;
+	int err = h2_buf_put(b, p, n);
+	c->ctr->buffered += b->size - before;
+	return err;
+}
+
+static void buf_free(struct h1_conn *c, struct h2_buf *b)
+{
+	c->ctr->buffered -= b->size;
+	h2_buf_free(b);
+}
+
 /* ---- events ---- */
 
 #define EACH(c, call)                                                      \
@@ -111,10 +131,10 @@ static int stop(struct h1_conn *c, uint64_t ts, enum http_end why)
 			c->ctr->upgrades++;
 	}
 	c->stopped = 1;
-	h2_buf_free(&c->d[0].buf);
-	h2_buf_free(&c->d[1].buf);
-	h2_buf_free(&c->wait);
-	h2_buf_free(&c->fields.buf);
+	buf_free(c, &c->d[0].buf);
+	buf_free(c, &c->d[1].buf);
+	buf_free(c, &c->wait);
+	buf_free(c, &c->fields.buf);
 	return -EPROTO;
 }
 
@@ -153,7 +173,7 @@ static int msg_end(struct h1_conn *c, struct h1_txn *t, int dir, uint64_t ts)
 		memset(&c->wait, 0, sizeof(c->wait));
 		c->d[0].st = S_HEAD;
 		int err = w.len ? feed(c, 0, c->wait_ts, w.p, w.len) : 0;
-		h2_buf_free(&w);
+		buf_free(c, &w);
 		return err ? -ECONNRESET : 0;
 	}
 	return 0;
@@ -287,8 +307,10 @@ static int parse_fields(struct h1_conn *c, const uint8_t *p, size_t n, struct fr
 		} else if (ieq(name, nlen, "upgrade")) {
 			f->upgrade = vlen > 0;
 		}
+		size_t before = c->fields.buf.size;
 		int err = h2_hdrs_add(&c->fields, name, nlen, val, vlen);
-		if (err)
+		c->ctr->buffered += c->fields.buf.size - before;
+		if (err || c->ctr->buffered > H1_MAX_BUFFERED)
 			return err == -ENOMEM ? err : -E2BIG;
 	}
 	if (f->host.p) {
@@ -476,8 +498,8 @@ static int chunk_line(const uint8_t *p, size_t n, uint64_t *size)
  * complete text: in p itself when nothing was kept from before (no copy),
  * else in d->buf.
  */
-static size_t collect(struct h1_dir *d, const uint8_t *p, size_t n, int line, int *done,
-		      int *err, const uint8_t **whole, size_t *wlen)
+static size_t collect(struct h1_conn *c, struct h1_dir *d, const uint8_t *p, size_t n, int line,
+		      int *done, int *err, const uint8_t **whole, size_t *wlen)
 {
 	size_t want = line ? 2 : 4, cap = line ? 4096 : H1_MAX_HEAD, take = n;
 	const uint8_t *nl = p;
@@ -512,8 +534,9 @@ static size_t collect(struct h1_dir *d, const uint8_t *p, size_t n, int line, in
 		*wlen = take;
 		return take;
 	}
-	if (h2_buf_put(&d->buf, p, take)) {
-		*err = -ENOMEM;
+	int e = buf_put(c, &d->buf, p, take);
+	if (e) {
+		*err = e;
 		return 0;
 	}
 	*whole = d->buf.p;
@@ -537,7 +560,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			if (c->wait.len + (n - i) > H1_MAX_WAIT)
 				return stop(c, ts, HTTP_END_LIMIT);
 			c->wait.cap = H1_MAX_WAIT;
-			if (h2_buf_put(&c->wait, p + i, n - i))
+			if (buf_put(c, &c->wait, p + i, n - i))
 				return stop(c, ts, HTTP_END_LIMIT);
 			return 0;
 		case S_HEAD:
@@ -552,7 +575,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 				d->skipped = 0;
 				d->ts_first = ts;
 			}
-			k = collect(d, p + i, n - i, 0, &done, &err, &w, &wn);
+			k = collect(c, d, p + i, n - i, 0, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
 			err = dir == 0 ? request_head(c, w, wn, d->ts_first) :
@@ -581,7 +604,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			}
 			break;
 		case S_CHUNK_CRLF:
-			k = collect(d, p + i, n - i, 1, &done, &err, &w, &wn);
+			k = collect(c, d, p + i, n - i, 1, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
 			if (wn != 2) {
@@ -593,7 +616,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			break;
 		case S_CHUNK_LINE: {
 			uint64_t size;
-			k = collect(d, p + i, n - i, 1, &done, &err, &w, &wn);
+			k = collect(c, d, p + i, n - i, 1, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
 			err = chunk_line(w, wn - 2, &size);
@@ -605,7 +628,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			break;
 		}
 		case S_TRAILER: {
-			k = collect(d, p + i, n - i, 0, &done, &err, &w, &wn);
+			k = collect(c, d, p + i, n - i, 0, &done, &err, &w, &wn);
 			if (err || !done)
 				break;
 			t = cur(c, dir);

@@ -11,6 +11,8 @@
 #define H1_MAX_FIELDS 256            /* fields of one head */
 #define H1_MAX_PIPELINE 64           /* requests waiting for their responses */
 #define H1_MAX_WAIT (64u * 1024)     /* client bytes held while an Upgrade/CONNECT is answered */
+#define H1_MAX_BUFFERED (64u << 20)  /* of heads, chunk lines and held bytes, every connection
+				      * of one h1_counters together */
 
 /* Counted by the caller's table (one struct for every connection). */
 struct h1_counters {
@@ -19,6 +21,7 @@ struct h1_counters {
 	uint64_t errors;        /* connections whose wire broke HTTP/1.x */
 	uint64_t limits;        /* connections over a cap (head size, fields, pipeline) */
 	uint64_t upgrades;      /* connections that left HTTP (101, CONNECT) */
+	uint64_t buffered;      /* bytes the connections' buffers hold now (H1_MAX_BUFFERED) */
 };
 
 struct h1_conn;

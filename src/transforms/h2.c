@@ -43,6 +43,7 @@ struct h2_table {
 	int convert;                      /* --h2-to-h1 */
 	struct rec_builder *rec;          /* --http-log: the records (NULL: none) */
 	size_t ntaps, max_taps;           /* connections tapped for records */
+	size_t ntaps_h2;                  /* of them HTTP/2 (count against max_conns with nconns) */
 	struct h2_counters ctr;
 	struct h1_counters h1;
 	uint64_t taps, taps_refused, taps_midstream;
@@ -343,8 +344,22 @@ static void close_streams(struct h2_table *t, struct h2_conn *c, enum http_end w
 void h2_conn_is_h2(struct h2_table *t, struct h2_conn *c)
 {
 	c->state = H2_CONVERT;
-	if (c->owned)
+	if (c->owned) {
 		t->ctr.conns++;
+	} else if (!c->h2_tap) {
+		c->h2_tap = 1;
+		t->ntaps_h2++;
+	}
+}
+
+/* A tapped connection may be decoded as HTTP/2: within --max-h2-conns,
+ * converted and tapped together (each may take up to 3 MiB). */
+static int h2_tap_room(struct h2_table *t)
+{
+	if (t->nconns + t->ntaps_h2 < t->max_conns)
+		return 1;
+	over_cap(&t->taps_refused, "HTTP/2 connections decoded at --max-h2-conns", t->max_conns);
+	return 0;
 }
 
 static int dir_init(struct h2_dir *d, uint64_t off, enum h2_parse_state ps)
@@ -432,6 +447,10 @@ static int tap_open(struct h2_table *t, const struct conn_open *info, const char
 	struct h2_conn *c = conn_new(t, info, 0);
 	if (!c)
 		return 0;
+	if (!strcmp(alpn, "h2") && !h2_tap_room(t)) {
+		conn_free(c);
+		return 0;
+	}
 	*pp = c;
 	t->ntaps++;
 	t->taps++;
@@ -486,6 +505,9 @@ static void unlink_conn(struct h2_table *t, struct h2_conn *c)
 			t->nconns--;
 		else
 			t->ntaps--;
+		if (c->h2_tap)
+			t->ntaps_h2--;
+		c->h2_tap = 0;
 	}
 }
 
@@ -677,6 +699,9 @@ static int h2_gap(struct stage *s, const struct conn_id *id, int dir, uint64_t t
 static void tap_stop(struct h2_table *t, struct h2_conn *c, enum http_end why)
 {
 	close_streams(t, c, why);
+	if (c->h2_tap)
+		t->ntaps_h2--; /* its decoder's memory is given back below */
+	c->h2_tap = 0;
 	if (c->h1) {
 		if (why == HTTP_END_GAP)
 			h1_gap(c->h1, 0, c->ts);
@@ -715,10 +740,15 @@ static void tap_data(struct h2_table *t, struct h2_conn *c, int dir, uint64_t ts
 		 * rest the decoder checks, or anything else: HTTP/1.x) */
 		static const char pre[] = "PRI * HTTP/2.0";
 		size_t k = n < sizeof(pre) - 1 ? n : sizeof(pre) - 1;
-		if (dir == 0 && !memcmp(p, pre, k))
+		if (dir == 0 && !memcmp(p, pre, k)) {
+			if (!h2_tap_room(t)) {
+				tap_stop(t, c, HTTP_END_LIMIT);
+				return;
+			}
 			h2_conn_is_h2(t, c);
-		else if (to_http1(t, c) < 0)
+		} else if (to_http1(t, c) < 0) {
 			return;
+		}
 	}
 	if (c->state == H2_HTTP1) {
 		d->off += n;
@@ -857,6 +887,7 @@ static size_t h2_stage_counters(const struct stage *s, struct kv *out, size_t ma
 	n = kv_put(out, max, n, "h1_errors", t->h1.errors, 0);
 	n = kv_put(out, max, n, "h1_limits", t->h1.limits, 0);
 	n = kv_put(out, max, n, "h1_upgrades", t->h1.upgrades, 0);
+	n = kv_put(out, max, n, "h1_buffered", t->h1.buffered, 1);
 	n = kv_put(out, max, n, "records", r->records, 0);
 	n = kv_put(out, max, n, "records_complete", r->complete, 0);
 	n = kv_put(out, max, n, "records_incomplete", r->incomplete, 0);

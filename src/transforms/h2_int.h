@@ -68,6 +68,7 @@ struct h2_conn {
 	struct conn_meta *smeta;    /* its streams' metadata (kind synthetic), NULL until one */
 	enum h2_conn_state state;
 	uint8_t owned;              /* the stage owns it (converts it); 0: taps it for records */
+	uint8_t h2_tap;             /* tapped and decoded as HTTP/2: counted in ntaps_h2 */
 	int werr;                   /* the writer failed: the connection falls back */
 	struct http_conn_info ci;   /* for the consumers: info */
 	struct http_consumer cons[HTTP_MAX_CONSUMERS]; /* the writer (owned), the records */

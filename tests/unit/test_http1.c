@@ -131,6 +131,7 @@ static const char *play(struct run *r, const char *const *steps, size_t n, int b
 	if (close_at_end)
 		h1_close(r->c, 2);
 	h1_free(r->c, 3);
+	CHECK_EQ(r->ctr.buffered, 0); /* every buffer given back to the budget */
 	return r->t.s;
 }
 
@@ -266,6 +267,7 @@ static void hostile_n(const char *bad, size_t n, const char *then)
 		h1_feed(x->c, 1, 1, (const uint8_t *)resp, strlen(resp));
 		h1_close(x->c, 2);
 		h1_free(x->c, 3);
+		CHECK_EQ(x->ctr.buffered, 0);
 		if (!CHECK(!strcmp(x->t.s, want)))
 			fprintf(stderr, "  got:  %s\n  want: %s\n  for %.*s\n", x->t.s, want, (int)n, bad);
 		CHECK_EQ(x->ctr.errors, 1);
@@ -324,7 +326,34 @@ TEST(h1_limits_gaps_and_close)
 	CHECK(h1_stopped(r.c));
 	CHECK_EQ(r.ctr.limits, 1);
 	h1_free(r.c, 2);
+	CHECK_EQ(r.ctr.buffered, 0);
 	free(big);
+	/* the budget every connection shares: connections holding partial heads
+	 * stop (limit) once together they would hold more than it */
+	{
+		static struct h1_counters shared;
+		static struct conn_open o;
+		struct http_conn_info ci = { .open = &o };
+		struct tr t = { .n = 0 };
+		struct http_consumer cons = { &tr_ops, &t, 0 };
+		struct h1_conn *cs[1100];
+		char *part = malloc(60000);
+		memcpy(part, "GET / HTTP/1.1\r\nX: ", 19);
+		memset(part + 19, 'a', 60000 - 19);
+		size_t stopped = 0;
+		for (int k = 0; k < 1100; k++) {
+			cs[k] = h1_new(&ci, &cons, 1, &shared);
+			h1_feed(cs[k], 0, 1, (const uint8_t *)part, 60000);
+			stopped += h1_stopped(cs[k]);
+			t.n = 0;
+		}
+		CHECK(stopped > 0 && stopped < 1100);
+		CHECK(shared.buffered <= H1_MAX_BUFFERED);
+		for (int k = 0; k < 1100; k++)
+			h1_free(cs[k], 2);
+		CHECK_EQ(shared.buffered, 0);
+		free(part);
+	}
 	/* more requests waiting than the cap */
 	run_init(&r);
 	const char *req = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
