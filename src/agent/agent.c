@@ -939,8 +939,12 @@ int agent_run(const struct agent_config *cfg)
 	a.spare_fd = -1;
 	int err = setup(&a, cfg);
 	if (!err) {
-		log_info("listening on %s, %zu output%s", cfg->socket_path, a.sinks.n,
-			 a.sinks.n == 1 ? "" : "s");
+		if (a.records.n)
+			log_info("listening on %s, %zu output%s, %zu for HTTP records", cfg->socket_path,
+				 a.sinks.n, a.sinks.n == 1 ? "" : "s", a.records.n);
+		else
+			log_info("listening on %s, %zu output%s", cfg->socket_path, a.sinks.n,
+				 a.sinks.n == 1 ? "" : "s");
 		loop(&a);
 	}
 	teardown(&a, !err);

@@ -471,6 +471,12 @@ static int post_open(struct sink *s, const char *target, const struct sink_opts 
 		*err_msg = "a URL: http://HOST[:PORT][/PATH] or https://... (IPv6: [ADDR])";
 		return -EINVAL;
 	}
+	if (o->post_ca && access(o->post_ca, R_OK) < 0) {
+		int e = errno;
+		post_close(s);
+		*err_msg = "cannot read the CA file (--http-post-ca)";
+		return -e;
+	}
 	if (p->tls) {
 		p->ctx = SSL_CTX_new(TLS_client_method());
 		if (!p->ctx || !SSL_CTX_set_min_proto_version(p->ctx, TLS1_2_VERSION)) {
