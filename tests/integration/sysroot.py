@@ -63,7 +63,14 @@ class SysRoot:
             kids = _children(self.proc.pid)
             if kids:
                 self.pid = kids[0]
-            return self.pid is not None
+            # "ready" is written just before the exec of chroot: until the process is
+            # chrooted, its /proc/PID/root is the host's, and a file put there would
+            # land outside the throwaway root (seen once in CI: dpkg found no .deb)
+            try:
+                chrooted = self.pid is not None and os.readlink(f"/proc/{self.pid}/root") != "/"
+            except OSError:
+                chrooted = False
+            return chrooted
         wait_until(up, 30, f"the throwaway root ({mode})")
         if os.path.exists(os.path.join(self.dir, "cgroup")):
             with open(os.path.join(self.dir, "cgroup")) as f:

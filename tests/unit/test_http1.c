@@ -4,6 +4,8 @@
 #include "http/h1.h"
 #include "http/json.h"
 #include "pipeline/conn.h"
+#include "pipeline/pipeline.h"
+#include "http/records.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -486,4 +488,73 @@ TEST(json_str_blocks_equal_one_by_one)
 	}
 	CHECK(!bad);
 	h2_buf_free(&b);
+}
+
+/* A stage counter of the chain's http stage. */
+static uint64_t http_ctr(struct pipeline *pl, const char *key)
+{
+	for (size_t i = 0; i < pipeline_n_stages(pl); i++) {
+		if (strcmp(pipeline_stage_name(pl, i), "http"))
+			continue;
+		struct kv kv[STAGE_MAX_COUNTERS];
+		size_t n = pipeline_stage_counters(pl, i, kv, STAGE_MAX_COUNTERS);
+		for (size_t k = 0; k < n; k++)
+			if (!strcmp(kv[k].key, key))
+				return kv[k].v;
+	}
+	return UINT64_MAX;
+}
+
+static void count_line(void *arg, const uint8_t *line, size_t n, uint64_t ts)
+{
+	(void)line;
+	(void)n;
+	(void)ts;
+	(*(int *)arg)++;
+}
+
+TEST(http_stage_taps_within_caps)
+{
+	/* records only (no --h2-to-h1): connections are tapped, not owned; HTTP/2
+	 * ones within --max-h2-conns (1 here), HTTP/1.1 ones within --max-http-conns (2) */
+	int lines = 0;
+	struct rec_config rc = { .body_max = 64, .emit = count_line, .emit_arg = &lines };
+	struct rec_builder *rec = rec_new(&rc);
+	struct sink_set none = { 0 };
+	struct pipeline_opts po = { .flow = { .mss = 1460, .sinks = &none }, .records = rec,
+				    .max_h2_conns = 1, .max_http_conns = 2 };
+	const char *why;
+	struct pipeline *pl = pipeline_new(&po, &why);
+	if (!CHECK(pl && rec))
+		return;
+	uint64_t origin = pipeline_origin_new(pl);
+	const char *alpn[] = { "h2", "h2", "http/1.1", "http/1.1" };
+	for (int i = 0; i < 4; i++) {
+		struct conn_meta *m = conn_meta_new();
+		snprintf(m->alpn, sizeof(m->alpn), "%s", alpn[i]);
+		struct conn_open o = { .id = { origin, (uint64_t)i + 1 }, .ts_ns = 1, .family = 4,
+				       .side = 1, .client_port = (uint16_t)(40000 + i), .server_port = 443,
+				       .meta = m };
+		memcpy(o.client_addr, "\x0a\x00\x00\x01", 4);
+		memcpy(o.server_addr, "\x0a\x00\x00\x02", 4);
+		CHECK_EQ(pipeline_open(pl, &o), 0);
+		conn_meta_unref(m);
+		/* owned by the flow engine whatever the http stage does */
+		CHECK(!strcmp(pipeline_owner(pl, &o.id), "flows"));
+	}
+	CHECK_EQ(http_ctr(pl, "followed"), 2);        /* one h2, one http/1.1 */
+	CHECK_EQ(http_ctr(pl, "refused_followed"), 2); /* the second h2 (h2 cap), the last (conn cap) */
+	/* the followed HTTP/1.1 connection makes a record; a refused one none */
+	const char *req = "GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
+	const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	for (uint64_t c = 3; c <= 4; c++) {
+		struct conn_id id = { origin, c };
+		pipeline_data(pl, &id, 0, 2, 0, (const uint8_t *)req, strlen(req), NULL);
+		pipeline_data(pl, &id, 1, 3, 0, (const uint8_t *)resp, strlen(resp), NULL);
+	}
+	CHECK_EQ(lines, 1);
+	CHECK_EQ(http_ctr(pl, "records"), 1);
+	pipeline_close_all(pl, 9);
+	pipeline_free(pl);
+	rec_free(rec);
 }
