@@ -53,7 +53,7 @@ static int make_cert(const char *dir, char *cert, char *key, size_t len)
  * with a KeyUpdate every per_key records, 0: the default) or its SSL, the
  * server's reader or its SSL. */
 struct pair {
-	char dir[32], cert[64], key[64];
+	char dir[256], cert[300], key[300];
 	SSL_CTX *cc, *sc;
 	SSL *c, *s;
 	int sv[2];
@@ -72,7 +72,9 @@ static int pair_open(struct pair *p, const char *suites, int own_writer, int own
 {
 	memset(p, 0, sizeof(*p));
 	p->sv[0] = p->sv[1] = -1;
-	snprintf(p->dir, sizeof(p->dir), "/tmp/tlsmirror-rec.XXXXXX"); /* mkdtemp's template */
+	/* under the run's directory (removed at exit, even after a test that
+	 * returned before pair_close); XXXXXX: mkdtemp's template */
+	snprintf(p->dir, sizeof(p->dir), "%s/rec.XXXXXX", unit_tmpdir());
 	if (!mkdtemp(p->dir) || make_cert(p->dir, p->cert, p->key, sizeof(p->cert)))
 		return -1;
 	struct sink_opts o = { .cert = p->cert, .key = p->key, .ca = p->cert };
