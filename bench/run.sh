@@ -467,29 +467,36 @@ report() {
 
 cpu_ns() { cut -d' ' -f1 "/proc/$1/schedstat"; } # time on CPU, ns
 
-setup_h2() {
-	H2PORT=$(free_port)
-	mkdir -p "$WORK/h2/www" "$WORK/h2/logs"
+# nginx_site DIR PORT LISTEN: a self-signed key and DIR/nginx.conf for one TLS server
+# (LISTEN: "ssl" or "ssl http2") on 127.0.0.1:PORT serving DIR/www, its logs in DIR/logs.
+nginx_site() {
+	local dir=$1 port=$2 listen=$3
+	mkdir -p "$dir/www" "$dir/logs"
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-		-subj /CN=localhost -keyout "$WORK/h2/key.pem" -out "$WORK/h2/cert.pem" 2>/dev/null
-	head -c 65536 /dev/urandom >"$WORK/h2/www/64k"
-	cat >"$WORK/h2/nginx.conf" <<-EOF
+		-subj /CN=localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+	cat >"$dir/nginx.conf" <<-EOF
 	worker_processes 1;
 	user root;
-	pid $WORK/h2/nginx.pid;
-	error_log $WORK/h2/logs/error.log warn;
+	pid $dir/nginx.pid;
+	error_log $dir/logs/error.log warn;
 	events { worker_connections 1024; }
 	http {
 	    access_log off;
 	    keepalive_requests 10000000;
 	    server {
-	        listen 127.0.0.1:$H2PORT ssl http2;
-	        ssl_certificate $WORK/h2/cert.pem;
-	        ssl_certificate_key $WORK/h2/key.pem;
-	        root $WORK/h2/www;
+	        listen 127.0.0.1:$port $listen;
+	        ssl_certificate $dir/cert.pem;
+	        ssl_certificate_key $dir/key.pem;
+	        root $dir/www;
 	    }
 	}
 	EOF
+}
+
+setup_h2() {
+	H2PORT=$(free_port)
+	nginx_site "$WORK/h2" "$H2PORT" "ssl http2"
+	head -c 65536 /dev/urandom >"$WORK/h2/www/64k"
 }
 
 # load_nginx DIR PORT PROBE NAME OUT -- H2LOAD-ARGS...: nginx (DIR/nginx.conf) under capture with the
@@ -606,31 +613,12 @@ cpu_all_ns() { # every thread of PID, on CPU, ns
 
 setup_http() {
 	HTTPPORT=$(free_port)
-	mkdir -p "$WORK/http/www" "$WORK/http/logs"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-		-subj /CN=localhost -keyout "$WORK/http/key.pem" -out "$WORK/http/cert.pem" 2>/dev/null
+	nginx_site "$WORK/http" "$HTTPPORT" ssl
 	# 4k: an API's JSON answer (text in the records); 4kbin: random bytes (base64 in the
 	# records); 1m: random bytes, of which the records keep the first 64 KiB
 	python3 -c 'import json, random; r = random.Random(1); s = json.dumps([{"id": i, "name": "user%d" % r.randrange(10**6), "email": "u%d@example.com" % i, "active": bool(i % 2), "score": r.random()} for i in range(60)]); print(s[:4095])' >"$WORK/http/www/4k"
 	head -c 4096 /dev/urandom >"$WORK/http/www/4kbin"
 	head -c 1048576 /dev/urandom >"$WORK/http/www/1m"
-	cat >"$WORK/http/nginx.conf" <<-EOF
-	worker_processes 1;
-	user root;
-	pid $WORK/http/nginx.pid;
-	error_log $WORK/http/logs/error.log warn;
-	events { worker_connections 1024; }
-	http {
-	    access_log off;
-	    keepalive_requests 10000000;
-	    server {
-	        listen 127.0.0.1:$HTTPPORT ssl;
-	        ssl_certificate $WORK/http/cert.pem;
-	        ssl_certificate_key $WORK/http/key.pem;
-	        root $WORK/http/www;
-	    }
-	}
-	EOF
 }
 
 # run_http plain|records SIZE I: one h2load --h1 run; appends

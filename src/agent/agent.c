@@ -696,8 +696,7 @@ static void loop(struct agent *a)
 			handle_events(a, 0);
 			continue;
 		}
-		sink_set_flush(&a->sinks);
-		records_flush(a);
+		sink_set_flush(&a->sinks); /* record sinks: their workers flush by themselves (lazy) */
 		if (ready_to_sleep(a))
 			handle_events(a, (int)a->cfg.idle_ms);
 		else

@@ -201,7 +201,6 @@ struct agent {
 /* records_out.c: --http-log, --http-post, --kafka */
 int records_wanted(const struct agent_config *c);
 int records_open(struct agent *a);
-void records_flush(struct agent *a);
 void records_drain(struct agent *a);
 void records_close(struct agent *a);
 /* 1 if every record sink's reader is gone (or there is none) */

@@ -99,11 +99,6 @@ int records_open(struct agent *a)
 	return 0;
 }
 
-void records_flush(struct agent *a)
-{
-	(void)a; /* lazy sinks: their workers flush by themselves every 50 ms */
-}
-
 void records_drain(struct agent *a)
 {
 	sink_set_drain(&a->records);

@@ -81,27 +81,22 @@ static void buf_free(struct h1_conn *c, struct h2_buf *b)
 
 /* ---- events ---- */
 
-#define EACH(c, call)                                                      \
-	for (size_t i_ = 0; i_ < (c)->ncons; i_++)                         \
-		if ((c)->cons[i_].ops->call)                               \
-			(c)->cons[i_].ops->call
-
 static void ev_head(struct h1_conn *c, struct h1_txn *t, int dir, uint64_t ts,
 		    const struct http_head *h)
 {
-	EACH(c, head)(c->cons[i_].arg, &t->x, dir, ts, h);
+	HTTP_EACH(c->cons, c->ncons, head, &t->x, dir, ts, h);
 }
 
 static void ev_body(struct h1_conn *c, struct h1_txn *t, int dir, uint64_t ts,
 		    const uint8_t *p, size_t n)
 {
 	if (n)
-		EACH(c, body)(c->cons[i_].arg, &t->x, dir, ts, p, n);
+		HTTP_EACH(c->cons, c->ncons, body, &t->x, dir, ts, p, n);
 }
 
 static void txn_free(struct h1_conn *c, struct h1_txn *t, uint64_t ts, enum http_end why)
 {
-	EACH(c, txn_end)(c->cons[i_].arg, &t->x, ts, why);
+	HTTP_EACH(c->cons, c->ncons, txn_end, &t->x, ts, why);
 	free(t);
 }
 
@@ -159,7 +154,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 static int msg_end(struct h1_conn *c, struct h1_txn *t, int dir, uint64_t ts)
 {
 	t->ended[dir] = 1;
-	EACH(c, msg_end)(c->cons[i_].arg, &t->x, dir, ts);
+	HTTP_EACH(c->cons, c->ncons, msg_end, &t->x, dir, ts);
 	c->d[dir].st = S_HEAD;
 	if (dir == 0 && (t->connect || t->upgrade) && !t->ended[1]) {
 		c->d[0].st = S_WAIT; /* what follows depends on the answer */
@@ -448,7 +443,7 @@ static int response_head(struct h1_conn *c, const uint8_t *p, size_t n, uint64_t
 	struct h1_dir *d = &c->d[1];
 	if (tunnel) {
 		t->ended[1] = 1;
-		EACH(c, msg_end)(c->cons[i_].arg, &t->x, 1, ts);
+		HTTP_EACH(c->cons, c->ncons, msg_end, &t->x, 1, ts);
 		return stop(c, ts, HTTP_END_UPGRADE) ? -ECONNRESET : 0;
 	}
 	if (bodyless || (!f.te && f.clen == 0))
@@ -641,7 +636,7 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 				err = parse_fields(c, w, wn - 2, &f);
 				if (err)
 					break;
-				EACH(c, trailers)(c->cons[i_].arg, &t->x, dir, ts, &c->fields);
+				HTTP_EACH(c->cons, c->ncons, trailers, &t->x, dir, ts, &c->fields);
 			}
 			d->buf.len = 0;
 			i += k;

@@ -80,6 +80,13 @@ struct http_consumer {
 	unsigned slot;             /* its index in http_txn.priv */
 };
 
+/* Calls the consumers' call (when they have it) in list order: each gets
+ * its own arg first, then the rest. */
+#define HTTP_EACH(list, n, call, ...)                                             \
+	for (size_t i_ = 0; i_ < (n); i_++)                                       \
+		if ((list)[i_].ops->call)                                         \
+			(list)[i_].ops->call((list)[i_].arg, __VA_ARGS__)
+
 /* What the consumers know of an exchange. */
 struct http_txn {
 	uint32_t stream;           /* HTTP/2 stream id; HTTP/1.x: 1, 2, ... on the connection */

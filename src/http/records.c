@@ -483,6 +483,7 @@ static void txn_release(struct rec_builder *b, struct http_txn *x, struct rec_tx
 
 /* Headers as Akto reads them: a JSON object in a string, names in lower
  * case, repeated fields joined with ", ". */
+#define AKTO_MAX_FIELDS 256
 static int akto_headers(struct h2_buf *o, struct h2_buf *tmp, const struct h2_hdrs *h,
 			const struct h2_buf *authority)
 {
@@ -504,7 +505,8 @@ static int akto_headers(struct h2_buf *o, struct h2_buf *tmp, const struct h2_hd
 			n++;
 		}
 	}
-	while (h2_hdrs_next(h, &pos, &f)) {
+	/* the first AKTO_MAX_FIELDS fields (names merged pairwise: bounded work) */
+	for (size_t seen = 0; seen < AKTO_MAX_FIELDS && h2_hdrs_next(h, &pos, &f); seen++) {
 		/* each name once: later fields of the same name are joined to the first */
 		size_t p2 = 0;
 		struct h2_field g;
@@ -526,7 +528,7 @@ static int akto_headers(struct h2_buf *o, struct h2_buf *tmp, const struct h2_hd
 		size_t p3 = pos - 8 - f.nlen - f.vlen;
 		int first = 1;
 		err = 0;
-		while (!err && h2_hdrs_next(h, &p3, &g))
+		for (size_t k = seen; !err && k < AKTO_MAX_FIELDS && h2_hdrs_next(h, &p3, &g); k++)
 			if (g.nlen == f.nlen && !strncasecmp((const char *)g.name, (const char *)f.name, f.nlen)) {
 				if (!first)
 					err = h2_buf_put(&v, ", ", 2);

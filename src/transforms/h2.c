@@ -307,15 +307,10 @@ void h2_stream_closed(struct h2_table *t, struct h2_conn *c, struct h2_stream *s
 	st->conn_id = 0;
 }
 
-#define EACH(c, call)                                                      \
-	for (size_t i_ = 0; i_ < (c)->ncons; i_++)                         \
-		if ((c)->cons[i_].ops->call)                               \
-			(c)->cons[i_].ops->call
-
 void h2_stream_close(struct h2_table *t, struct h2_conn *c, struct h2_stream *st,
 		     enum http_end why)
 {
-	EACH(c, txn_end)(c->cons[i_].arg, &st->x, c->ts, why);
+	HTTP_EACH(c->cons, c->ncons, txn_end, &st->x, c->ts, why);
 	if (c->out_st == st) {
 		h2_out_flush(t, c);
 		c->out_st = NULL;

@@ -48,11 +48,6 @@ static unsigned h2_status(const struct h2_hdrs *h)
 
 /* ---- message events to the connection's consumers (http/msg.h) ---- */
 
-#define EACH(c, call)                                                      \
-	for (size_t i_ = 0; i_ < (c)->ncons; i_++)                         \
-		if ((c)->cons[i_].ops->call)                               \
-			(c)->cons[i_].ops->call
-
 /* Each returns c->werr: the writer could not write it (the connection falls back). */
 static int ev_head(struct h2_conn *c, struct h2_stream *st, int dir, const struct h2_hdrs *h,
 		   int es, int end, int64_t clen, unsigned status)
@@ -78,7 +73,7 @@ static int ev_head(struct h2_conn *c, struct h2_stream *st, int dir, const struc
 		if (!hd.target.p)
 			hd.target = hd.authority; /* CONNECT */
 	}
-	EACH(c, head)(c->cons[i_].arg, &st->x, dir, c->ts, &hd);
+	HTTP_EACH(c->cons, c->ncons, head, &st->x, dir, c->ts, &hd);
 	return c->werr;
 }
 
@@ -88,7 +83,7 @@ static int msg_end(struct h2_table *t, struct h2_conn *c, struct h2_stream *st, 
 	if (st->ended[dir])
 		return 0;
 	st->ended[dir] = 1;
-	EACH(c, msg_end)(c->cons[i_].arg, &st->x, dir, c->ts);
+	HTTP_EACH(c->cons, c->ncons, msg_end, &st->x, dir, c->ts);
 	if (st->ended[0] && st->ended[1])
 		h2_stream_close(t, c, st, HTTP_END_DONE);
 	return c->werr;
@@ -106,7 +101,7 @@ static int body(struct h2_table *t, struct h2_conn *c, int dir, const uint8_t *p
 			return -EBADMSG;
 		st->left[dir] -= n;
 	}
-	EACH(c, body)(c->cons[i_].arg, &st->x, dir, c->ts, p, n);
+	HTTP_EACH(c->cons, c->ncons, body, &st->x, dir, c->ts, p, n);
 	return c->werr;
 }
 
@@ -147,7 +142,7 @@ static int trailers(struct h2_table *t, struct h2_conn *c, struct h2_stream *st,
 		err = sized_end(st, dir);
 	if (err)
 		return err;
-	EACH(c, trailers)(c->cons[i_].arg, &st->x, dir, c->ts, &d->hdrs);
+	HTTP_EACH(c->cons, c->ncons, trailers, &st->x, dir, c->ts, &d->hdrs);
 	if (c->werr)
 		return c->werr;
 	return msg_end(t, c, st, dir);
