@@ -79,7 +79,7 @@ DB_PROGS := $(BUILD)/progs/dbclient $(BUILD)/progs/dbhelper.so
 # gtclient: a GnuTLS client (the test program links libgnutls; the capture library never does)
 GNUTLS_CFLAGS := $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
 GNUTLS_LIBS   := $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
-TOOLS := $(BUILD)/ringgen $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/progs/kafkamock $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
+TOOLS := $(BUILD)/ringgen $(BUILD)/recbench $(BUILD)/progs/badring $(TEST_PROGS) $(BUILD)/progs/kafkamock $(BUILD)/flowreplay $(BUILD)/progs/regkeep $(BUILD)/progs/staticsleep \
          $(BUILD)/progs/recvfault.so $(BUILD)/progs/closerace-tsan $(DB_PROGS) $(BUILD)/progs/gtclient \
          $(BUILD)/progs/staticssl $(BUILD)/progs/staticssl-stripped
 
@@ -112,6 +112,10 @@ $(UNIT): $(UNIT_OBJ) $(LIB_OBJ) $(BUILD)/obj/src/capture/reloc.o
 
 $(BUILD)/ringgen: $(BUILD)/obj/bench/ringgen.o $(BUILD)/obj/src/transport/ring.o
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^
+
+# the records' own cost per exchange, no I/O (bench part k's figures without the noise)
+$(BUILD)/recbench: $(BUILD)/obj/bench/recbench.o $(LIB_OBJ)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
 # Golden tests: replays event scripts through flows + pcap sink (tests/golden/run.sh).
 $(BUILD)/flowreplay: $(BUILD)/obj/tests/golden/flowreplay.o $(LIB_OBJ)

@@ -4,6 +4,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /*
  * Each direction is a state machine fed in stream order. A head is
@@ -53,7 +56,7 @@ struct h1_conn {
 	struct h1_txn *q, **qtail;  /* exchanges in order; q: the oldest */
 	size_t nq;
 	uint32_t next_stream;
-	struct h2_hdrs fields;      /* of the head being handed on */
+	struct h2_hdrs fields;      /* trailers being handed on */
 	struct h2_buf wait;         /* client bytes held in S_WAIT */
 	uint64_t wait_ts;
 	int stopped;
@@ -252,19 +255,70 @@ struct framing {
 	struct http_str host;
 };
 
+/* The fields of the head being parsed, pointing into its bytes: one array
+ * for every connection (a head is parsed and handed on in one call). */
+static __thread struct http_field h1_fv[H1_MAX_FIELDS];
+
+/* JSON string text as it is: printable ASCII but '"' and '\\' */
+static int json_plain(uint8_t b)
+{
+	return b >= 0x20 && b < 0x7f && b != '"' && b != '\\';
+}
+
+/* The first byte at or after i of p[0..n) that may not be in a field value
+ * (a CTL but HTAB: CR ends a valid one); n if none. *esc: whether a byte
+ * before it needs escaping in JSON (HTAB, '"', '\\', obs-text). */
+static size_t value_end(const uint8_t *p, size_t i, size_t n, int *esc)
+{
+	int e = 0;
+#ifdef __SSE2__
+	const __m128i lim = _mm_set1_epi8(0x1f), tab = _mm_set1_epi8('\t');
+	const __m128i del = _mm_set1_epi8(0x7f), q = _mm_set1_epi8('"');
+	const __m128i bs = _mm_set1_epi8('\\');
+	for (; i + 16 <= n; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+		__m128i t = _mm_cmpeq_epi8(v, tab);
+		__m128i c = _mm_cmpeq_epi8(_mm_min_epu8(v, lim), v); /* <= 0x1f */
+		c = _mm_or_si128(_mm_andnot_si128(t, c), _mm_cmpeq_epi8(v, del));
+		__m128i j = _mm_or_si128(_mm_or_si128(t, v), /* v: its top bit, obs-text */
+					 _mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, bs)));
+		unsigned m = (unsigned)_mm_movemask_epi8(c);
+		unsigned jm = (unsigned)_mm_movemask_epi8(j);
+		if (m) {
+			*esc = e || (jm & ((1u << __builtin_ctz(m)) - 1));
+			return i + (size_t)__builtin_ctz(m);
+		}
+		e |= jm != 0;
+	}
+#endif
+	while (i < n && vchar_ws(p[i])) {
+		e |= !json_plain(p[i]);
+		i++;
+	}
+	*esc = e;
+	return i;
+}
+
+/* The end of the token at p + i (of n): a loop of its own keeps i in a register. */
+static inline size_t token_end(const uint8_t *p, size_t i, size_t n)
+{
+	const uint8_t *q = p + i, *e = p + n;
+	while (q < e && tchar_tab[*q])
+		q++;
+	return (size_t)(q - p);
+}
+
 /* Parses the field lines in p[0..n) (each ending CRLF, the empty line not
- * included) into c->fields. Returns 0, -EBADMSG, -E2BIG. */
-static int parse_fields(struct h1_conn *c, const uint8_t *p, size_t n, struct framing *f)
+ * included) into h1_fv (*nf of them). Returns 0, -EBADMSG, -E2BIG. */
+static int parse_fields(const uint8_t *p, size_t n, struct framing *f, size_t *nf)
 {
 	size_t i = 0, count = 0;
 	memset(f, 0, sizeof(*f));
 	f->clen = -1;
-	h2_hdrs_reset(&c->fields);
-	c->fields.buf.cap = 2 * H1_MAX_HEAD;
+	*nf = 0;
 	while (i < n) {
 		size_t s = i;
-		while (i < n && tchar(p[i]))
-			i++;
+		i = token_end(p, i, n);
 		if (i == s || i >= n || p[i] != ':')
 			return -EBADMSG; /* no name, white space before ':', obs-fold */
 		size_t nlen = i - s;
@@ -272,51 +326,68 @@ static int parse_fields(struct h1_conn *c, const uint8_t *p, size_t n, struct fr
 		while (i < n && (p[i] == ' ' || p[i] == '\t'))
 			i++;
 		size_t vs = i;
-		while (i < n && p[i] != '\r') {
-			if (!vchar_ws(p[i]))
-				return -EBADMSG;
-			i++;
-		}
-		if (i + 1 >= n || p[i + 1] != '\n')
-			return -EBADMSG; /* a bare CR, or a line without CRLF */
+		int esc;
+		i = value_end(p, i, n, &esc);
+		if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n')
+			return -EBADMSG; /* a control, a bare CR, or a line without CRLF */
 		size_t ve = i;
 		while (ve > vs && (p[ve - 1] == ' ' || p[ve - 1] == '\t'))
 			ve--;
 		i += 2;
-		if (++count > H1_MAX_FIELDS)
+		if (count >= H1_MAX_FIELDS)
 			return -E2BIG;
 		const uint8_t *name = p + s, *val = p + vs;
 		size_t vlen = ve - vs;
-		if (ieq(name, nlen, "content-length")) {
-			uint64_t v;
-			if (parse_u64(val, vlen, &v) || (f->clen >= 0 && (uint64_t)f->clen != v))
-				return -EBADMSG;
-			f->clen = (int64_t)v;
-		} else if (ieq(name, nlen, "transfer-encoding")) {
-			f->te = 1;
-			f->te_chunked = list_has(val, vlen, "chunked", 1);
-		} else if (ieq(name, nlen, "host")) {
-			f->hosts++;
-			f->host.p = val;
-			f->host.n = vlen;
-		} else if (ieq(name, nlen, "upgrade")) {
-			f->upgrade = vlen > 0;
+		switch (nlen) {
+		case 4:
+			if (ieq(name, nlen, "host")) {
+				f->hosts++;
+				f->host.p = val;
+				f->host.n = vlen;
+			}
+			break;
+		case 7:
+			if (ieq(name, nlen, "upgrade"))
+				f->upgrade = vlen > 0;
+			break;
+		case 14:
+			if (ieq(name, nlen, "content-length")) {
+				uint64_t v;
+				if (parse_u64(val, vlen, &v) || (f->clen >= 0 && (uint64_t)f->clen != v))
+					return -EBADMSG;
+				f->clen = (int64_t)v;
+			}
+			break;
+		case 17:
+			if (ieq(name, nlen, "transfer-encoding")) {
+				f->te = 1;
+				f->te_chunked = list_has(val, vlen, "chunked", 1);
+			}
+			break;
 		}
+		h1_fv[count].name.p = name;
+		h1_fv[count].name.n = nlen;
+		h1_fv[count].value.p = val;
+		h1_fv[count].value.n = vlen;
+		h1_fv[count].json_plain = !esc; /* tokens never need escaping */
+		count++;
+	}
+	*nf = count;
+	return 0;
+}
+
+/* Trailers are handed on as a field list of their own (rare: copied). */
+static int trailer_fields(struct h1_conn *c, size_t nf)
+{
+	h2_hdrs_reset(&c->fields);
+	c->fields.buf.cap = 2 * H1_MAX_HEAD;
+	for (size_t k = 0; k < nf; k++) {
 		size_t before = c->fields.buf.size;
-		int err = h2_hdrs_add(&c->fields, name, nlen, val, vlen);
+		int err = h2_hdrs_add(&c->fields, h1_fv[k].name.p, h1_fv[k].name.n,
+				      h1_fv[k].value.p, h1_fv[k].value.n);
 		c->ctr->buffered += c->fields.buf.size - before;
 		if (err || c->ctr->buffered > H1_MAX_BUFFERED)
 			return err == -ENOMEM ? err : -E2BIG;
-	}
-	if (f->host.p) {
-		/* point into the copy, which outlives the head buffer's next use */
-		size_t pos = 0;
-		struct h2_field fl;
-		while (h2_hdrs_next(&c->fields, &pos, &fl))
-			if (ieq(fl.name, fl.nlen, "host")) {
-				f->host.p = fl.value;
-				break;
-			}
 	}
 	return 0;
 }
@@ -350,7 +421,8 @@ static int request_head(struct h1_conn *c, const uint8_t *p, size_t n, uint64_t 
 		return -EBADMSG;
 	i += 10;
 	struct framing f;
-	int err = parse_fields(c, p + i, n - i - 2, &f);
+	size_t nf;
+	int err = parse_fields(p + i, n - i - 2, &f, &nf);
 	if (err)
 		return err;
 	if ((f.te && (!f.te_chunked || f.clen >= 0 || ver == 10)) || f.hosts > 1 ||
@@ -375,7 +447,7 @@ static int request_head(struct h1_conn *c, const uint8_t *p, size_t n, uint64_t 
 	struct http_head h = {
 		.version = (uint8_t)ver, .request = 1,
 		.method = { p, ms }, .target = { p + ms + 1, tl },
-		.authority = f.host, .content_length = f.clen, .fields = &c->fields,
+		.authority = f.host, .content_length = f.clen, .fields = { .v = h1_fv, .n = nf },
 	};
 	h.end = !f.te && f.clen <= 0;
 	ev_head(c, t, 0, ts, &h);
@@ -418,7 +490,8 @@ static int response_head(struct h1_conn *c, const uint8_t *p, size_t n, uint64_t
 		return -EBADMSG;
 	i += 2;
 	struct framing f;
-	int err = parse_fields(c, p + i, n - i - 2, &f);
+	size_t nf;
+	int err = parse_fields(p + i, n - i - 2, &f, &nf);
 	if (err)
 		return err;
 	int info = status < 200;
@@ -429,7 +502,7 @@ static int response_head(struct h1_conn *c, const uint8_t *p, size_t n, uint64_t
 	struct http_head h = {
 		.version = (uint8_t)ver, .status = (uint16_t)status,
 		.informational = info && status != 101, .content_length = f.clen,
-		.fields = &c->fields,
+		.fields = { .v = h1_fv, .n = nf },
 	};
 	h.end = bodyless || (!f.te && f.clen == 0);
 	if (!bodyless && f.te && f.clen >= 0)
@@ -633,7 +706,10 @@ static int feed(struct h1_conn *c, int dir, uint64_t ts, const uint8_t *p, size_
 			}
 			if (wn > 2) {
 				struct framing f;
-				err = parse_fields(c, w, wn - 2, &f);
+				size_t nf;
+				err = parse_fields(w, wn - 2, &f, &nf);
+				if (!err)
+					err = trailer_fields(c, nf);
 				if (err)
 					break;
 				HTTP_EACH(c->cons, c->ncons, trailers, &t->x, dir, ts, &c->fields);

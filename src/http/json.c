@@ -88,13 +88,46 @@ static int plain(uint8_t c)
 	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
+/* plain() by table */
+static uint8_t plain_tab[256];
+
+__attribute__((constructor)) static void plain_init(void)
+{
+	for (unsigned c = 0; c < 256; c++)
+		plain_tab[c] = (uint8_t)plain((uint8_t)c);
+}
+
+/* pshufb indices moving a vector down by 16 - k bytes: load at shift_down + 16 - k */
+static const uint8_t shift_down[32] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+	0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80 };
+
+int json_simd = 2; /* the best code the CPU has, up to this (tests lower it) */
+
 #ifdef JSON_X86
-static int have_ssse3(void)
+/* 0 scalar, 1 SSSE3, 2 AVX-512 (BW, VL, VBMI, VBMI2: Ice Lake, Zen 4 and later) */
+static int cpu_level(void)
 {
 	static int v = -1;
-	if (v < 0)
-		v = __builtin_cpu_supports("ssse3") ? 1 : 0;
-	return v;
+	if (v < 0) {
+		v = 0;
+		if (__builtin_cpu_supports("ssse3"))
+			v = 1;
+		if (v && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+		    __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2") &&
+		    __builtin_cpu_supports("popcnt"))
+			v = 2;
+	}
+	return v < json_simd ? v : json_simd;
+}
+
+static int have_ssse3(void)
+{
+	return cpu_level() >= 1;
+}
+
+static int have_avx512(void)
+{
+	return cpu_level() >= 2;
 }
 
 /* For 8 bytes whose '"' and '\\' are the bits of m (the rest printable
@@ -102,6 +135,7 @@ static int have_ssse3(void)
  * many output bytes there are. */
 static uint8_t esc_shuf[256][16] __attribute__((aligned(16)));
 static uint8_t esc_len[256];
+static uint16_t esc_chars[256];
 
 __attribute__((constructor)) static void esc_init(void)
 {
@@ -114,12 +148,19 @@ __attribute__((constructor)) static void esc_init(void)
 			esc_shuf[m][k++] = (uint8_t)j;
 		}
 		esc_len[m] = (uint8_t)k;
+		/* where the 8 bytes land among the k output bytes (the others: backslashes) */
+		unsigned pos = 0, cm = 0;
+		for (unsigned j = 0; j < 8; j++) {
+			pos += (m >> j) & 1;
+			cm |= 1u << pos++;
+		}
+		esc_chars[m] = (uint16_t)cm;
 	}
 }
 
 /* 16 bytes of v, a backslash before each one in m, at o (16 bytes may be
  * written past the end: the caller made room). */
-__attribute__((target("ssse3"))) static uint8_t *esc16(__m128i v, unsigned m, uint8_t *o)
+__attribute__((target("ssse3"))) static inline uint8_t *esc16(__m128i v, unsigned m, uint8_t *o)
 {
 	const __m128i bsl = _mm_set1_epi8('\\');
 	__m128i lo = _mm_unpacklo_epi64(v, bsl), hi = _mm_unpackhi_epi64(v, bsl);
@@ -164,56 +205,303 @@ static size_t one_char(const uint8_t *p, size_t n, uint8_t **out)
 	return used;
 }
 
-int json_str(struct h2_buf *b, const void *data, size_t n)
+
+/* one_char for a caller whose output pointer stays in a register (its
+ * address is never taken) */
+static inline size_t one_char_at(const uint8_t *p, size_t n, uint8_t **out)
 {
-	const uint8_t *p = data;
-	/* room for the worst case (every byte a \u00XX) at once: no check per byte */
-	if (n > (SIZE_MAX - 2) / 6)
-		return -E2BIG;
-	int err = h2_buf_grow(b, 6 * n + 2);
-	if (err)
-		return err;
-	uint8_t *o = b->p + b->len;
-	*o++ = '"';
+	uint8_t *t = *out;
+	size_t k = one_char(p, n, &t);
+	*out = t;
+	return k;
+}
+
+#ifdef JSON_X86
+/*
+ * p[0..n) as JSON string text at o (no quotes); returns the end, or NULL
+ * when strict and the bytes are not UTF-8 without NUL. 16 bytes at a time:
+ * printable ASCII is stored as it is; where the only others are '"' and
+ * '\\' (JSON text in a body: one every few bytes), each byte is written with
+ * a backslash before it or not, without a branch (esc16, inlined here); a
+ * control or non-ASCII byte goes one by one. The last block is read from a
+ * padded copy: never a byte past the end of p.
+ */
+__attribute__((target("ssse3"))) static uint8_t *str_ssse3(const uint8_t *p, size_t n, uint8_t *o,
+							    int strict)
+{
+	const __m128i sp = _mm_set1_epi8(0x20), q = _mm_set1_epi8('"');
+	const __m128i bs = _mm_set1_epi8('\\');
 	size_t i = 0;
 	while (i < n) {
-#ifdef JSON_X86
-		/* 16 bytes at a time: printable ASCII is stored as it is; where the
-		 * only others are '"' and '\\' (JSON text in a body: one every few
-		 * bytes), each byte is written with a backslash before it or not,
-		 * without a branch; a control or non-ASCII byte goes one by one */
-		if (i + 16 <= n) {
-			const __m128i sp = _mm_set1_epi8(0x20), q = _mm_set1_epi8('"');
-			const __m128i bs = _mm_set1_epi8('\\');
-			__m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-			int ctl = _mm_movemask_epi8(_mm_cmplt_epi8(v, sp));
-			int esc = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, bs)));
-			if (!ctl && !esc) {
-				_mm_storeu_si128((__m128i *)o, v);
-				o += 16;
-				i += 16;
-				continue;
-			}
-			if (!ctl && have_ssse3()) {
-				o = esc16(v, (unsigned)esc, o);
-				i += 16;
-				continue;
-			}
-			if (!ctl)
-				ctl = 1 << 15 << 1; /* no SSSE3: one by one */
-			size_t stop = i + (ctl & 0xffff ? (size_t)__builtin_ctz((unsigned)ctl) : 16);
-			while (i < stop)
-				i += one_char(p + i, n - i, &o);
+		size_t k = n - i;
+		__m128i v;
+		if (k >= 16) {
+			v = _mm_loadu_si128((const __m128i *)(p + i));
+			k = 16;
+		} else if (n >= 16) {
+			/* the last 16 bytes, moved down past those done: no read past the end */
+			v = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + n - 16)),
+					     _mm_loadu_si128((const __m128i *)(shift_down + 16 - k)));
+		} else {
+			break; /* a short string: the scalar loop below */
 		}
+		unsigned live = k == 16 ? 0xffff : (1u << k) - 1;
+		unsigned ctl = (unsigned)_mm_movemask_epi8(_mm_cmplt_epi8(v, sp)) & live;
+		unsigned esc = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, q),
+									  _mm_cmpeq_epi8(v, bs)));
+		size_t take = ctl ? (size_t)__builtin_ctz(ctl) : k;
+		esc &= (1u << take) - 1;
+		if (take == 16 && !esc) {
+			_mm_storeu_si128((__m128i *)o, v);
+			o += 16;
+		} else if (take) {
+			uint8_t *o0 = o;
+			esc16(v, esc, o);
+			o = o0 + take + esc_len[esc & 255] + esc_len[esc >> 8] - 16;
+		}
+		i += take;
+		if (ctl) {
+			if (strict && (!p[i] || (p[i] >= 0x80 && !utf8_len(p + i, n - i))))
+				return NULL;
+			i += one_char_at(p + i, n - i, &o);
+		}
+	}
+	while (i < n) {
+		uint8_t c = p[i];
+		if (plain_tab[c]) {
+			*o++ = c;
+			i++;
+			continue;
+		}
+		if (strict && (!c || (c >= 0x80 && !utf8_len(p + i, n - i))))
+			return NULL;
+		i += one_char_at(p + i, n - i, &o);
+	}
+	return o;
+}
 #endif
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt,bmi2")))
+
+#ifdef JSON_X86
+/*
+ * The same with AVX-512, 32 bytes at a time: where a block has '"' or '\\',
+ * VBMI2's byte expand spreads its bytes over 32 + escapes output bytes and
+ * a masked move puts the backslashes in the gaps: one 64-byte store per
+ * block. Whole blocks of printable ASCII go without a branch on their bytes
+ * (escapes or not: a mispredicted branch per block cost more than the
+ * expand): the char positions come from the escape mask with BMI2 (each
+ * input bit as two bits, "01" escaped and "1" not, compacted by pext). A
+ * block with a control or non-ASCII byte, and the last one (a masked load:
+ * no read past the end), go the careful way.
+ */
+AVX512_TARGET static uint8_t *str_avx512(const uint8_t *p, size_t n, uint8_t *o, int strict)
+{
+	const __m256i sp = _mm256_set1_epi8(0x20), q = _mm256_set1_epi8('"');
+	const __m256i bs = _mm256_set1_epi8('\\');
+	const __m512i bsl = _mm512_set1_epi8('\\');
+	const uint64_t odd = 0xaaaaaaaaaaaaaaaaull, even = 0x5555555555555555ull;
+	size_t i = 0;
+	while (i < n) {
+		while (i + 32 <= n) {
+			__m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
+			if (__builtin_expect(_mm256_cmplt_epi8_mask(v, sp) != 0, 0))
+				break;
+			uint32_t esc = _mm256_cmpeq_epi8_mask(v, q) | _mm256_cmpeq_epi8_mask(v, bs);
+			uint64_t e2 = _pdep_u64(esc, odd);
+			uint64_t chars = _pext_u64(e2 | _pdep_u64(~esc, even), e2 | even);
+			__m512i x = _mm512_maskz_expand_epi8(chars, _mm512_castsi256_si512(v));
+			_mm512_storeu_si512((void *)o, _mm512_mask_mov_epi8(x, ~chars, bsl));
+			o += 32 + (size_t)__builtin_popcount(esc);
+			i += 32;
+		}
+		if (i >= n)
+			break;
+		size_t k = n - i;
+		uint32_t live = 0xffffffffu;
+		__m256i v;
+		if (k >= 32) {
+			v = _mm256_loadu_si256((const __m256i *)(p + i));
+			k = 32;
+		} else {
+			live = (1u << k) - 1;
+			v = _mm256_maskz_loadu_epi8(live, p + i);
+		}
+		uint32_t ctl = _mm256_cmplt_epi8_mask(v, sp) & live; /* signed: non-ASCII too */
+		uint32_t esc = _mm256_cmpeq_epi8_mask(v, q) | _mm256_cmpeq_epi8_mask(v, bs);
+		size_t take = ctl ? (size_t)__builtin_ctz(ctl) : k;
+		esc &= take == 32 ? 0xffffffffu : (1u << take) - 1;
+		if (!esc) {
+			_mm256_storeu_si256((__m256i *)o, v);
+			o += take;
+		} else if (take) {
+			uint64_t chars = 0;
+			unsigned at = 0;
+			for (unsigned g = 0; g < 4; g++) {
+				unsigned m = (esc >> (8 * g)) & 255;
+				chars |= (uint64_t)esc_chars[m] << at;
+				at += esc_len[m];
+			}
+			__m512i x = _mm512_maskz_expand_epi8(chars, _mm512_castsi256_si512(v));
+			x = _mm512_mask_mov_epi8(x, ~chars, bsl);
+			_mm512_storeu_si512((void *)o, x);
+			o += take + (size_t)__builtin_popcount(esc);
+		}
+		i += take;
+		if (ctl) {
+			if (strict && (!p[i] || (p[i] >= 0x80 && !utf8_len(p + i, n - i))))
+				return NULL;
+			i += one_char_at(p + i, n - i, &o);
+		}
+	}
+	return o;
+}
+#endif
+
+static uint8_t *str_scalar(const uint8_t *p, size_t n, uint8_t *o, int strict)
+{
+	size_t i = 0;
+	while (i < n) {
 		while (i < n && plain(p[i]))
 			*o++ = p[i++];
-		if (i < n)
-			i += one_char(p + i, n - i, &o);
+		if (i < n) {
+			if (strict && (!p[i] || (p[i] >= 0x80 && !utf8_len(p + i, n - i))))
+				return NULL;
+			i += one_char_at(p + i, n - i, &o);
+		}
 	}
+	return o;
+}
+
+static uint8_t *str_best(const uint8_t *p, size_t n, uint8_t *o, int strict)
+{
+#ifdef JSON_X86
+	if (have_avx512())
+		return str_avx512(p, n, o, strict);
+	if (have_ssse3())
+		return str_ssse3(p, n, o, strict);
+#endif
+	return str_scalar(p, n, o, strict);
+}
+
+/* The string with its quotes; -EILSEQ (nothing appended) if strict and not text. */
+static int put_str(struct h2_buf *b, const void *data, size_t n, int strict)
+{
+	/* room for the worst case (every byte a \u00XX) at once: no check per byte */
+	if (n > (SIZE_MAX - 2 - JSON_SLACK) / 6)
+		return -E2BIG;
+	size_t need = 6 * n + 2 + JSON_SLACK;
+	if (need > b->size - b->len) {
+		int err = h2_buf_grow(b, need);
+		if (err)
+			return err;
+	}
+	uint8_t *o = b->p + b->len, *e;
 	*o++ = '"';
-	b->len = (size_t)(o - b->p);
+	e = str_best(data, n, o, strict);
+	if (!e)
+		return -EILSEQ;
+	*e++ = '"';
+	b->len = (size_t)(e - b->p);
 	return 0;
+}
+
+int json_str(struct h2_buf *b, const void *data, size_t n)
+{
+	return put_str(b, data, n, 0);
+}
+
+static uint8_t *str_any(const uint8_t *p, size_t n, uint8_t *o)
+{
+	return str_best(p, n, o, 0);
+}
+
+/* Room for need more bytes of b at *o: 0, or h2_buf_grow's error. */
+static int room_at(struct h2_buf *b, size_t need, uint8_t **o)
+{
+	if (need > b->size - b->len) {
+		int err = h2_buf_grow(b, need);
+		if (err)
+			return err;
+	}
+	*o = b->p + b->len;
+	return 0;
+}
+
+int json_pair_plain(struct h2_buf *b, int comma, const void *name, size_t nlen,
+		    const void *value, size_t vlen)
+{
+	uint8_t *o;
+	if (nlen > SIZE_MAX / 4 || vlen > SIZE_MAX / 4)
+		return -E2BIG;
+	int err = room_at(b, nlen + vlen + 8, &o);
+	if (err)
+		return err;
+	if (comma)
+		*o++ = ',';
+	memcpy(o, "[\"", 2);
+	memcpy(o + 2, name, nlen);
+	o += 2 + nlen;
+	memcpy(o, "\",\"", 3);
+	memcpy(o + 3, value, vlen);
+	o += 3 + vlen;
+	memcpy(o, "\"]", 2);
+	b->len = (size_t)(o + 2 - b->p);
+	return 0;
+}
+
+int json_pair(struct h2_buf *b, int comma, const void *name, size_t nlen, const void *value,
+	      size_t vlen)
+{
+	uint8_t *o;
+	if (nlen > SIZE_MAX / 16 || vlen > SIZE_MAX / 16)
+		return -E2BIG;
+	int err = room_at(b, 6 * (nlen + vlen) + 8 + 2 * JSON_SLACK, &o);
+	if (err)
+		return err;
+	if (comma)
+		*o++ = ',';
+	*o++ = '[';
+	*o++ = '"';
+	o = str_any(name, nlen, o);
+	memcpy(o, "\",\"", 3);
+	o = str_any(value, vlen, o + 3);
+	memcpy(o, "\"]", 2);
+	b->len = (size_t)(o + 2 - b->p);
+	return 0;
+}
+
+int json_text(struct h2_buf *b, const void *data, size_t n)
+{
+	return put_str(b, data, n, 1);
+}
+
+uint8_t *json_w_str(uint8_t *o, const void *p, size_t n)
+{
+	*o++ = '"';
+	o = str_any(p, n, o);
+	*o++ = '"';
+	return o;
+}
+
+uint8_t *json_w_text(uint8_t *o, const void *p, size_t n)
+{
+	*o++ = '"';
+	o = str_best(p, n, o, 1);
+	if (!o)
+		return NULL;
+	*o++ = '"';
+	return o;
+}
+
+uint8_t *json_w_u64(uint8_t *o, uint64_t v)
+{
+	size_t k = 1;
+	for (uint64_t x = v; x >= 10; x /= 10)
+		k++;
+	for (size_t i = k; i-- > 0; v /= 10)
+		o[i] = (uint8_t)('0' + v % 10);
+	return o + k;
 }
 
 int json_cstr(struct h2_buf *b, const char *s)
@@ -300,24 +588,63 @@ __attribute__((target("ssse3"))) static size_t b64_ssse3(const uint8_t *in, size
 
 #endif
 
-int json_base64_scalar; /* tests: 1 forces the scalar code */
+#ifdef JSON_X86
+/*
+ * 48 bytes to 64 characters per step with AVX-512 VBMI: a byte permute puts
+ * each 3-byte group into a 32-bit lane as b1 b0 b2 b1, a multishift takes
+ * the four 6-bit indices out of it (bit offsets 10, 4, 22, 16), and a
+ * second permute looks them up in the 64-character alphabet. Reads exactly
+ * 48 bytes per step (a masked load); returns the input bytes done.
+ */
+AVX512_TARGET static size_t b64_avx512(const uint8_t *in, size_t n, uint8_t *out)
+{
+	static const char alphabet[64] __attribute__((aligned(64))) =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const __m512i spread = _mm512_setr_epi32(
+		0x01020001, 0x04050304, 0x07080607, 0x0a0b090a, 0x0d0e0c0d, 0x10110f10,
+		0x13141213, 0x16171516, 0x191a1819, 0x1c1d1b1c, 0x1f201e1f, 0x22232122,
+		0x25262425, 0x28292728, 0x2b2c2a2b, 0x2e2f2d2e);
+	const __m512i shifts = _mm512_set1_epi64(0x3036242a1016040aLL);
+	const __m512i lut = _mm512_load_si512((const void *)alphabet);
+	size_t i = 0;
+	for (; i + 48 <= n; i += 48, out += 64) {
+		__m512i v = _mm512_maskz_loadu_epi8(0x0000ffffffffffffull, in + i);
+		v = _mm512_permutexvar_epi8(spread, v);
+		v = _mm512_multishift_epi64_epi8(shifts, v);
+		_mm512_storeu_si512((void *)out, _mm512_permutexvar_epi8(v, lut));
+	}
+	return i;
+}
+#endif
 
 int json_base64(struct h2_buf *b, const void *data, size_t n)
+{
+	if (n > SIZE_MAX / 2)
+		return -E2BIG;
+	int err = h2_buf_grow(b, JSON_B64_ROOM(n));
+	if (err)
+		return err;
+	uint8_t *o = json_w_base64(b->p + b->len, data, n);
+	b->len = (size_t)(o - b->p);
+	return 0;
+}
+
+uint8_t *json_w_base64(uint8_t *o, const void *data, size_t n)
 {
 	static const char tab[] =
 		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	const uint8_t *p = data;
-	size_t out = (n + 2) / 3 * 4;
-	int err = h2_buf_grow(b, out + 2);
-	if (err)
-		return err;
-	uint8_t *o = b->p + b->len;
 	*o++ = '"';
 	size_t i = 0;
 #ifdef JSON_X86
-	if (!json_base64_scalar && have_ssse3()) {
-		i = b64_ssse3(p, n, o);
+	if (have_avx512()) {
+		i = b64_avx512(p, n, o);
 		o += i / 3 * 4;
+	}
+	if (have_ssse3()) {
+		size_t k = b64_ssse3(p + i, n - i, o);
+		i += k;
+		o += k / 3 * 4;
 	}
 #endif
 	for (; i + 3 <= n; i += 3) {
@@ -334,6 +661,5 @@ int json_base64(struct h2_buf *b, const void *data, size_t n)
 		*o++ = '=';
 	}
 	*o++ = '"';
-	b->len = (size_t)(o - b->p);
-	return 0;
+	return o;
 }

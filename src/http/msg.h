@@ -40,6 +40,35 @@ struct http_str {
 	size_t n;
 };
 
+/* A head's fields in either form: HTTP/2's decoded block (hdrs), or
+ * HTTP/1.x's n fields pointing into the head's own bytes (v, no copy).
+ * Valid during the head call. */
+struct http_field {
+	struct http_str name, value;
+	uint8_t json_plain;       /* name and value are JSON string text as they are
+				   * (no '"', '\\', control or non-ASCII byte) */
+};
+struct http_fields {
+	const struct h2_hdrs *hdrs;
+	const struct http_field *v;
+	size_t n;
+};
+
+/* Iterates either form: *pos starts at 0. Returns 1 with *f filled, 0 at the end. */
+static inline int http_fields_next(const struct http_fields *fs, size_t *pos, struct h2_field *f)
+{
+	if (fs->hdrs)
+		return h2_hdrs_next(fs->hdrs, pos, f);
+	if (*pos >= fs->n)
+		return 0;
+	const struct http_field *x = &fs->v[(*pos)++];
+	f->name = x->name.p;
+	f->nlen = x->name.n;
+	f->value = x->value.p;
+	f->vlen = x->value.n;
+	return 1;
+}
+
 /* One message head. fields: every field as it came (HTTP/2: pseudo-header
  * fields first, names starting with ':'; HTTP/1.x: none of those). */
 struct http_head {
@@ -53,7 +82,7 @@ struct http_head {
 				   * path and query (or authority-form for CONNECT);
 				   * authority from :authority or Host */
 	int64_t content_length;   /* -1: none */
-	const struct h2_hdrs *fields;
+	struct http_fields fields;
 };
 
 struct http_txn;

@@ -16,7 +16,9 @@
 
 struct rec_dir {
 	uint64_t ts_head, ts_end;
-	struct h2_hdrs hdrs;       /* regular fields (pseudo-headers apart) */
+	struct h2_hdrs hdrs;       /* Akto: regular fields (pseudo-headers apart) */
+	struct h2_buf hjson;       /* ours: those fields as the record's JSON list, made
+				    * at the head (no copy of the fields kept) */
 	struct h2_hdrs trailers;
 	struct h2_buf body;        /* the first body_max bytes */
 	uint64_t seen;             /* body bytes seen */
@@ -34,6 +36,7 @@ struct rec_txn {
 };
 
 #define REC_SPARES 32              /* exchanges' states kept for reuse */
+#define REC_KEEP_HJSON (16u << 10) /* with a header list's buffer at most this large */
 
 struct rec_builder {
 	struct rec_config cfg;
@@ -85,23 +88,43 @@ static int ieq_prefix(const uint8_t *v, size_t n, const char *pre)
 	return 1;
 }
 
-/* Copies the regular fields of h (no pseudo-headers); the content type
- * decides whether the body is kept. */
-static void copy_fields(struct rec_builder *b, struct rec_dir *d, const struct h2_hdrs *h)
+/* Keeps the regular fields of h (no pseudo-headers): Akto's format copies
+ * them, ours writes their JSON at once. The content type decides whether
+ * the body is kept. */
+static void copy_fields(struct rec_builder *b, struct rec_dir *d, const struct http_fields *h)
 {
-	size_t pos = 0;
+	size_t pos = 0, n = 0;
 	struct h2_field f;
+	int akto = b->cfg.format == REC_FORMAT_AKTO;
 	h2_hdrs_reset(&d->hdrs);
-	while (h && h2_hdrs_next(h, &pos, &f)) {
+	d->hjson.len = 0;
+	d->hjson.cap = REC_MAX_LINE;
+	if (!akto && JSON_LIT(&d->hjson, "["))
+		return;
+	for (size_t k = 0; h->v ? k < h->n : http_fields_next(h, &pos, &f); k++) {
+		int plain = 0;
+		if (h->v) {
+			/* HTTP/1.x: the parser knows which need no escaping */
+			const struct http_field *x = &h->v[k];
+			f.name = x->name.p;
+			f.nlen = x->name.n;
+			f.value = x->value.p;
+			f.vlen = x->value.n;
+			plain = x->json_plain;
+		}
 		if (f.nlen && f.name[0] == ':')
 			continue;
 		if (f.nlen == 12 && ieq_prefix(f.name, 12, "content-type"))
 			for (size_t i = 0; i < b->cfg.n_headers_only; i++)
 				if (ieq_prefix(f.value, f.vlen, b->cfg.headers_only[i]))
 					d->skip = 1;
-		if (h2_hdrs_add(&d->hdrs, f.name, f.nlen, f.value, f.vlen))
+		if (akto ? h2_hdrs_add(&d->hdrs, f.name, f.nlen, f.value, f.vlen) :
+		    plain ? json_pair_plain(&d->hjson, n++ > 0, f.name, f.nlen, f.value, f.vlen) :
+			   json_pair(&d->hjson, n++ > 0, f.name, f.nlen, f.value, f.vlen))
 			break; /* cannot be: h was within the same cap */
 	}
+	if (!akto && JSON_LIT(&d->hjson, "]"))
+		d->hjson.len = 0;
 }
 
 /* An exchange's state: a spare one (its buffers kept) or a new one. */
@@ -145,7 +168,7 @@ static void on_head(void *arg, struct http_txn *x, int dir, uint64_t ts,
 		d->ts_head = ts;
 	d->head = 1;
 	d->clen = h->content_length;
-	copy_fields(b, d, h->fields);
+	copy_fields(b, d, &h->fields);
 	if (dir == 0) {
 		t->version = h->version;
 		str_set(&t->method, &h->method);
@@ -217,13 +240,8 @@ static int put_fields(struct h2_buf *o, const struct h2_hdrs *h)
 	size_t pos = 0;
 	struct h2_field f;
 	PUT(JSON_LIT(o, "["));
-	for (int first = 1; h2_hdrs_next(h, &pos, &f); first = 0) {
-		PUT(json_raw(o, first ? "[" : ",["));
-		PUT(json_str(o, f.name, f.nlen));
-		PUT(JSON_LIT(o, ","));
-		PUT(json_str(o, f.value, f.vlen));
-		PUT(JSON_LIT(o, "]"));
-	}
+	for (int first = 1; h2_hdrs_next(h, &pos, &f); first = 0)
+		PUT(json_pair(o, !first, f.name, f.nlen, f.value, f.vlen));
 	return JSON_LIT(o, "]");
 }
 
@@ -239,35 +257,6 @@ static int put_addr(struct h2_buf *o, const char *key, int family, const uint8_t
 	PUT(JSON_LIT(o, ",\"port\":"));
 	PUT(json_u64(o, port));
 	return JSON_LIT(o, "}");
-}
-
-static int put_body(struct h2_buf *o, const struct rec_dir *d)
-{
-	int err;
-	int text = json_is_utf8(d->body.p ? d->body.p : (const uint8_t *)"", d->body.len);
-	PUT(JSON_LIT(o, ",\"body\":"));
-	if (d->skip)
-		PUT(JSON_LIT(o, "null"));
-	else if (text)
-		PUT(json_str(o, d->body.p, d->body.len));
-	else
-		PUT(json_base64(o, d->body.p, d->body.len));
-	PUT(JSON_LIT(o, ",\"body_encoding\":"));
-	PUT(json_raw(o, d->skip ? "\"omitted\"" : text ? "\"text\"" : "\"base64\""));
-	PUT(JSON_LIT(o, ",\"body_bytes\":"));
-	PUT(json_u64(o, d->seen));
-	PUT(JSON_LIT(o, ",\"body_length\":"));
-	/* what the message says it carries: content-length, or all of it once complete */
-	if (d->clen >= 0)
-		PUT(json_i64(o, d->clen));
-	else if (d->ended)
-		PUT(json_u64(o, d->seen));
-	else
-		PUT(JSON_LIT(o, "null"));
-	PUT(JSON_LIT(o, ",\"body_truncated\":"));
-	PUT(json_raw(o, d->truncated || (d->skip && d->seen) ? "true" : "false"));
-	PUT(JSON_LIT(o, ",\"complete\":"));
-	return json_raw(o, d->ended ? "true" : "false");
 }
 
 /* path and query of a request target (origin or absolute form) */
@@ -337,104 +326,188 @@ static int put_conn_json(struct h2_buf *o, const struct http_txn *x)
 	return JSON_LIT(o, "}");
 }
 
-/* The connection's part of the record: made at its first record, then copied. */
-static int put_conn(struct h2_buf *o, const struct http_txn *x)
+/* ---- our format, written straight: room for the whole record is made
+ * once, then every part is stored at a pointer (no check, no call per part) */
+
+#define W_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) += sizeof(lit) - 1)
+#define W_RAW(o, s, n) (memcpy((o), (s), (n)), (o) += (n))
+#define REC_FIXED_ROOM 1024 /* every literal and number of a record, with room to spare */
+
+static uint8_t *w_time(uint8_t *o, uint64_t ts)
 {
-	struct h2_buf *c = &x->conn->cache;
-	if (!c->len) {
-		c->cap = 64u * 1024;
-		int err = put_conn_json(c, x);
-		if (err) {
-			c->len = 0;
-			return err;
-		}
+	if (!ts) {
+		W_LIT(o, "null");
+		return o;
 	}
-	return h2_buf_put(o, c->p, c->len);
+	return json_w_u64(o, ts);
 }
 
-static int put_time(struct h2_buf *o, const char *key, uint64_t ts)
+/* Room for a body (text, or base64: never more). */
+static size_t body_room(const struct rec_dir *d)
 {
-	int err;
-	PUT(json_raw(o, key));
-	return ts ? json_u64(o, ts) : JSON_LIT(o, "null");
+	return d->skip ? 8 : JSON_STR_ROOM(d->body.len);
 }
 
-static int write_tlsmirror(struct rec_builder *b, struct h2_buf *o, const struct http_txn *x,
+static uint8_t *w_body(uint8_t *o, const struct rec_dir *d)
+{
+	const char *enc = "\"omitted\"";
+	W_LIT(o, ",\"body\":");
+	if (d->skip) {
+		W_LIT(o, "null");
+	} else {
+		uint8_t *e = json_w_text(o, d->body.p, d->body.len);
+		enc = "\"text\"";
+		if (!e) {
+			e = json_w_base64(o, d->body.p, d->body.len);
+			enc = "\"base64\"";
+		}
+		o = e;
+	}
+	W_LIT(o, ",\"body_encoding\":");
+	W_RAW(o, enc, strlen(enc));
+	W_LIT(o, ",\"body_bytes\":");
+	o = json_w_u64(o, d->seen);
+	W_LIT(o, ",\"body_length\":");
+	/* what the message says it carries: content-length, or all of it once complete */
+	if (d->clen >= 0)
+		o = json_w_u64(o, (uint64_t)d->clen);
+	else if (d->ended)
+		o = json_w_u64(o, d->seen);
+	else
+		W_LIT(o, "null");
+	if (d->truncated || (d->skip && d->seen))
+		W_LIT(o, ",\"body_truncated\":true");
+	else
+		W_LIT(o, ",\"body_truncated\":false");
+	if (d->ended)
+		W_LIT(o, ",\"complete\":true");
+	else
+		W_LIT(o, ",\"complete\":false");
+	return o;
+}
+
+static uint8_t *w_headers(uint8_t *o, const struct rec_dir *d)
+{
+	if (!d->hjson.len)
+		W_LIT(o, "[]");
+	else
+		W_RAW(o, d->hjson.p, d->hjson.len);
+	return o;
+}
+
+static int write_tlsmirror(struct rec_builder *b, struct h2_buf *out, const struct http_txn *x,
 			   const struct rec_txn *t, enum http_end why)
 {
 	int err;
 	const struct rec_dir *rq = &t->d[0], *rs = &t->d[1];
 	struct http_str path, query;
 	split_target(&t->target, &path, &query);
-	(void)b;
-	PUT(put_time(o, "{\"time_request_ns\":", rq->ts_head));
-	PUT(put_time(o, ",\"time_response_ns\":", rs->ts_head));
-	PUT(JSON_LIT(o, ",\"duration_ns\":"));
+	/* the rare parts first, with the growing writers: the connection's JSON
+	 * (made once per connection), trailers (into b->tmp: request's, then response's) */
+	const struct h2_buf *conn = &x->conn->cache;
+	if (!conn->len) {
+		struct h2_buf *c = &x->conn->cache;
+		c->cap = 64u * 1024;
+		if ((err = put_conn_json(c, x))) {
+			c->len = 0;
+			return err;
+		}
+	}
+	size_t tr_rq = 0, tr_rs = 0;
+	b->tmp.len = 0;
+	b->tmp.cap = REC_MAX_LINE;
+	if (rq->trailers.buf.len) {
+		PUT(put_fields(&b->tmp, &rq->trailers));
+		tr_rq = b->tmp.len;
+	}
+	if (rs->head && rs->trailers.buf.len) {
+		PUT(put_fields(&b->tmp, &rs->trailers));
+		tr_rs = b->tmp.len - tr_rq;
+	}
+	size_t room = REC_FIXED_ROOM + conn->len + rq->hjson.len + rs->hjson.len + b->tmp.len +
+		      JSON_STR_ROOM(t->method.len) + JSON_STR_ROOM(t->scheme.len) +
+		      JSON_STR_ROOM(t->authority.len) + JSON_STR_ROOM(path.n) +
+		      JSON_STR_ROOM(query.n) + body_room(rq) + body_room(rs);
+	if ((err = h2_buf_grow(out, room)))
+		return err;
+	uint8_t *o = out->p + out->len;
+	W_LIT(o, "{\"time_request_ns\":");
+	o = w_time(o, rq->ts_head);
+	W_LIT(o, ",\"time_response_ns\":");
+	o = w_time(o, rs->ts_head);
+	W_LIT(o, ",\"duration_ns\":");
 	uint64_t last = rs->ts_end ? rs->ts_end : rs->ts_head;
 	if (rq->ts_head && last >= rq->ts_head)
-		PUT(json_u64(o, last - rq->ts_head));
+		o = json_w_u64(o, last - rq->ts_head);
 	else
-		PUT(JSON_LIT(o, "null"));
-	PUT(put_conn(o, x));
+		W_LIT(o, "null");
+	W_RAW(o, conn->p, conn->len);
 	if (x->version == 20) {
-		PUT(JSON_LIT(o, ",\"stream_id\":"));
-		PUT(json_u64(o, x->stream));
+		W_LIT(o, ",\"stream_id\":");
+		o = json_w_u64(o, x->stream);
 	}
-	PUT(JSON_LIT(o, ",\"http_version\":"));
-	PUT(json_raw(o, t->version == 20 ? "\"HTTP/2\"" : t->version == 10 ? "\"HTTP/1.0\"" :
-			"\"HTTP/1.1\""));
-	PUT(JSON_LIT(o, ",\"method\":"));
-	PUT(json_str(o, t->method.p, t->method.len));
-	PUT(JSON_LIT(o, ",\"scheme\":"));
+	if (t->version == 20)
+		W_LIT(o, ",\"http_version\":\"HTTP/2\"");
+	else if (t->version == 10)
+		W_LIT(o, ",\"http_version\":\"HTTP/1.0\"");
+	else
+		W_LIT(o, ",\"http_version\":\"HTTP/1.1\"");
+	W_LIT(o, ",\"method\":");
+	o = json_w_str(o, t->method.p, t->method.len);
+	W_LIT(o, ",\"scheme\":");
 	if (t->scheme.len)
-		PUT(json_str(o, t->scheme.p, t->scheme.len));
+		o = json_w_str(o, t->scheme.p, t->scheme.len);
 	else
-		PUT(JSON_LIT(o, "\"https\"")); /* clear text of TLS */
-	PUT(JSON_LIT(o, ",\"authority\":"));
+		W_LIT(o, "\"https\""); /* clear text of TLS */
+	W_LIT(o, ",\"authority\":");
 	if (t->authority.len)
-		PUT(json_str(o, t->authority.p, t->authority.len));
+		o = json_w_str(o, t->authority.p, t->authority.len);
 	else
-		PUT(JSON_LIT(o, "null"));
-	PUT(JSON_LIT(o, ",\"path\":"));
-	PUT(json_str(o, path.p, path.n));
-	PUT(JSON_LIT(o, ",\"query\":"));
+		W_LIT(o, "null");
+	W_LIT(o, ",\"path\":");
+	o = json_w_str(o, path.p, path.n);
+	W_LIT(o, ",\"query\":");
 	if (query.p)
-		PUT(json_str(o, query.p, query.n));
+		o = json_w_str(o, query.p, query.n);
 	else
-		PUT(JSON_LIT(o, "null"));
-	PUT(JSON_LIT(o, ",\"request\":{\"headers\":"));
-	PUT(put_fields(o, &rq->hdrs));
-	if (rq->trailers.buf.len) {
-		PUT(JSON_LIT(o, ",\"trailers\":"));
-		PUT(put_fields(o, &rq->trailers));
+		W_LIT(o, "null");
+	W_LIT(o, ",\"request\":{\"headers\":");
+	o = w_headers(o, rq);
+	if (tr_rq) {
+		W_LIT(o, ",\"trailers\":");
+		W_RAW(o, b->tmp.p, tr_rq);
 	}
-	PUT(put_body(o, rq));
-	PUT(JSON_LIT(o, "},\"response\":"));
+	o = w_body(o, rq);
+	W_LIT(o, "},\"response\":");
 	if (rs->head) {
-		PUT(JSON_LIT(o, "{\"status\":"));
-		PUT(json_u64(o, t->status));
-		PUT(JSON_LIT(o, ",\"headers\":"));
-		PUT(put_fields(o, &rs->hdrs));
-		if (rs->trailers.buf.len) {
-			PUT(JSON_LIT(o, ",\"trailers\":"));
-			PUT(put_fields(o, &rs->trailers));
+		W_LIT(o, "{\"status\":");
+		o = json_w_u64(o, t->status);
+		W_LIT(o, ",\"headers\":");
+		o = w_headers(o, rs);
+		if (tr_rs) {
+			W_LIT(o, ",\"trailers\":");
+			W_RAW(o, b->tmp.p + tr_rq, tr_rs);
 		}
-		PUT(put_body(o, rs));
-		PUT(JSON_LIT(o, "}"));
+		o = w_body(o, rs);
+		W_LIT(o, "}");
 	} else {
-		PUT(JSON_LIT(o, "null"));
+		W_LIT(o, "null");
 	}
 	if (t->ninfo) {
-		PUT(JSON_LIT(o, ",\"informational\":["));
+		W_LIT(o, ",\"informational\":[");
 		for (unsigned i = 0; i < t->ninfo; i++) {
-			PUT(json_raw(o, i ? "," : ""));
-			PUT(json_u64(o, t->info[i]));
+			if (i)
+				W_LIT(o, ",");
+			o = json_w_u64(o, t->info[i]);
 		}
-		PUT(JSON_LIT(o, "]"));
+		W_LIT(o, "]");
 	}
-	PUT(JSON_LIT(o, ",\"end\":"));
-	PUT(json_cstr(o, http_end_name(why)));
-	return JSON_LIT(o, "}\n");
+	W_LIT(o, ",\"end\":\"");
+	const char *end = http_end_name(why);
+	W_RAW(o, end, strlen(end));
+	W_LIT(o, "\"}\n");
+	out->len = (size_t)(o - out->p);
+	return 0;
 }
 
 static void txn_free(struct rec_txn *t)
@@ -442,6 +515,7 @@ static void txn_free(struct rec_txn *t)
 	for (int i = 0; i < 2; i++) {
 		h2_buf_free(&t->d[i].body);
 		h2_buf_free(&t->d[i].hdrs.buf);
+		h2_buf_free(&t->d[i].hjson);
 		h2_buf_free(&t->d[i].trailers.buf);
 	}
 	h2_buf_free(&t->method);
@@ -467,6 +541,10 @@ static void txn_release(struct rec_builder *b, struct http_txn *x, struct rec_tx
 		t->d[i].body = keep.d[i].body;
 		t->d[i].body.len = 0;
 		t->d[i].hdrs.buf = keep.d[i].hdrs.buf;
+		t->d[i].hjson = keep.d[i].hjson;
+		t->d[i].hjson.len = 0;
+		if (t->d[i].hjson.size > REC_KEEP_HJSON)
+			h2_buf_free(&t->d[i].hjson); /* a huge head does not keep its buffer */
 		t->d[i].trailers.buf = keep.d[i].trailers.buf;
 		h2_hdrs_reset(&t->d[i].hdrs);
 		h2_hdrs_reset(&t->d[i].trailers);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 /*
@@ -69,6 +70,29 @@ struct sink_queue {
 	int stuck;               /* cancelled and still not done: never joined */
 	uint64_t ep_pkts, ep_bytes, ep_start_ns;
 };
+
+/*
+ * The queue's memory: anonymous pages, as transparent huge pages where the
+ * kernel allows (madvise mode too). Each page is touched first by the
+ * producer, in the agent's thread: with 4 KiB pages the first pass through
+ * a 64 MiB queue takes 16384 page faults there, with huge pages 32.
+ */
+static uint8_t *queue_mem(uint64_t cap)
+{
+	void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	madvise(p, cap, MADV_HUGEPAGE); /* a hint: without THP the queue works as well */
+#endif
+	return p;
+}
+
+static void queue_mem_free(uint8_t *p, uint64_t cap)
+{
+	if (p)
+		munmap(p, cap);
+}
 
 static const char *queue_name(const struct sink_queue *q)
 {
@@ -231,7 +255,7 @@ int sink_queue_start(struct sink *s, uint64_t bytes)
 	if (q->cap < SINK_QUEUE_MIN)
 		q->cap = SINK_QUEUE_MIN;
 	q->cap &= ~7ull;
-	q->buf = malloc(q->cap);
+	q->buf = queue_mem(q->cap);
 	if (!q->buf)
 		goto out;
 	pthread_mutex_init(&q->mu, NULL);
@@ -258,7 +282,7 @@ int sink_queue_start(struct sink *s, uint64_t bytes)
 	ret = 0;
 out:
 	if (q)
-		free(q->buf);
+		queue_mem_free(q->buf, q->cap);
 	free(q);
 	return ret;
 }
@@ -463,7 +487,7 @@ void sink_queue_stop(struct sink *s)
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->wake);
 	pthread_cond_destroy(&q->done);
-	free(q->buf);
+	queue_mem_free(q->buf, q->cap);
 	free(q);
 	s->queue = NULL;
 }

@@ -55,7 +55,7 @@ static int ev_head(struct h2_conn *c, struct h2_stream *st, int dir, const struc
 	struct http_head hd = { .version = 20, .request = dir == 0, .end = (uint8_t)end,
 				.end_stream = (uint8_t)es,
 				.informational = dir == 1 && status < 200,
-				.status = (uint16_t)status, .content_length = clen, .fields = h };
+				.status = (uint16_t)status, .content_length = clen, .fields = { .hdrs = h } };
 	if (dir == 0) {
 		size_t pos = 0;
 		struct h2_field f;

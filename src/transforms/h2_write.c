@@ -32,8 +32,8 @@ static void w_head(void *arg, struct http_txn *x, int dir, uint64_t ts,
 		return;
 	h2_out_select(t, c, st, dir);
 	size_t mark = c->out.len;
-	int err = dir == 0 ? h2_h1_request(h->fields, h->end_stream, &c->out, &hi) :
-			     h2_h1_response(h->fields, h->end_stream, st->head_req, &c->out, &hi);
+	int err = dir == 0 ? h2_h1_request(h->fields.hdrs, h->end_stream, &c->out, &hi) :
+			     h2_h1_response(h->fields.hdrs, h->end_stream, st->head_req, &c->out, &hi);
 	if (err) {
 		c->out.len = mark;
 		c->werr = err;

@@ -7,6 +7,7 @@
 #include "pipeline/pipeline.h"
 #include "http/records.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,8 +400,9 @@ TEST(json_strings_utf8_and_base64)
 
 TEST(json_base64_vector_equals_scalar)
 {
-	/* every length to 200 and some long ones, random bytes: the SSSE3 code's
-	 * output is the scalar code's */
+	/* every length to 200 and some long ones, random bytes: the SSSE3 and
+	 * AVX-512 code's output is the scalar code's (levels the CPU lacks fall
+	 * back to the next one down: then the same code is compared) */
 	uint8_t in[4200];
 	uint32_t x = 12345;
 	for (size_t i = 0; i < sizeof(in); i++) {
@@ -409,17 +411,18 @@ TEST(json_base64_vector_equals_scalar)
 	}
 	struct h2_buf a = { .cap = 1 << 20 }, b = { .cap = 1 << 20 };
 	int bad = 0;
-	for (size_t n = 0; n <= 4200 && !bad; n += n < 200 ? 1 : 997) {
-		a.len = b.len = 0;
-		json_base64_scalar = 0;
-		json_base64(&a, in, n);
-		json_base64_scalar = 1;
-		json_base64(&b, in, n);
-		json_base64_scalar = 0;
-		bad = a.len != b.len || memcmp(a.p, b.p, a.len);
-		if (bad)
-			fprintf(stderr, "  base64 differs at length %zu\n", n);
-	}
+	for (int level = 1; level <= 2; level++)
+		for (size_t n = 0; n <= 4200 && !bad; n += n < 200 ? 1 : 997) {
+			a.len = b.len = 0;
+			json_simd = level;
+			json_base64(&a, in, n);
+			json_simd = 0;
+			json_base64(&b, in, n);
+			json_simd = 2;
+			bad = a.len != b.len || memcmp(a.p, b.p, a.len);
+			if (bad)
+				fprintf(stderr, "  base64 (level %d) differs at length %zu\n", level, n);
+		}
 	CHECK(!bad);
 	/* and text: escapes found 16 bytes at a time as one by one */
 	char t[100];
@@ -468,16 +471,21 @@ static size_t ref_str(const uint8_t *p, size_t n, uint8_t *o)
 TEST(json_str_blocks_equal_one_by_one)
 {
 	static const uint8_t alpha[] = "abcXYZ019 {}:,\"\\\n\t\x01\x1f\x7f\xc3\xa9\xff";
+	/* odd rounds: printable ASCII only, so whole vector blocks take the escapes */
+	static const uint8_t quotes[] = "ab{}:, \"\\";
 	uint8_t in[300], want[2000];
 	struct h2_buf b = { .cap = 1 << 20 };
 	uint32_t x = 99;
 	int bad = 0;
-	for (int round = 0; round < 3000 && !bad; round++) {
+	for (int round = 0; round < 9000 && !bad; round++) {
 		size_t n = (size_t)(round % 300);
+		json_simd = round / 3000; /* scalar, SSSE3, AVX-512 (where the CPU has them) */
 		for (size_t i = 0; i < n; i++) {
 			x = x * 1103515245u + 12345u;
 			/* mostly plain text, sometimes one of the others */
-			in[i] = (x >> 24) % 4 ? (uint8_t)('a' + (x >> 16) % 26) : alpha[(x >> 16) % (sizeof(alpha) - 1)];
+			in[i] = (x >> 24) % 4 ? (uint8_t)('a' + (x >> 16) % 26) :
+				round % 2 ? quotes[(x >> 16) % (sizeof(quotes) - 1)] :
+					    alpha[(x >> 16) % (sizeof(alpha) - 1)];
 		}
 		b.len = 0;
 		json_str(&b, in, n);
@@ -485,7 +493,21 @@ TEST(json_str_blocks_equal_one_by_one)
 		bad = b.len != k || memcmp(b.p, want, k);
 		if (bad)
 			fprintf(stderr, "  json_str differs from the reference at round %d (length %zu)\n", round, n);
+		/* bodies: text where it is UTF-8 without NUL, refused (nothing written) otherwise */
+		size_t before = b.len;
+		int r = json_text(&b, in, n);
+		if (!bad && r != (json_is_utf8(in, n) ? 0 : -EILSEQ)) {
+			bad = 1;
+			fprintf(stderr, "  json_text says %d at round %d\n", r, round);
+		}
+		if (!bad && !r && (b.len - before != k || memcmp(b.p + before, want, k))) {
+			bad = 1;
+			fprintf(stderr, "  json_text differs from json_str at round %d\n", round);
+		}
+		if (!bad && r && b.len != before)
+			bad = 1;
 	}
+	json_simd = 2;
 	CHECK(!bad);
 	h2_buf_free(&b);
 }
