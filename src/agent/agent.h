@@ -205,9 +205,6 @@ void records_drain(struct agent *a);
 void records_close(struct agent *a);
 /* 1 if every record sink's reader is gone (or there is none) */
 int records_gone(const struct agent *a);
-extern const struct sink_ops sink_jsonl_ops;
-extern const struct sink_ops sink_kafka_ops;
-extern const struct sink_ops sink_httppost_ops;
 
 /* agent.c */
 int agent_run(const struct agent_config *cfg);

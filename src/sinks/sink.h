@@ -186,6 +186,10 @@ extern const struct sink_ops sink_pcapng_ops;   /* --pcapng, -w FILE.pcapng */
 extern const struct sink_ops sink_afpacket_ops;  /* -o IFACE */
 extern const struct sink_ops sink_vxlan_ops;     /* --vxlan HOST[:PORT] */
 extern const struct sink_ops sink_poip_ops;      /* --pcap-over-ip [ADDR:]PORT */
+/* record sinks (--http-log, --kafka, --http-post): a record is a pkt whose hdr is the line */
+extern const struct sink_ops sink_jsonl_ops;
+extern const struct sink_ops sink_kafka_ops;
+extern const struct sink_ops sink_httppost_ops;
 
 /* A fan-out of sinks: packets to the packet sinks, events to the event sinks. */
 struct sink_set {

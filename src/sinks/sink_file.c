@@ -102,6 +102,45 @@ static int write_all(struct sink_file *p, const uint8_t *buf, size_t len, size_t
 	return 0;
 }
 
+/* The same for the buffer's bytes, then the referenced records (writev). */
+static int write_all_refs(struct sink_file *p, size_t *done)
+{
+	struct iovec v[SINK_FILE_MAX_REFS + 1], *iv = v;
+	size_t n = 0, left = p->used + p->ref_bytes;
+	if (p->used)
+		v[n++] = (struct iovec){ p->buf, p->used };
+	memcpy(v + n, p->refs, p->nrefs * sizeof(v[0]));
+	n += p->nrefs;
+	*done = 0;
+	while (left) {
+		if (cancelled(p))
+			return -ECANCELED;
+		ssize_t k = writev(p->fd, iv, (int)n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
+			poll(&pfd, 1, 100);
+			continue;
+		}
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		*done += (size_t)k;
+		left -= (size_t)k;
+		for (size_t w = (size_t)k; w;) { /* past what went out */
+			size_t c = w < iv->iov_len ? w : iv->iov_len;
+			iv->iov_base = (uint8_t *)iv->iov_base + c;
+			iv->iov_len -= c;
+			w -= c;
+			if (!iv->iov_len) {
+				iv++;
+				n--;
+			}
+		}
+	}
+	return 0;
+}
+
 static const char *out_name(const struct sink_file *p)
 {
 	return p->is_stdout ? "stdout" : p->path ? p->path : p->target;
@@ -167,6 +206,7 @@ static void buf_lost(struct sink_file *p, size_t done, int err)
 		__atomic_store_n(&p->ctr->broken, 1, __ATOMIC_RELAXED);
 	}
 	p->used = 0;
+	p->nrefs = p->ref_bytes = 0;
 	p->file_bytes = p->good_off;
 	if ((p->good_off == 0 || p->rehead) && !p->dead)
 		buf_put_file_hdr(p); /* the header went with the lost buffer */
@@ -176,16 +216,20 @@ static int buf_flush(struct sink_file *p)
 {
 	size_t done = 0;
 	episode_check(p);
-	if (!p->used || p->fd < 0)
+	if ((!p->used && !p->nrefs) || p->fd < 0) {
+		p->nrefs = p->ref_bytes = 0; /* no file: they were counted lost */
 		return 0;
-	int ret = p->dead ? p->last_err : write_all(p, p->buf, p->used, &done);
+	}
+	int ret = p->dead ? p->last_err :
+		  p->nrefs ? write_all_refs(p, &done) : write_all(p, p->buf, p->used, &done);
 	if (ret < 0) {
 		count_lost(p, p->buf_pkts, p->buf_bytes, ret);
 		buf_lost(p, p->dead ? 0 : done, ret);
 	} else {
 		p->ep_ok |= p->buf_pkts > 0;
-		p->good_off += p->used;
+		p->good_off += p->used + p->ref_bytes;
 		p->used = 0;
+		p->nrefs = p->ref_bytes = 0;
 		sink_ctr_add(&p->ctr->packets, p->buf_pkts);
 		sink_ctr_add(&p->ctr->bytes, p->buf_bytes);
 	}
@@ -390,8 +434,9 @@ uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, uint
 	uint64_t now = p->o.rotate_seconds || p->fd < 0 ? file_now(p) : 0;
 	if (want_rotate(p, now, rec))
 		ret = rotate(p, now ? now : file_now(p));
-	if (rec > SINK_FILE_BUF_SIZE - p->used || (p->used && p->used + rec > SINK_FILE_FLUSH_AT)) {
-		int r = buf_flush(p);
+	if (p->nrefs || rec > SINK_FILE_BUF_SIZE - p->used ||
+	    (p->used && p->used + rec > SINK_FILE_FLUSH_AT)) {
+		int r = buf_flush(p); /* referenced records first: they come before */
 		ret = ret ? ret : r;
 	}
 	*err = ret;
@@ -413,6 +458,34 @@ void sink_file_commit(struct sink_file *p, uint64_t ts_ns, size_t used, uint64_t
 	p->file_bytes += used;
 	p->buf_pkts++;
 	p->buf_bytes += frame;
+}
+
+int sink_file_put_ref(struct sink_file *p, uint64_t ts_ns, const uint8_t *rec, size_t len,
+		      uint64_t frame)
+{
+	int ret = 0;
+	(void)ts_ns;
+	uint64_t now = p->o.rotate_seconds || p->fd < 0 ? file_now(p) : 0;
+	if (want_rotate(p, now, len))
+		ret = rotate(p, now ? now : file_now(p));
+	if (p->nrefs == SINK_FILE_MAX_REFS || p->used + p->ref_bytes + len > SINK_FILE_FLUSH_AT) {
+		int r = buf_flush(p);
+		ret = ret ? ret : r;
+	}
+	if (p->fd < 0 || p->dead) {
+		ret = ret ? ret : p->last_err ? p->last_err : -EIO;
+		count_lost(p, 1, frame, ret);
+		return ret;
+	}
+	p->refs[p->nrefs++] = (struct iovec){ (void *)rec, len };
+	p->ref_bytes += len;
+	if (!p->file_pkts)
+		p->file_start_ns = file_now(p);
+	p->file_pkts++;
+	p->file_bytes += len;
+	p->buf_pkts++;
+	p->buf_bytes += frame;
+	return ret;
 }
 
 int sink_file_flush(struct sink_file *p)

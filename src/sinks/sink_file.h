@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define SINK_FILE_BUF_SIZE (1u << 20)
 /* Records go out once the buffer holds this much (a larger record still fits
@@ -24,6 +25,7 @@
  * format like pcapng, where a new header may follow records: a new section).
  */
 #define SINK_FILE_HDR_ROOM (SINK_FILE_BUF_SIZE / 2)
+#define SINK_FILE_MAX_REFS 64 /* records referenced, not copied, until a flush */
 
 struct sink_file {
 	struct sink_counters *ctr; /* the owning sink's counters */
@@ -48,6 +50,10 @@ struct sink_file {
 	struct sink_opts o;
 	uint8_t *buf;
 	size_t used;
+	/* records written from where they are (sink_file_put_ref): after the
+	 * buffer's bytes, in order, by the next flush */
+	struct iovec refs[SINK_FILE_MAX_REFS];
+	size_t nrefs, ref_bytes;
 	uint64_t buf_pkts;   /* packets in buf */
 	uint64_t buf_bytes;  /* frame bytes of those packets */
 	uint64_t good_off;   /* bytes of the current file known to be written */
@@ -76,6 +82,14 @@ uint8_t *sink_file_reserve(struct sink_file *f, uint64_t ts_ns, size_t rec, uint
 /* Accounts the record of used bytes just written at sink_file_reserve's
  * pointer: a packet of frame bytes at ts_ns. */
 void sink_file_commit(struct sink_file *f, uint64_t ts_ns, size_t used, uint64_t frame);
+
+/* A record written from where it is (no copy into the buffer), after what
+ * the buffer holds: the same rules as reserve and commit. rec must stay
+ * valid until the next sink_file_flush, which the caller makes before its
+ * memory goes (reserve and the rotation flush by themselves). Returns 0, or
+ * a negative errno with the record counted lost. */
+int sink_file_put_ref(struct sink_file *f, uint64_t ts_ns, const uint8_t *rec, size_t len,
+		      uint64_t frame);
 
 /* Writes the buffer out. Returns 0 or the negative errno of a failed write. */
 int sink_file_flush(struct sink_file *f);

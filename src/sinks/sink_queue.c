@@ -45,6 +45,8 @@
 #define REC_END 2u
 #define REC_REF 4u               /* the record holds a reference to its tag */
 #define CONN_RESERVE (16u << 10)
+#define HOT_SPAN (1u << 20)      /* an empty queue goes back to its start past this */
+#define LAZY_WAKE (1u << 20)     /* a lazy sink's worker is woken with this much pending */
 #define WRAP 0xffffffffu
 #define BATCH 64
 #define IDLE_FLUSH_NS 50000000L /* the worker flushes (and a server accepts) this often */
@@ -333,6 +335,15 @@ static uint8_t *reserve(struct sink_queue *q, uint64_t *head, uint64_t *tail,
 			uint32_t len, uint64_t keep)
 {
 	uint64_t rec = (REC_HDR + len + 7) & ~7ull;
+	uint64_t at = *head % q->cap;
+	if (*head == *tail && at > HOT_SPAN && q->cap - at >= REC_HDR) {
+		/* empty (the worker keeps up): back to the start, as at the end of
+		 * the buffer, so the memory in use stays the little the caches hold
+		 * instead of the whole queue going cold through them */
+		uint32_t w = WRAP;
+		memcpy(q->buf + at, &w, 4);
+		*head += q->cap - at; /* free until the worker passes the mark: at bytes */
+	}
 	int64_t skip = room(q, *head, *tail, rec, keep);
 	if (skip < 0) {
 		*tail = ld(&q->tail); /* the worker may have made room since */
@@ -399,7 +410,7 @@ void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n)
 	__atomic_store_n(&q->head, head, __ATOMIC_SEQ_CST);
 	/* a lazy sink's worker comes by itself (every IDLE_FLUSH_NS) unless
 	 * the queue fills up: no wake-up, no context switch, per record */
-	if (!q->s->lazy || head - tail > q->cap / 8)
+	if (!q->s->lazy || head - tail > (q->cap / 8 < LAZY_WAKE ? q->cap / 8 : LAZY_WAKE))
 		wake(q, 0);
 }
 
