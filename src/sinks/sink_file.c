@@ -448,23 +448,28 @@ uint8_t *sink_file_reserve(struct sink_file *p, uint64_t ts_ns, size_t rec, uint
 	return p->buf + p->used;
 }
 
+/* A record of len bytes for a packet of frame bytes goes into the file. */
+static void account(struct sink_file *p, size_t len, uint64_t frame)
+{
+	if (!p->file_pkts)
+		p->file_start_ns = file_now(p);
+	p->file_pkts++;
+	p->file_bytes += len;
+	p->buf_pkts++;
+	p->buf_bytes += frame;
+}
+
 void sink_file_commit(struct sink_file *p, uint64_t ts_ns, size_t used, uint64_t frame)
 {
 	(void)ts_ns;
 	p->used += used;
-	if (!p->file_pkts)
-		p->file_start_ns = file_now(p);
-	p->file_pkts++;
-	p->file_bytes += used;
-	p->buf_pkts++;
-	p->buf_bytes += frame;
+	account(p, used, frame);
 }
 
 int sink_file_put_ref(struct sink_file *p, uint64_t ts_ns, const uint8_t *rec, size_t len,
 		      uint64_t frame)
 {
 	int ret = 0;
-	(void)ts_ns;
 	uint64_t now = p->o.rotate_seconds || p->fd < 0 ? file_now(p) : 0;
 	if (want_rotate(p, now, len))
 		ret = rotate(p, now ? now : file_now(p));
@@ -479,12 +484,8 @@ int sink_file_put_ref(struct sink_file *p, uint64_t ts_ns, const uint8_t *rec, s
 	}
 	p->refs[p->nrefs++] = (struct iovec){ (void *)rec, len };
 	p->ref_bytes += len;
-	if (!p->file_pkts)
-		p->file_start_ns = file_now(p);
-	p->file_pkts++;
-	p->file_bytes += len;
-	p->buf_pkts++;
-	p->buf_bytes += frame;
+	account(p, len, frame);
+	(void)ts_ns;
 	return ret;
 }
 
