@@ -55,7 +55,8 @@
 #    BENCH_H2_SECONDS per run, BENCH_HTTP_PAIRS (4) pairs per size, layout split, the agent
 #    writing pcap to /dev/null plain and also records to /dev/null (default 64 KiB body
 #    cap): agent CPU (every thread: the records' queue worker too) per Gbit/s of clear
-#    text, median of the pairs' ratios; records per agent CPU second at 4 KiB.
+#    text, median of the pairs' ratios; records per agent CPU second at 4 KiB (and, for
+#    information, of an agent writing records only, no -w).
 #    Targets <= 1.3 (4 KiB), <= 1.1 (1 MiB), >= 200k records/s. BENCH_PARTS=http alone.
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
@@ -627,7 +628,9 @@ run_http() {
 	local mode=$1 size=$2 out="$WORK/h2load-http-$1-$2-$3.txt" args=() bytes recs rps drop
 	[ "$mode" = records ] && args=(--http-log /dev/null)
 	[ "$mode" = headers ] && args=(--http-log /dev/null --http-body-max 0)
-	start_agent "http$mode" "${args[@]}" -w /dev/null
+	[ "$mode" = only ] || args+=(-w /dev/null) # only: records without packets
+	[ "$mode" = only ] && args=(--http-log /dev/null)
+	start_agent "http$mode" "${args[@]}"
 	load_nginx "$WORK/http" "$HTTPPORT" 4k "http$mode.$size.$3" "$out" -- --h1 -c 8 -D "$H2_SECS" \
 		"https://127.0.0.1:$HTTPPORT/$size"
 	read -r bytes drop < <(total_of "$LOAD_STATS" "bytes dropped_bytes")
@@ -650,6 +653,7 @@ part_http() {
 			run_http plain "$size" "$i"
 			run_http records "$size" "$i"
 			[ "$size" != 4k ] || run_http headers "$size" "$i"
+			[ "$size" != 4k ] || run_http only "$size" "$i"
 		done
 	done
 	set_layout none
@@ -690,6 +694,8 @@ report_http() {
 			row "   the same, 4 KiB of random bytes" "$rps" "" info
 		fi
 	done
+	rps=$(awk '$1 == "only" && $2 == "4k" && $7 == 0 && $3 > 0 { print $6 / $3 }' "$WORK/http.txt" | median)
+	row "   the same, 4k, records only (no -w: no packets)" "$(awk -v v="${rps:-0}" 'BEGIN { printf "%.0f", v }')" "" info
 }
 
 # ---- e. interface replay: -o onto a veth at MTU 1500 (part_veth, report_veth)
