@@ -58,6 +58,7 @@ struct h1_conn {
 	uint32_t next_stream;
 	struct h2_hdrs fields;      /* trailers being handed on */
 	struct h2_buf wait;         /* client bytes held in S_WAIT */
+	struct h1_txn *spare;       /* an ended exchange's memory, for the next */
 	uint64_t wait_ts;
 	int stopped;
 };
@@ -100,7 +101,21 @@ static void ev_body(struct h1_conn *c, struct h1_txn *t, int dir, uint64_t ts,
 static void txn_free(struct h1_conn *c, struct h1_txn *t, uint64_t ts, enum http_end why)
 {
 	HTTP_EACH(c->cons, c->ncons, txn_end, &t->x, ts, why);
+	if (!c->spare) {
+		c->spare = t; /* the next request's: keep-alive without a malloc each */
+		return;
+	}
 	free(t);
+}
+
+static struct h1_txn *txn_new(struct h1_conn *c)
+{
+	struct h1_txn *t = c->spare;
+	if (!t)
+		return calloc(1, sizeof(*t));
+	c->spare = NULL;
+	memset(t, 0, sizeof(*t));
+	return t;
 }
 
 /* The oldest exchange is over: unlinked and ended. */
@@ -430,7 +445,7 @@ static int request_head(struct h1_conn *c, const uint8_t *p, size_t n, uint64_t 
 		return -EBADMSG; /* RFC 9112 6.1, 6.3; 3.2 */
 	if (c->nq >= H1_MAX_PIPELINE)
 		return -E2BIG;
-	struct h1_txn *t = calloc(1, sizeof(*t));
+	struct h1_txn *t = txn_new(c);
 	if (!t)
 		return -ENOMEM;
 	t->x.stream = ++c->next_stream;
@@ -559,6 +574,30 @@ static int chunk_line(const uint8_t *p, size_t n, uint64_t *size)
 	return 0;
 }
 
+/* The length of p up to and with the first CRLF CRLF (0: none in p[0..n)):
+ * 16 bytes at a time for the LFs, each checked with the three bytes before. */
+static size_t head_end(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+#ifdef __SSE2__
+	const __m128i lf = _mm_set1_epi8('\n');
+	for (; i + 16 <= n; i += 16) {
+		unsigned m = (unsigned)_mm_movemask_epi8(
+			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), lf));
+		while (m) {
+			size_t k = i + (size_t)__builtin_ctz(m);
+			m &= m - 1;
+			if (k >= 3 && p[k - 1] == '\r' && p[k - 2] == '\n' && p[k - 3] == '\r')
+				return k + 1;
+		}
+	}
+#endif
+	for (; i < n; i++)
+		if (p[i] == '\n' && i >= 3 && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')
+			return i + 1;
+	return 0;
+}
+
 /*
  * Collects bytes until the terminator: CRLF CRLF (heads, trailers; an empty
  * trailer section is a lone CRLF), or CRLF (a chunk line). Returns how many
@@ -573,6 +612,16 @@ static size_t collect(struct h1_conn *c, struct h1_dir *d, const uint8_t *p, siz
 	const uint8_t *nl = p;
 	*done = 0;
 	*err = 0;
+	if (!line && !d->buf.len && d->st == S_HEAD) {
+		/* a head that came whole (the usual): its end found where it is */
+		size_t e = head_end(p, n < cap ? n : cap);
+		if (e) {
+			*done = 1;
+			*whole = p;
+			*wlen = e;
+			return e;
+		}
+	}
 	while ((nl = memchr(nl, '\n', (size_t)(p + n - nl))) != NULL) {
 		size_t i = (size_t)(nl - p);
 		nl++;
@@ -796,5 +845,6 @@ void h1_free(struct h1_conn *c, uint64_t ts_ns)
 	if (!c->stopped)
 		stop(c, ts_ns, HTTP_END_CLOSED);
 	h2_buf_free(&c->ci.cache);
+	free(c->spare);
 	free(c);
 }
