@@ -496,12 +496,27 @@ uint8_t *json_w_text(uint8_t *o, const void *p, size_t n)
 
 uint8_t *json_w_u64(uint8_t *o, uint64_t v)
 {
-	size_t k = 1;
-	for (uint64_t x = v; x >= 10; x /= 10)
+	/* the length from the powers of ten, then two digits per division
+	 * from a table, back to front */
+	static const char d2[] = "00010203040506070809101112131415161718192021222324"
+				 "25262728293031323334353637383940414243444546474849"
+				 "50515253545556575859606162636465666768697071727374"
+				 "75767778798081828384858687888990919293949596979899";
+	unsigned k = 1;
+	for (uint64_t p10 = 10; k < 20 && v >= p10; p10 *= 10)
 		k++;
-	for (size_t i = k; i-- > 0; v /= 10)
-		o[i] = (uint8_t)('0' + v % 10);
-	return o + k;
+	uint8_t *e = o + k, *b = e;
+	while (v >= 100) {
+		unsigned r = (unsigned)(v % 100);
+		v /= 100;
+		b -= 2;
+		memcpy(b, d2 + 2 * r, 2);
+	}
+	if (v >= 10)
+		memcpy(b - 2, d2 + 2 * v, 2);
+	else
+		b[-1] = (uint8_t)('0' + v);
+	return e;
 }
 
 int json_cstr(struct h2_buf *b, const char *s)

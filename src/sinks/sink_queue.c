@@ -407,11 +407,20 @@ void sink_queue_push(struct sink *s, const struct pkt *pkts, size_t n)
 		last = r;
 	}
 	end_run(last, run);
+	if (q->s->lazy) {
+		/* a lazy sink's worker comes by itself (every IDLE_FLUSH_NS) unless
+		 * the queue fills up: no wake-up, no context switch, per record; and
+		 * a release store, no fence: a fence waits for every store of the
+		 * record just copied to reach the cache (a wake-up it would have
+		 * made sure of is at most IDLE_FLUSH_NS late; the next push past
+		 * the mark tries again) */
+		__atomic_store_n(&q->head, head, __ATOMIC_RELEASE);
+		if (head - tail > (q->cap / 8 < LAZY_WAKE ? q->cap / 8 : LAZY_WAKE))
+			wake(q, 0);
+		return;
+	}
 	__atomic_store_n(&q->head, head, __ATOMIC_SEQ_CST);
-	/* a lazy sink's worker comes by itself (every IDLE_FLUSH_NS) unless
-	 * the queue fills up: no wake-up, no context switch, per record */
-	if (!q->s->lazy || head - tail > (q->cap / 8 < LAZY_WAKE ? q->cap / 8 : LAZY_WAKE))
-		wake(q, 0);
+	wake(q, 0);
 }
 
 void sink_queue_push_conn(struct sink *s, const struct conn_tag *t, uint64_t ts_ns, int end)

@@ -439,6 +439,29 @@ TEST(json_base64_vector_equals_scalar)
 	h2_buf_free(&b);
 }
 
+TEST(json_numbers_as_printf_writes_them)
+{
+	static const uint64_t v[] = { 0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, 99999999,
+				      100000000, 1764000000123456789ull, 9999999999999999999ull,
+				      10000000000000000000ull, UINT64_MAX };
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		uint8_t o[24];
+		char want[24];
+		int n = snprintf(want, sizeof(want), "%llu", (unsigned long long)v[i]);
+		uint8_t *e = json_w_u64(o, v[i]);
+		CHECK_EQ((int)(e - o), n);
+		CHECK(e - o == n && !memcmp(o, want, (size_t)n));
+	}
+	for (uint64_t x = 1; x < 100000; x = x * 3 + 1) {
+		uint8_t o[24];
+		char want[24];
+		int n = snprintf(want, sizeof(want), "%llu", (unsigned long long)x);
+		uint8_t *e = json_w_u64(o, x);
+		if (!CHECK(e - o == n && !memcmp(o, want, (size_t)n)))
+			break;
+	}
+}
+
 /* The JSON text of p[0..n) one byte at a time, as RFC 8259 wants it (the reference). */
 static size_t ref_str(const uint8_t *p, size_t n, uint8_t *o)
 {
