@@ -246,9 +246,18 @@ $(BUILD)/fuzz/replay_http1: $(BUILD)/obj/tests/fuzz/fuzz_http1.o $(BUILD)/obj/te
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
+$(BUILD)/fuzz/fuzz_har: $(BUILD)/fuzzobj/tests/fuzz/fuzz_har.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
+
+$(BUILD)/fuzz/replay_har: $(BUILD)/obj/tests/fuzz/fuzz_har.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
+
 fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring $(BUILD)/fuzz/fuzz_h2 $(BUILD)/fuzz/replay_h2 \
       $(BUILD)/fuzz/fuzz_frame $(BUILD)/fuzz/replay_frame $(BUILD)/fuzz/fuzz_hpack $(BUILD)/fuzz/replay_hpack \
-      $(BUILD)/fuzz/fuzz_record $(BUILD)/fuzz/replay_record $(BUILD)/fuzz/fuzz_http1 $(BUILD)/fuzz/replay_http1
+      $(BUILD)/fuzz/fuzz_record $(BUILD)/fuzz/replay_record $(BUILD)/fuzz/fuzz_http1 $(BUILD)/fuzz/replay_http1 \
+      $(BUILD)/fuzz/fuzz_har $(BUILD)/fuzz/replay_har
 	$(Q)BUILD=$(BUILD) ./tests/fuzz/run.sh --fuzz $(FUZZ_SECONDS)
 
 # Debian packages the build, the demo, the tests and the benchmarks need.

@@ -1,5 +1,6 @@
 /* tlsmirror command line: the agent (options: cli.c), `tlsmirror stats`, `run`, `enable`... */
 #include "agent/agent.h"
+#include "http/har.h"
 #include "agent/cli.h"
 #include "sinks/repair.h"
 #include "agent/metrics.h"
@@ -326,5 +327,7 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "pki"))
 		return pki_main(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "har"))
+		return har_main(argc - 2, argv + 2);
 	return cmd_agent(argc, argv);
 }

@@ -376,6 +376,64 @@ def test_http_records_nginx_and_python(env):
     h2t = requests(rows)
     check(h2t == sorted((m, p) for v, m, p in want if v == "2"),
           f"tshark's HTTP/2 requests differ from the records: {h2t[:5]} ({len(h2t)})")
+    check_har(env, log, recs)
+
+
+def check_har(env, log, recs):
+    """tlsmirror har: the same run as one HAR 1.2 document, entry by entry the
+    records (method, URL, status, headers, bodies); bad lines named and left out."""
+    rc, out, err = env.run("har", [agent_bin(), "har", log], timeout_s=60)
+    check(rc == 0 and not err, f"tlsmirror har exited {rc}: {short(err)}")
+    doc = json.loads(out)
+    ents = doc["log"]["entries"]
+    check(doc["log"]["version"] == "1.2" and doc["log"]["creator"]["name"] == "tlsmirror" and
+          len(ents) == len(recs), f"HAR: version {doc['log'].get('version')}, {len(ents)} entries "
+          f"for {len(recs)} records")
+    for r, e in zip(recs, ents):
+        rq, q = e["request"], r["request"]
+        url = f"{r['scheme']}://{r['authority']}{r['path']}" + (f"?{r['query']}" if r["query"] is not None else "")
+        check(rq["method"] == r["method"] and rq["url"] == url and
+              [[h["name"], h["value"]] for h in rq["headers"]] == q["headers"] and
+              rq["bodySize"] == q["body_bytes"] and e["_end"] == r["end"],
+              f"HAR request differs from its record: {short(json.dumps(rq), 600)}")
+        for k in ("startedDateTime", "time", "cache", "timings", "response"):
+            check(k in e, f"HAR entry without {k}")
+        check(e["startedDateTime"].endswith("Z") and e["time"] >= 0 and
+              all(e["timings"][k] >= 0 for k in ("send", "wait", "receive")),
+              f"HAR entry times: {e['startedDateTime']} {e['time']} {e['timings']}")
+        if q["body_bytes"] and q["body"] is not None:
+            pd = rq["postData"]
+            got = base64.b64decode(pd["text"]) if pd.get("_encoding") == "base64" else pd["text"].encode()
+            check(got == body_of(q), "HAR postData differs from the record's request body")
+        rs, p = e["response"], r["response"]
+        if p is None:
+            check(rs["status"] == 0, f"HAR: a request without response has status {rs['status']}")
+            continue
+        c = rs["content"]
+        got = b"" if "text" not in c else (base64.b64decode(c["text"]) if c.get("encoding") == "base64"
+                                            else c["text"].encode())
+        check(rs["status"] == p["status"] and
+              [[h["name"], h["value"]] for h in rs["headers"]] == p["headers"] and
+              got == body_of(p) and rs["bodySize"] == p["body_bytes"],
+              f"HAR response differs from its record: status {rs['status']}, {short(json.dumps(c), 300)}")
+    # a file an agent was killed writing (its last line cut), with a stranger's
+    # line and a JSON bomb in it: each named, left out, the rest still a valid HAR
+    bad = env.path("bad.jsonl")
+    with open(log, "rb") as f:
+        lines = f.read().split(b"\n")[:3]
+    with open(bad, "wb") as f:
+        f.write(lines[0] + b"\nnot json at all\n" + b"[" * 100000 + b"\n" + lines[1] + b"\n" +
+                b'{"time_request_ns": 1}\n' + lines[2][:len(lines[2]) // 2])
+    rc, out, err = env.run("harbad", [agent_bin(), "har", bad], timeout_s=60)
+    doc = json.loads(out)
+    text = err.decode()
+    check(rc == 2 and len(doc["log"]["entries"]) == 2 and
+          all(f"bad.jsonl:{n}:" in text for n in (2, 3, 5, 6)) and "nested too deep" in text and
+          "no method" in text, f"tlsmirror har on bad lines: rc {rc}, {len(doc['log']['entries'])} "
+          f"entries, {short(err, 800)}")
+    rc, out, err = env.run("harnone", [agent_bin(), "har", env.path("absent.jsonl")], timeout_s=30)
+    check(rc == 2 and b"absent.jsonl" in err and json.loads(out)["log"]["entries"] == [],
+          f"tlsmirror har on a missing file: rc {rc}, {short(err)}")
 
 
 @timeout(120)
