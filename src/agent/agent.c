@@ -281,6 +281,8 @@ static void attach(struct agent *a, int fd, const struct ctl_hello *h, int memfd
 		reject(a, fd, who, why);
 		return;
 	}
+	/* what it asks of the producers: keys for --keylog, nothing otherwise */
+	__atomic_store_n(&p->ring->consumer_flags, keylog_ring_flags(a), __ATOMIC_RELEASE);
 	/* The same ring attached again (the app closed our socket): one consumer only. */
 	for (struct proc *q = a->procs; q; q = q->next) {
 		if (q->ring && q->ring_dev == p->ring_dev && q->ring_ino == p->ring_ino) {
@@ -842,6 +844,8 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	}
 	if ((err = records_open(a)) < 0)
 		return err;
+	if ((err = keylog_open(a)) < 0)
+		return err;
 	if ((err = chain_setup(a)) < 0)
 		return err;
 	if (cfg->metrics_addr && (err = metrics_open(a, cfg->metrics_addr)) < 0)
@@ -922,6 +926,7 @@ static void teardown(struct agent *a, int ran)
 			a->src[i].ops->close(&a->src[i]);
 	pipeline_free(a->pl);
 	records_close(a); /* after the chain: a stage's last exchanges end there */
+	keylog_close(a);
 	if (a->sig_fd >= 0)
 		close(a->sig_fd);
 	if (a->spare_fd >= 0)

@@ -63,6 +63,7 @@ struct agent_config {
 	size_t max_peers;            /* --max-peers: collector's agent connections */
 	struct access_policy access; /* --allow-user/--allow-group (access.c adds the defaults) */
 	const char *metrics_addr;    /* --metrics ADDR:PORT: Prometheus text over HTTP (metrics.c) */
+	const char *keylog;          /* --keylog FILE: the TLS secrets as an NSS key log (keylog.c) */
 	/* HTTP records (records_out.c, docs/http.md) */
 	const char *http_log[AGENT_MAX_OUTPUTS]; /* --http-log FILE|- */
 	size_t n_http_log;
@@ -180,6 +181,8 @@ struct agent {
 	size_t n_src;
 	struct sink_set sinks;
 	struct sink_set records;     /* --http-log: where HTTP records go (records_out.c) */
+	int keylog_fd;               /* --keylog (keylog.c), -1 if none */
+	uint64_t keys_written, keys_lost;
 	struct rec_builder *rec;     /* NULL without --http-log */
 	char *headers_only_copy;
 	struct access_policy access; /* who may attach (access.c) */
@@ -197,6 +200,14 @@ struct agent {
 	size_t n_ticks;
 	struct metrics_server *metrics; /* --metrics, NULL if not asked */
 };
+
+/* keylog.c: --keylog */
+int keylog_open(struct agent *a);
+void keylog_close(struct agent *a);
+/* What the agent asks of every ring it maps (ring_hdr.consumer_flags). */
+uint32_t keylog_ring_flags(const struct agent *a);
+struct ring_view;
+int keylog_record(struct agent *a, const struct ring_view *v, const char **why);
 
 /* records_out.c: --http-log, --http-post, --kafka */
 int records_wanted(const struct agent_config *c);

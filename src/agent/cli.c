@@ -318,6 +318,8 @@ static const struct opt_def fixed_opts[] = {
 	       "collector", SEC_DELIVERY, tag_agents, "vlan|vni", "vlan or vni"),
 	FLAG("insecure-plaintext-tunnel", 0, "no TLS on the tunnel (testing only)", SEC_DELIVERY,
 	     sink.insecure_plaintext),
+	STR("keylog", 0, "FILE", "append the TLS secrets the capture libraries see as an NSS key\n"
+	    "log (mode 0600; keys decrypt the traffic: docs/capture.md)", SEC_OUTPUTS, keylog),
 	CUSTOM("http-log", 0, "FILE", "write each HTTP exchange as a JSON line ('-': stdout;\n"
 	       "repeatable; docs/http.md)", SEC_RECORDS, p_http_log, NULL),
 	CUSTOM("http-body-max", 0, "SIZE", "body bytes kept per direction, 0..256K (default 64K)",
@@ -604,10 +606,10 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 			strcmp(paths[0], "-") ? paths[0] : "stdout");
 		return 2;
 	}
-	if (!n_outputs && !records_wanted(cfg)) {
+	if (!n_outputs && !records_wanted(cfg) && !cfg->keylog) {
 		fprintf(err, "tlsmirror: nothing to do: give an output: -w FILE (or -w - for "
-			"stdout), --pcapng FILE, -o IFACE, -t HOST:PORT, --vxlan HOST, --pcap-over-ip PORT "
-			"or --http-log FILE (--http-post URL, --kafka BROKERS)\n");
+			"stdout), --pcapng FILE, -o IFACE, -t HOST:PORT, --vxlan HOST, --pcap-over-ip PORT, "
+			"--http-log FILE (--http-post URL, --kafka BROKERS) or --keylog FILE\n");
 		return 2;
 	}
 	for (size_t i = 0; i < cfg->n_http_log; i++) {

@@ -89,6 +89,10 @@ size_t stats_total(struct agent *a, struct kv *kv)
 	KV("orphan_records", orphan);
 	KV("rejected_attach", a->rejected_attach);
 	KV("sink_lost_packets", lost);
+	if (a->cfg.keylog) {
+		KV("keys", a->keys_written);
+		KV("keys_lost", a->keys_lost);
+	}
 	KV("uptime_s", (agent_now_ns() - a->started_ns) / 1000000000ULL);
 	KV("h2_conns", h2c.conns);
 	KV("h2_streams", h2c.streams);

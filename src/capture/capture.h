@@ -223,6 +223,20 @@ void conn_unref(struct cap_conn *c);
 /* Copies len bytes of src (NULL: none) into dst of size n, cut and NUL-terminated. */
 void conn_copy_str(char *dst, size_t n, const char *src, size_t len);
 
+/* ---- keys.c: the TLS secrets, for an agent that asks (RING_CONSUMER_KEYS) ---- */
+
+/* One secret (label: enum ring_key_label) of connection conn_id (0: not known). */
+void keys_send(uint64_t conn_id, unsigned label, const uint8_t client_random[32],
+	       const uint8_t *secret, size_t len);
+/* Secrets that waited for the agent's word: sent or forgotten once it has
+ * spoken (called when a connection is announced). */
+void keys_poll(void);
+/* The enum ring_key_label of an NSS key-log label, -1 if none. */
+int keys_label(const char *name, size_t n);
+/* The shared libssl's SSL is first seen (before its handshake): its
+ * context gets the key-log callback, if the agent asks for keys. */
+void keys_openssl_prepare(struct ssl_st *ssl);
+
 /* ---- watch.c: what bypassed the hooks ---- */
 
 /* Around every outermost hooked call (conn_call_begin/end): ciphertext that

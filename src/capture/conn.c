@@ -621,6 +621,7 @@ void conn_handshake_done(struct cap_call *call)
 	if (!c || __atomic_load_n(&c->closed, __ATOMIC_RELAXED))
 		return;
 	int saved = errno;
+	keys_poll(); /* secrets that waited for the agent's word (keys.c) */
 	learn_side(call, c);
 	uint64_t now = cap_now_ns();
 	uint32_t epoch;

@@ -22,6 +22,7 @@ static const char *const hooked[] = {
 	"SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex", "SSL_peek", "SSL_peek_ex",
 	"SSL_shutdown", "SSL_free", "SSL_do_handshake", "SSL_connect", "SSL_accept",
 	"SSL_sendfile", "SSL_read_early_data", "SSL_write_early_data",
+	"SSL_CTX_set_keylog_callback", "SSL_CTX_get_keylog_callback", "SSL_set_SSL_CTX",
 	"BIO_read", "BIO_read_ex", "BIO_write", "BIO_write_ex",
 	"gnutls_init", "gnutls_deinit", "gnutls_handshake", "gnutls_bye",
 	"gnutls_record_send", "gnutls_record_send2", "gnutls_record_send_range",

@@ -253,13 +253,15 @@ uint64_t gtls_missed_sessions(void)
 /* ---- key export ----
  * Installed on every session at gnutls_init; it chains to whatever function
  * was there (libgnutls' own, which writes $GNUTLS_KEYLOGFILE) or the one the
- * application sets later. The secrets are the key-sharing work's input; for
- * now they only pass through. */
+ * application sets later. Each secret also goes to the ring for an agent
+ * that asks (keys.c; tlsmirror --keylog). */
 static void key_secret(struct cap_conn *c, void *sess, const char *label,
 		       const uint8_t *secret, size_t len)
 {
-	/* the hook point for key sharing: label (CLIENT_RANDOM, CLIENT_TRAFFIC_SECRET_0,
-	 * ...), gt_client_random(sess) and the secret make an NSS key-log line */
+	uint8_t cr[32];
+	int l = label ? keys_label(label, strlen(label)) : -1;
+	if (l >= 0 && !gt_client_random(sess, cr))
+		keys_send(c->id, (unsigned)l, cr, secret, len);
 }
 
 static int keylog_cb(void *sess, const char *label, const struct gtls_datum *secret)

@@ -78,6 +78,8 @@ static struct cap_conn *be_state(struct ossl_be *b, void *sess, int create)
 	/* every call that handshakes is hooked: a session first seen with its
 	 * handshake done is older than the library (tlsmirror attach) */
 	c->late = b->f.init_finished && b->f.init_finished(ssl) ? 1 : 0;
+	if (b->ops == &cap_tls_openssl && !c->late)
+		keys_openssl_prepare(ssl); /* before its handshake makes the secrets */
 	return c;
 }
 

@@ -266,7 +266,7 @@ static int in_shared_dir(const char *path)
 
 /* Opens a capture file (see the top: links in shared directories, 0600).
  * Returns the descriptor or a negative errno with *why set when it is ours. */
-static int open_capture(const char *path, int trunc, const char **why)
+int sink_file_open_private(const char *path, int trunc, const char **why)
 {
 	int shared = in_shared_dir(path), fd;
 	*why = NULL;
@@ -275,7 +275,7 @@ static int open_capture(const char *path, int trunc, const char **why)
 	} else {
 		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0 && errno == EEXIST)
-			fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (trunc & O_APPEND));
 		if (fd < 0 && errno == ELOOP) {
 			*why = "a symbolic link in a directory others may write to: refusing to follow it";
 			return -ELOOP;
@@ -298,7 +298,7 @@ static int open_capture(const char *path, int trunc, const char **why)
 	if (shared) {
 		int fl = fcntl(fd, F_GETFL);
 		if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ||
-		    (trunc && ftruncate(fd, 0) < 0)) {
+		    ((trunc & O_TRUNC) && ftruncate(fd, 0) < 0)) {
 			int e = -errno;
 			close(fd);
 			return e;
@@ -367,7 +367,7 @@ static int file_open(struct sink_file *p, const char *target, uint64_t ts_ns)
 	if (ret < 0)
 		return ret;
 	/* a ring of files overwrites in place (see the top); else start empty */
-	int fd = open_capture(p->path, p->o.rotate_count ? 0 : O_TRUNC, &p->open_why);
+	int fd = sink_file_open_private(p->path, p->o.rotate_count ? 0 : O_TRUNC, &p->open_why);
 	if (fd < 0)
 		return fd;
 	p->fd = fd;

@@ -66,6 +66,12 @@ struct sink_file {
 	char *path;          /* current file */
 };
 
+/* Opens path for writing as a capture file is (mode 0600, an existing one
+ * of ours made 0600; in a directory others may write to, no symbolic link
+ * followed and only a plain file of ours with one link), with flags O_TRUNC
+ * or O_APPEND. The fd, or a negative errno (*why: our reason, or NULL). */
+int sink_file_open_private(const char *path, int flags, const char **why);
+
 /* Opens target ("-": stdout) with f->ctr, f->cancel, header, arg and rehead set by the
  * caller. Returns 0 or a negative errno with *err_msg saying why; on error
  * the caller still calls sink_file_close. */

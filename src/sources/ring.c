@@ -293,6 +293,12 @@ static void on_record(struct agent *a, struct proc *p, const struct ring_view *v
 	case RING_REC_FORK:
 		pipeline_origin(a->pl, p->key, ORIGIN_FORKED, v->ts_ns);
 		break;
+	case RING_REC_KEY: {
+		const char *why = NULL;
+		if (keylog_record(a, v, &why) < 0)
+			bad_record(p, why);
+		break;
+	}
 	default:
 		break;
 	}

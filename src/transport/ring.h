@@ -66,7 +66,8 @@ struct ring_hdr {
 	/* Consumer cache line. */
 	uint64_t tail;          /* consumed up to here (agent) */
 	uint32_t consumer_sleeping; /* agent sets before it sleeps; producers ring the doorbell */
-	uint32_t _pad3;
+	uint32_t consumer_flags; /* agent -> producers (RING_CONSUMER_*): what it asks for; an
+				  * older agent leaves it 0 */
 	uint8_t _pad4[48];
 
 	/* Counters, written by producers with atomic adds. */
@@ -93,7 +94,8 @@ enum ring_rec_type {
 	RING_REC_CLOSE = 3,     /* the TLS connection ended: optional final offsets (2 x u64) */
 	RING_REC_GAP = 4,       /* bytes sent that the mirror cannot show (SSL_sendfile): 8-byte length payload */
 	RING_REC_FORK = 5,      /* the process is about to fork: connections announced so far may go on in the child; conn_id 0, no payload */
-	RING_REC_NTYPES = 6
+	RING_REC_KEY = 6,       /* a TLS secret (struct ring_key), only when the agent asks (RING_CONSUMER_KEYS) */
+	RING_REC_NTYPES = 7
 };
 
 /* Record flags. */
@@ -165,7 +167,7 @@ RING_LAYOUT(ring_hdr, head, 64);
 RING_LAYOUT(ring_hdr, _pad2, 72);
 RING_LAYOUT(ring_hdr, tail, 128);
 RING_LAYOUT(ring_hdr, consumer_sleeping, 136);
-RING_LAYOUT(ring_hdr, _pad3, 140);
+RING_LAYOUT(ring_hdr, consumer_flags, 140);
 RING_LAYOUT(ring_hdr, _pad4, 144);
 RING_LAYOUT(ring_hdr, drop_bytes, 192);
 RING_LAYOUT(ring_hdr, drop_records, 216);
@@ -209,6 +211,47 @@ _Static_assert(sizeof(struct ring_open) == 448, "struct ring_open size: cross-pr
 #define RING_TLS_OPENSSL 0x1u   /* libssl (ssl_hooks.c, bio_hooks.c) */
 #define RING_TLS_GNUTLS 0x2u    /* libgnutls (gtls.c) */
 #define RING_TLS_OPENSSL_STATIC 0x4u /* OpenSSL linked into the executable (inline.c) */
+
+/* ring_hdr.consumer_flags */
+#define RING_CONSUMER_KEYS 0x1u /* send the TLS secrets (RING_REC_KEY): tlsmirror --keylog */
+#define RING_CONSUMER_SEEN 0x80000000u /* the agent has mapped the ring: the flags are its word */
+
+/* Payload of RING_REC_KEY: one line of an NSS key log, in binary. conn_id:
+ * the connection it belongs to, 0 if it was not known yet. */
+enum ring_key_label {
+	RING_KEY_CLIENT_RANDOM = 0,          /* TLS 1.2 and older: the master secret (48 bytes) */
+	RING_KEY_CLIENT_EARLY_TRAFFIC_SECRET,
+	RING_KEY_CLIENT_HANDSHAKE_TRAFFIC_SECRET,
+	RING_KEY_SERVER_HANDSHAKE_TRAFFIC_SECRET,
+	RING_KEY_CLIENT_TRAFFIC_SECRET_0,
+	RING_KEY_SERVER_TRAFFIC_SECRET_0,
+	RING_KEY_EARLY_EXPORTER_SECRET,
+	RING_KEY_EXPORTER_SECRET,
+	RING_KEY_NLABELS
+};
+#define RING_KEY_MAX_SECRET 64
+struct ring_key {
+	uint8_t label;          /* enum ring_key_label */
+	uint8_t secret_len;     /* 1..RING_KEY_MAX_SECRET (32 or 48 in practice) */
+	uint8_t _pad[6];
+	uint8_t client_random[32];
+	uint8_t secret[RING_KEY_MAX_SECRET];
+};
+
+/* The key-log label of l (NSS key log format), NULL if none. */
+static inline const char *ring_key_label_name(unsigned l)
+{
+	static const char *const n[RING_KEY_NLABELS] = {
+		"CLIENT_RANDOM", "CLIENT_EARLY_TRAFFIC_SECRET", "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+		"SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0",
+		"SERVER_TRAFFIC_SECRET_0", "EARLY_EXPORTER_SECRET", "EXPORTER_SECRET" };
+	return l < RING_KEY_NLABELS ? n[l] : NULL;
+}
+RING_LAYOUT(ring_key, label, 0);
+RING_LAYOUT(ring_key, secret_len, 1);
+RING_LAYOUT(ring_key, client_random, 8);
+RING_LAYOUT(ring_key, secret, 40);
+_Static_assert(sizeof(struct ring_key) == 104, "struct ring_key size: cross-process layout");
 
 /* ring_open.flags */
 #define RING_OPEN_F_INHERITED 0x0001 /* inherited over fork(): announced by parent_pid first, same conn id */
