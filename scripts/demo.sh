@@ -22,9 +22,12 @@ PCAP=$T/demo.pcap
 PCAPNG=$T/demo.pcapng
 COLNG=$T/collector.pcapng
 HTTPLOG=$T/http.jsonl
-AGENT='' NGINX='' COLLECTOR=''
+KEYLOG=$T/keys.log
+CIPHER=$T/wire.pcapng
+AGENT='' NGINX='' COLLECTOR='' DUMPCAP=''
 cleanup() {
 	[ -z "$NGINX" ] || { kill -QUIT "$NGINX" 2>/dev/null || true; wait "$NGINX" 2>/dev/null || true; }
+	[ -z "$DUMPCAP" ] || { kill -TERM "$DUMPCAP" 2>/dev/null || true; wait "$DUMPCAP" 2>/dev/null || true; }
 	[ -z "$AGENT" ] || { kill -TERM "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
 	[ -z "$COLLECTOR" ] || { kill -TERM "$COLLECTOR" 2>/dev/null || true; wait "$COLLECTOR" 2>/dev/null || true; }
 	if [ -n "${DEMO_KEEP:-}" ]; then echo "demo: kept $T"; else rm -rf "$T"; fi
@@ -59,12 +62,12 @@ COLLECTOR=$!
 wait_for 5 test -S "$T/collector.sock" || { cat "$T/collector.log" >&2; die "the collector did not start"; }
 echo "    $TM -C -l 127.0.0.1:$CPORT --ca ca.pem --cert sensor.pem --key sensor.key -w $COLNG"
 
-say "Starting the agent: it listens on $SOCK, writes $PCAP (pcap), $PCAPNG (pcapng) and $HTTPLOG (HTTP records), and sends the connections to the collector (-t)"
-"$TM" --socket "$SOCK" -w "$PCAP" --pcapng "$PCAPNG" --http-log "$HTTPLOG" -t "127.0.0.1:$CPORT" \
+say "Starting the agent: it listens on $SOCK, writes $PCAP (pcap), $PCAPNG (pcapng), $HTTPLOG (HTTP records) and $KEYLOG (the TLS secrets), and sends the connections to the collector (-t)"
+"$TM" --socket "$SOCK" -w "$PCAP" --pcapng "$PCAPNG" --http-log "$HTTPLOG" --keylog "$KEYLOG" -t "127.0.0.1:$CPORT" \
 	--ca "$T/pki/ca.pem" --cert "$T/pki/web-1.pem" --key "$T/pki/web-1.key" 2>"$T/agent.log" &
 AGENT=$!
 wait_for 5 test -S "$SOCK" || { cat "$T/agent.log" >&2; die "the agent did not start"; }
-echo "    $TM --socket $SOCK -w $PCAP --pcapng $PCAPNG --http-log $HTTPLOG -t 127.0.0.1:$CPORT --ca ca.pem --cert web-1.pem --key web-1.key"
+echo "    $TM --socket $SOCK -w $PCAP --pcapng $PCAPNG --http-log $HTTPLOG --keylog $KEYLOG -t 127.0.0.1:$CPORT --ca ca.pem --cert web-1.pem --key web-1.key"
 
 say "Starting nginx on https://127.0.0.1:$PORT under the capture library (self-signed certificate)"
 mkdir -p "$T/www" "$T/logs"
@@ -102,6 +105,11 @@ listening() { ss -Hltn "sport = :$PORT" | grep -q .; }
 wait_for 5 listening || die "nginx did not start: $(cat "$T/logs/error.log")"
 echo "    $TM run -- nginx -c $T/nginx.conf"
 
+say "dumpcap records what the wire carries meanwhile (ciphertext): $CIPHER"
+dumpcap -q -i lo -f "tcp port $PORT" -w "$CIPHER" 2>"$T/dumpcap.log" &
+DUMPCAP=$!
+sleep 1.5
+
 say "curl, also under the capture library: a GET and a POST"
 echo "    \$ tlsmirror run -- curl -k https://127.0.0.1:$PORT/"
 "$TM" run --socket "$SOCK" -- curl -sk --http1.1 "https://127.0.0.1:$PORT/" | sed 's/^/    /'
@@ -109,6 +117,11 @@ echo "    \$ tlsmirror run -- curl -k -d 'name=newcomer&message=hello' https://1
 "$TM" run --socket "$SOCK" -- curl -sk --http1.1 -d 'name=newcomer&message=hello' \
 	"https://127.0.0.1:$PORT/api/echo" | sed 's/^/    /'
 echo "    Both ends of these connections are mirrored: the agent writes each one once."
+
+sleep 0.3
+kill -TERM "$DUMPCAP" 2>/dev/null || true
+wait "$DUMPCAP" 2>/dev/null || true
+DUMPCAP=''
 
 say "What tlsmirror scan says about nginx: its TLS stack and whether it is mirrored"
 echo "    \$ tlsmirror scan $NGINX $(cat /proc/$NGINX/task/$NGINX/children 2>/dev/null)"
@@ -151,6 +164,19 @@ if post:
     print(json.dumps({"request": {k: r["request"][k] for k in ("headers", "body", "body_bytes")},
                       "response": {k: r["response"][k] for k in ("status", "body")}}))
 PY
+
+say "The records as a HAR 1.2 document, for HAR viewers and importers (tlsmirror har http.jsonl)"
+"$TM" har "$HTTPLOG" | python3 -c 'import json, sys
+for e in json.load(sys.stdin)["log"]["entries"]:
+    print(e["startedDateTime"], e["request"]["method"], e["request"]["url"], "->", e["response"]["status"],
+          e["response"]["content"]["mimeType"])' | sed 's/^/    /'
+
+say "Passive decryption's input: the secrets the library saw ($KEYLOG, mode $(stat -c %a "$KEYLOG"), an NSS key log)"
+cut -c1-100 "$KEYLOG" | sed 's/$/.../; s/^/    /' | head -n 5
+echo "    $(wc -l <"$KEYLOG") lines; keys decrypt the traffic: off unless --keylog is given"
+echo "    The ciphertext dumpcap saw, decrypted by tshark with that file (tshark -o tls.keylog_file:keys.log):"
+tshark -r "$CIPHER" -o "tls.keylog_file:$KEYLOG" -Y http.request 2>/dev/null | sed 's/^/    /'
+echo "    Without the key log: $(tshark -r "$CIPHER" -Y http.request 2>/dev/null | wc -l) HTTP requests readable"
 
 say "At the collector: the same connections, synthesized from the agent's connection events, on the agent's own interface (tshark -r collector.pcapng)"
 kill -TERM "$COLLECTOR"

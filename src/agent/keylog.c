@@ -18,8 +18,30 @@
  * directory): a line is in the file as soon as its connection's secret
  * is made, never half of one, and another tool reading the file (tshark -o
  * tls.keylog_file, tlsmirror decrypt --keys) sees it at once. A failed write is
- * counted (keys_lost) and logged once.
+ * counted (keys_lost) and logged once. Both ends of a connection mirrored
+ * on this host (curl and nginx under capture) send the same secrets: a line
+ * written among the last KEYLOG_RECENT is not written again.
  */
+
+#define KEYLOG_RECENT 256
+
+/* The same secret (label, client random) written lately? Then 1; else it is noted. */
+static int seen_lately(const struct ring_key *k)
+{
+	static uint64_t recent[KEYLOG_RECENT];
+	static unsigned next;
+	uint64_t h = 1469598103934665603ull ^ k->label;
+	for (int i = 0; i < 32; i++)
+		h = (h ^ k->client_random[i]) * 1099511628211ull;
+	for (int i = 0; i < k->secret_len; i++)
+		h = (h ^ k->secret[i]) * 1099511628211ull;
+	h |= 1; /* 0: an empty slot */
+	for (unsigned i = 0; i < KEYLOG_RECENT; i++)
+		if (recent[i] == h)
+			return 1;
+	recent[next++ % KEYLOG_RECENT] = h;
+	return 0;
+}
 
 int keylog_open(struct agent *a)
 {
@@ -66,6 +88,8 @@ int keylog_record(struct agent *a, const struct ring_view *v, const char **why)
 		*why = "KEY record with invalid fields";
 		return -EINVAL;
 	}
+	if (seen_lately(&k))
+		return 0;
 	static const char hex[] = "0123456789abcdef";
 	char line[64 + 1 + 64 + 1 + 2 * RING_KEY_MAX_SECRET + 1];
 	size_t n = strlen(label);
