@@ -229,7 +229,8 @@ void conn_copy_str(char *dst, size_t n, const char *src, size_t len);
 void keys_send(uint64_t conn_id, unsigned label, const uint8_t client_random[32],
 	       const uint8_t *secret, size_t len);
 /* Secrets that waited for the agent's word: sent or forgotten once it has
- * spoken (called when a connection is announced). */
+ * spoken (called when a connection is announced, moves data or closes:
+ * one relaxed load when nothing waits). */
 void keys_poll(void);
 /* The enum ring_key_label of an NSS key-log label, -1 if none. */
 int keys_label(const char *name, size_t n);

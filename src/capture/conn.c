@@ -523,6 +523,7 @@ void conn_data(struct cap_call *call, int app_write, const void *buf, size_t len
 	struct cap_conn *c = call->conn;
 	if (!c || !len || __atomic_load_n(&c->closed, __ATOMIC_RELAXED))
 		return;
+	keys_poll(); /* secrets that waited for the agent's word: one load when none */
 	int saved = errno;
 	learn_side(call, c);
 	int server = c->side == RING_SIDE_SERVER;
@@ -637,6 +638,7 @@ void conn_handshake_done(struct cap_call *call)
  * dropped at the very end still show as a gap before the FIN. */
 static void emit_close(uint64_t id, const uint64_t *off, uint16_t flags)
 {
+	keys_poll();
 	uint64_t now = cap_now_ns();
 	uint32_t epoch;
 	struct ring_hdr *r = cap_ring(now, &epoch);

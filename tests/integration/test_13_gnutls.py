@@ -176,10 +176,12 @@ def test_gnutls_serv_vs_s_client_and_curl(env):
 @timeout(120)
 def test_every_record_call_and_app_keylog(env):
     """gtclient: gnutls_record_send/_send2/_send_range, _recv/_recv_seq/_recv_packet, and an
-    application key-log function of its own, which must still get every secret."""
+    application key-log function of its own, which must still get every secret; the
+    agent's --keylog gets the same lines (GnuTLS's key export)."""
     c = certs()
     srv = RecServer(env, mode="echo")
-    agent = Agent(env).start()
+    ours = env.path("keys.log")
+    agent = Agent(env, args=["--keylog", ours]).start()
     kl = env.path("app-keylog.txt")
     p = env.captured("gtclient", agent.sock, [prog("gtclient"), "127.0.0.1", str(srv.port),
                                               c["cert"], "6", "70000", kl])
@@ -193,6 +195,14 @@ def test_every_record_call_and_app_keylog(env):
         labels = {line.split()[0] for line in f if line.strip()}
     check(labels == TLS13_LABELS, f"the application's own key-log function got {labels}, "
           f"want {TLS13_LABELS}")
+    # the application writes "LABEL SECRET"; the NSS key log has the client random between
+    with open(kl) as f:
+        app = {tuple(line.lower().split()) for line in f if line.strip()}
+    with open(ours) as f:
+        lines = [line.lower().split() for line in f if line.strip()]
+    got = {(l[0], l[2]) for l in lines if len(l) == 3}
+    check(app and got == app and len(lines) == len(app) and len({l[1] for l in lines}) == 1,
+          f"--keylog: {len(lines)} lines, the application's {len(app)}, {len(got & app)} alike")
 
 
 @timeout(90)
