@@ -198,66 +198,22 @@ $(BUILD)/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(OPENSSL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/fuzz/fuzz_ring: $(BUILD)/fuzzobj/tests/fuzz/fuzz_ring.o $(FUZZ_LIB_OBJ)
+# one libFuzzer target and one replay driver per tests/fuzz/fuzz_NAME.c
+FUZZ_TARGETS := ring h2 frame hpack record http1 har
+
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzzobj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
 
-$(BUILD)/fuzz/replay_ring: $(BUILD)/obj/tests/fuzz/fuzz_ring.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
+$(BUILD)/fuzz/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
 
-$(BUILD)/fuzz/fuzz_h2: $(BUILD)/fuzzobj/tests/fuzz/fuzz_h2.o $(FUZZ_LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
+# reached only through the pattern rules: kept, not deleted as intermediates
+.SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_TARGETS:%=$(BUILD)/fuzzobj/tests/fuzz/fuzz_%.o) \
+            $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) $(BUILD)/obj/tests/fuzz/replay.o
 
-$(BUILD)/fuzz/replay_h2: $(BUILD)/obj/tests/fuzz/fuzz_h2.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/fuzz_frame: $(BUILD)/fuzzobj/tests/fuzz/fuzz_frame.o $(FUZZ_LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/replay_frame: $(BUILD)/obj/tests/fuzz/fuzz_frame.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/fuzz_hpack: $(BUILD)/fuzzobj/tests/fuzz/fuzz_hpack.o $(FUZZ_LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/replay_hpack: $(BUILD)/obj/tests/fuzz/fuzz_hpack.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/fuzz_record: $(BUILD)/fuzzobj/tests/fuzz/fuzz_record.o $(FUZZ_LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/replay_record: $(BUILD)/obj/tests/fuzz/fuzz_record.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/fuzz_http1: $(BUILD)/fuzzobj/tests/fuzz/fuzz_http1.o $(FUZZ_LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/replay_http1: $(BUILD)/obj/tests/fuzz/fuzz_http1.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/fuzz_har: $(BUILD)/fuzzobj/tests/fuzz/fuzz_har.o $(FUZZ_LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(OPENSSL_LIBS)
-
-$(BUILD)/fuzz/replay_har: $(BUILD)/obj/tests/fuzz/fuzz_har.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(OPENSSL_LIBS)
-
-fuzz: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/replay_ring $(BUILD)/fuzz/fuzz_h2 $(BUILD)/fuzz/replay_h2 \
-      $(BUILD)/fuzz/fuzz_frame $(BUILD)/fuzz/replay_frame $(BUILD)/fuzz/fuzz_hpack $(BUILD)/fuzz/replay_hpack \
-      $(BUILD)/fuzz/fuzz_record $(BUILD)/fuzz/replay_record $(BUILD)/fuzz/fuzz_http1 $(BUILD)/fuzz/replay_http1 \
-      $(BUILD)/fuzz/fuzz_har $(BUILD)/fuzz/replay_har
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%) $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 	$(Q)BUILD=$(BUILD) ./tests/fuzz/run.sh --fuzz $(FUZZ_SECONDS)
 
 # Debian packages the build, the demo, the tests and the benchmarks need.

@@ -1,6 +1,7 @@
 /* --keylog FILE: the TLS secrets the capture libraries send (RING_REC_KEY) as an NSS key log (docs/capture.md, Keys). */
 #include "agent/agent.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "sinks/sink_file.h"
 
 #include <errno.h>
@@ -90,20 +91,13 @@ int keylog_record(struct agent *a, const struct ring_view *v, const char **why)
 	}
 	if (seen_lately(&k))
 		return 0;
-	static const char hex[] = "0123456789abcdef";
 	char line[64 + 1 + 64 + 1 + 2 * RING_KEY_MAX_SECRET + 1];
 	size_t n = strlen(label);
 	memcpy(line, label, n);
 	line[n++] = ' ';
-	for (int i = 0; i < 32; i++) {
-		line[n++] = hex[k.client_random[i] >> 4];
-		line[n++] = hex[k.client_random[i] & 15];
-	}
+	n = (size_t)(text_hex(line + n, k.client_random, 32) - line);
 	line[n++] = ' ';
-	for (unsigned i = 0; i < k.secret_len; i++) {
-		line[n++] = hex[k.secret[i] >> 4];
-		line[n++] = hex[k.secret[i] & 15];
-	}
+	n = (size_t)(text_hex(line + n, k.secret, k.secret_len) - line);
 	line[n++] = '\n';
 	ssize_t w = write(a->keylog_fd, line, n);
 	if (w == (ssize_t)n) {

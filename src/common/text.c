@@ -65,3 +65,13 @@ size_t text_kv(char *buf, size_t len, size_t at, const struct kv *kv, size_t n)
 		at = text_add(buf, len, at, " %s=%llu", kv[i].key, (unsigned long long)kv[i].v);
 	return at;
 }
+
+char *text_hex(char *out, const uint8_t *in, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		*out++ = hex[in[i] >> 4];
+		*out++ = hex[in[i] & 15];
+	}
+	return out;
+}

@@ -18,6 +18,9 @@ int text_port(const char *s);
  * only valid ones (a lone or trailing '%' is not a pattern)? 1 yes, 0 no. */
 int text_time_pattern_ok(const char *s);
 
+/* in[0..n) as 2n lowercase hex digits at out (no NUL); returns out + 2n. */
+char *text_hex(char *out, const uint8_t *in, size_t n);
+
 /* Copies in as one key=value token: blanks, '=' and bytes outside printable
  * ASCII become '_' (cut to len-1 bytes, NUL-terminated). */
 void text_token(char *out, size_t len, const char *in);

@@ -455,37 +455,32 @@ struct har_out {
 
 #define PUT(e) do { if ((err = (e))) return err; } while (0)
 
-static int put_lit(struct h2_buf *b, const char *s)
-{
-	return h2_buf_put(b, s, strlen(s));
-}
-
 static int put_ms(struct h2_buf *b, long long ns)
 {
 	char t[32];
 	snprintf(t, sizeof(t), "%.3f", ns < 0 ? -1.0 : (double)ns / 1e6);
-	return put_lit(b, t);
+	return json_raw(b, t);
 }
 
 static int put_fields_har(struct h2_buf *b, const struct jv *h)
 {
 	int err;
-	PUT(put_lit(b, "["));
+	PUT(json_raw(b, "["));
 	for (size_t i = 0; h && i < h->n; i++) {
-		PUT(put_lit(b, i ? ",{\"name\":" : "{\"name\":"));
+		PUT(json_raw(b, i ? ",{\"name\":" : "{\"name\":"));
 		PUT(json_str(b, h->v[i].v[0].s, h->v[i].v[0].n));
-		PUT(put_lit(b, ",\"value\":"));
+		PUT(json_raw(b, ",\"value\":"));
 		PUT(json_str(b, h->v[i].v[1].s, h->v[i].v[1].n));
-		PUT(put_lit(b, "}"));
+		PUT(json_raw(b, "}"));
 	}
-	return put_lit(b, "]");
+	return json_raw(b, "]");
 }
 
 /* query "a=1&b" as HAR's name/value list (as it came: no percent-decoding) */
 static int put_query(struct h2_buf *b, const char *q, size_t n)
 {
 	int err, first = 1;
-	PUT(put_lit(b, "["));
+	PUT(json_raw(b, "["));
 	for (size_t i = 0; q && i < n;) {
 		size_t e = i;
 		while (e < n && q[e] != '&')
@@ -493,16 +488,16 @@ static int put_query(struct h2_buf *b, const char *q, size_t n)
 		if (e > i) {
 			const char *eq = memchr(q + i, '=', e - i);
 			size_t kn = eq ? (size_t)(eq - (q + i)) : e - i;
-			PUT(put_lit(b, first ? "{\"name\":" : ",{\"name\":"));
+			PUT(json_raw(b, first ? "{\"name\":" : ",{\"name\":"));
 			PUT(json_str(b, q + i, kn));
-			PUT(put_lit(b, ",\"value\":"));
-			PUT(eq ? json_str(b, eq + 1, (size_t)(q + e - eq - 1)) : put_lit(b, "\"\""));
-			PUT(put_lit(b, "}"));
+			PUT(json_raw(b, ",\"value\":"));
+			PUT(eq ? json_str(b, eq + 1, (size_t)(q + e - eq - 1)) : json_raw(b, "\"\""));
+			PUT(json_raw(b, "}"));
 			first = 0;
 		}
 		i = e + 1;
 	}
-	return put_lit(b, "]");
+	return json_raw(b, "]");
 }
 
 static const char *version_of(const char *v)
@@ -521,27 +516,27 @@ static int put_body_har(struct h2_buf *b, const struct jv *side, int response)
 	long long seen = u64_of(get(side, "body_bytes"));
 	if (response) {
 		long long total = u64_of(get(side, "body_length"));
-		PUT(put_lit(b, ",\"content\":{\"size\":"));
+		PUT(json_raw(b, ",\"content\":{\"size\":"));
 		PUT(json_u64(b, (uint64_t)(total >= 0 ? total : seen >= 0 ? seen : 0)));
-		PUT(put_lit(b, ",\"mimeType\":"));
-		PUT(ct ? json_str(b, ct->s, ct->n) : put_lit(b, "\"x-unknown\""));
+		PUT(json_raw(b, ",\"mimeType\":"));
+		PUT(ct ? json_str(b, ct->s, ct->n) : json_raw(b, "\"x-unknown\""));
 		if (text) {
-			PUT(put_lit(b, ",\"text\":"));
+			PUT(json_raw(b, ",\"text\":"));
 			PUT(json_str(b, text, n));
 			if (enc && !strcmp(enc, "base64"))
-				PUT(put_lit(b, ",\"encoding\":\"base64\""));
+				PUT(json_raw(b, ",\"encoding\":\"base64\""));
 		}
-		PUT(put_lit(b, "}"));
+		PUT(json_raw(b, "}"));
 	} else if (text && n) {
-		PUT(put_lit(b, ",\"postData\":{\"mimeType\":"));
-		PUT(ct ? json_str(b, ct->s, ct->n) : put_lit(b, "\"\""));
-		PUT(put_lit(b, ",\"params\":[],\"text\":"));
+		PUT(json_raw(b, ",\"postData\":{\"mimeType\":"));
+		PUT(ct ? json_str(b, ct->s, ct->n) : json_raw(b, "\"\""));
+		PUT(json_raw(b, ",\"params\":[],\"text\":"));
 		PUT(json_str(b, text, n));
 		if (enc && !strcmp(enc, "base64"))
-			PUT(put_lit(b, ",\"_encoding\":\"base64\""));
-		PUT(put_lit(b, "}"));
+			PUT(json_raw(b, ",\"_encoding\":\"base64\""));
+		PUT(json_raw(b, "}"));
 	}
-	PUT(put_lit(b, ",\"headersSize\":-1,\"bodySize\":"));
+	PUT(json_raw(b, ",\"headersSize\":-1,\"bodySize\":"));
 	return json_i64(b, seen >= 0 ? seen : -1);
 }
 
@@ -560,9 +555,9 @@ static int put_entry(struct h2_buf *b, const struct jv *r)
 	gmtime_r(&secs, &tm);
 	size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(when + w, sizeof(when) - w, ".%03lldZ", (t0 / 1000000) % 1000);
-	PUT(put_lit(b, "{\"startedDateTime\":"));
+	PUT(json_raw(b, "{\"startedDateTime\":"));
 	PUT(json_str(b, when, strlen(when)));
-	PUT(put_lit(b, ",\"time\":"));
+	PUT(json_raw(b, ",\"time\":"));
 	PUT(put_ms(b, dur >= 0 ? dur : 0));
 	/* request */
 	const char *scheme = str_of(get(r, "scheme"), &sn);
@@ -583,69 +578,69 @@ static int put_entry(struct h2_buf *b, const struct jv *r)
 		err = h2_buf_put(&url, query, qn);
 	const char *method = str_of(get(r, "method"), &n);
 	if (!err)
-		err = put_lit(b, ",\"request\":{\"method\":");
+		err = json_raw(b, ",\"request\":{\"method\":");
 	if (!err)
 		err = json_str(b, method, n);
 	if (!err)
-		err = put_lit(b, ",\"url\":");
+		err = json_raw(b, ",\"url\":");
 	if (!err)
 		err = json_str(b, url.p ? url.p : (const uint8_t *)"", url.len);
 	h2_buf_free(&url);
 	if (err)
 		return err;
-	PUT(put_lit(b, ",\"httpVersion\":"));
+	PUT(json_raw(b, ",\"httpVersion\":"));
 	PUT(json_str(b, ver, strlen(ver)));
-	PUT(put_lit(b, ",\"cookies\":[],\"headers\":"));
+	PUT(json_raw(b, ",\"cookies\":[],\"headers\":"));
 	PUT(put_fields_har(b, get(rq, "headers")));
-	PUT(put_lit(b, ",\"queryString\":"));
+	PUT(json_raw(b, ",\"queryString\":"));
 	PUT(put_query(b, query, qn));
 	PUT(put_body_har(b, rq, 0));
-	PUT(put_lit(b, "},\"response\":{\"status\":"));
+	PUT(json_raw(b, "},\"response\":{\"status\":"));
 	if (rs && rs->t == J_OBJ) {
 		long long st = u64_of(get(rs, "status"));
 		const struct jv *loc = field(get(rs, "headers"), "location");
 		PUT(json_u64(b, (uint64_t)st));
-		PUT(put_lit(b, ",\"statusText\":"));
+		PUT(json_raw(b, ",\"statusText\":"));
 		const char *reason = http_reason((unsigned)st);
 		PUT(json_str(b, reason, strlen(reason)));
-		PUT(put_lit(b, ",\"httpVersion\":"));
+		PUT(json_raw(b, ",\"httpVersion\":"));
 		PUT(json_str(b, ver, strlen(ver)));
-		PUT(put_lit(b, ",\"cookies\":[],\"headers\":"));
+		PUT(json_raw(b, ",\"cookies\":[],\"headers\":"));
 		PUT(put_fields_har(b, get(rs, "headers")));
 		PUT(put_body_har(b, rs, 1));
-		PUT(put_lit(b, ",\"redirectURL\":"));
-		PUT(loc ? json_str(b, loc->s, loc->n) : put_lit(b, "\"\""));
+		PUT(json_raw(b, ",\"redirectURL\":"));
+		PUT(loc ? json_str(b, loc->s, loc->n) : json_raw(b, "\"\""));
 	} else {
 		/* no response seen: as browsers write a request that got none */
-		PUT(put_lit(b, "0,\"statusText\":\"\",\"httpVersion\":"));
+		PUT(json_raw(b, "0,\"statusText\":\"\",\"httpVersion\":"));
 		PUT(json_str(b, ver, strlen(ver)));
-		PUT(put_lit(b, ",\"cookies\":[],\"headers\":[],\"content\":{\"size\":0,"
+		PUT(json_raw(b, ",\"cookies\":[],\"headers\":[],\"content\":{\"size\":0,"
 			       "\"mimeType\":\"x-unknown\"},\"redirectURL\":\"\",\"headersSize\":-1,"
 			       "\"bodySize\":-1"));
 	}
-	PUT(put_lit(b, "},\"cache\":{},\"timings\":{\"send\":0,\"wait\":"));
+	PUT(json_raw(b, "},\"cache\":{},\"timings\":{\"send\":0,\"wait\":"));
 	long long wait = t1 >= t0 && t1 >= 0 ? t1 - t0 : -1;
 	PUT(put_ms(b, wait >= 0 ? wait : dur >= 0 ? dur : 0));
-	PUT(put_lit(b, ",\"receive\":"));
+	PUT(json_raw(b, ",\"receive\":"));
 	PUT(put_ms(b, wait >= 0 && dur >= wait ? dur - wait : 0));
-	PUT(put_lit(b, "}"));
+	PUT(json_raw(b, "}"));
 	const struct jv *srv = get(r, "server"), *conn = get(r, "conn");
 	const char *ip = str_of(get(srv, "addr"), &n);
 	if (ip) {
-		PUT(put_lit(b, ",\"serverIPAddress\":"));
+		PUT(json_raw(b, ",\"serverIPAddress\":"));
 		PUT(json_str(b, ip, n));
 	}
 	const char *cid = str_of(get(conn, "id"), &n);
 	if (cid) {
-		PUT(put_lit(b, ",\"connection\":"));
+		PUT(json_raw(b, ",\"connection\":"));
 		PUT(json_str(b, cid, n));
 	}
 	const char *end = str_of(get(r, "end"), &n);
 	if (end) {
-		PUT(put_lit(b, ",\"_end\":"));
+		PUT(json_raw(b, ",\"_end\":"));
 		PUT(json_str(b, end, n));
 	}
-	return put_lit(b, "}");
+	return json_raw(b, "}");
 }
 
 int har_entry(const char *line, size_t n, struct h2_buf *out, int comma, const char **why,
@@ -666,7 +661,7 @@ int har_entry(const char *line, size_t n, struct h2_buf *out, int comma, const c
 		out->len = 0;
 		out->cap = 4 * (size_t)REC_MAX_LINE;
 		if (comma)
-			err = put_lit(out, ",\n");
+			err = json_raw(out, ",\n");
 		if (!err)
 			err = put_entry(out, r);
 		if (err)

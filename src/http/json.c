@@ -384,24 +384,31 @@ static uint8_t *str_best(const uint8_t *p, size_t n, uint8_t *o, int strict)
 	return str_scalar(p, n, o, strict);
 }
 
-/* The string with its quotes; -EILSEQ (nothing appended) if strict and not text. */
-static int put_str(struct h2_buf *b, const void *data, size_t n, int strict)
+/* Room for need more bytes of b at *o: 0, or h2_buf_grow's error. */
+static int room_at(struct h2_buf *b, size_t need, uint8_t **o)
 {
-	/* room for the worst case (every byte a \u00XX) at once: no check per byte */
-	if (n > (SIZE_MAX - 2 - JSON_SLACK) / 6)
-		return -E2BIG;
-	size_t need = 6 * n + 2 + JSON_SLACK;
 	if (need > b->size - b->len) {
 		int err = h2_buf_grow(b, need);
 		if (err)
 			return err;
 	}
-	uint8_t *o = b->p + b->len, *e;
-	*o++ = '"';
-	e = str_best(data, n, o, strict);
+	*o = b->p + b->len;
+	return 0;
+}
+
+/* The string with its quotes; -EILSEQ (nothing appended) if strict and not text. */
+static int put_str(struct h2_buf *b, const void *data, size_t n, int strict)
+{
+	/* room for the worst case (every byte a \u00XX) at once: no check per byte */
+	uint8_t *o, *e;
+	if (n > (SIZE_MAX - 2 - JSON_SLACK) / 6)
+		return -E2BIG;
+	int err = room_at(b, JSON_STR_ROOM(n), &o);
+	if (err)
+		return err;
+	e = strict ? json_w_text(o, data, n) : json_w_str(o, data, n);
 	if (!e)
 		return -EILSEQ;
-	*e++ = '"';
 	b->len = (size_t)(e - b->p);
 	return 0;
 }
@@ -414,18 +421,6 @@ int json_str(struct h2_buf *b, const void *data, size_t n)
 static uint8_t *str_any(const uint8_t *p, size_t n, uint8_t *o)
 {
 	return str_best(p, n, o, 0);
-}
-
-/* Room for need more bytes of b at *o: 0, or h2_buf_grow's error. */
-static int room_at(struct h2_buf *b, size_t need, uint8_t **o)
-{
-	if (need > b->size - b->len) {
-		int err = h2_buf_grow(b, need);
-		if (err)
-			return err;
-	}
-	*o = b->p + b->len;
-	return 0;
 }
 
 int json_pair_plain(struct h2_buf *b, int comma, const void *name, size_t nlen,
@@ -636,10 +631,11 @@ int json_base64(struct h2_buf *b, const void *data, size_t n)
 {
 	if (n > SIZE_MAX / 2)
 		return -E2BIG;
-	int err = h2_buf_grow(b, JSON_B64_ROOM(n));
+	uint8_t *o;
+	int err = room_at(b, JSON_B64_ROOM(n), &o);
 	if (err)
 		return err;
-	uint8_t *o = json_w_base64(b->p + b->len, data, n);
+	o = json_w_base64(o, data, n);
 	b->len = (size_t)(o - b->p);
 	return 0;
 }

@@ -54,9 +54,13 @@ struct http_fields {
 	size_t n;
 };
 
-/* Iterates either form: *pos starts at 0. Returns 1 with *f filled, 0 at the end. */
-static inline int http_fields_next(const struct http_fields *fs, size_t *pos, struct h2_field *f)
+/* Iterates either form: *pos starts at 0. Returns 1 with *f filled (and
+ * *json_plain: the parser found name and value need no JSON escaping; 0
+ * when it did not look), 0 at the end. */
+static inline int http_fields_next(const struct http_fields *fs, size_t *pos, struct h2_field *f,
+				   int *json_plain)
 {
+	*json_plain = 0;
 	if (fs->hdrs)
 		return h2_hdrs_next(fs->hdrs, pos, f);
 	if (*pos >= fs->n)
@@ -66,6 +70,7 @@ static inline int http_fields_next(const struct http_fields *fs, size_t *pos, st
 	f->nlen = x->name.n;
 	f->value = x->value.p;
 	f->vlen = x->value.n;
+	*json_plain = x->json_plain;
 	return 1;
 }
 

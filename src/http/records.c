@@ -101,17 +101,8 @@ static void copy_fields(struct rec_builder *b, struct rec_dir *d, const struct h
 	d->hjson.cap = REC_MAX_LINE;
 	if (!akto && JSON_LIT(&d->hjson, "["))
 		return;
-	for (size_t k = 0; h->v ? k < h->n : http_fields_next(h, &pos, &f); k++) {
-		int plain = 0;
-		if (h->v) {
-			/* HTTP/1.x: the parser knows which need no escaping */
-			const struct http_field *x = &h->v[k];
-			f.name = x->name.p;
-			f.nlen = x->name.n;
-			f.value = x->value.p;
-			f.vlen = x->value.n;
-			plain = x->json_plain;
-		}
+	int plain; /* HTTP/1.x: the parser knows which need no escaping */
+	while (http_fields_next(h, &pos, &f, &plain)) {
 		if (f.nlen && f.name[0] == ':')
 			continue;
 		if (f.nlen == 12 && ieq_prefix(f.name, 12, "content-type"))

@@ -77,33 +77,10 @@ static int cancelled(const struct sink_file *p)
 	return p->cancel && __atomic_load_n(p->cancel, __ATOMIC_RELAXED);
 }
 
-/* Writes all of buf, looping on short writes, EINTR and EAGAIN (waits),
- * until the sink is cancelled (-ECANCELED). */
-static int write_all(struct sink_file *p, const uint8_t *buf, size_t len, size_t *done)
-{
-	*done = 0;
-	while (*done < len) {
-		if (cancelled(p))
-			return -ECANCELED;
-		ssize_t n = write(p->fd, buf + *done, len - *done);
-		if (n > 0) {
-			*done += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
-			poll(&pfd, 1, 100);
-			continue;
-		}
-		return n < 0 ? -errno : -EIO;
-	}
-	return 0;
-}
-
-/* The same for the buffer's bytes, then the referenced records (writev). */
-static int write_all_refs(struct sink_file *p, size_t *done)
+/* Writes the buffer's bytes, then the referenced records (one writev),
+ * looping on short writes, EINTR and EAGAIN (waits), until the sink is
+ * cancelled (-ECANCELED). *done: the bytes that went out. */
+static int write_all(struct sink_file *p, size_t *done)
 {
 	struct iovec v[SINK_FILE_MAX_REFS + 1], *iv = v;
 	size_t n = 0, left = p->used + p->ref_bytes;
@@ -220,8 +197,7 @@ static int buf_flush(struct sink_file *p)
 		p->nrefs = p->ref_bytes = 0; /* no file: they were counted lost */
 		return 0;
 	}
-	int ret = p->dead ? p->last_err :
-		  p->nrefs ? write_all_refs(p, &done) : write_all(p, p->buf, p->used, &done);
+	int ret = p->dead ? p->last_err : write_all(p, &done);
 	if (ret < 0) {
 		count_lost(p, p->buf_pkts, p->buf_bytes, ret);
 		buf_lost(p, p->dead ? 0 : done, ret);
