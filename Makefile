@@ -43,7 +43,11 @@ LZ4_LIBS       := $(shell $(PKG_CONFIG) --libs liblz4 2>/dev/null || echo -llz4)
 RDKAFKA_CFLAGS := $(shell $(PKG_CONFIG) --cflags rdkafka 2>/dev/null)
 RDKAFKA_LIBS   := $(shell $(PKG_CONFIG) --libs rdkafka 2>/dev/null || echo -lrdkafka)
 OPENSSL_CFLAGS += $(ZSTD_CFLAGS) $(LZ4_CFLAGS) $(RDKAFKA_CFLAGS)
-OPENSSL_LIBS   += $(ZSTD_LIBS) $(LZ4_LIBS) $(RDKAFKA_LIBS)
+# tlsmirror decrypt reads captures and interfaces with libpcap
+PCAP_CFLAGS    := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
+PCAP_LIBS      := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
+OPENSSL_CFLAGS += $(PCAP_CFLAGS)
+OPENSSL_LIBS   += $(ZSTD_LIBS) $(LZ4_LIBS) $(RDKAFKA_LIBS) $(PCAP_LIBS)
 
 ifeq ($(V),1)
   Q :=
@@ -56,7 +60,7 @@ AGENT_SRC   := $(wildcard src/agent/*.c) $(wildcard src/flows/*.c) \
                $(wildcard src/pipeline/*.c) $(wildcard src/sources/*.c) \
                $(wildcard src/packets/*.c) $(wildcard src/sinks/*.c) \
                $(wildcard src/transforms/*.c) $(wildcard src/http/*.c) src/transport/ring.c $(COMMON_SRC) \
-               $(wildcard src/tunnel/*.c)
+               $(wildcard src/tunnel/*.c) $(wildcard src/decrypt/*.c)
 # src/common/elf.c: the capture library reads the program's symbol tables (inline.c)
 CAPTURE_SRC := $(wildcard src/capture/*.c) src/transport/ring.c src/common/elf.c
 UNIT_SRC    := $(wildcard tests/unit/*.c)

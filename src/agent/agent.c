@@ -852,20 +852,23 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 		return err;
 	a->access = cfg->access;
 	access_init(&a->access);
-	a->listen_fd = listen_on(&a->access, cfg->socket_path, &why);
-	if (a->listen_fd < 0) {
-		log_err("cannot listen on %s: %s", cfg->socket_path, why ? why : "");
-		return a->listen_fd;
-	}
-	struct stat st;
-	if (lstat(cfg->socket_path, &st) == 0) {
-		a->listen_dev = st.st_dev;
-		a->listen_ino = st.st_ino;
-	}
-	a->abstract_fd = listen_abstract(cfg->socket_path);
-	if (a->abstract_fd >= 0 && watch(a, a->abstract_fd, TAG_LISTEN) < 0) {
-		close(a->abstract_fd);
-		a->abstract_fd = -1;
+	/* tlsmirror decrypt without --socket: no control socket (nothing attaches) */
+	if (cfg->socket_path) {
+		a->listen_fd = listen_on(&a->access, cfg->socket_path, &why);
+		if (a->listen_fd < 0) {
+			log_err("cannot listen on %s: %s", cfg->socket_path, why ? why : "");
+			return a->listen_fd;
+		}
+		struct stat st;
+		if (lstat(cfg->socket_path, &st) == 0) {
+			a->listen_dev = st.st_dev;
+			a->listen_ino = st.st_ino;
+		}
+		a->abstract_fd = listen_abstract(cfg->socket_path);
+		if (a->abstract_fd >= 0 && watch(a, a->abstract_fd, TAG_LISTEN) < 0) {
+			close(a->abstract_fd);
+			a->abstract_fd = -1;
+		}
 	}
 	sigset_t set;
 	sigemptyset(&set);
@@ -875,7 +878,7 @@ static int setup(struct agent *a, const struct agent_config *cfg)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	a->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (a->sig_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
+	if (a->sig_fd < 0 || (a->listen_fd >= 0 && watch(a, a->listen_fd, TAG_LISTEN) < 0) ||
 	    watch(a, a->sig_fd, TAG_SIGNAL) < 0) {
 		int e = errno;
 		log_err("cannot set up the event loop: %s", strerror(e));
@@ -943,7 +946,10 @@ int agent_run(const struct agent_config *cfg)
 	a.spare_fd = -1;
 	int err = setup(&a, cfg);
 	if (!err) {
-		if (a.records.n)
+		if (cfg->decrypt)
+			log_info("decrypting, %zu output%s%s", a.sinks.n, a.sinks.n == 1 ? "" : "s",
+				 a.records.n ? " and HTTP records" : "");
+		else if (a.records.n)
 			log_info("listening on %s, %zu output%s, %zu for HTTP records", cfg->socket_path,
 				 a.sinks.n, a.sinks.n == 1 ? "" : "s", a.records.n);
 		else

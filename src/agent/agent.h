@@ -16,6 +16,7 @@
 #define AGENT_MAX_OUTPUTS 8
 #define AGENT_MAX_SINK_KINDS 8
 #define AGENT_MAX_KAFKA_CONF 32
+#define AGENT_MAX_DEC_FILES 256
 
 /*
  * The kinds of output, one row each (outputs.c): the option that asks for
@@ -79,6 +80,17 @@ struct agent_config {
 	const char *kafka_topic;     /* --kafka-topic T */
 	const char *kafka_conf[AGENT_MAX_KAFKA_CONF]; /* --kafka-conf KEY=VALUE */
 	size_t n_kafka_conf;
+	/* tlsmirror decrypt (sources/decrypt.c, docs/decrypt.md) */
+	int decrypt;                 /* the decrypt source instead of the rings */
+	const char *dec_read[AGENT_MAX_DEC_FILES]; /* -r FILE, in order */
+	size_t n_dec_read;
+	const char *dec_iface;       /* -i IFACE */
+	const char *dec_filter;      /* --filter BPF */
+	const char *dec_keys[AGENT_MAX_OUTPUTS]; /* --keys FILE */
+	size_t n_dec_keys;
+	uint64_t dec_key_wait_ms;    /* --key-wait (dec_key_wait_set: given) */
+	int dec_key_wait_set;
+	size_t max_keys;             /* --max-keys: client randoms kept */
 };
 
 #define AGENT_DEFAULT_MAX_PROCS 1024

@@ -35,11 +35,13 @@ struct agent_cli {
 };
 
 /* --help's sections, in order */
-enum { SEC_OUTPUTS = 1, SEC_RECORDS, SEC_AGENT, SEC_STAGES, SEC_CAPS, SEC_DELIVERY, SEC_MISC, SEC_N };
+enum { SEC_OUTPUTS = 1, SEC_RECORDS, SEC_DECRYPT, SEC_AGENT, SEC_STAGES, SEC_CAPS, SEC_DELIVERY, SEC_MISC,
+       SEC_N };
 
 static const char *const section_head[SEC_N] = {
 	[SEC_OUTPUTS] = "outputs (at least one; docs/pipeline.md):",
 	[SEC_RECORDS] = "HTTP records (with or without packets; docs/http.md):",
+	[SEC_DECRYPT] = "tlsmirror decrypt (ciphertext and keys in, clear text out; docs/decrypt.md):",
 	[SEC_AGENT] = "agent options:",
 	[SEC_STAGES] = "stages (in this order; docs/pipeline.md):",
 	[SEC_CAPS] = "memory caps (docs/agent.md \"Memory\"; over a cap: counted in tlsmirror stats, "
@@ -249,6 +251,40 @@ static int p_http_body_max(const struct opt_def *d, void *c, const char *arg,
 	return 0;
 }
 
+/* tlsmirror decrypt: -r FILE, --keys FILE (repeatable), --key-wait TIME */
+static int p_read(const struct opt_def *d, void *c, const char *arg, struct opt_ctx *ctx,
+		  const char **why)
+{
+	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
+	return push_arg(cfg->dec_read, &cfg->n_dec_read, AGENT_MAX_DEC_FILES, arg, NULL, why);
+}
+
+static int p_keys(const struct opt_def *d, void *c, const char *arg, struct opt_ctx *ctx,
+		  const char **why)
+{
+	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
+	return push_arg(cfg->dec_keys, &cfg->n_dec_keys, AGENT_MAX_OUTPUTS, arg, NULL, why);
+}
+
+/* N, Ns, Nms or Nm: a time to milliseconds (at most a day) */
+static int p_key_wait(const struct opt_def *d, void *c, const char *arg, struct opt_ctx *ctx,
+		      const char **why)
+{
+	struct agent_config *cfg = &((struct agent_cli *)c)->cfg;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(arg, &end, 10);
+	uint64_t mul = !strcmp(end, "ms") ? 1 : (!*end || !strcmp(end, "s")) ? 1000 :
+		       !strcmp(end, "m") ? 60000 : 0;
+	if (errno || end == arg || *arg == '-' || !mul || v > 86400000ULL / mul) {
+		*why = "a time like 5s, 500ms or 2m (at most a day)";
+		return -EINVAL;
+	}
+	cfg->dec_key_wait_ms = v * mul;
+	cfg->dec_key_wait_set = 1;
+	return 0;
+}
+
 /* ---- the table ---- */
 
 #define NUM(name, sh, mv, help, sec, field, lo, hi, want) \
@@ -337,6 +373,17 @@ static const struct opt_def fixed_opts[] = {
 	STR("kafka-topic", 0, "TOPIC", "the topic of --kafka", SEC_RECORDS, kafka_topic),
 	CUSTOM("kafka-conf", 0, "KEY=VALUE", "a librdkafka property for --kafka (repeatable)",
 	       SEC_RECORDS, p_kafka_conf, NULL),
+	CUSTOM("read", 'r', "FILE", "read ciphertext from a pcap or pcapng file (repeatable: in\n"
+	       "order; then exit)", SEC_DECRYPT, p_read, NULL),
+	STR("input-interface", 'i', "IFACE", "capture ciphertext live from IFACE (libpcap)", SEC_DECRYPT,
+	    dec_iface),
+	STR("filter", 0, "BPF", "only the packets this capture filter takes (with -i)", SEC_DECRYPT,
+	    dec_filter),
+	CUSTOM("keys", 0, "FILE", "an NSS key log (SSLKEYLOGFILE, --keylog): followed as it grows\n"
+	       "(repeatable)", SEC_DECRYPT, p_keys, NULL),
+	CUSTOM("key-wait", 0, "TIME", "how long ciphertext waits for its keys (default 5s)",
+	       SEC_DECRYPT, p_key_wait, NULL),
+	CAP("max-keys", "client randoms whose keys are kept by decrypt (default 65536)", max_keys),
 	CUSTOM("quiet", 'q', NULL, "log errors only", SEC_MISC, p_quiet, NULL),
 	CUSTOM("help", 'h', NULL, "this text", SEC_MISC, p_help, NULL),
 	CUSTOM("version", 'V', NULL, "print the version", SEC_MISC, p_version, NULL),
@@ -392,6 +439,8 @@ void agent_usage(FILE *f)
 "                                           whether they are mirrored\n"
 "       tlsmirror repair [--check] FILE...  cut a pcap/pcapng file to its last whole\n"
 "                                           record (an agent killed while writing)\n"
+"       tlsmirror decrypt -r FILE|-i IFACE --keys FILE OUTPUT...\n"
+"                                           decrypt captured TLS with its key log\n"
 "       tlsmirror pki init DIR | pki issue DIR NAME --agent|--collector ...\n"
 "                                           make a CA and the tunnel's certificates\n"
 "%s"
@@ -604,6 +653,29 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 	if (paths[0] && paths[1] && !strcmp(paths[0], paths[1])) {
 		fprintf(err, "tlsmirror: -w and --pcapng both write to %s: give each its own\n",
 			strcmp(paths[0], "-") ? paths[0] : "stdout");
+		return 2;
+	}
+	if (cfg->decrypt) {
+		if (!cfg->n_dec_read && !cfg->dec_iface) {
+			fprintf(err, "tlsmirror decrypt: nothing to read: give -r FILE (a pcap or pcapng "
+				"capture of the ciphertext) or -i IFACE\n");
+			return 2;
+		}
+		if (cfg->collector || cfg->keylog) {
+			fprintf(err, "tlsmirror decrypt: %s is an agent's option, not decrypt's\n",
+				cfg->collector ? "-C" : "--keylog");
+			return 2;
+		}
+		if (!cli->socket_given && !getenv("TLSMIRROR_SOCKET"))
+			cfg->socket_path = NULL; /* no control socket unless asked for one */
+	} else if (cfg->n_dec_read || cfg->dec_iface || cfg->dec_filter || cfg->n_dec_keys ||
+		   cfg->dec_key_wait_set || cfg->max_keys) {
+		fprintf(err, "tlsmirror: -r, -i, --filter, --keys, --key-wait and --max-keys are "
+			"options of tlsmirror decrypt (tlsmirror decrypt -r FILE --keys FILE -w OUT)\n");
+		return 2;
+	}
+	if (cfg->dec_filter && !cfg->dec_iface) {
+		fprintf(err, "tlsmirror decrypt: --filter is for -i IFACE\n");
 		return 2;
 	}
 	if (!n_outputs && !records_wanted(cfg) && !cfg->keylog) {

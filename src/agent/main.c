@@ -26,12 +26,13 @@ static const char *default_socket(void)
 	return s && *s ? s : CTL_DEFAULT_SOCKET;
 }
 
-static int cmd_agent(int argc, char **argv)
+static int cmd_agent_as(int argc, char **argv, int decrypt)
 {
 	struct agent_config cfg = {
 		.socket_path = default_socket(),
 		.mss = 1460,
 		.idle_ms = 10,
+		.decrypt = decrypt,
 	};
 	int rc = agent_cli_parse(argc, argv, &cfg, stderr);
 	if (rc < 0) {
@@ -40,6 +41,11 @@ static int cmd_agent(int argc, char **argv)
 	}
 	agent_cli_free(); /* cfg points into the expanded argv: after the agent */
 	return rc;
+}
+
+static int cmd_agent(int argc, char **argv)
+{
+	return cmd_agent_as(argc, argv, 0);
 }
 
 /* Takes --socket PATH off the front of a subcommand's arguments. */
@@ -327,6 +333,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "pki"))
 		return pki_main(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "decrypt"))
+		return cmd_agent_as(argc - 1, argv + 1, 1);
 	if (argc > 1 && !strcmp(argv[1], "har"))
 		return har_main(argc - 2, argv + 2);
 	return cmd_agent(argc, argv);

@@ -52,5 +52,6 @@ extern const size_t source_table_len;
 
 extern const struct source_ops ring_source_ops; /* ring.c: the capture library's rings */
 extern const struct source_ops collector_source_ops; /* tunnel/collector.c: -C, agents' tunnels */
+extern const struct source_ops decrypt_source_ops; /* decrypt.c: tlsmirror decrypt */
 
 #endif

@@ -1,0 +1,307 @@
+/* The key store and the key-log file follower (keys.h). */
+#include "decrypt/keys.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct key_store {
+	struct key_entry *e;     /* a ring of max entries: e[head] is the oldest when full */
+	size_t max, n, head;
+	uint32_t *bucket;        /* index + 1 of a chain's first entry */
+	size_t nbuckets;         /* a power of two >= max */
+	uint64_t gen;
+	struct key_stats st;
+};
+
+static const struct {
+	const char *name;
+	int label;               /* enum key_label, -1: known, not used */
+} labels[] = {
+	{ "CLIENT_RANDOM", KEY_MASTER },
+	{ "CLIENT_EARLY_TRAFFIC_SECRET", KEY_CLIENT_EARLY },
+	{ "CLIENT_HANDSHAKE_TRAFFIC_SECRET", KEY_CLIENT_HS },
+	{ "SERVER_HANDSHAKE_TRAFFIC_SECRET", KEY_SERVER_HS },
+	{ "CLIENT_TRAFFIC_SECRET_0", KEY_CLIENT_AP },
+	{ "SERVER_TRAFFIC_SECRET_0", KEY_SERVER_AP },
+	{ "EXPORTER_SECRET", -1 },
+	{ "EARLY_EXPORTER_SECRET", -1 },
+	{ "RSA", -1 },
+};
+
+struct key_store *keys_new(size_t max)
+{
+	struct key_store *ks = calloc(1, sizeof(*ks));
+	if (!ks)
+		return NULL;
+	ks->max = max ? max : KEYS_DEFAULT_MAX;
+	ks->nbuckets = 64;
+	while (ks->nbuckets < ks->max)
+		ks->nbuckets <<= 1;
+	ks->bucket = calloc(ks->nbuckets, sizeof(*ks->bucket));
+	ks->e = calloc(ks->max, sizeof(*ks->e)); /* untouched pages cost nothing */
+	if (!ks->bucket || !ks->e) {
+		keys_free(ks);
+		return NULL;
+	}
+	return ks;
+}
+
+void keys_free(struct key_store *ks)
+{
+	if (!ks)
+		return;
+	free(ks->bucket);
+	free(ks->e);
+	free(ks);
+}
+
+static size_t cr_hash(const struct key_store *ks, const uint8_t cr[32])
+{
+	uint64_t h;
+	memcpy(&h, cr + 24, 8); /* random bytes: the last 8 (TLS 1.2's first 4 may be a time) */
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	return (size_t)(h >> 17) & (ks->nbuckets - 1);
+}
+
+const struct key_entry *keys_find(const struct key_store *ks, const uint8_t cr[32])
+{
+	for (uint32_t i = ks->bucket[cr_hash(ks, cr)]; i; i = ks->e[i - 1].next)
+		if (!memcmp(ks->e[i - 1].cr, cr, 32))
+			return &ks->e[i - 1];
+	return NULL;
+}
+
+static void unlink_entry(struct key_store *ks, size_t idx)
+{
+	uint32_t *pp = &ks->bucket[cr_hash(ks, ks->e[idx].cr)];
+	while (*pp && *pp != idx + 1)
+		pp = &ks->e[*pp - 1].next;
+	if (*pp)
+		*pp = ks->e[idx].next;
+}
+
+static struct key_entry *entry_for(struct key_store *ks, const uint8_t cr[32])
+{
+	struct key_entry *e = (struct key_entry *)keys_find(ks, cr);
+	if (e)
+		return e;
+	size_t idx;
+	if (ks->n < ks->max) {
+		idx = ks->n++;
+	} else {
+		idx = ks->head;
+		ks->head = (ks->head + 1) % ks->max;
+		unlink_entry(ks, idx);
+		ks->st.evicted++;
+	}
+	e = &ks->e[idx];
+	memset(e, 0, sizeof(*e));
+	memcpy(e->cr, cr, 32);
+	size_t b = cr_hash(ks, cr);
+	e->next = ks->bucket[b];
+	ks->bucket[b] = (uint32_t)(idx + 1);
+	ks->st.entries = ks->n;
+	return e;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* n hex digits at s into n/2 bytes; -1 if one is not a digit. */
+static int unhex(uint8_t *out, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i += 2) {
+		int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i / 2] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+static size_t field(const char *s, size_t len, size_t at, size_t *end)
+{
+	while (at < len && (s[at] == ' ' || s[at] == '\t'))
+		at++;
+	size_t b = at;
+	while (at < len && s[at] != ' ' && s[at] != '\t')
+		at++;
+	*end = at;
+	return b;
+}
+
+int keys_add_line(struct key_store *ks, const char *line, size_t len, const char **why)
+{
+	if (len && line[len - 1] == '\r')
+		len--;
+	size_t lb = 0, le, cb, ce, sb, se, xe;
+	while (lb < len && (line[lb] == ' ' || line[lb] == '\t'))
+		lb++;
+	if (lb == len || line[lb] == '#')
+		return 0;
+	lb = field(line, len, lb, &le);
+	cb = field(line, len, le, &ce);
+	sb = field(line, len, ce, &se);
+	field(line, len, se, &xe);
+	int label = -2;
+	for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
+		if (le - lb == strlen(labels[i].name) && !memcmp(line + lb, labels[i].name, le - lb))
+			label = labels[i].label;
+	if (label == -2) {
+		*why = "not a key-log label (CLIENT_RANDOM, CLIENT_TRAFFIC_SECRET_0, ...)";
+		goto bad;
+	}
+	if (ce == cb || se == sb || xe != se) {
+		*why = "a key-log line is LABEL CLIENT_RANDOM SECRET";
+		goto bad;
+	}
+	if (label == -1) {
+		ks->st.unknown_labels++;
+		return 0;
+	}
+	uint8_t cr[32], sec[KEY_SECRET_MAX];
+	size_t sl = (se - sb) / 2;
+	if (ce - cb != 64 || unhex(cr, line + cb, 64) < 0) {
+		*why = "the client random is not 64 hex digits";
+		goto bad;
+	}
+	if ((se - sb) % 2 || sl < 16 || sl > KEY_SECRET_MAX || unhex(sec, line + sb, se - sb) < 0 ||
+	    (label == KEY_MASTER && sl != 48)) {
+		*why = label == KEY_MASTER ? "the master secret is not 96 hex digits" :
+		       "the secret is not 32 to 128 hex digits";
+		goto bad;
+	}
+	struct key_entry *e = entry_for(ks, cr);
+	if (e->have & (1u << label))
+		ks->st.replaced++;
+	e->have |= (uint8_t)(1u << label);
+	e->len[label] = (uint8_t)sl;
+	memcpy(e->secret[label], sec, sl);
+	ks->st.lines++;
+	ks->gen++;
+	return 1;
+bad:
+	ks->st.bad_lines++;
+	return -EINVAL;
+}
+
+uint64_t keys_generation(const struct key_store *ks)
+{
+	return ks->gen;
+}
+
+const struct key_stats *keys_stats(const struct key_store *ks)
+{
+	return &ks->st;
+}
+
+/* ---- files ---- */
+
+int key_file_open(struct key_file *kf, const char *path, const char **why)
+{
+	memset(kf, 0, sizeof(*kf));
+	kf->path = path;
+	kf->fd = -1;
+	struct stat st;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode)) {
+		*why = "not a file";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void reopen(struct key_file *kf)
+{
+	if (kf->fd >= 0)
+		close(kf->fd);
+	kf->fd = open(kf->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	kf->off = 0;
+	kf->blen = 0;
+	kf->skipping = 0;
+	struct stat st;
+	if (kf->fd >= 0 && fstat(kf->fd, &st) == 0) {
+		kf->dev = st.st_dev;
+		kf->ino = st.st_ino;
+		kf->missing_logged = 0;
+	} else if (!kf->missing_logged) {
+		log_info("--keys %s: %s (looked for again as keys are needed)", kf->path,
+			 strerror(errno));
+		kf->missing_logged = 1;
+	}
+}
+
+static int take_line(struct key_file *kf, struct key_store *ks, const char *p, size_t n)
+{
+	static struct log_limit lim;
+	const char *why = NULL;
+	int r = keys_add_line(ks, p, n, &why);
+	if (r < 0) {
+		kf->bad++;
+		log_limited(&lim, 10, "--keys %s: line %llu skipped: %s", kf->path,
+			    (unsigned long long)(kf->lines + kf->bad), why);
+		return 0;
+	}
+	kf->lines++;
+	return r > 0;
+}
+
+int key_file_poll(struct key_file *kf, struct key_store *ks)
+{
+	struct stat st;
+	if (kf->fd < 0 || (stat(kf->path, &st) == 0 && (st.st_ino != kf->ino || st.st_dev != kf->dev)))
+		reopen(kf);
+	else if (fstat(kf->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < kf->off)
+		reopen(kf); /* truncated: written again from the start */
+	if (kf->fd < 0)
+		return 0;
+	int taken = 0;
+	char chunk[16384];
+	for (int rounds = 0; rounds < 64; rounds++) {
+		ssize_t r = read(kf->fd, chunk, sizeof(chunk));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno == EAGAIN ? taken : -errno;
+		if (r == 0)
+			break;
+		kf->off += r;
+		for (ssize_t i = 0; i < r;) {
+			const char *nl = memchr(chunk + i, '\n', (size_t)(r - i));
+			size_t n = nl ? (size_t)(nl - chunk - i) : (size_t)(r - i);
+			if (kf->skipping) {
+				kf->skipping = !nl;
+			} else if (kf->blen + n > sizeof(kf->buf)) {
+				take_line(kf, ks, "line too long", 13);
+				kf->blen = 0;
+				kf->skipping = !nl;
+			} else {
+				memcpy(kf->buf + kf->blen, chunk + i, n);
+				kf->blen += n;
+				if (nl) {
+					taken += take_line(kf, ks, kf->buf, kf->blen);
+					kf->blen = 0;
+				}
+			}
+			i += (ssize_t)n + (nl ? 1 : 0);
+		}
+	}
+	return taken;
+}
+
+void key_file_close(struct key_file *kf)
+{
+	if (kf->fd >= 0)
+		close(kf->fd);
+	kf->fd = -1;
+}
