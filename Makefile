@@ -203,7 +203,7 @@ $(BUILD)/fuzzobj/%.o: %.c
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(OPENSSL_CFLAGS) -MMD -MP -c -o $@ $<
 
 # one libFuzzer target and one replay driver per tests/fuzz/fuzz_NAME.c
-FUZZ_TARGETS := ring h2 frame hpack record http1 har
+FUZZ_TARGETS := ring h2 frame hpack record http1 har keylog tls tcp
 
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzzobj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -178,6 +178,20 @@ echo "    The ciphertext dumpcap saw, decrypted by tshark with that file (tshark
 tshark -r "$CIPHER" -o "tls.keylog_file:$KEYLOG" -Y http.request 2>/dev/null | sed 's/^/    /'
 echo "    Without the key log: $(tshark -r "$CIPHER" -Y http.request 2>/dev/null | wc -l) HTTP requests readable"
 
+say "Passive decryption by tlsmirror itself: ciphertext and key log in, clear-text TCP out (docs/decrypt.md)"
+DECRYPTED="$T/decrypted.pcapng"
+echo "    \$ tlsmirror decrypt -r cipher.pcapng --keys keys.log --pcapng decrypted.pcapng --http-log decrypted.jsonl"
+"$TM" decrypt -q -r "$CIPHER" --keys "$KEYLOG" --pcapng "$DECRYPTED" --http-log "$T/decrypted.jsonl" \
+	2>"$T/decrypt.log" || die "tlsmirror decrypt failed: $(cat "$T/decrypt.log")"
+grep '^source decrypt' "$T/decrypt.log" | tr ' ' '\n' |
+	grep -E '^(tls_conns|decrypted_conns|nokey_conns|clear_bytes|gap_bytes|auth_failures)=' |
+	tr '\n' ' ' | sed 's/^/    /; s/$/\n/'
+echo "    What a sensor reads from it (the real ports, the capture's timestamps; tshark -Y http):"
+tshark -r "$DECRYPTED" -Y http 2>/dev/null | sed 's/^/    /'
+echo "    Who saw it (pcapng comment): $(tshark -r "$DECRYPTED" -Y frame.comment -T fields -e frame.comment \
+	2>/dev/null | head -n 1)"
+echo "    and $(wc -l <"$T/decrypted.jsonl") HTTP records from the decrypted connections"
+
 say "At the collector: the same connections, synthesized from the agent's connection events, on the agent's own interface (tshark -r collector.pcapng)"
 kill -TERM "$COLLECTOR"
 wait "$COLLECTOR" || die "the collector exited with an error: $(tail -n 5 "$T/collector.log")"

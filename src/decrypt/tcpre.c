@@ -213,12 +213,23 @@ static int in_order(struct tcpre *r, struct flow *f, int dir, uint32_t seq, cons
 	}
 	if (off > 0)
 		return 0;
-	uint32_t skip = (uint32_t)-off;
-	r->st.retransmitted += skip;
-	if (f->user)
-		r->out.data(r->out.arg, f->user, dir, ts, p + skip, n - skip);
-	d->next = seq + (uint32_t)n;
-	drain(r, f, dir, ts);
+	uint32_t end = seq + (uint32_t)n;
+	r->st.retransmitted += (uint32_t)-off;
+	/* up to the first held segment, which wins over this copy of its bytes;
+	 * then what was held, then the rest of this one */
+	while ((int32_t)(end - d->next) > 0) {
+		uint32_t at = d->next, upto = end;
+		if (d->ooo && (int32_t)(d->ooo->seq - upto) < 0)
+			upto = d->ooo->seq;
+		if ((int32_t)(upto - d->next) > 0) {
+			if (f->user)
+				r->out.data(r->out.arg, f->user, dir, ts, p + (d->next - seq), upto - d->next);
+			d->next = upto;
+		}
+		drain(r, f, dir, ts);
+		if (d->next == at)
+			break; /* no progress: cannot happen, but never loop */
+	}
 	return 1;
 }
 

@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 CORPUS=tests/fuzz/corpus
-TARGETS=(ring h2 frame hpack record http1 har)
+TARGETS=(ring h2 frame hpack record http1 har keylog tls tcp)
 MAX_LEN=${FUZZ_MAX_LEN:-16384}
 
 build() {
