@@ -58,6 +58,9 @@
 #    text, median of the pairs' ratios; records per agent CPU second at 4 KiB (and, for
 #    information, of an agent writing records only, no -w).
 #    Targets <= 1.3 (4 KiB), <= 1.1 (1 MiB), >= 200k records/s. BENCH_PARTS=http alone.
+# l. tlsmirror decrypt: clear-text MB per CPU s on captures of 1 MiB HTTPS responses (TLS 1.2
+#    and 1.3, AES-128-GCM), against tshark and ssldump on the same files, and the memory of a
+#    flood of handshakes without keys (bench/decrypt.sh; BENCH_PARTS=decrypt alone, ~2 min).
 # Knobs (environment): BUILD (build), BENCH_SECONDS (10 per h2load run), BENCH_WARMUP (2),
 # BENCH_PAIRS (3), BENCH_CLIENTS (16), BENCH_PROTO (h1 or h2), BENCH_RING_BYTES (4G),
 # BENCH_SIZES ("1m 4k"), BENCH_RING_SIZE (nginx's ring, e.g. 64M),
@@ -1186,6 +1189,10 @@ if [ "${BENCH_PARTS:-all}" = h2 ]; then
 	report_h2
 	exit 0
 fi
+if [ "${BENCH_PARTS:-all}" = decrypt ]; then
+	bash bench/decrypt.sh
+	exit 0
+fi
 if [ "${BENCH_PARTS:-all}" = http ]; then
 	part_http
 	report_http
@@ -1210,3 +1217,4 @@ part_attach
 report_attach
 part_http
 report_http
+bash bench/decrypt.sh

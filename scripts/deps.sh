@@ -9,7 +9,8 @@ pkgs=(build-essential pkg-config libssl-dev libzstd-dev liblz4-dev openssl tshar
       faketime  # an agent with a clock a day ahead (tests/integration/test_21_tunnel.py)
       librdkafka-dev kcat  # --kafka (src/sinks/sink_kafka.c); kcat reads it back in the tests
       libcapstone-dev  # the capture library relocates prologues of a program's own SSL_read... (src/capture/reloc.c)
-      libpcap-dev)  # tlsmirror decrypt reads captures and interfaces (src/sources/decrypt.c)
+      libpcap-dev  # tlsmirror decrypt reads captures and interfaces (src/sources/decrypt.c)
+      ssldump)  # a peer to benchmark decryption against (bench/decrypt.sh)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

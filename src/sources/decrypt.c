@@ -10,6 +10,7 @@
 #include "agent/agent.h"
 #include "common/log.h"
 #include "decrypt/engine.h"
+#include "decrypt/pcapmap.h"
 #include "sources/source.h"
 
 #include <errno.h>
@@ -28,7 +29,9 @@ struct dsrc {
 	struct key_file kf[AGENT_MAX_OUTPUTS];
 	size_t nkf;
 	struct decrypt_engine *e;
-	pcap_t *file;            /* the file being read */
+	pcap_t *file;            /* the file being read (pcapng: libpcap) */
+	struct pcap_map map;     /* or (classic pcap) mapped in place */
+	int mapped;
 	int file_dlt;
 	size_t next_file;        /* cfg.dec_read[] index of the next to open */
 	int files_done, finished;
@@ -194,6 +197,23 @@ static int next_file(struct dsrc *d)
 	if (d->next_file >= cfg->n_dec_read)
 		return 1;
 	const char *path = cfg->dec_read[d->next_file++];
+	const char *why = NULL;
+	int r = pcap_map_open(&d->map, path, &why);
+	if (r < 0) {
+		snprintf(d->err, sizeof(d->err), "-r %s: %s", path, why);
+		return r;
+	}
+	if (r == 0) {
+		d->file_dlt = d->map.dlt;
+		d->mapped = 1;
+		if (decrypt_dlt_ok(d->file_dlt))
+			return 0;
+		snprintf(d->err, sizeof(d->err), "-r %s: link type %s is not one we read", path,
+			 pcap_datalink_val_to_name(d->file_dlt));
+		pcap_map_close(&d->map);
+		d->mapped = 0;
+		return -EINVAL;
+	}
 	d->file = pcap_open_offline_with_tstamp_precision(path, PCAP_TSTAMP_PRECISION_NANO, eb);
 	if (!d->file) {
 		snprintf(d->err, sizeof(d->err), "-r %s: %s", path, eb);
@@ -287,6 +307,27 @@ static size_t read_files(struct dsrc *d, size_t budget)
 {
 	size_t work = 0;
 	while (work < budget && !d->files_done) {
+		if (d->mapped) {
+			uint64_t ts;
+			const uint8_t *p;
+			size_t cl, wl;
+			const char *why = NULL;
+			int r;
+			while (work < budget && (r = pcap_map_next(&d->map, &ts, &p, &cl, &wl, &why)) == 1) {
+				d->last_ts = ts;
+				decrypt_frame(d->e, d->file_dlt, ts, p, cl, wl, agent_now_ns());
+				work++;
+			}
+			if (work >= budget)
+				break;
+			if (r < 0)
+				log_warn("-r %s: %s (the rest of the file is skipped)",
+					 d->a->cfg.dec_read[d->next_file - 1], why);
+			pcap_map_close(&d->map);
+			d->mapped = 0;
+			d->files_read++;
+			continue;
+		}
 		if (!d->file) {
 			int r = next_file(d);
 			if (r == 1) {
@@ -297,6 +338,8 @@ static size_t read_files(struct dsrc *d, size_t budget)
 				log_err("%s", d->err);
 				continue;
 			}
+			if (d->mapped)
+				continue;
 		}
 		struct pcap_pkthdr *h;
 		const u_char *p;
@@ -424,6 +467,8 @@ static void dsrc_close(struct source *s)
 		pcap_close(d->live);
 	if (d->file)
 		pcap_close(d->file);
+	if (d->mapped)
+		pcap_map_close(&d->map);
 	decrypt_free(d->e);
 	for (size_t i = 0; i < d->nkf; i++)
 		key_file_close(&d->kf[i]);
