@@ -88,6 +88,7 @@ struct agent_config {
 	const char *dec_filter;      /* --filter BPF */
 	const char *dec_keys[AGENT_MAX_OUTPUTS]; /* --keys FILE */
 	size_t n_dec_keys;
+	const char *dec_rsa_key;     /* --rsa-key FILE: TLS 1.2 RSA key exchange */
 	uint64_t dec_key_wait_ms;    /* --key-wait (dec_key_wait_set: given) */
 	int dec_key_wait_set;
 	size_t max_keys;             /* --max-keys: client randoms kept */

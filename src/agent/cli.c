@@ -381,6 +381,8 @@ static const struct opt_def fixed_opts[] = {
 	    dec_filter),
 	CUSTOM("keys", 0, "FILE", "an NSS key log (SSLKEYLOGFILE, --keylog): followed as it grows\n"
 	       "(repeatable)", SEC_DECRYPT, p_keys, NULL),
+	STR("rsa-key", 0, "FILE", "a server's RSA private key (PEM): opens TLS 1.2 RSA key exchange\n"
+	    "without a key log", SEC_DECRYPT, dec_rsa_key),
 	CUSTOM("key-wait", 0, "TIME", "how long ciphertext waits for its keys (default 5s)",
 	       SEC_DECRYPT, p_key_wait, NULL),
 	CAP("max-keys", "client randoms whose keys are kept by decrypt (default 65536)", max_keys),
@@ -669,8 +671,8 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 		if (!cli->socket_given && !getenv("TLSMIRROR_SOCKET"))
 			cfg->socket_path = NULL; /* no control socket unless asked for one */
 	} else if (cfg->n_dec_read || cfg->dec_iface || cfg->dec_filter || cfg->n_dec_keys ||
-		   cfg->dec_key_wait_set || cfg->max_keys) {
-		fprintf(err, "tlsmirror: -r, -i, --filter, --keys, --key-wait and --max-keys are "
+		   cfg->dec_key_wait_set || cfg->max_keys || cfg->dec_rsa_key) {
+		fprintf(err, "tlsmirror: -r, -i, --filter, --keys, --rsa-key, --key-wait and --max-keys are "
 			"options of tlsmirror decrypt (tlsmirror decrypt -r FILE --keys FILE -w OUT)\n");
 		return 2;
 	}

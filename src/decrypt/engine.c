@@ -209,6 +209,7 @@ struct decrypt_engine *decrypt_new(const struct decrypt_opts *o, const struct de
 		e->o.key_wait_ns = 5ULL * 1000000000ULL;
 	e->out = *out;
 	e->ks = ks;
+	e->o.wait.learn = ks; /* master secrets found with --rsa-key */
 	struct tcpre_out to = { tcp_open, tcp_data, tcp_gap, tcp_close, e };
 	e->tcp = tcpre_new(&to, &e->o.tcp);
 	if (!e->tcp) {

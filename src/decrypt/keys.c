@@ -110,6 +110,20 @@ static struct key_entry *entry_for(struct key_store *ks, const uint8_t cr[32])
 	return e;
 }
 
+void keys_add_secret(struct key_store *ks, const uint8_t cr[32], int label, const uint8_t *sec,
+		     size_t len)
+{
+	if (label < 0 || label >= KEY_NLABELS || len > KEY_SECRET_MAX)
+		return;
+	struct key_entry *e = entry_for(ks, cr);
+	if (e->have & (1u << label))
+		ks->st.replaced++;
+	e->have |= (uint8_t)(1u << label);
+	e->len[label] = (uint8_t)len;
+	memcpy(e->secret[label], sec, len);
+	ks->gen++;
+}
+
 static int hexval(char c)
 {
 	if (c >= '0' && c <= '9')
@@ -182,14 +196,8 @@ int keys_add_line(struct key_store *ks, const char *line, size_t len, const char
 		       "the secret is not 32 to 128 hex digits";
 		goto bad;
 	}
-	struct key_entry *e = entry_for(ks, cr);
-	if (e->have & (1u << label))
-		ks->st.replaced++;
-	e->have |= (uint8_t)(1u << label);
-	e->len[label] = (uint8_t)sl;
-	memcpy(e->secret[label], sec, sl);
+	keys_add_secret(ks, cr, label, sec, sl);
 	ks->st.lines++;
-	ks->gen++;
 	return 1;
 bad:
 	ks->st.bad_lines++;

@@ -46,6 +46,10 @@ void keys_free(struct key_store *ks);
  * Returns 1 for a key taken, 0 for a comment, blank line or unused label,
  * -EINVAL for a malformed line (*why says what is wrong). */
 int keys_add_line(struct key_store *ks, const char *line, size_t len, const char **why);
+/* Adds one secret (label: enum key_label) for client random cr, as a
+ * key-log line would (a master secret the decryptor derived itself). */
+void keys_add_secret(struct key_store *ks, const uint8_t cr[32], int label, const uint8_t *sec,
+		     size_t len);
 /* The entry for client random cr, or NULL. Valid until the next add. */
 const struct key_entry *keys_find(const struct key_store *ks, const uint8_t cr[32]);
 /* Changes whenever a key is added: a waiting connection looks again. */

@@ -86,3 +86,74 @@ void pcap_map_close(struct pcap_map *m)
 		munmap((void *)m->p, m->len);
 	memset(m, 0, sizeof(*m));
 }
+
+#define BT_SHB 0x0a0d0d0aU
+#define BT_DSB 0x0000000aU
+#define DSB_TLSK 0x544c534bU
+
+static void split_lines(const uint8_t *p, size_t n, void (*line)(void *arg, const char *s, size_t n),
+			void *arg)
+{
+	while (n) {
+		const uint8_t *nl = memchr(p, '\n', n);
+		size_t k = nl ? (size_t)(nl - p) : n;
+		line(arg, (const char *)p, k);
+		k += nl ? 1 : 0;
+		p += k;
+		n -= k;
+	}
+}
+
+int pcapng_secrets(const char *path, void (*line)(void *arg, const char *s, size_t n), void *arg,
+		   const char **why)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 28) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	const uint8_t *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return 0;
+	size_t len = (size_t)st.st_size, at = 0;
+	int blocks = 0;
+	struct pcap_map m = { 0 }; /* only its byte order */
+	uint32_t t0;
+	memcpy(&t0, p, 4);
+	if (t0 != BT_SHB)
+		goto out;
+	while (at + 12 <= len) {
+		uint32_t type, bl, magic;
+		memcpy(&type, p + at, 4);
+		if (type == BT_SHB) { /* a section: its own byte order */
+			memcpy(&magic, p + at + 8, 4);
+			if (magic != 0x1a2b3c4d && magic != 0x4d3c2b1a) {
+				*why = "a section header with a bad byte-order magic";
+				blocks = -1;
+				break;
+			}
+			m.swap = magic == 0x4d3c2b1a;
+		}
+		type = rd32(&m, p + at);
+		bl = rd32(&m, p + at + 4);
+		if (bl < 12 || bl % 4 || bl > len - at) {
+			*why = "a block whose length runs past the file's end";
+			blocks = -1;
+			break;
+		}
+		if (type == BT_DSB && bl >= 20) {
+			uint32_t stype = rd32(&m, p + at + 8), sl = rd32(&m, p + at + 12);
+			if (sl <= bl - 20 && stype == DSB_TLSK) {
+				split_lines(p + at + 16, sl, line, arg);
+				blocks++;
+			}
+		}
+		at += bl;
+	}
+out:
+	munmap((void *)p, len);
+	return blocks;
+}

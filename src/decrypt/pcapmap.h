@@ -22,4 +22,14 @@ int pcap_map_next(struct pcap_map *m, uint64_t *ts_ns, const uint8_t **frame, si
 		  size_t *wirelen, const char **why);
 void pcap_map_close(struct pcap_map *m);
 
+/*
+ * The TLS key logs a pcapng file carries in Decryption Secrets Blocks
+ * (secrets type TLSK: NSS key-log text, as editcap --inject-secrets writes
+ * them), fed line by line to line(arg, text, len). Returns the number of
+ * such blocks, 0 for a file that is not pcapng or has none, -1 for a
+ * damaged block structure (*why; blocks before it were read).
+ */
+int pcapng_secrets(const char *path, void (*line)(void *arg, const char *s, size_t n), void *arg,
+		   const char **why);
+
 #endif

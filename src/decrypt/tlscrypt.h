@@ -16,6 +16,7 @@ struct tls_suite {
 	uint8_t mac_len;         /* CBC: the HMAC's length (20, 32, 48); 0 for AEAD */
 	uint8_t tls13;
 	uint8_t sha384;          /* the PRF / HKDF hash is SHA-384 (else SHA-256) */
+	uint8_t rsa_kx;          /* TLS 1.2 RSA key exchange (a server key can open it) */
 };
 
 /* The suite of id, NULL if we cannot decrypt it. */

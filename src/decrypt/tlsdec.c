@@ -11,70 +11,12 @@
  * it knows (an exact gap), or looks for the next record that opens with the
  * following sequence numbers (a gap of estimated length).
  */
-#include "decrypt/tlsdec.h"
+#include "decrypt/tlsdec_int.h"
 #include "common/bytes.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define WAIT_MARKS 256           /* pieces held per direction (then merged) */
-#define RESYNC_WINDOW 64         /* sequence numbers tried after lost records */
-#define RESYNC_BUF 65536         /* ciphertext searched for a record start */
-#define HS_KEEP_MAX 65536        /* largest ClientHello/ServerHello/EE kept */
-
-enum { PH_PLAIN = 0, PH_ENC, PH_DEAD };
-enum { K_NONE = 0, K_12, K_EARLY, K_HS, K_AP };
-
-struct wmark {
-	uint64_t ev;             /* order among both directions' pieces */
-	uint64_t ts;
-	uint64_t len;            /* bytes of wb, or the gap's length */
-	uint8_t gap;
-};
-
-struct tdir {
-	uint8_t *rb;             /* a record being gathered, or the resync window */
-	size_t rlen, rcap;
-	size_t skip;             /* bytes of a lost record still to pass */
-	uint8_t phase, want, have;
-	uint8_t after_switch;    /* key stage to take after this record (K_*) */
-	uint8_t after_update;    /* KeyUpdate after this record */
-	uint8_t desync;
-	uint64_t lost;           /* ciphertext lost since desync */
-	uint64_t seq;
-	struct rec_cipher rc;
-	/* the handshake message being read */
-	uint8_t hh[4], hhl, hkeep;
-	uint32_t hlen, hgot;
-	uint8_t *hb;
-	/* held for keys */
-	uint8_t *wb;
-	size_t wl, wcap;
-	struct wmark *wm;
-	size_t nwm;
-};
-
-struct tlsd {
-	struct tlsd_out out;
-	struct tlsd_counters *c;
-	const struct tlsd_limits *lim;
-	enum tlsd_state st, before_wait;
-	struct tlsd_info info;
-	struct tdir d[2];
-	uint8_t sr[32];
-	uint8_t etm, seen_any, hrr_wait, kb_done, finished12[2], early_counted;
-	uint8_t wait_dir;
-	uint8_t kb[2 * 48 + 2 * 32 + 2 * 12];
-	uint64_t ev;
-	uint64_t held;           /* bytes held now */
-	uint64_t cipher_bytes;
-};
-
-static const uint8_t hrr_random[32] = {
-	0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
-	0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
-};
 
 static __thread uint8_t plain[TLS_MAX_CIPHER];
 
@@ -90,6 +32,15 @@ struct tlsd *tlsd_new(const struct tlsd_out *out, struct tlsd_counters *c,
 	t->out = *out;
 	t->c = c;
 	t->lim = lim;
+	if (lim->rsa) {
+		t->th[0] = EVP_MD_CTX_new();
+		t->th[1] = EVP_MD_CTX_new();
+		if (!t->th[0] || !t->th[1] || !EVP_DigestInit_ex(t->th[0], EVP_sha256(), NULL) ||
+		    !EVP_DigestInit_ex(t->th[1], EVP_sha384(), NULL)) {
+			tlsd_free(t);
+			return NULL;
+		}
+	}
 	return t;
 }
 
@@ -111,6 +62,7 @@ void tlsd_free(struct tlsd *t)
 	if (!t)
 		return;
 	drop_held(t);
+	tlsd_transcript_end(t);
 	for (int d = 0; d < 2; d++) {
 		free(t->d[d].rb);
 		free(t->d[d].hb);
@@ -282,221 +234,6 @@ static int key_dir(struct tlsd *t, int d, const struct key_store *ks)
 	return 0;
 }
 
-/* ---- the handshake ---- */
-
-static void copy_name(char *out, size_t len, const uint8_t *p, size_t n)
-{
-	size_t k = 0;
-	for (size_t i = 0; i < n && k + 1 < len; i++)
-		out[k++] = p[i] > 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
-	out[k] = 0;
-}
-
-/* ALPN extension data: the first protocol name. */
-static void take_alpn(struct tlsd *t, struct reader r)
-{
-	uint16_t l;
-	uint8_t pl;
-	if (rd_be16(&r, &l) == 0 && rd_u8(&r, &pl) == 0 && pl && pl <= r.left)
-		copy_name(t->info.alpn, sizeof(t->info.alpn), r.p, pl);
-}
-
-static void parse_ch(struct tlsd *t, struct reader r)
-{
-	uint16_t l, ver;
-	uint8_t b;
-	if (rd_be16(&r, &ver) < 0 || r.left < 32)
-		return;
-	memcpy(t->info.client_random, r.p, 32);
-	t->info.have_ch = 1;
-	if (rd_skip(&r, 32) < 0 || rd_u8(&r, &b) < 0 || rd_skip(&r, b) < 0 ||
-	    rd_be16(&r, &l) < 0 || rd_skip(&r, l) < 0 || rd_u8(&r, &b) < 0 ||
-	    rd_skip(&r, b) < 0 || rd_be16(&r, &l) < 0 || l > r.left)
-		return;
-	r.left = l;
-	while (r.left >= 4) {
-		uint16_t type, el;
-		rd_be16(&r, &type);
-		rd_be16(&r, &el);
-		if (el > r.left)
-			return;
-		struct reader e = { r.p, el };
-		rd_skip(&r, el);
-		if (type == 0) { /* server_name: list(2) type(1) name(2+n) */
-			uint16_t ll, nl;
-			uint8_t nt;
-			if (rd_be16(&e, &ll) == 0 && rd_u8(&e, &nt) == 0 && nt == 0 &&
-			    rd_be16(&e, &nl) == 0 && nl <= e.left)
-				copy_name(t->info.sni, sizeof(t->info.sni), e.p, nl);
-		} else if (type == 42) {
-			t->info.early = 1;
-		}
-	}
-}
-
-/* ServerHello (and HelloRetryRequest, the same message). */
-static void parse_sh(struct tlsd *t, struct reader r)
-{
-	uint16_t ver, suite, l;
-	uint8_t b;
-	if (rd_be16(&r, &ver) < 0 || r.left < 32)
-		return;
-	int hrr = !memcmp(r.p, hrr_random, 32);
-	memcpy(t->sr, r.p, 32);
-	if (rd_skip(&r, 32) < 0 || rd_u8(&r, &b) < 0 || rd_skip(&r, b) < 0 ||
-	    rd_be16(&r, &suite) < 0 || rd_u8(&r, &b) < 0)
-		return;
-	if (hrr) {
-		t->c->hrr++;
-		t->hrr_wait = 1;
-		t->info.early = 0; /* 0-RTT is rejected with a retry */
-		return;
-	}
-	t->hrr_wait = 0;
-	t->info.have_sh = 1;
-	t->info.version = ver;
-	t->info.suite_id = suite;
-	if (rd_be16(&r, &l) == 0 && l <= r.left) {
-		r.left = l;
-		while (r.left >= 4) {
-			uint16_t type, el;
-			rd_be16(&r, &type);
-			rd_be16(&r, &el);
-			if (el > r.left)
-				break;
-			struct reader e = { r.p, el };
-			rd_skip(&r, el);
-			if (type == 43 && el == 2)
-				t->info.version = get_be16(e.p);
-			else if (type == 22)
-				t->etm = 1;
-			else if (type == 16)
-				take_alpn(t, e);
-		}
-	}
-	t->info.suite = tls_suite_find(suite);
-	if (!t->info.suite || (t->info.version != 0x0303 && t->info.version != 0x0304) ||
-	    (t->info.suite->tls13 != (t->info.version == 0x0304))) {
-		t->st = TLSD_UNSUPPORTED;
-		return;
-	}
-	if (t->info.version == 0x0304) {
-		int s = !t->info.client_dir;
-		t->d[s].phase = PH_ENC;
-		t->d[s].want = K_HS;
-		struct tdir *c = &t->d[t->info.client_dir];
-		if (c->phase == PH_PLAIN) {
-			c->phase = PH_ENC;
-			c->want = K_HS;
-		}
-	}
-}
-
-static void parse_ee(struct tlsd *t, struct reader r)
-{
-	uint16_t l;
-	if (rd_be16(&r, &l) < 0 || l > r.left)
-		return;
-	r.left = l;
-	while (r.left >= 4) {
-		uint16_t type, el;
-		rd_be16(&r, &type);
-		rd_be16(&r, &el);
-		if (el > r.left)
-			return;
-		struct reader e = { r.p, el };
-		rd_skip(&r, el);
-		if (type == 16)
-			take_alpn(t, e);
-	}
-}
-
-static void hs_msg(struct tlsd *t, int d, uint8_t type, const uint8_t *b, size_t n)
-{
-	struct tdir *x = &t->d[d];
-	struct reader r = { b, n };
-	int v13 = t->info.version == 0x0304;
-	switch (type) {
-	case 1:
-		if (t->info.have_sh) {
-			t->c->renegotiations++;
-		} else if (!t->info.have_ch || t->hrr_wait) {
-			if (!t->info.have_ch)
-				t->info.client_dir = (uint8_t)d;
-			parse_ch(t, r);
-		}
-		break;
-	case 2:
-		if (d != t->info.client_dir && t->info.have_ch && !t->info.have_sh)
-			parse_sh(t, r);
-		break;
-	case 8:
-		parse_ee(t, r);
-		break;
-	case 20:
-		if (v13)
-			x->after_switch = K_AP;
-		else
-			t->finished12[d] = 1;
-		break;
-	case 24:
-		if (v13 && x->have == K_AP)
-			x->after_update = 1;
-		break;
-	case 5:
-		if (v13 && x->have == K_EARLY)
-			x->after_switch = K_HS;
-		break;
-	case 0:
-		if (!v13 && t->finished12[d])
-			t->c->renegotiations++;
-		break;
-	}
-}
-
-static int hs_keep(uint8_t type)
-{
-	return type == 1 || type == 2 || type == 8;
-}
-
-static void hs_feed(struct tlsd *t, int d, const uint8_t *p, size_t n)
-{
-	struct tdir *x = &t->d[d];
-	while (n) {
-		if (x->hhl < 4) {
-			size_t k = (size_t)(4 - x->hhl) < n ? (size_t)(4 - x->hhl) : n;
-			memcpy(x->hh + x->hhl, p, k);
-			x->hhl = (uint8_t)(x->hhl + k);
-			p += k;
-			n -= k;
-			if (x->hhl < 4)
-				return;
-			x->hlen = (uint32_t)x->hh[1] << 16 | (uint32_t)x->hh[2] << 8 | x->hh[3];
-			x->hgot = 0;
-			x->hkeep = hs_keep(x->hh[0]) && x->hlen <= HS_KEEP_MAX;
-			if (x->hkeep) {
-				uint8_t *nb = realloc(x->hb, x->hlen ? x->hlen : 1);
-				if (!nb) {
-					x->hkeep = 0;
-				} else {
-					x->hb = nb;
-				}
-			}
-		}
-		size_t k = x->hlen - x->hgot < n ? x->hlen - x->hgot : n;
-		if (x->hkeep)
-			memcpy(x->hb + x->hgot, p, k);
-		x->hgot += (uint32_t)k;
-		p += k;
-		n -= k;
-		if (x->hgot == x->hlen) {
-			if (x->hkeep || !hs_keep(x->hh[0]))
-				hs_msg(t, d, x->hh[0], x->hb, x->hlen);
-			x->hhl = 0;
-		}
-	}
-}
-
 /* ---- records ---- */
 
 static int plausible(const struct tlsd *t, const uint8_t h[5])
@@ -579,7 +316,7 @@ static int open_record(struct tlsd *t, int d, uint64_t ts, const uint8_t *rec, s
 			t->out.data(t->out.arg, cdir(t, d), ts, plain, (size_t)pl);
 		break;
 	case 22:
-		hs_feed(t, d, plain, (size_t)pl);
+		tlsd_hs_feed(t, d, plain, (size_t)pl);
 		break;
 	case 20:
 		t->c->renegotiations++; /* a protected ChangeCipherSpec: new keys we do not have */
@@ -620,7 +357,7 @@ static int record(struct tlsd *t, int d, uint64_t ts, const uint8_t *rec, size_t
 	if (x->phase == PH_PLAIN || (v13 && type != 23)) {
 		switch (type) {
 		case 22:
-			hs_feed(t, d, rec + 5, l);
+			tlsd_hs_feed(t, d, rec + 5, l);
 			break;
 		case 20:
 			if (t->info.have_sh && !v13) {

@@ -42,11 +42,19 @@ struct tlsd_counters {
 	uint64_t handshake_lost; /* handshakes with ciphertext missing (no keys can help) */
 	uint64_t waiting_bytes;  /* ciphertext held for keys now, all connections (gauge) */
 	uint64_t wait_dropped;   /* ciphertext over the wait caps (the connection gives up) */
+	uint64_t rsa_masters;    /* master secrets found with --rsa-key (and resumptions of them) */
+	uint64_t rsa_failures;   /* RSA key exchanges the key did not open */
 };
+
+struct rsa_kx;
 
 struct tlsd_limits {
 	size_t wait_per_conn;    /* ciphertext one connection may hold for its keys */
 	size_t wait_total;       /* all connections together (counters->waiting_bytes) */
+	/* --rsa-key: TLS 1.2 RSA key exchanges are opened with it, their master
+	 * secrets added to learn (NULL: none) */
+	struct rsa_kx *rsa;
+	struct key_store *learn;
 };
 
 struct tlsd_info {

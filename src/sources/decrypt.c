@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "decrypt/engine.h"
 #include "decrypt/pcapmap.h"
+#include "decrypt/rsakx.h"
 #include "sources/source.h"
 
 #include <errno.h>
@@ -26,6 +27,7 @@ struct dsrc {
 	struct agent *a;
 	uint64_t origin;
 	struct key_store *ks;
+	struct rsa_kx *rsa;      /* --rsa-key */
 	struct key_file kf[AGENT_MAX_OUTPUTS];
 	size_t nkf;
 	struct decrypt_engine *e;
@@ -42,6 +44,7 @@ struct dsrc {
 	uint64_t next_key_poll;
 	uint64_t files_read, live_drops;
 	uint64_t refused;        /* connections the chain refused (caps) */
+	uint64_t dsb_keys;       /* keys from pcapng decryption secrets blocks */
 	char err[PCAP_ERRBUF_SIZE + 512];
 };
 
@@ -230,6 +233,20 @@ static int next_file(struct dsrc *d)
 	return 0;
 }
 
+struct dsb_ctx {
+	struct key_store *ks;
+	uint64_t taken, bad;
+};
+
+static void dsb_line(void *arg, const char *s, size_t n)
+{
+	struct dsb_ctx *c = arg;
+	const char *why = NULL;
+	int r = keys_add_line(c->ks, s, n, &why);
+	c->taken += r > 0;
+	c->bad += r < 0;
+}
+
 static int dsrc_open(struct source *s, struct agent *a, const char *arg, const char **why)
 {
 	const struct agent_config *cfg = &a->cfg;
@@ -247,6 +264,15 @@ static int dsrc_open(struct source *s, struct agent *a, const char *arg, const c
 						 cfg->dec_key_wait_ms ? cfg->dec_key_wait_ms * 1000000ULL : 1,
 				  .max_keys = cfg->max_keys };
 	o.tcp.max_flows = cfg->max_conns;
+	if (cfg->dec_rsa_key) {
+		const char *rwhy = NULL;
+		if (!(d->rsa = rsa_kx_load(cfg->dec_rsa_key, &rwhy))) {
+			snprintf(d->err, sizeof(d->err), "--rsa-key %s: %s", cfg->dec_rsa_key, rwhy);
+			*why = d->err;
+			return -EINVAL;
+		}
+		o.wait.rsa = d->rsa;
+	}
 	struct decrypt_out out = { on_open, on_data, on_gap, on_close, d };
 	if (!d->ks || !(d->e = decrypt_new(&o, &out, d->ks)))
 		return -ENOMEM;
@@ -274,6 +300,17 @@ static int dsrc_open(struct source *s, struct agent *a, const char *arg, const c
 			return -EINVAL;
 		}
 		pcap_close(p);
+		/* pcapng Decryption Secrets Blocks: keys the file brings itself */
+		struct dsb_ctx dc = { d->ks, 0, 0 };
+		const char *dwhy = NULL;
+		int nb = pcapng_secrets(cfg->dec_read[i], dsb_line, &dc, &dwhy);
+		if (nb < 0)
+			log_warn("-r %s: %s (its secrets blocks after it are not read)", cfg->dec_read[i], dwhy);
+		if (nb > 0)
+			log_info("-r %s: %llu keys from %d decryption secrets block%s%s", cfg->dec_read[i],
+				 (unsigned long long)dc.taken, nb, nb == 1 ? "" : "s",
+				 dc.bad ? " (some lines malformed: key_bad_lines)" : "");
+		d->dsb_keys += dc.taken;
 	}
 	if (!cfg->n_dec_read)
 		d->files_done = 1;
@@ -448,6 +485,9 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 		{ "bad_frames", st->bad_frames, 0 },
 		{ "truncated", st->truncated, 0 },
 		{ "keys", ks->lines, 0 },
+		{ "dsb_keys", d->dsb_keys, 0 },
+		{ "rsa_masters", tc->rsa_masters, 0 },
+		{ "rsa_failures", tc->rsa_failures, 0 },
 		{ "key_bad_lines", ks->bad_lines, 0 },
 		{ "key_replaced", ks->replaced, 0 },
 		{ "keys_evicted", ks->evicted, 0 },
@@ -473,6 +513,7 @@ static void dsrc_close(struct source *s)
 	for (size_t i = 0; i < d->nkf; i++)
 		key_file_close(&d->kf[i]);
 	keys_free(d->ks);
+	rsa_kx_free(d->rsa);
 	free(d);
 	s->priv = NULL;
 }

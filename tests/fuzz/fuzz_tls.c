@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct tlsd_counters c;
 	memset(&c, 0, sizeof(c));
-	struct tlsd_limits lim = { 1 << 16, 1 << 17 };
+	struct tlsd_limits lim = { 1 << 16, 1 << 17, NULL, NULL };
 	struct tlsd_out o = { on_data, on_gap, NULL };
 	struct tlsd *t = tlsd_new(&o, &c, &lim);
 	struct key_store *none = keys_new(1), *ks = keys();

@@ -357,7 +357,7 @@ TEST(tls13_lost_records_exact_and_resync)
 	struct key_store *ks = keys_new(0);
 	struct tlsd_counters tc;
 	memset(&tc, 0, sizeof(tc));
-	struct tlsd_limits lim = { 1 << 20, 1 << 24 };
+	struct tlsd_limits lim = { 1 << 20, 1 << 24, NULL, NULL };
 	static struct ccap c;
 	memset(&c, 0, sizeof(c));
 	add_keys13(ks, 0);
@@ -409,7 +409,7 @@ TEST(tls13_keys_after_ciphertext)
 	struct key_store *ks = keys_new(0);
 	struct tlsd_counters tc;
 	memset(&tc, 0, sizeof(tc));
-	struct tlsd_limits lim = { 1 << 20, 1 << 24 };
+	struct tlsd_limits lim = { 1 << 20, 1 << 24, NULL, NULL };
 	static struct ccap c;
 	memset(&c, 0, sizeof(c));
 	/* the same hello, but its keys come only after the records */
