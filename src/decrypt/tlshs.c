@@ -44,6 +44,22 @@ static void take_alpn(struct tlsd *t, struct reader r)
 		copy_name(t->info.alpn, sizeof(t->info.alpn), r.p, pl);
 }
 
+/* The next extension of a list: 1 (its type and data in *e), 0 at the end or
+ * at one that runs past the list. */
+static int ext_next(struct reader *r, uint16_t *type, struct reader *e)
+{
+	uint16_t el;
+	if (r->left < 4)
+		return 0;
+	rd_be16(r, type);
+	rd_be16(r, &el);
+	if (el > r->left)
+		return 0;
+	*e = (struct reader){ r->p, el };
+	rd_skip(r, el);
+	return 1;
+}
+
 static void parse_ch(struct tlsd *t, struct reader r)
 {
 	uint16_t l, ver;
@@ -61,14 +77,9 @@ static void parse_ch(struct tlsd *t, struct reader r)
 	    rd_skip(&r, b) < 0 || rd_be16(&r, &l) < 0 || l > r.left)
 		return;
 	r.left = l;
-	while (r.left >= 4) {
-		uint16_t type, el;
-		rd_be16(&r, &type);
-		rd_be16(&r, &el);
-		if (el > r.left)
-			return;
-		struct reader e = { r.p, el };
-		rd_skip(&r, el);
+	uint16_t type;
+	struct reader e;
+	while (ext_next(&r, &type, &e)) {
 		if (type == 0) { /* server_name: list(2) type(1) name(2+n) */
 			uint16_t ll, nl;
 			uint8_t nt;
@@ -77,8 +88,8 @@ static void parse_ch(struct tlsd *t, struct reader r)
 				copy_name(t->info.sni, sizeof(t->info.sni), e.p, nl);
 		} else if (type == 42) {
 			t->info.early = 1;
-		} else if (type == 35 && el && t->lim->rsa) {
-			rsa_kx_ticket_id(e.p, el, t->ticket_id);
+		} else if (type == 35 && e.left && t->lim->rsa) {
+			rsa_kx_ticket_id(e.p, e.left, t->ticket_id);
 			t->ticket_len = 1;
 		}
 	}
@@ -168,15 +179,10 @@ static void parse_sh(struct tlsd *t, struct reader r)
 	t->info.suite_id = suite;
 	if (rd_be16(&r, &l) == 0 && l <= r.left) {
 		r.left = l;
-		while (r.left >= 4) {
-			uint16_t type, el;
-			rd_be16(&r, &type);
-			rd_be16(&r, &el);
-			if (el > r.left)
-				break;
-			struct reader e = { r.p, el };
-			rd_skip(&r, el);
-			if (type == 43 && el == 2)
+		uint16_t type;
+		struct reader e;
+		while (ext_next(&r, &type, &e)) {
+			if (type == 43 && e.left == 2)
 				t->info.version = get_be16(e.p);
 			else if (type == 22)
 				t->etm = 1;
@@ -214,17 +220,11 @@ static void parse_ee(struct tlsd *t, struct reader r)
 	if (rd_be16(&r, &l) < 0 || l > r.left)
 		return;
 	r.left = l;
-	while (r.left >= 4) {
-		uint16_t type, el;
-		rd_be16(&r, &type);
-		rd_be16(&r, &el);
-		if (el > r.left)
-			return;
-		struct reader e = { r.p, el };
-		rd_skip(&r, el);
+	uint16_t type;
+	struct reader e;
+	while (ext_next(&r, &type, &e))
 		if (type == 16)
 			take_alpn(t, e);
-	}
 }
 
 static void hs_msg(struct tlsd *t, int d, uint8_t type, const uint8_t *b, size_t n)
