@@ -39,6 +39,7 @@ extern const struct sink_def sink_table[];
 extern const size_t sink_table_len;
 #define SINK_ROW_PCAP 0              /* sink_table[0]: -w (main.c's checks of -w) */
 #define SINK_ROW_PCAPNG 1            /* sink_table[1]: --pcapng (the same checks) */
+#define SINK_ROW_TUNNEL 5            /* sink_table[5]: -t (--send-keys needs it) */
 
 struct agent_config {
 	const char *socket_path;
@@ -65,6 +66,7 @@ struct agent_config {
 	struct access_policy access; /* --allow-user/--allow-group (access.c adds the defaults) */
 	const char *metrics_addr;    /* --metrics ADDR:PORT: Prometheus text over HTTP (metrics.c) */
 	const char *keylog;          /* --keylog FILE: the TLS secrets as an NSS key log (keylog.c) */
+	int send_keys;               /* --send-keys: the secrets to the collector over -t too */
 	/* HTTP records (records_out.c, docs/http.md) */
 	const char *http_log[AGENT_MAX_OUTPUTS]; /* --http-log FILE|- */
 	size_t n_http_log;
@@ -195,7 +197,10 @@ struct agent {
 	struct sink_set sinks;
 	struct sink_set records;     /* --http-log: where HTTP records go (records_out.c) */
 	int keylog_fd;               /* --keylog (keylog.c), -1 if none */
-	uint64_t keys_written, keys_lost;
+	uint64_t keys_written, keys_lost, keys_sent;
+	/* where secrets that come over the tunnel go besides --keylog (decrypt source) */
+	void (*key_consumer)(void *arg, const char *line, size_t n);
+	void *key_consumer_arg;
 	struct rec_builder *rec;     /* NULL without --http-log */
 	char *headers_only_copy;
 	struct access_policy access; /* who may attach (access.c) */
@@ -217,6 +222,10 @@ struct agent {
 /* keylog.c: --keylog */
 int keylog_open(struct agent *a);
 void keylog_close(struct agent *a);
+/* A secret that came over the tunnel (collector.c): to --keylog, and to the
+ * consumer a source registered (tlsmirror decrypt -C). Returns 0 or -EINVAL. */
+int keylog_received(struct agent *a, unsigned label, const uint8_t cr[32], const uint8_t *secret,
+		    size_t len);
 /* What the agent asks of every ring it maps (ring_hdr.consumer_flags). */
 uint32_t keylog_ring_flags(const struct agent *a);
 struct ring_view;

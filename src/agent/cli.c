@@ -355,7 +355,12 @@ static const struct opt_def fixed_opts[] = {
 	FLAG("insecure-plaintext-tunnel", 0, "no TLS on the tunnel (testing only)", SEC_DELIVERY,
 	     sink.insecure_plaintext),
 	STR("keylog", 0, "FILE", "append the TLS secrets the capture libraries see as an NSS key\n"
-	    "log (mode 0600; keys decrypt the traffic: docs/capture.md)", SEC_OUTPUTS, keylog),
+	    "log (mode 0600; keys decrypt the traffic: docs/capture.md); at -C: those agents send",
+	    SEC_OUTPUTS, keylog),
+	FLAG("send-keys", 0, "send those secrets to the collector too (-t, over its TLS only;\n"
+	     "for tlsmirror decrypt -C there)", SEC_DELIVERY, send_keys),
+	FLAG("send-keys-only", 0, "the same, and no connections: the collector decrypts the\n"
+	     "ciphertext it captures itself", SEC_DELIVERY, sink.keys_only),
 	CUSTOM("http-log", 0, "FILE", "write each HTTP exchange as a JSON line ('-': stdout;\n"
 	       "repeatable; docs/http.md)", SEC_RECORDS, p_http_log, NULL),
 	CUSTOM("http-body-max", 0, "SIZE", "body bytes kept per direction, 0..256K (default 64K)",
@@ -663,9 +668,10 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 				"capture of the ciphertext) or -i IFACE\n");
 			return 2;
 		}
-		if (cfg->collector || cfg->keylog) {
-			fprintf(err, "tlsmirror decrypt: %s is an agent's option, not decrypt's\n",
-				cfg->collector ? "-C" : "--keylog");
+		if (cfg->keylog || cfg->send_keys) {
+			fprintf(err, "tlsmirror decrypt: %s is an agent's option, not decrypt's (with -C, "
+				"decrypt takes the keys agents send with --send-keys itself)\n",
+				cfg->keylog ? "--keylog" : "--send-keys");
 			return 2;
 		}
 		if (!cli->socket_given && !getenv("TLSMIRROR_SOCKET"))
@@ -674,6 +680,14 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 		   cfg->dec_key_wait_set || cfg->max_keys || cfg->dec_rsa_key) {
 		fprintf(err, "tlsmirror: -r, -i, --filter, --keys, --rsa-key, --key-wait and --max-keys are "
 			"options of tlsmirror decrypt (tlsmirror decrypt -r FILE --keys FILE -w OUT)\n");
+		return 2;
+	}
+	if (cfg->sink.keys_only)
+		cfg->send_keys = 1;
+	if (cfg->send_keys && (!cfg->n_outputs[SINK_ROW_TUNNEL] || cfg->sink.insecure_plaintext)) {
+		fprintf(err, "tlsmirror: --send-keys sends the secrets to the collector of -t "
+			"HOST:PORT, over its mutually authenticated TLS only: %s\n",
+			cfg->sink.insecure_plaintext ? "not with --insecure-plaintext-tunnel" : "add -t");
 		return 2;
 	}
 	if (cfg->dec_filter && !cfg->dec_iface) {
@@ -720,7 +734,7 @@ int agent_cli_parse(int argc, char **argv, struct agent_config *out, FILE *err)
 	/* A collector has a default socket of its own (stats, and local capture
 	 * if applications are pointed at it): an agent on the same host keeps
 	 * the usual one. */
-	if (cfg->collector && !cli->socket_given && !getenv("TLSMIRROR_SOCKET"))
+	if (cfg->collector && !cfg->decrypt && !cli->socket_given && !getenv("TLSMIRROR_SOCKET"))
 		cfg->socket_path = CTL_COLLECTOR_SOCKET;
 	if (cfg->listen_addr && !cfg->collector) {
 		fprintf(err, "tlsmirror: -l ADDR:PORT is where a collector listens: add -C\n");

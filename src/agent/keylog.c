@@ -68,14 +68,43 @@ void keylog_close(struct agent *a)
 
 uint32_t keylog_ring_flags(const struct agent *a)
 {
-	return RING_CONSUMER_SEEN | (a->cfg.keylog ? RING_CONSUMER_KEYS : 0);
+	return RING_CONSUMER_SEEN | (a->cfg.keylog || a->cfg.send_keys ? RING_CONSUMER_KEYS : 0);
+}
+
+/* LABEL CLIENT_RANDOM SECRET\n at line (room for KEYLOG_LINE_MAX); its length. */
+#define KEYLOG_LINE_MAX (64 + 1 + 64 + 1 + 2 * RING_KEY_MAX_SECRET + 1)
+static size_t key_line(char *line, const char *label, const uint8_t cr[32], const uint8_t *secret,
+		       size_t len)
+{
+	size_t n = strlen(label);
+	memcpy(line, label, n);
+	line[n++] = ' ';
+	n = (size_t)(text_hex(line + n, cr, 32) - line);
+	line[n++] = ' ';
+	n = (size_t)(text_hex(line + n, secret, len) - line);
+	line[n++] = '\n';
+	return n;
+}
+
+static void write_line(struct agent *a, const char *line, size_t n)
+{
+	if (a->keylog_fd < 0)
+		return;
+	ssize_t w = write(a->keylog_fd, line, n);
+	if (w == (ssize_t)n) {
+		a->keys_written++;
+		return;
+	}
+	if (!a->keys_lost++)
+		log_warn("--keylog %s: cannot write: %s (keys lost from now on are counted: keys_lost)",
+			 a->cfg.keylog, w < 0 ? strerror(errno) : "short write");
 }
 
 /* One KEY record of p: 0, or -EINVAL (what is wrong in *why). */
 int keylog_record(struct agent *a, const struct ring_view *v, const char **why)
 {
 	struct ring_key k;
-	if (a->keylog_fd < 0) {
+	if (a->keylog_fd < 0 && !a->cfg.send_keys) {
 		*why = "KEY record the agent did not ask for";
 		return -EINVAL;
 	}
@@ -91,21 +120,34 @@ int keylog_record(struct agent *a, const struct ring_view *v, const char **why)
 	}
 	if (seen_lately(&k))
 		return 0;
-	char line[64 + 1 + 64 + 1 + 2 * RING_KEY_MAX_SECRET + 1];
-	size_t n = strlen(label);
-	memcpy(line, label, n);
-	line[n++] = ' ';
-	n = (size_t)(text_hex(line + n, k.client_random, 32) - line);
-	line[n++] = ' ';
-	n = (size_t)(text_hex(line + n, k.secret, k.secret_len) - line);
-	line[n++] = '\n';
-	ssize_t w = write(a->keylog_fd, line, n);
-	if (w == (ssize_t)n) {
-		a->keys_written++;
-		return 0;
+	char line[KEYLOG_LINE_MAX];
+	write_line(a, line, key_line(line, label, k.client_random, k.secret, k.secret_len));
+	if (a->cfg.send_keys) {
+		/* over the tunnel (-t): mutually authenticated TLS only (cli.c refuses
+		 * --send-keys with --insecure-plaintext-tunnel) */
+		uint64_t now = agent_now_ns();
+		for (size_t i = 0; i < a->sinks.n; i++) {
+			const struct sink_ops *ops = a->sinks.v[i]->ops;
+			if (ops->events && ops->events->key) {
+				ops->events->key(a->sinks.v[i], now, k.label, k.client_random, k.secret,
+						 k.secret_len);
+				a->keys_sent++;
+			}
+		}
 	}
-	if (!a->keys_lost++)
-		log_warn("--keylog %s: cannot write: %s (keys lost from now on are counted: keys_lost)",
-			 a->cfg.keylog, w < 0 ? strerror(errno) : "short write");
+	return 0;
+}
+
+int keylog_received(struct agent *a, unsigned label, const uint8_t cr[32], const uint8_t *secret,
+		    size_t len)
+{
+	const char *name = ring_key_label_name(label);
+	if (!name || !len || len > RING_KEY_MAX_SECRET)
+		return -EINVAL;
+	char line[KEYLOG_LINE_MAX];
+	size_t n = key_line(line, name, cr, secret, len);
+	write_line(a, line, n);
+	if (a->key_consumer)
+		a->key_consumer(a->key_consumer_arg, line, n - 1);
 	return 0;
 }

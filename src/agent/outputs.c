@@ -118,6 +118,7 @@ const struct sink_def sink_table[] = {
 };
 const size_t sink_table_len = sizeof(sink_table) / sizeof(sink_table[0]);
 
+_Static_assert(SINK_ROW_TUNNEL == 5, "sink_table: -t is row SINK_ROW_TUNNEL");
 _Static_assert(sizeof(sink_table) / sizeof(sink_table[0]) <= AGENT_MAX_SINK_KINDS,
 	       "sink_table outgrew AGENT_MAX_SINK_KINDS");
 
@@ -185,7 +186,8 @@ static int low_port(const char *s)
  */
 void outputs_reduce_caps(const struct agent_config *cfg)
 {
-	int raw = 0, bind_low = low_port(cfg->metrics_addr) || low_port(cfg->listen_addr);
+	/* tlsmirror decrypt -i captures: CAP_NET_RAW stays for libpcap */
+	int raw = cfg->dec_iface != NULL, bind_low = low_port(cfg->metrics_addr) || low_port(cfg->listen_addr);
 	for (size_t i = 0; i < sink_table_len; i++) {
 		if (sink_table[i].ops == &sink_afpacket_ops && cfg->n_outputs[i])
 			raw = 1;

@@ -93,6 +93,8 @@ size_t stats_total(struct agent *a, struct kv *kv)
 		KV("keys", a->keys_written);
 		KV("keys_lost", a->keys_lost);
 	}
+	if (a->cfg.send_keys)
+		KV("keys_sent", a->keys_sent);
 	KV("uptime_s", (agent_now_ns() - a->started_ns) / 1000000000ULL);
 	KV("h2_conns", h2c.conns);
 	KV("h2_streams", h2c.streams);

@@ -70,6 +70,7 @@ struct sink_opts {
 	const char *key;         /* --key: its private key (PEM) */
 	const char *ca;          /* --ca: the CA that signs the peers (PEM) */
 	uint8_t insecure_plaintext; /* --insecure-plaintext-tunnel */
+	uint8_t keys_only;       /* --send-keys-only: the tunnel carries the secrets, no connections */
 	const char *compress;    /* --compress zstd|lz4|none (NULL: none) */
 	/* Kafka (--kafka) */
 	const char *kafka_topic; /* --kafka-topic */
@@ -103,6 +104,9 @@ struct sink_event_ops {
 		    uint64_t off, uint64_t n);
 	/* how: SINK_EV_CLOSE_* */
 	void (*close)(struct sink *s, const struct conn_tag *t, uint64_t ts_ns, unsigned how);
+	/* Optional: a TLS secret (label: enum ring_key_label) for --send-keys. */
+	void (*key)(struct sink *s, uint64_t ts_ns, unsigned label, const uint8_t cr[32],
+		    const uint8_t *secret, size_t len);
 };
 
 #define SINK_EV_CLOSE_END 0      /* the connection ended */

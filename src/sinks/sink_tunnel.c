@@ -251,6 +251,8 @@ static size_t ev_len(const uint8_t *p)
 		return FRAME_EV_DATA_HDR + get_be32(p + FRAME_EV_HDR + 9);
 	case FRAME_EV_GAP:
 		return FRAME_EV_GAP_LEN;
+	case FRAME_EV_KEY:
+		return FRAME_EV_HDR + 34 + p[FRAME_EV_HDR + 1];
 	default:
 		return FRAME_EV_CLOSE_LEN;
 	}
@@ -269,6 +271,8 @@ static void live_apply(struct tun *t, const struct chunk *c, int delivered)
 			live_open(t, conn, p, n);
 		} else if (p[0] == FRAME_EV_CLOSE) {
 			live_close(t, conn);
+		} else if (p[0] == FRAME_EV_KEY) {
+			/* belongs to no connection */
 		} else if (delivered && t->live) {
 			struct live *e = *live_link(t, conn);
 			int dir = q[0] ? 1 : 0;
@@ -812,6 +816,8 @@ static void ev_open(struct sink *s, const struct conn_tag *tag, uint64_t ts_ns,
 		    const uint64_t off[2], int synthetic)
 {
 	struct tun *t = s->priv;
+	if (t->o.keys_only)
+		return;
 	const struct conn_meta *m = tag->meta;
 	struct frame_open o;
 	memset(&o, 0, sizeof(o));
@@ -848,6 +854,8 @@ static void ev_data(struct sink *s, const struct conn_tag *tag, int dir, uint64_
 		    uint64_t off, const uint8_t *d, size_t n)
 {
 	struct tun *t = s->priv;
+	if (t->o.keys_only)
+		return;
 	while (n) {
 		uint32_t k = n > FRAME_MAX_DATA ? FRAME_MAX_DATA : (uint32_t)n;
 		uint8_t *p = room(t, FRAME_EV_DATA_HDR + k, 1);
@@ -865,6 +873,8 @@ static void ev_gap(struct sink *s, const struct conn_tag *tag, int dir, uint64_t
 		   uint64_t off, uint64_t n)
 {
 	struct tun *t = s->priv;
+	if (t->o.keys_only)
+		return;
 	uint8_t *p = room(t, FRAME_EV_GAP_LEN, 0);
 	if (!p)
 		return lost(t, 0);
@@ -874,11 +884,23 @@ static void ev_gap(struct sink *s, const struct conn_tag *tag, int dir, uint64_t
 static void ev_close(struct sink *s, const struct conn_tag *tag, uint64_t ts_ns, unsigned how)
 {
 	struct tun *t = s->priv;
+	if (t->o.keys_only)
+		return;
 	uint8_t *p = room(t, FRAME_EV_CLOSE_LEN, 0);
 	if (!p)
 		return lost(t, 0);
 	used(t, frame_ev_close_put(p, tag->serial, ts_ns,
 				   how == SINK_EV_CLOSE_MOVED ? FRAME_CLOSE_MOVED : FRAME_CLOSE_END), 0);
+}
+
+static void ev_key(struct sink *s, uint64_t ts_ns, unsigned label, const uint8_t cr[32],
+		   const uint8_t *secret, size_t len)
+{
+	struct tun *t = s->priv;
+	uint8_t *p = room(t, FRAME_EV_KEY_MAX, 0);
+	if (!p)
+		return lost(t, 0);
+	used(t, frame_ev_key_put(p, ts_ns, label, cr, secret, len), 0);
 }
 
 /* The agent is idle: hand over the partial chunk, unless the sender still has
@@ -1075,6 +1097,7 @@ static const struct sink_event_ops tun_events = {
 	.data = ev_data,
 	.gap = ev_gap,
 	.close = ev_close,
+	.key = ev_key,
 };
 
 const struct sink_ops sink_tunnel_ops = {

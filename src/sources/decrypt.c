@@ -45,6 +45,7 @@ struct dsrc {
 	uint64_t files_read, live_drops;
 	uint64_t refused;        /* connections the chain refused (caps) */
 	uint64_t dsb_keys;       /* keys from pcapng decryption secrets blocks */
+	uint64_t tunnel_keys;    /* keys agents sent over the tunnel (-C) */
 	char err[PCAP_ERRBUF_SIZE + 512];
 };
 
@@ -247,6 +248,17 @@ static void dsb_line(void *arg, const char *s, size_t n)
 	c->bad += r < 0;
 }
 
+/* A secret an agent sent (tlsmirror decrypt -C; agent.h key_consumer). */
+static void tunnel_key(void *arg, const char *line, size_t n)
+{
+	struct dsrc *d = arg;
+	const char *why = NULL;
+	if (keys_add_line(d->ks, line, n, &why) > 0) {
+		d->tunnel_keys++;
+		decrypt_keys_added(d->e);
+	}
+}
+
 static int dsrc_open(struct source *s, struct agent *a, const char *arg, const char **why)
 {
 	const struct agent_config *cfg = &a->cfg;
@@ -276,6 +288,8 @@ static int dsrc_open(struct source *s, struct agent *a, const char *arg, const c
 	struct decrypt_out out = { on_open, on_data, on_gap, on_close, d };
 	if (!d->ks || !(d->e = decrypt_new(&o, &out, d->ks)))
 		return -ENOMEM;
+	a->key_consumer = tunnel_key; /* -C: the keys agents send (--send-keys) */
+	a->key_consumer_arg = d;
 	for (size_t i = 0; i < cfg->n_dec_keys; i++) {
 		int err = key_file_open(&d->kf[d->nkf], cfg->dec_keys[i], why);
 		if (err < 0) {
@@ -486,6 +500,7 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 		{ "truncated", st->truncated, 0 },
 		{ "keys", ks->lines, 0 },
 		{ "dsb_keys", d->dsb_keys, 0 },
+		{ "tunnel_keys", d->tunnel_keys, 0 },
 		{ "rsa_masters", tc->rsa_masters, 0 },
 		{ "rsa_failures", tc->rsa_failures, 0 },
 		{ "key_bad_lines", ks->bad_lines, 0 },
@@ -501,6 +516,8 @@ static void dsrc_close(struct source *s)
 	struct dsrc *d = s->priv;
 	if (!d)
 		return;
+	if (d->a->key_consumer_arg == d)
+		d->a->key_consumer = NULL;
 	if (d->w.fd >= 0)
 		agent_unwatch_fd(d->a, &d->w);
 	if (d->live)

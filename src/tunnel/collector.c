@@ -62,7 +62,7 @@ struct agent_rec {
 	uint16_t vlan;
 	int online;
 	uint64_t connects, frames, events, conns, open_conns, refused_conns, bytes;
-	uint64_t orphan_events, bad_frames, clamped_ts;
+	uint64_t orphan_events, bad_frames, clamped_ts, keys;
 	uint64_t agent_dropped_events, agent_dropped_bytes;
 };
 
@@ -339,6 +339,12 @@ static void apply(struct peer *p, const uint8_t *pl, size_t n)
 			err = pipeline_data(chain, &id, ev.dir, ev.ts_ns, ev.off, NULL, 0, &gap);
 			if (!err)
 				err = pipeline_gap(chain, &id, ev.dir, ev.ts_ns, ev.len);
+			break;
+		case FRAME_EV_KEY:
+			/* a secret the agent's libraries saw (--send-keys): checked by
+			 * frame_event_next, to --keylog and tlsmirror decrypt */
+			if (keylog_received(p->col->a, ev.flags, ev.data, ev.data + 32, (size_t)ev.len) == 0)
+				p->rec->keys++;
 			break;
 		case FRAME_EV_CLOSE:
 			err = pipeline_close(chain, &id, ev.ts_ns, 0);
@@ -871,7 +877,7 @@ static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
 			     "collector_agent name=%s host=%s state=%s peer=%s vlan=%u connects=%llu "
 			     "frames=%llu events=%llu conns=%llu open_conns=%llu refused_conns=%llu "
 			     "bytes=%llu orphan_events=%llu bad_frames=%llu clamped_ts=%llu "
-			     "agent_dropped_events=%llu agent_dropped_bytes=%llu\n",
+			     "agent_dropped_events=%llu agent_dropped_bytes=%llu keys=%llu\n",
 			     r->name, r->host[0] ? r->host : "?", r->online ? "connected" : "gone",
 			     r->peer, r->vlan, (unsigned long long)r->connects,
 			     (unsigned long long)r->frames, (unsigned long long)r->events,
@@ -880,7 +886,7 @@ static size_t col_stats(struct collector *col, char *buf, size_t len, size_t at)
 			     (unsigned long long)r->bytes, (unsigned long long)r->orphan_events,
 			     (unsigned long long)r->bad_frames, (unsigned long long)r->clamped_ts,
 			     (unsigned long long)r->agent_dropped_events,
-			     (unsigned long long)r->agent_dropped_bytes);
+			     (unsigned long long)r->agent_dropped_bytes, (unsigned long long)r->keys);
 		if (n > 0)
 			at = at + (size_t)n >= len ? len - 1 : at + (size_t)n;
 	}

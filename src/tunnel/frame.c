@@ -258,6 +258,17 @@ size_t frame_ev_close_put(uint8_t *p, uint64_t conn, uint64_t ts_ns, unsigned ho
 	return FRAME_EV_CLOSE_LEN;
 }
 
+size_t frame_ev_key_put(uint8_t *p, uint64_t ts_ns, unsigned label, const uint8_t cr[32],
+			const uint8_t *secret, size_t len)
+{
+	uint8_t *q = ev_hdr(p, FRAME_EV_KEY, 1, ts_ns);
+	q[0] = (uint8_t)label;
+	q[1] = (uint8_t)len;
+	memcpy(q + 2, cr, 32);
+	memcpy(q + 34, secret, len);
+	return FRAME_EV_HDR + 34 + len;
+}
+
 static int rd_be32(struct reader *r, uint32_t *v)
 {
 	if (r->left < 4)
@@ -375,6 +386,19 @@ int frame_event_next(const uint8_t *p, size_t n, size_t *off, struct frame_event
 		if (ev->how > FRAME_CLOSE_MAX)
 			return bad(why, "CLOSE of an unknown kind");
 		break;
+	case FRAME_EV_KEY: {
+		uint8_t len;
+		if (rd_u8(&r, &ev->flags) < 0 || rd_u8(&r, &len) < 0)
+			return bad(why, "KEY truncated");
+		if (ev->flags >= 8 || !len || len > 64 || (ev->flags == 0 && len != 48))
+			return bad(why, "KEY with an unknown label or a secret of the wrong length");
+		if (r.left < 32u + len)
+			return bad(why, "KEY truncated in its bytes");
+		ev->len = len;
+		ev->data = r.p;
+		rd_skip(&r, 32u + len);
+		break;
+	}
 	default:
 		return bad(why, "unknown event type");
 	}

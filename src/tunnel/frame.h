@@ -35,6 +35,9 @@
  *   DATA   dir u8 (0 c2s, 1 s2c), off u64, len u32 (1..FRAME_MAX_DATA), bytes
  *   GAP    dir u8, flags u8 (FRAME_GAP_EXACT), off u64, len u64 (>= 1)
  *   CLOSE  how u8 (enum frame_close_how)
+ *   KEY    label u8 (enum ring_key_label: the NSS key-log label), len u8
+ *          (1..64), client_random 32, secret len bytes; conn is 1 (keys
+ *          belong to no connection). Only from an agent run with --send-keys.
  */
 
 #include <stddef.h>
@@ -66,6 +69,7 @@ enum frame_event_type {
 	FRAME_EV_DATA = 2,
 	FRAME_EV_GAP = 3,
 	FRAME_EV_CLOSE = 4,
+	FRAME_EV_KEY = 5,
 };
 
 #define FRAME_OPEN_SERVER 0x01     /* the producer is the server end */
@@ -84,6 +88,7 @@ enum frame_close_how {
 #define FRAME_EV_DATA_HDR (FRAME_EV_HDR + 13u)
 #define FRAME_EV_GAP_LEN (FRAME_EV_HDR + 18u)
 #define FRAME_EV_CLOSE_LEN (FRAME_EV_HDR + 1u)
+#define FRAME_EV_KEY_MAX (FRAME_EV_HDR + 2u + 32u + 64u)
 #define FRAME_EV_OPEN_FIXED (FRAME_EV_HDR + 76u + 4u) /* without the strings' bytes */
 #define FRAME_EV_OPEN_MAX (FRAME_EV_OPEN_FIXED + 15u + 255u + 63u + 63u)
 
@@ -127,11 +132,11 @@ struct frame_event {
 	uint64_t conn;
 	uint64_t ts_ns;
 	uint8_t dir;
-	uint8_t flags;           /* GAP: FRAME_GAP_* */
+	uint8_t flags;           /* GAP: FRAME_GAP_*; KEY: the label */
 	uint8_t how;             /* CLOSE */
 	uint64_t off;            /* DATA, GAP */
 	uint64_t len;            /* DATA, GAP */
-	const uint8_t *data;     /* DATA */
+	const uint8_t *data;     /* DATA; KEY: client random (32) then the secret (len) */
 	struct frame_open *open; /* OPEN: filled if the caller set it, else skipped */
 };
 
@@ -161,6 +166,9 @@ size_t frame_ev_data_put(uint8_t *p, uint64_t conn, uint64_t ts_ns, int dir, uin
 size_t frame_ev_gap_put(uint8_t *p, uint64_t conn, uint64_t ts_ns, int dir, uint64_t off,
 			uint64_t n, int exact);
 size_t frame_ev_close_put(uint8_t *p, uint64_t conn, uint64_t ts_ns, unsigned how);
+/* A KEY event (at most FRAME_EV_KEY_MAX bytes); len 1..64. */
+size_t frame_ev_key_put(uint8_t *p, uint64_t ts_ns, unsigned label, const uint8_t cr[32],
+			const uint8_t *secret, size_t len);
 
 /* Checks a whole EVENTS payload, every field of every event; returns the
  * count or -EPROTO (*why). Nothing of a payload it refuses may be used. */

@@ -933,7 +933,7 @@ static void ev_close(struct sink *s, const struct conn_tag *t, uint64_t ts, unsi
 	ev_add(s, "close port=%llu how=%llu%.0llu%.0llu", t->client_port, how, 0ull, 0ull);
 }
 
-static const struct sink_event_ops ev_ops = { ev_open, ev_data, ev_gap, ev_close };
+static const struct sink_event_ops ev_ops = { ev_open, ev_data, ev_gap, ev_close, NULL };
 static const struct sink_ops evsink_ops = { .name = "ev", .events = &ev_ops };
 
 /* A table whose only output is an event sink (an agent with only -t). */

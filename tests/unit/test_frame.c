@@ -375,3 +375,29 @@ TEST(frame_lz4_round_trip_and_corruption)
 	hdr(b, FRAME_EVENTS, FRAME_F_ZSTD | FRAME_F_LZ4, 10, 20);
 	CHECK_EQ(parse(b, sizeof(b), &why), (uint64_t)-EPROTO);
 }
+
+TEST(frame_key_event_round_trip_and_checks)
+{
+	uint8_t b[256], cr[32], sec[48];
+	memset(cr, 0xab, sizeof(cr));
+	memset(sec, 0x5a, sizeof(sec));
+	put_be32(b, 1);
+	size_t n = 4 + frame_ev_key_put(b + 4, 77, 0, cr, sec, 48); /* CLIENT_RANDOM */
+	const char *why = NULL;
+	if (!CHECK_EQ(frame_events_check(b, n, &why), 1))
+		return;
+	size_t off = 4;
+	struct frame_event ev = { 0 };
+	CHECK_EQ(frame_event_next(b, n, &off, &ev, &why), 1);
+	CHECK(ev.type == FRAME_EV_KEY && ev.flags == 0 && ev.len == 48 && ev.ts_ns == 77);
+	CHECK_MEM(ev.data, cr, 32);
+	CHECK_MEM(ev.data + 32, sec, 48);
+	/* a master secret is 48 bytes; labels stop at EXPORTER_SECRET (7) */
+	n = 4 + frame_ev_key_put(b + 4, 77, 0, cr, sec, 32);
+	CHECK(frame_events_check(b, n, &why) < 0);
+	n = 4 + frame_ev_key_put(b + 4, 77, 8, cr, sec, 32);
+	CHECK(frame_events_check(b, n, &why) < 0);
+	n = 4 + frame_ev_key_put(b + 4, 77, 4, cr, sec, 32);
+	CHECK_EQ(frame_events_check(b, n, &why), 1);
+	CHECK(frame_events_check(b, n - 1, &why) < 0); /* cut in its secret */
+}
