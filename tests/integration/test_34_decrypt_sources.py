@@ -198,6 +198,48 @@ def test_live_interface_keys_from_an_agent_over_the_tunnel(env):
 
 
 @timeout(60)
+def test_tls13_early_data(env):
+    """openssl s_server -early_data; s_client connects once for a ticket, then resumes
+    with 0-RTT data (-early_data) that the server accepts. Both connections decrypt with
+    the clients' key log; the 0-RTT bytes (encrypted with the early traffic secret, before
+    the ServerHello) come out first on the second one, then its later data."""
+    port = free_port()
+    cipher, clear, keys = env.path("cipher.pcapng"), env.path("clear.pcap"), env.path("k.log")
+    stop = dumpcap(env, "lo", port, cipher)
+    c = certs()
+    srv = env.spawn("s_server", [need_tool("openssl"), "s_server", "-accept", str(port), "-cert",
+                                 c["cert"], "-key", c["key"], "-early_data", "-ign_eof"],
+                    stdin=subprocess.PIPE)
+    wait_listening(port, proc=srv)
+    sess, early = env.path("sess.pem"), env.path("early.txt")
+    with open(early, "wb") as f:
+        f.write(b"EARLY DATA 0-RTT\n")
+    outs = []
+    for i, extra in enumerate((["-sess_out", sess], ["-sess_in", sess, "-early_data", early])):
+        p = env.spawn(f"s_client{i}", [need_tool("openssl"), "s_client", "-connect",
+                                       f"127.0.0.1:{port}", "-keylogfile", keys] + extra,
+                      stdin=subprocess.PIPE)
+        p.popen.stdin.write(b"after handshake %d\n" % i)
+        p.popen.stdin.flush()
+        time.sleep(1)
+        p.popen.stdin.close()
+        p.wait(15)
+        outs.append(p.out())
+    check(b"Early data was accepted" in outs[1], f"the server refused 0-RTT: {short(outs[1], 600)}")
+    srv.popen.stdin.close()
+    stop()
+    st, _ = decrypt(env, ["-r", cipher, "--keys", keys, "-w", clear])
+    check(st.get("decrypted_conns") == "2" and st.get("early_data") == "1" and
+          st.get("auth_failures") == "0", f"0-RTT: {st}")
+    cap = judge(clear)
+    streams = sorted(cap.syn_streams(), key=lambda x: x.idx)
+    check(len(streams) == 2, f"{len(streams)} streams")
+    check(streams[0].bytes(0) == b"after handshake 0\n", f"first: {streams[0].bytes(0)!r}")
+    check(streams[1].bytes(0) == b"EARLY DATA 0-RTT\nafter handshake 1\n",
+          f"the resumed connection's client bytes: {streams[1].bytes(0)!r}")
+
+
+@timeout(60)
 def test_bad_input_is_refused_clearly(env):
     """A file that is not a capture, a missing one, a key file that is a directory, an RSA
     key that is not one, decrypt options given to the agent: exit 1 or 2 with a message
