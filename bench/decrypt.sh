@@ -62,9 +62,45 @@ FILE=f KEYS=$T/t12.keys capture t12 24801 "$MB" --tlsv1.2 --tls-max 1.2 --cipher
 FILE=f KEYS=$T/t13.keys capture t13 24802 "$MB" --tlsv1.3 --tls13-ciphers TLS_AES_128_GCM_SHA256
 FILE=tiny KEYS=/dev/null capture flood 24803 "$FLOOD" --tlsv1.3
 
-python3 - "$TM" "$T" "$ROUNDS" "$FLOOD" <<'PY'
+# live: a namespace serves the file over a veth (MTU 1500), curl in the root namespace
+# fetches it BENCH_DECRYPT_LIVE times at BENCH_DECRYPT_RATE (bytes/s, default 250M = 2 Gbit/s)
+# while tlsmirror decrypt captures the veth (-i) with curl's key log (--keys, followed)
+LIVE=${BENCH_DECRYPT_LIVE:-100}
+RATE=${BENCH_DECRYPT_RATE:-250M}
+NS=tmbdec$$
+ip netns add $NS
+LIVE_OK=1
+cleanup_ns() { ip netns del $NS 2>/dev/null || true; ip link del tmbdA$$ 2>/dev/null || true; }
+trap 'cleanup_ns; cleanup' EXIT
+ip link add tmbdA$$ type veth peer name tmbdB$$
+ip link set tmbdB$$ netns $NS
+ip addr add 10.231.9.1/30 dev tmbdA$$
+ip link set tmbdA$$ mtu 1500 up
+ip netns exec $NS ip addr add 10.231.9.2/30 dev tmbdB$$
+ip netns exec $NS ip link set tmbdB$$ mtu 1500 up
+ip netns exec $NS ip link set lo up
+(cd "$T" && exec ip netns exec $NS openssl s_server -accept 24804 -cert cert.pem -key key.pem -WWW \
+	-quiet >/dev/null 2>&1) &
+SERVER=$!
+: >"$T/live.keys"
+"$TM" decrypt -q -i tmbdA$$ --filter "tcp port 24804" --keys "$T/live.keys" -w /dev/null \
+	2>"$T/live.log" &
+DEC=$!
+sleep 1.5
+urls=()
+for ((i = 0; i < LIVE; i++)); do urls+=("https://10.231.9.2:24804/f"); done
+t0=$(date +%s.%N)
+SSLKEYLOGFILE=$T/live.keys curl -sk --limit-rate "$RATE" --tlsv1.3 "${urls[@]}" >/dev/null || LIVE_OK=0
+t1=$(date +%s.%N)
+sleep 1
+kill "$DEC"; wait "$DEC" 2>/dev/null || true
+kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; SERVER=''
+LIVE_GBPS=$(python3 -c "print('%.2f' % ($LIVE * 1048576 * 8 / ($t1 - $t0) / 1e9))")
+
+python3 - "$TM" "$T" "$ROUNDS" "$FLOOD" "$LIVE" "$LIVE_GBPS" "$LIVE_OK" <<'PY'
 import os, re, resource, subprocess, sys
 tm, T, rounds, flood = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+live, live_gbps, live_ok = int(sys.argv[5]), sys.argv[6], sys.argv[7] == "1"
 
 def run(cmd):
     b = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -135,4 +171,10 @@ row(f"   {flood} handshakes without keys: nokey_conns", str(counter(out, "nokey_
     "PASS" if counter(out, "nokey_conns") == flood else "FAIL")
 row("   their peak RSS (MB; the 200 MB TLS 1.3 capture's for comparison)",
     "%.0f" % (counter(out, "maxrss_kb") / 1024), "%.0f" % (counter(small, "maxrss_kb") / 1024), "info")
+live_log = open(f"{T}/live.log").read()
+ok = (live_ok and counter(live_log, "decrypted_conns") == live and counter(live_log, "gap_bytes") == 0
+      and counter(live_log, "live_drops") == 0 and counter(live_log, "nokey_conns") == 0)
+row(f"   live -i on a veth at {live_gbps} Gbit/s: {live} x 1 MiB, decrypted / lost",
+    "%d/%d" % (counter(live_log, "decrypted_conns"), counter(live_log, "live_drops") +
+               counter(live_log, "gap_bytes")), "%d/0" % live, "PASS" if ok else "FAIL")
 PY

@@ -42,7 +42,7 @@ struct dsrc {
 	struct agent_watch w;
 	uint64_t last_ts;
 	uint64_t next_key_poll;
-	uint64_t files_read, live_drops;
+	uint64_t files_read;
 	uint64_t refused;        /* connections the chain refused (caps) */
 	uint64_t dsb_keys;       /* keys from pcapng decryption secrets blocks */
 	uint64_t tunnel_keys;    /* keys agents sent over the tunnel (-C) */
@@ -462,9 +462,13 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 	const struct tlsd_counters *tc = decrypt_tls_counters(d->e);
 	const struct tcpre_stats *ts = decrypt_tcp_stats(d->e);
 	const struct key_stats *ks = keys_stats(d->ks);
+	struct pcap_stat ps = { 0 };
+	if (d->live)
+		pcap_stats(d->live, &ps); /* the kernel's drops: the capture's own loss */
 	struct kv kv[] = {
 		{ "files", d->files_read, 0 },
 		{ "frames", st->frames, 0 },
+		{ "live_drops", (uint64_t)ps.ps_drop + ps.ps_ifdrop, 0 },
 		{ "tcp_conns", ts->flows, 0 },
 		{ "tls_conns", st->tls_conns, 0 },
 		{ "decrypted_conns", st->decrypted_conns, 0 },
