@@ -58,6 +58,7 @@ static void conn_open_out(struct econn *c, uint64_t ts)
 	c->dc.sport = swap ? c->k.pa : c->k.pb;
 	c->dc.tls = ti;
 	c->opened = 1;
+	keys_mark_used(e->ks, ti->client_random);
 	e->st.decrypted_conns++;
 	e->out.open(e->out.arg, &c->dc, ts);
 }

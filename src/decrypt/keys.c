@@ -99,6 +99,7 @@ static struct key_entry *entry_for(struct key_store *ks, const uint8_t cr[32])
 		ks->head = (ks->head + 1) % ks->max;
 		unlink_entry(ks, idx);
 		ks->st.evicted++;
+		ks->st.evicted_unused += !ks->e[idx].used;
 	}
 	e = &ks->e[idx];
 	memset(e, 0, sizeof(*e));
@@ -202,6 +203,21 @@ int keys_add_line(struct key_store *ks, const char *line, size_t len, const char
 bad:
 	ks->st.bad_lines++;
 	return -EINVAL;
+}
+
+void keys_mark_used(struct key_store *ks, const uint8_t cr[32])
+{
+	struct key_entry *e = (struct key_entry *)keys_find(ks, cr);
+	if (e)
+		e->used = 1;
+}
+
+uint64_t keys_unused(const struct key_store *ks)
+{
+	uint64_t n = ks->st.evicted_unused;
+	for (size_t i = 0; i < ks->n; i++)
+		n += !ks->e[i].used;
+	return n;
 }
 
 uint64_t keys_generation(const struct key_store *ks)

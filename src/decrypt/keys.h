@@ -23,6 +23,7 @@ enum key_label {
 struct key_entry {
 	uint8_t cr[32];          /* the client random */
 	uint8_t have;            /* bit (1 << label) per secret present */
+	uint8_t used;            /* a connection decrypted with them (keys_mark_used) */
 	uint8_t len[KEY_NLABELS];
 	uint8_t secret[KEY_NLABELS][KEY_SECRET_MAX];
 	uint32_t next;           /* hash chain (index + 1; 0: end) */
@@ -34,6 +35,7 @@ struct key_stats {
 	uint64_t bad_lines;      /* lines that are not key-log lines (reason logged, rate-limited) */
 	uint64_t unknown_labels; /* well-formed lines with a label we do not use (RSA, EXPORTER_SECRET) */
 	uint64_t evicted;        /* client randoms forgotten over the cap */
+	uint64_t evicted_unused; /* of them, never used by a connection */
 	uint64_t entries;        /* client randoms held now (gauge) */
 };
 
@@ -52,6 +54,11 @@ void keys_add_secret(struct key_store *ks, const uint8_t cr[32], int label, cons
 		     size_t len);
 /* The entry for client random cr, or NULL. Valid until the next add. */
 const struct key_entry *keys_find(const struct key_store *ks, const uint8_t cr[32]);
+/* A connection with client random cr decrypted: its keys were good for something. */
+void keys_mark_used(struct key_store *ks, const uint8_t cr[32]);
+/* Client randoms held, or forgotten over the cap, that no connection used
+ * (keys for traffic that was not captured, or that decrypt nothing). */
+uint64_t keys_unused(const struct key_store *ks);
 /* Changes whenever a key is added: a waiting connection looks again. */
 uint64_t keys_generation(const struct key_store *ks);
 const struct key_stats *keys_stats(const struct key_store *ks);

@@ -211,7 +211,8 @@ size_t pcapng_format_meta(char *out, size_t cap, const struct conn_meta *m)
 	at = add_str(out, cap, at, "process", m->comm, sizeof(m->comm));
 	if (m->pid)
 		at = text_add(out, cap, at, " pid=%u uid=%u", m->pid, m->uid);
-	at = text_add(out, cap, at, " side=%s", m->side ? "server" : "client");
+	if (m->kind != CONN_KIND_DECRYPT) /* an observer on the wire is neither end */
+		at = text_add(out, cap, at, " side=%s", m->side ? "server" : "client");
 	at = add_str(out, cap, at, "host", m->host, sizeof(m->host));
 	at = add_str(out, cap, at, "sni", m->sni, sizeof(m->sni));
 	at = add_str(out, cap, at, "alpn", m->alpn, sizeof(m->alpn));

@@ -510,6 +510,7 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 		{ "key_bad_lines", ks->bad_lines, 0 },
 		{ "key_replaced", ks->replaced, 0 },
 		{ "keys_evicted", ks->evicted, 0 },
+		{ "keys_unused", keys_unused(d->ks), 1 },
 	};
 	at = text_add(buf, len, at, "source decrypt");
 	return stats_kv_format(kv, sizeof(kv) / sizeof(kv[0]), buf, len, at);
