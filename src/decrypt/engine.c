@@ -24,7 +24,7 @@ struct econn {
 	struct decrypt_engine *e;
 	struct tlsd *t;
 	struct tcp_key k;
-	uint8_t opened, tcp_closed, tls_counted, in_wait;
+	uint8_t opened, tcp_closed, tls_counted, in_wait, syn;
 	uint64_t deadline;
 	uint64_t close_ts;
 	struct econn *wprev, *wnext;
@@ -126,7 +126,11 @@ static void conn_end(struct econn *c, uint64_t ts)
 	wait_unlink(e, c);
 	switch (tlsd_state(c->t)) {
 	case TLSD_NOT_TLS:
-		e->st.not_tls_conns++;
+		/* first seen without its SYN: it may be TLS caught mid-record */
+		if (c->syn)
+			e->st.not_tls_conns++;
+		else
+			e->st.midstream_conns++;
 		break;
 	case TLSD_MIDSTREAM:
 		e->st.midstream_conns++;
@@ -150,7 +154,6 @@ static void *tcp_open(void *arg, const struct tcp_key *k, int syn, uint64_t ts)
 {
 	struct decrypt_engine *e = arg;
 	static const struct tlsd_out to = { tls_data, tls_gap, NULL };
-	(void)syn;
 	(void)ts;
 	struct econn *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -164,6 +167,7 @@ static void *tcp_open(void *arg, const struct tcp_key *k, int syn, uint64_t ts)
 	}
 	c->e = e;
 	c->k = *k;
+	c->syn = (uint8_t)syn;
 	c->dc.id = ++e->next_id;
 	return c;
 }

@@ -173,6 +173,16 @@ int keys_add_line(struct key_store *ks, const char *line, size_t len, const char
 	for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
 		if (le - lb == strlen(labels[i].name) && !memcmp(line + lb, labels[i].name, le - lb))
 			label = labels[i].label;
+	if (label == -2 && le - lb > 22 && (!memcmp(line + lb, "CLIENT_TRAFFIC_SECRET_", 22) ||
+					    !memcmp(line + lb, "SERVER_TRAFFIC_SECRET_", 22))) {
+		/* later generations (OpenSSL writes them after a KeyUpdate): we
+		 * derive those from _0 ourselves */
+		size_t d = lb + 22;
+		while (d < le && line[d] >= '0' && line[d] <= '9')
+			d++;
+		if (d == le)
+			label = -1;
+	}
 	if (label == -2) {
 		*why = "not a key-log label (CLIENT_RANDOM, CLIENT_TRAFFIC_SECRET_0, ...)";
 		goto bad;
@@ -191,10 +201,11 @@ int keys_add_line(struct key_store *ks, const char *line, size_t len, const char
 		*why = "the client random is not 64 hex digits";
 		goto bad;
 	}
-	if ((se - sb) % 2 || sl < 16 || sl > KEY_SECRET_MAX || unhex(sec, line + sb, se - sb) < 0 ||
-	    (label == KEY_MASTER && sl != 48)) {
+	/* the length first: unhex writes sl bytes into sec */
+	if ((se - sb) % 2 || (label == KEY_MASTER ? sl != 48 : sl != 32 && sl != 48) ||
+	    unhex(sec, line + sb, se - sb) < 0) {
 		*why = label == KEY_MASTER ? "the master secret is not 96 hex digits" :
-		       "the secret is not 32 to 128 hex digits";
+		       "a TLS 1.3 secret is 64 or 96 hex digits (SHA-256 or SHA-384)";
 		goto bad;
 	}
 	keys_add_secret(ks, cr, label, sec, sl);

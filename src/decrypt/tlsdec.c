@@ -423,7 +423,10 @@ static void resync(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, size_t 
 		for (uint64_t k = 0; k < RESYNC_WINDOW; k++) {
 			if (rc_open(&x->rc, x->seq + k, h, h + 5, l, plain, &type) < 0)
 				continue;
-			uint64_t lost = x->lost + i, over = k * (5 + 17);
+			/* the lost records' headers and protection: this suite's own */
+			int ex;
+			uint64_t per = 5 + 1000 - rc_plain_len(&x->rc, 1000, &ex);
+			uint64_t lost = x->lost + i, over = k * per;
 			t->c->resyncs++;
 			t->c->lost_records += k;
 			emit_gap(t, d, ts, lost > over ? lost - over : 0, 0);
@@ -502,11 +505,11 @@ static void feed_dir(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, size_
 			h = x->rb;
 		}
 		if (!plausible(t, h)) {
-			t->c->bad_records++;
 			if (!t->seen_any) {
-				t->st = TLSD_NOT_TLS;
+				t->st = TLSD_NOT_TLS; /* not TLS at all: no bad record of it */
 				return;
 			}
+			t->c->bad_records++;
 			size_t had = x->rlen;
 			go_desync(t, d, 0);
 			if (had) {

@@ -41,6 +41,7 @@ struct dsrc {
 	int live_dlt;
 	struct agent_watch w;
 	uint64_t last_ts;
+	uint64_t out_ts;         /* the latest timestamp handed on */
 	uint64_t next_key_poll;
 	uint64_t files_read;
 	uint64_t refused;        /* connections the chain refused (caps) */
@@ -55,9 +56,19 @@ struct dconn_state {
 	int open;
 };
 
+/* Timestamps handed on never go back: a capture's own may, by a microsecond,
+ * where CPUs stamp packets of one connection in turn (dumpcap on lo). */
+static uint64_t mono(struct dsrc *d, uint64_t ts)
+{
+	if (ts < d->out_ts)
+		return d->out_ts;
+	return d->out_ts = ts;
+}
+
 static void on_open(void *arg, struct dconn *c, uint64_t ts)
 {
 	struct dsrc *d = arg;
+	ts = mono(d, ts);
 	struct dconn_state *cs = calloc(1, sizeof(*cs));
 	c->user = cs;
 	if (!cs)
@@ -97,6 +108,7 @@ static void on_open(void *arg, struct dconn *c, uint64_t ts)
 static void on_data(void *arg, struct dconn *c, int dir, uint64_t ts, const uint8_t *p, size_t n)
 {
 	struct dsrc *d = arg;
+	ts = mono(d, ts);
 	struct dconn_state *cs = c->user;
 	if (!cs || !cs->open)
 		return;
@@ -109,6 +121,7 @@ static void on_data(void *arg, struct dconn *c, int dir, uint64_t ts, const uint
 static void on_gap(void *arg, struct dconn *c, int dir, uint64_t ts, uint64_t n)
 {
 	struct dsrc *d = arg;
+	ts = mono(d, ts);
 	struct dconn_state *cs = c->user;
 	if (!cs || !cs->open)
 		return;
@@ -120,6 +133,7 @@ static void on_gap(void *arg, struct dconn *c, int dir, uint64_t ts, uint64_t n)
 static void on_close(void *arg, struct dconn *c, uint64_t ts)
 {
 	struct dsrc *d = arg;
+	ts = mono(d, ts);
 	struct dconn_state *cs = c->user;
 	if (cs && cs->open) {
 		struct conn_id id = { d->origin, c->id };

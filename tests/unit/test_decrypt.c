@@ -40,6 +40,12 @@ TEST(keys_lines)
 	CHECK_EQ(add(ks, l), -EINVAL);
 	snprintf(l, sizeof(l), "NOT_A_LABEL %s %064d", CR, 1);
 	CHECK_EQ(add(ks, l), -EINVAL);
+	snprintf(l, sizeof(l), "SERVER_TRAFFIC_SECRET_0 %s %040d", CR, 1); /* 20 bytes: no hash's */
+	CHECK_EQ(add(ks, l), -EINVAL);
+	snprintf(l, sizeof(l), "SERVER_TRAFFIC_SECRET_0 %s %0300d", CR, 1); /* longer than any */
+	CHECK_EQ(add(ks, l), -EINVAL);
+	snprintf(l, sizeof(l), "CLIENT_TRAFFIC_SECRET_1 %s %064d", CR, 1); /* after a KeyUpdate */
+	CHECK_EQ(add(ks, l), 0);
 	snprintf(l, sizeof(l), "CLIENT_TRAFFIC_SECRET_0 %s %064d extra", CR, 3);
 	CHECK_EQ(add(ks, l), -EINVAL);
 	uint8_t cr[32];
@@ -55,7 +61,7 @@ TEST(keys_lines)
 	CHECK_EQ(add(ks, l), 1);
 	CHECK_EQ(keys_find(ks, cr)->secret[KEY_MASTER][47], 0x09);
 	CHECK_EQ(keys_stats(ks)->replaced, 1);
-	CHECK_EQ(keys_stats(ks)->bad_lines, 5);
+	CHECK_EQ(keys_stats(ks)->bad_lines, 7);
 	/* over the cap the oldest client random goes */
 	for (int i = 2; i <= 5; i++) {
 		snprintf(l, sizeof(l), "CLIENT_RANDOM %062d%02d %096d", 0, i, 1);
