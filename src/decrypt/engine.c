@@ -434,6 +434,11 @@ void decrypt_frame(struct decrypt_engine *e, int dlt, uint64_t ts, const uint8_t
 		      get_be32(tcp + 4), get_be32(tcp + 8), tcp[13], tcp + doff, have, plen);
 }
 
+const struct decrypt_opts *decrypt_limits(const struct decrypt_engine *e)
+{
+	return &e->o;
+}
+
 const struct decrypt_stats *decrypt_stats(const struct decrypt_engine *e)
 {
 	return &e->st;
@@ -442,6 +447,11 @@ const struct decrypt_stats *decrypt_stats(const struct decrypt_engine *e)
 const struct tlsd_counters *decrypt_tls_counters(const struct decrypt_engine *e)
 {
 	return &e->tc;
+}
+
+const struct tcpre_limits *decrypt_tcp_limits(const struct decrypt_engine *e)
+{
+	return tcpre_limits(e->tcp);
 }
 
 const struct tcpre_stats *decrypt_tcp_stats(const struct decrypt_engine *e)

@@ -78,7 +78,10 @@ void decrypt_give_up_all(struct decrypt_engine *e);
 /* 1 if dlt is a link type decrypt_frame reads. */
 int decrypt_dlt_ok(int dlt);
 const struct decrypt_stats *decrypt_stats(const struct decrypt_engine *e);
+/* The limits in force (defaults filled in), for the stats. */
+const struct decrypt_opts *decrypt_limits(const struct decrypt_engine *e);
 const struct tlsd_counters *decrypt_tls_counters(const struct decrypt_engine *e);
 const struct tcpre_stats *decrypt_tcp_stats(const struct decrypt_engine *e);
+const struct tcpre_limits *decrypt_tcp_limits(const struct decrypt_engine *e);
 
 #endif

@@ -231,6 +231,11 @@ uint64_t keys_unused(const struct key_store *ks)
 	return n;
 }
 
+size_t keys_capacity(const struct key_store *ks)
+{
+	return ks->max;
+}
+
 uint64_t keys_generation(const struct key_store *ks)
 {
 	return ks->gen;

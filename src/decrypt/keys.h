@@ -62,6 +62,8 @@ uint64_t keys_unused(const struct key_store *ks);
 /* Changes whenever a key is added: a waiting connection looks again. */
 uint64_t keys_generation(const struct key_store *ks);
 const struct key_stats *keys_stats(const struct key_store *ks);
+/* The cap on client randoms (keys_new's max, or its default). */
+size_t keys_capacity(const struct key_store *ks);
 
 /*
  * A key-log file followed like tail -f: what was appended since the last

@@ -432,6 +432,11 @@ void tcpre_free(struct tcpre *r)
 	free(r);
 }
 
+const struct tcpre_limits *tcpre_limits(const struct tcpre *r)
+{
+	return &r->lim;
+}
+
 const struct tcpre_stats *tcpre_stats(const struct tcpre *r)
 {
 	return &r->st;

@@ -61,6 +61,8 @@ void tcpre_expire(struct tcpre *r, uint64_t now);
 /* The end of the input: every hole becomes a gap, every connection ends. */
 void tcpre_flush(struct tcpre *r, uint64_t ts);
 const struct tcpre_stats *tcpre_stats(const struct tcpre *r);
+/* The limits in force (defaults filled in). */
+const struct tcpre_limits *tcpre_limits(const struct tcpre *r);
 
 #define TCPRE_FIN_FLAG 0x01
 #define TCPRE_SYN_FLAG 0x02

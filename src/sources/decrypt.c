@@ -527,7 +527,22 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 		{ "keys_unused", keys_unused(d->ks), 1 },
 	};
 	at = text_add(buf, len, at, "source decrypt");
-	return stats_kv_format(kv, sizeof(kv) / sizeof(kv[0]), buf, len, at);
+	at = stats_kv_format(kv, sizeof(kv) / sizeof(kv[0]), buf, len, at);
+	/* the limits in force, on a line of their own (gauges: they do not count) */
+	const struct decrypt_opts *o = decrypt_limits(d->e);
+	const struct tcpre_limits *tl = decrypt_tcp_limits(d->e);
+	struct kv lim[] = {
+		{ "key_wait_ms", o->key_wait_ns / 1000000, 1 },
+		{ "max_keys", keys_capacity(d->ks), 1 },
+		{ "wait_per_conn", o->wait.wait_per_conn, 1 },
+		{ "wait_total", o->wait.wait_total, 1 },
+		{ "max_conns", tl->max_flows, 1 },
+		{ "ooo_per_dir", tl->ooo_per_dir, 1 },
+		{ "ooo_total", tl->ooo_total, 1 },
+		{ "idle_s", tl->idle_ns / 1000000000ULL, 1 },
+	};
+	at = text_add(buf, len, at, "source_limits decrypt");
+	return stats_kv_format(lim, sizeof(lim) / sizeof(lim[0]), buf, len, at);
 }
 
 static void dsrc_close(struct source *s)
