@@ -351,11 +351,10 @@ static int link_layer(int dlt, const uint8_t *p, size_t n, size_t *at)
 }
 
 void decrypt_frame(struct decrypt_engine *e, int dlt, uint64_t ts, const uint8_t *p,
-		   size_t caplen, size_t wirelen, uint64_t now_ns)
+		   size_t caplen, size_t wirelen)
 {
 	size_t at = 0;
 	e->st.frames++;
-	e->now = now_ns;
 	if (ts >= e->next_expire) {
 		tcpre_expire(e->tcp, ts);
 		e->next_expire = ts + 1000000000ULL;

@@ -62,12 +62,14 @@ struct decrypt_engine *decrypt_new(const struct decrypt_opts *o, const struct de
 				   struct key_store *ks);
 void decrypt_free(struct decrypt_engine *e);
 /* One captured frame of link type dlt (DLT_EN10MB, DLT_LINUX_SLL...):
- * caplen bytes captured of wirelen. now_ns: the wall clock (key waits). */
+ * caplen bytes captured of wirelen. Key waits are timed by the wall clock
+ * of the last decrypt_tick. */
 void decrypt_frame(struct decrypt_engine *e, int dlt, uint64_t ts_ns, const uint8_t *p,
-		   size_t caplen, size_t wirelen, uint64_t now_ns);
+		   size_t caplen, size_t wirelen);
 /* Keys were added: connections waiting for them go on. */
 void decrypt_keys_added(struct decrypt_engine *e);
-/* Time passes (wall clock): connections waiting longer than the key wait give up. */
+/* Time passes (wall clock, CLOCK_REALTIME ns): connections waiting longer
+ * than the key wait give up. Call it before the first frame too. */
 void decrypt_tick(struct decrypt_engine *e, uint64_t now_ns);
 /* The end of the input: every connection ends (those waiting for keys wait on). */
 void decrypt_finish(struct decrypt_engine *e, uint64_t ts_ns);

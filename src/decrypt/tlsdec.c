@@ -109,29 +109,34 @@ static void emit_gap(struct tlsd *t, int d, uint64_t ts, uint64_t n, int exact)
 
 /* ---- holding ciphertext for its keys ---- */
 
+/* Holding failed (a cap, memory): what was held and add are dropped, the connection gives up. */
+static int hold_failed(struct tlsd *t, uint64_t add, int err)
+{
+	t->c->wait_dropped += t->held + add;
+	drop_held(t);
+	t->st = TLSD_FAILED;
+	return err;
+}
+
 static int hold(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, uint64_t n, int gap)
 {
 	struct tdir *x = &t->d[d];
 	uint64_t add = gap ? 0 : n;
 	if (t->held + add > t->lim->wait_per_conn ||
-	    t->c->waiting_bytes + add > t->lim->wait_total) {
-		t->c->wait_dropped += t->held + add;
-		drop_held(t);
-		t->st = TLSD_FAILED;
-		return -ENOSPC;
-	}
+	    t->c->waiting_bytes + add > t->lim->wait_total)
+		return hold_failed(t, add, -ENOSPC);
 	if (add && x->wl + add > x->wcap) {
 		size_t nc = x->wcap ? x->wcap : 16384;
 		while (nc < x->wl + add)
 			nc *= 2;
 		uint8_t *nb = realloc(x->wb, nc);
 		if (!nb)
-			goto nomem;
+			return hold_failed(t, add, -ENOMEM);
 		x->wb = nb;
 		x->wcap = nc;
 	}
 	if (!x->wm && !(x->wm = malloc(sizeof(*x->wm) * WAIT_MARKS)))
-		goto nomem;
+		return hold_failed(t, add, -ENOMEM);
 	if (add)
 		memcpy(x->wb + x->wl, p, add);
 	x->wl += add;
@@ -142,19 +147,11 @@ static int hold(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, uint64_t n
 	} else if (x->nwm < WAIT_MARKS) {
 		x->wm[x->nwm++] = (struct wmark){ t->ev++, ts, n, (uint8_t)gap };
 	} else {
-		t->c->wait_dropped += t->held + add; /* gaps beyond the marks: give up */
-		drop_held(t);
-		t->st = TLSD_FAILED;
-		return -ENOSPC;
+		return hold_failed(t, add, -ENOSPC); /* gaps beyond the marks */
 	}
 	t->held += add;
 	t->c->waiting_bytes += add;
 	return 0;
-nomem:
-	t->c->wait_dropped += t->held + add;
-	drop_held(t);
-	t->st = TLSD_FAILED;
-	return -ENOMEM;
 }
 
 static void start_wait(struct tlsd *t, int d)

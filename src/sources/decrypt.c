@@ -105,28 +105,33 @@ static void on_open(void *arg, struct dconn *c, uint64_t ts)
 		cs->open = 1;
 }
 
+/* The state of a connection the chain took (NULL: refused, nothing to hand on). */
+static struct dconn_state *taken(const struct dconn *c)
+{
+	struct dconn_state *cs = c->user;
+	return cs && cs->open ? cs : NULL;
+}
+
 static void on_data(void *arg, struct dconn *c, int dir, uint64_t ts, const uint8_t *p, size_t n)
 {
 	struct dsrc *d = arg;
-	ts = mono(d, ts);
-	struct dconn_state *cs = c->user;
-	if (!cs || !cs->open)
+	struct dconn_state *cs = taken(c);
+	if (!cs)
 		return;
 	struct conn_id id = { d->origin, c->id };
 	uint64_t gap = 0;
-	pipeline_data(d->a->pl, &id, dir, ts, cs->off[dir], p, n, &gap);
+	pipeline_data(d->a->pl, &id, dir, mono(d, ts), cs->off[dir], p, n, &gap);
 	cs->off[dir] += n;
 }
 
 static void on_gap(void *arg, struct dconn *c, int dir, uint64_t ts, uint64_t n)
 {
 	struct dsrc *d = arg;
-	ts = mono(d, ts);
-	struct dconn_state *cs = c->user;
-	if (!cs || !cs->open)
+	struct dconn_state *cs = taken(c);
+	if (!cs)
 		return;
 	struct conn_id id = { d->origin, c->id };
-	pipeline_gap(d->a->pl, &id, dir, ts, n);
+	pipeline_gap(d->a->pl, &id, dir, mono(d, ts), n);
 	cs->off[dir] += n;
 }
 
@@ -302,6 +307,7 @@ static int dsrc_open(struct source *s, struct agent *a, const char *arg, const c
 	struct decrypt_out out = { on_open, on_data, on_gap, on_close, d };
 	if (!d->ks || !(d->e = decrypt_new(&o, &out, d->ks)))
 		return -ENOMEM;
+	decrypt_tick(d->e, agent_now_ns());
 	a->key_consumer = tunnel_key; /* -C: the keys agents send (--send-keys) */
 	a->key_consumer_arg = d;
 	for (size_t i = 0; i < cfg->n_dec_keys; i++) {
@@ -360,12 +366,23 @@ static void poll_keys(struct dsrc *d, uint64_t now)
 		decrypt_keys_added(d->e);
 }
 
+static void frame(struct dsrc *d, int dlt, uint64_t ts, const uint8_t *p, size_t caplen,
+		  size_t wirelen)
+{
+	d->last_ts = ts;
+	decrypt_frame(d->e, dlt, ts, p, caplen, wirelen);
+}
+
+/* libpcap's header: nanoseconds in tv_usec (PCAP_TSTAMP_PRECISION_NANO) */
+static uint64_t pcap_ts(const struct pcap_pkthdr *h)
+{
+	return (uint64_t)h->ts.tv_sec * 1000000000ULL + (uint64_t)h->ts.tv_usec;
+}
+
 static void on_frame(u_char *user, const struct pcap_pkthdr *h, const u_char *p)
 {
 	struct dsrc *d = (struct dsrc *)user;
-	uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000ULL + (uint64_t)h->ts.tv_usec;
-	d->last_ts = ts;
-	decrypt_frame(d->e, d->live_dlt, ts, p, h->caplen, h->len, agent_now_ns());
+	frame(d, d->live_dlt, pcap_ts(h), p, h->caplen, h->len);
 }
 
 static size_t read_files(struct dsrc *d, size_t budget)
@@ -379,8 +396,7 @@ static size_t read_files(struct dsrc *d, size_t budget)
 			const char *why = NULL;
 			int r;
 			while (work < budget && (r = pcap_map_next(&d->map, &ts, &p, &cl, &wl, &why)) == 1) {
-				d->last_ts = ts;
-				decrypt_frame(d->e, d->file_dlt, ts, p, cl, wl, agent_now_ns());
+				frame(d, d->file_dlt, ts, p, cl, wl);
 				work++;
 			}
 			if (work >= budget)
@@ -410,9 +426,7 @@ static size_t read_files(struct dsrc *d, size_t budget)
 		const u_char *p;
 		int r = pcap_next_ex(d->file, &h, &p);
 		if (r == 1) {
-			uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000ULL + (uint64_t)h->ts.tv_usec;
-			d->last_ts = ts;
-			decrypt_frame(d->e, d->file_dlt, ts, p, h->caplen, h->len, agent_now_ns());
+			frame(d, d->file_dlt, pcap_ts(h), p, h->caplen, h->len);
 			work++;
 			continue;
 		}

@@ -61,7 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		at += 2;
 		if (n > size - at)
 			n = size - at;
-		decrypt_frame(e, DLT_EN10MB, ts, data + at, n, n + (data[at - 1] & 3), ts);
+		decrypt_tick(e, ts);
+		decrypt_frame(e, DLT_EN10MB, ts, data + at, n, n + (data[at - 1] & 3));
 		ts += 1000000;
 		at += n;
 		if (decrypt_tcp_stats(e)->ooo_bytes > 16384 || decrypt_tcp_stats(e)->flows_open > 8)

@@ -194,13 +194,19 @@ static void seg(struct tcpre *r, int from_b, uint32_t seq, uint32_t ack, uint8_t
 		      from_b ? 5000 : 443, seq, ack, fl, (const uint8_t *)s, n, n);
 }
 
+/* A reassembler handing its output to c (cleared); ooo_per_dir 0: the default. */
+static struct tcpre *tcp_fixture(struct tcap *c, size_t ooo_per_dir)
+{
+	memset(c, 0, sizeof(*c));
+	struct tcpre_out o = { t_open, t_data, t_gap, t_close, c };
+	struct tcpre_limits lim = { .ooo_per_dir = ooo_per_dir };
+	return tcpre_new(&o, &lim);
+}
+
 TEST(tcp_reorder_retransmit_overlap)
 {
-	struct tcap c;
-	memset(&c, 0, sizeof(c));
-	struct tcpre_out o = { t_open, t_data, t_gap, t_close, &c };
-	struct tcpre_limits lim = { 0 };
-	struct tcpre *r = tcpre_new(&o, &lim);
+	static struct tcap c;
+	struct tcpre *r = tcp_fixture(&c, 0);
 	seg(r, 0, 99, 0, TCPRE_SYN_FLAG, NULL);
 	seg(r, 1, 999, 100, TCPRE_SYN_FLAG | TCPRE_ACK_FLAG, NULL);
 	seg(r, 0, 100, 1000, TCPRE_ACK_FLAG, "hello ");
@@ -220,11 +226,8 @@ TEST(tcp_reorder_retransmit_overlap)
 
 TEST(tcp_loss_by_ack_and_at_end)
 {
-	struct tcap c;
-	memset(&c, 0, sizeof(c));
-	struct tcpre_out o = { t_open, t_data, t_gap, t_close, &c };
-	struct tcpre_limits lim = { 0 };
-	struct tcpre *r = tcpre_new(&o, &lim);
+	static struct tcap c;
+	struct tcpre *r = tcp_fixture(&c, 0);
 	seg(r, 0, 99, 0, TCPRE_SYN_FLAG, NULL);
 	seg(r, 1, 999, 100, TCPRE_SYN_FLAG | TCPRE_ACK_FLAG, NULL);
 	seg(r, 0, 100, 1000, TCPRE_ACK_FLAG, "aaaa");
@@ -244,11 +247,8 @@ TEST(tcp_loss_by_ack_and_at_end)
 
 TEST(tcp_ooo_cap_forces_the_hole)
 {
-	struct tcap c;
-	memset(&c, 0, sizeof(c));
-	struct tcpre_out o = { t_open, t_data, t_gap, t_close, &c };
-	struct tcpre_limits lim = { .ooo_per_dir = 8 };
-	struct tcpre *r = tcpre_new(&o, &lim);
+	static struct tcap c;
+	struct tcpre *r = tcp_fixture(&c, 8);
 	seg(r, 0, 99, 0, TCPRE_SYN_FLAG, NULL);
 	seg(r, 0, 104, 0, 0, "bbbb");
 	seg(r, 0, 108, 0, 0, "cccc");
