@@ -197,7 +197,7 @@ struct agent {
 	struct sink_set sinks;
 	struct sink_set records;     /* --http-log: where HTTP records go (records_out.c) */
 	int keylog_fd;               /* --keylog (keylog.c), -1 if none */
-	uint64_t keys_written, keys_lost, keys_sent;
+	uint64_t keys_written, keys_lost, keys_sent, tuples_written;
 	/* where secrets that come over the tunnel go besides --keylog (decrypt source) */
 	void (*key_consumer)(void *arg, const char *line, size_t n);
 	void *key_consumer_arg;
@@ -230,6 +230,8 @@ int keylog_received(struct agent *a, unsigned label, const uint8_t cr[32], const
 uint32_t keylog_ring_flags(const struct agent *a);
 struct ring_view;
 int keylog_record(struct agent *a, const struct ring_view *v, const char **why);
+/* One TUPLE record (the # TUPLE line before a handshake's keys): 0, or -EINVAL. */
+int keylog_tuple(struct agent *a, const struct ring_view *v, const char **why);
 
 /* records_out.c: --http-log, --http-post, --kafka */
 int records_wanted(const struct agent_config *c);

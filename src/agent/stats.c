@@ -92,6 +92,7 @@ size_t stats_total(struct agent *a, struct kv *kv)
 	if (a->cfg.keylog) {
 		KV("keys", a->keys_written);
 		KV("keys_lost", a->keys_lost);
+		KV("key_tuples", a->tuples_written);
 	}
 	if (a->cfg.send_keys)
 		KV("keys_sent", a->keys_sent);

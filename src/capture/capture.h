@@ -138,6 +138,9 @@ struct cap_tls_ops {
 	/* tls_version, sni, alpn, cipher of the OPEN */
 	void (*describe)(void *sess, struct ring_open *o);
 	int (*client_random)(void *sess, uint8_t out[32]); /* 0 or -ENOENT */
+	/* the ServerHello's random, the version and the IANA suite (0 where
+	 * unknown) for the key log's # TUPLE line; 0 or -ENOENT */
+	int (*server_hello)(void *sess, uint8_t sr[32], uint16_t *version, uint16_t *suite);
 };
 
 extern const struct cap_tls_ops cap_tls_openssl;   /* ossl.c */
@@ -224,6 +227,15 @@ void conn_unref(struct cap_conn *c);
 void conn_copy_str(char *dst, size_t n, const char *src, size_t len);
 
 /* ---- keys.c: the TLS secrets, for an agent that asks (RING_CONSUMER_KEYS) ---- */
+
+/* The client's and the server's end of socket fd (local_is_client: which
+ * this process is): 0, or -errno (not an IPv4/IPv6 stream socket). */
+int cap_names_of(int fd, int local_is_client, uint8_t *family, uint8_t caddr[16], uint16_t *cport,
+		 uint8_t saddr[16], uint16_t *sport);
+/* The handshake of sess (ops' library) made its first secret after the
+ * ServerHello: its # TUPLE record goes first, for an agent that asks. */
+void keys_tuple(const struct cap_tls_ops *ops, void *sess, uint64_t conn_id, unsigned label,
+		const uint8_t client_random[32]);
 
 /* One secret (label: enum ring_key_label) of connection conn_id (0: not known). */
 void keys_send(uint64_t conn_id, unsigned label, const uint8_t client_random[32],

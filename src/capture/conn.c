@@ -165,9 +165,8 @@ static int addr_of(const struct sockaddr_storage *ss, uint8_t *family,
 	return -EAFNOSUPPORT;
 }
 
-/* Fills client/server from a socket; local_is_client says which end we are. */
-static int names_of(int fd, int local_is_client, uint8_t *family,
-		    uint8_t caddr[16], uint16_t *cport, uint8_t saddr[16], uint16_t *sport)
+int cap_names_of(int fd, int local_is_client, uint8_t *family, uint8_t caddr[16], uint16_t *cport,
+		 uint8_t saddr[16], uint16_t *sport)
 {
 	struct sockaddr_storage l, p;
 	socklen_t ll = sizeof(l), pl = sizeof(p);
@@ -244,7 +243,7 @@ void conn_note_client_hello(int fd, const uint8_t *buf, size_t len, int sent)
 		goto out;
 	uint8_t family, caddr[16], saddr[16];
 	uint16_t cport, sport;
-	if (names_of(fd, sent, &family, caddr, &cport, saddr, &sport) < 0)
+	if (cap_names_of(fd, sent, &family, caddr, &cport, saddr, &sport) < 0)
 		goto out;
 	const uint8_t *random = buf + 11;
 	uint32_t now_s = (uint32_t)(cap_now_ns() / 1000000000ULL);
@@ -336,14 +335,14 @@ static void map_conn(struct cap_call *call, struct cap_conn *c)
 	int local_client = c->side == RING_SIDE_CLIENT, fam;
 	int fd = call->ops->get_fd(call->sess);
 	if (fd >= 0 && inet_stream(fd, &fam) &&
-	    !names_of(fd, local_client, &c->family, c->caddr, &c->cport, c->saddr, &c->sport)) {
+	    !cap_names_of(fd, local_client, &c->family, c->caddr, &c->cport, c->saddr, &c->sport)) {
 		c->map_method = RING_MAP_FD;
 		remember_fd(fd, c);
 		return;
 	}
 	fd = c->io_fd >= 0 ? c->io_fd : call->io_fd;
 	if (fd >= 0 &&
-	    !names_of(fd, local_client, &c->family, c->caddr, &c->cport, c->saddr, &c->sport)) {
+	    !cap_names_of(fd, local_client, &c->family, c->caddr, &c->cport, c->saddr, &c->sport)) {
 		c->map_method = RING_MAP_IO;
 		remember_fd(fd, c);
 		return;

@@ -189,14 +189,21 @@ static int gt_get_fd(void *sess)
 	return p >= 0 && p < GTLS_FD_MAX ? (int)p : -1;
 }
 
-static int gt_client_random(void *sess, uint8_t out[32])
+/* The client's (server 0) or the server's random: 0 or -ENOENT. */
+static int gt_random(void *sess, int server, uint8_t out[32])
 {
 	struct gtls_datum c = { 0 }, s = { 0 };
 	gt.random(sess, &c, &s);
-	if (!c.data || c.size != 32)
+	const struct gtls_datum *r = server ? &s : &c;
+	if (!r->data || r->size != 32)
 		return -ENOENT;
-	memcpy(out, c.data, 32);
+	memcpy(out, r->data, 32);
 	return 0;
+}
+
+static int gt_client_random(void *sess, uint8_t out[32])
+{
+	return gt_random(sess, 0, out);
 }
 
 /* gnutls_protocol_t -> the wire version (0x0303, 0x0304; DTLS: 0). */
@@ -204,6 +211,17 @@ static uint16_t wire_version(int v)
 {
 	static const uint16_t tls[] = { 0, 0x0300, 0x0301, 0x0302, 0x0303, 0x0304 };
 	return v > 0 && v < (int)(sizeof(tls) / sizeof(tls[0])) ? tls[v] : 0;
+}
+
+/* For the # TUPLE line: the suite stays 0 (libgnutls names suites, it has no
+ * call for the IANA number that is safe inside the handshake). */
+static int gt_server_hello(void *sess, uint8_t sr[32], uint16_t *version, uint16_t *suite)
+{
+	if (gt_random(sess, 1, sr) < 0)
+		return -ENOENT;
+	*version = wire_version(gt.version(sess));
+	*suite = 0;
+	return 0;
 }
 
 static void gt_describe(void *sess, struct ring_open *o)
@@ -243,6 +261,7 @@ const struct cap_tls_ops cap_tls_gnutls = {
 	.get_fd = gt_get_fd,
 	.describe = gt_describe,
 	.client_random = gt_client_random,
+	.server_hello = gt_server_hello,
 };
 
 uint64_t gtls_missed_sessions(void)
@@ -260,8 +279,10 @@ static void key_secret(struct cap_conn *c, void *sess, const char *label,
 {
 	uint8_t cr[32];
 	int l = label ? keys_label(label, strlen(label)) : -1;
-	if (l >= 0 && !gt_client_random(sess, cr))
+	if (l >= 0 && !gt_client_random(sess, cr)) {
+		keys_tuple(&cap_tls_gnutls, sess, c->id, (unsigned)l, cr);
 		keys_send(c->id, (unsigned)l, cr, secret, len);
+	}
 }
 
 static int keylog_cb(void *sess, const char *label, const struct gtls_datum *secret)

@@ -27,46 +27,59 @@
  * (inline.c) is not covered.
  */
 
-/* 1: send keys, 0: do not, -1: the agent has not said yet */
-static int keys_wanted(struct ring_hdr **r, uint64_t now)
+/* 1: send keys, 0: do not, -1: the agent has not said yet; *flags: its word */
+static int keys_wanted(struct ring_hdr **r, uint64_t now, uint32_t *flags)
 {
 	uint32_t epoch;
 	*r = cap_ring(now, &epoch);
+	*flags = 0;
 	if (!*r)
 		return 0;
 	uint32_t f = __atomic_load_n(&(*r)->consumer_flags, __ATOMIC_ACQUIRE);
 	if (!(f & RING_CONSUMER_SEEN))
 		return -1;
+	*flags = f;
 	return (f & RING_CONSUMER_KEYS) ? 1 : 0;
 }
 
-static void put_key(struct ring_hdr *r, uint64_t conn_id, uint64_t ts, const struct ring_key *k)
+static void put_rec(struct ring_hdr *r, uint16_t type, uint64_t conn_id, uint64_t ts,
+		    const void *p, size_t n)
 {
 	struct ring_reservation res;
-	if (ring_reserve_ctrl(r, sizeof(*k), &res) < 0) {
+	if (ring_reserve_ctrl(r, n, &res) < 0) {
 		ring_count_drop(r, RING_DROP_FULL, 0);
 		return;
 	}
-	memcpy(res.data, k, sizeof(*k));
-	ring_commit(&res, RING_REC_KEY, 0, conn_id, ts, 0, sizeof(*k));
+	memcpy(res.data, p, n);
+	ring_commit(&res, type, 0, conn_id, ts, 0, (uint32_t)n);
 }
 
-/* Secrets made before the agent said whether it wants them. */
+/* Secrets (and tuples) made before the agent said whether it wants them. */
 #define KEYS_PENDING 64
 static struct {
-	struct ring_key k;
+	union {
+		struct ring_key k;
+		struct ring_tuple t;
+	} u;
+	uint8_t tuple;
 	uint64_t conn_id, ts;
 } pend[KEYS_PENDING];
 static unsigned npend;
 static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* The agent has said (want 1 or 0): what waits is sent or forgotten. */
-static void flush_pending(struct ring_hdr *r, int want)
+/* The agent has said (its flags f, RING_CONSUMER_KEYS set or not): what waits is sent or forgotten. */
+static void flush_pending(struct ring_hdr *r, uint32_t f)
 {
 	if (!__atomic_load_n(&npend, __ATOMIC_RELAXED) || pthread_mutex_trylock(&pend_mu))
 		return; /* nothing, or another thread is at it */
-	for (unsigned i = 0; want == 1 && i < npend; i++)
-		put_key(r, pend[i].conn_id, pend[i].ts, &pend[i].k);
+	for (unsigned i = 0; (f & RING_CONSUMER_KEYS) && i < npend; i++) {
+		if (!pend[i].tuple)
+			put_rec(r, RING_REC_KEY, pend[i].conn_id, pend[i].ts, &pend[i].u.k,
+				sizeof(pend[i].u.k));
+		else if (f & RING_CONSUMER_TUPLES)
+			put_rec(r, RING_REC_TUPLE, pend[i].conn_id, pend[i].ts, &pend[i].u.t,
+				sizeof(pend[i].u.t));
+	}
 	memset(pend, 0, sizeof(pend)); /* no secret stays in memory longer than needed */
 	__atomic_store_n(&npend, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&pend_mu);
@@ -75,12 +88,72 @@ static void flush_pending(struct ring_hdr *r, int want)
 void keys_poll(void)
 {
 	struct ring_hdr *r;
+	uint32_t f;
 	if (!__atomic_load_n(&npend, __ATOMIC_RELAXED))
 		return;
-	int want = keys_wanted(&r, cap_now_ns());
+	int want = keys_wanted(&r, cap_now_ns(), &f);
 	if (want >= 0 && r) {
-		flush_pending(r, want);
+		flush_pending(r, f);
 		cap_doorbell(r);
+	}
+}
+
+/* Kept until the agent says (never waited for: a busy or full table drops it). */
+static void pend_add(const void *p, size_t n, int tuple, uint64_t conn_id, uint64_t now)
+{
+	if (pthread_mutex_trylock(&pend_mu))
+		return;
+	if (npend < KEYS_PENDING) {
+		memcpy(&pend[npend].u, p, n);
+		pend[npend].tuple = (uint8_t)tuple;
+		pend[npend].conn_id = conn_id;
+		pend[npend].ts = now;
+		__atomic_store_n(&npend, npend + 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&pend_mu);
+}
+
+/*
+ * The # TUPLE record of a handshake: once, before its first secret that
+ * comes after the ServerHello (early secrets come before it: the client has
+ * no server random then). A handshake runs on one thread, so the thread's
+ * last client random tells the first secret from the next ones.
+ */
+static __thread uint8_t tuple_cr[32];
+
+void keys_tuple(const struct cap_tls_ops *ops, void *sess, uint64_t conn_id, unsigned label,
+		const uint8_t client_random[32])
+{
+	struct ring_hdr *r;
+	uint32_t f;
+	if (label == RING_KEY_CLIENT_EARLY_TRAFFIC_SECRET || label == RING_KEY_EARLY_EXPORTER_SECRET ||
+	    !memcmp(tuple_cr, client_random, 32) || !ops->server_hello)
+		return;
+	uint64_t now = cap_now_ns();
+	int want = keys_wanted(&r, now, &f);
+	if (!want || (want > 0 && !(f & RING_CONSUMER_TUPLES)))
+		return;
+	struct ring_tuple t;
+	memset(&t, 0, sizeof(t));
+	if (ops->server_hello(sess, t.server_random, &t.version, &t.suite) < 0)
+		return;
+	memcpy(tuple_cr, client_random, 32);
+	memcpy(t.client_random, client_random, 32);
+	int server = ops->is_server(sess);
+	t.side = server == 1 ? RING_SIDE_SERVER : RING_SIDE_CLIENT;
+	int fd = ops->get_fd(sess);
+	if (server < 0 || fd < 0 ||
+	    cap_names_of(fd, server == 0, &t.family, t.client_addr, &t.client_port, t.server_addr,
+			 &t.server_port) < 0) {
+		t.family = 0; /* the decryptor cannot place it: the randoms still help nobody */
+		memset(t.client_addr, 0, sizeof(t.client_addr) + sizeof(t.server_addr));
+		t.client_port = t.server_port = 0;
+	}
+	if (want < 0) {
+		pend_add(&t, sizeof(t), 1, conn_id, now);
+	} else {
+		flush_pending(r, f);
+		put_rec(r, RING_REC_TUPLE, conn_id, now, &t, sizeof(t));
 	}
 }
 
@@ -88,10 +161,11 @@ void keys_send(uint64_t conn_id, unsigned label, const uint8_t client_random[32]
 	       const uint8_t *secret, size_t len)
 {
 	struct ring_hdr *r;
+	uint32_t f;
 	uint64_t now = cap_now_ns();
 	if (label >= RING_KEY_NLABELS || !len || len > RING_KEY_MAX_SECRET)
 		return;
-	int want = keys_wanted(&r, now);
+	int want = keys_wanted(&r, now, &f);
 	if (!want)
 		return;
 	struct ring_key k;
@@ -101,19 +175,10 @@ void keys_send(uint64_t conn_id, unsigned label, const uint8_t client_random[32]
 	memcpy(k.client_random, client_random, 32);
 	memcpy(k.secret, secret, len);
 	if (want < 0) {
-		/* kept until the agent says (never waited for: a busy table drops it) */
-		if (!pthread_mutex_trylock(&pend_mu)) {
-			if (npend < KEYS_PENDING) {
-				pend[npend].k = k;
-				pend[npend].conn_id = conn_id;
-				pend[npend].ts = now;
-				__atomic_store_n(&npend, npend + 1, __ATOMIC_RELAXED);
-			}
-			pthread_mutex_unlock(&pend_mu);
-		}
+		pend_add(&k, sizeof(k), 0, conn_id, now);
 	} else {
-		flush_pending(r, 1);
-		put_key(r, conn_id, now, &k);
+		flush_pending(r, f);
+		put_rec(r, RING_REC_KEY, conn_id, now, &k, sizeof(k));
 		cap_doorbell(r);
 	}
 	memset(&k, 0, sizeof(k));
@@ -154,7 +219,7 @@ static const char *unhex(const char *s, uint8_t *out, size_t max, size_t *n)
 
 /* An NSS key-log line ("LABEL <client random> <secret>"), as OpenSSL's
  * callback gives it. Anything else is ignored. */
-static void keys_line(uint64_t conn_id, const char *line)
+static void keys_line(void *ssl, uint64_t conn_id, const char *line)
 {
 	const char *sp = strchr(line, ' ');
 	int label = sp ? keys_label(line, (size_t)(sp - line)) : -1;
@@ -168,6 +233,7 @@ static void keys_line(uint64_t conn_id, const char *line)
 	p = unhex(p + 1, secret, sizeof(secret), &ns);
 	if (!p || !ns || (*p && *p != '\n'))
 		return;
+	keys_tuple(&cap_tls_openssl, ssl, conn_id, (unsigned)label, cr);
 	keys_send(conn_id, (unsigned)label, cr, secret, ns);
 }
 
@@ -236,7 +302,7 @@ static void kl_cb(const struct ssl_st *ssl, const char *line)
 		prev(ssl, line);
 	if (line) {
 		struct cap_conn *c = cap_tls_openssl.state((void *)ssl, 0);
-		keys_line(c ? c->id : 0, line);
+		keys_line((void *)ssl, c ? c->id : 0, line);
 	}
 	errno = saved;
 }
@@ -260,7 +326,8 @@ void keys_openssl_prepare(struct ssl_st *ssl)
 {
 	struct ring_hdr *r;
 	keys_poll();
-	if (!keys_wanted(&r, cap_now_ns()))
+	uint32_t f;
+	if (!keys_wanted(&r, cap_now_ns(), &f))
 		return; /* the agent said no (not said yet: installed, the secrets wait) */
 	pthread_once(&kf_once, kf_resolve);
 	if (kf.ok)
@@ -308,7 +375,8 @@ EXPORT struct ssl_ctx_st *SSL_set_SSL_CTX(struct ssl_st *ssl, struct ssl_ctx_st 
 	struct ssl_ctx_st *ret = real(ssl, ctx);
 	int saved = errno;
 	struct ring_hdr *r;
-	if (ret && keys_wanted(&r, cap_now_ns()) != 0) {
+	uint32_t f;
+	if (ret && keys_wanted(&r, cap_now_ns(), &f) != 0) {
 		pthread_once(&kf_once, kf_resolve);
 		if (kf.ok)
 			kl_install(ret);

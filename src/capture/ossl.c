@@ -16,6 +16,9 @@ struct ossl_fns {
 	const struct ssl_cipher_st *(*get_cipher)(const struct ssl_st *s);
 	const char *(*cipher_name)(const struct ssl_cipher_st *c);
 	size_t (*client_random)(const struct ssl_st *s, unsigned char *out, size_t outlen);
+	size_t (*server_random)(const struct ssl_st *s, unsigned char *out, size_t outlen);
+	const struct ssl_cipher_st *(*pending_cipher)(const struct ssl_st *s);
+	uint16_t (*cipher_id)(const struct ssl_cipher_st *c);
 	int (*init_finished)(const struct ssl_st *s);
 	void *(*get_ex)(const struct ssl_st *s, int idx);
 	int (*set_ex)(struct ssl_st *s, int idx, void *data);
@@ -47,6 +50,9 @@ static void be_resolve(struct ossl_be *b)
 	f->get_cipher = b->lookup("SSL_get_current_cipher");
 	f->cipher_name = b->lookup("SSL_CIPHER_get_name");
 	f->client_random = b->lookup("SSL_get_client_random");
+	f->server_random = b->lookup("SSL_get_server_random");
+	f->pending_cipher = b->lookup("SSL_get_pending_cipher");
+	f->cipher_id = b->lookup("SSL_CIPHER_get_protocol_id");
 	f->init_finished = b->lookup("SSL_is_init_finished");
 	f->get_ex = b->lookup("SSL_get_ex_data");
 	f->set_ex = b->lookup("SSL_set_ex_data");
@@ -92,6 +98,21 @@ static int be_client_random(struct ossl_be *b, void *sess, uint8_t out[32])
 {
 	if (!b->f.client_random || b->f.client_random(sess, out, 32) != 32)
 		return -ENOENT;
+	return 0;
+}
+
+static int be_server_hello(struct ossl_be *b, void *sess, uint8_t sr[32], uint16_t *version,
+			   uint16_t *suite)
+{
+	const struct ossl_fns *f = &b->f;
+	if (!f->server_random || f->server_random(sess, sr, 32) != 32)
+		return -ENOENT;
+	*version = f->version ? (uint16_t)f->version(sess) : 0;
+	/* in the key-log callback the suite being negotiated is the pending one */
+	const struct ssl_cipher_st *ci = f->pending_cipher ? f->pending_cipher(sess) : NULL;
+	if (!ci && f->get_cipher)
+		ci = f->get_cipher(sess);
+	*suite = ci && f->cipher_id ? f->cipher_id(ci) : 0;
 	return 0;
 }
 
@@ -141,10 +162,15 @@ static void ex_free(void *parent, void *ptr, void *ad, int idx, long argl, void 
 	{                                                                                        \
 		return be_client_random(&NAME, sess, out);                                       \
 	}                                                                                        \
+	static int NAME##_server_hello(void *sess, uint8_t sr[32], uint16_t *v, uint16_t *cs)   \
+	{                                                                                        \
+		return be_server_hello(&NAME, sess, sr, v, cs);                                  \
+	}                                                                                        \
 	const struct cap_tls_ops OPSNAME = {                                                     \
 		.name = #NAME, .bit = BIT, .watch = WATCH, .resolve = NAME##_ready,              \
 		.state = NAME##_state, .is_server = NAME##_is_server, .get_fd = NAME##_get_fd,   \
 		.describe = NAME##_describe, .client_random = NAME##_client_random,              \
+		.server_hello = NAME##_server_hello,                                             \
 	}
 
 /* bypass detection (watch.c) counts through the shared libssl's BIO functions */

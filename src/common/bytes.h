@@ -30,6 +30,11 @@ static inline uint32_t get_be32(const uint8_t *p)
 	       ((uint32_t)p[2] << 8) | p[3];
 }
 
+static inline uint64_t get_be64(const uint8_t *p)
+{
+	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
 /* A cursor over untrusted bytes: every read checks the bound first. */
 struct reader {
 	const uint8_t *p;

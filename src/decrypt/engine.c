@@ -24,7 +24,9 @@ struct econn {
 	struct decrypt_engine *e;
 	struct tlsd *t;
 	struct tcp_key k;
-	uint8_t opened, tcp_closed, tls_counted, in_wait, syn;
+	struct tlsd_out tout;
+	uint8_t opened, tcp_closed, tls_counted, in_wait, syn, placed;
+	uint64_t place_gen;      /* the key store's generation last looked at for a # TUPLE */
 	uint64_t deadline;
 	uint64_t close_ts;
 	struct econn *wprev, *wnext;
@@ -57,6 +59,7 @@ static void conn_open_out(struct econn *c, uint64_t ts)
 	c->dc.cport = swap ? c->k.pb : c->k.pa;
 	c->dc.sport = swap ? c->k.pa : c->k.pb;
 	c->dc.tls = ti;
+	c->dc.midstream = c->placed;
 	c->opened = 1;
 	keys_mark_used(e->ks, ti->client_random);
 	e->st.decrypted_conns++;
@@ -135,6 +138,10 @@ static void conn_end(struct econn *c, uint64_t ts)
 	case TLSD_MIDSTREAM:
 		e->st.midstream_conns++;
 		break;
+	case TLSD_HANDSHAKE:
+		if (c->placed && !c->opened)
+			e->st.midstream_conns++; /* placed, but no record opened */
+		break;
 	case TLSD_UNSUPPORTED:
 		e->st.unsupported_conns++;
 		break;
@@ -158,9 +165,9 @@ static void *tcp_open(void *arg, const struct tcp_key *k, int syn, uint64_t ts)
 	struct econn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	struct tlsd_out o = to;
-	o.arg = c;
-	c->t = tlsd_new(&o, &e->tc, &e->o.wait);
+	c->tout = to;
+	c->tout.arg = c;
+	c->t = tlsd_new(&c->tout, &e->tc, &e->o.wait);
 	if (!c->t) {
 		free(c);
 		return NULL;
@@ -172,11 +179,48 @@ static void *tcp_open(void *arg, const struct tcp_key *k, int syn, uint64_t ts)
 	return c;
 }
 
+/*
+ * A connection first seen without its SYN whose first bytes are no
+ * ClientHello (the follower says midstream or not TLS): a # TUPLE line of
+ * the key log may place it (keys_find_tuple), now or when the store has
+ * changed since it was last looked for (a line read later). A new follower
+ * takes it from the segment at hand on. 1 if placed.
+ */
+static int try_place(struct econn *c)
+{
+	struct decrypt_engine *e = c->e;
+	enum tlsd_state s = tlsd_state(c->t);
+	if (c->syn || c->placed || c->place_gen == keys_generation(e->ks) + 1 ||
+	    (s != TLSD_MIDSTREAM && s != TLSD_NOT_TLS))
+		return 0;
+	c->place_gen = keys_generation(e->ks) + 1;
+	int a_client;
+	const struct key_entry *ke = keys_find_tuple(e->ks, c->k.family, c->k.a, c->k.pa, c->k.b,
+						     c->k.pb, &a_client);
+	if (!ke)
+		return 0;
+	struct tlsd *nt = tlsd_new(&c->tout, &e->tc, &e->o.wait);
+	if (!nt)
+		return 0;
+	if (tlsd_place(nt, a_client ? 0 : 1, ke) < 0) {
+		tlsd_free(nt);
+		e->st.unplaceable_conns++;
+		return 0;
+	}
+	tlsd_free(c->t);
+	c->t = nt;
+	c->placed = 1;
+	e->st.placed_conns++;
+	return 1;
+}
+
 static void tcp_data(void *arg, void *user, int dir, uint64_t ts, const uint8_t *p, size_t n)
 {
 	struct econn *c = user;
 	(void)arg;
 	tlsd_feed(c->t, dir, ts, p, n, c->e->ks);
+	if (try_place(c))
+		tlsd_feed(c->t, dir, ts, p, n, c->e->ks);
 	after(c);
 }
 

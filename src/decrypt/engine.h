@@ -15,6 +15,7 @@ struct dconn {
 	uint8_t family;
 	uint8_t client[16], server[16];
 	uint16_t cport, sport;
+	uint8_t midstream;       /* first seen mid-stream, placed by a # TUPLE line */
 	const struct tlsd_info *tls;
 	void *user;              /* the receiver's */
 };
@@ -47,7 +48,9 @@ struct decrypt_stats {
 	uint64_t nokey_conns;     /* keys never came within --key-wait */
 	uint64_t nokey_bytes;     /* their ciphertext */
 	uint64_t not_tls_conns;   /* TCP connections that are not TLS */
-	uint64_t midstream_conns; /* TLS first seen after its handshake */
+	uint64_t midstream_conns; /* TLS first seen after its handshake, not decrypted */
+	uint64_t placed_conns;    /* first seen mid-stream, placed by a # TUPLE line */
+	uint64_t unplaceable_conns; /* of those with a line, ones it cannot place (TLS 1.2 without suite or server random) */
 	uint64_t unsupported_conns; /* a version or suite we cannot open */
 	uint64_t failed_conns;    /* handshake lost, or over the wait caps */
 	uint64_t waiting_conns;   /* waiting for keys now (gauge) */

@@ -2,6 +2,7 @@
 #include "decrypt/keys.h"
 #include "common/log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -13,9 +14,15 @@ struct key_store {
 	struct key_entry *e;     /* a ring of max entries: e[head] is the oldest when full */
 	size_t max, n, head;
 	uint32_t *bucket;        /* index + 1 of a chain's first entry */
+	uint32_t *tbucket;       /* the same, by 4-tuple (# TUPLE) */
 	size_t nbuckets;         /* a power of two >= max */
 	uint64_t gen;
 	struct key_stats st;
+	struct {
+		uint8_t family;  /* 0: none */
+		uint8_t ca[16], sa[16];
+		uint16_t cp, sp;
+	} pend;                  /* a # TUPLE line of the ends alone, for the next key line */
 };
 
 static const struct {
@@ -43,8 +50,9 @@ struct key_store *keys_new(size_t max)
 	while (ks->nbuckets < ks->max)
 		ks->nbuckets <<= 1;
 	ks->bucket = calloc(ks->nbuckets, sizeof(*ks->bucket));
+	ks->tbucket = calloc(ks->nbuckets, sizeof(*ks->tbucket));
 	ks->e = calloc(ks->max, sizeof(*ks->e)); /* untouched pages cost nothing */
-	if (!ks->bucket || !ks->e) {
+	if (!ks->bucket || !ks->tbucket || !ks->e) {
 		keys_free(ks);
 		return NULL;
 	}
@@ -56,6 +64,7 @@ void keys_free(struct key_store *ks)
 	if (!ks)
 		return;
 	free(ks->bucket);
+	free(ks->tbucket);
 	free(ks->e);
 	free(ks);
 }
@@ -77,6 +86,57 @@ const struct key_entry *keys_find(const struct key_store *ks, const uint8_t cr[3
 	return NULL;
 }
 
+/* The same for both orders of the ends (a # TUPLE line names the client first, a frame either). */
+static size_t tuple_hash(const struct key_store *ks, int family, const uint8_t a[16], uint16_t pa,
+			 const uint8_t b[16], uint16_t pb)
+{
+	uint64_t h = (uint64_t)family * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)pa * pb) ^ ((uint64_t)pa + pb) << 32;
+	for (int i = 0; i < 16; i++)
+		h += (uint64_t)(a[i] ^ b[i]) << (8 * (i % 8)) ^ (uint64_t)(a[i] + b[i]) << (8 * ((i + 3) % 8));
+	h ^= h >> 31;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 29;
+	return (size_t)h & (ks->nbuckets - 1);
+}
+
+static size_t entry_tuple_hash(const struct key_store *ks, const struct key_entry *e)
+{
+	return tuple_hash(ks, e->family, e->caddr, e->cport, e->saddr, e->sport);
+}
+
+static void tuple_unlink(struct key_store *ks, size_t idx)
+{
+	if (!ks->e[idx].placed)
+		return;
+	uint32_t *pp = &ks->tbucket[entry_tuple_hash(ks, &ks->e[idx])];
+	while (*pp && *pp != idx + 1)
+		pp = &ks->e[*pp - 1].tnext;
+	if (*pp)
+		*pp = ks->e[idx].tnext;
+	ks->e[idx].placed = 0;
+}
+
+const struct key_entry *keys_find_tuple(const struct key_store *ks, int family, const uint8_t a[16],
+					uint16_t pa, const uint8_t b[16], uint16_t pb, int *a_is_client)
+{
+	for (uint32_t i = ks->tbucket[tuple_hash(ks, family, a, pa, b, pb)]; i; i = ks->e[i - 1].tnext) {
+		const struct key_entry *e = &ks->e[i - 1];
+		if (e->family != family)
+			continue;
+		if (e->cport == pa && e->sport == pb && !memcmp(e->caddr, a, 16) &&
+		    !memcmp(e->saddr, b, 16)) {
+			*a_is_client = 1;
+			return e;
+		}
+		if (e->cport == pb && e->sport == pa && !memcmp(e->caddr, b, 16) &&
+		    !memcmp(e->saddr, a, 16)) {
+			*a_is_client = 0;
+			return e;
+		}
+	}
+	return NULL;
+}
+
 static void unlink_entry(struct key_store *ks, size_t idx)
 {
 	uint32_t *pp = &ks->bucket[cr_hash(ks, ks->e[idx].cr)];
@@ -84,6 +144,7 @@ static void unlink_entry(struct key_store *ks, size_t idx)
 		pp = &ks->e[*pp - 1].next;
 	if (*pp)
 		*pp = ks->e[idx].next;
+	tuple_unlink(ks, idx);
 }
 
 static struct key_entry *entry_for(struct key_store *ks, const uint8_t cr[32])
@@ -156,6 +217,120 @@ static size_t field(const char *s, size_t len, size_t at, size_t *end)
 	return b;
 }
 
+/* HOST:PORT (IPv4) or [HOST]:PORT (IPv6) of s[0..n): 0, or -1. */
+static int endpoint(const char *s, size_t n, int *family, uint8_t addr[16], uint16_t *port)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	if (n < 3 || n >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = 0;
+	char *colon = strrchr(buf, ':'), *host = buf;
+	if (!colon || !colon[1])
+		return -1;
+	*colon = 0;
+	char *end;
+	unsigned long p = strtoul(colon + 1, &end, 10);
+	if (*end || p == 0 || p > 65535 || colon[1] < '0' || colon[1] > '9')
+		return -1;
+	*port = (uint16_t)p;
+	memset(addr, 0, 16);
+	if (host[0] == '[') {
+		size_t hl = strlen(host);
+		if (hl < 3 || host[hl - 1] != ']')
+			return -1;
+		host[hl - 1] = 0;
+		*family = 6;
+		return inet_pton(AF_INET6, host + 1, addr) == 1 ? 0 : -1;
+	}
+	*family = 4;
+	return inet_pton(AF_INET, host, addr) == 1 ? 0 : -1;
+}
+
+
+/* The connection of client random cr is the one between ca:cp (its client) and sa:sp. */
+static void place(struct key_store *ks, const uint8_t cr[32], int family, const uint8_t ca[16],
+		  uint16_t cp, const uint8_t sa[16], uint16_t sp, const uint8_t sr[32], uint16_t ver,
+		  uint16_t suite)
+{
+	struct key_entry *ke = entry_for(ks, cr);
+	size_t idx = (size_t)(ke - ks->e);
+	tuple_unlink(ks, idx);
+	ke->placed = 1;
+	ke->family = (uint8_t)family;
+	memcpy(ke->caddr, ca, 16);
+	memcpy(ke->saddr, sa, 16);
+	ke->cport = cp;
+	ke->sport = sp;
+	ke->version = ver;
+	ke->suite = suite;
+	memcpy(ke->sr, sr, 32);
+	size_t h = entry_tuple_hash(ks, ke);
+	ke->tnext = ks->tbucket[h];
+	ks->tbucket[h] = (uint32_t)(idx + 1);
+	ks->st.tuples++;
+	ks->gen++;
+}
+
+/* "# TUPLE CLIENT SERVER CLIENT_RANDOM [SERVER_RANDOM [VERSION [SUITE]]]"
+ * (after the "# TUPLE"): 1, or -EINVAL. Unknown fields may be "-". */
+static int tuple_line(struct key_store *ks, const char *s, size_t len, const char **why)
+{
+	size_t b[6], e[6], at = 0;
+	int nf = 0;
+	for (; nf < 6; nf++) {
+		b[nf] = field(s, len, at, &e[nf]);
+		if (e[nf] == b[nf])
+			break;
+		at = e[nf];
+	}
+	size_t xe;
+	field(s, len, at, &xe);
+	int fa, fb;
+	uint8_t ca[16], sa[16], cr[32], sr[32];
+	uint16_t cp, sp, ver = 0, suite = 0;
+	memset(sr, 0, sizeof(sr));
+	if (nf < 2 || xe != at) {
+		*why = "a # TUPLE line is CLIENT:PORT SERVER:PORT [CLIENT_RANDOM SERVER_RANDOM VERSION SUITE]";
+		return -EINVAL;
+	}
+	if (endpoint(s + b[0], e[0] - b[0], &fa, ca, &cp) < 0 ||
+	    endpoint(s + b[1], e[1] - b[1], &fb, sa, &sp) < 0 || fa != fb) {
+		*why = "a # TUPLE endpoint is ADDRESS:PORT or [IPv6]:PORT, both of one family";
+		return -EINVAL;
+	}
+	if (nf == 2) {
+		/* the ends alone: they belong to the key line that comes next */
+		ks->pend.family = (uint8_t)fa;
+		memcpy(ks->pend.ca, ca, 16);
+		memcpy(ks->pend.sa, sa, 16);
+		ks->pend.cp = cp;
+		ks->pend.sp = sp;
+		return 0;
+	}
+	if (e[2] - b[2] != 64 || unhex(cr, s + b[2], 64) < 0) {
+		*why = "the # TUPLE client random is not 64 hex digits";
+		return -EINVAL;
+	}
+	if (nf > 3 && !(e[3] - b[3] == 1 && s[b[3]] == '-') &&
+	    (e[3] - b[3] != 64 || unhex(sr, s + b[3], 64) < 0)) {
+		*why = "the # TUPLE server random is not 64 hex digits (or -)";
+		return -EINVAL;
+	}
+	for (int f = 4; f < nf; f++) {
+		uint8_t v[2];
+		if (e[f] - b[f] == 1 && s[b[f]] == '-')
+			continue;
+		if (e[f] - b[f] != 4 || unhex(v, s + b[f], 4) < 0) {
+			*why = "the # TUPLE version and suite are 4 hex digits (or -)";
+			return -EINVAL;
+		}
+		*(f == 4 ? &ver : &suite) = (uint16_t)(v[0] << 8 | v[1]);
+	}
+	place(ks, cr, fa, ca, cp, sa, sp, sr, ver, suite);
+	return 1;
+}
+
 int keys_add_line(struct key_store *ks, const char *line, size_t len, const char **why)
 {
 	if (len && line[len - 1] == '\r')
@@ -163,6 +338,12 @@ int keys_add_line(struct key_store *ks, const char *line, size_t len, const char
 	size_t lb = 0, le, cb, ce, sb, se, xe;
 	while (lb < len && (line[lb] == ' ' || line[lb] == '\t'))
 		lb++;
+	if (lb + 8 <= len && !memcmp(line + lb, "# TUPLE ", 8)) {
+		int r = tuple_line(ks, line + lb + 8, len - lb - 8, why);
+		if (r < 0)
+			ks->st.bad_lines++;
+		return r;
+	}
 	if (lb == len || line[lb] == '#')
 		return 0;
 	lb = field(line, len, lb, &le);
@@ -210,6 +391,14 @@ int keys_add_line(struct key_store *ks, const char *line, size_t len, const char
 	}
 	keys_add_secret(ks, cr, label, sec, sl);
 	ks->st.lines++;
+	if (ks->pend.family) {
+		const struct key_entry *ke = keys_find(ks, cr);
+		static const uint8_t zero[32];
+		if (!ke->placed) /* a full # TUPLE line of this client random says more */
+			place(ks, cr, ks->pend.family, ks->pend.ca, ks->pend.cp, ks->pend.sa,
+			      ks->pend.sp, zero, label == KEY_MASTER ? 0x0303 : 0x0304, 0);
+		ks->pend.family = 0;
+	}
 	return 1;
 bad:
 	ks->st.bad_lines++;

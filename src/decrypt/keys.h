@@ -27,6 +27,14 @@ struct key_entry {
 	uint8_t len[KEY_NLABELS];
 	uint8_t secret[KEY_NLABELS][KEY_SECRET_MAX];
 	uint32_t next;           /* hash chain (index + 1; 0: end) */
+	/* a # TUPLE line named its connection (keys_find_tuple) */
+	uint8_t placed;
+	uint8_t family;          /* 4 or 6 */
+	uint16_t cport, sport;
+	uint16_t version, suite; /* 0: not known */
+	uint8_t caddr[16], saddr[16]; /* IPv4 in the first 4 bytes */
+	uint8_t sr[32];          /* the server random (all zero: not known) */
+	uint32_t tnext;          /* tuple hash chain (index + 1; 0: end) */
 };
 
 struct key_stats {
@@ -37,6 +45,7 @@ struct key_stats {
 	uint64_t evicted;        /* client randoms forgotten over the cap */
 	uint64_t evicted_unused; /* of them, never used by a connection */
 	uint64_t entries;        /* client randoms held now (gauge) */
+	uint64_t tuples;         /* # TUPLE lines taken */
 };
 
 struct key_store;
@@ -45,8 +54,11 @@ struct key_store;
 struct key_store *keys_new(size_t max);
 void keys_free(struct key_store *ks);
 /* Parses one key-log line (without its newline; a trailing CR is allowed).
- * Returns 1 for a key taken, 0 for a comment, blank line or unused label,
- * -EINVAL for a malformed line (*why says what is wrong). */
+ * Returns 1 for a key (or a # TUPLE line) taken, 0 for a comment, blank
+ * line or unused label, -EINVAL for a malformed line (*why says what is
+ * wrong). The comment "# TUPLE CLIENT SERVER CLIENT_RANDOM SERVER_RANDOM
+ * VERSION SUITE" (tlsmirror --keylog; docs/decrypt.md) places a
+ * connection first seen mid-stream. */
 int keys_add_line(struct key_store *ks, const char *line, size_t len, const char **why);
 /* Adds one secret (label: enum key_label) for client random cr, as a
  * key-log line would (a master secret the decryptor derived itself). */
@@ -54,6 +66,11 @@ void keys_add_secret(struct key_store *ks, const uint8_t cr[32], int label, cons
 		     size_t len);
 /* The entry for client random cr, or NULL. Valid until the next add. */
 const struct key_entry *keys_find(const struct key_store *ks, const uint8_t cr[32]);
+/* The entry a # TUPLE line placed on the connection between a:pa and b:pb
+ * (either way round; the latest line wins), or NULL. *a_is_client says
+ * which end the line names the client. Valid until the next add. */
+const struct key_entry *keys_find_tuple(const struct key_store *ks, int family, const uint8_t a[16],
+					uint16_t pa, const uint8_t b[16], uint16_t pb, int *a_is_client);
 /* A connection with client random cr decrypted: its keys were good for something. */
 void keys_mark_used(struct key_store *ks, const uint8_t cr[32]);
 /* Client randoms held, or forgotten over the cap, that no connection used

@@ -384,6 +384,134 @@ static void go_desync(struct tlsd *t, int d, uint64_t lost)
 	x->rlen = 0;
 }
 
+/* ---- mid-stream, placed by a # TUPLE line ---- */
+
+#define SEARCH_CHAIN 8           /* whole records looked at for the shortest to try */
+#define SEARCH_TRIES 3           /* record boundaries tried before a direction gives up */
+
+/* Sequence numbers s0 .. s0 + n - 1 (and hint first, if any) on record r
+ * of body length l: 0 and the one that opened it in *seq, or -1. */
+static int try_seqs(struct tdir *x, const uint8_t *r, size_t l, uint64_t s0, uint64_t n,
+		    const uint64_t *hint, uint64_t *seq)
+{
+	uint8_t type;
+	if (hint && *hint >= s0) {
+		type = r[0];
+		if (rc_open(&x->rc, *hint, r, r + 5, l, plain, &type) >= 0) {
+			*seq = *hint;
+			return 0;
+		}
+	}
+	for (uint64_t k = s0; k < s0 + n; k++) {
+		type = r[0];
+		if (rc_open(&x->rc, k, r, r + 5, l, plain, &type) >= 0) {
+			*seq = k;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/*
+ * The sequence number of the record at h (whole records chained in
+ * h[0..n)): the shortest of the first SEARCH_CHAIN is opened with each
+ * candidate (TLS 1.2 AEAD suites carry it as their explicit nonce, which
+ * is tried first). Where the line did not say, encrypt-then-MAC (CBC) and
+ * the TLS 1.3 suites of the secret's hash are tried too. 0, or -1.
+ */
+static int find_seq(struct tlsd *t, int d, const uint8_t *h, size_t n, uint64_t *seq,
+		    const struct key_store *ks)
+{
+	struct tdir *x = &t->d[d];
+	size_t at = 0, best = 0, bestl = (size_t)-1;
+	uint64_t idx = 0, bidx = 0;
+	while (idx < SEARCH_CHAIN && at + 5 <= n && plausible(t, h + at)) {
+		size_t l = get_be16(h + at + 3);
+		if (at + 5 + l > n)
+			break;
+		if (l < bestl) {
+			bestl = l;
+			best = at;
+			bidx = idx;
+		}
+		at += 5 + l;
+		idx++;
+	}
+	if (bestl == (size_t)-1)
+		return -1;
+	if (x->have != x->want && key_dir(t, d, ks) < 0)
+		return -1;
+	const uint8_t *r = h + best;
+	uint64_t max = t->lim->seq_search ? t->lim->seq_search : TLSD_SEQ_SEARCH, hint = 0, found;
+	const struct tls_suite *s = x->rc.s;
+	int explicit = !s->tls13 && s->kind != SK_CHACHA && s->kind != SK_CBC && bestl >= 8;
+	if (explicit)
+		hint = get_be64(r + 5);
+	for (int v = 0; v < 3; v++) {
+		if (v == 1) {
+			if (s->kind == SK_CBC && !x->rc.etm) {
+				x->rc.etm = 1;
+			} else if (t->suite_guess && s->id == 0x1301) {
+				const struct key_entry *e = keys_find(ks, t->info.client_random);
+				int l = label_of(t, d, K_AP);
+				if (!e || l < 0 || rc_init13(&x->rc, tls_suite_find(0x1303), e->secret[l],
+							     e->len[l]) < 0)
+					break;
+			} else {
+				break;
+			}
+		} else if (v == 2) {
+			break;
+		}
+		if (try_seqs(x, r, bestl, bidx, max, explicit ? &hint : NULL, &found) == 0) {
+			*seq = found - bidx;
+			if (x->rc.etm)
+				t->etm = 1;
+			if (x->rc.s != t->info.suite) {
+				t->info.suite = x->rc.s;
+				t->info.suite_id = x->rc.s->id;
+			}
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int tlsd_place(struct tlsd *t, int client_dir, const struct key_entry *e)
+{
+	int v13 = e->version == 0x0304;
+	const struct tls_suite *s = e->suite ? tls_suite_find(e->suite) : NULL;
+	static const uint8_t zero[32];
+	if (e->version != 0x0303 && !v13)
+		return -EINVAL;
+	if (s && (s->tls13 != v13))
+		return -EINVAL;
+	if (!v13 && (!s || !memcmp(e->sr, zero, 32)))
+		return -EINVAL; /* the key block needs both randoms and the suite */
+	if (v13 && !s) {
+		int l = (e->have & (1u << KEY_CLIENT_AP)) ? KEY_CLIENT_AP : KEY_SERVER_AP;
+		s = tls_suite_find(e->len[l] == 48 ? 0x1302 : 0x1301);
+		t->suite_guess = 1;
+	}
+	t->info.version = e->version;
+	t->info.suite = s;
+	t->info.suite_id = s->id;
+	memcpy(t->info.client_random, e->cr, 32);
+	memcpy(t->sr, e->sr, 32);
+	t->info.have_ch = t->info.have_sh = 1;
+	t->info.client_dir = (uint8_t)(client_dir & 1);
+	t->seen_any = 1;
+	tlsd_transcript_end(t);
+	for (int d = 0; d < 2; d++) {
+		struct tdir *x = &t->d[d];
+		x->phase = PH_ENC;
+		x->want = v13 ? K_AP : K_12;
+		x->desync = 1;
+		x->search = 1;
+	}
+	return 0;
+}
+
 /* After lost ciphertext: the first place in the window where a record
  * opens with one of the next sequence numbers. Consumes p[0..n). */
 static void resync(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, size_t n,
@@ -417,6 +545,25 @@ static void resync(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, size_t 
 		if (i + 10 + l <= x->rlen && !plausible(t, h + 5 + l))
 			continue;
 		uint8_t type = h[0];
+		if (x->search) {
+			uint64_t seq;
+			if (find_seq(t, d, h, x->rlen - i, &seq, ks) < 0) {
+				if (++x->search_tries >= SEARCH_TRIES) {
+					t->c->place_failures++;
+					x->phase = PH_DEAD;
+					return;
+				}
+				continue;
+			}
+			/* found: what came before the first record is no gap (the
+			 * connection's clear text starts here) */
+			t->c->placed_dirs++;
+			x->search = 0;
+			x->seq = seq;
+			x->desync = 0;
+			x->lost = 0;
+			goto refeed;
+		}
 		for (uint64_t k = 0; k < RESYNC_WINDOW; k++) {
 			if (rc_open(&x->rc, x->seq + k, h, h + 5, l, plain, &type) < 0)
 				continue;
@@ -430,18 +577,21 @@ static void resync(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, size_t 
 			x->seq += k;
 			x->desync = 0;
 			x->lost = 0;
-			size_t rest = x->rlen - i;
-			uint8_t *tmp = malloc(rest);
-			if (!tmp) {
-				x->phase = PH_DEAD;
-				return;
-			}
-			memcpy(tmp, h, rest);
-			x->rlen = 0;
-			feed_dir(t, d, ts, tmp, rest, ks);
-			free(tmp);
+			goto refeed;
+		}
+		continue;
+	refeed:;
+		size_t rest = x->rlen - i;
+		uint8_t *tmp = malloc(rest);
+		if (!tmp) {
+			x->phase = PH_DEAD;
 			return;
 		}
+		memcpy(tmp, h, rest);
+		x->rlen = 0;
+		feed_dir(t, d, ts, tmp, rest, ks);
+		free(tmp);
+		return;
 	}
 	if (i) {
 		x->lost += i;

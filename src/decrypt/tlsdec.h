@@ -44,6 +44,8 @@ struct tlsd_counters {
 	uint64_t wait_dropped;   /* ciphertext over the wait caps (the connection gives up) */
 	uint64_t rsa_masters;    /* master secrets found with --rsa-key (and resumptions of them) */
 	uint64_t rsa_failures;   /* RSA key exchanges the key did not open */
+	uint64_t placed_dirs;    /* directions of mid-stream connections whose sequence number was found */
+	uint64_t place_failures; /* directions of placed connections no sequence number opened */
 };
 
 struct rsa_kx;
@@ -55,7 +57,12 @@ struct tlsd_limits {
 	 * secrets added to learn (NULL: none) */
 	struct rsa_kx *rsa;
 	struct key_store *learn;
+	/* a connection placed mid-stream: sequence numbers tried for its first
+	 * record (0: TLSD_SEQ_SEARCH) */
+	uint64_t seq_search;
 };
+
+#define TLSD_SEQ_SEARCH 65536
 
 struct tlsd_info {
 	uint16_t version;        /* 0x0303, 0x0304 (0: no ServerHello yet) */
@@ -75,6 +82,11 @@ struct tlsd;
 struct tlsd *tlsd_new(const struct tlsd_out *out, struct tlsd_counters *c,
 		      const struct tlsd_limits *lim);
 void tlsd_free(struct tlsd *t);
+/* A connection first seen mid-stream, placed by the # TUPLE line of e
+ * (keys_find_tuple): direction client_dir is the client's. Each direction
+ * finds its first record boundary and then its sequence number by trial.
+ * 0, or -EINVAL (a version or suite that cannot be opened this way). */
+int tlsd_place(struct tlsd *t, int client_dir, const struct key_entry *e);
 /* In-order bytes of direction dir (0, 1: as the caller names them; the
  * ClientHello says which is the client). Returns the state after. */
 enum tlsd_state tlsd_feed(struct tlsd *t, int dir, uint64_t ts_ns, const uint8_t *p, size_t n,

@@ -28,6 +28,8 @@ struct tdir {
 	uint8_t after_switch;    /* key stage to take after this record (K_*) */
 	uint8_t after_update;    /* KeyUpdate after this record */
 	uint8_t desync;
+	uint8_t search;          /* placed mid-stream: the sequence number is not known */
+	uint8_t search_tries;
 	uint64_t lost;           /* ciphertext lost since desync */
 	uint64_t seq;
 	struct rec_cipher rc;
@@ -56,6 +58,7 @@ struct tlsd {
 	uint8_t ticket_id[32], ticket_len; /* the ClientHello's session ticket (its SHA-256), if any */
 	EVP_MD_CTX *th[2];            /* --rsa-key: the transcript, SHA-256 and SHA-384, to the CKE */
 	uint8_t wait_dir;
+	uint8_t suite_guess;     /* placed without a suite (TLS 1.3): the others of its hash are tried */
 	uint8_t kb[2 * 48 + 2 * 32 + 2 * 12];
 	uint64_t ev;
 	uint64_t held;           /* bytes held now */

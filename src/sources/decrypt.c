@@ -78,6 +78,8 @@ static void on_open(void *arg, struct dconn *c, uint64_t ts)
 		return;
 	m->kind = CONN_KIND_DECRYPT;
 	m->side = 1;
+	if (c->midstream)
+		m->flags |= CONN_META_MIDSTREAM;
 	m->tls_version = c->tls->version;
 	m->real_server_port = c->sport;
 	_Static_assert(sizeof(m->sni) >= sizeof(c->tls->sni) && sizeof(m->alpn) >= sizeof(c->tls->alpn),
@@ -519,6 +521,10 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 		{ "renegotiations", tc->renegotiations, 0 },
 		{ "not_tls_conns", st->not_tls_conns, 0 },
 		{ "midstream_conns", st->midstream_conns, 0 },
+		{ "placed_conns", st->placed_conns, 0 },
+		{ "placed_dirs", tc->placed_dirs, 0 },
+		{ "place_failures", tc->place_failures, 0 },
+		{ "unplaceable_conns", st->unplaceable_conns, 0 },
 		{ "unsupported_conns", st->unsupported_conns, 0 },
 		{ "failed_conns", st->failed_conns, 0 },
 		{ "handshake_lost", tc->handshake_lost, 0 },
@@ -531,6 +537,7 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 		{ "bad_frames", st->bad_frames, 0 },
 		{ "truncated", st->truncated, 0 },
 		{ "keys", ks->lines, 0 },
+		{ "key_tuples", ks->tuples, 0 },
 		{ "dsb_keys", d->dsb_keys, 0 },
 		{ "tunnel_keys", d->tunnel_keys, 0 },
 		{ "rsa_masters", tc->rsa_masters, 0 },
@@ -554,6 +561,7 @@ static size_t dsrc_format_stats(const struct source *s, char *buf, size_t len, s
 		{ "ooo_per_dir", tl->ooo_per_dir, 1 },
 		{ "ooo_total", tl->ooo_total, 1 },
 		{ "idle_s", tl->idle_ns / 1000000000ULL, 1 },
+		{ "seq_search", o->wait.seq_search ? o->wait.seq_search : TLSD_SEQ_SEARCH, 1 },
 	};
 	at = text_add(buf, len, at, "source_limits decrypt");
 	return stats_kv_format(lim, sizeof(lim) / sizeof(lim[0]), buf, len, at);

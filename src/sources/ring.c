@@ -299,6 +299,12 @@ static void on_record(struct agent *a, struct proc *p, const struct ring_view *v
 			bad_record(p, why);
 		break;
 	}
+	case RING_REC_TUPLE: {
+		const char *why = NULL;
+		if (keylog_tuple(a, v, &why) < 0)
+			bad_record(p, why);
+		break;
+	}
 	default:
 		break;
 	}

@@ -95,7 +95,8 @@ enum ring_rec_type {
 	RING_REC_GAP = 4,       /* bytes sent that the mirror cannot show (SSL_sendfile): 8-byte length payload */
 	RING_REC_FORK = 5,      /* the process is about to fork: connections announced so far may go on in the child; conn_id 0, no payload */
 	RING_REC_KEY = 6,       /* a TLS secret (struct ring_key), only when the agent asks (RING_CONSUMER_KEYS) */
-	RING_REC_NTYPES = 7
+	RING_REC_TUPLE = 7,     /* a handshake's addresses, randoms and suite (struct ring_tuple), only when the agent asks (RING_CONSUMER_TUPLES) */
+	RING_REC_NTYPES = 8
 };
 
 /* Record flags. */
@@ -214,6 +215,7 @@ _Static_assert(sizeof(struct ring_open) == 448, "struct ring_open size: cross-pr
 
 /* ring_hdr.consumer_flags */
 #define RING_CONSUMER_KEYS 0x1u /* send the TLS secrets (RING_REC_KEY): tlsmirror --keylog */
+#define RING_CONSUMER_TUPLES 0x2u /* with KEYS: each handshake's RING_REC_TUPLE before its secrets */
 #define RING_CONSUMER_SEEN 0x80000000u /* the agent has mapped the ring: the flags are its word */
 
 /* Payload of RING_REC_KEY: one line of an NSS key log, in binary. conn_id:
@@ -252,6 +254,34 @@ RING_LAYOUT(ring_key, secret_len, 1);
 RING_LAYOUT(ring_key, client_random, 8);
 RING_LAYOUT(ring_key, secret, 40);
 _Static_assert(sizeof(struct ring_key) == 104, "struct ring_key size: cross-process layout");
+
+/* Payload of RING_REC_TUPLE: what places a connection first seen mid-stream
+ * (the key log's "# TUPLE" line, docs/decrypt.md): sent once per handshake,
+ * before its first secret after the ServerHello. family 0: the addresses
+ * were not known (no socket); version, suite 0: not known. */
+struct ring_tuple {
+	uint8_t family;         /* 4, 6, or 0 */
+	uint8_t side;           /* RING_SIDE_*: which end this process is */
+	uint16_t version;       /* 0x0303, 0x0304 */
+	uint16_t suite;         /* the IANA cipher suite */
+	uint16_t client_port;   /* host order */
+	uint16_t server_port;
+	uint8_t _pad[6];
+	uint8_t client_addr[16];/* IPv4 in the first 4 bytes */
+	uint8_t server_addr[16];
+	uint8_t client_random[32];
+	uint8_t server_random[32];
+};
+RING_LAYOUT(ring_tuple, family, 0);
+RING_LAYOUT(ring_tuple, version, 2);
+RING_LAYOUT(ring_tuple, suite, 4);
+RING_LAYOUT(ring_tuple, client_port, 6);
+RING_LAYOUT(ring_tuple, server_port, 8);
+RING_LAYOUT(ring_tuple, client_addr, 16);
+RING_LAYOUT(ring_tuple, server_addr, 32);
+RING_LAYOUT(ring_tuple, client_random, 48);
+RING_LAYOUT(ring_tuple, server_random, 80);
+_Static_assert(sizeof(struct ring_tuple) == 112, "struct ring_tuple size: cross-process layout");
 
 /* ring_open.flags */
 #define RING_OPEN_F_INHERITED 0x0001 /* inherited over fork(): announced by parent_pid first, same conn id */

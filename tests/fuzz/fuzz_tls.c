@@ -1,4 +1,4 @@
-/* Fuzz target: input bytes are a TLS connection's two directions, interleaved in chunks (a header byte per chunk: direction, gap or data, length), fed to the passive TLS follower with keys known for the client random 01..01; it must survive any of it, keep its held bytes within the caps, and hand on clear text only from records that authenticated. */
+/* Fuzz target: input bytes are a TLS connection's two directions, interleaved in chunks (a header byte per chunk: direction, gap or data, length), fed to the passive TLS follower with keys known for the client random 01..01; it must survive any of it, keep its held bytes within the caps, and hand on clear text only from records that authenticated. A first byte of 0xC0-0xC3 places the connection mid-stream first (# TUPLE: TLS 1.3 or 1.2, with its sequence search). */
 #include "decrypt/tlsdec.h"
 
 #include <stdio.h>
@@ -49,17 +49,35 @@ static struct key_store *keys(void)
 	return ks;
 }
 
+/* A placement of client random 01..01: TLS 1.3 (v13) or TLS 1.2, GCM or CBC. */
+static struct key_entry placement(int v13, int cbc)
+{
+	const struct key_entry *e = keys_find(keys(), (const uint8_t[32]){ [0 ... 31] = 1 });
+	struct key_entry p = *e;
+	p.placed = 1;
+	p.version = v13 ? 0x0304 : 0x0303;
+	p.suite = v13 ? (cbc ? 0 : 0x1301) : (cbc ? 0xc028 : 0xc02f);
+	memset(p.sr, 2, 32);
+	return p;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct tlsd_counters c;
 	memset(&c, 0, sizeof(c));
-	struct tlsd_limits lim = { 1 << 16, 1 << 17, NULL, NULL };
+	struct tlsd_limits lim = { 1 << 16, 1 << 17, NULL, NULL, 64 };
 	struct tlsd_out o = { on_data, on_gap, NULL };
 	struct tlsd *t = tlsd_new(&o, &c, &lim);
 	struct key_store *none = keys_new(1), *ks = keys();
 	if (!t || !none)
 		abort();
 	size_t at = 0;
+	if (size && (data[0] & 0xfc) == 0xc0) {
+		struct key_entry p = placement(data[0] & 1, data[0] & 2);
+		if (tlsd_place(t, 0, &p) < 0)
+			abort();
+		at = 1;
+	}
 	while (at < size) {
 		uint8_t h = data[at++];
 		size_t n = (size_t)(h >> 3) * 37 + 1;

@@ -199,7 +199,14 @@ def test_every_record_call_and_app_keylog(env):
     with open(kl) as f:
         app = {tuple(line.lower().split()) for line in f if line.strip()}
     with open(ours) as f:
-        lines = [line.lower().split() for line in f if line.strip()]
+        every = [line.lower().split() for line in f if line.strip()]
+    lines = [l for l in every if l[0] != "#"]
+    # one # TUPLE line before the keys: the real ends, the randoms, TLS 1.3, no suite (libgnutls
+    # names none)
+    tup = [l for l in every if l[:2] == ["#", "tuple"]]
+    check(len(tup) == 1 and every[0] == tup[0] and len(tup[0]) == 8 and tup[0][5] != "-"
+          and tup[0][6:] == ["0304", "-"] and tup[0][4] == lines[0][1],
+          f"--keylog's # TUPLE lines: {tup}")
     got = {(l[0], l[2]) for l in lines if len(l) == 3}
     check(app and got == app and len(lines) == len(app) and len({l[1] for l in lines}) == 1,
           f"--keylog: {len(lines)} lines, the application's {len(app)}, {len(got & app)} alike")

@@ -1,12 +1,17 @@
-# Integration test 32: --keylog: the TLS secrets of nginx and curl under capture as an NSS key log; tshark, given only the ciphertext dumpcap saw on the wire and that file, decrypts the same requests; an application's own key-log callback (curl's SSLKEYLOGFILE) keeps getting every line.
+# Integration test 32: --keylog: the TLS secrets of nginx and curl under capture as an NSS key log; tshark, given only the ciphertext dumpcap saw on the wire and that file, decrypts the same requests; an application's own key-log callback (curl's SSLKEYLOGFILE) keeps getting every line; the # TUPLE lines let tlsmirror decrypt open connections whose capture starts mid-stream.
 import os
+import re
 import signal
 import stat
+import sys
 import time
 
 from test_13_h2 import run_nginx
-from tmlib import (Agent, certs, check, free_port, gen_bytes, need_tool, nginx_conf, short,
-                   timeout, tshark_fields)
+from tmlib import (HELPERS, TLSMIRROR, Agent, certs, check, free_port, gen_bytes, judge,
+                   need_build, need_tool, nginx_conf, short, timeout, tshark_fields)
+
+sys.path.insert(0, HELPERS)
+import pcapedit  # noqa: E402
 
 CONF = nginx_conf(1, """    server {{
         listen 127.0.0.1:{port} ssl;
@@ -26,9 +31,9 @@ def keylines(path):
         return [l.split() for l in f.read().splitlines() if l and not l.startswith("#")]
 
 
-def dumpcap_start(env, port, path):
+def dumpcap_start(env, port, path, buffer_mb=None):
     cap = env.spawn("dumpcap", [need_tool("dumpcap"), "-q", "-i", "lo", "-f", f"tcp port {port}",
-                                "-w", path])
+                                "-w", path] + (["-B", str(buffer_mb)] if buffer_mb else []))
     time.sleep(1.5)  # until it captures
     check(cap.alive(), f"dumpcap: {short(cap.err())}")
     return cap
@@ -128,3 +133,98 @@ def test_no_keylog_no_keys(env):
     st = agent.stderr_text
     check(" bad_records=0 " in st and " keys=" not in st and " conns=1 " in st,
           f"agent without --keylog: {short(st, 1200)}")
+
+
+def tuple_lines(path):
+    with open(path) as f:
+        return [l.split()[2:] for l in f.read().splitlines() if l.startswith("# TUPLE ")]
+
+
+@timeout(180)
+def test_tuples_place_connections_seen_midstream(env):
+    """nginx under capture with --keylog serves 2 MiB over TLS 1.3 and TLS 1.2 to curl;
+    the capture is cut so that each connection starts in the middle of its response
+    (no SYN, no handshake, mid-record). tlsmirror decrypt finds each connection by the
+    # TUPLE line, its record boundary and sequence number, and hands on exactly the
+    response's tail: byte-exact, both directions, valid TCP that tshark reads."""
+    keys = env.path("keys.log")
+    agent = Agent(env, args=["--keylog", keys]).start()
+    body = gen_bytes(2 << 20, 3202)
+    ngx, port = nginx_with(env, agent, body)
+    c = certs()
+    cipher = env.path("cipher.pcapng")
+    cap = dumpcap_start(env, port, cipher, buffer_mb=256)  # no frame lost on lo
+    curl = need_tool("curl")
+    base = ["-sS", "-o", "/dev/null", "--cacert", c["cert"], "--resolve",
+            f"localhost:{port}:127.0.0.1", "--limit-rate", "50M"]
+    url = f"https://localhost:{port}/f"
+    versions = (["--tlsv1.3"], ["--tlsv1.2", "--tls-max", "1.2"])
+    for args in versions:
+        rc, out, err = env.run("curl", [curl] + base + args + [url], timeout_s=30)
+        check(rc == 0, f"curl {args}: {short(err)}")
+    dumpcap_stop(cap)
+    ngx.signal(signal.SIGQUIT)
+    ngx.wait(20)
+    agent.final_stats()
+
+    # the export: one line per handshake, before its keys, naming the real ends
+    tl = tuple_lines(keys)
+    check(len(tl) == 2, f"# TUPLE lines in --keylog's file: {tl}")
+    lines = open(keys).read().splitlines()
+    for t in tl:
+        check(len(t) == 6 and t[1] == f"127.0.0.1:{port}" and re.fullmatch(r"127\.0\.0\.1:\d+", t[0])
+              and re.fullmatch(r"[0-9a-f]{64}", t[2]) and re.fullmatch(r"[0-9a-f]{64}", t[3])
+              and t[4] in ("0303", "0304") and re.fullmatch(r"[0-9a-f]{4}", t[5]),
+              f"# TUPLE line malformed: {t}")
+        at = [i for i, l in enumerate(lines) if t[2] in l]
+        check(lines[at[0]].startswith("# TUPLE ") and len(at) > 1,
+              f"the # TUPLE line of {t[2][:16]}... is not before its keys: {at}")
+    check(sorted(t[4] for t in tl) == ["0303", "0304"], f"TUPLE versions: {tl}")
+    check(f" key_tuples=2 " in agent.stderr_text, f"agent counters: {short(agent.stderr_text, 900)}")
+
+    # the capture cut: every packet of a connection before the middle of its response goes
+    pc = pcapedit.read(cipher)
+    keep, cut_at = [], {}
+    conns = {}
+    for i, p in enumerate(pc.packets):
+        t = p.tcp
+        if t is None:
+            continue
+        cport = t.sport if t.dport == port else t.dport
+        conns.setdefault(cport, []).append(i)
+    check(len(conns) == 2, f"connections in the capture: {sorted(conns)}")
+    for cport, idx in conns.items():
+        s2c = [i for i in idx if pc.packets[i].tcp.sport == port and pc.packets[i].tcp.payload_len]
+        cut_at[cport] = s2c[len(s2c) // 2]
+    for i, p in enumerate(pc.packets):
+        t = p.tcp
+        if t is None:
+            continue
+        cport = t.sport if t.dport == port else t.dport
+        if i >= cut_at[cport]:
+            keep.append(p)
+    midcap = env.path("midstream.pcap")
+    pc.write(midcap, keep)
+
+    clear = env.path("clear.pcap")
+    argv = [need_build(TLSMIRROR), "decrypt", "-r", midcap, "--keys", keys, "-w", clear,
+            "--key-wait", "1s"]
+    rc, out, err = env.run("decrypt", argv, timeout_s=60)
+    err = err.decode("utf-8", "replace") if isinstance(err, bytes) else err
+    check(rc == 0, f"tlsmirror decrypt exited {rc}: {short(err, 900)}")
+    line = next((l for l in err.splitlines() if l.strip().startswith("source decrypt")), "")
+    st = dict(re.findall(r"(\w+)=(\d+)", line))
+    check(st.get("tcp_gap_bytes") == "0", f"the capture itself lost frames (dumpcap): {line}")
+    check(st.get("placed_conns") == "2" and st.get("decrypted_conns") == "2" and
+          st.get("auth_failures") == "0" and st.get("place_failures") == "0" and
+          st.get("key_tuples") == "2", f"decrypt counters: {line}")
+    out = judge(clear)
+    for cport in conns:
+        sm = out.one(client_port=cport, server_port=port)
+        got = sm.direction(1)["data"]
+        check(len(got) > (1 << 20) * 0.8, f"client port {cport}: {len(got)} bytes of the "
+              f"response decrypted, want the second half of 2 MiB")
+        check(body.endswith(got), f"client port {cport}: the {len(got)} bytes decrypted are not "
+              f"the response's tail")
+        c2s = sm.direction(0)["data"]
+        check(c2s == b"", f"client port {cport}: {len(c2s)} bytes client to server after the cut")

@@ -1260,3 +1260,80 @@ def test_garbage_keys_corrupt_and_cut_capture(env):
             offsets_match("cut capture c2s", exp.c2s, s3.direction(0), problems)
             offsets_match("cut capture s2c", exp.s2c, s3.direction(1), problems)
     check(not problems, "\n  ".join(problems))
+
+
+# ------------------------------------------------- mid-stream, placed by # TUPLE lines
+
+def hello_randoms(path):
+    """(client random, server random) of the one handshake of a capture, as hex."""
+    out = []
+    for t in (1, 2):
+        rows = tshark_fields(path, ["tls.handshake.random"],
+                             display_filter=f"tls.handshake.type == {t}")
+        check(len(rows) == 1 and len(rows[0][0].replace(":", "")) == 64,
+              f"handshake type {t} randoms: {rows}")
+        out.append(rows[0][0].replace(":", ""))
+    return out
+
+
+def midstream_case(env, version, cli_args, srv_args=(), suite=None, tuple_suite=True):
+    """One s_client/s_server connection; the capture cut to start in the middle of the
+    server's data (no SYN, no handshake, mid-record); a # TUPLE line naming it (the
+    suite left out with tuple_suite False: '-'). decrypt must hand on exactly the tail
+    of each direction from a record boundary on."""
+    wire, keys, exp = openssl_case(env, srv_args=srv_args, cli_args=cli_args,
+                                   sizes=(90_000, 600_000), seed=7, rsa=version == "1.2")
+    cs = wire.cipher.one(exp.server_port)
+    cr, sr = hello_randoms(wire.path)
+    hs = server_hellos(wire.path)
+    sid = suite if suite is not None else hs[0]["suite"]
+    with open(keys, "a") as f:
+        f.write(f"# TUPLE {cs.client[0]}:{cs.client[1]} {cs.server[0]}:{cs.server[1]} {cr} {sr} "
+                f"{'0304' if version == '1.3' else '0303'} "
+                f"{format(sid, '04x') if tuple_suite else '-'}\n")
+    s2c = cs.data_pkts(1)
+    cut = s2c[len(s2c) // 2][0]  # frame number: everything of the connection before it goes
+    mid = env.path("midstream.pcap")
+    wire.cipher.pcap.write(mid, wire.cipher.pcap.packets[cut - 1:])
+    clear = env.path("clear.pcap")
+    run = decrypt(env, [mid], [keys], clear, key_wait="1s")
+    check_counters(run, conns=1, decrypted=1, auth=0, gap=0)
+    check(run.stat("placed_conns") == 1 and run.stat("place_failures") == 0 and
+          run.stat("key_tuples") == 1, f"placement counters: {run.stats()}")
+    cap = judge(clear, ts_window=wire.cipher.window())
+    st = cap.one(client_port=cs.client[1], server_port=cs.server[1])
+    check(st.client == cs.client and st.server == cs.server,
+          f"ends {st.client} {st.server}, want {cs.client} {cs.server}")
+    got = st.direction(1)["data"]
+    check(len(got) >= len(exp.s2c) // 3 and exp.s2c.endswith(got),
+          f"{len(got)} bytes server to client: not the tail of the {len(exp.s2c)} it sent")
+    c2s = st.direction(0)["data"]
+    check(exp.c2s.endswith(c2s), f"{len(c2s)} bytes client to server: not the tail of what "
+          f"it sent")
+    return run
+
+
+@timeout(90)
+def test_midstream_tls12_chacha20_searches_the_sequence(env):
+    """ChaCha20-Poly1305 has no explicit nonce: the sequence number is found by trial."""
+    midstream_case(env, "1.2", ["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"])
+
+
+@timeout(90)
+def test_midstream_tls12_gcm(env):
+    """AES-GCM: its explicit nonce is the sequence number, tried first."""
+    midstream_case(env, "1.2", ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"])
+
+
+@timeout(90)
+def test_midstream_tls12_cbc_etm(env):
+    """AES-CBC with encrypt-then-MAC, which the TUPLE line does not say: both are tried."""
+    run = midstream_case(env, "1.2", ["-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA384"])
+
+
+@timeout(90)
+def test_midstream_tls13_without_suite(env):
+    """A TUPLE line without its suite (GnuTLS writes none): TLS 1.3 ChaCha20 is found
+    among the SHA-256 suites."""
+    a = ["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"]
+    midstream_case(env, "1.3", a + ["-tls1_3"], srv_args=a, tuple_suite=False)

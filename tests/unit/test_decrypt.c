@@ -29,7 +29,7 @@ TEST(keys_lines)
 	CHECK_EQ(add(ks, l), 1);
 	snprintf(l, sizeof(l), "CLIENT_TRAFFIC_SECRET_0 %s %064d\r", CR, 3);
 	CHECK_EQ(add(ks, l), 1);
-	CHECK_EQ(add(ks, "# TUPLE 127.0.0.1:1 127.0.0.1:2"), 0);
+	CHECK_EQ(add(ks, "# TUPLE 127.0.0.1:1 127.0.0.1:2"), 0); /* the ends alone: for the next key */
 	CHECK_EQ(add(ks, "   "), 0);
 	snprintf(l, sizeof(l), "EXPORTER_SECRET %s %064d", CR, 3);
 	CHECK_EQ(add(ks, l), 0); /* known, not used */
@@ -363,7 +363,7 @@ TEST(tls13_lost_records_exact_and_resync)
 	struct key_store *ks = keys_new(0);
 	struct tlsd_counters tc;
 	memset(&tc, 0, sizeof(tc));
-	struct tlsd_limits lim = { 1 << 20, 1 << 24, NULL, NULL };
+	struct tlsd_limits lim = { 1 << 20, 1 << 24, NULL, NULL, 0 };
 	static struct ccap c;
 	memset(&c, 0, sizeof(c));
 	add_keys13(ks, 0);
@@ -415,7 +415,7 @@ TEST(tls13_keys_after_ciphertext)
 	struct key_store *ks = keys_new(0);
 	struct tlsd_counters tc;
 	memset(&tc, 0, sizeof(tc));
-	struct tlsd_limits lim = { 1 << 20, 1 << 24, NULL, NULL };
+	struct tlsd_limits lim = { 1 << 20, 1 << 24, NULL, NULL, 0 };
 	static struct ccap c;
 	memset(&c, 0, sizeof(c));
 	/* the same hello, but its keys come only after the records */
@@ -435,5 +435,123 @@ TEST(tls13_keys_after_ciphertext)
 	CHECK_EQ(c.out[1][999], 'z');
 	CHECK_EQ(tc.waiting_bytes, 0);
 	tlsd_free(t);
+	keys_free(ks);
+}
+
+TEST(keys_tuple_lines)
+{
+	struct key_store *ks = keys_new(4);
+	char l[512];
+	uint8_t a[16] = { 10, 0, 0, 1 }, b[16] = { 10, 0, 0, 2 }, cr[32];
+	memset(cr, 1, 32);
+	int ac = -1;
+	/* the full form: both randoms, version and suite */
+	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:40000 10.0.0.2:443 %s %064d 0303 c02f", CR, 5);
+	CHECK_EQ(add(ks, l), 1);
+	const struct key_entry *e = keys_find_tuple(ks, 4, b, 443, a, 40000, &ac);
+	if (CHECK(e)) {
+		CHECK_EQ(ac, 0); /* asked the other way round: b is the server */
+		CHECK_MEM(e->cr, cr, 32);
+		CHECK_EQ(e->version, 0x0303);
+		CHECK_EQ(e->suite, 0xc02f);
+		CHECK_EQ(e->sr[31], 5);
+	}
+	CHECK(keys_find_tuple(ks, 4, a, 40000, b, 443, &ac) && ac == 1);
+	CHECK(!keys_find_tuple(ks, 4, a, 40001, b, 443, &ac));
+	CHECK(!keys_find_tuple(ks, 6, a, 40000, b, 443, &ac));
+	/* the same ends for a new connection (the port used again): the latest line wins */
+	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:40000 10.0.0.2:443 %062d02 - 0304 -", 0);
+	CHECK_EQ(add(ks, l), 1);
+	e = keys_find_tuple(ks, 4, a, 40000, b, 443, &ac);
+	CHECK(e && e->cr[31] == 2 && e->version == 0x0304 && e->suite == 0);
+	/* IPv6, and the ends alone: for the key line that follows */
+	CHECK_EQ(add(ks, "# TUPLE [2001:db8::1]:5000 [2001:db8::2]:8443"), 0);
+	snprintf(l, sizeof(l), "CLIENT_TRAFFIC_SECRET_0 %062d03 %064d", 0, 3);
+	CHECK_EQ(add(ks, l), 1);
+	uint8_t a6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 }, b6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
+	e = keys_find_tuple(ks, 6, a6, 5000, b6, 8443, &ac);
+	CHECK(e && e->cr[31] == 3 && ac == 1 && e->version == 0x0304);
+	/* malformed lines are bad lines, and place nothing */
+	static const char *const bad[] = {
+		"# TUPLE 10.0.0.1:40000",                             /* one end */
+		"# TUPLE 10.0.0.1 10.0.0.2:443",                      /* no port */
+		"# TUPLE 10.0.0.1:0 10.0.0.2:443",                    /* port 0 */
+		"# TUPLE 10.0.0.1:70000 10.0.0.2:443",                /* port too big */
+		"# TUPLE 10.0.0.1:1 [2001:db8::2]:443",               /* two families */
+		"# TUPLE [2001:db8::1:1 [2001:db8::2]:443",           /* no bracket */
+		"# TUPLE 999.0.0.1:1 10.0.0.2:443",                   /* no address */
+		"# TUPLE 10.0.0.1:1 10.0.0.2:443 0101",               /* short random */
+		"# TUPLE 10.0.0.1:1 10.0.0.2:443 " "zz01010101010101010101010101010101010101010101010101010101010101",
+	};
+	uint64_t bl = keys_stats(ks)->bad_lines;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_EQ(add(ks, bad[i]), -EINVAL);
+	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:1 10.0.0.2:443 %s %064d 303 c02f", CR, 5);
+	CHECK_EQ(add(ks, l), -EINVAL); /* 3 digits */
+	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:1 10.0.0.2:443 %s %064d 0303 c02f more", CR, 5);
+	CHECK_EQ(add(ks, l), -EINVAL);
+	CHECK_EQ(keys_stats(ks)->bad_lines, bl + sizeof(bad) / sizeof(bad[0]) + 2);
+	CHECK_EQ(keys_stats(ks)->tuples, 3);
+	/* over the cap the oldest client random goes, with its tuple */
+	for (int i = 4; i <= 7; i++) {
+		snprintf(l, sizeof(l), "CLIENT_RANDOM %062d%02d %096d", 0, i, 1);
+		CHECK_EQ(add(ks, l), 1);
+	}
+	CHECK(!keys_find_tuple(ks, 4, a, 40000, b, 443, &ac));
+	CHECK(!keys_find_tuple(ks, 6, a6, 5000, b6, 8443, &ac));
+	keys_free(ks);
+}
+
+/* A connection placed mid-stream: its first bytes are the end of a record,
+ * then whole records from sequence number 40 on; the search finds 40 and
+ * hands on exactly those records, nothing of the partial one. */
+TEST(tls13_placed_midstream_finds_the_sequence)
+{
+	struct key_store *ks = keys_new(0);
+	struct tlsd_counters tc;
+	memset(&tc, 0, sizeof(tc));
+	struct tlsd_limits lim = { 1 << 20, 1 << 24, NULL, NULL, 0 };
+	static struct ccap c;
+	memset(&c, 0, sizeof(c));
+	add_keys13(ks, 1);
+	char l[256];
+	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:40000 10.0.0.2:443 %s - 0304 1301", CR);
+	CHECK_EQ(add(ks, l), 1);
+	int ac;
+	uint8_t a[16] = { 10, 0, 0, 1 }, b[16] = { 10, 0, 0, 2 };
+	const struct key_entry *e = keys_find_tuple(ks, 4, b, 443, a, 40000, &ac);
+	if (!CHECK(e))
+		goto out;
+	struct tlsd_out o = { c_data, c_gap, &c };
+	struct tlsd *t = tlsd_new(&o, &tc, &lim);
+	/* the capture's first segment is the server's: as fed, direction 0 */
+	CHECK_EQ(tlsd_place(t, ac ? 0 : 1, e), 0);
+	static uint8_t stream[5][2100];
+	size_t len[5];
+	uint8_t msg[1500];
+	for (int i = 0; i < 5; i++) {
+		memset(msg, 'a' + i, sizeof(msg));
+		len[i] = seal13(stream[i], 39 + (uint64_t)i, msg, sizeof(msg) - (size_t)i * 100);
+	}
+	tlsd_feed(t, 0, 1, stream[0] + 700, len[0] - 700, ks); /* record 39, cut */
+	for (int i = 1; i < 5; i++)
+		tlsd_feed(t, 0, 1, stream[i], len[i], ks);
+	CHECK_EQ(tc.placed_dirs, 1);
+	CHECK_EQ(tc.auth_failures, 0);
+	CHECK_EQ(c.gap[1], 0);
+	/* records 40..43 (server to client: clear-text direction 1), nothing of 39 */
+	CHECK_EQ(c.n[1], 1400 + 1300 + 1200 + 1100);
+	CHECK_EQ(c.out[1][0], 'b');
+	CHECK_EQ(c.out[1][c.n[1] - 1], 'e');
+	CHECK_EQ(tlsd_info(t)->client_dir, 1);
+	tlsd_free(t);
+	/* a TLS 1.2 line without its suite or server random cannot place */
+	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:40001 10.0.0.2:443 %062d09 - 0303 c02f", 0);
+	CHECK_EQ(add(ks, l), 1);
+	e = keys_find_tuple(ks, 4, a, 40001, b, 443, &ac);
+	t = tlsd_new(&o, &tc, &lim);
+	CHECK(e && tlsd_place(t, 0, e) == -EINVAL);
+	tlsd_free(t);
+out:
 	keys_free(ks);
 }
