@@ -192,6 +192,36 @@ echo "    Who saw it (pcapng comment): $(tshark -r "$DECRYPTED" -Y frame.comment
 	2>/dev/null | head -n 1)"
 echo "    and $(wc -l <"$T/decrypted.jsonl") HTTP records from the decrypted connections"
 
+say "A capture that starts after the handshakes: the key log's # TUPLE lines place those connections"
+grep '^# TUPLE' "$KEYLOG" | cut -c1-110 | sed 's/$/.../; s/^/    /'
+python3 - "$CIPHER" "$KEYLOG" "$T/late.pcap" <<'PY'
+# every packet of each connection before its first HTTP request goes (tshark finds it)
+import subprocess, sys
+sys.path.insert(0, "tests/integration/helpers")
+import pcapedit
+cipher, keys, out = sys.argv[1:4]
+rows = subprocess.run(["tshark", "-r", cipher, "-o", f"tls.keylog_file:{keys}", "-Y", "http.request",
+                       "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport"],
+                      capture_output=True, text=True).stdout.split()
+first = {}
+for n, port in zip(rows[::2], rows[1::2]):
+    first.setdefault(int(port), int(n))
+cap = pcapedit.read(cipher)
+keep = [p for i, p in enumerate(cap.packets, 1) if p.tcp and
+        i >= first.get(p.tcp.sport, first.get(p.tcp.dport, 0))]
+cap.write(out, keep)
+PY
+echo "    \$ tlsmirror decrypt -r late.pcap --keys keys.log --http-log late.jsonl   (no SYN, no handshake in late.pcap)"
+"$TM" decrypt -q -r "$T/late.pcap" --keys "$KEYLOG" -w /dev/null --http-log "$T/late.jsonl" \
+	2>"$T/late.log" || die "tlsmirror decrypt failed: $(cat "$T/late.log")"
+grep '^source decrypt' "$T/late.log" | tr ' ' '\n' |
+	grep -E '^(tcp_conns|placed_conns|decrypted_conns|clear_bytes|auth_failures)=' |
+	tr '\n' ' ' | sed 's/^/    /; s/$/\n/'
+python3 -c 'import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    print("   ", r["method"], r["path"], "->", (r["response"] or {}).get("status"), " start=midstream" if r["conn"].get("midstream") else "")' "$T/late.jsonl"
+
 say "At the collector: the same connections, synthesized from the agent's connection events, on the agent's own interface (tshark -r collector.pcapng)"
 kill -TERM "$COLLECTOR"
 wait "$COLLECTOR" || die "the collector exited with an error: $(tail -n 5 "$T/collector.log")"

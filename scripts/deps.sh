@@ -10,7 +10,8 @@ pkgs=(build-essential pkg-config libssl-dev libzstd-dev liblz4-dev openssl tshar
       librdkafka-dev kcat  # --kafka (src/sinks/sink_kafka.c); kcat reads it back in the tests
       libcapstone-dev  # the capture library relocates prologues of a program's own SSL_read... (src/capture/reloc.c)
       libpcap-dev  # tlsmirror decrypt reads captures and interfaces (src/sources/decrypt.c)
-      ssldump)  # a peer to benchmark decryption against (bench/decrypt.sh)
+      ssldump  # a peer to benchmark decryption against (bench/decrypt.sh)
+      tcpreplay ethtool)  # bench/decrypt.sh replays ciphertext at 2 Gbit/s into a veth
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
