@@ -173,6 +173,7 @@ int keylog_tuple(struct agent *a, const struct ring_view *v, const char **why)
 		return -EINVAL;
 	}
 	t.side = 0; /* both ends of a connection on this host send the same line */
+	memset(t._pad, 0, sizeof(t._pad));
 	if (!t.family || seen_lately(0x100, t.client_random, (const uint8_t *)&t, sizeof(t)))
 		return 0;
 	char line[2 * 48 + 2 * 64 + 64], *p = line;

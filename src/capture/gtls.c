@@ -289,8 +289,11 @@ static int keylog_cb(void *sess, const char *label, const struct gtls_datum *sec
 {
 	struct gtls_slot *s = slot_find(sess);
 	gtls_keylog_fn next = s ? s->app_keylog : NULL;
-	if (s && s->conn && secret)
+	if (s && s->conn && secret) {
+		int saved = errno; /* getsockname() of the # TUPLE record may fail */
 		key_secret(s->conn, sess, label, secret->data, secret->size);
+		errno = saved;
+	}
 	return next ? next(sess, label, secret) : 0;
 }
 

@@ -119,7 +119,7 @@ static void pend_add(const void *p, size_t n, int tuple, uint64_t conn_id, uint6
  * no server random then). A handshake runs on one thread, so the thread's
  * last client random tells the first secret from the next ones.
  */
-static __thread uint8_t tuple_cr[32];
+static __thread uint8_t tuple_cr[32] __attribute__((tls_model("initial-exec")));
 
 void keys_tuple(const struct cap_tls_ops *ops, void *sess, uint64_t conn_id, unsigned label,
 		const uint8_t client_random[32])

@@ -25,7 +25,7 @@ struct econn {
 	struct tlsd *t;
 	struct tcp_key k;
 	struct tlsd_out tout;
-	uint8_t opened, tcp_closed, tls_counted, in_wait, syn, placed;
+	uint8_t opened, tcp_closed, tls_counted, in_wait, syn, placed, unplaceable;
 	uint64_t place_gen;      /* the key store's generation last looked at for a # TUPLE */
 	uint64_t deadline;
 	uint64_t close_ts;
@@ -184,13 +184,16 @@ static void *tcp_open(void *arg, const struct tcp_key *k, int syn, uint64_t ts)
  * ClientHello (the follower says midstream or not TLS): a # TUPLE line of
  * the key log may place it (keys_find_tuple), now or when the store has
  * changed since it was last looked for (a line read later). A new follower
- * takes it from the segment at hand on. 1 if placed.
+ * takes it from the segment at hand on. 1 if placed. A line places at most
+ * PLACE_MAX connections (the capture cut twice; more are segments replayed
+ * on its 4-tuple, each of which would cost a sequence search).
  */
+#define PLACE_MAX 2
 static int try_place(struct econn *c)
 {
 	struct decrypt_engine *e = c->e;
 	enum tlsd_state s = tlsd_state(c->t);
-	if (c->syn || c->placed || c->place_gen == keys_generation(e->ks) + 1 ||
+	if (c->syn || c->placed || c->unplaceable || c->place_gen == keys_generation(e->ks) + 1 ||
 	    (s != TLSD_MIDSTREAM && s != TLSD_NOT_TLS))
 		return 0;
 	c->place_gen = keys_generation(e->ks) + 1;
@@ -199,14 +202,14 @@ static int try_place(struct econn *c)
 						     c->k.pb, &a_client);
 	if (!ke)
 		return 0;
-	struct tlsd *nt = tlsd_new(&c->tout, &e->tc, &e->o.wait);
-	if (!nt)
-		return 0;
-	if (tlsd_place(nt, a_client ? 0 : 1, ke) < 0) {
+	struct tlsd *nt = ke->placements < PLACE_MAX ? tlsd_new(&c->tout, &e->tc, &e->o.wait) : NULL;
+	if (!nt || tlsd_place(nt, a_client ? 0 : 1, ke) < 0) {
 		tlsd_free(nt);
+		c->unplaceable = 1; /* counted once */
 		e->st.unplaceable_conns++;
 		return 0;
 	}
+	keys_note_placement(e->ks, ke);
 	tlsd_free(c->t);
 	c->t = nt;
 	c->placed = 1;

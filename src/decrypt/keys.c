@@ -331,19 +331,37 @@ static int tuple_line(struct key_store *ks, const char *s, size_t len, const cha
 	return 1;
 }
 
+static int key_line(struct key_store *ks, const char *line, size_t len, size_t lb, const char **why);
+
 int keys_add_line(struct key_store *ks, const char *line, size_t len, const char **why)
 {
 	if (len && line[len - 1] == '\r')
 		len--;
-	size_t lb = 0, le, cb, ce, sb, se, xe;
+	size_t lb = 0;
 	while (lb < len && (line[lb] == ' ' || line[lb] == '\t'))
 		lb++;
 	if (lb + 8 <= len && !memcmp(line + lb, "# TUPLE ", 8)) {
+		ks->pend.family = 0;
 		int r = tuple_line(ks, line + lb + 8, len - lb - 8, why);
 		if (r < 0)
 			ks->st.bad_lines++;
 		return r;
 	}
+	int r = key_line(ks, line, len, lb, why);
+	if (r <= 0)
+		ks->pend.family = 0; /* the short form names the very next line only */
+	return r;
+}
+
+void keys_line_break(struct key_store *ks)
+{
+	ks->pend.family = 0;
+}
+
+/* A line that is no # TUPLE line, from lb on: as keys_add_line. */
+static int key_line(struct key_store *ks, const char *line, size_t len, size_t lb, const char **why)
+{
+	size_t le, cb, ce, sb, se, xe;
 	if (lb == len || line[lb] == '#')
 		return 0;
 	lb = field(line, len, lb, &le);
@@ -403,6 +421,15 @@ int keys_add_line(struct key_store *ks, const char *line, size_t len, const char
 bad:
 	ks->st.bad_lines++;
 	return -EINVAL;
+}
+
+unsigned keys_note_placement(struct key_store *ks, const struct key_entry *e)
+{
+	struct key_entry *m = &ks->e[e - ks->e]; /* ours: the store's own entry */
+	unsigned n = m->placements;
+	if (m->placements < 255)
+		m->placements++;
+	return n;
 }
 
 void keys_mark_used(struct key_store *ks, const uint8_t cr[32])
@@ -492,6 +519,7 @@ int key_file_poll(struct key_file *kf, struct key_store *ks)
 		reopen(kf);
 	else if (fstat(kf->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < kf->off)
 		reopen(kf); /* truncated: written again from the start */
+	keys_line_break(ks); /* a short # TUPLE line names a key line of its own file */
 	if (kf->fd < 0)
 		return 0;
 	int taken = 0;
@@ -525,6 +553,7 @@ int key_file_poll(struct key_file *kf, struct key_store *ks)
 			i += (ssize_t)n + (nl ? 1 : 0);
 		}
 	}
+	keys_line_break(ks);
 	return taken;
 }
 

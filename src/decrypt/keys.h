@@ -29,6 +29,7 @@ struct key_entry {
 	uint32_t next;           /* hash chain (index + 1; 0: end) */
 	/* a # TUPLE line named its connection (keys_find_tuple) */
 	uint8_t placed;
+	uint8_t placements;      /* connections placed with it (keys_note_placement) */
 	uint8_t family;          /* 4 or 6 */
 	uint16_t cport, sport;
 	uint16_t version, suite; /* 0: not known */
@@ -60,6 +61,9 @@ void keys_free(struct key_store *ks);
  * VERSION SUITE" (tlsmirror --keylog; docs/decrypt.md) places a
  * connection first seen mid-stream. */
 int keys_add_line(struct key_store *ks, const char *line, size_t len, const char **why);
+/* The lines that follow are not from the same writer (another file, a file
+ * read again): a short-form # TUPLE line waiting for its key line is forgotten. */
+void keys_line_break(struct key_store *ks);
 /* Adds one secret (label: enum key_label) for client random cr, as a
  * key-log line would (a master secret the decryptor derived itself). */
 void keys_add_secret(struct key_store *ks, const uint8_t cr[32], int label, const uint8_t *sec,
@@ -71,6 +75,9 @@ const struct key_entry *keys_find(const struct key_store *ks, const uint8_t cr[3
  * which end the line names the client. Valid until the next add. */
 const struct key_entry *keys_find_tuple(const struct key_store *ks, int family, const uint8_t a[16],
 					uint16_t pa, const uint8_t b[16], uint16_t pb, int *a_is_client);
+/* A connection is placed with e: the number of placements with it before
+ * this one (a # TUPLE line names one connection: more are replays). */
+unsigned keys_note_placement(struct key_store *ks, const struct key_entry *e);
 /* A connection with client random cr decrypted: its keys were good for something. */
 void keys_mark_used(struct key_store *ks, const uint8_t cr[32]);
 /* Client randoms held, or forgotten over the cap, that no connection used

@@ -388,6 +388,9 @@ static void go_desync(struct tlsd *t, int d, uint64_t lost)
 
 #define SEARCH_CHAIN 8           /* whole records looked at for the shortest to try */
 #define SEARCH_TRIES 3           /* record boundaries tried before a direction gives up */
+/* record bytes one direction's search may open in all (tries and variants
+ * together): ~0.1 s of AES-GCM; 16 KiB records get 16384 sequence numbers */
+#define SEARCH_BUDGET (256ull << 20)
 
 /* Sequence numbers s0 .. s0 + n - 1 (and hint first, if any) on record r
  * of body length l: 0 and the one that opened it in *seq, or -1. */
@@ -395,7 +398,8 @@ static int try_seqs(struct tdir *x, const uint8_t *r, size_t l, uint64_t s0, uin
 		    const uint64_t *hint, uint64_t *seq)
 {
 	uint8_t type;
-	if (hint && *hint >= s0) {
+	if (hint && *hint >= s0 && x->search_budget >= l + 5) {
+		x->search_budget -= l + 5;
 		type = r[0];
 		if (rc_open(&x->rc, *hint, r, r + 5, l, plain, &type) >= 0) {
 			*seq = *hint;
@@ -403,6 +407,9 @@ static int try_seqs(struct tdir *x, const uint8_t *r, size_t l, uint64_t s0, uin
 		}
 	}
 	for (uint64_t k = s0; k < s0 + n; k++) {
+		if (x->search_budget < l + 5)
+			return -1; /* spent: the caller gives the direction up */
+		x->search_budget -= l + 5;
 		type = r[0];
 		if (rc_open(&x->rc, k, r, r + 5, l, plain, &type) >= 0) {
 			*seq = k;
@@ -417,7 +424,9 @@ static int try_seqs(struct tdir *x, const uint8_t *r, size_t l, uint64_t s0, uin
  * h[0..n)): the shortest of the first SEARCH_CHAIN is opened with each
  * candidate (TLS 1.2 AEAD suites carry it as their explicit nonce, which
  * is tried first). Where the line did not say, encrypt-then-MAC (CBC) and
- * the TLS 1.3 suites of the secret's hash are tried too. 0, or -1.
+ * the TLS 1.3 suites of the secret's hash are tried too. 0, -1, or -EAGAIN
+ * (the keys are not in the store yet: nothing tried). On failure the
+ * direction's keys are as before (the next boundary tries every variant).
  */
 static int find_seq(struct tlsd *t, int d, const uint8_t *h, size_t n, uint64_t *seq,
 		    const struct key_store *ks)
@@ -439,41 +448,55 @@ static int find_seq(struct tlsd *t, int d, const uint8_t *h, size_t n, uint64_t 
 	}
 	if (bestl == (size_t)-1)
 		return -1;
-	if (x->have != x->want && key_dir(t, d, ks) < 0)
-		return -1;
+	if (x->have != x->want) {
+		int r = key_dir(t, d, ks);
+		if (r < 0)
+			return r == -EAGAIN ? -EAGAIN : -1;
+	}
 	const uint8_t *r = h + best;
 	uint64_t max = t->lim->seq_search ? t->lim->seq_search : TLSD_SEQ_SEARCH, hint = 0, found;
 	const struct tls_suite *s = x->rc.s;
 	int explicit = !s->tls13 && s->kind != SK_CHACHA && s->kind != SK_CBC && bestl >= 8;
 	if (explicit)
 		hint = get_be64(r + 5);
-	for (int v = 0; v < 3; v++) {
-		if (v == 1) {
-			if (s->kind == SK_CBC && !x->rc.etm) {
-				x->rc.etm = 1;
-			} else if (t->suite_guess && s->id == 0x1301) {
-				const struct key_entry *e = keys_find(ks, t->info.client_random);
-				int l = label_of(t, d, K_AP);
-				if (!e || l < 0 || rc_init13(&x->rc, tls_suite_find(0x1303), e->secret[l],
-							     e->len[l]) < 0)
-					break;
-			} else {
-				break;
+	/* the variants: as keyed; CBC also with encrypt-then-MAC; a TLS 1.3
+	 * line without its suite (keyed as AES-128-GCM) also as ChaCha20. They
+	 * take turns in blocks of sequence numbers, so that the budget covers the
+	 * low numbers of each before the high ones of any. */
+	const struct key_entry *e = keys_find(ks, t->info.client_random);
+	int l = label_of(t, d, K_AP);
+	int nv = 1, chacha = 0;
+	if (s->kind == SK_CBC)
+		nv = 2;
+	else if (t->suite_guess && s->id == 0x1301 && e && l >= 0)
+		nv = 2, chacha = 1;
+	const uint64_t block = 4096;
+	for (uint64_t b0 = 0; b0 < max; b0 += block) {
+		for (int v = 0; v < nv; v++) {
+			if (nv > 1 && chacha &&
+			    rc_init13(&x->rc, tls_suite_find(v ? 0x1303 : 0x1301), e->secret[l],
+				      e->len[l]) < 0)
+				continue;
+			if (nv > 1 && !chacha)
+				x->rc.etm = (uint8_t)v;
+			uint64_t cnt = max - b0 < block ? max - b0 : block;
+			if (try_seqs(x, r, bestl, bidx + b0, cnt, explicit && !b0 ? &hint : NULL,
+				     &found) == 0) {
+				*seq = found - bidx;
+				if (x->rc.etm)
+					t->etm = 1;
+				if (x->rc.s != t->info.suite) {
+					t->info.suite = x->rc.s;
+					t->info.suite_id = x->rc.s->id;
+				}
+				return 0;
 			}
-		} else if (v == 2) {
-			break;
-		}
-		if (try_seqs(x, r, bestl, bidx, max, explicit ? &hint : NULL, &found) == 0) {
-			*seq = found - bidx;
-			if (x->rc.etm)
-				t->etm = 1;
-			if (x->rc.s != t->info.suite) {
-				t->info.suite = x->rc.s;
-				t->info.suite_id = x->rc.s->id;
-			}
-			return 0;
+			if (x->search_budget < bestl + 5)
+				goto spent;
 		}
 	}
+spent:
+	x->have = K_NONE; /* keyed again, as the line says, for the next boundary */
 	return -1;
 }
 
@@ -508,6 +531,7 @@ int tlsd_place(struct tlsd *t, int client_dir, const struct key_entry *e)
 		x->want = v13 ? K_AP : K_12;
 		x->desync = 1;
 		x->search = 1;
+		x->search_budget = SEARCH_BUDGET;
 	}
 	return 0;
 }
@@ -547,8 +571,11 @@ static void resync(struct tlsd *t, int d, uint64_t ts, const uint8_t *p, size_t 
 		uint8_t type = h[0];
 		if (x->search) {
 			uint64_t seq;
-			if (find_seq(t, d, h, x->rlen - i, &seq, ks) < 0) {
-				if (++x->search_tries >= SEARCH_TRIES) {
+			int r = find_seq(t, d, h, x->rlen - i, &seq, ks);
+			if (r == -EAGAIN && x->rlen - i <= RESYNC_BUF)
+				break; /* the keys after their # TUPLE line: looked at again with the next bytes */
+			if (r < 0) {
+				if (++x->search_tries >= SEARCH_TRIES || x->search_budget < 5 + 16384) {
 					t->c->place_failures++;
 					x->phase = PH_DEAD;
 					return;

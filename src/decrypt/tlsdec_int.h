@@ -30,6 +30,7 @@ struct tdir {
 	uint8_t desync;
 	uint8_t search;          /* placed mid-stream: the sequence number is not known */
 	uint8_t search_tries;
+	uint64_t search_budget;  /* record bytes the search may still open (SEARCH_BUDGET) */
 	uint64_t lost;           /* ciphertext lost since desync */
 	uint64_t seq;
 	struct rec_cipher rc;

@@ -471,6 +471,13 @@ TEST(keys_tuple_lines)
 	uint8_t a6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 }, b6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 	e = keys_find_tuple(ks, 6, a6, 5000, b6, 8443, &ac);
 	CHECK(e && e->cr[31] == 3 && ac == 1 && e->version == 0x0304);
+	/* the short form names the very next line only: a comment between, and it is gone */
+	CHECK_EQ(add(ks, "# TUPLE 10.9.9.1:1000 10.9.9.2:443"), 0);
+	CHECK_EQ(add(ks, "# something else"), 0);
+	snprintf(l, sizeof(l), "CLIENT_TRAFFIC_SECRET_0 %062d0a %064d", 0, 3);
+	CHECK_EQ(add(ks, l), 1);
+	uint8_t a9[16] = { 10, 9, 9, 1 }, b9[16] = { 10, 9, 9, 2 };
+	CHECK(!keys_find_tuple(ks, 4, a9, 1000, b9, 443, &ac));
 	/* malformed lines are bad lines, and place nothing */
 	static const char *const bad[] = {
 		"# TUPLE 10.0.0.1:40000",                             /* one end */
@@ -492,6 +499,7 @@ TEST(keys_tuple_lines)
 	CHECK_EQ(add(ks, l), -EINVAL);
 	CHECK_EQ(keys_stats(ks)->bad_lines, bl + sizeof(bad) / sizeof(bad[0]) + 2);
 	CHECK_EQ(keys_stats(ks)->tuples, 3);
+	CHECK_EQ(keys_stats(ks)->entries, 4);
 	/* over the cap the oldest client random goes, with its tuple */
 	for (int i = 4; i <= 7; i++) {
 		snprintf(l, sizeof(l), "CLIENT_RANDOM %062d%02d %096d", 0, i, 1);
@@ -545,6 +553,28 @@ TEST(tls13_placed_midstream_finds_the_sequence)
 	CHECK_EQ(c.out[1][c.n[1] - 1], 'e');
 	CHECK_EQ(tlsd_info(t)->client_dir, 1);
 	tlsd_free(t);
+	/* placed before its keys are in the store (the line read first): the
+	 * search waits for them instead of giving the direction up */
+	struct key_store *late = keys_new(0);
+	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:40000 10.0.0.2:443 %s - 0304 1301", CR);
+	CHECK_EQ(add(late, l), 1);
+	const struct key_entry *le = keys_find_tuple(late, 4, b, 443, a, 40000, &ac);
+	memset(&c, 0, sizeof(c));
+	memset(&tc, 0, sizeof(tc));
+	t = tlsd_new(&o, &tc, &lim);
+	CHECK(le && tlsd_place(t, 1, le) == 0);
+	tlsd_feed(t, 0, 1, stream[0] + 700, len[0] - 700, late);
+	tlsd_feed(t, 0, 1, stream[1], len[1], late);
+	tlsd_feed(t, 0, 1, stream[2], len[2], late);
+	CHECK_EQ(c.n[1], 0);
+	CHECK_EQ(tc.place_failures, 0);
+	add_keys13(late, 1);
+	tlsd_feed(t, 0, 1, stream[3], len[3], late);
+	tlsd_feed(t, 0, 1, stream[4], len[4], late);
+	CHECK_EQ(tc.placed_dirs, 1);
+	CHECK_EQ(c.n[1], 1400 + 1300 + 1200 + 1100);
+	tlsd_free(t);
+	keys_free(late);
 	/* a TLS 1.2 line without its suite or server random cannot place */
 	snprintf(l, sizeof(l), "# TUPLE 10.0.0.1:40001 10.0.0.2:443 %062d09 - 0303 c02f", 0);
 	CHECK_EQ(add(ks, l), 1);
