@@ -37,6 +37,23 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/key.pem" -out "$T/cert.pem
 head -c 1048576 /dev/urandom >"$T/f"
 : >"$T/tiny"
 
+# recording FILE UDP-PORT [ADDRESS]: until dumpcap records (its file grows with the probes we send to
+# a UDP port its filter takes); also at the end: once a probe sent after everything is in
+# the file, so is everything (dumpcap loses what it holds when stopped, and now and then
+# starts capturing only seconds after it started)
+recording() {
+	local before
+	before=$(stat -c %s "$1" 2>/dev/null || echo 0)
+	for ((k = 0; k < 300; k++)); do
+		echo probe >/dev/udp/"${3:-127.0.0.1}"/"$2" 2>/dev/null || true
+		sleep 0.05
+		[ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -gt "$before" ] && [ "$(stat -c %s "$1")" -gt 24 ] &&
+			return 0
+	done
+	echo "bench decrypt: dumpcap did not record $1: $(cat "$T/dumpcap.log")" >&2
+	exit 1
+}
+
 # capture NAME PORT CURL-ARGS...: NAME.pcap and NAME.keys
 capture() {
 	local name=$1 port=$2 n=$3
@@ -44,16 +61,21 @@ capture() {
 	(cd "$T" && exec openssl s_server -accept "$port" -cert cert.pem -key key.pem -WWW -quiet \
 		>/dev/null 2>&1) &
 	SERVER=$!
-	dumpcap -q -i lo -B 512 -P -f "tcp port $port" -w "$T/$name.pcap" 2>"$T/dumpcap.log" &
+	dumpcap -q -i lo -B 512 -P -f "tcp port $port or udp port $((port + 1000))" -w "$T/$name.pcap" \
+		2>"$T/dumpcap.log" &
 	CAP=$!
-	sleep 1.5
+	recording "$T/$name.pcap" $((port + 1000))
 	local urls=()
 	for ((i = 0; i < n; i++)); do urls+=("https://127.0.0.1:$port/$FILE"); done
 	SSLKEYLOGFILE=$KEYS curl -sk "$@" "${urls[@]}" >/dev/null
-	sleep 0.5
+	recording "$T/$name.pcap" $((port + 1000))
 	kill "$CAP" 2>/dev/null || { echo "bench decrypt: dumpcap: $(cat "$T/dumpcap.log")" >&2; exit 1; }
 	wait "$CAP" 2>/dev/null || true
 	CAP=''
+	if ! grep -Eq "received/dropped on interface .*: [0-9]+/0 " "$T/dumpcap.log"; then
+		echo "bench decrypt: dumpcap dropped packets of $name, the capture is short: $(cat "$T/dumpcap.log")" >&2
+		exit 1
+	fi
 	kill "$SERVER" 2>/dev/null || true
 	wait "$SERVER" 2>/dev/null || true
 	SERVER=''
@@ -92,13 +114,14 @@ ip netns exec $NS ip link set lo up
 (cd "$T" && exec ip netns exec $NS openssl s_server -accept 24804 -cert cert.pem -key key.pem -WWW \
 	-quiet >/dev/null 2>&1) &
 SERVER=$!
-dumpcap -q -i tmbdA$$ -B 512 -P -f "tcp port 24804" -w "$T/live.pcap" 2>"$T/dumpcap.log" &
+dumpcap -q -i tmbdA$$ -B 512 -P -f "tcp port 24804 or udp port 25804" -w "$T/live.pcap" \
+	2>"$T/dumpcap.log" &
 CAP=$!
-sleep 1.5
+recording "$T/live.pcap" 25804 10.231.9.2
 urls=()
 for ((i = 0; i < LIVE; i++)); do urls+=("https://10.231.9.2:24804/f"); done
 SSLKEYLOGFILE=$T/live.keys curl -sk --tlsv1.3 "${urls[@]}" >/dev/null
-sleep 0.5
+recording "$T/live.pcap" 25804 10.231.9.2
 kill "$CAP"; wait "$CAP" 2>/dev/null || true; CAP=''
 kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; SERVER=''
 # the replay: tmbrA (here, tcpreplay writes) -> tmbrB (the sensor's namespace, no address)
@@ -113,7 +136,7 @@ replay() { # NAME TCPREPLAY-RATE-ARGS...: NAME.log (decrypt), NAME.replay (tcpre
 		-w /dev/null 2>"$T/$name.log" &
 	local dec=$!
 	sleep 1.5
-	tcpreplay -q -i tmbrA$$ "$@" "$T/live.pcap" >"$T/$name.replay" 2>&1 || true
+	tcpreplay -q --preload-pcap -i tmbrA$$ "$@" "$T/live.pcap" >"$T/$name.replay" 2>&1 || true
 	sleep 1
 	kill "$dec"; wait "$dec" 2>/dev/null || true
 }
@@ -205,11 +228,16 @@ def replayed(name):
           and counter(log, "tcp_gap_bytes") == 0)
     return gbps, log, lost, ok
 
-gbps, log, lost, ok = replayed("live")
-row(f"   live -i, replayed on a veth at {gbps:.2f} Gbit/s: {live} x 1 MiB decrypted / lost",
-    "%d/%d" % (counter(log, "decrypted_conns"), lost), "%d/0" % live,
-    "PASS" if ok and gbps >= mbps / 1000 * 0.95 else "FAIL")
-gbps, log, lost, ok = replayed("top")
-row(f"   the same at tcpreplay's top speed, {gbps:.2f} Gbit/s: decrypted / lost",
-    "%d/%d" % (counter(log, "decrypted_conns"), lost), "%d/0" % live, "info")
+# the target: a replay of at least 95 % of BENCH_DECRYPT_MBPS with nothing lost (tcpreplay's
+# own rate on two shared cores is about 2 Gbit/s: the top-speed replay counts as well)
+g1, log1, lost1, ok1 = replayed("live")
+g2, log2, lost2, ok2 = replayed("top")
+met = (ok1 and g1 >= mbps / 1000 * 0.95) or (ok2 and g2 >= mbps / 1000 * 0.95)
+row(f"   live -i, replayed on a veth at {g1:.2f} Gbit/s: {live} x 1 MiB decrypted / lost",
+    "%d/%d" % (counter(log1, "decrypted_conns"), lost1), "%d/0" % live, "info")
+row(f"   the same at tcpreplay's top speed, {g2:.2f} Gbit/s: decrypted / lost",
+    "%d/%d" % (counter(log2, "decrypted_conns"), lost2), "%d/0" % live, "info")
+row(f"   live: lossless at >= {mbps / 1000 * 0.95:.1f} Gbit/s (best of the two)",
+    "%.2f" % max([g for g, ok in ((g1, ok1), (g2, ok2)) if ok] or [0]), ">= %.1f" % (mbps / 1000),
+    "PASS" if met else "FAIL")
 PY
